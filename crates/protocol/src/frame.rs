@@ -15,6 +15,10 @@ pub const HEADER_LEN: usize = 9;
 /// Largest DATA payload a sender may put in one frame.
 pub const MAX_DATA_LEN: usize = 256 * 1024;
 
+/// Send credit each side has on a new stream before any WINDOW frame: the receiver
+/// buffers at most this much until it grants more.
+pub const INITIAL_WINDOW: u32 = 256 * 1024;
+
 /// Largest payload of any frame; a larger length closes the connection as malformed.
 pub const MAX_FRAME_LEN: usize = 1024 * 1024;
 

@@ -1,1 +1,9 @@
-//! placeholder
+//! Transport for rport sessions: TLS with a pinned server key, the session handshake, and
+//! the multiplexer that carries control messages and tunnel streams over one connection.
+
+pub mod handshake;
+pub mod mux;
+pub mod tls;
+
+pub use mux::{IncomingStream, MuxConfig, MuxError, MuxHandle, MuxStream, Role, StreamError, pipe};
+pub use tls::{ServerIdentity, ServerPin};

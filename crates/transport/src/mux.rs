@@ -1,0 +1,1024 @@
+//! Stream multiplexer: many tunnel streams and the control channel over one connection,
+//! with per-stream credit-based flow control and keepalive.
+//!
+//! One driver task owns the connection and does all reading and writing, so no lock sits
+//! on the data path. Streams talk to it through two queues: a priority queue (control,
+//! window updates, resets, pongs) that is always drained first, and a bounded data queue
+//! (DATA, FIN) whose order per stream is the order on the wire. A stream's receive buffer
+//! is bounded by the window it grants, so a slow reader stalls only its own stream.
+
+use std::collections::HashMap;
+use std::future::poll_fn;
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use rport_protocol::frame::{self, FrameKind, INITIAL_WINDOW, MAX_DATA_LEN};
+use rport_protocol::{DecodeError, Decoder, Frame};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::{Notify, mpsc};
+use tokio::time::{Instant, Sleep};
+use tokio_util::sync::CancellationToken;
+
+/// Which end of the session this is; decides stream id parity and who may open streams.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Opens streams (odd ids); refuses streams opened by the peer.
+    Server,
+    /// Accepts streams opened by the server.
+    Agent,
+}
+
+#[derive(Debug, Clone)]
+pub struct MuxConfig {
+    pub role: Role,
+    /// The peer is declared dead when nothing arrives for this long; pings go out at a
+    /// third of it so a live but idle peer always has something to answer.
+    pub keep_alive: Duration,
+    /// Receive window per stream: the most a stream buffers for a reader that is slow.
+    pub stream_window: u32,
+    /// Streams open at once; more are refused.
+    pub max_streams: usize,
+}
+
+impl MuxConfig {
+    pub fn new(role: Role, keep_alive: Duration) -> Self {
+        Self {
+            role,
+            keep_alive,
+            stream_window: 4 * 1024 * 1024,
+            max_streams: 16 * 1024,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum MuxError {
+    #[error("connection: {0}")]
+    Io(#[from] io::Error),
+    #[error("malformed frame from peer: {0}")]
+    Malformed(#[from] DecodeError),
+    #[error("protocol violation by peer: {0}")]
+    Protocol(String),
+    #[error("peer sent nothing for {0:?}; connection considered dead")]
+    KeepaliveTimeout(Duration),
+    #[error("session closed")]
+    Closed,
+}
+
+/// Why a stream stopped before a clean end.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum StreamError {
+    #[error("stream reset: {0}")]
+    Reset(String),
+    #[error("session closed")]
+    SessionClosed,
+}
+
+impl From<StreamError> for io::Error {
+    fn from(err: StreamError) -> Self {
+        io::Error::new(io::ErrorKind::ConnectionReset, err)
+    }
+}
+
+/// State of one stream shared between its handles and the driver.
+struct StreamShared {
+    id: u32,
+    credit: AtomicU64,
+    reset: Mutex<Option<StreamError>>,
+    reset_flag: AtomicBool,
+    /// Woken when credit arrives or the stream is reset.
+    wake: Notify,
+    bytes_sent: AtomicU64,
+    bytes_received: AtomicU64,
+}
+
+impl StreamShared {
+    fn new(id: u32) -> Arc<Self> {
+        Arc::new(Self {
+            id,
+            credit: AtomicU64::new(u64::from(INITIAL_WINDOW)),
+            reset: Mutex::new(None),
+            reset_flag: AtomicBool::new(false),
+            wake: Notify::new(),
+            bytes_sent: AtomicU64::new(0),
+            bytes_received: AtomicU64::new(0),
+        })
+    }
+
+    fn add_credit(&self, n: u32) {
+        self.credit.fetch_add(u64::from(n), Ordering::AcqRel);
+        self.wake.notify_one();
+    }
+
+    fn set_reset(&self, err: StreamError) {
+        if let Ok(mut slot) = self.reset.lock() {
+            slot.get_or_insert(err);
+        }
+        self.reset_flag.store(true, Ordering::Release);
+        self.wake.notify_one();
+    }
+
+    fn reset_error(&self) -> Option<StreamError> {
+        if !self.reset_flag.load(Ordering::Acquire) {
+            return None;
+        }
+        self.reset.lock().ok().and_then(|slot| slot.clone())
+    }
+}
+
+enum Command {
+    Open {
+        id: u32,
+        payload: Bytes,
+        entry: StreamEntry,
+    },
+    Window {
+        id: u32,
+        increment: u32,
+    },
+    Reset {
+        id: u32,
+        reason: String,
+    },
+    Control(Bytes),
+    Close,
+}
+
+enum DataItem {
+    Data { id: u32, payload: Bytes },
+    Fin { id: u32 },
+}
+
+/// The driver's view of a stream.
+struct StreamEntry {
+    shared: Arc<StreamShared>,
+    to_reader: Option<mpsc::UnboundedSender<Bytes>>,
+    /// Bytes the peer may still send before it needs more credit from us.
+    recv_allowance: i64,
+    local_finished: bool,
+    remote_finished: bool,
+}
+
+struct Outbound {
+    priority: mpsc::UnboundedSender<Command>,
+    data: mpsc::Sender<DataItem>,
+}
+
+struct SessionShared {
+    outbound: Outbound,
+    next_id: AtomicU32,
+    stream_window: u32,
+    closed: CancellationToken,
+    rtt_micros: AtomicU64,
+    open_streams: AtomicU32,
+}
+
+/// Cloneable handle to a running session: opens streams, sends control messages, closes.
+#[derive(Clone)]
+pub struct MuxHandle {
+    shared: Arc<SessionShared>,
+}
+
+/// A stream the peer opened, with the payload of its OPEN frame.
+pub struct IncomingStream {
+    pub stream: MuxStream,
+    pub open: Bytes,
+}
+
+/// What a session delivers to its owner.
+pub struct MuxEvents {
+    /// Streams opened by the peer (agents only; servers refuse them).
+    pub incoming: mpsc::UnboundedReceiver<IncomingStream>,
+    /// Payloads of CONTROL frames.
+    pub control: mpsc::UnboundedReceiver<Bytes>,
+}
+
+/// Starts a session over `io`. `already_read` holds bytes read past the handshake.
+/// The returned driver must be polled (spawned) for anything to happen.
+pub fn start<IO>(io: IO, already_read: BytesMut, config: MuxConfig) -> (MuxHandle, MuxEvents, MuxDriver<IO>)
+where
+    IO: AsyncRead + AsyncWrite + Unpin,
+{
+    let (priority_tx, priority_rx) = mpsc::unbounded_channel();
+    // Bounded so that producers feel the connection's pace; per-stream credit already
+    // bounds memory, this keeps queueing latency for control traffic small.
+    let (data_tx, data_rx) = mpsc::channel(256);
+    let (incoming_tx, incoming_rx) = mpsc::unbounded_channel();
+    let (control_tx, control_rx) = mpsc::unbounded_channel();
+    let shared = Arc::new(SessionShared {
+        outbound: Outbound {
+            priority: priority_tx,
+            data: data_tx,
+        },
+        next_id: AtomicU32::new(match config.role {
+            Role::Server => 1,
+            Role::Agent => 2,
+        }),
+        stream_window: config.stream_window.max(INITIAL_WINDOW),
+        closed: CancellationToken::new(),
+        rtt_micros: AtomicU64::new(0),
+        open_streams: AtomicU32::new(0),
+    });
+    let ping_every = (config.keep_alive / 3).max(Duration::from_millis(100));
+    let driver = MuxDriver {
+        io,
+        config,
+        read_buf: already_read,
+        read_size: MIN_READ,
+        write_buf: BytesMut::new(),
+        needs_flush: false,
+        decoder: Decoder,
+        streams: HashMap::new(),
+        priority_rx,
+        data_rx,
+        incoming_tx,
+        control_tx,
+        session: Arc::clone(&shared),
+        tick: Box::pin(tokio::time::sleep(ping_every)),
+        ping_every,
+        last_received: Instant::now(),
+        last_ping_sent: None,
+        closing: false,
+    };
+    (
+        MuxHandle { shared },
+        MuxEvents {
+            incoming: incoming_rx,
+            control: control_rx,
+        },
+        driver,
+    )
+}
+
+impl MuxHandle {
+    /// Opens a stream; data may be sent at once, before the peer has answered.
+    pub fn open_stream(&self, payload: Bytes) -> Result<MuxStream, MuxError> {
+        if self.is_closed() {
+            return Err(MuxError::Closed);
+        }
+        let id = self.shared.next_id.fetch_add(2, Ordering::Relaxed);
+        if id > u32::MAX - 2 {
+            return Err(MuxError::Protocol("stream ids exhausted".into()));
+        }
+        let (stream, entry) = new_stream(&self.shared, id);
+        self.shared
+            .outbound
+            .priority
+            .send(Command::Open { id, payload, entry })
+            .map_err(|_| MuxError::Closed)?;
+        Ok(stream)
+    }
+
+    pub fn send_control(&self, payload: Bytes) -> Result<(), MuxError> {
+        self.shared
+            .outbound
+            .priority
+            .send(Command::Control(payload))
+            .map_err(|_| MuxError::Closed)
+    }
+
+    /// Flushes what is queued and ends the session.
+    pub fn close(&self) {
+        let _ = self.shared.outbound.priority.send(Command::Close);
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.shared.closed.is_cancelled()
+    }
+
+    /// Resolves when the session has ended, for whatever reason.
+    pub async fn closed(&self) {
+        self.shared.closed.cancelled().await
+    }
+
+    /// Round-trip time of the last answered ping.
+    pub fn rtt(&self) -> Option<Duration> {
+        match self.shared.rtt_micros.load(Ordering::Relaxed) {
+            0 => None,
+            micros => Some(Duration::from_micros(micros)),
+        }
+    }
+
+    pub fn open_streams(&self) -> u32 {
+        self.shared.open_streams.load(Ordering::Relaxed)
+    }
+}
+
+fn new_stream(session: &Arc<SessionShared>, id: u32) -> (MuxStream, StreamEntry) {
+    let shared = StreamShared::new(id);
+    let (to_reader, from_driver) = mpsc::unbounded_channel();
+    let guard = Arc::new(StreamGuard {
+        shared: Arc::clone(&shared),
+        session: Arc::clone(session),
+        writer_finished: AtomicBool::new(false),
+        reader_done: AtomicBool::new(false),
+    });
+    session.open_streams.fetch_add(1, Ordering::Relaxed);
+    let window = session.stream_window;
+    let stream = MuxStream {
+        reader: StreamReader {
+            guard: Arc::clone(&guard),
+            from_driver,
+            unacknowledged: 0,
+            // The peer starts with INITIAL_WINDOW; the rest is granted once the reader runs.
+            pending_grant: window - INITIAL_WINDOW,
+            window,
+        },
+        writer: StreamWriter {
+            guard,
+            data: session.outbound.data.clone(),
+        },
+    };
+    let entry = StreamEntry {
+        shared,
+        to_reader: Some(to_reader),
+        recv_allowance: i64::from(INITIAL_WINDOW),
+        local_finished: false,
+        remote_finished: false,
+    };
+    (stream, entry)
+}
+
+/// Resets the stream when its handles go away before a clean end in both directions.
+struct StreamGuard {
+    shared: Arc<StreamShared>,
+    session: Arc<SessionShared>,
+    writer_finished: AtomicBool,
+    reader_done: AtomicBool,
+}
+
+impl Drop for StreamGuard {
+    fn drop(&mut self) {
+        self.session.open_streams.fetch_sub(1, Ordering::Relaxed);
+        let clean = self.writer_finished.load(Ordering::Acquire)
+            && self.reader_done.load(Ordering::Acquire);
+        if !clean && self.shared.reset_error().is_none() {
+            let _ = self.session.outbound.priority.send(Command::Reset {
+                id: self.shared.id,
+                reason: "stream abandoned".into(),
+            });
+        }
+    }
+}
+
+/// A bidirectional stream; split it to read and write from different tasks.
+pub struct MuxStream {
+    reader: StreamReader,
+    writer: StreamWriter,
+}
+
+impl MuxStream {
+    pub fn id(&self) -> u32 {
+        self.writer.guard.shared.id
+    }
+
+    pub fn split(self) -> (StreamReader, StreamWriter) {
+        (self.reader, self.writer)
+    }
+
+    /// Aborts the stream in both directions, telling the peer why.
+    pub fn reset(self, reason: &str) {
+        self.writer.reset(reason);
+    }
+
+    /// Bytes sent and received so far.
+    pub fn counters(&self) -> StreamCounters {
+        StreamCounters::of(&self.writer.guard.shared)
+    }
+
+    pub fn counter_handle(&self) -> CounterHandle {
+        CounterHandle(Arc::clone(&self.writer.guard.shared))
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StreamCounters {
+    pub bytes_sent: u64,
+    pub bytes_received: u64,
+}
+
+impl StreamCounters {
+    fn of(shared: &StreamShared) -> Self {
+        Self {
+            bytes_sent: shared.bytes_sent.load(Ordering::Relaxed),
+            bytes_received: shared.bytes_received.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// Reads a stream's byte counters while the stream is used elsewhere.
+#[derive(Clone)]
+pub struct CounterHandle(Arc<StreamShared>);
+
+impl CounterHandle {
+    pub fn get(&self) -> StreamCounters {
+        StreamCounters::of(&self.0)
+    }
+}
+
+/// The receiving half of a stream.
+pub struct StreamReader {
+    guard: Arc<StreamGuard>,
+    from_driver: mpsc::UnboundedReceiver<Bytes>,
+    /// Bytes handed to the caller and consumed but not yet granted back to the peer.
+    unacknowledged: u32,
+    /// Window growth beyond INITIAL_WINDOW not yet announced.
+    pending_grant: u32,
+    window: u32,
+}
+
+impl StreamReader {
+    /// The next chunk, or `None` once the peer has finished sending.
+    pub async fn recv(&mut self) -> Result<Option<Bytes>, StreamError> {
+        self.grant_credit();
+        match self.from_driver.recv().await {
+            Some(chunk) => {
+                self.unacknowledged = self.unacknowledged.saturating_add(chunk.len() as u32);
+                self.guard
+                    .shared
+                    .bytes_received
+                    .fetch_add(chunk.len() as u64, Ordering::Relaxed);
+                Ok(Some(chunk))
+            }
+            None => match self.guard.shared.reset_error() {
+                Some(err) => Err(err),
+                None => {
+                    self.guard.reader_done.store(true, Ordering::Release);
+                    Ok(None)
+                }
+            },
+        }
+    }
+
+    /// Gives the peer back credit for consumed bytes, in batches so that a fast stream
+    /// costs one WINDOW frame per quarter window rather than one per chunk.
+    fn grant_credit(&mut self) {
+        let batch = self.window / 4;
+        if self.pending_grant == 0 && self.unacknowledged < batch {
+            return;
+        }
+        let increment = self.unacknowledged + std::mem::take(&mut self.pending_grant);
+        self.unacknowledged = 0;
+        let _ = self.guard.session.outbound.priority.send(Command::Window {
+            id: self.guard.shared.id,
+            increment,
+        });
+    }
+
+    /// Writes everything the peer sends into `out` until the peer finishes, then shuts
+    /// down `out`'s write side (half-close).
+    pub async fn copy_to<W: AsyncWrite + Unpin>(&mut self, out: &mut W) -> io::Result<u64> {
+        let mut total = 0u64;
+        while let Some(chunk) = self.recv().await? {
+            out.write_all(&chunk).await?;
+            total += chunk.len() as u64;
+        }
+        out.shutdown().await?;
+        Ok(total)
+    }
+}
+
+/// The sending half of a stream.
+pub struct StreamWriter {
+    guard: Arc<StreamGuard>,
+    data: mpsc::Sender<DataItem>,
+}
+
+/// How much a writer reads from its source at once.
+const CHUNK: usize = 64 * 1024;
+
+impl StreamWriter {
+    /// Waits for send credit and takes up to `want` bytes of it.
+    async fn acquire_credit(&self, want: usize) -> Result<usize, StreamError> {
+        let shared = &self.guard.shared;
+        loop {
+            let notified = shared.wake.notified();
+            if let Some(err) = shared.reset_error() {
+                return Err(err);
+            }
+            if self.guard.session.closed.is_cancelled() {
+                return Err(StreamError::SessionClosed);
+            }
+            let available = shared.credit.load(Ordering::Acquire);
+            if available > 0 {
+                // Only this writer subtracts, so what it saw is still there.
+                let take = available.min(want as u64);
+                shared.credit.fetch_sub(take, Ordering::AcqRel);
+                return Ok(take as usize);
+            }
+            tokio::select! {
+                _ = notified => {}
+                _ = self.guard.session.closed.cancelled() => {}
+            }
+        }
+    }
+
+    fn return_credit(&self, n: usize) {
+        if n > 0 {
+            self.guard.shared.credit.fetch_add(n as u64, Ordering::AcqRel);
+        }
+    }
+
+    /// Sends `data`, waiting for credit as needed.
+    pub async fn send(&mut self, mut data: Bytes) -> Result<(), StreamError> {
+        while !data.is_empty() {
+            let n = self.acquire_credit(data.len().min(MAX_DATA_LEN)).await?;
+            let payload = data.split_to(n);
+            self.push(DataItem::Data {
+                id: self.guard.shared.id,
+                payload,
+            })
+            .await?;
+        }
+        Ok(())
+    }
+
+    async fn push(&self, item: DataItem) -> Result<(), StreamError> {
+        if let DataItem::Data { payload, .. } = &item {
+            self.guard
+                .shared
+                .bytes_sent
+                .fetch_add(payload.len() as u64, Ordering::Relaxed);
+        }
+        self.data
+            .send(item)
+            .await
+            .map_err(|_| StreamError::SessionClosed)
+    }
+
+    /// Tells the peer no more data follows (TCP half-close).
+    pub async fn finish(&mut self) -> Result<(), StreamError> {
+        if self.guard.writer_finished.swap(true, Ordering::AcqRel) {
+            return Ok(());
+        }
+        self.push(DataItem::Fin {
+            id: self.guard.shared.id,
+        })
+        .await
+    }
+
+    /// Aborts the stream in both directions.
+    pub fn reset(&self, reason: &str) {
+        self.guard
+            .shared
+            .set_reset(StreamError::Reset(reason.to_owned()));
+        let _ = self.guard.session.outbound.priority.send(Command::Reset {
+            id: self.guard.shared.id,
+            reason: reason.to_owned(),
+        });
+    }
+
+    /// Sends everything read from `source` until its end, then finishes the stream.
+    /// Stops early, with an error, when the peer resets the stream.
+    pub async fn copy_from<R: AsyncRead + Unpin>(&mut self, source: &mut R) -> io::Result<u64> {
+        let mut buf = BytesMut::new();
+        let mut total = 0u64;
+        loop {
+            let credit = self.acquire_credit(CHUNK).await?;
+            buf.reserve(credit);
+            let read = {
+                let shared = &self.guard.shared;
+                let notified = shared.wake.notified();
+                if let Some(err) = shared.reset_error() {
+                    return Err(err.into());
+                }
+                let mut limited = (&mut buf).limit(credit);
+                tokio::select! {
+                    read = source.read_buf(&mut limited) => read?,
+                    _ = notified => {
+                        // Woken by a reset (or by credit, which we already hold): re-check.
+                        self.return_credit(credit);
+                        continue;
+                    }
+                }
+            };
+            self.return_credit(credit - read);
+            if read == 0 {
+                break;
+            }
+            total += read as u64;
+            let payload = buf.split().freeze();
+            self.push(DataItem::Data {
+                id: self.guard.shared.id,
+                payload,
+            })
+            .await?;
+        }
+        self.finish().await?;
+        Ok(total)
+    }
+}
+
+/// Carries bytes both ways between a stream and a socket until both directions are done,
+/// propagating half-closes. Returns (bytes socket->stream, bytes stream->socket).
+pub async fn pipe<S>(stream: MuxStream, socket: S) -> io::Result<(u64, u64)>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let (mut reader, mut writer) = stream.split();
+    let (mut socket_read, mut socket_write) = tokio::io::split(socket);
+    let upstream = async {
+        let result = writer.copy_from(&mut socket_read).await;
+        if result.is_err() {
+            writer.reset("source failed");
+        }
+        result
+    };
+    let downstream = async {
+        let result = reader.copy_to(&mut socket_write).await;
+        if let Err(err) = &result {
+            // The socket is gone or the stream was reset: nothing more can be delivered.
+            writer_reset_on(&reader, err);
+        }
+        result
+    };
+    let (up, down) = tokio::try_join!(upstream, downstream)?;
+    Ok((up, down))
+}
+
+fn writer_reset_on(reader: &StreamReader, err: &io::Error) {
+    if reader.guard.shared.reset_error().is_none() {
+        reader
+            .guard
+            .shared
+            .set_reset(StreamError::Reset(err.to_string()));
+        let _ = reader.guard.session.outbound.priority.send(Command::Reset {
+            id: reader.guard.shared.id,
+            reason: err.to_string(),
+        });
+    }
+}
+
+const MIN_READ: usize = 8 * 1024;
+const MAX_READ: usize = 256 * 1024;
+/// Stop gathering outgoing frames past this much buffered output.
+const WRITE_HIGH_WATER: usize = 256 * 1024;
+
+/// Owns the connection; poll it (spawn [`MuxDriver::run`]) for the session to make progress.
+pub struct MuxDriver<IO> {
+    io: IO,
+    config: MuxConfig,
+    read_buf: BytesMut,
+    read_size: usize,
+    write_buf: BytesMut,
+    needs_flush: bool,
+    decoder: Decoder,
+    streams: HashMap<u32, StreamEntry>,
+    priority_rx: mpsc::UnboundedReceiver<Command>,
+    data_rx: mpsc::Receiver<DataItem>,
+    incoming_tx: mpsc::UnboundedSender<IncomingStream>,
+    control_tx: mpsc::UnboundedSender<Bytes>,
+    session: Arc<SessionShared>,
+    tick: Pin<Box<Sleep>>,
+    ping_every: Duration,
+    last_received: Instant,
+    last_ping_sent: Option<Instant>,
+    closing: bool,
+}
+
+impl<IO> MuxDriver<IO>
+where
+    IO: AsyncRead + AsyncWrite + Unpin,
+{
+    /// Runs the session until the peer goes away, a fault, or [`MuxHandle::close`].
+    pub async fn run(mut self) -> Result<(), MuxError> {
+        let result = poll_fn(|cx| self.poll_session(cx)).await;
+        if result.is_ok() {
+            let _ = self.io.shutdown().await;
+        }
+        self.teardown();
+        result
+    }
+
+    fn teardown(&mut self) {
+        self.session.closed.cancel();
+        for (_, entry) in self.streams.drain() {
+            entry.shared.set_reset(StreamError::SessionClosed);
+        }
+        self.priority_rx.close();
+        self.data_rx.close();
+    }
+
+    fn poll_session(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), MuxError>> {
+        // Bounded rounds so a busy session yields to other tasks now and then.
+        for _ in 0..32 {
+            let mut progressed = false;
+
+            if self.tick.as_mut().poll(cx).is_ready() {
+                self.on_tick()?;
+                progressed = true;
+            }
+
+            if !self.closing {
+                match self.poll_read_frames(cx)? {
+                    Poll::Ready(true) => progressed = true,
+                    Poll::Ready(false) => return Poll::Ready(Ok(())), // peer closed
+                    Poll::Pending => {}
+                }
+            }
+
+            if self.gather_outgoing(cx) {
+                progressed = true;
+            }
+
+            match self.poll_write(cx)? {
+                Poll::Ready(()) if self.closing => return Poll::Ready(Ok(())),
+                Poll::Ready(()) => {}
+                Poll::Pending => {}
+            }
+
+            if !progressed {
+                return Poll::Pending;
+            }
+        }
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+
+    fn on_tick(&mut self) -> Result<(), MuxError> {
+        let now = Instant::now();
+        if now.duration_since(self.last_received) > self.config.keep_alive {
+            return Err(MuxError::KeepaliveTimeout(self.config.keep_alive));
+        }
+        let idle = now.duration_since(self.last_received) >= self.ping_every / 2;
+        if idle && self.read_buf.is_empty() && self.read_buf.capacity() > 4 * MIN_READ {
+            // An idle session should not hold a large buffer (think 10,000 agents).
+            self.read_buf = BytesMut::new();
+            self.read_size = MIN_READ;
+        }
+        if self.last_ping_sent.is_none() {
+            self.last_ping_sent = Some(now);
+            Frame::Ping { opaque: 0 }.encode(&mut self.write_buf);
+        } else if let Some(sent) = self.last_ping_sent {
+            // Unanswered for a whole interval: send another, in case the first was queued
+            // behind a burst of data.
+            if now.duration_since(sent) >= self.ping_every {
+                self.last_ping_sent = Some(now);
+                Frame::Ping { opaque: 0 }.encode(&mut self.write_buf);
+            }
+        }
+        self.tick.as_mut().reset(now + self.ping_every);
+        Ok(())
+    }
+
+    /// Reads and dispatches frames. Ready(true): made progress; Ready(false): clean EOF.
+    fn poll_read_frames(&mut self, cx: &mut Context<'_>) -> Result<Poll<bool>, MuxError> {
+        let mut progressed = false;
+        loop {
+            while let Some(frame) = self.decoder.decode(&mut self.read_buf)? {
+                self.on_frame(frame)?;
+                progressed = true;
+            }
+            if self.read_buf.capacity() - self.read_buf.len() < MIN_READ {
+                self.read_buf.reserve(self.read_size);
+            }
+            let spare = self.read_buf.capacity() - self.read_buf.len();
+            match tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.read_buf) {
+                Poll::Ready(Ok(0)) => {
+                    return if self.read_buf.is_empty() {
+                        Ok(Poll::Ready(false))
+                    } else {
+                        Err(MuxError::Io(io::ErrorKind::UnexpectedEof.into()))
+                    };
+                }
+                Poll::Ready(Ok(n)) => {
+                    self.last_received = Instant::now();
+                    if n == spare {
+                        self.read_size = (self.read_size * 2).min(MAX_READ);
+                    }
+                    progressed = true;
+                    // Don't let reading starve writing (window updates, pongs).
+                    if self.write_buf.len() >= WRITE_HIGH_WATER {
+                        while let Some(frame) = self.decoder.decode(&mut self.read_buf)? {
+                            self.on_frame(frame)?;
+                        }
+                        return Ok(Poll::Ready(true));
+                    }
+                }
+                Poll::Ready(Err(err)) => return Err(err.into()),
+                Poll::Pending => {
+                    return Ok(if progressed {
+                        Poll::Ready(true)
+                    } else {
+                        Poll::Pending
+                    });
+                }
+            }
+        }
+    }
+
+    fn on_frame(&mut self, frame: Frame) -> Result<(), MuxError> {
+        match frame {
+            Frame::Data { stream, payload } => {
+                let Some(entry) = self.streams.get_mut(&stream) else {
+                    // Data for a stream we already reset; it was in flight.
+                    return Ok(());
+                };
+                entry.recv_allowance -= payload.len() as i64;
+                if entry.recv_allowance < 0 {
+                    return Err(MuxError::Protocol(format!(
+                        "stream {stream} sent beyond its flow-control window"
+                    )));
+                }
+                if entry.remote_finished {
+                    return Err(MuxError::Protocol(format!("data after FIN on stream {stream}")));
+                }
+                if let Some(tx) = &entry.to_reader {
+                    // A closed receiver means the handle is gone; its reset is queued.
+                    let _ = tx.send(payload);
+                }
+            }
+            Frame::Window { stream, increment } => {
+                if let Some(entry) = self.streams.get(&stream) {
+                    entry.shared.add_credit(increment);
+                }
+            }
+            Frame::Fin { stream } => {
+                if let Some(entry) = self.streams.get_mut(&stream) {
+                    entry.remote_finished = true;
+                    entry.to_reader = None;
+                    self.remove_if_done(stream);
+                }
+            }
+            Frame::Reset { stream, reason } => {
+                if let Some(entry) = self.streams.remove(&stream) {
+                    let reason = String::from_utf8_lossy(&reason).into_owned();
+                    entry.shared.set_reset(StreamError::Reset(reason));
+                }
+            }
+            Frame::Open { stream, payload } => self.on_open(stream, payload)?,
+            Frame::Ping { opaque } => Frame::Pong { opaque }.encode(&mut self.write_buf),
+            Frame::Pong { .. } => {
+                if let Some(sent) = self.last_ping_sent.take() {
+                    let rtt = sent.elapsed().as_micros().max(1) as u64;
+                    self.session.rtt_micros.store(rtt, Ordering::Relaxed);
+                }
+            }
+            Frame::Control { payload } => {
+                let _ = self.control_tx.send(payload);
+            }
+        }
+        Ok(())
+    }
+
+    fn on_open(&mut self, stream: u32, payload: Bytes) -> Result<(), MuxError> {
+        let peer_parity = match self.config.role {
+            Role::Server => 0,
+            Role::Agent => 1,
+        };
+        if stream % 2 != peer_parity || self.streams.contains_key(&stream) {
+            return Err(MuxError::Protocol(format!("invalid stream id {stream} in OPEN")));
+        }
+        if self.config.role == Role::Server {
+            self.write_reset(stream, "agents may not open streams");
+            return Ok(());
+        }
+        if self.streams.len() >= self.config.max_streams {
+            self.write_reset(stream, "too many open streams");
+            return Ok(());
+        }
+        let (mux_stream, entry) = new_stream(&self.session, stream);
+        self.streams.insert(stream, entry);
+        if self
+            .incoming_tx
+            .send(IncomingStream {
+                stream: mux_stream,
+                open: payload,
+            })
+            .is_err()
+        {
+            // Nobody accepts streams; dropping the handle resets it.
+            self.streams.remove(&stream);
+            self.write_reset(stream, "not accepting streams");
+        }
+        Ok(())
+    }
+
+    fn write_reset(&mut self, stream: u32, reason: &str) {
+        Frame::Reset {
+            stream,
+            reason: Bytes::copy_from_slice(reason.as_bytes()),
+        }
+        .encode(&mut self.write_buf);
+    }
+
+    fn remove_if_done(&mut self, stream: u32) {
+        if let Some(entry) = self.streams.get(&stream)
+            && entry.local_finished
+            && entry.remote_finished
+        {
+            self.streams.remove(&stream);
+        }
+    }
+
+    /// Moves queued commands and data into the write buffer. Returns whether it took any.
+    fn gather_outgoing(&mut self, cx: &mut Context<'_>) -> bool {
+        let mut took = false;
+        while let Poll::Ready(Some(command)) = self.priority_rx.poll_recv(cx) {
+            took = true;
+            self.on_command(command);
+        }
+        while self.write_buf.len() < WRITE_HIGH_WATER && !self.closing {
+            match self.data_rx.poll_recv(cx) {
+                Poll::Ready(Some(item)) => {
+                    took = true;
+                    self.on_data_item(item);
+                }
+                Poll::Ready(None) | Poll::Pending => break,
+            }
+        }
+        took
+    }
+
+    fn on_command(&mut self, command: Command) {
+        match command {
+            Command::Open { id, payload, entry } => {
+                if self.streams.len() >= self.config.max_streams {
+                    entry
+                        .shared
+                        .set_reset(StreamError::Reset("too many open streams".into()));
+                    return;
+                }
+                self.streams.insert(id, entry);
+                frame::put_header(&mut self.write_buf, FrameKind::Open, id, payload.len());
+                self.write_buf.put_slice(&payload);
+            }
+            Command::Window { id, increment } => {
+                if let Some(entry) = self.streams.get_mut(&id)
+                    && !entry.remote_finished
+                {
+                    entry.recv_allowance += i64::from(increment);
+                    Frame::Window {
+                        stream: id,
+                        increment,
+                    }
+                    .encode(&mut self.write_buf);
+                }
+            }
+            Command::Reset { id, reason } => {
+                if let Some(entry) = self.streams.remove(&id) {
+                    entry.shared.set_reset(StreamError::Reset(reason.clone()));
+                    self.write_reset(id, &reason);
+                }
+            }
+            Command::Control(payload) => Frame::Control { payload }.encode(&mut self.write_buf),
+            Command::Close => self.closing = true,
+        }
+    }
+
+    fn on_data_item(&mut self, item: DataItem) {
+        match item {
+            DataItem::Data { id, payload } => {
+                // Data queued before a reset is dropped, not sent.
+                if let Some(entry) = self.streams.get(&id)
+                    && !entry.local_finished
+                {
+                    frame::put_header(&mut self.write_buf, FrameKind::Data, id, payload.len());
+                    self.write_buf.put_slice(&payload);
+                }
+            }
+            DataItem::Fin { id } => {
+                if let Some(entry) = self.streams.get_mut(&id)
+                    && !entry.local_finished
+                {
+                    entry.local_finished = true;
+                    Frame::Fin { stream: id }.encode(&mut self.write_buf);
+                    self.remove_if_done(id);
+                }
+            }
+        }
+    }
+
+    /// Writes the buffer out. Ready once everything is written and flushed.
+    fn poll_write(&mut self, cx: &mut Context<'_>) -> Result<Poll<()>, MuxError> {
+        while !self.write_buf.is_empty() {
+            match Pin::new(&mut self.io).poll_write(cx, &self.write_buf) {
+                Poll::Ready(Ok(0)) => return Err(MuxError::Io(io::ErrorKind::WriteZero.into())),
+                Poll::Ready(Ok(n)) => {
+                    self.write_buf.advance(n);
+                    self.needs_flush = true;
+                }
+                Poll::Ready(Err(err)) => return Err(err.into()),
+                Poll::Pending => return Ok(Poll::Pending),
+            }
+        }
+        if self.write_buf.capacity() > 4 * WRITE_HIGH_WATER {
+            self.write_buf = BytesMut::new();
+        } else {
+            self.write_buf.clear();
+        }
+        if self.needs_flush {
+            match Pin::new(&mut self.io).poll_flush(cx) {
+                Poll::Ready(result) => result?,
+                Poll::Pending => return Ok(Poll::Pending),
+            }
+            self.needs_flush = false;
+        }
+        Ok(Poll::Ready(()))
+    }
+}

@@ -1,0 +1,157 @@
+//! The multiplexer over real loopback TCP: integrity, concurrency, flow control isolation,
+//! keepalive and malformed input.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use rport_transport::mux::{self, MuxConfig, Role};
+use sha2::{Digest, Sha256};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+async fn tcp_pair() -> (TcpStream, TcpStream) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let (client, server) = tokio::join!(TcpStream::connect(addr), listener.accept());
+    (client.expect("connect"), server.expect("accept").0)
+}
+
+/// A server-role session and an agent-role session connected to each other; the agent
+/// echoes every stream back.
+async fn echo_pair(keep_alive: Duration) -> rport_transport::MuxHandle {
+    let (a, b) = tcp_pair().await;
+    let (server, _server_events, server_driver) =
+        mux::start(a, Default::default(), MuxConfig::new(Role::Server, keep_alive));
+    let (_agent, mut agent_events, agent_driver) =
+        mux::start(b, Default::default(), MuxConfig::new(Role::Agent, keep_alive));
+    tokio::spawn(server_driver.run());
+    tokio::spawn(agent_driver.run());
+    tokio::spawn(async move {
+        while let Some(incoming) = agent_events.incoming.recv().await {
+            tokio::spawn(async move {
+                let (mut reader, mut writer) = incoming.stream.split();
+                while let Ok(Some(chunk)) = reader.recv().await {
+                    if writer.send(chunk).await.is_err() {
+                        return;
+                    }
+                }
+                let _ = writer.finish().await;
+            });
+        }
+    });
+    server
+}
+
+fn pattern(len: usize, seed: u8) -> Vec<u8> {
+    (0..len).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed)).collect()
+}
+
+async fn round_trip(handle: &rport_transport::MuxHandle, len: usize, seed: u8) {
+    let stream = handle.open_stream(Bytes::from_static(b"{}")).expect("open");
+    let (mut reader, mut writer) = stream.split();
+    let data = pattern(len, seed);
+    let expected = Sha256::digest(&data);
+    let send = async move {
+        writer.send(Bytes::from(data)).await.expect("send");
+        writer.finish().await.expect("finish");
+    };
+    let receive = async move {
+        let mut hasher = Sha256::new();
+        let mut total = 0;
+        while let Some(chunk) = reader.recv().await.expect("recv") {
+            total += chunk.len();
+            hasher.update(&chunk);
+        }
+        (total, hasher.finalize())
+    };
+    let ((), (total, digest)) = tokio::join!(send, receive);
+    assert_eq!(total, len);
+    assert_eq!(digest, expected);
+}
+
+#[tokio::test]
+async fn several_mebibytes_echo_intact() {
+    let handle = echo_pair(Duration::from_secs(10)).await;
+    round_trip(&handle, 8 * 1024 * 1024 + 17, 1).await;
+}
+
+#[tokio::test]
+async fn fifty_concurrent_streams_stay_separate() {
+    let handle = echo_pair(Duration::from_secs(10)).await;
+    let mut tasks = Vec::new();
+    for i in 0..50u8 {
+        let handle = handle.clone();
+        tasks.push(tokio::spawn(async move {
+            round_trip(&handle, 300_000 + usize::from(i) * 1000, i).await;
+        }));
+    }
+    for task in tasks {
+        task.await.expect("stream task");
+    }
+}
+
+#[tokio::test]
+async fn a_stalled_reader_does_not_stall_another_stream() {
+    let handle = echo_pair(Duration::from_secs(10)).await;
+    // Fill one stream's window and never read its echo.
+    let stalled = handle.open_stream(Bytes::new()).expect("open");
+    let (_stalled_reader, mut stalled_writer) = stalled.split();
+    let filler = tokio::spawn(async move {
+        let _ = stalled_writer.send(Bytes::from(vec![0u8; 64 * 1024 * 1024])).await;
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    tokio::time::timeout(Duration::from_secs(20), round_trip(&handle, 4 * 1024 * 1024, 9))
+        .await
+        .expect("the other stream kept moving");
+    assert!(!filler.is_finished(), "the stalled stream must be held back by its window");
+    filler.abort();
+}
+
+#[tokio::test]
+async fn silent_peer_is_declared_dead_within_keepalive() {
+    let (a, mut b) = tcp_pair().await;
+    let (handle, _events, driver) =
+        mux::start(a, Default::default(), MuxConfig::new(Role::Server, Duration::from_millis(600)));
+    // The peer reads (so writes never block) but never answers.
+    tokio::spawn(async move {
+        let mut sink = vec![0u8; 4096];
+        while b.read(&mut sink).await.map(|n| n > 0).unwrap_or(false) {}
+    });
+    let started = std::time::Instant::now();
+    let result = tokio::time::timeout(Duration::from_secs(5), driver.run())
+        .await
+        .expect("driver ends by itself");
+    assert!(matches!(result, Err(mux::MuxError::KeepaliveTimeout(_))), "{result:?}");
+    assert!(started.elapsed() < Duration::from_secs(2));
+    assert!(handle.is_closed());
+}
+
+#[tokio::test]
+async fn malformed_frame_closes_only_that_connection() {
+    let (a, mut b) = tcp_pair().await;
+    let (_handle, _events, driver) =
+        mux::start(a, Default::default(), MuxConfig::new(Role::Server, Duration::from_secs(10)));
+    b.write_all(&[200, 0, 0, 0, 1, 0, 0, 0, 0]).await.expect("write");
+    let result = tokio::time::timeout(Duration::from_secs(5), driver.run())
+        .await
+        .expect("driver ends");
+    assert!(matches!(result, Err(mux::MuxError::Malformed(_))), "{result:?}");
+    // Another session is unaffected.
+    let healthy = echo_pair(Duration::from_secs(10)).await;
+    round_trip(&healthy, 1000, 3).await;
+}
+
+#[tokio::test]
+async fn pipe_propagates_half_close() {
+    let handle = echo_pair(Duration::from_secs(10)).await;
+    let (mut client, server_side) = tcp_pair().await;
+    let stream = handle.open_stream(Bytes::new()).expect("open");
+    let piping = tokio::spawn(mux::pipe(stream, server_side));
+    client.write_all(b"hello over the tunnel").await.expect("write");
+    client.shutdown().await.expect("half-close");
+    let mut echoed = Vec::new();
+    client.read_to_end(&mut echoed).await.expect("read to end");
+    assert_eq!(echoed, b"hello over the tunnel");
+    let (up, down) = piping.await.expect("join").expect("pipe");
+    assert_eq!((up, down), (21, 21));
+}
