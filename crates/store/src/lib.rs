@@ -1,1 +1,76 @@
-//! placeholder
+//! Persistent state of rportd (agents, tunnels, API users, settings) behind one interface.
+//!
+//! The server only talks to [`Store`]; [`SqliteStore`] is the single-server backend. A
+//! PostgreSQL backend for several servers can implement the same trait later.
+
+mod records;
+mod sqlite;
+
+use std::path::{Path, PathBuf};
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+pub use records::{ClientRecord, TunnelFilter, TunnelRecord, UserRecord};
+pub use sqlite::SqliteStore;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database {path}: {source}")]
+    Open {
+        path: PathBuf,
+        #[source]
+        source: rusqlite::Error,
+    },
+    #[error("database: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("database schema version {found} is newer than this rportd understands ({known})")]
+    SchemaTooNew { found: i64, known: i64 },
+    #[error("stored record {what} is damaged: {reason}")]
+    Corrupt { what: String, reason: String },
+    #[error("database worker stopped: {0}")]
+    Worker(String),
+}
+
+/// The database file inside a data dir.
+pub fn default_db_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("rportd.db")
+}
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Inserts or replaces an agent's record.
+    async fn upsert_client(&self, client: &ClientRecord) -> Result<(), StoreError>;
+    async fn mark_client_disconnected(&self, id: &str, at: DateTime<Utc>) -> Result<(), StoreError>;
+    /// Every connected agent becomes disconnected at `at` (server start after a crash or stop).
+    async fn mark_all_disconnected(&self, at: DateTime<Utc>) -> Result<(), StoreError>;
+    async fn list_clients(&self) -> Result<Vec<ClientRecord>, StoreError>;
+    /// Returns whether a record was deleted.
+    async fn delete_client(&self, id: &str) -> Result<bool, StoreError>;
+    /// Deletes disconnected agents gone since before `cutoff`; returns their ids.
+    async fn purge_clients_disconnected_before(
+        &self,
+        cutoff: DateTime<Utc>,
+    ) -> Result<Vec<String>, StoreError>;
+
+    async fn insert_tunnel(&self, tunnel: &TunnelRecord) -> Result<(), StoreError>;
+    async fn update_tunnel(&self, tunnel: &TunnelRecord) -> Result<(), StoreError>;
+    async fn get_tunnel(&self, id: &str) -> Result<Option<TunnelRecord>, StoreError>;
+    /// Newest first.
+    async fn list_tunnels(&self, filter: &TunnelFilter) -> Result<Vec<TunnelRecord>, StoreError>;
+    /// Marks every tunnel still `opened` as ended; returns how many.
+    async fn close_all_open_tunnels(
+        &self,
+        at: DateTime<Utc>,
+        status: &str,
+        reason: &str,
+    ) -> Result<usize, StoreError>;
+
+    async fn get_user(&self, username: &str) -> Result<Option<UserRecord>, StoreError>;
+    async fn upsert_user(&self, user: &UserRecord) -> Result<(), StoreError>;
+    async fn list_users(&self) -> Result<Vec<UserRecord>, StoreError>;
+    async fn delete_user(&self, username: &str) -> Result<bool, StoreError>;
+
+    async fn get_setting(&self, key: &str) -> Result<Option<String>, StoreError>;
+    async fn set_setting(&self, key: &str, value: &str) -> Result<(), StoreError>;
+}

@@ -1,0 +1,425 @@
+//! SQLite backend: one file in the data dir, WAL journal, schema upgraded by numbered
+//! migrations recorded in `PRAGMA user_version`.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use chrono::{DateTime, TimeZone, Utc};
+use rusqlite::{Connection, OptionalExtension, Row, params};
+
+use crate::{ClientRecord, Store, StoreError, TunnelFilter, TunnelRecord, UserRecord};
+
+/// Each entry moves the schema one version up; never edit one that has shipped.
+const MIGRATIONS: &[&str] = &[
+    // 1: agents, tunnels, users, settings
+    "CREATE TABLE clients (
+        id TEXT PRIMARY KEY,
+        auth_id TEXT NOT NULL,
+        info TEXT NOT NULL,
+        address TEXT NOT NULL,
+        connected INTEGER NOT NULL,
+        connected_at INTEGER,
+        disconnected_at INTEGER
+    );
+    CREATE INDEX clients_disconnected_at ON clients(disconnected_at);
+    CREATE TABLE tunnels (
+        id TEXT PRIMARY KEY,
+        client_id TEXT NOT NULL,
+        name TEXT NOT NULL,
+        protocol TEXT NOT NULL,
+        lhost TEXT NOT NULL,
+        lport INTEGER NOT NULL,
+        lport_random INTEGER NOT NULL,
+        rhost TEXT NOT NULL,
+        rport INTEGER NOT NULL,
+        scheme TEXT,
+        status TEXT NOT NULL,
+        created_by TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        closed_at INTEGER,
+        close_reason TEXT,
+        options TEXT NOT NULL
+    );
+    CREATE INDEX tunnels_client ON tunnels(client_id, created_at);
+    CREATE INDEX tunnels_status ON tunnels(status);
+    CREATE TABLE users (
+        username TEXT PRIMARY KEY,
+        password_hash TEXT NOT NULL,
+        is_admin INTEGER NOT NULL,
+        created_at INTEGER NOT NULL
+    );
+    CREATE TABLE settings (
+        key TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    );",
+];
+
+pub struct SqliteStore {
+    conn: Arc<Mutex<Connection>>,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database and brings its schema up to date.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let open_err = |source| StoreError::Open {
+            path: path.to_owned(),
+            source,
+        };
+        let mut conn = Connection::open(path).map_err(open_err)?;
+        // WAL + NORMAL: a crash loses at most the last transactions, never corrupts the file.
+        conn.pragma_update(None, "journal_mode", "WAL").map_err(open_err)?;
+        conn.pragma_update(None, "synchronous", "NORMAL").map_err(open_err)?;
+        conn.pragma_update(None, "foreign_keys", "ON").map_err(open_err)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(open_err)?;
+        migrate(&mut conn)?;
+        Ok(Self {
+            conn: Arc::new(Mutex::new(conn)),
+        })
+    }
+
+    /// Runs `f` on the connection off the async runtime.
+    async fn run<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let conn = Arc::clone(&self.conn);
+        tokio::task::spawn_blocking(move || {
+            let mut conn = conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            f(&mut conn)
+        })
+        .await
+        .map_err(|err| StoreError::Worker(err.to_string()))?
+    }
+}
+
+fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+    let known = MIGRATIONS.len() as i64;
+    let version: i64 = conn.pragma_query_value(None, "user_version", |row| row.get(0))?;
+    if version > known {
+        return Err(StoreError::SchemaTooNew {
+            found: version,
+            known,
+        });
+    }
+    for (index, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", index as i64 + 1)?;
+        tx.commit()?;
+        tracing::info!("database schema migrated to version {}", index + 1);
+    }
+    Ok(())
+}
+
+fn millis(time: DateTime<Utc>) -> i64 {
+    time.timestamp_millis()
+}
+
+fn from_millis(value: Option<i64>) -> Option<DateTime<Utc>> {
+    value.and_then(|ms| Utc.timestamp_millis_opt(ms).single())
+}
+
+fn corrupt(what: &str, reason: impl ToString) -> StoreError {
+    StoreError::Corrupt {
+        what: what.to_owned(),
+        reason: reason.to_string(),
+    }
+}
+
+fn client_from_row(row: &Row<'_>) -> rusqlite::Result<(ClientRecord, String)> {
+    let info: String = row.get("info")?;
+    Ok((
+        ClientRecord {
+            id: row.get("id")?,
+            auth_id: row.get("auth_id")?,
+            info: Default::default(),
+            address: row.get("address")?,
+            connected: row.get("connected")?,
+            connected_at: from_millis(row.get("connected_at")?),
+            disconnected_at: from_millis(row.get("disconnected_at")?),
+        },
+        info,
+    ))
+}
+
+fn tunnel_from_row(row: &Row<'_>) -> rusqlite::Result<(TunnelRecord, String)> {
+    let options: String = row.get("options")?;
+    Ok((
+        TunnelRecord {
+            id: row.get("id")?,
+            client_id: row.get("client_id")?,
+            name: row.get("name")?,
+            protocol: row.get("protocol")?,
+            lhost: row.get("lhost")?,
+            lport: row.get("lport")?,
+            lport_random: row.get("lport_random")?,
+            rhost: row.get("rhost")?,
+            rport: row.get("rport")?,
+            scheme: row.get("scheme")?,
+            status: row.get("status")?,
+            created_by: row.get("created_by")?,
+            created_at: from_millis(Some(row.get("created_at")?)).unwrap_or_default(),
+            closed_at: from_millis(row.get("closed_at")?),
+            close_reason: row.get("close_reason")?,
+            options: serde_json::Value::Null,
+        },
+        options,
+    ))
+}
+
+fn finish_tunnel((mut record, options): (TunnelRecord, String)) -> Result<TunnelRecord, StoreError> {
+    record.options = serde_json::from_str(&options)
+        .map_err(|err| corrupt(&format!("tunnel {}", record.id), err))?;
+    Ok(record)
+}
+
+fn user_from_row(row: &Row<'_>) -> rusqlite::Result<UserRecord> {
+    Ok(UserRecord {
+        username: row.get("username")?,
+        password_hash: row.get("password_hash")?,
+        is_admin: row.get("is_admin")?,
+        created_at: from_millis(Some(row.get("created_at")?)).unwrap_or_default(),
+    })
+}
+
+const TUNNEL_COLUMNS: &str = "id, client_id, name, protocol, lhost, lport, lport_random, rhost, rport, \
+     scheme, status, created_by, created_at, closed_at, close_reason, options";
+
+fn write_tunnel(conn: &Connection, sql_verb: &str, t: &TunnelRecord) -> Result<(), StoreError> {
+    let sql = format!(
+        "{sql_verb} INTO tunnels ({TUNNEL_COLUMNS}) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)"
+    );
+    conn.execute(
+        &sql,
+        params![
+            t.id,
+            t.client_id,
+            t.name,
+            t.protocol,
+            t.lhost,
+            t.lport,
+            t.lport_random,
+            t.rhost,
+            t.rport,
+            t.scheme,
+            t.status,
+            t.created_by,
+            millis(t.created_at),
+            t.closed_at.map(millis),
+            t.close_reason,
+            t.options.to_string(),
+        ],
+    )?;
+    Ok(())
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn upsert_client(&self, client: &ClientRecord) -> Result<(), StoreError> {
+        let c = client.clone();
+        let info = serde_json::to_string(&c.info).map_err(|err| corrupt("client facts", err))?;
+        self.run(move |conn| {
+            conn.execute(
+                "INSERT OR REPLACE INTO clients \
+                 (id, auth_id, info, address, connected, connected_at, disconnected_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![
+                    c.id,
+                    c.auth_id,
+                    info,
+                    c.address,
+                    c.connected,
+                    c.connected_at.map(millis),
+                    c.disconnected_at.map(millis),
+                ],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn mark_client_disconnected(&self, id: &str, at: DateTime<Utc>) -> Result<(), StoreError> {
+        let id = id.to_owned();
+        self.run(move |conn| {
+            conn.execute(
+                "UPDATE clients SET connected = 0, disconnected_at = ?2 WHERE id = ?1",
+                params![id, millis(at)],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn mark_all_disconnected(&self, at: DateTime<Utc>) -> Result<(), StoreError> {
+        self.run(move |conn| {
+            conn.execute(
+                "UPDATE clients SET connected = 0, disconnected_at = ?1 WHERE connected = 1",
+                params![millis(at)],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn list_clients(&self) -> Result<Vec<ClientRecord>, StoreError> {
+        self.run(|conn| {
+            let mut stmt = conn.prepare("SELECT * FROM clients ORDER BY id")?;
+            let rows = stmt.query_map([], client_from_row)?;
+            let mut list = Vec::new();
+            for row in rows {
+                let (mut record, info) = row?;
+                record.info = serde_json::from_str(&info)
+                    .map_err(|err| corrupt(&format!("client {}", record.id), err))?;
+                list.push(record);
+            }
+            Ok(list)
+        })
+        .await
+    }
+
+    async fn delete_client(&self, id: &str) -> Result<bool, StoreError> {
+        let id = id.to_owned();
+        self.run(move |conn| Ok(conn.execute("DELETE FROM clients WHERE id = ?1", [id])? > 0))
+            .await
+    }
+
+    async fn purge_clients_disconnected_before(
+        &self,
+        cutoff: DateTime<Utc>,
+    ) -> Result<Vec<String>, StoreError> {
+        self.run(move |conn| {
+            let tx = conn.transaction()?;
+            let ids = {
+                let mut stmt = tx.prepare(
+                    "DELETE FROM clients WHERE connected = 0 AND disconnected_at < ?1 RETURNING id",
+                )?;
+                stmt.query_map([millis(cutoff)], |row| row.get::<_, String>(0))?
+                    .collect::<Result<Vec<_>, _>>()?
+            };
+            tx.commit()?;
+            Ok(ids)
+        })
+        .await
+    }
+
+    async fn insert_tunnel(&self, tunnel: &TunnelRecord) -> Result<(), StoreError> {
+        let t = tunnel.clone();
+        self.run(move |conn| write_tunnel(conn, "INSERT", &t)).await
+    }
+
+    async fn update_tunnel(&self, tunnel: &TunnelRecord) -> Result<(), StoreError> {
+        let t = tunnel.clone();
+        self.run(move |conn| write_tunnel(conn, "INSERT OR REPLACE", &t))
+            .await
+    }
+
+    async fn get_tunnel(&self, id: &str) -> Result<Option<TunnelRecord>, StoreError> {
+        let id = id.to_owned();
+        self.run(move |conn| {
+            conn.query_row(
+                &format!("SELECT {TUNNEL_COLUMNS} FROM tunnels WHERE id = ?1"),
+                [id],
+                tunnel_from_row,
+            )
+            .optional()?
+            .map(finish_tunnel)
+            .transpose()
+        })
+        .await
+    }
+
+    async fn list_tunnels(&self, filter: &TunnelFilter) -> Result<Vec<TunnelRecord>, StoreError> {
+        let filter = filter.clone();
+        self.run(move |conn| {
+            let limit = filter.limit.map_or(-1, |l| l as i64);
+            let mut stmt = conn.prepare(&format!(
+                "SELECT {TUNNEL_COLUMNS} FROM tunnels \
+                 WHERE (?1 IS NULL OR client_id = ?1) AND (?2 = 0 OR status = 'opened') \
+                 ORDER BY created_at DESC, id LIMIT ?3"
+            ))?;
+            let rows = stmt.query_map(params![filter.client_id, filter.open_only, limit], tunnel_from_row)?;
+            rows.map(|row| finish_tunnel(row?)).collect()
+        })
+        .await
+    }
+
+    async fn close_all_open_tunnels(
+        &self,
+        at: DateTime<Utc>,
+        status: &str,
+        reason: &str,
+    ) -> Result<usize, StoreError> {
+        let (status, reason) = (status.to_owned(), reason.to_owned());
+        self.run(move |conn| {
+            Ok(conn.execute(
+                "UPDATE tunnels SET status = ?1, close_reason = ?2, closed_at = ?3 \
+                 WHERE status = 'opened'",
+                params![status, reason, millis(at)],
+            )?)
+        })
+        .await
+    }
+
+    async fn get_user(&self, username: &str) -> Result<Option<UserRecord>, StoreError> {
+        let username = username.to_owned();
+        self.run(move |conn| {
+            Ok(conn
+                .query_row("SELECT * FROM users WHERE username = ?1", [username], user_from_row)
+                .optional()?)
+        })
+        .await
+    }
+
+    async fn upsert_user(&self, user: &UserRecord) -> Result<(), StoreError> {
+        let u = user.clone();
+        self.run(move |conn| {
+            conn.execute(
+                "INSERT OR REPLACE INTO users (username, password_hash, is_admin, created_at) \
+                 VALUES (?1, ?2, ?3, ?4)",
+                params![u.username, u.password_hash, u.is_admin, millis(u.created_at)],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn list_users(&self) -> Result<Vec<UserRecord>, StoreError> {
+        self.run(|conn| {
+            let mut stmt = conn.prepare("SELECT * FROM users ORDER BY username")?;
+            let users = stmt.query_map([], user_from_row)?.collect::<Result<Vec<_>, _>>()?;
+            Ok(users)
+        })
+        .await
+    }
+
+    async fn delete_user(&self, username: &str) -> Result<bool, StoreError> {
+        let username = username.to_owned();
+        self.run(move |conn| Ok(conn.execute("DELETE FROM users WHERE username = ?1", [username])? > 0))
+            .await
+    }
+
+    async fn get_setting(&self, key: &str) -> Result<Option<String>, StoreError> {
+        let key = key.to_owned();
+        self.run(move |conn| {
+            Ok(conn
+                .query_row("SELECT value FROM settings WHERE key = ?1", [key], |row| row.get(0))
+                .optional()?)
+        })
+        .await
+    }
+
+    async fn set_setting(&self, key: &str, value: &str) -> Result<(), StoreError> {
+        let (key, value) = (key.to_owned(), value.to_owned());
+        self.run(move |conn| {
+            conn.execute(
+                "INSERT OR REPLACE INTO settings (key, value) VALUES (?1, ?2)",
+                [key, value],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+}

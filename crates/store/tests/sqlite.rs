@@ -1,0 +1,150 @@
+//! The SQLite store against a real file: records survive reopening, restarts mark agents
+//! disconnected, purging and tunnel filters behave.
+
+use chrono::{Duration, Utc};
+use rport_protocol::SystemInfo;
+use rport_store::{ClientRecord, SqliteStore, Store, TunnelFilter, TunnelRecord, UserRecord};
+
+fn client(id: &str) -> ClientRecord {
+    ClientRecord {
+        id: id.into(),
+        auth_id: "rport".into(),
+        info: SystemInfo {
+            hostname: format!("{id}.example"),
+            tags: vec!["Linux".into(), "Office Berlin".into()],
+            ..Default::default()
+        },
+        address: "127.0.0.1:4242".into(),
+        connected: true,
+        connected_at: Some(Utc::now()),
+        disconnected_at: None,
+    }
+}
+
+fn tunnel(id: &str, client_id: &str) -> TunnelRecord {
+    TunnelRecord {
+        id: id.into(),
+        client_id: client_id.into(),
+        name: String::new(),
+        protocol: "tcp".into(),
+        lhost: "0.0.0.0".into(),
+        lport: 20001,
+        lport_random: true,
+        rhost: "127.0.0.1".into(),
+        rport: 22,
+        scheme: Some("ssh".into()),
+        status: "opened".into(),
+        created_by: "admin".into(),
+        created_at: Utc::now(),
+        closed_at: None,
+        close_reason: None,
+        options: serde_json::json!({"acl": ["127.0.0.1"]}),
+    }
+}
+
+#[tokio::test]
+async fn clients_survive_reopen_and_restart_marks_them_disconnected() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = rport_store::default_db_path(dir.path());
+    {
+        let store = SqliteStore::open(&path).expect("open");
+        store.upsert_client(&client("a")).await.expect("upsert");
+        store.upsert_client(&client("b")).await.expect("upsert");
+    }
+    let store = SqliteStore::open(&path).expect("reopen");
+    let now = Utc::now();
+    store.mark_all_disconnected(now).await.expect("mark");
+    let clients = store.list_clients().await.expect("list");
+    assert_eq!(clients.len(), 2);
+    assert!(clients.iter().all(|c| !c.connected && c.disconnected_at.is_some()));
+    assert_eq!(clients[0].info.tags, vec!["Linux", "Office Berlin"]);
+    assert_eq!(clients[0].info.hostname, "a.example");
+}
+
+#[tokio::test]
+async fn purge_removes_only_long_gone_clients() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = SqliteStore::open(&dir.path().join("db")).expect("open");
+    let mut old = client("old");
+    old.connected = false;
+    old.disconnected_at = Some(Utc::now() - Duration::hours(2));
+    store.upsert_client(&old).await.expect("upsert");
+    store.upsert_client(&client("live")).await.expect("upsert");
+    let purged = store
+        .purge_clients_disconnected_before(Utc::now() - Duration::hours(1))
+        .await
+        .expect("purge");
+    assert_eq!(purged, vec!["old".to_owned()]);
+    let left: Vec<String> = store.list_clients().await.expect("list").into_iter().map(|c| c.id).collect();
+    assert_eq!(left, vec!["live".to_owned()]);
+    assert!(!store.delete_client("old").await.expect("delete"));
+    assert!(store.delete_client("live").await.expect("delete"));
+}
+
+#[tokio::test]
+async fn tunnels_round_trip_and_close_on_restart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = SqliteStore::open(&dir.path().join("db")).expect("open");
+    let t1 = tunnel("t1", "a");
+    store.insert_tunnel(&t1).await.expect("insert");
+    store.insert_tunnel(&tunnel("t2", "b")).await.expect("insert");
+    assert!(store.insert_tunnel(&t1).await.is_err(), "ids are unique");
+    let got = store.get_tunnel("t1").await.expect("get").expect("present");
+    assert_eq!(got.options["acl"][0], "127.0.0.1");
+    assert_eq!(got.scheme.as_deref(), Some("ssh"));
+
+    let only_a = TunnelFilter {
+        client_id: Some("a".into()),
+        ..Default::default()
+    };
+    assert_eq!(store.list_tunnels(&only_a).await.expect("list").len(), 1);
+
+    let closed = store
+        .close_all_open_tunnels(Utc::now(), "terminated", "server_shutdown")
+        .await
+        .expect("close");
+    assert_eq!(closed, 2);
+    let open = TunnelFilter {
+        open_only: true,
+        ..Default::default()
+    };
+    assert!(store.list_tunnels(&open).await.expect("list").is_empty());
+    let got = store.get_tunnel("t2").await.expect("get").expect("present");
+    assert_eq!(got.status, "terminated");
+    assert_eq!(got.close_reason.as_deref(), Some("server_shutdown"));
+}
+
+#[tokio::test]
+async fn users_and_settings() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = SqliteStore::open(&dir.path().join("db")).expect("open");
+    let user = UserRecord {
+        username: "admin".into(),
+        password_hash: "$argon2id$v=19$secret-hash".into(),
+        is_admin: true,
+        created_at: Utc::now(),
+    };
+    store.upsert_user(&user).await.expect("upsert");
+    assert!(!format!("{user:?}").contains("secret-hash"));
+    assert_eq!(store.get_user("admin").await.expect("get").map(|u| u.is_admin), Some(true));
+    assert_eq!(store.list_users().await.expect("list").len(), 1);
+    assert!(store.delete_user("admin").await.expect("delete"));
+    assert!(store.get_user("admin").await.expect("get").is_none());
+
+    assert_eq!(store.get_setting("k").await.expect("get"), None);
+    store.set_setting("k", "v1").await.expect("set");
+    store.set_setting("k", "v2").await.expect("set");
+    assert_eq!(store.get_setting("k").await.expect("get").as_deref(), Some("v2"));
+}
+
+#[test]
+fn refuses_a_schema_from_the_future() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("db");
+    drop(SqliteStore::open(&path).expect("open"));
+    let conn = rusqlite::Connection::open(&path).expect("raw open");
+    conn.pragma_update(None, "user_version", 99).expect("bump");
+    drop(conn);
+    let err = SqliteStore::open(&path).err().expect("must refuse");
+    assert!(err.to_string().contains("newer"), "{err}");
+}
