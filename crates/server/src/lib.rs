@@ -1,1 +1,17 @@
-//! placeholder
+//! rportd as a library: accepts agent sessions, opens tunnels on demand, serves the REST API.
+//!
+//! [`server::Server`] wires the parts together; the binary only parses flags, loads the
+//! configuration and calls it.
+
+pub mod agent_auth;
+pub mod agent_listener;
+pub mod api;
+pub mod api_auth;
+pub mod cli;
+pub mod config;
+pub mod port_pool;
+pub mod port_ranges;
+pub mod registry;
+pub mod secrets;
+pub mod server;
+pub mod tunnels;

@@ -1,0 +1,195 @@
+//! Accepts agent connections: TLS, the hello, authentication, then a session that lives
+//! until the agent goes away.
+//!
+//! Handshakes are bounded in number and time, so a flood of connections (ten thousand
+//! agents coming back after a restart, or an attacker) queues instead of exhausting the
+//! server; the session itself costs one task and small buffers while idle.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rport_protocol::{ControlMessage, RefuseCode};
+use rport_transport::handshake::{self, HandshakeError};
+use rport_transport::mux::{self, MuxConfig, Role};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+
+use crate::agent_auth::AgentAuthenticator;
+use crate::registry::Registry;
+use crate::tunnels::TunnelManager;
+
+/// Keepalive bounds: an agent may ask for anything in between.
+const MIN_KEEP_ALIVE: Duration = Duration::from_secs(2);
+const MAX_KEEP_ALIVE: Duration = Duration::from_secs(3600);
+/// How long an existing session with the same id gets to prove it is alive.
+const DUPLICATE_PROBE: Duration = Duration::from_secs(2);
+
+pub struct AgentListener {
+    pub acceptor: TlsAcceptor,
+    pub auth: Arc<AgentAuthenticator>,
+    pub registry: Arc<Registry>,
+    pub tunnels: Arc<TunnelManager>,
+    pub handshakes: Arc<Semaphore>,
+    pub handshake_timeout: Duration,
+}
+
+impl AgentListener {
+    pub async fn run(self: Arc<Self>, listener: TcpListener, shutdown: CancellationToken) {
+        loop {
+            let (socket, peer) = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                accepted = listener.accept() => match accepted {
+                    Ok(accepted) => accepted,
+                    Err(err) => {
+                        tracing::warn!("accepting agent connection: {err}");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+            };
+            let this = Arc::clone(&self);
+            tokio::spawn(async move { this.handle(socket, peer).await });
+        }
+    }
+
+    async fn handle(&self, socket: TcpStream, peer: SocketAddr) {
+        let _ = socket.set_nodelay(true);
+        let deadline = tokio::time::Instant::now() + self.handshake_timeout;
+        let permit = match tokio::time::timeout_at(deadline, self.handshakes.acquire()).await {
+            Ok(Ok(permit)) => permit,
+            _ => {
+                tracing::debug!(%peer, "dropping agent connection: handshake queue full");
+                return;
+            }
+        };
+        let accepted = tokio::time::timeout_at(deadline, async {
+            let mut tls = self.acceptor.accept(socket).await?;
+            let (hello, leftover) = handshake::read_hello(&mut tls).await?;
+            Ok::<_, HandshakeError>((tls, hello, leftover))
+        })
+        .await;
+        let (mut tls, hello, leftover) = match accepted {
+            Ok(Ok(accepted)) => accepted,
+            Ok(Err(err)) => {
+                tracing::debug!(%peer, "agent handshake failed: {err}");
+                return;
+            }
+            Err(_) => {
+                tracing::debug!(%peer, "agent handshake timed out");
+                return;
+            }
+        };
+        let ControlMessage::Hello {
+            client_id,
+            auth_id,
+            password,
+            info,
+            keep_alive_secs,
+        } = hello
+        else {
+            refuse(&mut tls, RefuseCode::BadRequest, "expected hello".into()).await;
+            return;
+        };
+        if let Err(reason) = validate_client_id(&client_id) {
+            refuse(&mut tls, RefuseCode::BadRequest, reason).await;
+            return;
+        }
+        if !self.auth.verify(&auth_id, password.expose()).await {
+            tracing::warn!(%peer, client = %client_id, credential = %auth_id, "agent authentication failed");
+            refuse(
+                &mut tls,
+                RefuseCode::AuthFailed,
+                format!("authentication failed for credential {auth_id:?}"),
+            )
+            .await;
+            return;
+        }
+        if let Some(existing) = self.registry.session(&client_id) {
+            if existing.handle.probe(DUPLICATE_PROBE).await {
+                let address = self
+                    .registry
+                    .with_clients(|c| c.get(&client_id).map(|e| e.record.address.clone()))
+                    .unwrap_or_default();
+                tracing::warn!(
+                    %peer, client = %client_id,
+                    "refusing second live session for client id (first one from {address}): cloned device?"
+                );
+                refuse(
+                    &mut tls,
+                    RefuseCode::DuplicateId,
+                    format!(
+                        "client id {client_id:?} is already connected from {address}; if this device is a copy of another, give it its own id (remove client-id from its data_dir)"
+                    ),
+                )
+                .await;
+                return;
+            }
+            existing.handle.close();
+        }
+        let keep_alive = Duration::from_secs(keep_alive_secs).clamp(MIN_KEEP_ALIVE, MAX_KEEP_ALIVE);
+        let welcome = ControlMessage::Welcome {
+            server_version: env!("CARGO_PKG_VERSION").to_owned(),
+            keep_alive_secs: keep_alive.as_secs(),
+        };
+        if handshake::send_control(&mut tls, &welcome).await.is_err() {
+            return;
+        }
+        drop(permit);
+
+        let (handle, mut events, driver) =
+            mux::start(tls, leftover, MuxConfig::new(Role::Server, keep_alive));
+        let number = self
+            .registry
+            .attach(&client_id, &auth_id, info, peer.to_string(), handle)
+            .await;
+        tracing::info!(%peer, client = %client_id, "agent connected");
+        let driver = tokio::spawn(driver.run());
+        while let Some(payload) = events.control.recv().await {
+            match ControlMessage::from_json(&payload) {
+                Ok(ControlMessage::InfoUpdate { info }) => {
+                    self.registry.update_info(&client_id, number, info).await;
+                }
+                Ok(other) => tracing::debug!(client = %client_id, "ignoring control message {other:?}"),
+                Err(err) => tracing::debug!(client = %client_id, "undecodable control message: {err}"),
+            }
+        }
+        let outcome = driver.await;
+        if self.registry.detach(&client_id, number).await {
+            self.tunnels.client_gone(&client_id).await;
+        }
+        match outcome {
+            Ok(Ok(())) => tracing::info!(client = %client_id, "agent disconnected"),
+            Ok(Err(err)) => tracing::info!(client = %client_id, "agent disconnected: {err}"),
+            Err(err) => tracing::error!(client = %client_id, "session task failed: {err}"),
+        }
+    }
+}
+
+async fn refuse(tls: &mut tokio_rustls::server::TlsStream<TcpStream>, code: RefuseCode, message: String) {
+    let refusal = ControlMessage::Refused {
+        code,
+        message,
+        retry_after_secs: None,
+    };
+    let _ = handshake::send_control(tls, &refusal).await;
+    let _ = tokio::io::AsyncWriteExt::shutdown(tls).await;
+}
+
+/// Ids end up in URLs and logs: keep them printable and bounded.
+fn validate_client_id(id: &str) -> Result<(), String> {
+    let ok = !id.is_empty()
+        && id.len() <= 128
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':' | '@'));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "invalid client id {id:?}: use 1 to 128 letters, digits and - _ . : @"
+        ))
+    }
+}

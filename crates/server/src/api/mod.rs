@@ -1,0 +1,197 @@
+//! The REST API: RPort-compatible `/api/v1`, JSON in `{"data": ...}` envelopes and errors as
+//! `{"errors":[{"code","title","detail"}]}`.
+
+mod clients;
+mod session;
+mod tunnels;
+
+use std::sync::Arc;
+
+use axum::extract::{FromRequestParts, RawQuery};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, put};
+use axum::{Json, Router};
+use base64::Engine;
+use rport_protocol::Fingerprint;
+use serde_json::json;
+
+use crate::api_auth::{ApiAuth, AuthUser};
+use crate::config::ServerConfig;
+use crate::registry::Registry;
+use crate::tunnels::TunnelManager;
+
+/// Everything a request handler may need.
+pub struct AppState {
+    pub config: ServerConfig,
+    pub fingerprint: Fingerprint,
+    pub registry: Arc<Registry>,
+    pub tunnels: Arc<TunnelManager>,
+    pub auth: ApiAuth,
+}
+
+pub type State = axum::extract::State<Arc<AppState>>;
+
+/// Request bodies are small JSON documents; anything bigger is refused early.
+const MAX_BODY_BYTES: usize = 64 * 1024;
+
+pub fn router(state: Arc<AppState>) -> Router {
+    let v1 = Router::new()
+        .route("/status", get(session::status))
+        .route("/login", get(session::login).post(session::login))
+        .route("/clients", get(clients::list))
+        .route("/clients/{client_id}", get(clients::get_one).delete(clients::delete))
+        .route("/clients/{client_id}/tunnels", put(tunnels::create))
+        .route("/clients/{client_id}/tunnels/{tunnel_id}", delete(tunnels::delete))
+        .route("/tunnels", get(tunnels::list));
+    Router::new()
+        .nest("/api/v1", v1)
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(state)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "ERR_CODE_NOT_FOUND", "Not found", "no such API endpoint")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "ERR_CODE_METHOD_NOT_ALLOWED",
+        "Method not allowed",
+        "this endpoint does not support that method",
+    )
+}
+
+/// An API error in RPort's envelope.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    title: String,
+    detail: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, title: impl Into<String>, detail: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            title: title.into(),
+            detail: detail.into(),
+        }
+    }
+
+    pub fn bad_request(code: &'static str, title: impl Into<String>, detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, code, title, detail)
+    }
+
+    pub fn internal(detail: impl std::fmt::Display) -> Self {
+        tracing::error!("API internal error: {detail}");
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "ERR_CODE_INTERNAL",
+            "Internal error",
+            "the server could not complete the request; see its log",
+        )
+    }
+
+    fn unauthorized() -> Self {
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            "ERR_CODE_UNAUTHORIZED",
+            "Unauthorized",
+            "authentication failed: send HTTP basic credentials or a bearer token from /api/v1/login",
+        )
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = json!({"errors": [{"code": self.code, "title": self.title, "detail": self.detail}]});
+        let mut response = (self.status, Json(body)).into_response();
+        if self.status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Basic realm=\"rportd\""),
+            );
+        }
+        response
+    }
+}
+
+/// `{"data": value}`
+pub fn data(value: serde_json::Value) -> Response {
+    Json(json!({ "data": value })).into_response()
+}
+
+/// An authenticated API user: extracting it refuses the request with 401 otherwise.
+pub struct Authenticated(pub AuthUser);
+
+impl FromRequestParts<Arc<AppState>> for Authenticated {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &Arc<AppState>) -> Result<Self, ApiError> {
+        match credentials(&parts.headers) {
+            Some(Credentials::Basic(user, password)) => state.auth.check_password(&user, &password).await,
+            Some(Credentials::Bearer(token)) => state.auth.check_token(&token).await,
+            None => None,
+        }
+        .map(Authenticated)
+        .ok_or_else(ApiError::unauthorized)
+    }
+}
+
+pub enum Credentials {
+    Basic(String, String),
+    Bearer(String),
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Credentials::Basic(user, _) => write!(f, "Basic({user}, ***)"),
+            Credentials::Bearer(_) => f.write_str("Bearer(***)"),
+        }
+    }
+}
+
+pub fn credentials(headers: &HeaderMap) -> Option<Credentials> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, rest) = value.split_once(' ')?;
+    if scheme.eq_ignore_ascii_case("basic") {
+        let decoded = base64::engine::general_purpose::STANDARD.decode(rest.trim()).ok()?;
+        let decoded = String::from_utf8(decoded).ok()?;
+        let (user, password) = decoded.split_once(':')?;
+        Some(Credentials::Basic(user.to_owned(), password.to_owned()))
+    } else if scheme.eq_ignore_ascii_case("bearer") {
+        Some(Credentials::Bearer(rest.trim().to_owned()))
+    } else {
+        None
+    }
+}
+
+/// Query parameters in order, decoded; a malformed query string is a 400 in our envelope.
+pub struct Params(pub Vec<(String, String)>);
+
+impl Params {
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.0.iter().rev().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Params {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let RawQuery(query) = RawQuery::from_request_parts(parts, state)
+            .await
+            .unwrap_or(RawQuery(None));
+        let pairs = serde_urlencoded::from_str::<Vec<(String, String)>>(query.as_deref().unwrap_or(""))
+            .map_err(|e| ApiError::bad_request("ERR_CODE_INVALID_REQUEST", "Invalid query string", e.to_string()))?;
+        Ok(Params(pairs))
+    }
+}

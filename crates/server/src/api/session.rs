@@ -1,0 +1,92 @@
+//! Server status and login.
+
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::State as StateExtractor;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use serde::Deserialize;
+use serde_json::json;
+
+use super::{ApiError, Authenticated, Credentials, Params, State, credentials, data};
+use crate::config::AgentAuth;
+
+/// `GET /api/v1/status`
+pub async fn status(StateExtractor(state): State, _user: Authenticated) -> Response {
+    let (connected, disconnected) = state.registry.counts();
+    let server = &state.config.server;
+    let clients_auth_source = match server.agent_auth {
+        AgentAuth::Single { .. } => "Static Credentials",
+        AgentAuth::File { .. } => "File",
+        AgentAuth::None => "DB",
+    };
+    data(json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "fingerprint": state.fingerprint.to_string(),
+        "connect_url": server.url,
+        "clients_connected": connected,
+        "clients_disconnected": disconnected,
+        "clients_auth_source": clients_auth_source,
+        "users_auth_source": if state.config.api.auth.is_some() { "Static Credentials" } else { "DB" },
+        "used_ports": server.used_ports,
+        "excluded_ports": server.excluded_ports,
+    }))
+}
+
+const DEFAULT_TOKEN_LIFETIME: Duration = Duration::from_secs(600);
+const MAX_TOKEN_LIFETIME: Duration = Duration::from_secs(90 * 24 * 3600);
+
+#[derive(Deserialize)]
+struct LoginBody {
+    username: String,
+    password: String,
+}
+
+/// `GET|POST /api/v1/login`: basic auth or a JSON `{"username","password"}` body, returns a
+/// bearer token. `token-lifetime` (seconds) sets its lifetime.
+pub async fn login(StateExtractor(state): State, params: Params, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
+    let (username, password) = match credentials(&headers) {
+        Some(Credentials::Basic(user, password)) => (user, password),
+        _ if !body.is_empty() => {
+            let parsed: LoginBody = serde_json::from_slice(&body).map_err(|e| {
+                ApiError::bad_request(
+                    "ERR_CODE_INVALID_REQUEST",
+                    "Invalid login request",
+                    format!("expected JSON {{\"username\": ..., \"password\": ...}}: {e}"),
+                )
+            })?;
+            (parsed.username, parsed.password)
+        }
+        _ => return Err(ApiError::unauthorized()),
+    };
+    let user = state
+        .auth
+        .check_password(&username, &password)
+        .await
+        .ok_or_else(ApiError::unauthorized)?;
+    let lifetime = match params.get("token-lifetime") {
+        None | Some("") => DEFAULT_TOKEN_LIFETIME,
+        Some(text) => {
+            let seconds: u64 = text.parse().map_err(|_| {
+                ApiError::bad_request(
+                    "ERR_CODE_INVALID_REQUEST",
+                    "Invalid token-lifetime",
+                    format!("token-lifetime must be a number of seconds, got {text:?}"),
+                )
+            })?;
+            let lifetime = if seconds == 0 { DEFAULT_TOKEN_LIFETIME } else { Duration::from_secs(seconds) };
+            if lifetime > MAX_TOKEN_LIFETIME {
+                return Err(ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "ERR_CODE_INVALID_REQUEST",
+                    "Invalid token-lifetime",
+                    format!("token-lifetime may be at most {} seconds", MAX_TOKEN_LIFETIME.as_secs()),
+                ));
+            }
+            lifetime
+        }
+    };
+    let token = state.auth.issue_token(&user, lifetime);
+    Ok(data(json!({ "token": token, "two_fa": null })))
+}

@@ -1,0 +1,198 @@
+//! Who may use the API: the configured user or users in the store, by password (HTTP basic)
+//! or by a signed token (JWT, HS256) obtained from `/api/v1/login`.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use hmac::{Hmac, Mac};
+use rand::Rng;
+use rport_store::{Store, StoreError, UserRecord};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use crate::agent_auth::GeneratedCredential;
+use crate::secrets::{hash_password, random_secret, verify_password};
+use crate::config::ApiSection;
+
+const JWT_SECRET_KEY: &str = "jwt_secret";
+/// How long a slow password check is remembered, so scripts using basic auth on every
+/// request do not pay an argon2 hash each time.
+const VERIFIED_TTL: Duration = Duration::from_secs(300);
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthUser {
+    pub username: String,
+    pub is_admin: bool,
+}
+
+pub struct ApiAuth {
+    static_user: Option<(String, String)>,
+    store: Arc<dyn Store>,
+    jwt_key: Vec<u8>,
+    /// Process-local key for the cache of verified passwords.
+    cache_key: [u8; 32],
+    verified: Mutex<HashMap<[u8; 32], (AuthUser, Instant)>>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Claims {
+    username: String,
+    iat: i64,
+    exp: i64,
+    jti: String,
+}
+
+impl ApiAuth {
+    /// Sets up API authentication. Without `[api] auth` and without users in the store, it
+    /// creates user `admin` with a random password and returns it to be shown once.
+    pub async fn load(
+        api: &ApiSection,
+        store: Arc<dyn Store>,
+    ) -> Result<(Self, Option<GeneratedCredential>), StoreError> {
+        let jwt_key = match &api.jwt_secret {
+            Some(secret) => secret.expose().as_bytes().to_vec(),
+            None => match store.get_setting(JWT_SECRET_KEY).await? {
+                Some(secret) => secret.into_bytes(),
+                None => {
+                    let secret = random_secret(48);
+                    store.set_setting(JWT_SECRET_KEY, &secret).await?;
+                    secret.into_bytes()
+                }
+            },
+        };
+        let static_user = api
+            .auth
+            .as_ref()
+            .map(|(user, password)| (user.clone(), password.expose().to_owned()));
+        let mut generated = None;
+        if static_user.is_none() && store.list_users().await?.is_empty() {
+            let password = random_secret(20);
+            store
+                .upsert_user(&UserRecord {
+                    username: "admin".into(),
+                    password_hash: hash_password(&password),
+                    is_admin: true,
+                    created_at: chrono::Utc::now(),
+                })
+                .await?;
+            generated = Some(GeneratedCredential {
+                id: "admin".into(),
+                password,
+            });
+        }
+        Ok((
+            Self {
+                static_user,
+                store,
+                jwt_key,
+                cache_key: rand::rng().random(),
+                verified: Mutex::new(HashMap::new()),
+            },
+            generated,
+        ))
+    }
+
+    /// Checks a username and password against the configured user, then the store.
+    pub async fn check_password(&self, username: &str, password: &str) -> Option<AuthUser> {
+        if let Some((user, expected)) = &self.static_user {
+            let ok = user == username && bool::from(password.as_bytes().ct_eq(expected.as_bytes()));
+            return ok.then(|| AuthUser {
+                username: username.to_owned(),
+                is_admin: true,
+            });
+        }
+        let cache_entry = self.cache_digest(username, password);
+        if let Ok(cache) = self.verified.lock()
+            && let Some((user, at)) = cache.get(&cache_entry)
+            && at.elapsed() < VERIFIED_TTL
+        {
+            return Some(user.clone());
+        }
+        let record = self.store.get_user(username).await.ok()??;
+        let password = password.to_owned();
+        let hash = record.password_hash.clone();
+        let ok = tokio::task::spawn_blocking(move || verify_password(&password, &hash))
+            .await
+            .unwrap_or(false);
+        if !ok {
+            return None;
+        }
+        let user = AuthUser {
+            username: record.username,
+            is_admin: record.is_admin,
+        };
+        if let Ok(mut cache) = self.verified.lock() {
+            cache.retain(|_, (_, at)| at.elapsed() < VERIFIED_TTL);
+            cache.insert(cache_entry, (user.clone(), Instant::now()));
+        }
+        Some(user)
+    }
+
+    fn cache_digest(&self, username: &str, password: &str) -> [u8; 32] {
+        let mut hasher = Sha256::new();
+        hasher.update(self.cache_key);
+        hasher.update((username.len() as u64).to_be_bytes());
+        hasher.update(username.as_bytes());
+        hasher.update(password.as_bytes());
+        hasher.finalize().into()
+    }
+
+    /// Issues a signed token for `user`, valid for `lifetime`.
+    pub fn issue_token(&self, user: &AuthUser, lifetime: Duration) -> String {
+        let now = chrono::Utc::now().timestamp();
+        let claims = Claims {
+            username: user.username.clone(),
+            iat: now,
+            exp: now + lifetime.as_secs() as i64,
+            jti: uuid::Uuid::new_v4().to_string(),
+        };
+        let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"HS256","typ":"JWT"}"#);
+        let payload = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&claims).unwrap_or_default());
+        let signing_input = format!("{header}.{payload}");
+        let signature = URL_SAFE_NO_PAD.encode(self.sign(signing_input.as_bytes()));
+        format!("{signing_input}.{signature}")
+    }
+
+    fn sign(&self, input: &[u8]) -> Vec<u8> {
+        let mut mac = match Hmac::<Sha256>::new_from_slice(&self.jwt_key) {
+            Ok(mac) => mac,
+            Err(_) => return Vec::new(), // HMAC accepts keys of any length
+        };
+        mac.update(input);
+        mac.finalize().into_bytes().to_vec()
+    }
+
+    /// Validates a bearer token: signature, expiry, and that its user still exists.
+    pub async fn check_token(&self, token: &str) -> Option<AuthUser> {
+        let (signing_input, signature) = token.rsplit_once('.')?;
+        let (header, payload) = signing_input.split_once('.')?;
+        let signature = URL_SAFE_NO_PAD.decode(signature).ok()?;
+        let mut mac = Hmac::<Sha256>::new_from_slice(&self.jwt_key).ok()?;
+        mac.update(signing_input.as_bytes());
+        mac.verify_slice(&signature).ok()?;
+        let header: serde_json::Value =
+            serde_json::from_slice(&URL_SAFE_NO_PAD.decode(header).ok()?).ok()?;
+        if header.get("alg")?.as_str()? != "HS256" {
+            return None;
+        }
+        let claims: Claims = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).ok()?).ok()?;
+        if claims.exp <= chrono::Utc::now().timestamp() {
+            return None;
+        }
+        if let Some((user, _)) = &self.static_user {
+            return (user == &claims.username).then(|| AuthUser {
+                username: claims.username,
+                is_admin: true,
+            });
+        }
+        let record = self.store.get_user(&claims.username).await.ok()??;
+        Some(AuthUser {
+            username: record.username,
+            is_admin: record.is_admin,
+        })
+    }
+}

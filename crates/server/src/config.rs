@@ -1,0 +1,585 @@
+//! rportd's configuration: TOML with RPort's key names, an embedded default, and validation
+//! that names the file, the key and the reason for anything it refuses.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::port_ranges::PortRanges;
+pub use crate::secrets::{Secret, StoredSecret};
+
+/// Where the embedded default keeps its state, relative to the working directory.
+pub const DEFAULT_DATA_DIR: &str = "./rportd-data";
+pub const DEFAULT_AGENT_ADDRESS: &str = "0.0.0.0:8080";
+pub const DEFAULT_API_ADDRESS: &str = "127.0.0.1:3000";
+const EMBEDDED: &str = "<embedded default>";
+
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub server: ServerSection,
+    pub api: ApiSection,
+    pub logging: LoggingSection,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerSection {
+    /// Where agents connect, `host:port`.
+    pub address: String,
+    /// How agents reach the server from outside; only reported (`connect_url`).
+    pub url: Vec<String>,
+    pub data_dir: PathBuf,
+    pub agent_auth: AgentAuth,
+    /// As written, for `/api/v1/status`.
+    pub used_ports: Vec<String>,
+    pub excluded_ports: Vec<String>,
+    /// `used_ports` minus `excluded_ports`.
+    pub port_pool: PortRanges,
+    pub purge_disconnected_clients: bool,
+    pub keep_disconnected_clients: Duration,
+    pub purge_disconnected_clients_interval: Duration,
+    /// TLS handshakes in flight at once; the rest wait, so a reconnect storm after a
+    /// restart cannot starve established sessions of CPU.
+    pub max_concurrent_handshakes: usize,
+    pub handshake_timeout: Duration,
+}
+
+/// How agents authenticate.
+#[derive(Debug, Clone)]
+pub enum AgentAuth {
+    /// Nothing configured: rportd manages credentials itself (creating one on first start).
+    None,
+    /// `[server] auth = "id:password"`.
+    Single { id: String, password: Secret },
+    /// `[server] auth_file`: a JSON object mapping ids to passwords or bcrypt/argon2 hashes.
+    File {
+        path: PathBuf,
+        entries: BTreeMap<String, StoredSecret>,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct ApiSection {
+    /// `None` turns the API off.
+    pub address: Option<String>,
+    /// A single static user, `[api] auth = "user:password"`.
+    pub auth: Option<(String, Secret)>,
+    /// Signs tokens; generated and kept in the store when not configured, so tokens
+    /// survive restarts.
+    pub jwt_secret: Option<Secret>,
+}
+
+#[derive(Debug, Clone)]
+pub struct LoggingSection {
+    pub log_level: String,
+    pub log_file: Option<PathBuf>,
+}
+
+/// A configuration that cannot be used; says where and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct ConfigError {
+    pub file: String,
+    /// Dotted key such as `server.used_ports`; empty for errors about the whole file.
+    pub key: String,
+    pub reason: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.key.is_empty() {
+            write!(f, "config {}: {}", self.file, self.reason)
+        } else {
+            write!(f, "config {}: key `{}`: {}", self.file, self.key, self.reason)
+        }
+    }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    server: RawServer,
+    #[serde(default)]
+    api: RawApi,
+    #[serde(default)]
+    logging: RawLogging,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawServer {
+    address: Option<String>,
+    url: Option<OneOrMany>,
+    data_dir: Option<PathBuf>,
+    auth: Option<String>,
+    auth_file: Option<PathBuf>,
+    used_ports: Option<Vec<PortEntry>>,
+    excluded_ports: Option<Vec<PortEntry>>,
+    #[serde(alias = "cleanup_lost_clients")]
+    purge_disconnected_clients: Option<bool>,
+    #[serde(alias = "keep_lost_clients")]
+    keep_disconnected_clients: Option<DurationValue>,
+    #[serde(alias = "cleanup_clients_interval")]
+    purge_disconnected_clients_interval: Option<DurationValue>,
+    #[serde(alias = "max_concurrent_ssh_handshakes")]
+    max_concurrent_handshakes: Option<usize>,
+    handshake_timeout: Option<DurationValue>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawApi {
+    address: Option<String>,
+    auth: Option<String>,
+    jwt_secret: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawLogging {
+    log_level: Option<String>,
+    log_file: Option<PathBuf>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum PortEntry {
+    Number(i64),
+    Text(String),
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum DurationValue {
+    Number(i64),
+    Text(String),
+}
+
+const LOG_LEVELS: &[&str] = &["error", "warn", "info", "debug", "trace"];
+
+impl ServerConfig {
+    /// What rportd runs on without `-c`.
+    pub fn default_embedded() -> Self {
+        match Self::from_toml_str("", EMBEDDED) {
+            Ok(config) => config,
+            // The empty document is valid by construction; a test keeps it so.
+            Err(err) => panic!("embedded default configuration is invalid: {err}"),
+        }
+    }
+
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|err| ConfigError {
+            file: file.clone(),
+            key: String::new(),
+            reason: format!("cannot read it: {err}"),
+        })?;
+        Self::from_toml_str(&text, &file)
+    }
+
+    /// Parses and validates a TOML document; `file` names it in errors.
+    pub fn from_toml_str(text: &str, file: &str) -> Result<Self, ConfigError> {
+        let raw = parse_toml(text, file)?;
+        Validator { file }.validate(raw)
+    }
+}
+
+fn parse_toml(text: &str, file: &str) -> Result<RawConfig, ConfigError> {
+    let deserializer = toml::de::Deserializer::parse(text).map_err(|err| syntax_error(file, text, &err))?;
+    serde_path_to_error::deserialize(deserializer).map_err(|err| {
+        let path = err.path().to_string();
+        let inner = err.into_inner();
+        let message = inner.message().to_owned();
+        let key = match message.strip_prefix("unknown field `").and_then(|rest| rest.split_once('`')) {
+            Some((field, _)) if path == "." => field.to_owned(),
+            _ => path,
+        };
+        let reason = match message.starts_with("unknown field") {
+            true => format!("unknown key ({message})"),
+            false => message,
+        };
+        ConfigError {
+            file: file.to_owned(),
+            key,
+            reason: with_line(text, inner.span(), reason),
+        }
+    })
+}
+
+fn syntax_error(file: &str, text: &str, err: &toml::de::Error) -> ConfigError {
+    ConfigError {
+        file: file.to_owned(),
+        key: String::new(),
+        reason: with_line(text, err.span(), format!("not valid TOML: {}", err.message().trim())),
+    }
+}
+
+fn with_line(text: &str, span: Option<std::ops::Range<usize>>, reason: String) -> String {
+    match span {
+        Some(span) => {
+            let line = text.get(..span.start).map_or(0, |before| before.matches('\n').count()) + 1;
+            format!("{reason} (line {line})")
+        }
+        None => reason,
+    }
+}
+
+struct Validator<'a> {
+    file: &'a str,
+}
+
+impl Validator<'_> {
+    fn error(&self, key: &str, reason: impl Into<String>) -> ConfigError {
+        ConfigError {
+            file: self.file.to_owned(),
+            key: key.to_owned(),
+            reason: reason.into(),
+        }
+    }
+
+    fn validate(&self, raw: RawConfig) -> Result<ServerConfig, ConfigError> {
+        Ok(ServerConfig {
+            server: self.server(raw.server)?,
+            api: self.api(raw.api)?,
+            logging: self.logging(raw.logging)?,
+        })
+    }
+
+    fn server(&self, raw: RawServer) -> Result<ServerSection, ConfigError> {
+        let address = raw.address.unwrap_or_else(|| DEFAULT_AGENT_ADDRESS.to_owned());
+        self.check_address("server.address", &address)?;
+        let url = match raw.url {
+            None => Vec::new(),
+            Some(OneOrMany::One(url)) => vec![url],
+            Some(OneOrMany::Many(urls)) => urls,
+        };
+        let url = match url.is_empty() {
+            true => vec![format!("http://{address}")],
+            false => url,
+        };
+        if let Some(bad) = url.iter().find(|u| !u.contains("://")) {
+            return Err(self.error("server.url", format!("{bad:?} is not a URL like \"http://rport.example.com:8080\"")));
+        }
+        let agent_auth = match (raw.auth, raw.auth_file) {
+            (Some(_), Some(_)) => {
+                return Err(self.error("server.auth_file", "set either `auth` or `auth_file`, not both"));
+            }
+            (Some(auth), None) => {
+                let (id, password) = self.credential("server.auth", &auth, "id:password")?;
+                AgentAuth::Single {
+                    id,
+                    password: Secret::new(password),
+                }
+            }
+            (None, Some(path)) => self.auth_file(path)?,
+            (None, None) => AgentAuth::None,
+        };
+        let used_ports = self.port_entries("server.used_ports", raw.used_ports, "20000-30000")?;
+        let excluded_ports = self.port_entries("server.excluded_ports", raw.excluded_ports, "1-1024")?;
+        let used = PortRanges::parse(&used_ports).map_err(|e| self.error("server.used_ports", e.to_string()))?;
+        let excluded =
+            PortRanges::parse(&excluded_ports).map_err(|e| self.error("server.excluded_ports", e.to_string()))?;
+        let port_pool = used.subtract(&excluded);
+        if port_pool.is_empty() {
+            return Err(self.error(
+                "server.used_ports",
+                "no port is left for tunnels once excluded_ports are taken out",
+            ));
+        }
+        let keep_set = raw.keep_disconnected_clients.is_some();
+        let keep_disconnected_clients =
+            self.duration("server.keep_disconnected_clients", raw.keep_disconnected_clients, Duration::from_secs(3600))?;
+        let purge_disconnected_clients_interval = self.duration(
+            "server.purge_disconnected_clients_interval",
+            raw.purge_disconnected_clients_interval,
+            Duration::from_secs(60),
+        )?;
+        if purge_disconnected_clients_interval < Duration::from_secs(1) {
+            return Err(self.error("server.purge_disconnected_clients_interval", "must be at least 1s"));
+        }
+        let max_concurrent_handshakes = raw.max_concurrent_handshakes.unwrap_or(64);
+        if max_concurrent_handshakes == 0 {
+            return Err(self.error("server.max_concurrent_handshakes", "must be at least 1"));
+        }
+        let handshake_timeout = self.duration("server.handshake_timeout", raw.handshake_timeout, Duration::from_secs(10))?;
+        if !(Duration::from_secs(1)..=Duration::from_secs(300)).contains(&handshake_timeout) {
+            return Err(self.error("server.handshake_timeout", "must be between 1s and 5m"));
+        }
+        Ok(ServerSection {
+            address,
+            url,
+            data_dir: raw.data_dir.unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
+            agent_auth,
+            used_ports,
+            excluded_ports,
+            port_pool,
+            // Setting how long to keep gone agents implies forgetting them after that.
+            purge_disconnected_clients: raw.purge_disconnected_clients.unwrap_or(keep_set),
+            keep_disconnected_clients,
+            purge_disconnected_clients_interval,
+            max_concurrent_handshakes,
+            handshake_timeout,
+        })
+    }
+
+    fn api(&self, raw: RawApi) -> Result<ApiSection, ConfigError> {
+        let address = match raw.address {
+            None => Some(DEFAULT_API_ADDRESS.to_owned()),
+            Some(address) if address.trim().is_empty() => None,
+            Some(address) => {
+                self.check_address("api.address", &address)?;
+                Some(address)
+            }
+        };
+        let auth = match raw.auth {
+            None => None,
+            Some(auth) => {
+                let (user, password) = self.credential("api.auth", &auth, "user:password")?;
+                Some((user, Secret::new(password)))
+            }
+        };
+        let jwt_secret = match raw.jwt_secret {
+            None => None,
+            Some(secret) if secret.is_empty() => None,
+            Some(secret) if secret.len() < 16 => {
+                return Err(self.error("api.jwt_secret", "too short to sign tokens safely; use at least 16 characters"));
+            }
+            Some(secret) => Some(Secret::new(secret)),
+        };
+        Ok(ApiSection {
+            address,
+            auth,
+            jwt_secret,
+        })
+    }
+
+    fn logging(&self, raw: RawLogging) -> Result<LoggingSection, ConfigError> {
+        let log_level = raw.log_level.unwrap_or_else(|| "info".to_owned()).to_ascii_lowercase();
+        if !LOG_LEVELS.contains(&log_level.as_str()) {
+            return Err(self.error(
+                "logging.log_level",
+                format!("{log_level:?} is not one of {}", LOG_LEVELS.join(", ")),
+            ));
+        }
+        Ok(LoggingSection {
+            log_level,
+            log_file: raw.log_file.filter(|path| !path.as_os_str().is_empty()),
+        })
+    }
+
+    fn check_address(&self, key: &str, address: &str) -> Result<(), ConfigError> {
+        let valid = address
+            .rsplit_once(':')
+            .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+        if valid {
+            Ok(())
+        } else {
+            Err(self.error(key, format!("{address:?} is not host:port, e.g. \"0.0.0.0:8080\"")))
+        }
+    }
+
+    /// Splits `"id:password"`; the reason never repeats the value, which holds a secret.
+    fn credential(&self, key: &str, value: &str, form: &str) -> Result<(String, String), ConfigError> {
+        match value.split_once(':') {
+            Some((id, password)) if !id.is_empty() && !password.is_empty() => {
+                Ok((id.to_owned(), password.to_owned()))
+            }
+            _ => Err(self.error(key, format!("must have the form \"{form}\" with both parts non-empty"))),
+        }
+    }
+
+    fn auth_file(&self, path: PathBuf) -> Result<AgentAuth, ConfigError> {
+        let key = "server.auth_file";
+        let shown = path.display();
+        let text = std::fs::read_to_string(&path)
+            .map_err(|err| self.error(key, format!("cannot read {shown}: {err}")))?;
+        let map: BTreeMap<String, String> = serde_json::from_str(&text).map_err(|err| {
+            self.error(key, format!("{shown} is not a JSON object of id -> password or hash: {err}"))
+        })?;
+        let mut entries = BTreeMap::new();
+        for (id, value) in map {
+            if id.is_empty() || id.contains(':') {
+                return Err(self.error(key, format!("{shown}: credential id {id:?} must be non-empty and without ':'")));
+            }
+            let secret = StoredSecret::from_config(&value)
+                .map_err(|reason| self.error(key, format!("{shown}: credential {id:?}: {reason}")))?;
+            entries.insert(id, secret);
+        }
+        if entries.is_empty() {
+            return Err(self.error(key, format!("{shown} holds no credentials")));
+        }
+        Ok(AgentAuth::File { path, entries })
+    }
+
+    fn port_entries(&self, key: &str, raw: Option<Vec<PortEntry>>, default: &str) -> Result<Vec<String>, ConfigError> {
+        let Some(raw) = raw else {
+            return Ok(vec![default.to_owned()]);
+        };
+        raw.into_iter()
+            .map(|entry| match entry {
+                PortEntry::Text(text) => Ok(text.trim().to_owned()),
+                PortEntry::Number(n) if (1..=65535).contains(&n) => Ok(n.to_string()),
+                PortEntry::Number(n) => Err(self.error(key, format!("{n} is not a port from 1 to 65535"))),
+            })
+            .collect()
+    }
+
+    fn duration(&self, key: &str, raw: Option<DurationValue>, default: Duration) -> Result<Duration, ConfigError> {
+        match raw {
+            None => Ok(default),
+            Some(DurationValue::Number(0)) => Ok(Duration::ZERO),
+            Some(DurationValue::Number(n)) => Err(self.error(
+                key,
+                format!("{n} has no unit; write a duration such as \"{n}s\", \"5m\" or \"1h\""),
+            )),
+            Some(DurationValue::Text(text)) => parse_duration(&text).ok_or_else(|| {
+                self.error(key, format!("{text:?} is not a duration such as \"30s\", \"5m\", \"1h30m\""))
+            }),
+        }
+    }
+}
+
+/// Go-style durations (`"90s"`, `"1h30m"`, `"0"`), as RPort's configuration uses.
+pub fn parse_duration(text: &str) -> Option<Duration> {
+    let text = text.trim();
+    if text == "0" {
+        return Some(Duration::ZERO);
+    }
+    if text.is_empty() || text.starts_with('-') {
+        return None;
+    }
+    humantime::parse_duration(text).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<ServerConfig, ConfigError> {
+        ServerConfig::from_toml_str(text, "test.conf")
+    }
+
+    #[test]
+    fn embedded_default_matches_the_documented_one() {
+        let config = ServerConfig::default_embedded();
+        assert_eq!(config.server.address, "0.0.0.0:8080");
+        assert_eq!(config.api.address.as_deref(), Some("127.0.0.1:3000"));
+        assert_eq!(config.server.data_dir, PathBuf::from("./rportd-data"));
+        assert!(matches!(config.server.agent_auth, AgentAuth::None));
+        assert!(config.api.auth.is_none());
+        assert_eq!(config.server.used_ports, vec!["20000-30000"]);
+        assert_eq!(config.server.excluded_ports, vec!["1-1024"]);
+        assert_eq!(config.server.port_pool.len(), 10001);
+        assert_eq!(config.server.url, vec!["http://0.0.0.0:8080"]);
+    }
+
+    #[test]
+    fn reads_rport_keys() {
+        let config = parse(
+            r#"
+            [server]
+            address = "127.0.0.1:9000"
+            url = ["https://rport.example.com:9000"]
+            data_dir = "/tmp/x"
+            auth = "clientAuth1:1234"
+            used_ports = ["20000-20010", 30000]
+            excluded_ports = ["20005"]
+            keep_disconnected_clients = "2h30m"
+            [api]
+            address = "127.0.0.1:4000"
+            auth = "admin:foobaz"
+            jwt_secret = "0123456789abcdef0123"
+            [logging]
+            log_level = "debug"
+            log_file = "/tmp/rportd.log"
+            "#,
+        )
+        .expect("valid");
+        assert!(matches!(&config.server.agent_auth, AgentAuth::Single { id, password }
+            if id == "clientAuth1" && password.expose() == "1234"));
+        assert_eq!(config.server.port_pool.len(), 11);
+        assert!(!config.server.port_pool.contains(20005));
+        assert_eq!(config.server.keep_disconnected_clients, Duration::from_secs(9000));
+        assert!(config.server.purge_disconnected_clients);
+        assert_eq!(config.api.auth.as_ref().map(|(u, _)| u.as_str()), Some("admin"));
+        let debug = format!("{config:?}");
+        assert!(!debug.contains("1234") && !debug.contains("foobaz") && !debug.contains("0123456789abcdef"), "{debug}");
+    }
+
+    #[test]
+    fn errors_name_file_key_and_reason() {
+        let err = parse("[server]\nadress = \"1\"\n").expect_err("unknown key");
+        assert_eq!(err.key, "server.adress");
+        assert!(err.to_string().starts_with("config test.conf: key `server.adress`: unknown key"), "{err}");
+
+        let err = parse("[server]\nused_ports = [\"30-20\"]\n").expect_err("bad range");
+        assert_eq!(err.key, "server.used_ports");
+
+        let err = parse("[server]\nused_ports = [\"100-200\"]\nexcluded_ports = [\"1-1024\"]\n").expect_err("empty pool");
+        assert!(err.reason.contains("no port is left"), "{err}");
+
+        let err = parse("[server]\nkeep_disconnected_clients = 5\n").expect_err("no unit");
+        assert_eq!(err.key, "server.keep_disconnected_clients");
+
+        let err = parse("[server]\naddress = 8080\n").expect_err("wrong type");
+        assert_eq!(err.key, "server.address");
+
+        let err = parse("[api]\nauth = \"adminsecretpw\"\n").expect_err("no colon");
+        assert_eq!(err.key, "api.auth");
+        assert!(!err.to_string().contains("adminsecretpw"), "{err}");
+
+        let err = parse("[server\n").expect_err("syntax");
+        assert!(err.reason.contains("not valid TOML"), "{err}");
+
+        let err = parse("[logging]\nlog_level = \"loud\"\n").expect_err("level");
+        assert_eq!(err.key, "logging.log_level");
+
+        let err = parse("[surver]\n").expect_err("unknown section");
+        assert_eq!(err.key, "surver");
+    }
+
+    #[test]
+    fn auth_file_takes_plain_and_hashed_passwords() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("auth.json");
+        let hash = bcrypt::hash("s3cret", 4).expect("bcrypt");
+        std::fs::write(&path, serde_json::json!({"a": "1234", "b": hash}).to_string()).expect("write");
+        let config = parse(&format!("[server]\nauth_file = {:?}\n", path.display().to_string())).expect("valid");
+        let AgentAuth::File { entries, .. } = &config.server.agent_auth else {
+            panic!("expected auth_file");
+        };
+        assert!(entries["a"].verify("1234"));
+        assert!(entries["b"].verify("s3cret"));
+
+        std::fs::write(&path, "[1,2]").expect("write");
+        let err = parse(&format!("[server]\nauth_file = {:?}\n", path.display().to_string())).expect_err("bad file");
+        assert_eq!(err.key, "server.auth_file");
+        let both = format!("[server]\nauth = \"a:b\"\nauth_file = {:?}\n", path.display().to_string());
+        assert!(parse(&both).is_err());
+    }
+
+    #[test]
+    fn durations_like_go() {
+        assert_eq!(parse_duration("1h30m"), Some(Duration::from_secs(5400)));
+        assert_eq!(parse_duration("90s"), Some(Duration::from_secs(90)));
+        assert_eq!(parse_duration("0"), Some(Duration::ZERO));
+        assert_eq!(parse_duration("-1s"), None);
+        assert_eq!(parse_duration("soon"), None);
+    }
+
+    #[test]
+    fn deprecated_rport_aliases_still_work() {
+        let config = parse("[server]\nkeep_lost_clients = \"10m\"\ncleanup_clients_interval = \"5s\"\n").expect("valid");
+        assert_eq!(config.server.keep_disconnected_clients, Duration::from_secs(600));
+        assert_eq!(config.server.purge_disconnected_clients_interval, Duration::from_secs(5));
+    }
+}

@@ -1,0 +1,216 @@
+//! The agents rportd knows: their last reported facts, whether a session is live, and the
+//! write-through to the store so that a restart forgets none of them.
+//!
+//! The API reads from this in-memory view (fast with tens of thousands of agents); every
+//! change is also written to the store.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+
+use chrono::{DateTime, Utc};
+use rport_protocol::SystemInfo;
+use rport_store::{ClientRecord, Store, StoreError};
+use rport_transport::MuxHandle;
+
+pub struct ClientEntry {
+    pub record: ClientRecord,
+    pub session: Option<LiveSession>,
+}
+
+/// A connected agent's session. The number tells sessions of the same id apart, so the
+/// end of an old session can never mark a newer one disconnected.
+#[derive(Clone)]
+pub struct LiveSession {
+    pub handle: MuxHandle,
+    pub number: u64,
+}
+
+pub struct Registry {
+    clients: RwLock<HashMap<String, ClientEntry>>,
+    store: Arc<dyn Store>,
+    next_session: AtomicU64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DeleteError {
+    #[error("client not found")]
+    NotFound,
+    #[error("client is connected")]
+    Connected,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl Registry {
+    /// Loads known agents; all are disconnected until they come back.
+    pub async fn load(store: Arc<dyn Store>) -> Result<Self, StoreError> {
+        store.mark_all_disconnected(Utc::now()).await?;
+        let clients = store
+            .list_clients()
+            .await?
+            .into_iter()
+            .map(|record| {
+                (
+                    record.id.clone(),
+                    ClientEntry {
+                        record,
+                        session: None,
+                    },
+                )
+            })
+            .collect();
+        Ok(Self {
+            clients: RwLock::new(clients),
+            store,
+            next_session: AtomicU64::new(1),
+        })
+    }
+
+    /// Runs `f` over all entries under a read lock; keep `f` quick.
+    pub fn with_clients<T>(&self, f: impl FnOnce(&HashMap<String, ClientEntry>) -> T) -> T {
+        match self.clients.read() {
+            Ok(clients) => f(&clients),
+            Err(poisoned) => f(&poisoned.into_inner()),
+        }
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, ClientEntry>> {
+        self.clients.write().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    pub fn session(&self, id: &str) -> Option<LiveSession> {
+        self.with_clients(|clients| clients.get(id).and_then(|entry| entry.session.clone()))
+    }
+
+    /// (connected, disconnected)
+    pub fn counts(&self) -> (usize, usize) {
+        self.with_clients(|clients| {
+            let connected = clients.values().filter(|e| e.session.is_some()).count();
+            (connected, clients.len() - connected)
+        })
+    }
+
+    /// Records a new live session for an agent, replacing (and closing) any previous one.
+    pub async fn attach(
+        &self,
+        id: &str,
+        auth_id: &str,
+        info: SystemInfo,
+        address: String,
+        handle: MuxHandle,
+    ) -> u64 {
+        let number = self.next_session.fetch_add(1, Ordering::Relaxed);
+        let record = ClientRecord {
+            id: id.to_owned(),
+            auth_id: auth_id.to_owned(),
+            info,
+            address,
+            connected: true,
+            connected_at: Some(Utc::now()),
+            disconnected_at: None,
+        };
+        let previous = {
+            let mut clients = self.write();
+            let session = Some(LiveSession { handle, number });
+            let previous = clients.insert(
+                id.to_owned(),
+                ClientEntry {
+                    record: record.clone(),
+                    session,
+                },
+            );
+            previous.and_then(|entry| entry.session)
+        };
+        if let Some(old) = previous {
+            old.handle.close();
+        }
+        if let Err(err) = self.store.upsert_client(&record).await {
+            tracing::error!(client = id, "saving client: {err}");
+        }
+        number
+    }
+
+    /// Marks the agent disconnected if `number` is still its current session.
+    /// Returns whether it did.
+    pub async fn detach(&self, id: &str, number: u64) -> bool {
+        let now = Utc::now();
+        let detached = {
+            let mut clients = self.write();
+            match clients.get_mut(id) {
+                Some(entry) if entry.session.as_ref().is_some_and(|s| s.number == number) => {
+                    entry.session = None;
+                    entry.record.connected = false;
+                    entry.record.disconnected_at = Some(now);
+                    true
+                }
+                _ => false,
+            }
+        };
+        if detached && let Err(err) = self.store.mark_client_disconnected(id, now).await {
+            tracing::error!(client = id, "saving disconnect: {err}");
+        }
+        detached
+    }
+
+    pub async fn update_info(&self, id: &str, number: u64, info: SystemInfo) {
+        let record = {
+            let mut clients = self.write();
+            match clients.get_mut(id) {
+                Some(entry) if entry.session.as_ref().is_some_and(|s| s.number == number) => {
+                    entry.record.info = info;
+                    entry.record.clone()
+                }
+                _ => return,
+            }
+        };
+        if let Err(err) = self.store.upsert_client(&record).await {
+            tracing::error!(client = id, "saving client facts: {err}");
+        }
+    }
+
+    /// Forgets a disconnected agent.
+    pub async fn delete(&self, id: &str) -> Result<(), DeleteError> {
+        {
+            let mut clients = self.write();
+            match clients.get(id) {
+                None => return Err(DeleteError::NotFound),
+                Some(entry) if entry.session.is_some() => return Err(DeleteError::Connected),
+                Some(_) => {
+                    clients.remove(id);
+                }
+            }
+        }
+        self.store.delete_client(id).await?;
+        Ok(())
+    }
+
+    /// Forgets agents disconnected before `cutoff`; returns their ids.
+    pub async fn purge_disconnected_before(&self, cutoff: DateTime<Utc>) -> Vec<String> {
+        let ids = match self.store.purge_clients_disconnected_before(cutoff).await {
+            Ok(ids) => ids,
+            Err(err) => {
+                tracing::error!("purging disconnected clients: {err}");
+                return Vec::new();
+            }
+        };
+        let mut clients = self.write();
+        for id in &ids {
+            if clients.get(id).is_some_and(|entry| entry.session.is_none()) {
+                clients.remove(id);
+            }
+        }
+        ids
+    }
+
+    /// Closes every live session (server shutdown).
+    pub fn close_all(&self) {
+        self.with_clients(|clients| {
+            for entry in clients.values() {
+                if let Some(session) = &entry.session {
+                    session.handle.close();
+                }
+            }
+        });
+    }
+}

@@ -1,0 +1,183 @@
+//! Wires rportd together: data dir, store, identity, authentication, agent listener, API,
+//! housekeeping, and an orderly shutdown.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use rport_protocol::Fingerprint;
+use rport_store::{SqliteStore, Store};
+use rport_transport::ServerIdentity;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+
+use crate::agent_auth::{AgentAuthenticator, GeneratedCredential};
+use crate::agent_listener::AgentListener;
+use crate::api::{self, AppState};
+use crate::api_auth::ApiAuth;
+use crate::config::ServerConfig;
+use crate::port_pool::PortPool;
+use crate::registry::Registry;
+use crate::tunnels::TunnelManager;
+
+/// Name of the file in `data_dir` holding the fingerprint agents pin.
+pub const FINGERPRINT_FILE: &str = "rportd-fingerprint.txt";
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("data_dir {path}: {source}")]
+    DataDir { path: String, source: std::io::Error },
+    #[error("store: {0}")]
+    Store(#[from] rport_store::StoreError),
+    #[error("server identity: {0}")]
+    Identity(#[from] rport_transport::tls::TlsError),
+    #[error("binding {what} on {address}: {source}")]
+    Bind {
+        what: &'static str,
+        address: String,
+        source: std::io::Error,
+    },
+}
+
+/// A prepared server: state loaded, not yet listening.
+pub struct Server {
+    state: Arc<AppState>,
+    agent_listener: Arc<AgentListener>,
+    /// Credentials created on this first start; the caller shows them once.
+    pub generated: Vec<GeneratedCredential>,
+}
+
+/// The sockets a server listens on; bound separately so tests can use port 0.
+pub struct Listeners {
+    pub agents: TcpListener,
+    pub api: Option<TcpListener>,
+}
+
+impl Listeners {
+    pub async fn bind(config: &ServerConfig) -> Result<Self, StartError> {
+        let bind = |what: &'static str, address: String| async move {
+            TcpListener::bind(&address)
+                .await
+                .map_err(|source| StartError::Bind { what, address, source })
+        };
+        Ok(Self {
+            agents: bind("the agent listener ([server] address)", config.server.address.clone()).await?,
+            api: match &config.api.address {
+                Some(address) => Some(bind("the API ([api] address)", address.clone()).await?),
+                None => None,
+            },
+        })
+    }
+}
+
+fn create_data_dir(path: &Path) -> Result<(), StartError> {
+    let err = |source| StartError::DataDir {
+        path: path.display().to_string(),
+        source,
+    };
+    std::fs::create_dir_all(path).map_err(err)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700)).map_err(err)?;
+    }
+    Ok(())
+}
+
+impl Server {
+    pub async fn prepare(config: ServerConfig) -> Result<Self, StartError> {
+        let data_dir = config.server.data_dir.clone();
+        create_data_dir(&data_dir)?;
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&rport_store::default_db_path(&data_dir))?);
+        let identity = ServerIdentity::load_or_create(&data_dir)?;
+        let fingerprint = identity.fingerprint();
+        write_fingerprint(&data_dir, fingerprint)?;
+
+        let (agent_auth, agent_credential) = AgentAuthenticator::load(&config.server.agent_auth, &store).await?;
+        let (api_auth, admin_credential) = ApiAuth::load(&config.api, Arc::clone(&store)).await?;
+        let registry = Arc::new(Registry::load(Arc::clone(&store)).await?);
+        let pool = PortPool::new(config.server.port_pool.clone());
+        let tunnels = Arc::new(TunnelManager::new(Arc::clone(&registry), Arc::clone(&store), pool).await?);
+
+        let agent_listener = Arc::new(AgentListener {
+            acceptor: TlsAcceptor::from(identity.server_config()?),
+            auth: Arc::new(agent_auth),
+            registry: Arc::clone(&registry),
+            tunnels: Arc::clone(&tunnels),
+            handshakes: Arc::new(Semaphore::new(config.server.max_concurrent_handshakes)),
+            handshake_timeout: config.server.handshake_timeout,
+        });
+        let state = Arc::new(AppState {
+            config,
+            fingerprint,
+            registry,
+            tunnels,
+            auth: api_auth,
+        });
+        Ok(Self {
+            state,
+            agent_listener,
+            generated: admin_credential.into_iter().chain(agent_credential).collect(),
+        })
+    }
+
+    pub fn fingerprint(&self) -> Fingerprint {
+        self.state.fingerprint
+    }
+
+    /// Serves until `shutdown` is cancelled, then closes tunnels and sessions.
+    pub async fn run(self, listeners: Listeners, shutdown: CancellationToken) -> std::io::Result<()> {
+        let agents = tokio::spawn(Arc::clone(&self.agent_listener).run(listeners.agents, shutdown.clone()));
+        let purge = tokio::spawn(purge_loop(Arc::clone(&self.state), shutdown.clone()));
+        let api = listeners.api.map(|listener| {
+            let router = api::router(Arc::clone(&self.state));
+            let shutdown = shutdown.clone();
+            tokio::spawn(async move {
+                axum::serve(listener, router.into_make_service_with_connect_info::<std::net::SocketAddr>())
+                    .with_graceful_shutdown(shutdown.cancelled_owned())
+                    .await
+            })
+        });
+        shutdown.cancelled().await;
+        tracing::info!("shutting down");
+        self.state.tunnels.shutdown().await;
+        self.state.registry.close_all();
+        let _ = agents.await;
+        let _ = purge.await;
+        if let Some(api) = api {
+            // In-flight requests get a moment; keep-alive connections must not hold us up.
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(5), api).await;
+        }
+        Ok(())
+    }
+}
+
+fn write_fingerprint(data_dir: &Path, fingerprint: Fingerprint) -> Result<(), StartError> {
+    let path = data_dir.join(FINGERPRINT_FILE);
+    std::fs::write(&path, format!("{fingerprint}\n")).map_err(|source| StartError::DataDir {
+        path: path.display().to_string(),
+        source,
+    })
+}
+
+/// Forgets agents gone longer than `keep_disconnected_clients`, when purging is on.
+async fn purge_loop(state: Arc<AppState>, shutdown: CancellationToken) {
+    let server = &state.config.server;
+    if !server.purge_disconnected_clients {
+        return;
+    }
+    let mut interval = tokio::time::interval(server.purge_disconnected_clients_interval);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = interval.tick() => {}
+        }
+        let keep = chrono::Duration::from_std(server.keep_disconnected_clients).unwrap_or(chrono::Duration::MAX);
+        let cutoff = chrono::Utc::now() - keep;
+        let purged = state.registry.purge_disconnected_before(cutoff).await;
+        if !purged.is_empty() {
+            tracing::info!("forgot {} clients disconnected since before {cutoff}", purged.len());
+        }
+    }
+}
