@@ -1,1 +1,7 @@
-//! placeholder
+//! rport, the device agent, as a library: connects out to rportd, reports what the device
+//! is, and carries the tunnel streams the server opens to targets on the device's side.
+
+pub mod cli;
+pub mod config;
+pub mod session;
+pub mod sysinfo;

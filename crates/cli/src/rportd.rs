@@ -1,1 +1,63 @@
-fn main() {}
+//! rportd, the server: parse flags, load the configuration, set up logging, bind, run.
+
+mod process;
+
+use anyhow::Context;
+use clap::Parser;
+use rport_server::cli::ServerArgs;
+use rport_server::config::ServerConfig;
+use rport_server::server::{Listeners, Server};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = ServerArgs::parse();
+    let mut config = match &args.config {
+        Some(path) => ServerConfig::load(path)?,
+        None => ServerConfig::default_embedded(),
+    };
+    if let Some(dir) = args.data_dir {
+        config.server.data_dir = dir;
+    }
+    if let Some(level) = args.log_level {
+        config.logging.log_level = level;
+    }
+    process::init_logging(
+        &config.logging.log_level,
+        config.logging.log_file.as_deref(),
+    )?;
+
+    let listeners = Listeners::bind(&config).await?;
+    let agents_address = listeners.agents.local_addr()?;
+    let api_address = listeners
+        .api
+        .as_ref()
+        .map(|api| api.local_addr())
+        .transpose()?;
+    let data_dir = config.server.data_dir.clone();
+    let server = Server::prepare(config)
+        .await
+        .with_context(|| format!("starting with data_dir {}", data_dir.display()))?;
+
+    // Shown on stdout, once: these are the only copies of the generated passwords.
+    for credential in &server.generated {
+        let what = if credential.id == "admin" {
+            "API user"
+        } else {
+            "agent credential"
+        };
+        println!(
+            "rportd: generated {what} (shown only now): {}:{}",
+            credential.id, credential.password
+        );
+    }
+    println!("rportd: fingerprint {}", server.fingerprint());
+    println!("rportd: agents connect to {agents_address}");
+    match api_address {
+        Some(address) => println!("rportd: API listening on http://{address}"),
+        None => println!("rportd: API disabled"),
+    }
+    tracing::info!(fingerprint = %server.fingerprint(), "rportd {} started", env!("CARGO_PKG_VERSION"));
+
+    server.run(listeners, process::shutdown_on_signal()).await?;
+    Ok(())
+}

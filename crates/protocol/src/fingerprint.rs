@@ -81,9 +81,11 @@ mod tests {
     fn prefix_and_garbage_are_refused() {
         let shown = Fingerprint::of_public_key(b"k").to_string();
         assert!(shown[..47].parse::<Fingerprint>().is_err());
-        assert!("2a:c8:79:09:80:ba:7c:60:05:e5:2c:99:6d:75:56:24"
-            .parse::<Fingerprint>()
-            .is_err());
+        assert!(
+            "2a:c8:79:09:80:ba:7c:60:05:e5:2c:99:6d:75:56:24"
+                .parse::<Fingerprint>()
+                .is_err()
+        );
         assert!("zz".repeat(32).parse::<Fingerprint>().is_err());
         assert!("".parse::<Fingerprint>().is_err());
     }

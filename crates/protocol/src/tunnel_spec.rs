@@ -76,15 +76,16 @@ pub fn parse_tunnel_spec(input: &str) -> Result<TunnelSpec, SpecError> {
         [lhost, lport, rhost, rport] => (Some((Some(*lhost), *lport)), (Some(*rhost), *rport)),
         _ => return Err(SpecError::TooManyParts(input.to_owned())),
     };
-    let build = |(host, port): (Option<&str>, &str), default: &str| -> Result<Endpoint, SpecError> {
-        Ok(Endpoint {
-            host: match host {
-                Some(h) => parse_host(h)?,
-                None => default.to_owned(),
-            },
-            port: parse_port(port)?,
-        })
-    };
+    let build =
+        |(host, port): (Option<&str>, &str), default: &str| -> Result<Endpoint, SpecError> {
+            Ok(Endpoint {
+                host: match host {
+                    Some(h) => parse_host(h)?,
+                    None => default.to_owned(),
+                },
+                port: parse_port(port)?,
+            })
+        };
     Ok(TunnelSpec {
         local: local.map(|l| build(l, DEFAULT_LOCAL_HOST)).transpose()?,
         remote: build(remote, DEFAULT_REMOTE_HOST)?,
@@ -148,9 +149,15 @@ fn parse_host(part: &str) -> Result<String, SpecError> {
             !label.is_empty()
                 && label.len() <= 63
                 && !label.starts_with('-')
-                && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
         });
-    if valid_name { Ok(part.to_owned()) } else { Err(bad()) }
+    if valid_name {
+        Ok(part.to_owned())
+    } else {
+        Err(bad())
+    }
 }
 
 #[cfg(test)]
@@ -166,26 +173,53 @@ mod tests {
 
     #[test]
     fn one_side_forms() {
-        assert_eq!(parse_endpoint("3389", "127.0.0.1"), Ok(ep("127.0.0.1", 3389)));
+        assert_eq!(
+            parse_endpoint("3389", "127.0.0.1"),
+            Ok(ep("127.0.0.1", 3389))
+        );
         assert_eq!(parse_endpoint("0.0.0.0:22", "x"), Ok(ep("0.0.0.0", 22)));
         assert_eq!(
             parse_endpoint("192.168.178.1:80", "x"),
             Ok(ep("192.168.178.1", 80))
         );
         assert_eq!(parse_endpoint("[::1]:22", "x"), Ok(ep("::1", 22)));
-        assert_eq!(parse_endpoint("router.lan:443", "x"), Ok(ep("router.lan", 443)));
+        assert_eq!(
+            parse_endpoint("router.lan:443", "x"),
+            Ok(ep("router.lan", 443))
+        );
     }
 
     #[test]
     fn one_side_errors() {
         assert_eq!(parse_endpoint("", "x"), Err(SpecError::Empty));
-        assert!(matches!(parse_endpoint("0", "x"), Err(SpecError::BadPort(_))));
-        assert!(matches!(parse_endpoint("65536", "x"), Err(SpecError::BadPort(_))));
-        assert!(matches!(parse_endpoint("+22", "x"), Err(SpecError::BadPort(_))));
-        assert!(matches!(parse_endpoint("::1:22", "x"), Err(SpecError::TooManyParts(_))));
-        assert!(matches!(parse_endpoint("a b:22", "x"), Err(SpecError::BadHost(_))));
-        assert!(matches!(parse_endpoint("[1.2.3.4]:22", "x"), Err(SpecError::BadHost(_))));
-        assert!(matches!(parse_endpoint("h:p:22", "x"), Err(SpecError::TooManyParts(_))));
+        assert!(matches!(
+            parse_endpoint("0", "x"),
+            Err(SpecError::BadPort(_))
+        ));
+        assert!(matches!(
+            parse_endpoint("65536", "x"),
+            Err(SpecError::BadPort(_))
+        ));
+        assert!(matches!(
+            parse_endpoint("+22", "x"),
+            Err(SpecError::BadPort(_))
+        ));
+        assert!(matches!(
+            parse_endpoint("::1:22", "x"),
+            Err(SpecError::TooManyParts(_))
+        ));
+        assert!(matches!(
+            parse_endpoint("a b:22", "x"),
+            Err(SpecError::BadHost(_))
+        ));
+        assert!(matches!(
+            parse_endpoint("[1.2.3.4]:22", "x"),
+            Err(SpecError::BadHost(_))
+        ));
+        assert!(matches!(
+            parse_endpoint("h:p:22", "x"),
+            Err(SpecError::TooManyParts(_))
+        ));
     }
 
     #[test]

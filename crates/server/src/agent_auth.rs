@@ -46,7 +46,11 @@ impl SaltedHash {
     }
 
     fn encode(&self) -> String {
-        format!("sha256${}${}", hex::encode(self.salt), hex::encode(self.digest))
+        format!(
+            "sha256${}${}",
+            hex::encode(self.salt),
+            hex::encode(self.digest)
+        )
     }
 
     fn decode(text: &str) -> Option<Self> {
@@ -62,7 +66,9 @@ impl SaltedHash {
     }
 
     fn verify(&self, password: &str) -> bool {
-        salted_digest(&self.salt, password).ct_eq(&self.digest).into()
+        salted_digest(&self.salt, password)
+            .ct_eq(&self.digest)
+            .into()
     }
 }
 
@@ -99,7 +105,12 @@ impl AgentAuthenticator {
                 (Source::Config(map), None)
             }
             AgentAuth::File { entries, .. } => (
-                Source::Config(entries.iter().map(|(k, v)| (k.clone(), v.clone())).collect()),
+                Source::Config(
+                    entries
+                        .iter()
+                        .map(|(k, v)| (k.clone(), v.clone()))
+                        .collect(),
+                ),
                 None,
             ),
             AgentAuth::None => {
@@ -148,7 +159,11 @@ impl AgentAuthenticator {
                     return secret.verify(password);
                 }
                 let key = salted_digest(id.as_bytes(), password);
-                if self.verified.lock().is_ok_and(|cache| cache.contains_key(&key)) {
+                if self
+                    .verified
+                    .lock()
+                    .is_ok_and(|cache| cache.contains_key(&key))
+                {
                     return true;
                 }
                 let this = Arc::clone(self);

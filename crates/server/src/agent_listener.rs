@@ -152,8 +152,12 @@ impl AgentListener {
                 Ok(ControlMessage::InfoUpdate { info }) => {
                     self.registry.update_info(&client_id, number, info).await;
                 }
-                Ok(other) => tracing::debug!(client = %client_id, "ignoring control message {other:?}"),
-                Err(err) => tracing::debug!(client = %client_id, "undecodable control message: {err}"),
+                Ok(other) => {
+                    tracing::debug!(client = %client_id, "ignoring control message {other:?}")
+                }
+                Err(err) => {
+                    tracing::debug!(client = %client_id, "undecodable control message: {err}")
+                }
             }
         }
         let outcome = driver.await;
@@ -168,7 +172,11 @@ impl AgentListener {
     }
 }
 
-async fn refuse(tls: &mut tokio_rustls::server::TlsStream<TcpStream>, code: RefuseCode, message: String) {
+async fn refuse(
+    tls: &mut tokio_rustls::server::TlsStream<TcpStream>,
+    code: RefuseCode,
+    message: String,
+) {
     let refusal = ControlMessage::Refused {
         code,
         message,

@@ -15,8 +15,8 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::agent_auth::GeneratedCredential;
-use crate::secrets::{hash_password, random_secret, verify_password};
 use crate::config::ApiSection;
+use crate::secrets::{hash_password, random_secret, verify_password};
 
 const JWT_SECRET_KEY: &str = "jwt_secret";
 /// How long a slow password check is remembered, so scripts using basic auth on every
@@ -184,7 +184,7 @@ impl ApiAuth {
             return None;
         }
         if let Some((user, _)) = &self.static_user {
-            return (user == &claims.username).then(|| AuthUser {
+            return (user == &claims.username).then_some(AuthUser {
                 username: claims.username,
                 is_admin: true,
             });

@@ -5,7 +5,11 @@ use std::path::PathBuf;
 use clap::Parser;
 
 #[derive(Debug, Parser)]
-#[command(name = "rportd", version, about = "Remote access server: agents connect out to it, operators open tunnels through its API")]
+#[command(
+    name = "rportd",
+    version,
+    about = "Remote access server: agents connect out to it, operators open tunnels through its API"
+)]
 pub struct ServerArgs {
     /// TOML configuration file; without it rportd runs on its embedded default.
     #[arg(short = 'c', long = "config", value_name = "FILE")]

@@ -91,7 +91,11 @@ impl fmt::Display for ConfigError {
         if self.key.is_empty() {
             write!(f, "config {}: {}", self.file, self.reason)
         } else {
-            write!(f, "config {}: key `{}`: {}", self.file, self.key, self.reason)
+            write!(
+                f,
+                "config {}: key `{}`: {}",
+                self.file, self.key, self.reason
+            )
         }
     }
 }
@@ -194,12 +198,16 @@ impl ServerConfig {
 }
 
 fn parse_toml(text: &str, file: &str) -> Result<RawConfig, ConfigError> {
-    let deserializer = toml::de::Deserializer::parse(text).map_err(|err| syntax_error(file, text, &err))?;
+    let deserializer =
+        toml::de::Deserializer::parse(text).map_err(|err| syntax_error(file, text, &err))?;
     serde_path_to_error::deserialize(deserializer).map_err(|err| {
         let path = err.path().to_string();
         let inner = err.into_inner();
         let message = inner.message().to_owned();
-        let key = match message.strip_prefix("unknown field `").and_then(|rest| rest.split_once('`')) {
+        let key = match message
+            .strip_prefix("unknown field `")
+            .and_then(|rest| rest.split_once('`'))
+        {
             Some((field, _)) if path == "." => field.to_owned(),
             _ => path,
         };
@@ -219,14 +227,21 @@ fn syntax_error(file: &str, text: &str, err: &toml::de::Error) -> ConfigError {
     ConfigError {
         file: file.to_owned(),
         key: String::new(),
-        reason: with_line(text, err.span(), format!("not valid TOML: {}", err.message().trim())),
+        reason: with_line(
+            text,
+            err.span(),
+            format!("not valid TOML: {}", err.message().trim()),
+        ),
     }
 }
 
 fn with_line(text: &str, span: Option<std::ops::Range<usize>>, reason: String) -> String {
     match span {
         Some(span) => {
-            let line = text.get(..span.start).map_or(0, |before| before.matches('\n').count()) + 1;
+            let line = text
+                .get(..span.start)
+                .map_or(0, |before| before.matches('\n').count())
+                + 1;
             format!("{reason} (line {line})")
         }
         None => reason,
@@ -255,7 +270,9 @@ impl Validator<'_> {
     }
 
     fn server(&self, raw: RawServer) -> Result<ServerSection, ConfigError> {
-        let address = raw.address.unwrap_or_else(|| DEFAULT_AGENT_ADDRESS.to_owned());
+        let address = raw
+            .address
+            .unwrap_or_else(|| DEFAULT_AGENT_ADDRESS.to_owned());
         self.check_address("server.address", &address)?;
         let url = match raw.url {
             None => Vec::new(),
@@ -267,11 +284,17 @@ impl Validator<'_> {
             false => url,
         };
         if let Some(bad) = url.iter().find(|u| !u.contains("://")) {
-            return Err(self.error("server.url", format!("{bad:?} is not a URL like \"http://rport.example.com:8080\"")));
+            return Err(self.error(
+                "server.url",
+                format!("{bad:?} is not a URL like \"http://rport.example.com:8080\""),
+            ));
         }
         let agent_auth = match (raw.auth, raw.auth_file) {
             (Some(_), Some(_)) => {
-                return Err(self.error("server.auth_file", "set either `auth` or `auth_file`, not both"));
+                return Err(self.error(
+                    "server.auth_file",
+                    "set either `auth` or `auth_file`, not both",
+                ));
             }
             (Some(auth), None) => {
                 let (id, password) = self.credential("server.auth", &auth, "id:password")?;
@@ -284,10 +307,12 @@ impl Validator<'_> {
             (None, None) => AgentAuth::None,
         };
         let used_ports = self.port_entries("server.used_ports", raw.used_ports, "20000-30000")?;
-        let excluded_ports = self.port_entries("server.excluded_ports", raw.excluded_ports, "1-1024")?;
-        let used = PortRanges::parse(&used_ports).map_err(|e| self.error("server.used_ports", e.to_string()))?;
-        let excluded =
-            PortRanges::parse(&excluded_ports).map_err(|e| self.error("server.excluded_ports", e.to_string()))?;
+        let excluded_ports =
+            self.port_entries("server.excluded_ports", raw.excluded_ports, "1-1024")?;
+        let used = PortRanges::parse(&used_ports)
+            .map_err(|e| self.error("server.used_ports", e.to_string()))?;
+        let excluded = PortRanges::parse(&excluded_ports)
+            .map_err(|e| self.error("server.excluded_ports", e.to_string()))?;
         let port_pool = used.subtract(&excluded);
         if port_pool.is_empty() {
             return Err(self.error(
@@ -296,28 +321,40 @@ impl Validator<'_> {
             ));
         }
         let keep_set = raw.keep_disconnected_clients.is_some();
-        let keep_disconnected_clients =
-            self.duration("server.keep_disconnected_clients", raw.keep_disconnected_clients, Duration::from_secs(3600))?;
+        let keep_disconnected_clients = self.duration(
+            "server.keep_disconnected_clients",
+            raw.keep_disconnected_clients,
+            Duration::from_secs(3600),
+        )?;
         let purge_disconnected_clients_interval = self.duration(
             "server.purge_disconnected_clients_interval",
             raw.purge_disconnected_clients_interval,
             Duration::from_secs(60),
         )?;
         if purge_disconnected_clients_interval < Duration::from_secs(1) {
-            return Err(self.error("server.purge_disconnected_clients_interval", "must be at least 1s"));
+            return Err(self.error(
+                "server.purge_disconnected_clients_interval",
+                "must be at least 1s",
+            ));
         }
         let max_concurrent_handshakes = raw.max_concurrent_handshakes.unwrap_or(64);
         if max_concurrent_handshakes == 0 {
             return Err(self.error("server.max_concurrent_handshakes", "must be at least 1"));
         }
-        let handshake_timeout = self.duration("server.handshake_timeout", raw.handshake_timeout, Duration::from_secs(10))?;
+        let handshake_timeout = self.duration(
+            "server.handshake_timeout",
+            raw.handshake_timeout,
+            Duration::from_secs(10),
+        )?;
         if !(Duration::from_secs(1)..=Duration::from_secs(300)).contains(&handshake_timeout) {
             return Err(self.error("server.handshake_timeout", "must be between 1s and 5m"));
         }
         Ok(ServerSection {
             address,
             url,
-            data_dir: raw.data_dir.unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
+            data_dir: raw
+                .data_dir
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
             agent_auth,
             used_ports,
             excluded_ports,
@@ -351,7 +388,10 @@ impl Validator<'_> {
             None => None,
             Some(secret) if secret.is_empty() => None,
             Some(secret) if secret.len() < 16 => {
-                return Err(self.error("api.jwt_secret", "too short to sign tokens safely; use at least 16 characters"));
+                return Err(self.error(
+                    "api.jwt_secret",
+                    "too short to sign tokens safely; use at least 16 characters",
+                ));
             }
             Some(secret) => Some(Secret::new(secret)),
         };
@@ -363,7 +403,10 @@ impl Validator<'_> {
     }
 
     fn logging(&self, raw: RawLogging) -> Result<LoggingSection, ConfigError> {
-        let log_level = raw.log_level.unwrap_or_else(|| "info".to_owned()).to_ascii_lowercase();
+        let log_level = raw
+            .log_level
+            .unwrap_or_else(|| "info".to_owned())
+            .to_ascii_lowercase();
         if !LOG_LEVELS.contains(&log_level.as_str()) {
             return Err(self.error(
                 "logging.log_level",
@@ -383,17 +426,28 @@ impl Validator<'_> {
         if valid {
             Ok(())
         } else {
-            Err(self.error(key, format!("{address:?} is not host:port, e.g. \"0.0.0.0:8080\"")))
+            Err(self.error(
+                key,
+                format!("{address:?} is not host:port, e.g. \"0.0.0.0:8080\""),
+            ))
         }
     }
 
     /// Splits `"id:password"`; the reason never repeats the value, which holds a secret.
-    fn credential(&self, key: &str, value: &str, form: &str) -> Result<(String, String), ConfigError> {
+    fn credential(
+        &self,
+        key: &str,
+        value: &str,
+        form: &str,
+    ) -> Result<(String, String), ConfigError> {
         match value.split_once(':') {
             Some((id, password)) if !id.is_empty() && !password.is_empty() => {
                 Ok((id.to_owned(), password.to_owned()))
             }
-            _ => Err(self.error(key, format!("must have the form \"{form}\" with both parts non-empty"))),
+            _ => Err(self.error(
+                key,
+                format!("must have the form \"{form}\" with both parts non-empty"),
+            )),
         }
     }
 
@@ -403,15 +457,22 @@ impl Validator<'_> {
         let text = std::fs::read_to_string(&path)
             .map_err(|err| self.error(key, format!("cannot read {shown}: {err}")))?;
         let map: BTreeMap<String, String> = serde_json::from_str(&text).map_err(|err| {
-            self.error(key, format!("{shown} is not a JSON object of id -> password or hash: {err}"))
+            self.error(
+                key,
+                format!("{shown} is not a JSON object of id -> password or hash: {err}"),
+            )
         })?;
         let mut entries = BTreeMap::new();
         for (id, value) in map {
             if id.is_empty() || id.contains(':') {
-                return Err(self.error(key, format!("{shown}: credential id {id:?} must be non-empty and without ':'")));
+                return Err(self.error(
+                    key,
+                    format!("{shown}: credential id {id:?} must be non-empty and without ':'"),
+                ));
             }
-            let secret = StoredSecret::from_config(&value)
-                .map_err(|reason| self.error(key, format!("{shown}: credential {id:?}: {reason}")))?;
+            let secret = StoredSecret::from_config(&value).map_err(|reason| {
+                self.error(key, format!("{shown}: credential {id:?}: {reason}"))
+            })?;
             entries.insert(id, secret);
         }
         if entries.is_empty() {
@@ -420,7 +481,12 @@ impl Validator<'_> {
         Ok(AgentAuth::File { path, entries })
     }
 
-    fn port_entries(&self, key: &str, raw: Option<Vec<PortEntry>>, default: &str) -> Result<Vec<String>, ConfigError> {
+    fn port_entries(
+        &self,
+        key: &str,
+        raw: Option<Vec<PortEntry>>,
+        default: &str,
+    ) -> Result<Vec<String>, ConfigError> {
         let Some(raw) = raw else {
             return Ok(vec![default.to_owned()]);
         };
@@ -428,12 +494,19 @@ impl Validator<'_> {
             .map(|entry| match entry {
                 PortEntry::Text(text) => Ok(text.trim().to_owned()),
                 PortEntry::Number(n) if (1..=65535).contains(&n) => Ok(n.to_string()),
-                PortEntry::Number(n) => Err(self.error(key, format!("{n} is not a port from 1 to 65535"))),
+                PortEntry::Number(n) => {
+                    Err(self.error(key, format!("{n} is not a port from 1 to 65535")))
+                }
             })
             .collect()
     }
 
-    fn duration(&self, key: &str, raw: Option<DurationValue>, default: Duration) -> Result<Duration, ConfigError> {
+    fn duration(
+        &self,
+        key: &str,
+        raw: Option<DurationValue>,
+        default: Duration,
+    ) -> Result<Duration, ConfigError> {
         match raw {
             None => Ok(default),
             Some(DurationValue::Number(0)) => Ok(Duration::ZERO),
@@ -442,7 +515,10 @@ impl Validator<'_> {
                 format!("{n} has no unit; write a duration such as \"{n}s\", \"5m\" or \"1h\""),
             )),
             Some(DurationValue::Text(text)) => parse_duration(&text).ok_or_else(|| {
-                self.error(key, format!("{text:?} is not a duration such as \"30s\", \"5m\", \"1h30m\""))
+                self.error(
+                    key,
+                    format!("{text:?} is not a duration such as \"30s\", \"5m\", \"1h30m\""),
+                )
             }),
         }
     }
@@ -504,27 +580,45 @@ mod tests {
             "#,
         )
         .expect("valid");
-        assert!(matches!(&config.server.agent_auth, AgentAuth::Single { id, password }
-            if id == "clientAuth1" && password.expose() == "1234"));
+        assert!(
+            matches!(&config.server.agent_auth, AgentAuth::Single { id, password }
+            if id == "clientAuth1" && password.expose() == "1234")
+        );
         assert_eq!(config.server.port_pool.len(), 11);
         assert!(!config.server.port_pool.contains(20005));
-        assert_eq!(config.server.keep_disconnected_clients, Duration::from_secs(9000));
+        assert_eq!(
+            config.server.keep_disconnected_clients,
+            Duration::from_secs(9000)
+        );
         assert!(config.server.purge_disconnected_clients);
-        assert_eq!(config.api.auth.as_ref().map(|(u, _)| u.as_str()), Some("admin"));
+        assert_eq!(
+            config.api.auth.as_ref().map(|(u, _)| u.as_str()),
+            Some("admin")
+        );
         let debug = format!("{config:?}");
-        assert!(!debug.contains("1234") && !debug.contains("foobaz") && !debug.contains("0123456789abcdef"), "{debug}");
+        assert!(
+            !debug.contains("1234")
+                && !debug.contains("foobaz")
+                && !debug.contains("0123456789abcdef"),
+            "{debug}"
+        );
     }
 
     #[test]
     fn errors_name_file_key_and_reason() {
         let err = parse("[server]\nadress = \"1\"\n").expect_err("unknown key");
         assert_eq!(err.key, "server.adress");
-        assert!(err.to_string().starts_with("config test.conf: key `server.adress`: unknown key"), "{err}");
+        assert!(
+            err.to_string()
+                .starts_with("config test.conf: key `server.adress`: unknown key"),
+            "{err}"
+        );
 
         let err = parse("[server]\nused_ports = [\"30-20\"]\n").expect_err("bad range");
         assert_eq!(err.key, "server.used_ports");
 
-        let err = parse("[server]\nused_ports = [\"100-200\"]\nexcluded_ports = [\"1-1024\"]\n").expect_err("empty pool");
+        let err = parse("[server]\nused_ports = [\"100-200\"]\nexcluded_ports = [\"1-1024\"]\n")
+            .expect_err("empty pool");
         assert!(err.reason.contains("no port is left"), "{err}");
 
         let err = parse("[server]\nkeep_disconnected_clients = 5\n").expect_err("no unit");
@@ -552,8 +646,16 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("auth.json");
         let hash = bcrypt::hash("s3cret", 4).expect("bcrypt");
-        std::fs::write(&path, serde_json::json!({"a": "1234", "b": hash}).to_string()).expect("write");
-        let config = parse(&format!("[server]\nauth_file = {:?}\n", path.display().to_string())).expect("valid");
+        std::fs::write(
+            &path,
+            serde_json::json!({"a": "1234", "b": hash}).to_string(),
+        )
+        .expect("write");
+        let config = parse(&format!(
+            "[server]\nauth_file = {:?}\n",
+            path.display().to_string()
+        ))
+        .expect("valid");
         let AgentAuth::File { entries, .. } = &config.server.agent_auth else {
             panic!("expected auth_file");
         };
@@ -561,9 +663,16 @@ mod tests {
         assert!(entries["b"].verify("s3cret"));
 
         std::fs::write(&path, "[1,2]").expect("write");
-        let err = parse(&format!("[server]\nauth_file = {:?}\n", path.display().to_string())).expect_err("bad file");
+        let err = parse(&format!(
+            "[server]\nauth_file = {:?}\n",
+            path.display().to_string()
+        ))
+        .expect_err("bad file");
         assert_eq!(err.key, "server.auth_file");
-        let both = format!("[server]\nauth = \"a:b\"\nauth_file = {:?}\n", path.display().to_string());
+        let both = format!(
+            "[server]\nauth = \"a:b\"\nauth_file = {:?}\n",
+            path.display().to_string()
+        );
         assert!(parse(&both).is_err());
     }
 
@@ -578,8 +687,40 @@ mod tests {
 
     #[test]
     fn deprecated_rport_aliases_still_work() {
-        let config = parse("[server]\nkeep_lost_clients = \"10m\"\ncleanup_clients_interval = \"5s\"\n").expect("valid");
-        assert_eq!(config.server.keep_disconnected_clients, Duration::from_secs(600));
-        assert_eq!(config.server.purge_disconnected_clients_interval, Duration::from_secs(5));
+        let config =
+            parse("[server]\nkeep_lost_clients = \"10m\"\ncleanup_clients_interval = \"5s\"\n")
+                .expect("valid");
+        assert_eq!(
+            config.server.keep_disconnected_clients,
+            Duration::from_secs(600)
+        );
+        assert_eq!(
+            config.server.purge_disconnected_clients_interval,
+            Duration::from_secs(5)
+        );
+    }
+
+    #[test]
+    fn the_shipped_example_is_valid() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../rportd.example.conf");
+        let config = ServerConfig::load(&path).expect("rportd.example.conf must load");
+        assert_eq!(config.server.address, DEFAULT_AGENT_ADDRESS);
+        let text = std::fs::read_to_string(&path).expect("read");
+        let uncommented: String = text
+            .lines()
+            .map(|line| {
+                line.trim_start()
+                    .strip_prefix('#')
+                    .filter(|rest| {
+                        rest.starts_with(|c: char| c.is_ascii_lowercase()) && rest.contains(" = ")
+                    })
+                    .unwrap_or(line)
+            })
+            .map(|line| format!("{line}\n"))
+            .collect();
+        // auth and auth_file are alternatives; the example shows both.
+        let uncommented = uncommented.replace("auth_file = ", "#auth_file = ");
+        ServerConfig::from_toml_str(&uncommented, "rportd.example.conf (uncommented)")
+            .expect("every documented key must be a real key with a valid example value");
     }
 }

@@ -21,7 +21,10 @@ fn parse_port(text: &str, entry: &str) -> Result<u16, PortRangeError> {
         entry: entry.to_owned(),
         reason,
     };
-    let port: u16 = text.trim().parse().map_err(|_| error("ports are numbers from 1 to 65535"))?;
+    let port: u16 = text
+        .trim()
+        .parse()
+        .map_err(|_| error("ports are numbers from 1 to 65535"))?;
     if port == 0 {
         return Err(error("port 0 cannot be used"));
     }
@@ -87,7 +90,9 @@ impl PortRanges {
     }
 
     pub fn contains(&self, port: u16) -> bool {
-        self.ranges.iter().any(|&(low, high)| (low..=high).contains(&port))
+        self.ranges
+            .iter()
+            .any(|&(low, high)| (low..=high).contains(&port))
     }
 
     pub fn len(&self) -> usize {
@@ -123,7 +128,13 @@ impl fmt::Debug for PortRanges {
         let parts: Vec<String> = self
             .ranges
             .iter()
-            .map(|&(low, high)| if low == high { low.to_string() } else { format!("{low}-{high}") })
+            .map(|&(low, high)| {
+                if low == high {
+                    low.to_string()
+                } else {
+                    format!("{low}-{high}")
+                }
+            })
             .collect();
         write!(f, "[{}]", parts.join(", "))
     }

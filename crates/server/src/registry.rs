@@ -76,7 +76,9 @@ impl Registry {
     }
 
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, ClientEntry>> {
-        self.clients.write().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.clients
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     pub fn session(&self, id: &str) -> Option<LiveSession> {

@@ -130,7 +130,10 @@ mod tests {
         assert!(argon.verify("pw"));
         let plain = StoredSecret::from_config("1234").expect("plain");
         assert!(plain.verify("1234") && !plain.verify("123"));
-        assert_eq!(format!("{plain:?} {:?}", Secret::new("x")), "Plain(***) ***");
+        assert_eq!(
+            format!("{plain:?} {:?}", Secret::new("x")),
+            "Plain(***) ***"
+        );
         assert!(StoredSecret::from_config("$2b$short").is_err());
         assert!(StoredSecret::from_config("").is_err());
     }

@@ -27,7 +27,10 @@ pub const FINGERPRINT_FILE: &str = "rportd-fingerprint.txt";
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error("data_dir {path}: {source}")]
-    DataDir { path: String, source: std::io::Error },
+    DataDir {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("store: {0}")]
     Store(#[from] rport_store::StoreError),
     #[error("server identity: {0}")]
@@ -59,10 +62,18 @@ impl Listeners {
         let bind = |what: &'static str, address: String| async move {
             TcpListener::bind(&address)
                 .await
-                .map_err(|source| StartError::Bind { what, address, source })
+                .map_err(|source| StartError::Bind {
+                    what,
+                    address,
+                    source,
+                })
         };
         Ok(Self {
-            agents: bind("the agent listener ([server] address)", config.server.address.clone()).await?,
+            agents: bind(
+                "the agent listener ([server] address)",
+                config.server.address.clone(),
+            )
+            .await?,
             api: match &config.api.address {
                 Some(address) => Some(bind("the API ([api] address)", address.clone()).await?),
                 None => None,
@@ -89,16 +100,19 @@ impl Server {
     pub async fn prepare(config: ServerConfig) -> Result<Self, StartError> {
         let data_dir = config.server.data_dir.clone();
         create_data_dir(&data_dir)?;
-        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&rport_store::default_db_path(&data_dir))?);
+        let store: Arc<dyn Store> =
+            Arc::new(SqliteStore::open(&rport_store::default_db_path(&data_dir))?);
         let identity = ServerIdentity::load_or_create(&data_dir)?;
         let fingerprint = identity.fingerprint();
         write_fingerprint(&data_dir, fingerprint)?;
 
-        let (agent_auth, agent_credential) = AgentAuthenticator::load(&config.server.agent_auth, &store).await?;
+        let (agent_auth, agent_credential) =
+            AgentAuthenticator::load(&config.server.agent_auth, &store).await?;
         let (api_auth, admin_credential) = ApiAuth::load(&config.api, Arc::clone(&store)).await?;
         let registry = Arc::new(Registry::load(Arc::clone(&store)).await?);
         let pool = PortPool::new(config.server.port_pool.clone());
-        let tunnels = Arc::new(TunnelManager::new(Arc::clone(&registry), Arc::clone(&store), pool).await?);
+        let tunnels =
+            Arc::new(TunnelManager::new(Arc::clone(&registry), Arc::clone(&store), pool).await?);
 
         let agent_listener = Arc::new(AgentListener {
             acceptor: TlsAcceptor::from(identity.server_config()?),
@@ -118,7 +132,10 @@ impl Server {
         Ok(Self {
             state,
             agent_listener,
-            generated: admin_credential.into_iter().chain(agent_credential).collect(),
+            generated: admin_credential
+                .into_iter()
+                .chain(agent_credential)
+                .collect(),
         })
     }
 
@@ -127,16 +144,24 @@ impl Server {
     }
 
     /// Serves until `shutdown` is cancelled, then closes tunnels and sessions.
-    pub async fn run(self, listeners: Listeners, shutdown: CancellationToken) -> std::io::Result<()> {
-        let agents = tokio::spawn(Arc::clone(&self.agent_listener).run(listeners.agents, shutdown.clone()));
+    pub async fn run(
+        self,
+        listeners: Listeners,
+        shutdown: CancellationToken,
+    ) -> std::io::Result<()> {
+        let agents =
+            tokio::spawn(Arc::clone(&self.agent_listener).run(listeners.agents, shutdown.clone()));
         let purge = tokio::spawn(purge_loop(Arc::clone(&self.state), shutdown.clone()));
         let api = listeners.api.map(|listener| {
             let router = api::router(Arc::clone(&self.state));
             let shutdown = shutdown.clone();
             tokio::spawn(async move {
-                axum::serve(listener, router.into_make_service_with_connect_info::<std::net::SocketAddr>())
-                    .with_graceful_shutdown(shutdown.cancelled_owned())
-                    .await
+                axum::serve(
+                    listener,
+                    router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+                )
+                .with_graceful_shutdown(shutdown.cancelled_owned())
+                .await
             })
         });
         shutdown.cancelled().await;
@@ -173,11 +198,15 @@ async fn purge_loop(state: Arc<AppState>, shutdown: CancellationToken) {
             _ = shutdown.cancelled() => return,
             _ = interval.tick() => {}
         }
-        let keep = chrono::Duration::from_std(server.keep_disconnected_clients).unwrap_or(chrono::Duration::MAX);
+        let keep = chrono::Duration::from_std(server.keep_disconnected_clients)
+            .unwrap_or(chrono::Duration::MAX);
         let cutoff = chrono::Utc::now() - keep;
         let purged = state.registry.purge_disconnected_before(cutoff).await;
         if !purged.is_empty() {
-            tracing::info!("forgot {} clients disconnected since before {cutoff}", purged.len());
+            tracing::info!(
+                "forgot {} clients disconnected since before {cutoff}",
+                purged.len()
+            );
         }
     }
 }

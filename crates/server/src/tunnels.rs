@@ -57,10 +57,22 @@ impl ActiveTunnel {
             Err(poisoned) => poisoned.into_inner().clone(),
         };
         if let serde_json::Value::Object(options) = &mut record.options {
-            options.insert("connections".into(), self.connections_total.load(Ordering::Relaxed).into());
-            options.insert("active_connections".into(), self.open_connections.load(Ordering::Relaxed).into());
-            options.insert("bytes_in".into(), self.bytes_in.load(Ordering::Relaxed).into());
-            options.insert("bytes_out".into(), self.bytes_out.load(Ordering::Relaxed).into());
+            options.insert(
+                "connections".into(),
+                self.connections_total.load(Ordering::Relaxed).into(),
+            );
+            options.insert(
+                "active_connections".into(),
+                self.open_connections.load(Ordering::Relaxed).into(),
+            );
+            options.insert(
+                "bytes_in".into(),
+                self.bytes_in.load(Ordering::Relaxed).into(),
+            );
+            options.insert(
+                "bytes_out".into(),
+                self.bytes_out.load(Ordering::Relaxed).into(),
+            );
         }
         record
     }
@@ -104,11 +116,16 @@ impl TunnelManager {
     }
 
     fn active(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<ActiveTunnel>>> {
-        self.active.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.active
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Opens the public port and starts forwarding.
-    pub async fn create(self: &Arc<Self>, request: TunnelRequest) -> Result<TunnelRecord, TunnelError> {
+    pub async fn create(
+        self: &Arc<Self>,
+        request: TunnelRequest,
+    ) -> Result<TunnelRecord, TunnelError> {
         if self.registry.session(&request.client_id).is_none() {
             return Err(TunnelError::ClientNotConnected(request.client_id));
         }
@@ -211,7 +228,11 @@ impl TunnelManager {
             .map(|tunnel| tunnel.record())
             .filter(|record| client_id.is_none_or(|id| record.client_id == id))
             .collect();
-        list.sort_by(|a, b| a.created_at.cmp(&b.created_at).then_with(|| a.id.cmp(&b.id)));
+        list.sort_by(|a, b| {
+            a.created_at
+                .cmp(&b.created_at)
+                .then_with(|| a.id.cmp(&b.id))
+        });
         list
     }
 
@@ -291,7 +312,11 @@ async fn forward(socket: TcpStream, stream: rport_transport::MuxStream, tunnel: 
         _ = tunnel.cancel.cancelled() => {}
     }
     let counted = counters.get();
-    tunnel.bytes_in.fetch_add(counted.bytes_sent, Ordering::Relaxed);
-    tunnel.bytes_out.fetch_add(counted.bytes_received, Ordering::Relaxed);
+    tunnel
+        .bytes_in
+        .fetch_add(counted.bytes_sent, Ordering::Relaxed);
+    tunnel
+        .bytes_out
+        .fetch_add(counted.bytes_received, Ordering::Relaxed);
     tunnel.open_connections.fetch_sub(1, Ordering::Relaxed);
 }

@@ -41,7 +41,8 @@ pub fn default_db_path(data_dir: &Path) -> PathBuf {
 pub trait Store: Send + Sync + 'static {
     /// Inserts or replaces an agent's record.
     async fn upsert_client(&self, client: &ClientRecord) -> Result<(), StoreError>;
-    async fn mark_client_disconnected(&self, id: &str, at: DateTime<Utc>) -> Result<(), StoreError>;
+    async fn mark_client_disconnected(&self, id: &str, at: DateTime<Utc>)
+    -> Result<(), StoreError>;
     /// Every connected agent becomes disconnected at `at` (server start after a crash or stop).
     async fn mark_all_disconnected(&self, at: DateTime<Utc>) -> Result<(), StoreError>;
     async fn list_clients(&self) -> Result<Vec<ClientRecord>, StoreError>;

@@ -68,10 +68,14 @@ impl SqliteStore {
         };
         let mut conn = Connection::open(path).map_err(open_err)?;
         // WAL + NORMAL: a crash loses at most the last transactions, never corrupts the file.
-        conn.pragma_update(None, "journal_mode", "WAL").map_err(open_err)?;
-        conn.pragma_update(None, "synchronous", "NORMAL").map_err(open_err)?;
-        conn.pragma_update(None, "foreign_keys", "ON").map_err(open_err)?;
-        conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(open_err)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(open_err)?;
+        conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(open_err)?;
+        conn.pragma_update(None, "foreign_keys", "ON")
+            .map_err(open_err)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(open_err)?;
         migrate(&mut conn)?;
         Ok(Self {
             conn: Arc::new(Mutex::new(conn)),
@@ -169,7 +173,9 @@ fn tunnel_from_row(row: &Row<'_>) -> rusqlite::Result<(TunnelRecord, String)> {
     ))
 }
 
-fn finish_tunnel((mut record, options): (TunnelRecord, String)) -> Result<TunnelRecord, StoreError> {
+fn finish_tunnel(
+    (mut record, options): (TunnelRecord, String),
+) -> Result<TunnelRecord, StoreError> {
     record.options = serde_json::from_str(&options)
         .map_err(|err| corrupt(&format!("tunnel {}", record.id), err))?;
     Ok(record)
@@ -241,7 +247,11 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn mark_client_disconnected(&self, id: &str, at: DateTime<Utc>) -> Result<(), StoreError> {
+    async fn mark_client_disconnected(
+        &self,
+        id: &str,
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
         let id = id.to_owned();
         self.run(move |conn| {
             conn.execute(
@@ -340,7 +350,10 @@ impl Store for SqliteStore {
                  WHERE (?1 IS NULL OR client_id = ?1) AND (?2 = 0 OR status = 'opened') \
                  ORDER BY created_at DESC, id LIMIT ?3"
             ))?;
-            let rows = stmt.query_map(params![filter.client_id, filter.open_only, limit], tunnel_from_row)?;
+            let rows = stmt.query_map(
+                params![filter.client_id, filter.open_only, limit],
+                tunnel_from_row,
+            )?;
             rows.map(|row| finish_tunnel(row?)).collect()
         })
         .await
@@ -367,7 +380,11 @@ impl Store for SqliteStore {
         let username = username.to_owned();
         self.run(move |conn| {
             Ok(conn
-                .query_row("SELECT * FROM users WHERE username = ?1", [username], user_from_row)
+                .query_row(
+                    "SELECT * FROM users WHERE username = ?1",
+                    [username],
+                    user_from_row,
+                )
                 .optional()?)
         })
         .await
@@ -379,7 +396,12 @@ impl Store for SqliteStore {
             conn.execute(
                 "INSERT OR REPLACE INTO users (username, password_hash, is_admin, created_at) \
                  VALUES (?1, ?2, ?3, ?4)",
-                params![u.username, u.password_hash, u.is_admin, millis(u.created_at)],
+                params![
+                    u.username,
+                    u.password_hash,
+                    u.is_admin,
+                    millis(u.created_at)
+                ],
             )?;
             Ok(())
         })
@@ -389,7 +411,9 @@ impl Store for SqliteStore {
     async fn list_users(&self) -> Result<Vec<UserRecord>, StoreError> {
         self.run(|conn| {
             let mut stmt = conn.prepare("SELECT * FROM users ORDER BY username")?;
-            let users = stmt.query_map([], user_from_row)?.collect::<Result<Vec<_>, _>>()?;
+            let users = stmt
+                .query_map([], user_from_row)?
+                .collect::<Result<Vec<_>, _>>()?;
             Ok(users)
         })
         .await
@@ -397,15 +421,19 @@ impl Store for SqliteStore {
 
     async fn delete_user(&self, username: &str) -> Result<bool, StoreError> {
         let username = username.to_owned();
-        self.run(move |conn| Ok(conn.execute("DELETE FROM users WHERE username = ?1", [username])? > 0))
-            .await
+        self.run(move |conn| {
+            Ok(conn.execute("DELETE FROM users WHERE username = ?1", [username])? > 0)
+        })
+        .await
     }
 
     async fn get_setting(&self, key: &str) -> Result<Option<String>, StoreError> {
         let key = key.to_owned();
         self.run(move |conn| {
             Ok(conn
-                .query_row("SELECT value FROM settings WHERE key = ?1", [key], |row| row.get(0))
+                .query_row("SELECT value FROM settings WHERE key = ?1", [key], |row| {
+                    row.get(0)
+                })
                 .optional()?)
         })
         .await

@@ -56,7 +56,11 @@ async fn clients_survive_reopen_and_restart_marks_them_disconnected() {
     store.mark_all_disconnected(now).await.expect("mark");
     let clients = store.list_clients().await.expect("list");
     assert_eq!(clients.len(), 2);
-    assert!(clients.iter().all(|c| !c.connected && c.disconnected_at.is_some()));
+    assert!(
+        clients
+            .iter()
+            .all(|c| !c.connected && c.disconnected_at.is_some())
+    );
     assert_eq!(clients[0].info.tags, vec!["Linux", "Office Berlin"]);
     assert_eq!(clients[0].info.hostname, "a.example");
 }
@@ -75,7 +79,13 @@ async fn purge_removes_only_long_gone_clients() {
         .await
         .expect("purge");
     assert_eq!(purged, vec!["old".to_owned()]);
-    let left: Vec<String> = store.list_clients().await.expect("list").into_iter().map(|c| c.id).collect();
+    let left: Vec<String> = store
+        .list_clients()
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|c| c.id)
+        .collect();
     assert_eq!(left, vec!["live".to_owned()]);
     assert!(!store.delete_client("old").await.expect("delete"));
     assert!(store.delete_client("live").await.expect("delete"));
@@ -87,7 +97,10 @@ async fn tunnels_round_trip_and_close_on_restart() {
     let store = SqliteStore::open(&dir.path().join("db")).expect("open");
     let t1 = tunnel("t1", "a");
     store.insert_tunnel(&t1).await.expect("insert");
-    store.insert_tunnel(&tunnel("t2", "b")).await.expect("insert");
+    store
+        .insert_tunnel(&tunnel("t2", "b"))
+        .await
+        .expect("insert");
     assert!(store.insert_tunnel(&t1).await.is_err(), "ids are unique");
     let got = store.get_tunnel("t1").await.expect("get").expect("present");
     assert_eq!(got.options["acl"][0], "127.0.0.1");
@@ -126,7 +139,14 @@ async fn users_and_settings() {
     };
     store.upsert_user(&user).await.expect("upsert");
     assert!(!format!("{user:?}").contains("secret-hash"));
-    assert_eq!(store.get_user("admin").await.expect("get").map(|u| u.is_admin), Some(true));
+    assert_eq!(
+        store
+            .get_user("admin")
+            .await
+            .expect("get")
+            .map(|u| u.is_admin),
+        Some(true)
+    );
     assert_eq!(store.list_users().await.expect("list").len(), 1);
     assert!(store.delete_user("admin").await.expect("delete"));
     assert!(store.get_user("admin").await.expect("get").is_none());
@@ -134,7 +154,10 @@ async fn users_and_settings() {
     assert_eq!(store.get_setting("k").await.expect("get"), None);
     store.set_setting("k", "v1").await.expect("set");
     store.set_setting("k", "v2").await.expect("set");
-    assert_eq!(store.get_setting("k").await.expect("get").as_deref(), Some("v2"));
+    assert_eq!(
+        store.get_setting("k").await.expect("get").as_deref(),
+        Some("v2")
+    );
 }
 
 #[test]

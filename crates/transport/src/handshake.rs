@@ -93,7 +93,9 @@ where
                 return Ok((message, buf));
             }
             Ok(Some(_)) => {
-                return Err(HandshakeError::Malformed("expected a control message".into()));
+                return Err(HandshakeError::Malformed(
+                    "expected a control message".into(),
+                ));
             }
             Ok(None) => {}
             Err(e) => return Err(HandshakeError::Malformed(e.to_string())),

@@ -146,6 +146,7 @@ enum Command {
         reason: String,
     },
     Control(Bytes),
+    Ping,
     Close,
 }
 
@@ -176,6 +177,8 @@ struct SessionShared {
     closed: CancellationToken,
     rtt_micros: AtomicU64,
     open_streams: AtomicU32,
+    /// Frames received so far; a probe watches it move.
+    frames_received: AtomicU64,
 }
 
 /// Cloneable handle to a running session: opens streams, sends control messages, closes.
@@ -200,7 +203,11 @@ pub struct MuxEvents {
 
 /// Starts a session over `io`. `already_read` holds bytes read past the handshake.
 /// The returned driver must be polled (spawned) for anything to happen.
-pub fn start<IO>(io: IO, already_read: BytesMut, config: MuxConfig) -> (MuxHandle, MuxEvents, MuxDriver<IO>)
+pub fn start<IO>(
+    io: IO,
+    already_read: BytesMut,
+    config: MuxConfig,
+) -> (MuxHandle, MuxEvents, MuxDriver<IO>)
 where
     IO: AsyncRead + AsyncWrite + Unpin,
 {
@@ -223,6 +230,7 @@ where
         closed: CancellationToken::new(),
         rtt_micros: AtomicU64::new(0),
         open_streams: AtomicU32::new(0),
+        frames_received: AtomicU64::new(0),
     });
     let ping_every = (config.keep_alive / 3).max(Duration::from_millis(100));
     let driver = MuxDriver {
@@ -294,6 +302,22 @@ impl MuxHandle {
     /// Resolves when the session has ended, for whatever reason.
     pub async fn closed(&self) {
         self.shared.closed.cancelled().await
+    }
+
+    /// Pings the peer now and reports whether it answers (anything counts) within `timeout`.
+    pub async fn probe(&self, timeout: Duration) -> bool {
+        let before = self.shared.frames_received.load(Ordering::Acquire);
+        if self.shared.outbound.priority.send(Command::Ping).is_err() {
+            return false;
+        }
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline && !self.is_closed() {
+            if self.shared.frames_received.load(Ordering::Acquire) != before {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        false
     }
 
     /// Round-trip time of the last answered ping.
@@ -520,7 +544,10 @@ impl StreamWriter {
 
     fn return_credit(&self, n: usize) {
         if n > 0 {
-            self.guard.shared.credit.fetch_add(n as u64, Ordering::AcqRel);
+            self.guard
+                .shared
+                .credit
+                .fetch_add(n as u64, Ordering::AcqRel);
         }
     }
 
@@ -813,6 +840,7 @@ where
     }
 
     fn on_frame(&mut self, frame: Frame) -> Result<(), MuxError> {
+        self.session.frames_received.fetch_add(1, Ordering::Release);
         match frame {
             Frame::Data { stream, payload } => {
                 let Some(entry) = self.streams.get_mut(&stream) else {
@@ -826,7 +854,9 @@ where
                     )));
                 }
                 if entry.remote_finished {
-                    return Err(MuxError::Protocol(format!("data after FIN on stream {stream}")));
+                    return Err(MuxError::Protocol(format!(
+                        "data after FIN on stream {stream}"
+                    )));
                 }
                 if let Some(tx) = &entry.to_reader {
                     // A closed receiver means the handle is gone; its reset is queued.
@@ -872,7 +902,9 @@ where
             Role::Agent => 1,
         };
         if stream % 2 != peer_parity || self.streams.contains_key(&stream) {
-            return Err(MuxError::Protocol(format!("invalid stream id {stream} in OPEN")));
+            return Err(MuxError::Protocol(format!(
+                "invalid stream id {stream} in OPEN"
+            )));
         }
         if self.config.role == Role::Server {
             self.write_reset(stream, "agents may not open streams");
@@ -967,6 +999,10 @@ where
                 }
             }
             Command::Control(payload) => Frame::Control { payload }.encode(&mut self.write_buf),
+            Command::Ping => {
+                self.last_ping_sent = Some(Instant::now());
+                Frame::Ping { opaque: 0 }.encode(&mut self.write_buf);
+            }
             Command::Close => self.closing = true,
         }
     }

@@ -108,9 +108,12 @@ impl ServerIdentity {
             fingerprint,
         };
         // Catch a key and certificate that do not belong together now, not at the first handshake.
-        identity
-            .server_config()
-            .map_err(|e| bad(key_path, format!("does not match {}: {e}", cert_path.display())))?;
+        identity.server_config().map_err(|e| {
+            bad(
+                key_path,
+                format!("does not match {}: {e}", cert_path.display()),
+            )
+        })?;
         Ok(identity)
     }
 
@@ -200,13 +203,16 @@ impl ServerCertVerifier for PinnedKeyVerifier {
         _ocsp_response: &[u8],
         _now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        let presented = fingerprint_of_cert(end_entity)
-            .map_err(|_| rustls::Error::InvalidCertificate(rustls::CertificateError::BadEncoding))?;
+        let presented = fingerprint_of_cert(end_entity).map_err(|_| {
+            rustls::Error::InvalidCertificate(rustls::CertificateError::BadEncoding)
+        })?;
         self.seen.set(presented);
         match self.pin {
-            ServerPin::Exact(expected) if expected != presented => Err(
-                rustls::Error::InvalidCertificate(rustls::CertificateError::ApplicationVerificationFailure),
-            ),
+            ServerPin::Exact(expected) if expected != presented => {
+                Err(rustls::Error::InvalidCertificate(
+                    rustls::CertificateError::ApplicationVerificationFailure,
+                ))
+            }
             _ => Ok(ServerCertVerified::assertion()),
         }
     }
@@ -239,7 +245,9 @@ impl ServerCertVerifier for PinnedKeyVerifier {
 }
 
 /// A TLS 1.3 client configuration that trusts only the pinned server key.
-pub fn client_config(pin: ServerPin) -> Result<(Arc<rustls::ClientConfig>, SeenFingerprint), TlsError> {
+pub fn client_config(
+    pin: ServerPin,
+) -> Result<(Arc<rustls::ClientConfig>, SeenFingerprint), TlsError> {
     let provider = crypto_provider();
     let seen = SeenFingerprint::default();
     let verifier = Arc::new(PinnedKeyVerifier {
@@ -293,7 +301,8 @@ mod tests {
         let identity = ServerIdentity::load_or_create(dir.path()).expect("create");
         let key_pem = fs::read_to_string(dir.path().join(KEY_FILE)).expect("key");
         let key_pair = rcgen::KeyPair::from_pem(&key_pem).expect("parse key");
-        let digest: [u8; 32] = Sha256::digest(rcgen::PublicKeyData::subject_public_key_info(&key_pair)).into();
+        let digest: [u8; 32] =
+            Sha256::digest(rcgen::PublicKeyData::subject_public_key_info(&key_pair)).into();
         let expected = hex_colon(&digest);
         assert_eq!(identity.fingerprint().to_string(), expected);
     }

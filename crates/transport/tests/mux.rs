@@ -20,10 +20,16 @@ async fn tcp_pair() -> (TcpStream, TcpStream) {
 /// echoes every stream back.
 async fn echo_pair(keep_alive: Duration) -> rport_transport::MuxHandle {
     let (a, b) = tcp_pair().await;
-    let (server, _server_events, server_driver) =
-        mux::start(a, Default::default(), MuxConfig::new(Role::Server, keep_alive));
-    let (_agent, mut agent_events, agent_driver) =
-        mux::start(b, Default::default(), MuxConfig::new(Role::Agent, keep_alive));
+    let (server, _server_events, server_driver) = mux::start(
+        a,
+        Default::default(),
+        MuxConfig::new(Role::Server, keep_alive),
+    );
+    let (_agent, mut agent_events, agent_driver) = mux::start(
+        b,
+        Default::default(),
+        MuxConfig::new(Role::Agent, keep_alive),
+    );
     tokio::spawn(server_driver.run());
     tokio::spawn(agent_driver.run());
     tokio::spawn(async move {
@@ -43,7 +49,9 @@ async fn echo_pair(keep_alive: Duration) -> rport_transport::MuxHandle {
 }
 
 fn pattern(len: usize, seed: u8) -> Vec<u8> {
-    (0..len).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed)).collect()
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+        .collect()
 }
 
 async fn round_trip(handle: &rport_transport::MuxHandle, len: usize, seed: u8) {
@@ -97,21 +105,32 @@ async fn a_stalled_reader_does_not_stall_another_stream() {
     let stalled = handle.open_stream(Bytes::new()).expect("open");
     let (_stalled_reader, mut stalled_writer) = stalled.split();
     let filler = tokio::spawn(async move {
-        let _ = stalled_writer.send(Bytes::from(vec![0u8; 64 * 1024 * 1024])).await;
+        let _ = stalled_writer
+            .send(Bytes::from(vec![0u8; 64 * 1024 * 1024]))
+            .await;
     });
     tokio::time::sleep(Duration::from_millis(200)).await;
-    tokio::time::timeout(Duration::from_secs(20), round_trip(&handle, 4 * 1024 * 1024, 9))
-        .await
-        .expect("the other stream kept moving");
-    assert!(!filler.is_finished(), "the stalled stream must be held back by its window");
+    tokio::time::timeout(
+        Duration::from_secs(20),
+        round_trip(&handle, 4 * 1024 * 1024, 9),
+    )
+    .await
+    .expect("the other stream kept moving");
+    assert!(
+        !filler.is_finished(),
+        "the stalled stream must be held back by its window"
+    );
     filler.abort();
 }
 
 #[tokio::test]
 async fn silent_peer_is_declared_dead_within_keepalive() {
     let (a, mut b) = tcp_pair().await;
-    let (handle, _events, driver) =
-        mux::start(a, Default::default(), MuxConfig::new(Role::Server, Duration::from_millis(600)));
+    let (handle, _events, driver) = mux::start(
+        a,
+        Default::default(),
+        MuxConfig::new(Role::Server, Duration::from_millis(600)),
+    );
     // The peer reads (so writes never block) but never answers.
     tokio::spawn(async move {
         let mut sink = vec![0u8; 4096];
@@ -121,7 +140,10 @@ async fn silent_peer_is_declared_dead_within_keepalive() {
     let result = tokio::time::timeout(Duration::from_secs(5), driver.run())
         .await
         .expect("driver ends by itself");
-    assert!(matches!(result, Err(mux::MuxError::KeepaliveTimeout(_))), "{result:?}");
+    assert!(
+        matches!(result, Err(mux::MuxError::KeepaliveTimeout(_))),
+        "{result:?}"
+    );
     assert!(started.elapsed() < Duration::from_secs(2));
     assert!(handle.is_closed());
 }
@@ -129,13 +151,21 @@ async fn silent_peer_is_declared_dead_within_keepalive() {
 #[tokio::test]
 async fn malformed_frame_closes_only_that_connection() {
     let (a, mut b) = tcp_pair().await;
-    let (_handle, _events, driver) =
-        mux::start(a, Default::default(), MuxConfig::new(Role::Server, Duration::from_secs(10)));
-    b.write_all(&[200, 0, 0, 0, 1, 0, 0, 0, 0]).await.expect("write");
+    let (_handle, _events, driver) = mux::start(
+        a,
+        Default::default(),
+        MuxConfig::new(Role::Server, Duration::from_secs(10)),
+    );
+    b.write_all(&[200, 0, 0, 0, 1, 0, 0, 0, 0])
+        .await
+        .expect("write");
     let result = tokio::time::timeout(Duration::from_secs(5), driver.run())
         .await
         .expect("driver ends");
-    assert!(matches!(result, Err(mux::MuxError::Malformed(_))), "{result:?}");
+    assert!(
+        matches!(result, Err(mux::MuxError::Malformed(_))),
+        "{result:?}"
+    );
     // Another session is unaffected.
     let healthy = echo_pair(Duration::from_secs(10)).await;
     round_trip(&healthy, 1000, 3).await;
@@ -147,7 +177,10 @@ async fn pipe_propagates_half_close() {
     let (mut client, server_side) = tcp_pair().await;
     let stream = handle.open_stream(Bytes::new()).expect("open");
     let piping = tokio::spawn(mux::pipe(stream, server_side));
-    client.write_all(b"hello over the tunnel").await.expect("write");
+    client
+        .write_all(b"hello over the tunnel")
+        .await
+        .expect("write");
     client.shutdown().await.expect("half-close");
     let mut echoed = Vec::new();
     client.read_to_end(&mut echoed).await.expect("read to end");

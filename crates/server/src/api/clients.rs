@@ -48,7 +48,11 @@ const MAX_LIMIT: usize = 500;
 fn field(entry: &ClientEntry, name: &str) -> Option<Value> {
     let record = &entry.record;
     let info = &record.info;
-    let time = |t: Option<chrono::DateTime<chrono::Utc>>| t.map_or(Value::Null, |t| json!(t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)));
+    let time = |t: Option<chrono::DateTime<chrono::Utc>>| {
+        t.map_or(Value::Null, |t| {
+            json!(t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+        })
+    };
     Some(match name {
         "id" => json!(record.id),
         "name" => json!(info.name),
@@ -69,18 +73,33 @@ fn field(entry: &ClientEntry, name: &str) -> Option<Value> {
         "version" => json!(info.version),
         "address" => json!(record.address),
         "client_auth_id" => json!(record.auth_id),
-        "connection_state" => json!(if entry.session.is_some() { "connected" } else { "disconnected" }),
+        "connection_state" => json!(if entry.session.is_some() {
+            "connected"
+        } else {
+            "disconnected"
+        }),
         "connected_at" => time(record.connected_at),
-        "disconnected_at" => time(if entry.session.is_some() { None } else { record.disconnected_at }),
+        "disconnected_at" => time(if entry.session.is_some() {
+            None
+        } else {
+            record.disconnected_at
+        }),
         _ => return None,
     })
 }
 
-fn client_json(entry: &ClientEntry, fields: &[&str], tunnels: &HashMap<String, Vec<TunnelRecord>>) -> Value {
+fn client_json(
+    entry: &ClientEntry,
+    fields: &[&str],
+    tunnels: &HashMap<String, Vec<TunnelRecord>>,
+) -> Value {
     let mut object = Map::new();
     for &name in fields {
         let value = if name == "tunnels" {
-            let list = tunnels.get(&entry.record.id).map(Vec::as_slice).unwrap_or_default();
+            let list = tunnels
+                .get(&entry.record.id)
+                .map(Vec::as_slice)
+                .unwrap_or_default();
             Value::Array(list.iter().map(tunnel_json).collect())
         } else {
             field(entry, name).unwrap_or(Value::Null)
@@ -93,7 +112,9 @@ fn client_json(entry: &ClientEntry, fields: &[&str], tunnels: &HashMap<String, V
 fn tunnels_by_client(state: &super::AppState) -> HashMap<String, Vec<TunnelRecord>> {
     let mut map: HashMap<String, Vec<TunnelRecord>> = HashMap::new();
     for tunnel in state.tunnels.list_open(None) {
-        map.entry(tunnel.client_id.clone()).or_default().push(tunnel);
+        map.entry(tunnel.client_id.clone())
+            .or_default()
+            .push(tunnel);
     }
     map
 }
@@ -138,7 +159,10 @@ fn value_matches(value: &Value, pattern: &str) -> bool {
 
 fn compare(a: &Value, b: &Value) -> Ordering {
     match (a, b) {
-        (Value::Number(x), Value::Number(y)) => x.as_f64().partial_cmp(&y.as_f64()).unwrap_or(Ordering::Equal),
+        (Value::Number(x), Value::Number(y)) => x
+            .as_f64()
+            .partial_cmp(&y.as_f64())
+            .unwrap_or(Ordering::Equal),
         (Value::String(x), Value::String(y)) => x.to_lowercase().cmp(&y.to_lowercase()),
         (Value::Null, Value::Null) => Ordering::Equal,
         (Value::Null, _) => Ordering::Less,
@@ -173,12 +197,29 @@ fn parse_listing(params: &Params) -> Result<Listing, ApiError> {
                 .split(',')
                 .map(str::trim)
                 .filter(|f| !f.is_empty())
-                .map(|f| known_field(f).ok_or_else(|| invalid("ERR_CODE_INVALID_FIELDS", "Invalid fields", format!("unknown field {f:?} in fields[clients]"))))
+                .map(|f| {
+                    known_field(f).ok_or_else(|| {
+                        invalid(
+                            "ERR_CODE_INVALID_FIELDS",
+                            "Invalid fields",
+                            format!("unknown field {f:?} in fields[clients]"),
+                        )
+                    })
+                })
                 .collect::<Result<_, _>>()?;
-        } else if let Some(name) = key.strip_prefix("filter[").and_then(|k| k.strip_suffix(']')) {
+        } else if let Some(name) = key
+            .strip_prefix("filter[")
+            .and_then(|k| k.strip_suffix(']'))
+        {
             let name = known_field(name)
                 .filter(|f| *f != "tunnels")
-                .ok_or_else(|| invalid("ERR_CODE_UNSUPPORTED_FILTER", "Invalid filter", format!("cannot filter clients by {name:?}")))?;
+                .ok_or_else(|| {
+                    invalid(
+                        "ERR_CODE_UNSUPPORTED_FILTER",
+                        "Invalid filter",
+                        format!("cannot filter clients by {name:?}"),
+                    )
+                })?;
             let patterns = value.split(',').map(|v| v.trim().to_owned()).collect();
             listing.filters.push((name, patterns));
         } else if key == "sort" {
@@ -194,7 +235,13 @@ fn parse_listing(params: &Params) -> Result<Listing, ApiError> {
                     known_field(name)
                         .filter(|f| *f != "tunnels")
                         .map(|f| (f, descending))
-                        .ok_or_else(|| invalid("ERR_CODE_INVALID_SORT", "Invalid sort", format!("cannot sort clients by {name:?}")))
+                        .ok_or_else(|| {
+                            invalid(
+                                "ERR_CODE_INVALID_SORT",
+                                "Invalid sort",
+                                format!("cannot sort clients by {name:?}"),
+                            )
+                        })
                 })
                 .collect::<Result<_, _>>()?;
         } else if key == "page[limit]" {
@@ -202,30 +249,55 @@ fn parse_listing(params: &Params) -> Result<Listing, ApiError> {
                 .parse()
                 .ok()
                 .filter(|n| (1..=MAX_LIMIT).contains(n))
-                .ok_or_else(|| invalid("ERR_CODE_INVALID_PAGE", "Invalid page", format!("page[limit] must be a number from 1 to {MAX_LIMIT}, got {value:?}")))?;
+                .ok_or_else(|| {
+                    invalid(
+                        "ERR_CODE_INVALID_PAGE",
+                        "Invalid page",
+                        format!(
+                            "page[limit] must be a number from 1 to {MAX_LIMIT}, got {value:?}"
+                        ),
+                    )
+                })?;
         } else if key == "page[offset]" {
-            listing.offset = value
-                .parse()
-                .map_err(|_| invalid("ERR_CODE_INVALID_PAGE", "Invalid page", format!("page[offset] must be a number, got {value:?}")))?;
+            listing.offset = value.parse().map_err(|_| {
+                invalid(
+                    "ERR_CODE_INVALID_PAGE",
+                    "Invalid page",
+                    format!("page[offset] must be a number, got {value:?}"),
+                )
+            })?;
         }
     }
     Ok(listing)
 }
 
 /// `GET /api/v1/clients`
-pub async fn list(StateExtractor(state): State, _user: Authenticated, params: Params) -> Result<Response, ApiError> {
+pub async fn list(
+    StateExtractor(state): State,
+    _user: Authenticated,
+    params: Params,
+) -> Result<Response, ApiError> {
     let listing = parse_listing(&params)?;
-    let tunnels = if listing.fields.contains(&"tunnels") { tunnels_by_client(&state) } else { HashMap::new() };
+    let tunnels = if listing.fields.contains(&"tunnels") {
+        tunnels_by_client(&state)
+    } else {
+        HashMap::new()
+    };
     let (count, page) = state.registry.with_clients(|clients| {
         let mut matching: Vec<(&ClientEntry, Vec<Value>)> = clients
             .values()
             .filter(|entry| {
                 listing.filters.iter().all(|(name, patterns)| {
-                    field(entry, name).is_some_and(|value| patterns.iter().any(|p| value_matches(&value, p)))
+                    field(entry, name)
+                        .is_some_and(|value| patterns.iter().any(|p| value_matches(&value, p)))
                 })
             })
             .map(|entry| {
-                let keys = listing.sort.iter().map(|(name, _)| field(entry, name).unwrap_or(Value::Null)).collect();
+                let keys = listing
+                    .sort
+                    .iter()
+                    .map(|(name, _)| field(entry, name).unwrap_or(Value::Null))
+                    .collect();
                 (entry, keys)
             })
             .collect();
@@ -234,7 +306,13 @@ pub async fn list(StateExtractor(state): State, _user: Authenticated, params: Pa
                 .sort
                 .iter()
                 .zip(a.iter().zip(b.iter()))
-                .map(|((_, descending), (x, y))| if *descending { compare(y, x) } else { compare(x, y) })
+                .map(|((_, descending), (x, y))| {
+                    if *descending {
+                        compare(y, x)
+                    } else {
+                        compare(x, y)
+                    }
+                })
                 .find(|o| o.is_ne())
                 .unwrap_or(Ordering::Equal)
         });
@@ -251,22 +329,40 @@ pub async fn list(StateExtractor(state): State, _user: Authenticated, params: Pa
 }
 
 fn client_not_found(id: &str) -> ApiError {
-    ApiError::new(StatusCode::NOT_FOUND, "ERR_CODE_CLIENT_NOT_FOUND", "Client not found", format!("client with id {id:?} not found"))
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "ERR_CODE_CLIENT_NOT_FOUND",
+        "Client not found",
+        format!("client with id {id:?} not found"),
+    )
 }
 
 /// `GET /api/v1/clients/{id}`
-pub async fn get_one(StateExtractor(state): State, _user: Authenticated, Path(id): Path<String>, params: Params) -> Result<Response, ApiError> {
+pub async fn get_one(
+    StateExtractor(state): State,
+    _user: Authenticated,
+    Path(id): Path<String>,
+    params: Params,
+) -> Result<Response, ApiError> {
     let listing = parse_listing(&params)?;
     let tunnels = tunnels_by_client(&state);
     state
         .registry
-        .with_clients(|clients| clients.get(&id).map(|entry| client_json(entry, &listing.fields, &tunnels)))
+        .with_clients(|clients| {
+            clients
+                .get(&id)
+                .map(|entry| client_json(entry, &listing.fields, &tunnels))
+        })
         .map(data)
         .ok_or_else(|| client_not_found(&id))
 }
 
 /// `DELETE /api/v1/clients/{id}`: only disconnected agents can be forgotten.
-pub async fn delete(StateExtractor(state): State, _user: Authenticated, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
+pub async fn delete(
+    StateExtractor(state): State,
+    _user: Authenticated,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
     match state.registry.delete(&id).await {
         Ok(()) => Ok(StatusCode::NO_CONTENT),
         Err(DeleteError::NotFound) => Err(client_not_found(&id)),

@@ -41,9 +41,15 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/status", get(session::status))
         .route("/login", get(session::login).post(session::login))
         .route("/clients", get(clients::list))
-        .route("/clients/{client_id}", get(clients::get_one).delete(clients::delete))
+        .route(
+            "/clients/{client_id}",
+            get(clients::get_one).delete(clients::delete),
+        )
         .route("/clients/{client_id}/tunnels", put(tunnels::create))
-        .route("/clients/{client_id}/tunnels/{tunnel_id}", delete(tunnels::delete))
+        .route(
+            "/clients/{client_id}/tunnels/{tunnel_id}",
+            delete(tunnels::delete),
+        )
         .route("/tunnels", get(tunnels::list));
     Router::new()
         .nest("/api/v1", v1)
@@ -54,7 +60,12 @@ pub fn router(state: Arc<AppState>) -> Router {
 }
 
 async fn not_found() -> ApiError {
-    ApiError::new(StatusCode::NOT_FOUND, "ERR_CODE_NOT_FOUND", "Not found", "no such API endpoint")
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "ERR_CODE_NOT_FOUND",
+        "Not found",
+        "no such API endpoint",
+    )
 }
 
 async fn method_not_allowed() -> ApiError {
@@ -76,7 +87,12 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    pub fn new(status: StatusCode, code: &'static str, title: impl Into<String>, detail: impl Into<String>) -> Self {
+    pub fn new(
+        status: StatusCode,
+        code: &'static str,
+        title: impl Into<String>,
+        detail: impl Into<String>,
+    ) -> Self {
         Self {
             status,
             code,
@@ -85,7 +101,11 @@ impl ApiError {
         }
     }
 
-    pub fn bad_request(code: &'static str, title: impl Into<String>, detail: impl Into<String>) -> Self {
+    pub fn bad_request(
+        code: &'static str,
+        title: impl Into<String>,
+        detail: impl Into<String>,
+    ) -> Self {
         Self::new(StatusCode::BAD_REQUEST, code, title, detail)
     }
 
@@ -111,7 +131,8 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = json!({"errors": [{"code": self.code, "title": self.title, "detail": self.detail}]});
+        let body =
+            json!({"errors": [{"code": self.code, "title": self.title, "detail": self.detail}]});
         let mut response = (self.status, Json(body)).into_response();
         if self.status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(
@@ -134,9 +155,14 @@ pub struct Authenticated(pub AuthUser);
 impl FromRequestParts<Arc<AppState>> for Authenticated {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &Arc<AppState>) -> Result<Self, ApiError> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<AppState>,
+    ) -> Result<Self, ApiError> {
         match credentials(&parts.headers) {
-            Some(Credentials::Basic(user, password)) => state.auth.check_password(&user, &password).await,
+            Some(Credentials::Basic(user, password)) => {
+                state.auth.check_password(&user, &password).await
+            }
             Some(Credentials::Bearer(token)) => state.auth.check_token(&token).await,
             None => None,
         }
@@ -163,7 +189,9 @@ pub fn credentials(headers: &HeaderMap) -> Option<Credentials> {
     let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, rest) = value.split_once(' ')?;
     if scheme.eq_ignore_ascii_case("basic") {
-        let decoded = base64::engine::general_purpose::STANDARD.decode(rest.trim()).ok()?;
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(rest.trim())
+            .ok()?;
         let decoded = String::from_utf8(decoded).ok()?;
         let (user, password) = decoded.split_once(':')?;
         Some(Credentials::Basic(user.to_owned(), password.to_owned()))
@@ -179,7 +207,11 @@ pub struct Params(pub Vec<(String, String)>);
 
 impl Params {
     pub fn get(&self, key: &str) -> Option<&str> {
-        self.0.iter().rev().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+        self.0
+            .iter()
+            .rev()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
     }
 }
 
@@ -190,8 +222,15 @@ impl<S: Send + Sync> FromRequestParts<S> for Params {
         let RawQuery(query) = RawQuery::from_request_parts(parts, state)
             .await
             .unwrap_or(RawQuery(None));
-        let pairs = serde_urlencoded::from_str::<Vec<(String, String)>>(query.as_deref().unwrap_or(""))
-            .map_err(|e| ApiError::bad_request("ERR_CODE_INVALID_REQUEST", "Invalid query string", e.to_string()))?;
+        let pairs =
+            serde_urlencoded::from_str::<Vec<(String, String)>>(query.as_deref().unwrap_or(""))
+                .map_err(|e| {
+                    ApiError::bad_request(
+                        "ERR_CODE_INVALID_REQUEST",
+                        "Invalid query string",
+                        e.to_string(),
+                    )
+                })?;
         Ok(Params(pairs))
     }
 }

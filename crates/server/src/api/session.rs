@@ -45,7 +45,12 @@ struct LoginBody {
 
 /// `GET|POST /api/v1/login`: basic auth or a JSON `{"username","password"}` body, returns a
 /// bearer token. `token-lifetime` (seconds) sets its lifetime.
-pub async fn login(StateExtractor(state): State, params: Params, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
+pub async fn login(
+    StateExtractor(state): State,
+    params: Params,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
     let (username, password) = match credentials(&headers) {
         Some(Credentials::Basic(user, password)) => (user, password),
         _ if !body.is_empty() => {
@@ -75,13 +80,20 @@ pub async fn login(StateExtractor(state): State, params: Params, headers: Header
                     format!("token-lifetime must be a number of seconds, got {text:?}"),
                 )
             })?;
-            let lifetime = if seconds == 0 { DEFAULT_TOKEN_LIFETIME } else { Duration::from_secs(seconds) };
+            let lifetime = if seconds == 0 {
+                DEFAULT_TOKEN_LIFETIME
+            } else {
+                Duration::from_secs(seconds)
+            };
             if lifetime > MAX_TOKEN_LIFETIME {
                 return Err(ApiError::new(
                     StatusCode::BAD_REQUEST,
                     "ERR_CODE_INVALID_REQUEST",
                     "Invalid token-lifetime",
-                    format!("token-lifetime may be at most {} seconds", MAX_TOKEN_LIFETIME.as_secs()),
+                    format!(
+                        "token-lifetime may be at most {} seconds",
+                        MAX_TOKEN_LIFETIME.as_secs()
+                    ),
                 ));
             }
             lifetime

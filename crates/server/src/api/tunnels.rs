@@ -31,7 +31,9 @@ const NOT_YET_SUPPORTED: &[&str] = &[
 /// A tunnel in RPort's shape (ports as strings) plus its lifecycle fields.
 pub fn tunnel_json(tunnel: &TunnelRecord) -> Value {
     let time = |t: Option<chrono::DateTime<chrono::Utc>>| {
-        t.map_or(Value::Null, |t| json!(t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)))
+        t.map_or(Value::Null, |t| {
+            json!(t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+        })
     };
     let mut object = json!({
         "id": tunnel.id,
@@ -74,7 +76,10 @@ pub async fn create(
     Path(client_id): Path<String>,
     params: Params,
 ) -> Result<Response, ApiError> {
-    if let Some(name) = NOT_YET_SUPPORTED.iter().find(|name| params.get(name).is_some()) {
+    if let Some(name) = NOT_YET_SUPPORTED
+        .iter()
+        .find(|name| params.get(name).is_some())
+    {
         return Err(ApiError::bad_request(
             "ERR_CODE_INVALID_REQUEST",
             "Unsupported parameter",
@@ -88,12 +93,13 @@ pub async fn create(
             "query parameter \"remote\" is required: the target port (or host:port) on the client",
         )
     })?;
-    let remote =
-        tunnel_spec::parse_endpoint(remote, DEFAULT_REMOTE_HOST).map_err(|e| invalid_spec("remote", e))?;
+    let remote = tunnel_spec::parse_endpoint(remote, DEFAULT_REMOTE_HOST)
+        .map_err(|e| invalid_spec("remote", e))?;
     let local = match params.get("local").filter(|l| !l.is_empty()) {
         None => None,
         Some(local) => Some(
-            tunnel_spec::parse_endpoint(local, DEFAULT_LOCAL_HOST).map_err(|e| invalid_spec("local", e))?,
+            tunnel_spec::parse_endpoint(local, DEFAULT_LOCAL_HOST)
+                .map_err(|e| invalid_spec("local", e))?,
         ),
     };
     match params.get("protocol").unwrap_or("tcp") {
@@ -106,8 +112,14 @@ pub async fn create(
             ));
         }
     }
-    let scheme = params.get("scheme").filter(|s| !s.is_empty()).map(str::to_owned);
-    if scheme.as_ref().is_some_and(|s| s.chars().count() > MAX_SCHEME_LEN) {
+    let scheme = params
+        .get("scheme")
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned);
+    if scheme
+        .as_ref()
+        .is_some_and(|s| s.chars().count() > MAX_SCHEME_LEN)
+    {
         return Err(ApiError::bad_request(
             "ERR_CODE_URI_SCHEME_LENGTH_EXCEED",
             "Scheme too long",
@@ -133,7 +145,9 @@ pub async fn create(
         Err(TunnelError::Port(PoolError::NotAllowed(port))) => Err(ApiError::bad_request(
             "ERR_CODE_INVALID_REQUEST",
             "Local port not allowed",
-            format!("Local port {port} is not among allowed ports (used_ports minus excluded_ports)."),
+            format!(
+                "Local port {port} is not among allowed ports (used_ports minus excluded_ports)."
+            ),
         )),
         Err(TunnelError::Port(PoolError::InUse(port))) => Err(ApiError::new(
             StatusCode::CONFLICT,
@@ -201,5 +215,7 @@ pub async fn list(
                 .collect()
         }
     };
-    Ok(data(Value::Array(tunnels.iter().map(tunnel_json).collect())))
+    Ok(data(Value::Array(
+        tunnels.iter().map(tunnel_json).collect(),
+    )))
 }

@@ -1,0 +1,51 @@
+//! Command-line flags of rport. They override the configuration file and the environment.
+
+use std::path::PathBuf;
+
+use clap::Parser;
+
+#[derive(Debug, Default, Parser)]
+#[command(
+    name = "rport",
+    version,
+    about = "Remote access agent: connects out to rportd and carries the tunnels it opens",
+    after_help = "Example: rport --id my-client-1 --fingerprint FP --tag Linux --auth user1:1234 rport.example.com:8080"
+)]
+pub struct AgentArgs {
+    /// TOML configuration file (`[client]`, `[connection]`, `[logging]`).
+    #[arg(short = 'c', long = "config", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// The server, `HOST:PORT` or a URL such as `http://rport.example.com:8080`.
+    #[arg(value_name = "SERVER")]
+    pub server: Option<String>,
+    /// Unique id of this device; generated once and kept in the data dir when not given.
+    #[arg(long)]
+    pub id: Option<String>,
+    /// Human-readable name; defaults to the hostname.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// A tag to report; repeat for several. Replaces the file's tags.
+    #[arg(long = "tag", value_name = "TAG")]
+    pub tags: Vec<String>,
+    /// Credential `id:password` (also `RPORT_AUTH`).
+    #[arg(long, value_name = "ID:PASSWORD")]
+    pub auth: Option<String>,
+    /// The server's key fingerprint as rportd prints it (also `RPORT_FINGERPRINT`).
+    #[arg(long, value_name = "FP")]
+    pub fingerprint: Option<String>,
+    /// Where the agent keeps its id and pinned server key.
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// How often each side proves it is alive, e.g. `30s`; a silent peer is dropped after it.
+    #[arg(long, value_name = "DURATION")]
+    pub keep_alive: Option<String>,
+    /// Upper bound of the wait between reconnection attempts, e.g. `5m`.
+    #[arg(long, value_name = "DURATION")]
+    pub max_retry_interval: Option<String>,
+    /// error, warn, info, debug or trace.
+    #[arg(long, value_name = "LEVEL")]
+    pub log_level: Option<String>,
+    /// Log to this file instead of stderr.
+    #[arg(long, value_name = "FILE")]
+    pub log_file: Option<PathBuf>,
+}

@@ -1,0 +1,356 @@
+//! The agent's connection to rportd: connect, verify the server's key, say hello, carry
+//! streams; and when anything fails, try again with backoff, forever.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rand::Rng;
+use rport_protocol::{ControlMessage, Fingerprint, OpenRequest, RefuseCode, SystemInfo};
+use rport_transport::handshake;
+use rport_transport::mux::{self, IncomingStream, MuxConfig, MuxHandle, Role};
+use rport_transport::tls::{self, ServerPin};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::AgentConfig;
+use crate::sysinfo;
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+const TARGET_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+const MIN_RETRY: Duration = Duration::from_secs(1);
+/// A session that lasted this long was a success: the next failure starts backoff afresh.
+const STABLE_SESSION: Duration = Duration::from_secs(30);
+/// How often the device's facts are re-read to report changes (new addresses, say).
+const FACTS_REFRESH: Duration = Duration::from_secs(60);
+/// File in data_dir holding a server key pinned on first use.
+const PINNED_FINGERPRINT_FILE: &str = "server-fingerprint";
+
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    #[error("connecting to {server}: {source}")]
+    Connect {
+        server: String,
+        source: std::io::Error,
+    },
+    #[error(
+        "server fingerprint mismatch: expected {expected}, server presented {presented}; refusing to send anything to it"
+    )]
+    FingerprintMismatch {
+        expected: Fingerprint,
+        presented: Fingerprint,
+    },
+    #[error("TLS handshake with {server}: {source}")]
+    Tls {
+        server: String,
+        source: std::io::Error,
+    },
+    #[error("handshake: {0}")]
+    Handshake(#[from] handshake::HandshakeError),
+    #[error("server refused the session ({code:?}): {message}")]
+    Refused {
+        code: RefuseCode,
+        message: String,
+        retry_after: Option<Duration>,
+    },
+    #[error("session ended: {0}")]
+    Ended(#[from] mux::MuxError),
+    #[error("TLS setup: {0}")]
+    Setup(#[from] tls::TlsError),
+}
+
+pub struct Agent {
+    config: AgentConfig,
+    client_id: String,
+}
+
+impl Agent {
+    pub fn new(config: AgentConfig, client_id: String) -> Self {
+        Self { config, client_id }
+    }
+
+    pub fn client_id(&self) -> &str {
+        &self.client_id
+    }
+
+    fn pinned_fingerprint_path(&self) -> PathBuf {
+        self.config.data_dir.join(PINNED_FINGERPRINT_FILE)
+    }
+
+    /// Stays connected until `shutdown`: every failure is logged and retried.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let this = Arc::new(self);
+        let mut backoff = Backoff::new(this.config.max_retry_interval);
+        loop {
+            let started = tokio::time::Instant::now();
+            let outcome = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                outcome = Arc::clone(&this).connect_and_serve() => outcome,
+            };
+            if started.elapsed() >= STABLE_SESSION {
+                backoff.reset();
+            }
+            let mut delay = backoff.next_delay();
+            match &outcome {
+                Ok(()) => {
+                    tracing::warn!("connection to {} closed; reconnecting", this.config.server)
+                }
+                Err(SessionError::Refused {
+                    retry_after: Some(hint),
+                    ..
+                }) => {
+                    delay = delay.max(*hint);
+                    tracing::error!("{}", outcome_message(&outcome));
+                }
+                Err(SessionError::FingerprintMismatch { .. } | SessionError::Refused { .. }) => {
+                    tracing::error!("{}", outcome_message(&outcome));
+                }
+                Err(_) => tracing::warn!("{}", outcome_message(&outcome)),
+            }
+            tracing::info!("reconnecting in {:.1}s", delay.as_secs_f64());
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(delay) => {}
+            }
+        }
+    }
+
+    fn pin(&self) -> ServerPin {
+        if let Some(fingerprint) = self.config.fingerprint {
+            return ServerPin::Exact(fingerprint);
+        }
+        match read_pinned(&self.pinned_fingerprint_path()) {
+            Some(fingerprint) => ServerPin::Exact(fingerprint),
+            None => ServerPin::FirstUse,
+        }
+    }
+
+    async fn connect_and_serve(self: Arc<Self>) -> Result<(), SessionError> {
+        let server = self.config.server.to_string();
+        let pin = self.pin();
+        let (tls_config, seen) = tls::client_config(pin)?;
+        let socket = tokio::time::timeout(
+            CONNECT_TIMEOUT,
+            TcpStream::connect((self.config.server.host.as_str(), self.config.server.port)),
+        )
+        .await
+        .unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into()))
+        .map_err(|source| SessionError::Connect {
+            server: server.clone(),
+            source,
+        })?;
+        let _ = socket.set_nodelay(true);
+        let connector = TlsConnector::from(tls_config);
+        let tls_result = tokio::time::timeout(
+            CONNECT_TIMEOUT,
+            connector.connect(tls::server_name(), socket),
+        )
+        .await
+        .unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into()));
+        let mut tls_stream = match (tls_result, pin, seen.get()) {
+            (Ok(stream), _, _) => stream,
+            (Err(_), ServerPin::Exact(expected), Some(presented)) if expected != presented => {
+                return Err(SessionError::FingerprintMismatch {
+                    expected,
+                    presented,
+                });
+            }
+            (Err(source), _, _) => return Err(SessionError::Tls { server, source }),
+        };
+        if let (ServerPin::FirstUse, Some(presented)) = (pin, seen.get()) {
+            tracing::warn!(
+                "no server fingerprint configured: trusting {server}'s key {presented} on first use and pinning it in {}",
+                self.pinned_fingerprint_path().display()
+            );
+            if let Err(err) = write_pinned(&self.pinned_fingerprint_path(), presented) {
+                tracing::error!("saving the pinned fingerprint: {err}");
+            }
+        }
+
+        let info = self.facts();
+        let hello = ControlMessage::Hello {
+            client_id: self.client_id.clone(),
+            auth_id: self.config.auth.id.clone(),
+            password: self.config.auth.password.clone(),
+            info: info.clone(),
+            keep_alive_secs: self.config.keep_alive.as_secs(),
+        };
+        let (answer, leftover) = tokio::time::timeout(
+            CONNECT_TIMEOUT,
+            handshake::agent_hello(&mut tls_stream, &hello),
+        )
+        .await
+        .map_err(|_| handshake::HandshakeError::Io(std::io::ErrorKind::TimedOut.into()))??;
+        let keep_alive = match answer {
+            ControlMessage::Welcome {
+                keep_alive_secs, ..
+            } => Duration::from_secs(keep_alive_secs.max(1)),
+            ControlMessage::Refused {
+                code,
+                message,
+                retry_after_secs,
+            } => {
+                return Err(SessionError::Refused {
+                    code,
+                    message,
+                    retry_after: retry_after_secs.map(Duration::from_secs),
+                });
+            }
+            other => {
+                return Err(handshake::HandshakeError::Malformed(format!(
+                    "unexpected answer {other:?}"
+                ))
+                .into());
+            }
+        };
+        tracing::info!(client = %self.client_id, "connected to {server}");
+
+        let (handle, mut events, driver) = mux::start(
+            tls_stream,
+            leftover,
+            MuxConfig::new(Role::Agent, keep_alive),
+        );
+        let driver = tokio::spawn(driver.run());
+        let facts = tokio::spawn(Arc::clone(&self).report_fact_changes(handle.clone(), info));
+        while let Some(incoming) = events.incoming.recv().await {
+            tokio::spawn(serve_stream(incoming));
+        }
+        facts.abort();
+        match driver.await {
+            Ok(result) => result.map_err(SessionError::from),
+            Err(join) => Err(mux::MuxError::Io(std::io::Error::other(join.to_string())).into()),
+        }
+    }
+
+    fn facts(&self) -> SystemInfo {
+        sysinfo::collect(&self.config.name, &self.config.tags)
+    }
+
+    async fn report_fact_changes(self: Arc<Self>, handle: MuxHandle, mut last: SystemInfo) {
+        let mut interval = tokio::time::interval(FACTS_REFRESH);
+        interval.tick().await;
+        loop {
+            interval.tick().await;
+            let this = Arc::clone(&self);
+            let Ok(current) = tokio::task::spawn_blocking(move || this.facts()).await else {
+                continue;
+            };
+            if current != last {
+                let update = ControlMessage::InfoUpdate {
+                    info: current.clone(),
+                };
+                if handle.send_control(update.to_json().into()).is_err() {
+                    return;
+                }
+                last = current;
+            }
+        }
+    }
+}
+
+fn outcome_message(outcome: &Result<(), SessionError>) -> String {
+    match outcome {
+        Ok(()) => "connection closed".into(),
+        Err(err) => err.to_string(),
+    }
+}
+
+/// Connects a stream the server opened to its target and carries bytes both ways.
+async fn serve_stream(incoming: IncomingStream) {
+    let request = match OpenRequest::from_json(&incoming.open) {
+        Ok(request) => request,
+        Err(err) => {
+            incoming
+                .stream
+                .reset(&format!("malformed open request: {err}"));
+            return;
+        }
+    };
+    let target = (request.host.as_str(), request.port);
+    let socket = match tokio::time::timeout(TARGET_CONNECT_TIMEOUT, TcpStream::connect(target))
+        .await
+    {
+        Ok(Ok(socket)) => socket,
+        Ok(Err(err)) => {
+            tracing::debug!(tunnel = %request.tunnel_id, "connecting to {}:{}: {err}", request.host, request.port);
+            incoming.stream.reset(&format!(
+                "connecting to {}:{}: {err}",
+                request.host, request.port
+            ));
+            return;
+        }
+        Err(_) => {
+            incoming.stream.reset(&format!(
+                "connecting to {}:{} timed out",
+                request.host, request.port
+            ));
+            return;
+        }
+    };
+    let _ = socket.set_nodelay(true);
+    if let Err(err) = mux::pipe(incoming.stream, socket).await {
+        tracing::debug!(tunnel = %request.tunnel_id, "stream ended: {err}");
+    }
+}
+
+fn read_pinned(path: &Path) -> Option<Fingerprint> {
+    std::fs::read_to_string(path).ok()?.trim().parse().ok()
+}
+
+fn write_pinned(path: &Path, fingerprint: Fingerprint) -> std::io::Result<()> {
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, format!("{fingerprint}\n"))?;
+    std::fs::rename(tmp, path)
+}
+
+/// Exponential backoff with full jitter: the delay is random in [MIN_RETRY, ceiling], and the
+/// ceiling doubles per failure up to the configured maximum, so that many agents that lost
+/// the server at once come back spread out instead of all at the same instant.
+struct Backoff {
+    ceiling: Duration,
+    max: Duration,
+}
+
+impl Backoff {
+    fn new(max: Duration) -> Self {
+        let max = max.max(MIN_RETRY);
+        Self {
+            ceiling: MIN_RETRY,
+            max,
+        }
+    }
+
+    fn reset(&mut self) {
+        self.ceiling = MIN_RETRY;
+    }
+
+    fn next_delay(&mut self) -> Duration {
+        let ceiling = self.ceiling;
+        self.ceiling = (self.ceiling * 2).min(self.max);
+        let low = MIN_RETRY.as_millis() as u64 / 2;
+        let high = (ceiling.as_millis() as u64).max(low + 1);
+        Duration::from_millis(rand::rng().random_range(low..=high))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_to_the_cap_and_stays_jittered() {
+        let mut backoff = Backoff::new(Duration::from_secs(8));
+        let delays: Vec<Duration> = (0..20).map(|_| backoff.next_delay()).collect();
+        assert!(delays.iter().all(|d| *d <= Duration::from_secs(8)));
+        assert!(delays.iter().all(|d| *d >= Duration::from_millis(500)));
+        assert!(delays[..1].iter().all(|d| *d <= Duration::from_secs(1)));
+        let distinct: std::collections::HashSet<_> = delays[10..].iter().collect();
+        assert!(distinct.len() > 1, "delays should be jittered: {delays:?}");
+        backoff.reset();
+        assert!(backoff.next_delay() <= Duration::from_secs(1));
+    }
+}

@@ -1,0 +1,539 @@
+//! End to end: real rportd and rport processes on loopback, the seed's story and its edges.
+
+mod support;
+
+use std::net::TcpStream;
+use std::thread;
+use std::time::Duration;
+
+use serde_json::Value;
+use support::*;
+
+const ATTACH: Duration = Duration::from_secs(30);
+
+fn tempdir() -> tempfile::TempDir {
+    tempfile::tempdir().expect("tempdir")
+}
+
+#[test]
+fn agent_attaches_and_is_listed_with_its_facts() {
+    let dir = tempdir();
+    let server = Rportd::start(dir.path());
+    let _agent = Rport::attach(&server, "my-client-1", &dir.path().join("agent"));
+    let client = server.wait_connection_state("my-client-1", "connected", ATTACH);
+
+    assert_eq!(client["id"], "my-client-1");
+    assert_eq!(client["name"], "My Test VM");
+    assert_eq!(
+        client["tags"],
+        serde_json::json!(["Linux", "Office Berlin"])
+    );
+    assert_eq!(client["client_auth_id"], "agent1");
+    for field in [
+        "os",
+        "os_arch",
+        "os_kernel",
+        "hostname",
+        "version",
+        "timezone",
+        "address",
+    ] {
+        assert!(
+            client[field].as_str().is_some_and(|v| !v.is_empty()),
+            "field {field} should be reported: {client}"
+        );
+    }
+    assert!(client["ipv4"].is_array() && client["ipv6"].is_array());
+    assert_eq!(client["tunnels"], serde_json::json!([]));
+    assert!(
+        client["address"]
+            .as_str()
+            .is_some_and(|a| a.starts_with("127.0.0.1:"))
+    );
+
+    // The list shows it too, with meta.count, and filters work on tags and wildcards.
+    let (status, list) = server.request("GET", "/api/v1/clients");
+    assert_eq!(status, 200);
+    assert_eq!(list["meta"]["count"], 1);
+    assert_eq!(list["data"][0]["id"], "my-client-1");
+    let (_, filtered) = server.request(
+        "GET",
+        "/api/v1/clients?filter[tags]=*berlin*&fields[clients]=id,name",
+    );
+    assert_eq!(filtered["meta"]["count"], 1);
+    assert_eq!(
+        filtered["data"][0],
+        serde_json::json!({"id": "my-client-1", "name": "My Test VM"})
+    );
+    let (_, none) = server.request("GET", "/api/v1/clients?filter[os_kernel]=windows");
+    assert_eq!(none["meta"]["count"], 0);
+    let (status, bad) = server.request("GET", "/api/v1/clients?filter[password]=x");
+    assert_eq!(status, 400, "{bad}");
+    assert!(bad["errors"][0]["code"].is_string());
+
+    // Status reports it and the same fingerprint as the file.
+    let (status, body) = server.request("GET", "/api/v1/status");
+    assert_eq!(status, 200);
+    assert_eq!(body["data"]["clients_connected"], 1);
+    assert_eq!(body["data"]["clients_disconnected"], 0);
+    let file = std::fs::read_to_string(server.data_dir().join("rportd-fingerprint.txt"))
+        .expect("fingerprint file");
+    assert_eq!(body["data"]["fingerprint"], file.trim());
+    assert_eq!(body["data"]["fingerprint"], server.fingerprint.as_str());
+    assert_eq!(
+        body["data"]["used_ports"],
+        serde_json::json!(["20000-60000"])
+    );
+
+    // A connected client cannot be deleted.
+    let (status, body) = server.request("DELETE", "/api/v1/clients/my-client-1");
+    assert_eq!(status, 409, "{body}");
+}
+
+#[test]
+fn api_requires_credentials_and_issues_tokens() {
+    let dir = tempdir();
+    let server = Rportd::start(dir.path());
+    let (status, body) = server.request_as("GET", "/api/v1/clients", "");
+    assert_eq!(status, 401);
+    assert_eq!(body["errors"][0]["code"], "ERR_CODE_UNAUTHORIZED");
+    let (status, _) = server.request_as("GET", "/api/v1/clients", &basic(API_USER, "wrong"));
+    assert_eq!(status, 401);
+
+    let (status, login) = server.request("GET", "/api/v1/login");
+    assert_eq!(status, 200, "{login}");
+    let token = login["data"]["token"].as_str().expect("token").to_owned();
+    let (status, _) = server.request_as("GET", "/api/v1/status", &format!("Bearer {token}"));
+    assert_eq!(status, 200);
+    let (status, _) = server.request_as("GET", "/api/v1/status", &format!("Bearer {token}x"));
+    assert_eq!(status, 401);
+
+    let (status, login) = server.post_json(
+        "/api/v1/login",
+        &serde_json::json!({"username": API_USER, "password": API_PASSWORD}),
+    );
+    assert_eq!(status, 200, "{login}");
+    let (status, _) = server.post_json(
+        "/api/v1/login",
+        &serde_json::json!({"username": API_USER, "password": "no"}),
+    );
+    assert_eq!(status, 401);
+
+    let (status, body) = server.request("GET", "/api/v1/nonexistent");
+    assert_eq!(status, 404);
+    assert!(body["errors"].is_array());
+}
+
+#[test]
+fn wrong_fingerprint_is_refused_and_named() {
+    let dir = tempdir();
+    let server = Rportd::start(dir.path());
+    let wrong = server
+        .fingerprint
+        .chars()
+        .map(|c| {
+            if c == ':' {
+                c
+            } else if c == '0' {
+                '1'
+            } else {
+                '0'
+            }
+        })
+        .collect::<String>();
+    let address = server.agent_address.to_string();
+    let data = dir.path().join("agent");
+    let agent = Rport::start(&[
+        "--id",
+        "imposter",
+        "--fingerprint",
+        &wrong,
+        "--auth",
+        AGENT_AUTH,
+        "--data-dir",
+        data.to_str().expect("path"),
+        &address,
+    ]);
+    let line = agent.stderr.wait_for("fingerprint mismatch", ATTACH);
+    assert!(
+        line.contains(&wrong) && line.contains(&server.fingerprint),
+        "both values named: {line}"
+    );
+    assert!(server.client("imposter").is_none());
+
+    // A prefix of the right fingerprint is not accepted either.
+    let prefix = &server.fingerprint[..47];
+    let agent = Rport::start(&[
+        "--id",
+        "x",
+        "--fingerprint",
+        prefix,
+        "--auth",
+        AGENT_AUTH,
+        &address,
+    ]);
+    thread::sleep(Duration::from_millis(500));
+    let errors = agent.stderr.all().join("\n");
+    assert!(
+        errors.contains("fingerprint"),
+        "prefix refused at start: {errors}"
+    );
+    assert!(server.client("x").is_none());
+}
+
+#[test]
+fn wrong_password_is_refused_and_retried() {
+    let dir = tempdir();
+    let server = Rportd::start(dir.path());
+    let address = server.agent_address.to_string();
+    let data = dir.path().join("agent");
+    let agent = Rport::start(&[
+        "--id",
+        "badpass",
+        "--fingerprint",
+        &server.fingerprint,
+        "--auth",
+        "agent1:wrong",
+        "--max-retry-interval",
+        "1s",
+        "--data-dir",
+        data.to_str().expect("path"),
+        &address,
+    ]);
+    agent.stderr.wait_for("authentication failed", ATTACH);
+    // It keeps trying (forever), each time refused.
+    wait_for("a second attempt", ATTACH, || {
+        (agent
+            .stderr
+            .all()
+            .iter()
+            .filter(|l| l.contains("authentication failed"))
+            .count()
+            >= 2)
+            .then_some(())
+    });
+    assert!(server.client("badpass").is_none());
+    server
+        .stderr
+        .wait_for("agent authentication failed", ATTACH);
+}
+
+#[test]
+fn tunnel_carries_mebibytes_both_ways_on_fifty_connections_and_closes_on_delete() {
+    let dir = tempdir();
+    let server = Rportd::start_with(
+        dir.path(),
+        &ServerSettings {
+            used_ports: "41000-41999".into(),
+            ..Default::default()
+        },
+    );
+    let _agent = Rport::attach(&server, "my-client-1", &dir.path().join("agent"));
+    server.wait_connection_state("my-client-1", "connected", ATTACH);
+    let echo = echo_server();
+
+    let tunnel = server.open_tunnel("my-client-1", &format!("remote={}", echo.port()));
+    assert_eq!(tunnel["lport_random"], true);
+    assert_eq!(tunnel["rhost"], "127.0.0.1");
+    assert_eq!(tunnel["rport"], echo.port().to_string());
+    assert_eq!(tunnel["protocol"], "tcp");
+    assert_eq!(tunnel["client_id"], "my-client-1");
+    assert!(tunnel["id"].as_str().is_some_and(|id| !id.is_empty()));
+    let lport: u16 = tunnel["lport"]
+        .as_str()
+        .expect("lport")
+        .parse()
+        .expect("number");
+    assert!(
+        (41000..=41999).contains(&lport),
+        "random port {lport} within used_ports"
+    );
+
+    let address = tunnel_address(&tunnel);
+    echo_round_trip(address, 8 * 1024 * 1024 + 3, 0);
+    let workers: Vec<_> = (0..50u64)
+        .map(|i| {
+            thread::spawn(move || echo_round_trip(address, 1024 * 1024 + i as usize * 997, i + 1))
+        })
+        .collect();
+    for worker in workers {
+        worker.join().expect("connection intact");
+    }
+
+    // The tunnel is listed, on the client and in /tunnels.
+    let client = server.client("my-client-1").expect("client");
+    assert_eq!(client["tunnels"][0]["id"], tunnel["id"]);
+    let (_, tunnels) = server.request("GET", "/api/v1/tunnels");
+    assert_eq!(tunnels["data"].as_array().map(Vec::len), Some(1));
+    assert_eq!(tunnels["data"][0]["client_id"], "my-client-1");
+
+    let id = tunnel["id"].as_str().expect("id");
+    let (status, _) = server.request(
+        "DELETE",
+        &format!("/api/v1/clients/my-client-1/tunnels/{id}"),
+    );
+    assert_eq!(status, 204);
+    wait_for("the tunnel port to close", Duration::from_secs(5), || {
+        TcpStream::connect(address).is_err().then_some(())
+    });
+    let (_, tunnels) = server.request("GET", "/api/v1/tunnels");
+    assert_eq!(tunnels["data"], serde_json::json!([]));
+    let (_, closed) = server.request("GET", "/api/v1/tunnels?filter[status]=closed");
+    assert_eq!(closed["data"][0]["id"], tunnel["id"]);
+    assert_eq!(closed["data"][0]["close_reason"], "deleted");
+    let (status, _) = server.request(
+        "DELETE",
+        &format!("/api/v1/clients/my-client-1/tunnels/{id}"),
+    );
+    assert_eq!(status, 404);
+}
+
+#[test]
+fn tunnel_requests_are_validated() {
+    let dir = tempdir();
+    let server = Rportd::start_with(
+        dir.path(),
+        &ServerSettings {
+            used_ports: "42000-42099".into(),
+            ..Default::default()
+        },
+    );
+    let _agent = Rport::attach(&server, "c1", &dir.path().join("agent"));
+    server.wait_connection_state("c1", "connected", ATTACH);
+
+    let expect_error = |query: &str, status: u16, code: &str| {
+        let (got, body) = server.request("PUT", &format!("/api/v1/clients/c1/tunnels?{query}"));
+        assert_eq!(got, status, "{query}: {body}");
+        assert_eq!(body["errors"][0]["code"], code, "{query}: {body}");
+        body
+    };
+    expect_error("", 400, "ERR_CODE_INVALID_REQUEST");
+    expect_error("remote=0", 400, "ERR_CODE_INVALID_REQUEST");
+    expect_error("remote=99999", 400, "ERR_CODE_INVALID_REQUEST");
+    expect_error("remote=22&local=80", 400, "ERR_CODE_INVALID_REQUEST");
+    expect_error(
+        "remote=22&scheme=abcdefghijklmnop",
+        400,
+        "ERR_CODE_URI_SCHEME_LENGTH_EXCEED",
+    );
+    expect_error("remote=22&acl=1.2.3.4", 400, "ERR_CODE_INVALID_REQUEST");
+    let (status, _) = server.request("PUT", "/api/v1/clients/nobody/tunnels?remote=22");
+    assert_eq!(status, 404);
+
+    // A given local port is used as asked; asking again for it is a conflict.
+    let tunnel = server.open_tunnel("c1", "remote=22&local=127.0.0.1:42050&name=ssh%20box");
+    assert_eq!(tunnel["lport"], "42050");
+    assert_eq!(tunnel["lhost"], "127.0.0.1");
+    assert_eq!(tunnel["lport_random"], false);
+    assert_eq!(tunnel["scheme"], "ssh");
+    assert_eq!(tunnel["name"], "ssh box");
+    expect_error(
+        "remote=23&local=127.0.0.1:42050",
+        409,
+        "ERR_CODE_LOCAL_PORT_IN_USE",
+    );
+}
+
+#[test]
+fn restart_keeps_agents_listed_and_they_come_back_by_themselves() {
+    let dir = tempdir();
+    let mut server = Rportd::start(dir.path());
+    let port = server.agent_address.port();
+    let _agent = Rport::attach(&server, "my-client-1", &dir.path().join("agent"));
+    server.wait_connection_state("my-client-1", "connected", ATTACH);
+    let echo = echo_server();
+    let tunnel = server.open_tunnel("my-client-1", &format!("remote={}", echo.port()));
+    server.kill();
+
+    // Back up with the agent's credential changed, so the agent cannot reconnect yet and the
+    // restarted server's view of it can be observed.
+    let refusing = ServerSettings {
+        agent_port: port,
+        agent_auth: "agent1:changed".into(),
+        ..Default::default()
+    };
+    let mut server = Rportd::start_with(dir.path(), &refusing);
+    let client = server.client("my-client-1").expect("known after restart");
+    assert_eq!(client["connection_state"], "disconnected");
+    assert!(client["disconnected_at"].is_string(), "{client}");
+    assert_eq!(client["name"], "My Test VM", "facts survive the restart");
+    assert_eq!(client["tunnels"], serde_json::json!([]));
+    let (_, past) = server.request("GET", "/api/v1/tunnels?filter[status]=terminated");
+    assert_eq!(past["data"][0]["id"], tunnel["id"]);
+    let (_, status) = server.request("GET", "/api/v1/status");
+    assert_eq!(status["data"]["clients_disconnected"], 1);
+    server.terminate();
+
+    let server = Rportd::start_with(
+        dir.path(),
+        &ServerSettings {
+            agent_port: port,
+            ..Default::default()
+        },
+    );
+    server.wait_connection_state("my-client-1", "connected", ATTACH);
+}
+
+#[test]
+fn agent_without_id_creates_one_and_keeps_it() {
+    let dir = tempdir();
+    let server = Rportd::start(dir.path());
+    let data = dir.path().join("agent");
+    let address = server.agent_address.to_string();
+    let args = [
+        "--fingerprint",
+        &server.fingerprint,
+        "--auth",
+        AGENT_AUTH,
+        "--data-dir",
+        data.to_str().expect("path"),
+        &address,
+    ];
+    let mut agent = Rport::start(&args);
+    let id = wait_for("a generated client id", ATTACH, || {
+        std::fs::read_to_string(data.join("client-id")).ok()
+    })
+    .trim()
+    .to_owned();
+    server.wait_connection_state(&id, "connected", ATTACH);
+    agent.kill();
+    server.wait_connection_state(&id, "disconnected", ATTACH);
+    let _agent = Rport::start(&args);
+    server.wait_connection_state(&id, "connected", ATTACH);
+    let (_, list) = server.request("GET", "/api/v1/clients");
+    assert_eq!(
+        list["meta"]["count"], 1,
+        "same id, not a new client: {list}"
+    );
+}
+
+#[test]
+fn second_live_agent_with_the_same_id_is_refused() {
+    let dir = tempdir();
+    let server = Rportd::start(dir.path());
+    let _first = Rport::attach(&server, "twin", &dir.path().join("a"));
+    let first_address =
+        server.wait_connection_state("twin", "connected", ATTACH)["address"].clone();
+    let second = Rport::attach(&server, "twin", &dir.path().join("b"));
+    second.stderr.wait_for("already connected", ATTACH);
+    let client = server.client("twin").expect("client");
+    assert_eq!(
+        client["address"], first_address,
+        "the first session is kept"
+    );
+}
+
+#[test]
+fn generated_admin_password_is_shown_once_and_works() {
+    let dir = tempdir();
+    let settings = ServerSettings {
+        api_auth: None,
+        agent_auth: String::new(),
+        ..Default::default()
+    };
+    let mut server = Rportd::start_with(dir.path(), &settings);
+    let line = server.stdout.wait_for("generated API user", ATTACH);
+    let credential = line.rsplit(' ').next().expect("credential").to_owned();
+    let (user, password) = credential.split_once(':').expect("user:password");
+    assert_eq!(user, "admin");
+    let (status, _) = server.request_as("GET", "/api/v1/status", &basic(user, password));
+    assert_eq!(status, 200);
+    // No agent credential configured: one is generated too, and agents can use it.
+    let agent_line = server.stdout.wait_for("generated agent credential", ATTACH);
+    let agent_credential = agent_line
+        .rsplit(' ')
+        .next()
+        .expect("credential")
+        .to_owned();
+    server.terminate();
+
+    let db = std::fs::read(server.data_dir().join("rportd.db")).unwrap_or_default();
+    assert!(
+        !contains(&db, password.as_bytes()),
+        "password stored in clear"
+    );
+
+    let port = server.agent_address.port();
+    let server = Rportd::start_with(
+        dir.path(),
+        &ServerSettings {
+            agent_port: port,
+            ..settings
+        },
+    );
+    thread::sleep(Duration::from_millis(300));
+    assert!(
+        server.stdout.find("generated").is_none(),
+        "shown only on first start"
+    );
+    let (status, _) = server.request_as("GET", "/api/v1/status", &basic(user, password));
+    assert_eq!(status, 200);
+    let data = dir.path().join("agent");
+    let address = server.agent_address.to_string();
+    let _agent = Rport::start(&[
+        "--id",
+        "gen",
+        "--fingerprint",
+        &server.fingerprint,
+        "--auth",
+        &agent_credential,
+        "--data-dir",
+        data.to_str().expect("path"),
+        &address,
+    ]);
+    let auth = basic(user, password);
+    wait_for("agent with generated credential", ATTACH, || {
+        let (status, body) = server.request_as("GET", "/api/v1/clients/gen", &auth);
+        (status == 200 && body["data"]["connection_state"] == "connected").then_some(())
+    });
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+#[test]
+fn bad_config_stops_the_start_naming_file_and_key() {
+    let dir = tempdir();
+    let path = dir.path().join("broken.conf");
+    std::fs::write(
+        &path,
+        "[server]\naddress = \"127.0.0.1:0\"\nbogus_key = 1\n",
+    )
+    .expect("write");
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_rportd"))
+        .arg("-c")
+        .arg(&path)
+        .output()
+        .expect("run rportd");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("broken.conf") && stderr.contains("bogus_key"),
+        "{stderr}"
+    );
+
+    std::fs::write(&path, "[server]\nkeep_disconnected_clients = \"soon\"\n").expect("write");
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_rportd"))
+        .arg("-c")
+        .arg(&path)
+        .output()
+        .expect("run");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("keep_disconnected_clients"), "{stderr}");
+}
+
+#[test]
+fn disconnected_agent_can_be_deleted() {
+    let dir = tempdir();
+    let server = Rportd::start(dir.path());
+    let mut agent = Rport::attach(&server, "gone", &dir.path().join("agent"));
+    server.wait_connection_state("gone", "connected", ATTACH);
+    agent.kill();
+    let client: Value = server.wait_connection_state("gone", "disconnected", ATTACH);
+    assert!(client["disconnected_at"].is_string());
+    let (status, _) = server.request("DELETE", "/api/v1/clients/gone");
+    assert_eq!(status, 204);
+    assert!(server.client("gone").is_none());
+}

@@ -1,0 +1,474 @@
+//! Test harness: real `rportd` and `rport` processes on loopback, an HTTP client for the
+//! API, and an echo server as a tunnel target.
+
+#![allow(dead_code)] // each test binary uses a different part of the harness
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub const AGENT_AUTH: &str = "agent1:agent-pass-1";
+pub const API_USER: &str = "admin";
+pub const API_PASSWORD: &str = "admin-pass-1";
+
+/// Polls `check` until it returns Some or `timeout` passes.
+pub fn wait_for<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = check() {
+            return value;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Lines a child writes to a pipe, collected by a thread.
+#[derive(Clone, Default)]
+pub struct Lines(Arc<Mutex<Vec<String>>>);
+
+impl Lines {
+    fn follow(self, pipe: impl Read + Send + 'static, echo_prefix: &'static str) {
+        thread::spawn(move || {
+            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                if std::env::var_os("E2E_VERBOSE").is_some() {
+                    eprintln!("{echo_prefix}{line}");
+                }
+                if let Ok(mut lines) = self.0.lock() {
+                    lines.push(line);
+                }
+            }
+        });
+    }
+
+    pub fn all(&self) -> Vec<String> {
+        self.0.lock().map(|l| l.clone()).unwrap_or_default()
+    }
+
+    pub fn find(&self, needle: &str) -> Option<String> {
+        self.all().into_iter().find(|line| line.contains(needle))
+    }
+
+    pub fn wait_for(&self, needle: &str, timeout: Duration) -> String {
+        wait_for(
+            &format!("output line containing {needle:?}"),
+            timeout,
+            || self.find(needle),
+        )
+    }
+}
+
+/// Settings a test may change in the server's config file.
+#[derive(Clone)]
+pub struct ServerSettings {
+    pub agent_port: u16,
+    pub agent_auth: String,
+    pub used_ports: String,
+    pub api_auth: Option<String>,
+    pub extra_server: String,
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        Self {
+            agent_port: 0,
+            agent_auth: AGENT_AUTH.into(),
+            used_ports: "20000-60000".into(),
+            api_auth: Some(format!("{API_USER}:{API_PASSWORD}")),
+            extra_server: String::new(),
+        }
+    }
+}
+
+pub struct Rportd {
+    child: Child,
+    pub dir: PathBuf,
+    pub api: String,
+    pub agent_address: SocketAddr,
+    pub fingerprint: String,
+    pub stdout: Lines,
+    pub stderr: Lines,
+    http: ureq::Agent,
+    pub auth_header: String,
+}
+
+pub fn basic(user: &str, password: &str) -> String {
+    use base64_lite::encode;
+    format!("Basic {}", encode(format!("{user}:{password}").as_bytes()))
+}
+
+/// Enough base64 for a basic auth header, so tests need no extra crate.
+mod base64_lite {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    pub fn encode(input: &[u8]) -> String {
+        let mut out = String::new();
+        for chunk in input.chunks(3) {
+            let b = [
+                chunk[0],
+                *chunk.get(1).unwrap_or(&0),
+                *chunk.get(2).unwrap_or(&0),
+            ];
+            let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+            for i in 0..4 {
+                if i <= chunk.len() {
+                    out.push(char::from(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize]));
+                } else {
+                    out.push('=');
+                }
+            }
+        }
+        out
+    }
+}
+
+pub fn write_server_config(dir: &Path, settings: &ServerSettings) -> PathBuf {
+    let api_auth = settings
+        .api_auth
+        .as_ref()
+        .map(|auth| format!("auth = \"{auth}\"\n"))
+        .unwrap_or_default();
+    let agent_auth = if settings.agent_auth.is_empty() {
+        String::new()
+    } else {
+        format!("auth = \"{}\"\n", settings.agent_auth)
+    };
+    let config = format!(
+        r#"[server]
+address = "127.0.0.1:{port}"
+data_dir = "{data}"
+{agent_auth}used_ports = ["{used}"]
+excluded_ports = ["1-1024"]
+{extra}
+[api]
+address = "127.0.0.1:0"
+{api_auth}
+[logging]
+log_level = "info"
+"#,
+        port = settings.agent_port,
+        data = dir.join("server-data").display(),
+        used = settings.used_ports,
+        extra = settings.extra_server,
+    );
+    let path = dir.join("rportd.conf");
+    std::fs::write(&path, config).expect("write config");
+    path
+}
+
+impl Rportd {
+    pub fn start(dir: &Path) -> Self {
+        Self::start_with(dir, &ServerSettings::default())
+    }
+
+    pub fn start_with(dir: &Path, settings: &ServerSettings) -> Self {
+        let config = write_server_config(dir, settings);
+        let mut child = Command::new(env!("CARGO_BIN_EXE_rportd"))
+            .arg("-c")
+            .arg(&config)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn rportd");
+        let stdout = Lines::default();
+        let stderr = Lines::default();
+        stdout
+            .clone()
+            .follow(child.stdout.take().expect("stdout"), "rportd| ");
+        stderr
+            .clone()
+            .follow(child.stderr.take().expect("stderr"), "rportd! ");
+        let timeout = Duration::from_secs(30);
+        let api_line = stdout.wait_for("API listening on http://", timeout);
+        let api = api_line
+            .split("API listening on ")
+            .nth(1)
+            .expect("api url")
+            .trim()
+            .to_owned();
+        let agent_line = stdout.wait_for("agents connect to ", timeout);
+        let agent_address: SocketAddr = agent_line
+            .split("agents connect to ")
+            .nth(1)
+            .expect("agent address")
+            .trim()
+            .parse()
+            .expect("agent address parses");
+        let fingerprint = stdout
+            .wait_for("rportd: fingerprint ", timeout)
+            .split("fingerprint ")
+            .nth(1)
+            .expect("fingerprint")
+            .trim()
+            .to_owned();
+        let http: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(30)))
+            .build()
+            .into();
+        let auth_header = match &settings.api_auth {
+            Some(auth) => {
+                let (user, password) = auth.split_once(':').expect("user:password");
+                basic(user, password)
+            }
+            None => String::new(),
+        };
+        Self {
+            child,
+            dir: dir.to_owned(),
+            api,
+            agent_address,
+            fingerprint,
+            stdout,
+            stderr,
+            http,
+            auth_header,
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.join("server-data")
+    }
+
+    /// Sends a request with the default credentials; returns status and JSON body (Null if none).
+    pub fn request(&self, method: &str, path: &str) -> (u16, Value) {
+        self.request_as(method, path, &self.auth_header.clone())
+    }
+
+    pub fn request_as(&self, method: &str, path: &str, authorization: &str) -> (u16, Value) {
+        let url = format!("{}{}", self.api, path);
+        let response = match method {
+            "GET" => with_auth(self.http.get(&url), authorization).call(),
+            "DELETE" => with_auth(self.http.delete(&url), authorization).call(),
+            "PUT" => with_auth(self.http.put(&url), authorization).send_empty(),
+            "POST" => with_auth(self.http.post(&url), authorization).send_empty(),
+            other => panic!("unsupported method {other}"),
+        };
+        let response = response.unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+        let status = response.status().as_u16();
+        let body = response.into_body().read_to_string().unwrap_or_default();
+        let json = if body.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&body)
+                .unwrap_or_else(|e| panic!("{method} {path}: not JSON ({e}): {body}"))
+        };
+        (status, json)
+    }
+
+    pub fn post_json(&self, path: &str, body: &Value) -> (u16, Value) {
+        let url = format!("{}{}", self.api, path);
+        let response = self
+            .http
+            .post(&url)
+            .header("Content-Type", "application/json")
+            .send(body.to_string())
+            .unwrap_or_else(|e| panic!("POST {path}: {e}"));
+        let status = response.status().as_u16();
+        let text = response.into_body().read_to_string().unwrap_or_default();
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    pub fn client(&self, id: &str) -> Option<Value> {
+        let (status, body) = self.request("GET", &format!("/api/v1/clients/{id}"));
+        (status == 200).then(|| body["data"].clone())
+    }
+
+    pub fn wait_connection_state(&self, id: &str, state: &str, timeout: Duration) -> Value {
+        wait_for(&format!("client {id} {state}"), timeout, || {
+            self.client(id).filter(|c| c["connection_state"] == state)
+        })
+    }
+
+    /// Opens a tunnel; returns the tunnel object.
+    pub fn open_tunnel(&self, client: &str, query: &str) -> Value {
+        let (status, body) =
+            self.request("PUT", &format!("/api/v1/clients/{client}/tunnels?{query}"));
+        assert_eq!(status, 200, "tunnel creation failed: {body}");
+        body["data"].clone()
+    }
+
+    /// SIGKILL, as a crash would.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM, then wait for the exit.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        wait_for("rportd to exit", Duration::from_secs(20), || {
+            self.child.try_wait().ok().flatten()
+        })
+    }
+}
+
+fn with_auth<B>(request: ureq::RequestBuilder<B>, authorization: &str) -> ureq::RequestBuilder<B> {
+    if authorization.is_empty() {
+        request
+    } else {
+        request.header("Authorization", authorization)
+    }
+}
+
+impl Drop for Rportd {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+pub struct Rport {
+    child: Child,
+    pub stderr: Lines,
+}
+
+impl Rport {
+    pub fn start(args: &[&str]) -> Self {
+        Self::start_with_env(args, &[])
+    }
+
+    pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Self {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_rport"));
+        command
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        command
+            .env_remove("RPORT_AUTH")
+            .env_remove("RPORT_FINGERPRINT");
+        for (key, value) in env {
+            command.env(key, value);
+        }
+        let mut child = command.spawn().expect("spawn rport");
+        let stderr = Lines::default();
+        stderr
+            .clone()
+            .follow(child.stderr.take().expect("stderr"), "rport! ");
+        Self { child, stderr }
+    }
+
+    /// The usual agent for `server`: id, tags, name, credentials and the pinned fingerprint.
+    pub fn attach(server: &Rportd, id: &str, data_dir: &Path) -> Self {
+        let address = server.agent_address.to_string();
+        Self::start(&[
+            "--id",
+            id,
+            "--fingerprint",
+            &server.fingerprint,
+            "--tag",
+            "Linux",
+            "--tag",
+            "Office Berlin",
+            "--name",
+            "My Test VM",
+            "--auth",
+            AGENT_AUTH,
+            "--data-dir",
+            data_dir.to_str().expect("utf-8 path"),
+            "--keep-alive",
+            "5s",
+            "--max-retry-interval",
+            "2s",
+            &address,
+        ])
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Rport {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A TCP echo server on 127.0.0.1:0, one thread per connection.
+pub fn echo_server() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind echo");
+    let address = listener.local_addr().expect("echo addr");
+    thread::spawn(move || {
+        for stream in listener.incoming().map_while(Result::ok) {
+            thread::spawn(move || {
+                let Ok(mut reader) = stream.try_clone() else {
+                    return;
+                };
+                let mut writer = stream;
+                let _ = std::io::copy(&mut reader, &mut writer);
+                let _ = writer.shutdown(std::net::Shutdown::Write);
+            });
+        }
+    });
+    address
+}
+
+/// Deterministic bytes for a connection.
+pub fn payload(len: usize, seed: u64) -> Vec<u8> {
+    let mut state = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    (0..len)
+        .map(|_| {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (state >> 33) as u8
+        })
+        .collect()
+}
+
+/// Sends `len` bytes through `address` (an echo behind a tunnel), half-closes, reads the
+/// echo to the end, and checks it by SHA-256.
+pub fn echo_round_trip(address: SocketAddr, len: usize, seed: u64) {
+    use sha2::{Digest, Sha256};
+    let stream = TcpStream::connect(address).expect("connect to tunnel");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .expect("timeout");
+    let data = payload(len, seed);
+    let expected = Sha256::digest(&data);
+    let mut writer = stream.try_clone().expect("clone");
+    let sender = thread::spawn(move || {
+        writer.write_all(&data).expect("write through tunnel");
+        writer
+            .shutdown(std::net::Shutdown::Write)
+            .expect("half-close");
+    });
+    let mut reader = stream;
+    let mut received = Vec::with_capacity(len);
+    reader.read_to_end(&mut received).expect("read echo");
+    sender.join().expect("sender");
+    assert_eq!(received.len(), len, "echoed length");
+    assert_eq!(Sha256::digest(&received), expected, "echoed bytes differ");
+}
+
+/// The tunnel's public address as a client on this machine reaches it.
+pub fn tunnel_address(tunnel: &Value) -> SocketAddr {
+    let port: u16 = tunnel["lport"]
+        .as_str()
+        .expect("lport is a string")
+        .parse()
+        .expect("port");
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
