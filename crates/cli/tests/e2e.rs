@@ -537,3 +537,68 @@ fn disconnected_agent_can_be_deleted() {
     assert_eq!(status, 204);
     assert!(server.client("gone").is_none());
 }
+
+#[test]
+fn a_silent_link_is_noticed_on_both_sides_even_mid_transfer() {
+    use std::io::{Read, Write};
+    let dir = tempdir();
+    let server = Rportd::start_with(
+        dir.path(),
+        &ServerSettings {
+            used_ports: "43000-43099".into(),
+            ..Default::default()
+        },
+    );
+    let proxy = FreezableProxy::start(server.agent_address);
+    // keep_alive 5s, as attach_via sets it.
+    let agent = Rport::attach_via(&server, "c1", &dir.path().join("agent"), proxy.address);
+    server.wait_connection_state("c1", "connected", ATTACH);
+    let echo = echo_server();
+    let tunnel = server.open_tunnel("c1", &format!("remote={}", echo.port()));
+
+    // Keep the tunnel busy: one connection streams data (and reads its echo) until it breaks.
+    let busy = TcpStream::connect(tunnel_address(&tunnel)).expect("connect tunnel");
+    busy.set_read_timeout(Some(Duration::from_secs(1)))
+        .expect("timeout");
+    let mut reader = busy.try_clone().expect("clone");
+    let streamed = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let counter = std::sync::Arc::clone(&streamed);
+    thread::spawn(move || {
+        let mut writer = busy;
+        let chunk = payload(64 * 1024, 7);
+        // Bounded: at most 2 GiB or 60 s, whichever first.
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        for _ in 0..32 * 1024 {
+            if std::time::Instant::now() > deadline || writer.write_all(&chunk).is_err() {
+                break;
+            }
+            counter.fetch_add(chunk.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        }
+    });
+    thread::spawn(move || {
+        let mut buffer = vec![0u8; 64 * 1024];
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while std::time::Instant::now() < deadline {
+            match reader.read(&mut buffer) {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(_) => break,
+            }
+        }
+    });
+    wait_for(
+        "data to flow through the tunnel",
+        Duration::from_secs(20),
+        || (streamed.load(std::sync::atomic::Ordering::Relaxed) > 4 * 1024 * 1024).then_some(()),
+    );
+
+    proxy.freeze();
+    // Server side: the session is dropped and the agent listed disconnected.
+    server.wait_connection_state("c1", "disconnected", Duration::from_secs(30));
+    // Agent side: it gives up the dead session by itself and comes back over a new one.
+    agent
+        .stderr
+        .wait_for("reconnecting", Duration::from_secs(30));
+    server.wait_connection_state("c1", "connected", Duration::from_secs(30));
+}

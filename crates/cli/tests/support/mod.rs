@@ -7,6 +7,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -364,7 +365,12 @@ impl Rport {
 
     /// The usual agent for `server`: id, tags, name, credentials and the pinned fingerprint.
     pub fn attach(server: &Rportd, id: &str, data_dir: &Path) -> Self {
-        let address = server.agent_address.to_string();
+        Self::attach_via(server, id, data_dir, server.agent_address)
+    }
+
+    /// Like [`Rport::attach`], but connecting to `address` (a proxy in front of the server).
+    pub fn attach_via(server: &Rportd, id: &str, data_dir: &Path, address: SocketAddr) -> Self {
+        let address = address.to_string();
         Self::start(&[
             "--id",
             id,
@@ -471,4 +477,86 @@ pub fn tunnel_address(tunnel: &Value) -> SocketAddr {
         .parse()
         .expect("port");
     SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+/// A TCP forwarder in front of the server that can simulate a pulled cable: after
+/// `freeze`, the connections it carries so far go silent (no bytes, no FIN, no RST) while
+/// new connections pass normally.
+pub struct FreezableProxy {
+    pub address: SocketAddr,
+    accepted: Arc<AtomicU64>,
+    frozen_below: Arc<AtomicU64>,
+}
+
+impl FreezableProxy {
+    pub fn start(target: SocketAddr) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind proxy");
+        let address = listener.local_addr().expect("proxy addr");
+        let accepted = Arc::new(AtomicU64::new(0));
+        let frozen_below = Arc::new(AtomicU64::new(0));
+        let (counter, frozen) = (Arc::clone(&accepted), Arc::clone(&frozen_below));
+        thread::spawn(move || {
+            for inbound in listener.incoming().map_while(Result::ok) {
+                let generation = counter.fetch_add(1, Ordering::SeqCst);
+                let Ok(outbound) = TcpStream::connect(target) else {
+                    continue;
+                };
+                for (from, to) in [
+                    (inbound.try_clone(), outbound.try_clone()),
+                    (outbound.try_clone(), inbound.try_clone()),
+                ] {
+                    let (Ok(from), Ok(to)) = (from, to) else {
+                        continue;
+                    };
+                    let frozen = Arc::clone(&frozen);
+                    thread::spawn(move || {
+                        forward_until_frozen(from, to, || {
+                            generation < frozen.load(Ordering::SeqCst)
+                        })
+                    });
+                }
+            }
+        });
+        Self {
+            address,
+            accepted,
+            frozen_below,
+        }
+    }
+
+    /// Every connection accepted so far goes silent.
+    pub fn freeze(&self) {
+        self.frozen_below
+            .store(self.accepted.load(Ordering::SeqCst), Ordering::SeqCst);
+    }
+}
+
+fn forward_until_frozen(mut from: TcpStream, mut to: TcpStream, frozen: impl Fn() -> bool) {
+    let _ = from.set_read_timeout(Some(Duration::from_millis(50)));
+    let mut buffer = vec![0u8; 64 * 1024];
+    // Bounded: a frozen connection is held open for a while, then dropped.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while Instant::now() < deadline {
+        if frozen() {
+            thread::sleep(Duration::from_millis(50));
+            continue;
+        }
+        match from.read(&mut buffer) {
+            Ok(0) => {
+                let _ = to.shutdown(std::net::Shutdown::Write);
+                return;
+            }
+            Ok(n) => {
+                if to.write_all(&buffer[..n]).is_err() {
+                    return;
+                }
+            }
+            Err(err)
+                if matches!(
+                    err.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(_) => return,
+        }
+    }
 }
