@@ -20,6 +20,9 @@ export DEBIAN_FRONTEND=noninteractive
 need_apt=()
 command -v iperf3 >/dev/null 2>&1 || need_apt+=(iperf3)
 command -v wrk >/dev/null 2>&1 || need_apt+=(wrk)
+# rathole's default features link OpenSSL (native-tls).
+dpkg -s libssl-dev >/dev/null 2>&1 || need_apt+=(libssl-dev)
+command -v pkg-config >/dev/null 2>&1 || need_apt+=(pkg-config)
 nginx_missing=0
 if ! command -v nginx >/dev/null 2>&1 && [ ! -x /usr/sbin/nginx ]; then
   nginx_missing=1
@@ -54,17 +57,25 @@ if ! command -v cargo >/dev/null 2>&1; then
   exit 1
 fi
 
-if command -v rathole >/dev/null 2>&1; then
-  echo "setup.sh: rathole already installed ($(command -v rathole))"
-else
-  nice -n 10 cargo install --locked rathole
-fi
+# cargo install --locked first (the versions the authors tested). rathole 0.5.0's
+# lockfile pins time 0.3.29, which no longer compiles on Rust >= 1.80 (E0282 in
+# format_description); in that case retry without --locked so cargo resolves
+# semver-compatible newer dependencies.
+cargo_install() {
+  local crate="$1" bin="$2"
+  if command -v "$bin" >/dev/null 2>&1; then
+    echo "setup.sh: $bin already installed ($(command -v "$bin"))"
+    return 0
+  fi
+  if nice -n 10 cargo install --locked "$crate"; then
+    return 0
+  fi
+  echo "setup.sh: 'cargo install --locked $crate' failed; retrying without --locked" >&2
+  nice -n 10 cargo install "$crate"
+}
 
-if command -v bore >/dev/null 2>&1; then
-  echo "setup.sh: bore already installed ($(command -v bore))"
-else
-  nice -n 10 cargo install --locked bore-cli
-fi
+cargo_install rathole rathole
+cargo_install bore-cli bore
 
 echo "setup.sh: done"
 for t in iperf3 wrk nginx rathole bore; do

@@ -28,7 +28,11 @@ pub fn init_logging(level: &str, file: Option<&Path>) -> anyhow::Result<()> {
                 .with_writer(Mutex::new(file))
                 .init();
         }
-        None => builder.with_writer(std::io::stderr).init(),
+        None => {
+            // Colours only for a person at a terminal, not for journald or a log collector.
+            let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+            builder.with_ansi(ansi).with_writer(std::io::stderr).init()
+        }
     }
     Ok(())
 }

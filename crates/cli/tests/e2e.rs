@@ -602,3 +602,41 @@ fn a_silent_link_is_noticed_on_both_sides_even_mid_transfer() {
         .wait_for("reconnecting", Duration::from_secs(30));
     server.wait_connection_state("c1", "connected", Duration::from_secs(30));
 }
+
+#[test]
+fn clients_list_sorts_pages_and_selects_fields() {
+    let dir = tempdir();
+    let server = Rportd::start(dir.path());
+    let _agents: Vec<Rport> = ["bravo", "alpha", "charlie"]
+        .iter()
+        .map(|id| Rport::attach(&server, id, &dir.path().join(id)))
+        .collect();
+    for id in ["alpha", "bravo", "charlie"] {
+        server.wait_connection_state(id, "connected", ATTACH);
+    }
+    let ids = |body: &Value| -> Vec<String> {
+        body["data"]
+            .as_array()
+            .expect("list")
+            .iter()
+            .map(|c| c["id"].as_str().expect("id").to_owned())
+            .collect()
+    };
+    let (status, body) = server.request("GET", "/api/v1/clients?sort=-id");
+    assert_eq!(status, 200);
+    assert_eq!(ids(&body), ["charlie", "bravo", "alpha"]);
+
+    let (_, page) = server.request("GET", "/api/v1/clients?sort=id&page[limit]=2&page[offset]=1");
+    assert_eq!(ids(&page), ["bravo", "charlie"]);
+    assert_eq!(page["meta"]["count"], 3, "count is of all matches, not the page");
+
+    let (_, slim) = server.request("GET", "/api/v1/clients?fields[clients]=id,hostname&filter[id]=al*");
+    let only = &slim["data"][0];
+    assert_eq!(only["id"], "alpha");
+    assert!(only["hostname"].as_str().is_some_and(|h| !h.is_empty()));
+    assert_eq!(only.as_object().map(|o| o.len()), Some(2), "only the asked fields: {only}");
+
+    let (status, body) = server.request("GET", "/api/v1/clients?sort=shoe_size");
+    assert_eq!(status, 400);
+    assert_eq!(body["errors"][0]["code"], "ERR_CODE_INVALID_SORT");
+}
