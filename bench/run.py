@@ -72,7 +72,10 @@ def free_port():
 
 
 def port_is_free(port, host="127.0.0.1"):
+    """True if a listener could bind the port now. SO_REUSEADDR, as the servers use it:
+    connections left in TIME_WAIT by an earlier run do not make a port busy."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind((host, port))
         except OSError:
@@ -196,6 +199,9 @@ def tool_version(argv):
     try:
         out = subprocess.run(argv, capture_output=True, text=True, timeout=10)
         text = (out.stdout or "") + (out.stderr or "")
+        m = re.search(r"Build Version:\s*(\S+)", text)  # rathole's multi-line --version
+        if m:
+            return f"rathole {m.group(1)}"
         return text.strip().splitlines()[0] if text.strip() else "?"
     except (OSError, subprocess.TimeoutExpired):
         return "?"
@@ -645,7 +651,7 @@ def main():
     versions = {
         "rportd": tool_version([args.rportd, "--version"]),
         "iperf3": tool_version([iperf3, "--version"]),
-        "wrk": tool_version([wrk, "-v"]),
+        "wrk": tool_version([wrk, "-v"]).split(" Copyright")[0],
         "nginx": tool_version([nginx, "-v"]),
     }
     if rathole:

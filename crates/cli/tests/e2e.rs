@@ -626,15 +626,28 @@ fn clients_list_sorts_pages_and_selects_fields() {
     assert_eq!(status, 200);
     assert_eq!(ids(&body), ["charlie", "bravo", "alpha"]);
 
-    let (_, page) = server.request("GET", "/api/v1/clients?sort=id&page[limit]=2&page[offset]=1");
+    let (_, page) = server.request(
+        "GET",
+        "/api/v1/clients?sort=id&page[limit]=2&page[offset]=1",
+    );
     assert_eq!(ids(&page), ["bravo", "charlie"]);
-    assert_eq!(page["meta"]["count"], 3, "count is of all matches, not the page");
+    assert_eq!(
+        page["meta"]["count"], 3,
+        "count is of all matches, not the page"
+    );
 
-    let (_, slim) = server.request("GET", "/api/v1/clients?fields[clients]=id,hostname&filter[id]=al*");
+    let (_, slim) = server.request(
+        "GET",
+        "/api/v1/clients?fields[clients]=id,hostname&filter[id]=al*",
+    );
     let only = &slim["data"][0];
     assert_eq!(only["id"], "alpha");
     assert!(only["hostname"].as_str().is_some_and(|h| !h.is_empty()));
-    assert_eq!(only.as_object().map(|o| o.len()), Some(2), "only the asked fields: {only}");
+    assert_eq!(
+        only.as_object().map(|o| o.len()),
+        Some(2),
+        "only the asked fields: {only}"
+    );
 
     let (status, body) = server.request("GET", "/api/v1/clients?sort=shoe_size");
     assert_eq!(status, 400);
