@@ -3,12 +3,14 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use rand::Rng;
 use rport_protocol::{ControlMessage, Fingerprint, OpenRequest, RefuseCode, SystemInfo};
 use rport_transport::handshake;
 use rport_transport::mux::{self, IncomingStream, MuxConfig, MuxHandle, Role};
+use rport_transport::read_coalescing::ReadCoalescing;
 use rport_transport::tls::{self, ServerPin};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
@@ -63,11 +65,62 @@ pub enum SessionError {
 pub struct Agent {
     config: AgentConfig,
     client_id: String,
+    /// Set by [`Agent::with_facts`]: reported instead of reading the system's.
+    fixed_facts: Option<SystemInfo>,
+    counters: Option<Arc<SessionCounters>>,
+}
+
+/// Session counts that any number of agents can share; see [`Agent::with_counters`].
+#[derive(Debug, Default)]
+pub struct SessionCounters {
+    /// Sessions up right now: welcomed by the server and not ended yet.
+    pub connected: AtomicUsize,
+    /// Sessions the server welcomed, in total.
+    pub sessions: AtomicU64,
+    /// Attempts that ended before a session was up (connect, TLS, handshake, refusal).
+    pub failed_attempts: AtomicU64,
+}
+
+/// Counts a session as connected while it lives.
+struct ConnectedGuard(Arc<SessionCounters>);
+
+impl ConnectedGuard {
+    fn new(counters: &Arc<SessionCounters>) -> Self {
+        counters.connected.fetch_add(1, Ordering::Relaxed);
+        counters.sessions.fetch_add(1, Ordering::Relaxed);
+        Self(Arc::clone(counters))
+    }
+}
+
+impl Drop for ConnectedGuard {
+    fn drop(&mut self) {
+        self.0.connected.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl Agent {
     pub fn new(config: AgentConfig, client_id: String) -> Self {
-        Self { config, client_id }
+        Self {
+            config,
+            client_id,
+            fixed_facts: None,
+            counters: None,
+        }
+    }
+
+    /// Reports `facts` instead of reading the device's at every connect, and never
+    /// re-reads them (so no `info_update` is sent). For running many agents in one process,
+    /// such as the load generator, where facts gathered once are shared by all of them.
+    pub fn with_facts(mut self, facts: SystemInfo) -> Self {
+        self.fixed_facts = Some(facts);
+        self
+    }
+
+    /// Keeps `counters` up to date with this agent's sessions and failed attempts; many
+    /// agents may share one, e.g. to print how many of them are connected.
+    pub fn with_counters(mut self, counters: Arc<SessionCounters>) -> Self {
+        self.counters = Some(counters);
+        self
     }
 
     pub fn client_id(&self) -> &str {
@@ -90,6 +143,11 @@ impl Agent {
             };
             if started.elapsed() >= STABLE_SESSION {
                 backoff.reset();
+            }
+            if let (Some(counters), Err(err)) = (&this.counters, &outcome)
+                && !matches!(err, SessionError::Ended(_))
+            {
+                counters.failed_attempts.fetch_add(1, Ordering::Relaxed);
             }
             let mut delay = backoff.next_delay();
             match &outcome {
@@ -144,7 +202,7 @@ impl Agent {
         let connector = TlsConnector::from(tls_config);
         let tls_result = tokio::time::timeout(
             CONNECT_TIMEOUT,
-            connector.connect(tls::server_name(), socket),
+            connector.connect(tls::server_name(), ReadCoalescing::new(socket)),
         )
         .await
         .unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into()));
@@ -205,6 +263,7 @@ impl Agent {
             }
         };
         tracing::info!(client = %self.client_id, "connected to {server}");
+        let _connected = self.counters.as_ref().map(ConnectedGuard::new);
 
         let (handle, mut events, driver) = mux::start(
             tls_stream,
@@ -212,11 +271,16 @@ impl Agent {
             MuxConfig::new(Role::Agent, keep_alive),
         );
         let driver = tokio::spawn(driver.run());
-        let facts = tokio::spawn(Arc::clone(&self).report_fact_changes(handle.clone(), info));
+        let facts = self
+            .fixed_facts
+            .is_none()
+            .then(|| tokio::spawn(Arc::clone(&self).report_fact_changes(handle.clone(), info)));
         while let Some(incoming) = events.incoming.recv().await {
             tokio::spawn(serve_stream(incoming));
         }
-        facts.abort();
+        if let Some(facts) = facts {
+            facts.abort();
+        }
         match driver.await {
             Ok(result) => result.map_err(SessionError::from),
             Err(join) => Err(mux::MuxError::Io(std::io::Error::other(join.to_string())).into()),
@@ -224,7 +288,10 @@ impl Agent {
     }
 
     fn facts(&self) -> SystemInfo {
-        sysinfo::collect(&self.config.name, &self.config.tags)
+        match &self.fixed_facts {
+            Some(facts) => facts.clone(),
+            None => sysinfo::collect(&self.config.name, &self.config.tags),
+        }
     }
 
     async fn report_fact_changes(self: Arc<Self>, handle: MuxHandle, mut last: SystemInfo) {

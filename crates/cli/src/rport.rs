@@ -2,6 +2,11 @@
 
 mod process;
 
+// Tunnels allocate and free large buffers at a high rate; glibc's allocator returns them to
+// the kernel and takes page faults to get them back, which cost more than the copying.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use clap::Parser;
 use rport_agent::cli::AgentArgs;
 use rport_agent::config;

@@ -90,14 +90,21 @@ pub enum DecodeError {
     BadStream { kind: FrameKind, stream: u32 },
 }
 
+/// A frame header, for senders that keep the payload apart (vectored writes).
+pub fn header(kind: FrameKind, stream: u32, len: usize) -> [u8; HEADER_LEN] {
+    debug_assert!(len <= MAX_FRAME_LEN);
+    let mut out = [0u8; HEADER_LEN];
+    out[0] = kind as u8;
+    out[1..5].copy_from_slice(&stream.to_be_bytes());
+    // Callers never pass more than MAX_FRAME_LEN, which fits in u32.
+    out[5..9].copy_from_slice(&(len as u32).to_be_bytes());
+    out
+}
+
 /// Writes a frame header; the caller appends `len` payload bytes after it.
 pub fn put_header(buf: &mut BytesMut, kind: FrameKind, stream: u32, len: usize) {
-    debug_assert!(len <= MAX_FRAME_LEN);
     buf.reserve(HEADER_LEN + len);
-    buf.put_u8(kind as u8);
-    buf.put_u32(stream);
-    // Callers never pass more than MAX_FRAME_LEN, which fits in u32.
-    buf.put_u32(len as u32);
+    buf.put_slice(&header(kind, stream, len));
 }
 
 impl Frame {

@@ -12,6 +12,7 @@ use std::time::Duration;
 use rport_protocol::{ControlMessage, RefuseCode};
 use rport_transport::handshake::{self, HandshakeError};
 use rport_transport::mux::{self, MuxConfig, Role};
+use rport_transport::read_coalescing::ReadCoalescing;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
@@ -66,7 +67,7 @@ impl AgentListener {
             }
         };
         let accepted = tokio::time::timeout_at(deadline, async {
-            let mut tls = self.acceptor.accept(socket).await?;
+            let mut tls = self.acceptor.accept(ReadCoalescing::new(socket)).await?;
             let (hello, leftover) = handshake::read_hello(&mut tls).await?;
             Ok::<_, HandshakeError>((tls, hello, leftover))
         })
@@ -173,7 +174,7 @@ impl AgentListener {
 }
 
 async fn refuse(
-    tls: &mut tokio_rustls::server::TlsStream<TcpStream>,
+    tls: &mut tokio_rustls::server::TlsStream<ReadCoalescing<TcpStream>>,
     code: RefuseCode,
     message: String,
 ) {

@@ -16,8 +16,9 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
-use rport_protocol::frame::{self, FrameKind, INITIAL_WINDOW, MAX_DATA_LEN};
+use crate::write_queue::WriteQueue;
+use bytes::{BufMut, Bytes, BytesMut};
+use rport_protocol::frame::{FrameKind, INITIAL_WINDOW, MAX_DATA_LEN};
 use rport_protocol::{DecodeError, Decoder, Frame};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{Notify, mpsc};
@@ -238,7 +239,7 @@ where
         config,
         read_buf: already_read,
         read_size: MIN_READ,
-        write_buf: BytesMut::new(),
+        out: WriteQueue::default(),
         needs_flush: false,
         decoder: Decoder,
         streams: HashMap::new(),
@@ -692,7 +693,7 @@ pub struct MuxDriver<IO> {
     config: MuxConfig,
     read_buf: BytesMut,
     read_size: usize,
-    write_buf: BytesMut,
+    out: WriteQueue,
     needs_flush: bool,
     decoder: Decoder,
     streams: HashMap<u32, StreamEntry>,
@@ -780,13 +781,15 @@ where
         }
         if self.last_ping_sent.is_none() {
             self.last_ping_sent = Some(now);
-            Frame::Ping { opaque: 0 }.encode(&mut self.write_buf);
+            self.out
+                .encode_small(|buf| Frame::Ping { opaque: 0 }.encode(buf));
         } else if let Some(sent) = self.last_ping_sent {
             // Unanswered for a whole interval: send another, in case the first was queued
             // behind a burst of data.
             if now.duration_since(sent) >= self.ping_every {
                 self.last_ping_sent = Some(now);
-                Frame::Ping { opaque: 0 }.encode(&mut self.write_buf);
+                self.out
+                    .encode_small(|buf| Frame::Ping { opaque: 0 }.encode(buf));
             }
         }
         self.tick.as_mut().reset(now + self.ping_every);
@@ -820,7 +823,7 @@ where
                     }
                     progressed = true;
                     // Don't let reading starve writing (window updates, pongs).
-                    if self.write_buf.len() >= WRITE_HIGH_WATER {
+                    if self.out.len() >= WRITE_HIGH_WATER {
                         while let Some(frame) = self.decoder.decode(&mut self.read_buf)? {
                             self.on_frame(frame)?;
                         }
@@ -882,7 +885,9 @@ where
                 }
             }
             Frame::Open { stream, payload } => self.on_open(stream, payload)?,
-            Frame::Ping { opaque } => Frame::Pong { opaque }.encode(&mut self.write_buf),
+            Frame::Ping { opaque } => self
+                .out
+                .encode_small(|buf| Frame::Pong { opaque }.encode(buf)),
             Frame::Pong { .. } => {
                 if let Some(sent) = self.last_ping_sent.take() {
                     let rtt = sent.elapsed().as_micros().max(1) as u64;
@@ -932,11 +937,13 @@ where
     }
 
     fn write_reset(&mut self, stream: u32, reason: &str) {
-        Frame::Reset {
-            stream,
-            reason: Bytes::copy_from_slice(reason.as_bytes()),
-        }
-        .encode(&mut self.write_buf);
+        self.out.encode_small(|buf| {
+            Frame::Reset {
+                stream,
+                reason: Bytes::copy_from_slice(reason.as_bytes()),
+            }
+            .encode(buf)
+        });
     }
 
     fn remove_if_done(&mut self, stream: u32) {
@@ -955,7 +962,7 @@ where
             took = true;
             self.on_command(command);
         }
-        while self.write_buf.len() < WRITE_HIGH_WATER && !self.closing {
+        while self.out.len() < WRITE_HIGH_WATER && !self.closing {
             match self.data_rx.poll_recv(cx) {
                 Poll::Ready(Some(item)) => {
                     took = true;
@@ -977,19 +984,20 @@ where
                     return;
                 }
                 self.streams.insert(id, entry);
-                frame::put_header(&mut self.write_buf, FrameKind::Open, id, payload.len());
-                self.write_buf.put_slice(&payload);
+                self.out.push_frame(FrameKind::Open, id, payload);
             }
             Command::Window { id, increment } => {
                 if let Some(entry) = self.streams.get_mut(&id)
                     && !entry.remote_finished
                 {
                     entry.recv_allowance += i64::from(increment);
-                    Frame::Window {
-                        stream: id,
-                        increment,
-                    }
-                    .encode(&mut self.write_buf);
+                    self.out.encode_small(|buf| {
+                        Frame::Window {
+                            stream: id,
+                            increment,
+                        }
+                        .encode(buf)
+                    });
                 }
             }
             Command::Reset { id, reason } => {
@@ -998,10 +1006,11 @@ where
                     self.write_reset(id, &reason);
                 }
             }
-            Command::Control(payload) => Frame::Control { payload }.encode(&mut self.write_buf),
+            Command::Control(payload) => self.out.push_frame(FrameKind::Control, 0, payload),
             Command::Ping => {
                 self.last_ping_sent = Some(Instant::now());
-                Frame::Ping { opaque: 0 }.encode(&mut self.write_buf);
+                self.out
+                    .encode_small(|buf| Frame::Ping { opaque: 0 }.encode(buf));
             }
             Command::Close => self.closing = true,
         }
@@ -1014,8 +1023,7 @@ where
                 if let Some(entry) = self.streams.get(&id)
                     && !entry.local_finished
                 {
-                    frame::put_header(&mut self.write_buf, FrameKind::Data, id, payload.len());
-                    self.write_buf.put_slice(&payload);
+                    self.out.push_frame(FrameKind::Data, id, payload);
                 }
             }
             DataItem::Fin { id } => {
@@ -1023,30 +1031,24 @@ where
                     && !entry.local_finished
                 {
                     entry.local_finished = true;
-                    Frame::Fin { stream: id }.encode(&mut self.write_buf);
+                    self.out
+                        .encode_small(|buf| Frame::Fin { stream: id }.encode(buf));
                     self.remove_if_done(id);
                 }
             }
         }
     }
 
-    /// Writes the buffer out. Ready once everything is written and flushed.
+    /// Writes the queue out. Ready once everything is written and flushed.
     fn poll_write(&mut self, cx: &mut Context<'_>) -> Result<Poll<()>, MuxError> {
-        while !self.write_buf.is_empty() {
-            match Pin::new(&mut self.io).poll_write(cx, &self.write_buf) {
-                Poll::Ready(Ok(0)) => return Err(MuxError::Io(io::ErrorKind::WriteZero.into())),
-                Poll::Ready(Ok(n)) => {
-                    self.write_buf.advance(n);
-                    self.needs_flush = true;
-                }
-                Poll::Ready(Err(err)) => return Err(err.into()),
-                Poll::Pending => return Ok(Poll::Pending),
-            }
+        match self.out.poll_write_all(&mut self.io, cx) {
+            Poll::Ready(Ok(wrote)) => self.needs_flush |= wrote,
+            Poll::Ready(Err(err)) => return Err(err.into()),
+            Poll::Pending => return Ok(Poll::Pending),
         }
-        if self.write_buf.capacity() > 4 * WRITE_HIGH_WATER {
-            self.write_buf = BytesMut::new();
-        } else {
-            self.write_buf.clear();
+        if !self.out.is_empty() {
+            // Partly written, then the socket filled up: its waker is registered.
+            return Ok(Poll::Pending);
         }
         if self.needs_flush {
             match Pin::new(&mut self.io).poll_flush(cx) {
