@@ -265,6 +265,10 @@ impl Agent {
         tracing::info!(client = %self.client_id, "connected to {server}");
         let _connected = self.counters.as_ref().map(ConnectedGuard::new);
 
+        tls_stream
+            .get_mut()
+            .1
+            .set_buffer_limit(Some(tls::SEND_BUFFER_LIMIT));
         let (handle, mut events, driver) = mux::start(
             tls_stream,
             leftover,

@@ -140,6 +140,9 @@ impl AgentListener {
         }
         drop(permit);
 
+        tls.get_mut()
+            .1
+            .set_buffer_limit(Some(rport_transport::tls::SEND_BUFFER_LIMIT));
         let (handle, mut events, driver) =
             mux::start(tls, leftover, MuxConfig::new(Role::Server, keep_alive));
         let number = self

@@ -515,7 +515,7 @@ pub struct StreamWriter {
 }
 
 /// How much a writer reads from its source at once.
-const CHUNK: usize = 64 * 1024;
+const CHUNK: usize = 128 * 1024;
 
 impl StreamWriter {
     /// Waits for send credit and takes up to `want` bytes of it.
