@@ -40,7 +40,9 @@ pub struct MuxConfig {
     /// The peer is declared dead when nothing arrives for this long; pings go out at a
     /// third of it so a live but idle peer always has something to answer.
     pub keep_alive: Duration,
-    /// Receive window per stream: the most a stream buffers for a reader that is slow.
+    /// Largest receive window per stream: the most a stream buffers for a reader that is
+    /// slow. Windows start small and grow only while the reader keeps up and the link's
+    /// round trip, not the reader, is what limits the stream.
     pub stream_window: u32,
     /// Streams open at once; more are refused.
     pub max_streams: usize,
@@ -51,7 +53,7 @@ impl MuxConfig {
         Self {
             role,
             keep_alive,
-            stream_window: 4 * 1024 * 1024,
+            stream_window: 16 * 1024 * 1024,
             max_streams: 16 * 1024,
         }
     }
@@ -234,7 +236,7 @@ where
         frames_received: AtomicU64::new(0),
     });
     let ping_every = (config.keep_alive / 3).max(Duration::from_millis(100));
-    let driver = MuxDriver {
+    let mut driver = MuxDriver {
         io,
         config,
         read_buf: already_read,
@@ -254,6 +256,11 @@ where
         last_ping_sent: None,
         closing: false,
     };
+    // A first ping right away: stream windows size themselves by the round-trip time.
+    driver.last_ping_sent = Some(Instant::now());
+    driver
+        .out
+        .encode_small(|buf| Frame::Ping { opaque: 0 }.encode(buf));
     (
         MuxHandle { shared },
         MuxEvents {
@@ -344,7 +351,7 @@ fn new_stream(session: &Arc<SessionShared>, id: u32) -> (MuxStream, StreamEntry)
         reader_done: AtomicBool::new(false),
     });
     session.open_streams.fetch_add(1, Ordering::Relaxed);
-    let window = session.stream_window;
+    let window = STARTING_WINDOW.clamp(INITIAL_WINDOW, session.stream_window);
     let stream = MuxStream {
         reader: StreamReader {
             guard: Arc::clone(&guard),
@@ -353,6 +360,8 @@ fn new_stream(session: &Arc<SessionShared>, id: u32) -> (MuxStream, StreamEntry)
             // The peer starts with INITIAL_WINDOW; the rest is granted once the reader runs.
             pending_grant: window - INITIAL_WINDOW,
             window,
+            max_window: session.stream_window,
+            last_grant: Instant::now(),
         },
         writer: StreamWriter {
             guard,
@@ -455,6 +464,8 @@ pub struct StreamReader {
     /// Window growth beyond INITIAL_WINDOW not yet announced.
     pending_grant: u32,
     window: u32,
+    max_window: u32,
+    last_grant: Instant,
 }
 
 impl StreamReader {
@@ -487,12 +498,40 @@ impl StreamReader {
         if self.pending_grant == 0 && self.unacknowledged < batch {
             return;
         }
+        self.grow_window_if_link_bound();
         let increment = self.unacknowledged + std::mem::take(&mut self.pending_grant);
         self.unacknowledged = 0;
         let _ = self.guard.session.outbound.priority.send(Command::Window {
             id: self.guard.shared.id,
             increment,
         });
+    }
+
+    /// A quarter window consumed in under half a round trip means the sender spends
+    /// most of each round trip waiting for credit: the window, not the reader, limits
+    /// the stream (a long fat link). Doubling it then keeps a 20 ms link full, while a
+    /// slow reader, which never consumes that fast, keeps a small buffer.
+    fn grow_window_if_link_bound(&mut self) {
+        let now = Instant::now();
+        let since_last = now.duration_since(self.last_grant);
+        self.last_grant = now;
+        let rtt_micros = self.guard.session.rtt_micros.load(Ordering::Relaxed);
+        if rtt_micros == 0
+            || self.window >= self.max_window
+            || self.unacknowledged < self.window / 4
+        {
+            return;
+        }
+        if since_last < Duration::from_micros(rtt_micros / 2) {
+            let grown = self.window.saturating_mul(2).min(self.max_window);
+            self.pending_grant += grown - self.window;
+            self.window = grown;
+            tracing::trace!(
+                stream = self.guard.shared.id,
+                window = grown,
+                "stream window grown"
+            );
+        }
     }
 
     /// Writes everything the peer sends into `out` until the peer finishes, then shuts
@@ -681,6 +720,10 @@ fn writer_reset_on(reader: &StreamReader, err: &io::Error) {
         });
     }
 }
+
+/// Receive window a stream grants right after it opens; it grows from there when the
+/// link needs more (see `grow_window_if_link_bound`).
+const STARTING_WINDOW: u32 = 1024 * 1024;
 
 const MIN_READ: usize = 8 * 1024;
 const MAX_READ: usize = 256 * 1024;
