@@ -555,6 +555,8 @@ pub struct StreamWriter {
 
 /// How much a writer reads from its source at once.
 const CHUNK: usize = 128 * 1024;
+/// The first read of a stream's source, and the smallest.
+const MIN_CHUNK: usize = 8 * 1024;
 
 impl StreamWriter {
     /// Waits for send credit and takes up to `want` bytes of it.
@@ -645,8 +647,11 @@ impl StreamWriter {
     pub async fn copy_from<R: AsyncRead + Unpin>(&mut self, source: &mut R) -> io::Result<u64> {
         let mut buf = BytesMut::new();
         let mut total = 0u64;
+        // Reads start small and grow while the source fills them, so a thousand quiet
+        // connections don't each hold a full-size buffer.
+        let mut read_size = MIN_CHUNK;
         loop {
-            let credit = self.acquire_credit(CHUNK).await?;
+            let credit = self.acquire_credit(read_size).await?;
             buf.reserve(credit);
             let read = {
                 let shared = &self.guard.shared;
@@ -667,6 +672,11 @@ impl StreamWriter {
             self.return_credit(credit - read);
             if read == 0 {
                 break;
+            }
+            if read == read_size {
+                read_size = (read_size * 2).min(CHUNK);
+            } else if read < read_size / 4 {
+                read_size = (read_size / 2).max(MIN_CHUNK);
             }
             total += read as u64;
             let payload = buf.split().freeze();
