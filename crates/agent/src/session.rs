@@ -280,7 +280,7 @@ impl Agent {
             .is_none()
             .then(|| tokio::spawn(Arc::clone(&self).report_fact_changes(handle.clone(), info)));
         while let Some(incoming) = events.incoming.recv().await {
-            tokio::spawn(serve_stream(incoming));
+            tokio::spawn(serve_stream(*incoming));
         }
         if let Some(facts) = facts {
             facts.abort();

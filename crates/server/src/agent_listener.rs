@@ -57,13 +57,22 @@ impl AgentListener {
     }
 
     async fn handle(&self, socket: TcpStream, peer: SocketAddr) {
+        // Boxed: the handshake's state is large and needed for a moment, while the session
+        // that follows lives for days, in 10,000 copies.
+        if let Some(admitted) = Box::pin(self.admit(socket, peer)).await {
+            self.run_session(admitted, peer).await;
+        }
+    }
+
+    /// TLS, hello, authentication and duplicate check; `None` when the agent was refused.
+    async fn admit(&self, socket: TcpStream, peer: SocketAddr) -> Option<Admitted> {
         let _ = socket.set_nodelay(true);
         let deadline = tokio::time::Instant::now() + self.handshake_timeout;
         let permit = match tokio::time::timeout_at(deadline, self.handshakes.acquire()).await {
             Ok(Ok(permit)) => permit,
             _ => {
                 tracing::debug!(%peer, "dropping agent connection: handshake queue full");
-                return;
+                return None;
             }
         };
         let accepted = tokio::time::timeout_at(deadline, async {
@@ -76,11 +85,11 @@ impl AgentListener {
             Ok(Ok(accepted)) => accepted,
             Ok(Err(err)) => {
                 tracing::debug!(%peer, "agent handshake failed: {err}");
-                return;
+                return None;
             }
             Err(_) => {
                 tracing::debug!(%peer, "agent handshake timed out");
-                return;
+                return None;
             }
         };
         let ControlMessage::Hello {
@@ -92,11 +101,11 @@ impl AgentListener {
         } = hello
         else {
             refuse(&mut tls, RefuseCode::BadRequest, "expected hello".into()).await;
-            return;
+            return None;
         };
         if let Err(reason) = validate_client_id(&client_id) {
             refuse(&mut tls, RefuseCode::BadRequest, reason).await;
-            return;
+            return None;
         }
         if !self.auth.verify(&auth_id, password.expose()).await {
             tracing::warn!(%peer, client = %client_id, credential = %auth_id, "agent authentication failed");
@@ -106,7 +115,7 @@ impl AgentListener {
                 format!("authentication failed for credential {auth_id:?}"),
             )
             .await;
-            return;
+            return None;
         }
         if let Some(existing) = self.registry.session(&client_id) {
             if existing.handle.probe(DUPLICATE_PROBE).await {
@@ -126,7 +135,7 @@ impl AgentListener {
                     ),
                 )
                 .await;
-                return;
+                return None;
             }
             existing.handle.close();
         }
@@ -136,10 +145,28 @@ impl AgentListener {
             keep_alive_secs: keep_alive.as_secs(),
         };
         if handshake::send_control(&mut tls, &welcome).await.is_err() {
-            return;
+            return None;
         }
         drop(permit);
+        Some(Admitted {
+            tls,
+            leftover,
+            client_id,
+            auth_id,
+            info,
+            keep_alive,
+        })
+    }
 
+    async fn run_session(&self, admitted: Admitted, peer: SocketAddr) {
+        let Admitted {
+            mut tls,
+            leftover,
+            client_id,
+            auth_id,
+            info,
+            keep_alive,
+        } = admitted;
         tls.get_mut()
             .1
             .set_buffer_limit(Some(rport_transport::tls::SEND_BUFFER_LIMIT));
@@ -150,30 +177,41 @@ impl AgentListener {
             .attach(&client_id, &auth_id, info, peer.to_string(), handle)
             .await;
         tracing::info!(%peer, client = %client_id, "agent connected");
-        let driver = tokio::spawn(driver.run());
-        while let Some(payload) = events.control.recv().await {
-            match ControlMessage::from_json(&payload) {
-                Ok(ControlMessage::InfoUpdate { info }) => {
-                    self.registry.update_info(&client_id, number, info).await;
-                }
-                Ok(other) => {
-                    tracing::debug!(client = %client_id, "ignoring control message {other:?}")
-                }
-                Err(err) => {
-                    tracing::debug!(client = %client_id, "undecodable control message: {err}")
+        let control = async {
+            while let Some(payload) = events.control.recv().await {
+                match ControlMessage::from_json(&payload) {
+                    Ok(ControlMessage::InfoUpdate { info }) => {
+                        self.registry.update_info(&client_id, number, info).await;
+                    }
+                    Ok(other) => {
+                        tracing::debug!(client = %client_id, "ignoring control message {other:?}")
+                    }
+                    Err(err) => {
+                        tracing::debug!(client = %client_id, "undecodable control message: {err}")
+                    }
                 }
             }
-        }
-        let outcome = driver.await;
+        };
+        // One task per agent: the driver and the control loop share it.
+        let (outcome, ()) = tokio::join!(driver.run(), control);
         if self.registry.detach(&client_id, number).await {
             self.tunnels.client_gone(&client_id).await;
         }
         match outcome {
-            Ok(Ok(())) => tracing::info!(client = %client_id, "agent disconnected"),
-            Ok(Err(err)) => tracing::info!(client = %client_id, "agent disconnected: {err}"),
-            Err(err) => tracing::error!(client = %client_id, "session task failed: {err}"),
+            Ok(()) => tracing::info!(client = %client_id, "agent disconnected"),
+            Err(err) => tracing::info!(client = %client_id, "agent disconnected: {err}"),
         }
     }
+}
+
+/// An agent that passed the handshake, ready for its session.
+struct Admitted {
+    tls: tokio_rustls::server::TlsStream<ReadCoalescing<TcpStream>>,
+    leftover: bytes::BytesMut,
+    client_id: String,
+    auth_id: String,
+    info: rport_protocol::SystemInfo,
+    keep_alive: Duration,
 }
 
 async fn refuse(

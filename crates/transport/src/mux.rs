@@ -13,14 +13,14 @@ use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use crate::write_queue::WriteQueue;
 use bytes::{BufMut, Bytes, BytesMut};
 use rport_protocol::frame::{FrameKind, INITIAL_WINDOW, MAX_DATA_LEN};
 use rport_protocol::{DecodeError, Decoder, Frame};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::sync::{Notify, mpsc};
 use tokio::time::{Instant, Sleep};
 use tokio_util::sync::CancellationToken;
@@ -138,7 +138,8 @@ enum Command {
     Open {
         id: u32,
         payload: Bytes,
-        entry: StreamEntry,
+        /// Boxed: a channel allocates room for its largest message in every slot.
+        entry: Box<StreamEntry>,
     },
     Window {
         id: u32,
@@ -199,7 +200,7 @@ pub struct IncomingStream {
 /// What a session delivers to its owner.
 pub struct MuxEvents {
     /// Streams opened by the peer (agents only; servers refuse them).
-    pub incoming: mpsc::UnboundedReceiver<IncomingStream>,
+    pub incoming: mpsc::UnboundedReceiver<Box<IncomingStream>>,
     /// Payloads of CONTROL frames.
     pub control: mpsc::UnboundedReceiver<Bytes>,
 }
@@ -239,8 +240,14 @@ where
     let mut driver = MuxDriver {
         io,
         config,
-        read_buf: already_read,
-        read_size: MIN_READ,
+        // The handshake's read buffer has kilobytes of spare room; 10,000 idle sessions
+        // should not keep that.
+        read_buf: if already_read.is_empty() {
+            BytesMut::new()
+        } else {
+            already_read
+        },
+        read_size: QUIET,
         out: WriteQueue::default(),
         needs_flush: false,
         decoder: Decoder,
@@ -285,7 +292,11 @@ impl MuxHandle {
         self.shared
             .outbound
             .priority
-            .send(Command::Open { id, payload, entry })
+            .send(Command::Open {
+                id,
+                payload,
+                entry: Box::new(entry),
+            })
             .map_err(|_| MuxError::Closed)?;
         Ok(stream)
     }
@@ -735,6 +746,10 @@ fn writer_reset_on(reader: &StreamReader, err: &io::Error) {
 /// link needs more (see `grow_window_if_link_bound`).
 const STARTING_WINDOW: u32 = 1024 * 1024;
 
+/// `read_size` of a session that has been quiet: it reads through [`QUIET_READ`] bytes
+/// on the stack until traffic picks up.
+const QUIET: usize = 0;
+const QUIET_READ: usize = 1024;
 const MIN_READ: usize = 8 * 1024;
 const MAX_READ: usize = 256 * 1024;
 /// Stop gathering outgoing frames past this much buffered output.
@@ -752,7 +767,7 @@ pub struct MuxDriver<IO> {
     streams: HashMap<u32, StreamEntry>,
     priority_rx: mpsc::UnboundedReceiver<Command>,
     data_rx: mpsc::Receiver<DataItem>,
-    incoming_tx: mpsc::UnboundedSender<IncomingStream>,
+    incoming_tx: mpsc::UnboundedSender<Box<IncomingStream>>,
     control_tx: mpsc::UnboundedSender<Bytes>,
     session: Arc<SessionShared>,
     tick: Pin<Box<Sleep>>,
@@ -827,10 +842,10 @@ where
             return Err(MuxError::KeepaliveTimeout(self.config.keep_alive));
         }
         let idle = now.duration_since(self.last_received) >= self.ping_every / 2;
-        if idle && self.read_buf.is_empty() && self.read_buf.capacity() > 4 * MIN_READ {
-            // An idle session should not hold a large buffer (think 10,000 agents).
+        if idle && self.read_buf.is_empty() {
+            // An idle session holds no read buffer at all (think 10,000 agents).
             self.read_buf = BytesMut::new();
-            self.read_size = MIN_READ;
+            self.read_size = QUIET;
         }
         if self.last_ping_sent.is_none() {
             self.last_ping_sent = Some(now);
@@ -857,11 +872,23 @@ where
                 self.on_frame(frame)?;
                 progressed = true;
             }
-            if self.read_buf.capacity() - self.read_buf.len() < MIN_READ {
-                self.read_buf.reserve(self.read_size);
-            }
-            let spare = self.read_buf.capacity() - self.read_buf.len();
-            match tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.read_buf) {
+            let polled = if self.read_size == QUIET && self.read_buf.is_empty() {
+                self.poll_read_quiet(cx)
+            } else {
+                if self.read_buf.capacity() - self.read_buf.len() < MIN_READ {
+                    self.read_buf.reserve(self.read_size.max(MIN_READ));
+                }
+                let spare = self.read_buf.capacity() - self.read_buf.len();
+                let polled =
+                    tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.read_buf);
+                if let Poll::Ready(Ok(n)) = polled
+                    && n == spare
+                {
+                    self.read_size = (self.read_size * 2).min(MAX_READ);
+                }
+                polled
+            };
+            match polled {
                 Poll::Ready(Ok(0)) => {
                     return if self.read_buf.is_empty() {
                         Ok(Poll::Ready(false))
@@ -869,11 +896,8 @@ where
                         Err(MuxError::Io(io::ErrorKind::UnexpectedEof.into()))
                     };
                 }
-                Poll::Ready(Ok(n)) => {
+                Poll::Ready(Ok(_)) => {
                     self.last_received = Instant::now();
-                    if n == spare {
-                        self.read_size = (self.read_size * 2).min(MAX_READ);
-                    }
                     progressed = true;
                     // Don't let reading starve writing (window updates, pongs).
                     if self.out.len() >= WRITE_HIGH_WATER {
@@ -893,6 +917,20 @@ where
                 }
             }
         }
+    }
+
+    /// Reads a quiet session's pings and control messages through a small stack buffer,
+    /// so that waiting costs no heap. A full read means traffic: switch to real buffers.
+    fn poll_read_quiet(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        let mut scratch = [0u8; QUIET_READ];
+        let mut buf = ReadBuf::new(&mut scratch);
+        ready!(Pin::new(&mut self.io).poll_read(cx, &mut buf))?;
+        let n = buf.filled().len();
+        self.read_buf.extend_from_slice(buf.filled());
+        if n == QUIET_READ {
+            self.read_size = MIN_READ;
+        }
+        Poll::Ready(Ok(n))
     }
 
     fn on_frame(&mut self, frame: Frame) -> Result<(), MuxError> {
@@ -976,10 +1014,10 @@ where
         self.streams.insert(stream, entry);
         if self
             .incoming_tx
-            .send(IncomingStream {
+            .send(Box::new(IncomingStream {
                 stream: mux_stream,
                 open: payload,
-            })
+            }))
             .is_err()
         {
             // Nobody accepts streams; dropping the handle resets it.
@@ -1036,7 +1074,7 @@ where
                         .set_reset(StreamError::Reset("too many open streams".into()));
                     return;
                 }
-                self.streams.insert(id, entry);
+                self.streams.insert(id, *entry);
                 self.out.push_frame(FrameKind::Open, id, payload);
             }
             Command::Window { id, increment } => {
