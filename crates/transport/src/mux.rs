@@ -822,10 +822,15 @@ where
                 progressed = true;
             }
 
+            let queued = self.out.len();
             match self.poll_write(cx)? {
                 Poll::Ready(()) if self.closing => return Poll::Ready(Ok(())),
-                Poll::Ready(()) => {}
-                Poll::Pending => {}
+                Poll::Ready(()) | Poll::Pending => {}
+            }
+            if self.out.len() < queued {
+                // Room in the queue again: gather once more. Writers blocked on the full
+                // data queue wake nobody, so skipping this would stall the session.
+                progressed = true;
             }
 
             if !progressed {

@@ -188,3 +188,65 @@ async fn pipe_propagates_half_close() {
     let (up, down) = piping.await.expect("join").expect("pipe");
     assert_eq!((up, down), (21, 21));
 }
+
+/// A server-role session and an agent-role session; the agent reads every stream to the
+/// end, discarding it, then finishes its side: traffic flows one way only.
+async fn sink_pair(keep_alive: Duration) -> rport_transport::MuxHandle {
+    let (a, b) = tcp_pair().await;
+    let (server, _server_events, server_driver) = mux::start(
+        a,
+        Default::default(),
+        MuxConfig::new(Role::Server, keep_alive),
+    );
+    let (_agent, mut agent_events, agent_driver) = mux::start(
+        b,
+        Default::default(),
+        MuxConfig::new(Role::Agent, keep_alive),
+    );
+    tokio::spawn(server_driver.run());
+    tokio::spawn(agent_driver.run());
+    tokio::spawn(async move {
+        while let Some(incoming) = agent_events.incoming.recv().await {
+            tokio::spawn(async move {
+                let (mut reader, mut writer) = incoming.stream.split();
+                let _ = reader.copy_to(&mut tokio::io::sink()).await;
+                let _ = writer.finish().await;
+            });
+        }
+    });
+    server
+}
+
+/// Many streams writing small chunks one way fill the session's data queue while its write
+/// buffer is at the high-water mark. A driver that emptied the buffer without gathering
+/// again once stalled here for good: writers blocked on a full queue wake nobody, and with
+/// nothing coming back nothing else woke the driver either.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_small_writes_on_many_streams_never_stall() {
+    // A long keepalive: its pings must not be what wakes a stalled driver.
+    let handle = sink_pair(Duration::from_secs(600)).await;
+    let mut tasks = Vec::new();
+    for seed in 0..8u8 {
+        let handle = handle.clone();
+        tasks.push(tokio::spawn(async move {
+            let stream = handle.open_stream(Bytes::from_static(b"{}")).expect("open");
+            let (mut reader, mut writer) = stream.split();
+            let chunk = Bytes::from(pattern(4096, seed));
+            for _ in 0..4096 {
+                writer.send(chunk.clone()).await.expect("send");
+            }
+            writer.finish().await.expect("finish");
+            // The agent finishes after reading everything.
+            assert_eq!(reader.recv().await.expect("recv"), None);
+        }));
+    }
+    let all = async {
+        for task in tasks {
+            task.await.expect("stream task");
+        }
+    };
+    // A liveness bound, not a speed check: this takes well under a second when it works.
+    tokio::time::timeout(Duration::from_secs(30), all)
+        .await
+        .expect("8 x 16 MiB in small chunks moved without stalling");
+}
