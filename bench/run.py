@@ -1301,7 +1301,7 @@ def raise_nofile():
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--seconds", type=int, default=4, help="length of each measurement (default 4)")
+    ap.add_argument("--seconds", type=int, default=3, help="length of each measurement (default 3)")
     ap.add_argument("--rounds", type=int, default=3, help="rounds (default 3)")
     ap.add_argument("--only", metavar="SETUPS",
                     help=f"comma-separated subset of {','.join(ORDER)} (rport is always included)")
