@@ -577,6 +577,7 @@ impl StreamReader {
 
     /// Writes everything the peer sends into `out` until the peer finishes, then shuts
     /// down `out`'s write side (half-close).
+    ///
     /// What is queued for the socket is written with one vectored write rather than a
     /// write per chunk: fewer, larger writes cost the receiving end less CPU.
     pub async fn copy_to<W: AsyncWrite + Unpin>(&mut self, out: &mut W) -> io::Result<u64> {
