@@ -337,18 +337,23 @@ def rss_kib(pid):
     return 0
 
 
-def tree_rss_mib(pids):
-    """VmRSS summed over the given processes and all their descendants, in MiB."""
+def process_tree(pids):
+    """The given processes and all their descendants, each once."""
     kids = proc_children()
-    seen, todo, total = set(), [p for p in pids if p], 0
+    seen, todo = [], [p for p in pids if p]
     while todo:
         pid = todo.pop()
         if pid in seen:
             continue
-        seen.add(pid)
-        total += rss_kib(pid)
+        seen.append(pid)
         todo.extend(kids.get(pid, []))
-    return total / 1024.0 if seen else None
+    return seen
+
+
+def tree_rss_mib(pids):
+    """VmRSS summed over the given processes and all their descendants, in MiB."""
+    tree = process_tree(pids)
+    return sum(rss_kib(pid) for pid in tree) / 1024.0 if tree else None
 
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -356,13 +361,8 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 def tree_cpu_seconds(pids):
     """user + system CPU time of the processes, their descendants and reaped children."""
-    kids = proc_children()
-    seen, todo, ticks = set(), [p for p in pids if p], 0
-    while todo:
-        pid = todo.pop()
-        if pid in seen:
-            continue
-        seen.add(pid)
+    ticks = 0
+    for pid in process_tree(pids):
         try:
             with open(f"/proc/{pid}/stat") as f:
                 stat = f.read()
@@ -370,7 +370,6 @@ def tree_cpu_seconds(pids):
             ticks += sum(int(x) for x in fields[11:15])  # utime stime cutime cstime
         except (OSError, ValueError, IndexError):
             pass
-        todo.extend(kids.get(pid, []))
     return ticks / CLK_TCK
 
 

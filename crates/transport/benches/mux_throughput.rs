@@ -131,20 +131,21 @@ async fn transfer(server: &MuxHandle, streams: usize) {
     }
 }
 
-#[divan::bench(args = [1, 4], sample_count = 10, sample_size = 1)]
-fn tcp(bencher: divan::Bencher, streams: usize) {
-    let session = session(false);
+fn bench_transfer(bencher: divan::Bencher, encrypted: bool, streams: usize) {
+    let session = session(encrypted);
     bencher
         .counter(BytesCount::new(TRANSFER))
         .bench_local(|| session.runtime.block_on(transfer(&session.server, streams)));
 }
 
 #[divan::bench(args = [1, 4], sample_count = 10, sample_size = 1)]
+fn tcp(bencher: divan::Bencher, streams: usize) {
+    bench_transfer(bencher, false, streams);
+}
+
+#[divan::bench(args = [1, 4], sample_count = 10, sample_size = 1)]
 fn tls(bencher: divan::Bencher, streams: usize) {
-    let session = session(true);
-    bencher
-        .counter(BytesCount::new(TRANSFER))
-        .bench_local(|| session.runtime.block_on(transfer(&session.server, streams)));
+    bench_transfer(bencher, true, streams);
 }
 
 /// The ceiling: the same bytes through a plain socket, no mux. (Timed until the kernel

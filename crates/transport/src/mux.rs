@@ -17,7 +17,7 @@ use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use crate::write_queue::WriteQueue;
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 use rport_protocol::frame::{FrameKind, INITIAL_WINDOW, MAX_DATA_LEN};
 use rport_protocol::{DecodeError, Decoder, Frame};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
@@ -507,23 +507,20 @@ impl StreamReader {
     }
 
     /// Like [`StreamReader::recv`], then also takes the chunks already queued behind the
-    /// first (up to `max_bytes` in all), so the caller can write them with one call.
-    pub async fn recv_batch(
-        &mut self,
-        max_bytes: usize,
-        batch: &mut Vec<Bytes>,
-    ) -> Result<bool, StreamError> {
+    /// first (up to [`BATCH_BYTES`] and [`MAX_BATCH`] chunks), so they go out in one write.
+    /// False once the peer has finished.
+    async fn recv_into(&mut self, queue: &mut WriteQueue) -> Result<bool, StreamError> {
         let Some(first) = self.recv().await? else {
             return Ok(false);
         };
-        let mut total = first.len();
-        batch.push(first);
-        while total < max_bytes && batch.len() < MAX_BATCH {
+        let mut taken = 1;
+        queue.push_bytes(first);
+        while queue.len() < BATCH_BYTES && taken < MAX_BATCH {
             match self.from_driver.try_recv() {
                 Ok(chunk) => {
                     self.count_consumed(chunk.len());
-                    total += chunk.len();
-                    batch.push(chunk);
+                    queue.push_bytes(chunk);
+                    taken += 1;
                 }
                 // Empty, or closed: the next recv() reports the end or the reset.
                 Err(_) => break,
@@ -582,9 +579,12 @@ impl StreamReader {
     /// write per chunk: fewer, larger writes cost the receiving end less CPU.
     pub async fn copy_to<W: AsyncWrite + Unpin>(&mut self, out: &mut W) -> io::Result<u64> {
         let mut total = 0u64;
-        let mut batch = Vec::new();
-        while self.recv_batch(BATCH_BYTES, &mut batch).await? {
-            total += write_all_vectored(out, &mut batch).await? as u64;
+        let mut queue = WriteQueue::default();
+        while self.recv_into(&mut queue).await? {
+            total += queue.len() as u64;
+            while !queue.is_empty() {
+                poll_fn(|cx| queue.poll_write_all(out, cx)).await?;
+            }
         }
         out.shutdown().await?;
         Ok(total)
@@ -597,48 +597,9 @@ pub struct StreamWriter {
     data: mpsc::Sender<DataItem>,
 }
 
-/// Most bytes and chunks [`StreamReader::copy_to`] hands the socket in one write.
+/// Most bytes and chunks [`StreamReader::copy_to`] takes for one write to its socket.
 const BATCH_BYTES: usize = 512 * 1024;
 const MAX_BATCH: usize = 64;
-
-/// Writes every chunk of `chunks`, in order, emptying it; returns the bytes written.
-async fn write_all_vectored<W: AsyncWrite + Unpin>(
-    out: &mut W,
-    chunks: &mut Vec<Bytes>,
-) -> io::Result<usize> {
-    let mut written = 0;
-    let mut first = 0;
-    loop {
-        // Empty DATA frames are legal; an all-empty write would look like WriteZero.
-        while first < chunks.len() && chunks[first].is_empty() {
-            first += 1;
-        }
-        if first == chunks.len() {
-            break;
-        }
-        let slices: Vec<io::IoSlice<'_>> = chunks[first..]
-            .iter()
-            .map(|chunk| io::IoSlice::new(chunk))
-            .collect();
-        let mut n = out.write_vectored(&slices).await?;
-        if n == 0 {
-            return Err(io::ErrorKind::WriteZero.into());
-        }
-        written += n;
-        while n > 0 {
-            let chunk = &mut chunks[first];
-            if n >= chunk.len() {
-                n -= chunk.len();
-                first += 1;
-            } else {
-                chunk.advance(n);
-                n = 0;
-            }
-        }
-    }
-    chunks.clear();
-    Ok(written)
-}
 
 /// How much a writer reads from its source at once.
 const CHUNK: usize = 128 * 1024;
@@ -1230,36 +1191,5 @@ where
             self.needs_flush = false;
         }
         Ok(Poll::Ready(()))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test]
-    async fn vectored_writes_deliver_every_chunk_in_order_through_partial_writes() {
-        // A 1 KiB pipe forces many partial writes; empty chunks must not end the write.
-        let (mut tx, mut rx) = tokio::io::duplex(1024);
-        let mut chunks: Vec<Bytes> = vec![
-            Bytes::new(),
-            Bytes::from(vec![1u8; 3000]),
-            Bytes::new(),
-            Bytes::from(vec![2u8; 10]),
-            Bytes::from(vec![3u8; 5000]),
-            Bytes::new(),
-        ];
-        let expected: Vec<u8> = chunks.iter().flat_map(|c| c.to_vec()).collect();
-        let reader = tokio::spawn(async move {
-            let mut got = Vec::new();
-            rx.read_to_end(&mut got).await.map(|_| got)
-        });
-        let written = write_all_vectored(&mut tx, &mut chunks)
-            .await
-            .expect("write");
-        drop(tx);
-        assert_eq!(written, expected.len());
-        assert!(chunks.is_empty());
-        assert_eq!(reader.await.expect("join").expect("read"), expected);
     }
 }

@@ -37,10 +37,6 @@ impl<S> ReadCoalescing<S> {
         }
     }
 
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
-
     /// Bytes held for the reader; zero when quiet.
     pub fn buffered_capacity(&self) -> usize {
         self.buffer.capacity()

@@ -1,5 +1,6 @@
-//! The session's outgoing bytes as a queue of slices, written with one vectored write,
-//! so stream payloads reach the TLS layer without being copied into a staging buffer.
+//! Outgoing bytes as a queue of shared slices, written with one vectored write: the
+//! session's frames, so payloads reach TLS without a staging copy, and a stream's queued
+//! data on its way to the tunneled socket.
 
 use std::collections::VecDeque;
 use std::io::{self, IoSlice};
@@ -53,6 +54,17 @@ impl WriteQueue {
             self.seal_small();
             self.chunks.push_back(payload);
         }
+    }
+
+    /// Queues raw bytes (no frame header), for writing a stream's data to its socket.
+    /// Empty chunks are dropped: an all-empty vectored write would look like WriteZero.
+    pub fn push_bytes(&mut self, chunk: Bytes) {
+        if chunk.is_empty() {
+            return;
+        }
+        self.seal_small();
+        self.len += chunk.len();
+        self.chunks.push_back(chunk);
     }
 
     fn seal_small(&mut self) {
@@ -193,5 +205,38 @@ mod tests {
                 },
             ]
         );
+    }
+
+    #[tokio::test]
+    async fn raw_chunks_arrive_in_order_through_partial_writes() {
+        // A 1 KiB pipe forces many partial writes; empty chunks must not end the write.
+        let (mut tx, mut rx) = tokio::io::duplex(1024);
+        let chunks: Vec<Bytes> = vec![
+            Bytes::new(),
+            Bytes::from(vec![1u8; 3000]),
+            Bytes::new(),
+            Bytes::from(vec![2u8; 10]),
+            Bytes::from(vec![3u8; 5000]),
+            Bytes::new(),
+        ];
+        let expected: Vec<u8> = chunks.iter().flat_map(|c| c.to_vec()).collect();
+        let reader = tokio::spawn(async move {
+            let mut got = Vec::new();
+            tokio::io::AsyncReadExt::read_to_end(&mut rx, &mut got)
+                .await
+                .map(|_| got)
+        });
+        let mut queue = WriteQueue::default();
+        for chunk in chunks {
+            queue.push_bytes(chunk);
+        }
+        assert_eq!(queue.len(), expected.len());
+        while !queue.is_empty() {
+            std::future::poll_fn(|cx| queue.poll_write_all(&mut tx, cx))
+                .await
+                .expect("write");
+        }
+        drop(tx);
+        assert_eq!(reader.await.expect("join").expect("read"), expected);
     }
 }

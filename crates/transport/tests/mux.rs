@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use rport_transport::mux::{self, MuxConfig, Role};
+use rport_transport::mux::{self, MuxConfig, MuxStream, Role};
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -17,8 +17,12 @@ async fn tcp_pair() -> (TcpStream, TcpStream) {
 }
 
 /// A server-role session and an agent-role session connected to each other; the agent
-/// echoes every stream back.
-async fn echo_pair(keep_alive: Duration) -> rport_transport::MuxHandle {
+/// runs `serve` on every stream the server opens.
+async fn session_pair<F, Fut>(keep_alive: Duration, serve: F) -> rport_transport::MuxHandle
+where
+    F: Fn(MuxStream) -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
     let (a, b) = tcp_pair().await;
     let (server, _server_events, server_driver) = mux::start(
         a,
@@ -34,18 +38,24 @@ async fn echo_pair(keep_alive: Duration) -> rport_transport::MuxHandle {
     tokio::spawn(agent_driver.run());
     tokio::spawn(async move {
         while let Some(incoming) = agent_events.incoming.recv().await {
-            tokio::spawn(async move {
-                let (mut reader, mut writer) = incoming.stream.split();
-                while let Ok(Some(chunk)) = reader.recv().await {
-                    if writer.send(chunk).await.is_err() {
-                        return;
-                    }
-                }
-                let _ = writer.finish().await;
-            });
+            tokio::spawn(serve(incoming.stream));
         }
     });
     server
+}
+
+/// The agent echoes every stream back.
+async fn echo_pair(keep_alive: Duration) -> rport_transport::MuxHandle {
+    session_pair(keep_alive, |stream| async move {
+        let (mut reader, mut writer) = stream.split();
+        while let Ok(Some(chunk)) = reader.recv().await {
+            if writer.send(chunk).await.is_err() {
+                return;
+            }
+        }
+        let _ = writer.finish().await;
+    })
+    .await
 }
 
 fn pattern(len: usize, seed: u8) -> Vec<u8> {
@@ -189,32 +199,15 @@ async fn pipe_propagates_half_close() {
     assert_eq!((up, down), (21, 21));
 }
 
-/// A server-role session and an agent-role session; the agent reads every stream to the
-/// end, discarding it, then finishes its side: traffic flows one way only.
+/// The agent reads every stream to the end, discarding it, then finishes its side:
+/// traffic flows one way only.
 async fn sink_pair(keep_alive: Duration) -> rport_transport::MuxHandle {
-    let (a, b) = tcp_pair().await;
-    let (server, _server_events, server_driver) = mux::start(
-        a,
-        Default::default(),
-        MuxConfig::new(Role::Server, keep_alive),
-    );
-    let (_agent, mut agent_events, agent_driver) = mux::start(
-        b,
-        Default::default(),
-        MuxConfig::new(Role::Agent, keep_alive),
-    );
-    tokio::spawn(server_driver.run());
-    tokio::spawn(agent_driver.run());
-    tokio::spawn(async move {
-        while let Some(incoming) = agent_events.incoming.recv().await {
-            tokio::spawn(async move {
-                let (mut reader, mut writer) = incoming.stream.split();
-                let _ = reader.copy_to(&mut tokio::io::sink()).await;
-                let _ = writer.finish().await;
-            });
-        }
-    });
-    server
+    session_pair(keep_alive, |stream| async move {
+        let (mut reader, mut writer) = stream.split();
+        let _ = reader.copy_to(&mut tokio::io::sink()).await;
+        let _ = writer.finish().await;
+    })
+    .await
 }
 
 /// Many streams writing small chunks one way fill the session's data queue while its write
