@@ -44,6 +44,10 @@ pub struct MuxConfig {
     /// slow. Windows start small and grow only while the reader keeps up and the link's
     /// round trip, not the reader, is what limits the stream.
     pub stream_window: u32,
+    /// Total growth of all of a session's stream windows beyond their starting size:
+    /// what bounds the memory a session can be made to buffer when readers that were
+    /// fast (so their windows grew) all stall at once.
+    pub session_window_growth: u64,
     /// Streams open at once; more are refused.
     pub max_streams: usize,
 }
@@ -53,7 +57,8 @@ impl MuxConfig {
         Self {
             role,
             keep_alive,
-            stream_window: 16 * 1024 * 1024,
+            stream_window: 64 * 1024 * 1024,
+            session_window_growth: 128 * 1024 * 1024,
             max_streams: 16 * 1024,
         }
     }
@@ -178,6 +183,8 @@ struct SessionShared {
     outbound: Outbound,
     next_id: AtomicU32,
     stream_window: u32,
+    /// What is left of `MuxConfig::session_window_growth`.
+    window_growth_left: AtomicU64,
     closed: CancellationToken,
     rtt_micros: AtomicU64,
     open_streams: AtomicU32,
@@ -231,6 +238,7 @@ where
             Role::Agent => 2,
         }),
         stream_window: config.stream_window.max(INITIAL_WINDOW),
+        window_growth_left: AtomicU64::new(config.session_window_growth),
         closed: CancellationToken::new(),
         rtt_micros: AtomicU64::new(0),
         open_streams: AtomicU32::new(0),
@@ -360,6 +368,7 @@ fn new_stream(session: &Arc<SessionShared>, id: u32) -> (MuxStream, StreamEntry)
         session: Arc::clone(session),
         writer_finished: AtomicBool::new(false),
         reader_done: AtomicBool::new(false),
+        window_growth: AtomicU64::new(0),
     });
     session.open_streams.fetch_add(1, Ordering::Relaxed);
     let window = STARTING_WINDOW.clamp(INITIAL_WINDOW, session.stream_window);
@@ -395,11 +404,16 @@ struct StreamGuard {
     session: Arc<SessionShared>,
     writer_finished: AtomicBool,
     reader_done: AtomicBool,
+    /// Taken from the session's `window_growth_left`; given back when the stream ends.
+    window_growth: AtomicU64,
 }
 
 impl Drop for StreamGuard {
     fn drop(&mut self) {
         self.session.open_streams.fetch_sub(1, Ordering::Relaxed);
+        self.session
+            .window_growth_left
+            .fetch_add(*self.window_growth.get_mut(), Ordering::Relaxed);
         let clean = self.writer_finished.load(Ordering::Acquire)
             && self.reader_done.load(Ordering::Acquire);
         if !clean && self.shared.reset_error().is_none() {
@@ -480,6 +494,11 @@ pub struct StreamReader {
 }
 
 impl StreamReader {
+    /// The receive window this stream currently grants its peer.
+    pub fn window(&self) -> u32 {
+        self.window
+    }
+
     /// The next chunk, or `None` once the peer has finished sending.
     pub async fn recv(&mut self) -> Result<Option<Bytes>, StreamError> {
         self.grant_credit();
@@ -562,6 +581,19 @@ impl StreamReader {
         }
         if since_last < Duration::from_micros(rtt_micros / 2) {
             let grown = self.window.saturating_mul(2).min(self.max_window);
+            let growth = u64::from(grown - self.window);
+            let session = &self.guard.session;
+            let reserved = session.window_growth_left.fetch_update(
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+                |left| left.checked_sub(growth),
+            );
+            if reserved.is_err() {
+                return;
+            }
+            self.guard
+                .window_growth
+                .fetch_add(growth, Ordering::Relaxed);
             self.pending_grant += grown - self.window;
             self.window = grown;
             tracing::trace!(

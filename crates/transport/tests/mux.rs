@@ -243,3 +243,145 @@ async fn many_small_writes_on_many_streams_never_stall() {
         .await
         .expect("8 x 16 MiB in small chunks moved without stalling");
 }
+
+/// Forwards `from` to `to`, holding every chunk for `delay`: half of a link with a long
+/// round trip. Chunks wait side by side, so the delay does not limit throughput.
+fn delay_one_way(
+    from: tokio::net::tcp::OwnedReadHalf,
+    to: tokio::net::tcp::OwnedWriteHalf,
+    delay: Duration,
+) {
+    let (queue, mut due) =
+        tokio::sync::mpsc::unbounded_channel::<(tokio::time::Instant, Vec<u8>)>();
+    tokio::spawn(async move {
+        let mut from = from;
+        let mut buf = vec![0u8; 256 * 1024];
+        while let Ok(n @ 1..) = from.read(&mut buf).await {
+            if queue
+                .send((tokio::time::Instant::now() + delay, buf[..n].to_vec()))
+                .is_err()
+            {
+                return;
+            }
+        }
+    });
+    tokio::spawn(async move {
+        let mut to = to;
+        while let Some((at, chunk)) = due.recv().await {
+            tokio::time::sleep_until(at).await;
+            if to.write_all(&chunk).await.is_err() {
+                return;
+            }
+        }
+        let _ = to.shutdown().await;
+    });
+}
+
+/// A TCP pair whose bytes take `delay` each way.
+async fn delayed_tcp_pair(delay: Duration) -> (TcpStream, TcpStream) {
+    let (near, relay_in) = tcp_pair().await;
+    let (relay_out, far) = tcp_pair().await;
+    let (in_read, in_write) = relay_in.into_split();
+    let (out_read, out_write) = relay_out.into_split();
+    delay_one_way(in_read, out_write, delay);
+    delay_one_way(out_read, in_write, delay);
+    (near, far)
+}
+
+/// Sends 24 MiB on each of two streams over a 10 ms round trip to a receiver whose
+/// session may grow its windows by `growth` in total; returns the windows the two
+/// streams ended with.
+async fn windows_after_fast_transfer(growth: u64) -> Vec<u32> {
+    let (a, b) = delayed_tcp_pair(Duration::from_millis(5)).await;
+    let keep_alive = Duration::from_secs(10);
+    let (sender, _sender_events, sender_driver) = mux::start(
+        a,
+        Default::default(),
+        MuxConfig::new(Role::Server, keep_alive),
+    );
+    let mut receiver_config = MuxConfig::new(Role::Agent, keep_alive);
+    receiver_config.session_window_growth = growth;
+    let (_receiver, mut receiver_events, receiver_driver) =
+        mux::start(b, Default::default(), receiver_config);
+    tokio::spawn(sender_driver.run());
+    tokio::spawn(receiver_driver.run());
+    // Let a ping measure the round trip before the data starts.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut senders = Vec::new();
+    for _ in 0..2 {
+        let (reader, mut writer) = sender.open_stream(Bytes::new()).expect("open").split();
+        senders.push(tokio::spawn(async move {
+            let mut reader = reader;
+            for _ in 0..24 {
+                writer
+                    .send(Bytes::from(vec![7u8; 1024 * 1024]))
+                    .await
+                    .expect("send");
+            }
+            writer.finish().await.expect("finish");
+            // Ending before the receiver has finished too would reset the stream.
+            assert_eq!(reader.recv().await.expect("recv"), None);
+        }));
+    }
+    // Both streams are read at the same time and kept until both are read, so their
+    // windows draw on the session's budget together.
+    let mut receivers = Vec::new();
+    for _ in 0..2 {
+        let incoming = receiver_events
+            .incoming
+            .recv()
+            .await
+            .expect("incoming stream");
+        receivers.push(tokio::spawn(async move {
+            let (mut reader, writer) = incoming.stream.split();
+            let mut total = 0;
+            while let Some(chunk) = reader.recv().await.expect("recv") {
+                total += chunk.len();
+            }
+            assert_eq!(total, 24 * 1024 * 1024);
+            (reader, writer)
+        }));
+    }
+    let mut windows = Vec::new();
+    let mut streams = Vec::new();
+    for task in receivers {
+        let (reader, writer) = task.await.expect("receiver");
+        windows.push(reader.window());
+        streams.push(writer);
+    }
+    for writer in &mut streams {
+        writer.finish().await.expect("finish");
+    }
+    for task in senders {
+        task.await.expect("sender");
+    }
+    windows
+}
+
+/// Windows grow on a long round trip, but all streams of a session together grow by
+/// no more than the session's budget: many fast readers that stall at once cannot make
+/// a session buffer more than that.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn window_growth_is_bounded_per_session() {
+    let generous = tokio::time::timeout(
+        Duration::from_secs(60),
+        windows_after_fast_transfer(1 << 30),
+    )
+    .await
+    .expect("transfer finished");
+    assert!(
+        generous.iter().any(|&window| window > 2 * 1024 * 1024),
+        "windows should grow on a 10 ms round trip: {generous:?}"
+    );
+    let budget = 1024 * 1024;
+    let bounded =
+        tokio::time::timeout(Duration::from_secs(60), windows_after_fast_transfer(budget))
+            .await
+            .expect("transfer finished");
+    let starting: u64 = 2 * 1024 * 1024;
+    let total: u64 = bounded.iter().map(|&window| u64::from(window)).sum();
+    assert!(
+        total <= starting + budget,
+        "two streams grew past the session budget: {bounded:?}"
+    );
+}
