@@ -9,7 +9,7 @@ use clap::Parser;
     name = "rport",
     version,
     about = "Remote access agent: connects out to rportd and carries the tunnels it opens",
-    after_help = "Example: rport --id my-client-1 --fingerprint FP --tag Linux --auth user1:1234 rport.example.com:8080"
+    after_help = "Example: rport --id my-client-1 --fingerprint FP --tag Linux --auth user1:1234 rport.example.com:8080 2222:22"
 )]
 pub struct AgentArgs {
     /// TOML configuration file (`[client]`, `[connection]`, `[logging]`).
@@ -18,6 +18,10 @@ pub struct AgentArgs {
     /// The server, `HOST:PORT` or a URL such as `http://rport.example.com:8080`.
     #[arg(value_name = "SERVER")]
     pub server: Option<String>,
+    /// Tunnels to open whenever connected, `[LHOST:]LPORT:[RHOST:]RPORT[/udp|/tcp+udp]`
+    /// (e.g. `2222:22`, `9999:192.168.1.1:80`). Replace the file's `remotes`.
+    #[arg(value_name = "REMOTE", requires = "server")]
+    pub remotes: Vec<String>,
     /// Unique id of this device; generated once and kept in the data dir when not given.
     #[arg(long)]
     pub id: Option<String>,

@@ -5,6 +5,8 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use rport_protocol::ip_rules::AllowList;
+use rport_protocol::tunnel_spec;
 use rport_protocol::{Fingerprint, Password};
 use serde::Deserialize;
 
@@ -35,6 +37,10 @@ pub struct AgentConfig {
     pub max_retry_interval: Duration,
     pub log_level: String,
     pub log_file: Option<PathBuf>,
+    /// Tunnels the server opens whenever this agent connects, as written.
+    pub remotes: Vec<String>,
+    /// Targets the server may have this agent connect to; empty = anything reachable.
+    pub tunnel_allowed: AllowList,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -89,6 +95,8 @@ struct RawClient {
     auth: Option<String>,
     fingerprint: Option<String>,
     data_dir: Option<PathBuf>,
+    remotes: Option<Vec<String>>,
+    tunnel_allowed: Option<Vec<String>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -284,6 +292,27 @@ pub fn load(
         }
     };
 
+    let tunnel_allowed = match client.tunnel_allowed {
+        None => AllowList::default(),
+        Some(entries) => AllowList::parse(&entries).map_err(|err| {
+            invalid(
+                &config_origin(&file, "client.tunnel_allowed"),
+                err.to_string(),
+            )
+        })?,
+    };
+    let flag_remotes = (!args.remotes.is_empty()).then(|| args.remotes.clone());
+    let remotes = pick([
+        from_file(&file, "client.remotes", client.remotes),
+        None,
+        from_flag("remote (positional)", flag_remotes),
+    ]);
+    let (remotes, remotes_origin) =
+        remotes.map_or((Vec::new(), String::new()), |r| (r.value, r.origin));
+    for remote in &remotes {
+        check_remote(remote, &tunnel_allowed).map_err(|reason| invalid(&remotes_origin, reason))?;
+    }
+
     Ok(AgentConfig {
         server,
         id,
@@ -306,7 +335,32 @@ pub fn load(
         max_retry_interval,
         log_level,
         log_file: args.log_file.clone().or(logging.log_file),
+        remotes,
+        tunnel_allowed,
     })
+}
+
+fn config_origin(file: &Option<String>, key: &str) -> String {
+    match file {
+        Some(file) => format!("config {file}: key `{key}`"),
+        None => format!("key `{key}`"),
+    }
+}
+
+/// A remote must parse, and one whose target is an address must be allowed by
+/// `tunnel_allowed` (a name is checked when it is resolved, at connect time).
+fn check_remote(remote: &str, allowed: &AllowList) -> Result<(), String> {
+    let spec = tunnel_spec::parse_tunnel_spec(remote)
+        .map_err(|err| format!("remote {remote:?}: {err}"))?;
+    if let Ok(ip) = spec.remote.host.parse::<std::net::IpAddr>()
+        && !allowed.allows(std::net::SocketAddr::new(ip, spec.remote.port))
+    {
+        return Err(format!(
+            "remote {remote:?}: target {} is not allowed by client.tunnel_allowed",
+            spec.remote
+        ));
+    }
+    Ok(())
 }
 
 fn read_file(path: &Path) -> Result<RawFile, AgentConfigError> {

@@ -5,3 +5,4 @@ pub mod cli;
 pub mod config;
 pub mod session;
 pub mod sysinfo;
+pub mod targets;

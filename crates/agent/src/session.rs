@@ -7,9 +7,9 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use rand::Rng;
-use rport_protocol::{ControlMessage, Fingerprint, OpenRequest, RefuseCode, SystemInfo};
+use rport_protocol::{ControlMessage, Fingerprint, RefuseCode, SystemInfo};
 use rport_transport::handshake;
-use rport_transport::mux::{self, IncomingStream, MuxConfig, MuxHandle, Role};
+use rport_transport::mux::{self, MuxConfig, MuxHandle, Role};
 use rport_transport::read_coalescing::ReadCoalescing;
 use rport_transport::tls::{self, ServerPin};
 use tokio::net::TcpStream;
@@ -18,9 +18,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::AgentConfig;
 use crate::sysinfo;
+use crate::targets;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
-const TARGET_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const MIN_RETRY: Duration = Duration::from_secs(1);
 /// A session that lasted this long was a success: the next failure starts backoff afresh.
 const STABLE_SESSION: Duration = Duration::from_secs(30);
@@ -233,6 +233,7 @@ impl Agent {
             password: self.config.auth.password.clone(),
             info: info.clone(),
             keep_alive_secs: self.config.keep_alive.as_secs(),
+            remotes: self.config.remotes.clone(),
         };
         let (answer, leftover) = tokio::time::timeout(
             CONNECT_TIMEOUT,
@@ -279,9 +280,12 @@ impl Agent {
             .fixed_facts
             .is_none()
             .then(|| tokio::spawn(Arc::clone(&self).report_fact_changes(handle.clone(), info)));
+        let control = tokio::spawn(log_server_notices(events.control));
+        let allowed = Arc::new(self.config.tunnel_allowed.clone());
         while let Some(incoming) = events.incoming.recv().await {
-            tokio::spawn(serve_stream(*incoming));
+            tokio::spawn(targets::serve_stream(*incoming, Arc::clone(&allowed)));
         }
+        control.abort();
         if let Some(facts) = facts {
             facts.abort();
         }
@@ -320,48 +324,23 @@ impl Agent {
     }
 }
 
+/// What the server tells the agent outside of streams.
+async fn log_server_notices(mut control: tokio::sync::mpsc::UnboundedReceiver<bytes::Bytes>) {
+    while let Some(payload) = control.recv().await {
+        match ControlMessage::from_json(&payload) {
+            Ok(ControlMessage::RemoteRefused { remote, reason }) => {
+                tracing::error!("the server did not open tunnel {remote}: {reason}");
+            }
+            Ok(other) => tracing::debug!("control message {other:?}"),
+            Err(err) => tracing::debug!("undecodable control message: {err}"),
+        }
+    }
+}
+
 fn outcome_message(outcome: &Result<(), SessionError>) -> String {
     match outcome {
         Ok(()) => "connection closed".into(),
         Err(err) => err.to_string(),
-    }
-}
-
-/// Connects a stream the server opened to its target and carries bytes both ways.
-async fn serve_stream(incoming: IncomingStream) {
-    let request = match OpenRequest::from_json(&incoming.open) {
-        Ok(request) => request,
-        Err(err) => {
-            incoming
-                .stream
-                .reset(&format!("malformed open request: {err}"));
-            return;
-        }
-    };
-    let target = (request.host.as_str(), request.port);
-    let socket = match tokio::time::timeout(TARGET_CONNECT_TIMEOUT, TcpStream::connect(target))
-        .await
-    {
-        Ok(Ok(socket)) => socket,
-        Ok(Err(err)) => {
-            tracing::debug!(tunnel = %request.tunnel_id, "connecting to {}:{}: {err}", request.host, request.port);
-            incoming.stream.reset(&format!(
-                "connecting to {}:{}: {err}",
-                request.host, request.port
-            ));
-            return;
-        }
-        Err(_) => {
-            incoming.stream.reset(&format!(
-                "connecting to {}:{} timed out",
-                request.host, request.port
-            ));
-            return;
-        }
-    };
-    let _ = socket.set_nodelay(true);
-    if let Err(err) = mux::pipe(incoming.stream, socket).await {
-        tracing::debug!(tunnel = %request.tunnel_id, "stream ended: {err}");
     }
 }
 

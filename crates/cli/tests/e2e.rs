@@ -316,22 +316,33 @@ fn tunnel_requests_are_validated() {
         400,
         "ERR_CODE_URI_SCHEME_LENGTH_EXCEED",
     );
-    expect_error("remote=22&acl=1.2.3.4", 400, "ERR_CODE_INVALID_REQUEST");
+    expect_error("remote=22&http_proxy=true", 400, "ERR_CODE_INVALID_REQUEST");
     let (status, _) = server.request("PUT", "/api/v1/clients/nobody/tunnels?remote=22");
     assert_eq!(status, 404);
 
     // A given local port is used as asked; asking again for it is a conflict.
-    let tunnel = server.open_tunnel("c1", "remote=22&local=127.0.0.1:42050&name=ssh%20box");
+    let tunnel = server.open_tunnel(
+        "c1",
+        "remote=22&check_port=0&local=127.0.0.1:42050&name=ssh%20box",
+    );
     assert_eq!(tunnel["lport"], "42050");
     assert_eq!(tunnel["lhost"], "127.0.0.1");
     assert_eq!(tunnel["lport_random"], false);
     assert_eq!(tunnel["scheme"], "ssh");
     assert_eq!(tunnel["name"], "ssh box");
     expect_error(
-        "remote=23&local=127.0.0.1:42050",
+        "remote=23&check_port=0&local=127.0.0.1:42050",
+        400,
+        "ERR_CODE_TUNNEL_EXIST",
+    );
+    // A port another program holds is busy.
+    let _squatter = std::net::TcpListener::bind("127.0.0.1:42051").expect("bind");
+    let body = expect_error(
+        "remote=23&check_port=0&local=127.0.0.1:42051",
         409,
         "ERR_CODE_LOCAL_PORT_IN_USE",
     );
+    assert!(body.to_string().contains("42051"), "{body}");
 }
 
 #[test]
@@ -357,12 +368,14 @@ fn restart_keeps_agents_listed_and_they_come_back_by_themselves() {
     assert_eq!(client["connection_state"], "disconnected");
     assert!(client["disconnected_at"].is_string(), "{client}");
     assert_eq!(client["name"], "My Test VM", "facts survive the restart");
-    assert_eq!(client["tunnels"], serde_json::json!([]));
-    let (_, past) = server.request("GET", "/api/v1/tunnels?filter[status]=terminated");
-    assert_eq!(past["data"][0]["id"], tunnel["id"]);
+    // A crash is not the end of a tunnel: it holds its port again, waiting for its agent.
+    assert_eq!(client["tunnels"][0]["id"], tunnel["id"]);
+    assert_eq!(client["tunnels"][0]["status"], "pending");
+    assert_eq!(client["tunnels"][0]["lport"], tunnel["lport"]);
     let (_, status) = server.request("GET", "/api/v1/status");
     assert_eq!(status["data"]["clients_disconnected"], 1);
-    server.terminate();
+    // A deliberate stop is: the tunnel ends with the server.
+    assert!(server.terminate().success());
 
     let server = Rportd::start_with(
         dir.path(),
@@ -372,6 +385,11 @@ fn restart_keeps_agents_listed_and_they_come_back_by_themselves() {
         },
     );
     server.wait_connection_state("my-client-1", "connected", ATTACH);
+    let past = server
+        .tunnel(tunnel["id"].as_str().expect("id"))
+        .expect("kept");
+    assert_eq!(past["status"], "terminated");
+    assert_eq!(past["close_reason"], "server_shutdown");
 }
 
 #[test]

@@ -99,6 +99,8 @@ impl FleetSpec {
             max_retry_interval: self.max_retry_interval,
             log_level: String::new(),
             log_file: None,
+            remotes: Vec::new(),
+            tunnel_allowed: Default::default(),
         };
         let facts = SystemInfo {
             name: id.clone(),

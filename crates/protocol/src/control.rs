@@ -84,6 +84,10 @@ pub enum ControlMessage {
         info: SystemInfo,
         /// The agent's keepalive interval; both sides use it to detect a dead peer.
         keep_alive_secs: u64,
+        /// Tunnels the agent's own configuration asks for (`[client] remotes`), in the
+        /// `[LHOST:]LPORT:[RHOST:]RPORT[/PROTOCOL]` form; the server opens them.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        remotes: Vec<String>,
     },
     /// Server -> agent: the session is accepted.
     Welcome {
@@ -101,6 +105,8 @@ pub enum ControlMessage {
     InfoUpdate { info: SystemInfo },
     /// Server -> agent: the server is shutting down; reconnect after the hinted delay.
     GoingAway { retry_after_secs: u64 },
+    /// Server -> agent: one of the agent's `remotes` could not be opened.
+    RemoteRefused { remote: String, reason: String },
     /// A message type this peer does not know; ignored.
     #[serde(other)]
     Unknown,
@@ -121,8 +127,12 @@ impl ControlMessage {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum StreamProtocol {
+    /// The stream carries one TCP connection's bytes.
     #[default]
     Tcp,
+    /// The stream carries the datagrams of one remote source, each framed by
+    /// [`crate::datagram`], to and from one UDP socket of the agent.
+    Udp,
 }
 
 /// Payload of an OPEN frame: which target the agent should connect the new stream to.
@@ -135,6 +145,48 @@ pub struct OpenRequest {
     pub port: u16,
     #[serde(default)]
     pub protocol: StreamProtocol,
+    /// Set when the server only asks whether the target is allowed (and, with `dial`,
+    /// reachable) before it creates a tunnel: the agent then answers with one
+    /// [`CheckAnswer`] on the stream and finishes it, carrying nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub check: Option<CheckRequest>,
+}
+
+/// What a check stream asks the agent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckRequest {
+    /// Also try a TCP connection to the target, within this many milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dial_timeout_ms: Option<u64>,
+}
+
+/// The agent's answer on a check stream.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckAnswer {
+    pub outcome: CheckOutcome,
+    /// Human-readable detail (the resolved address, the connect error).
+    #[serde(default)]
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CheckOutcome {
+    Ok,
+    /// The agent's `tunnel_allowed` list does not include the target.
+    NotAllowed,
+    /// The name did not resolve or the TCP connection failed.
+    NotReachable,
+}
+
+impl CheckAnswer {
+    pub fn to_json(&self) -> Vec<u8> {
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    pub fn from_json(bytes: &[u8]) -> Result<Self, serde_json::Error> {
+        serde_json::from_slice(bytes)
+    }
 }
 
 impl OpenRequest {
@@ -159,6 +211,7 @@ mod tests {
             password: Password::new("hunter2"),
             info: SystemInfo::default(),
             keep_alive_secs: 30,
+            remotes: vec!["2222:22".into()],
         };
         let shown = format!("{hello:?}");
         assert!(!shown.contains("hunter2"), "{shown}");

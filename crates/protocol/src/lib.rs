@@ -4,11 +4,16 @@
 //! tested exhaustively and fuzzed. `docs/protocol.md` describes the same format in prose.
 
 pub mod control;
+pub mod datagram;
 pub mod fingerprint;
 pub mod frame;
+pub mod ip_rules;
 pub mod tunnel_spec;
 
-pub use control::{ControlMessage, OpenRequest, Password, RefuseCode, SystemInfo};
+pub use control::{
+    CheckAnswer, CheckOutcome, CheckRequest, ControlMessage, OpenRequest, Password, RefuseCode,
+    StreamProtocol, SystemInfo,
+};
 pub use fingerprint::Fingerprint;
 pub use frame::{DecodeError, Decoder, Frame, FrameKind};
 

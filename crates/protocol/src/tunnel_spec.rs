@@ -37,6 +37,8 @@ pub enum SpecError {
     BadHost(String),
     #[error("too many ':'-separated parts in {0:?} (IPv6 addresses go in brackets: [::1]:22)")]
     TooManyParts(String),
+    #[error("unknown protocol {0:?}: expected tcp, udp or tcp+udp")]
+    BadProtocol(String),
 }
 
 /// Parses one side: `PORT`, `HOST:PORT` or `[V6]:PORT`, filling in `default_host`.
@@ -55,17 +57,75 @@ pub fn parse_endpoint(input: &str, default_host: &str) -> Result<Endpoint, SpecE
     }
 }
 
-/// A tunnel as written in an agent's config or command line: `[LHOST:]LPORT:[RHOST:]RPORT`,
-/// or only `[RHOST:]RPORT` for a random server port.
+/// What a tunnel forwards: TCP connections, UDP datagrams, or both on the same port number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum TunnelProtocol {
+    #[default]
+    Tcp,
+    Udp,
+    TcpUdp,
+}
+
+impl TunnelProtocol {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Tcp => "tcp",
+            Self::Udp => "udp",
+            Self::TcpUdp => "tcp+udp",
+        }
+    }
+
+    pub fn has_tcp(self) -> bool {
+        matches!(self, Self::Tcp | Self::TcpUdp)
+    }
+
+    pub fn has_udp(self) -> bool {
+        matches!(self, Self::Udp | Self::TcpUdp)
+    }
+
+    /// Whether two tunnels would both use TCP or both use UDP.
+    pub fn overlaps(self, other: Self) -> bool {
+        (self.has_tcp() && other.has_tcp()) || (self.has_udp() && other.has_udp())
+    }
+}
+
+impl fmt::Display for TunnelProtocol {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for TunnelProtocol {
+    type Err = SpecError;
+
+    fn from_str(text: &str) -> Result<Self, SpecError> {
+        match text {
+            "tcp" => Ok(Self::Tcp),
+            "udp" => Ok(Self::Udp),
+            "tcp+udp" => Ok(Self::TcpUdp),
+            other => Err(SpecError::BadProtocol(other.to_owned())),
+        }
+    }
+}
+
+/// A tunnel as written in an agent's config or command line:
+/// `[LHOST:]LPORT:[RHOST:]RPORT[/PROTOCOL]`, or only `[RHOST:]RPORT[/PROTOCOL]` for a
+/// random server port.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TunnelSpec {
     pub local: Option<Endpoint>,
     pub remote: Endpoint,
+    pub protocol: TunnelProtocol,
 }
 
 /// Parses the combined form from the right, as RPort does: the first port is the remote
 /// port, the next one the local port; hosts attach to the port on their right.
 pub fn parse_tunnel_spec(input: &str) -> Result<TunnelSpec, SpecError> {
+    let (input, protocol) = match input.trim().rsplit_once('/') {
+        // A '/' inside brackets belongs to an address, not to a protocol suffix.
+        Some((spec, suffix)) if !suffix.contains(']') => (spec, suffix.parse()?),
+        _ => (input, TunnelProtocol::Tcp),
+    };
     let parts = split_parts(input)?;
     let (local, remote) = match parts.as_slice() {
         [rport] => (None, (None, *rport)),
@@ -89,6 +149,7 @@ pub fn parse_tunnel_spec(input: &str) -> Result<TunnelSpec, SpecError> {
     Ok(TunnelSpec {
         local: local.map(|l| build(l, DEFAULT_LOCAL_HOST)).transpose()?,
         remote: build(remote, DEFAULT_REMOTE_HOST)?,
+        protocol,
     })
 }
 
@@ -228,36 +289,57 @@ mod tests {
             parse_tunnel_spec("2222:22"),
             Ok(TunnelSpec {
                 local: Some(ep("0.0.0.0", 2222)),
-                remote: ep("127.0.0.1", 22)
+                remote: ep("127.0.0.1", 22),
+                protocol: TunnelProtocol::Tcp,
             })
         );
         assert_eq!(
             parse_tunnel_spec("9999:192.168.1.1:80"),
             Ok(TunnelSpec {
                 local: Some(ep("0.0.0.0", 9999)),
-                remote: ep("192.168.1.1", 80)
+                remote: ep("192.168.1.1", 80),
+                protocol: TunnelProtocol::Tcp,
             })
         );
         assert_eq!(
             parse_tunnel_spec("3389"),
             Ok(TunnelSpec {
                 local: None,
-                remote: ep("127.0.0.1", 3389)
+                remote: ep("127.0.0.1", 3389),
+                protocol: TunnelProtocol::Tcp,
             })
         );
         assert_eq!(
             parse_tunnel_spec("192.168.178.1:80"),
             Ok(TunnelSpec {
                 local: None,
-                remote: ep("192.168.178.1", 80)
+                remote: ep("192.168.178.1", 80),
+                protocol: TunnelProtocol::Tcp,
             })
         );
         assert_eq!(
             parse_tunnel_spec("127.0.0.1:3390:[::1]:3389"),
             Ok(TunnelSpec {
                 local: Some(ep("127.0.0.1", 3390)),
-                remote: ep("::1", 3389)
+                remote: ep("::1", 3389),
+                protocol: TunnelProtocol::Tcp,
             })
         );
+    }
+
+    #[test]
+    fn protocol_suffix() {
+        let spec = parse_tunnel_spec("5353:53/udp").expect("udp");
+        assert_eq!(spec.protocol, TunnelProtocol::Udp);
+        assert_eq!(spec.remote, ep("127.0.0.1", 53));
+        let spec = parse_tunnel_spec("[::1]:53/tcp+udp").expect("tcp+udp");
+        assert_eq!(spec.protocol, TunnelProtocol::TcpUdp);
+        assert_eq!(spec.remote, ep("::1", 53));
+        assert_eq!(
+            parse_tunnel_spec("53/sctp"),
+            Err(SpecError::BadProtocol("sctp".into()))
+        );
+        assert!(TunnelProtocol::TcpUdp.overlaps(TunnelProtocol::Udp));
+        assert!(!TunnelProtocol::Tcp.overlaps(TunnelProtocol::Udp));
     }
 }

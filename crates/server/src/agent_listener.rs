@@ -98,6 +98,7 @@ impl AgentListener {
             password,
             info,
             keep_alive_secs,
+            remotes,
         } = hello
         else {
             refuse(&mut tls, RefuseCode::BadRequest, "expected hello".into()).await;
@@ -155,6 +156,7 @@ impl AgentListener {
             auth_id,
             info,
             keep_alive,
+            remotes,
         })
     }
 
@@ -166,6 +168,7 @@ impl AgentListener {
             auth_id,
             info,
             keep_alive,
+            remotes,
         } = admitted;
         tls.get_mut()
             .1
@@ -177,6 +180,8 @@ impl AgentListener {
             .attach(&client_id, &auth_id, info, peer.to_string(), handle)
             .await;
         tracing::info!(%peer, client = %client_id, "agent connected");
+        // Runs beside the driver: opening tunnels may talk to the agent.
+        let attached = self.tunnels.client_attached(&client_id, &remotes);
         let control = async {
             while let Some(payload) = events.control.recv().await {
                 match ControlMessage::from_json(&payload) {
@@ -193,7 +198,7 @@ impl AgentListener {
             }
         };
         // One task per agent: the driver and the control loop share it.
-        let (outcome, ()) = tokio::join!(driver.run(), control);
+        let (outcome, (), ()) = tokio::join!(driver.run(), control, attached);
         if self.registry.detach(&client_id, number).await {
             self.tunnels.client_gone(&client_id).await;
         }
@@ -212,6 +217,8 @@ struct Admitted {
     auth_id: String,
     info: rport_protocol::SystemInfo,
     keep_alive: Duration,
+    /// Tunnels the agent's configuration asks for.
+    remotes: Vec<String>,
 }
 
 async fn refuse(

@@ -44,6 +44,10 @@ pub struct ServerSection {
     /// restart cannot starve established sessions of CPU.
     pub max_concurrent_handshakes: usize,
     pub handshake_timeout: Duration,
+    /// How long a tunnel keeps its port while its agent is disconnected.
+    pub tunnel_grace_period: Duration,
+    /// How long the agent may take to reach a target when `check_port` is on.
+    pub check_port_timeout: Duration,
 }
 
 /// How agents authenticate.
@@ -130,6 +134,8 @@ struct RawServer {
     #[serde(alias = "max_concurrent_ssh_handshakes")]
     max_concurrent_handshakes: Option<usize>,
     handshake_timeout: Option<DurationValue>,
+    tunnel_grace_period: Option<DurationValue>,
+    check_port_timeout: Option<DurationValue>,
 }
 
 #[derive(Deserialize, Default)]
@@ -349,6 +355,22 @@ impl Validator<'_> {
         if !(Duration::from_secs(1)..=Duration::from_secs(300)).contains(&handshake_timeout) {
             return Err(self.error("server.handshake_timeout", "must be between 1s and 5m"));
         }
+        let tunnel_grace_period = self.duration(
+            "server.tunnel_grace_period",
+            raw.tunnel_grace_period,
+            Duration::from_secs(120),
+        )?;
+        if tunnel_grace_period > Duration::from_secs(7 * 24 * 3600) {
+            return Err(self.error("server.tunnel_grace_period", "must be at most 168h"));
+        }
+        let check_port_timeout = self.duration(
+            "server.check_port_timeout",
+            raw.check_port_timeout,
+            Duration::from_secs(2),
+        )?;
+        if !(Duration::from_millis(100)..=Duration::from_secs(60)).contains(&check_port_timeout) {
+            return Err(self.error("server.check_port_timeout", "must be between 100ms and 1m"));
+        }
         Ok(ServerSection {
             address,
             url,
@@ -365,6 +387,8 @@ impl Validator<'_> {
             purge_disconnected_clients_interval,
             max_concurrent_handshakes,
             handshake_timeout,
+            tunnel_grace_period,
+            check_port_timeout,
         })
     }
 

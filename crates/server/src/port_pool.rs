@@ -4,10 +4,11 @@
 
 use std::collections::HashSet;
 use std::io;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use rand::Rng;
-use tokio::net::TcpListener;
+use rport_protocol::tunnel_spec::TunnelProtocol;
+use tokio::net::{TcpListener, UdpSocket};
 
 use crate::port_ranges::PortRanges;
 
@@ -50,40 +51,71 @@ impl PortPool {
             .unwrap_or(false)
     }
 
-    /// Gives a port back once its listener is closed.
-    pub fn release(&self, port: u16) {
+    /// Gives a port back once its sockets are closed (see [`PortLease`]).
+    fn release(&self, port: u16) {
         if let Ok(mut taken) = self.taken.lock() {
             taken.remove(&port);
         }
     }
 
-    /// Binds the given port, which must be allowed and free.
-    pub async fn bind_port(&self, host: &str, port: u16) -> Result<TcpListener, PoolError> {
-        if !self.allowed.contains(port) {
-            return Err(PoolError::NotAllowed(port));
-        }
-        if !self.reserve(port) {
-            return Err(PoolError::InUse(port));
-        }
-        match TcpListener::bind((host, port)).await {
-            Ok(listener) => Ok(listener),
-            Err(source) => {
-                self.release(port);
-                Err(if source.kind() == io::ErrorKind::AddrInUse {
-                    PoolError::InUse(port)
-                } else {
-                    PoolError::Bind {
-                        host: host.to_owned(),
-                        port,
-                        source,
-                    }
-                })
-            }
+    /// Refuses a port outside the allowed ranges: checked before anything else is done
+    /// for a tunnel, since it depends on nothing but the configuration.
+    pub fn check_allowed(&self, port: u16) -> Result<(), PoolError> {
+        if self.allowed.contains(port) {
+            Ok(())
+        } else {
+            Err(PoolError::NotAllowed(port))
         }
     }
 
+    /// Binds the given port, which must be allowed and free, for `protocol` (both
+    /// sockets on the same port number for `tcp+udp`).
+    pub async fn bind_port(
+        self: &Arc<Self>,
+        host: &str,
+        port: u16,
+        protocol: TunnelProtocol,
+    ) -> Result<BoundPort, PoolError> {
+        self.check_allowed(port)?;
+        if !self.reserve(port) {
+            return Err(PoolError::InUse(port));
+        }
+        let lease = PortLease {
+            pool: Arc::clone(self),
+            port,
+        };
+        let bind_error = |source: io::Error| {
+            if source.kind() == io::ErrorKind::AddrInUse {
+                PoolError::InUse(port)
+            } else {
+                PoolError::Bind {
+                    host: host.to_owned(),
+                    port,
+                    source,
+                }
+            }
+        };
+        let tcp = match protocol.has_tcp() {
+            true => Some(TcpListener::bind((host, port)).await.map_err(bind_error)?),
+            false => None,
+        };
+        let udp = match protocol.has_udp() {
+            true => Some(UdpSocket::bind((host, port)).await.map_err(bind_error)?),
+            false => None,
+        };
+        Ok(BoundPort {
+            tcp,
+            udp,
+            lease: Arc::new(lease),
+        })
+    }
+
     /// Binds a random free allowed port.
-    pub async fn bind_random(&self, host: &str) -> Result<(TcpListener, u16), PoolError> {
+    pub async fn bind_random(
+        self: &Arc<Self>,
+        host: &str,
+        protocol: TunnelProtocol,
+    ) -> Result<BoundPort, PoolError> {
         let count = self.allowed.len();
         if count == 0 {
             return Err(PoolError::Exhausted);
@@ -95,12 +127,39 @@ impl PortPool {
             let Some(port) = self.allowed.nth(index) else {
                 continue;
             };
-            match self.bind_port(host, port).await {
-                Ok(listener) => return Ok((listener, port)),
+            match self.bind_port(host, port, protocol).await {
+                Ok(bound) => return Ok(bound),
                 Err(PoolError::InUse(_)) => continue,
                 Err(other) => return Err(other),
             }
         }
         Err(PoolError::Exhausted)
+    }
+}
+
+/// The sockets of a tunnel's public port.
+pub struct BoundPort {
+    pub tcp: Option<TcpListener>,
+    pub udp: Option<UdpSocket>,
+    /// Shared by whatever serves the sockets; the port returns to the pool when the last
+    /// holder drops it, which each does after closing its socket.
+    pub lease: Arc<PortLease>,
+}
+
+/// A port taken from the pool until dropped.
+pub struct PortLease {
+    pool: Arc<PortPool>,
+    port: u16,
+}
+
+impl PortLease {
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+}
+
+impl Drop for PortLease {
+    fn drop(&mut self) {
+        self.pool.release(self.port);
     }
 }

@@ -19,7 +19,7 @@ use crate::api_auth::ApiAuth;
 use crate::config::ServerConfig;
 use crate::port_pool::PortPool;
 use crate::registry::Registry;
-use crate::tunnels::TunnelManager;
+use crate::tunnels::{TunnelManager, TunnelSettings};
 
 /// Name of the file in `data_dir` holding the fingerprint agents pin.
 pub const FINGERPRINT_FILE: &str = "rportd-fingerprint.txt";
@@ -111,8 +111,12 @@ impl Server {
         let (api_auth, admin_credential) = ApiAuth::load(&config.api, Arc::clone(&store)).await?;
         let registry = Arc::new(Registry::load(Arc::clone(&store)).await?);
         let pool = PortPool::new(config.server.port_pool.clone());
+        let settings = TunnelSettings {
+            grace_period: config.server.tunnel_grace_period,
+            check_port_timeout: config.server.check_port_timeout,
+        };
         let tunnels =
-            Arc::new(TunnelManager::new(Arc::clone(&registry), Arc::clone(&store), pool).await?);
+            TunnelManager::start(Arc::clone(&registry), Arc::clone(&store), pool, settings).await?;
 
         let agent_listener = Arc::new(AgentListener {
             acceptor: TlsAcceptor::from(identity.server_config()?),

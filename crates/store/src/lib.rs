@@ -11,7 +11,9 @@ use std::path::{Path, PathBuf};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
-pub use records::{ClientRecord, TunnelFilter, TunnelRecord, UserRecord};
+pub use records::{
+    ClientRecord, TunnelCounters, TunnelFilter, TunnelOptions, TunnelRecord, UserRecord,
+};
 pub use sqlite::SqliteStore;
 
 #[derive(Debug, thiserror::Error)]
@@ -59,7 +61,7 @@ pub trait Store: Send + Sync + 'static {
     async fn get_tunnel(&self, id: &str) -> Result<Option<TunnelRecord>, StoreError>;
     /// Newest first.
     async fn list_tunnels(&self, filter: &TunnelFilter) -> Result<Vec<TunnelRecord>, StoreError>;
-    /// Marks every tunnel still `opened` as ended; returns how many.
+    /// Marks every live (`opened` or `pending`) tunnel as ended; returns how many.
     async fn close_all_open_tunnels(
         &self,
         at: DateTime<Utc>,

@@ -4,6 +4,7 @@ use std::fmt;
 
 use chrono::{DateTime, Utc};
 use rport_protocol::SystemInfo;
+use serde::{Deserialize, Serialize};
 
 /// An agent rportd has seen.
 #[derive(Debug, Clone, PartialEq)]
@@ -32,15 +33,51 @@ pub struct TunnelRecord {
     pub rhost: String,
     pub rport: u16,
     pub scheme: Option<String>,
-    /// `opened`, `closed` (by an operator) or `terminated` (by the system).
+    /// `pending` (waiting for its agent), `opened`, `closed` (by an operator) or
+    /// `terminated` (by the system).
     pub status: String,
     pub created_by: String,
     pub created_at: DateTime<Utc>,
     pub closed_at: Option<DateTime<Utc>>,
     pub close_reason: Option<String>,
-    /// Options later issues add (ACL, idle timeout, ...), kept as JSON so adding one needs
-    /// no migration.
-    pub options: serde_json::Value,
+    pub options: TunnelOptions,
+    pub counters: TunnelCounters,
+    /// When a connection last ended or a datagram last passed; idle time counts from here.
+    pub last_active_at: Option<DateTime<Utc>>,
+}
+
+impl TunnelRecord {
+    /// Still holding (or about to hold again) its port.
+    pub fn is_live(&self) -> bool {
+        matches!(self.status.as_str(), "opened" | "pending")
+    }
+}
+
+/// What the operator set on a tunnel. Stored as JSON, so that adding an option needs no
+/// migration; unknown fields are ignored and missing ones take their defaults.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct TunnelOptions {
+    /// Comma list of addresses and networks allowed to connect; `None` = anyone.
+    pub acl: Option<String>,
+    /// 0 = never idle-closed.
+    pub idle_timeout_minutes: u32,
+    /// Closed this long after creation, busy or not; 0 = no limit.
+    pub auto_close_secs: u64,
+    pub check_port: bool,
+}
+
+/// What a tunnel has carried, for operators and for the audit of who used what.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TunnelCounters {
+    /// Connections (TCP) or remote sources (UDP) accepted.
+    pub connections: u64,
+    /// Connections or datagrams refused by the ACL.
+    pub refused: u64,
+    /// Bytes from the public side to the target.
+    pub bytes_in: u64,
+    /// Bytes from the target to the public side.
+    pub bytes_out: u64,
 }
 
 #[derive(Debug, Clone, Default)]

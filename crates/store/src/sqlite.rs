@@ -8,7 +8,10 @@ use async_trait::async_trait;
 use chrono::{DateTime, TimeZone, Utc};
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
-use crate::{ClientRecord, Store, StoreError, TunnelFilter, TunnelRecord, UserRecord};
+use crate::{
+    ClientRecord, Store, StoreError, TunnelCounters, TunnelFilter, TunnelOptions, TunnelRecord,
+    UserRecord,
+};
 
 /// Each entry moves the schema one version up; never edit one that has shipped.
 const MIGRATIONS: &[&str] = &[
@@ -53,6 +56,12 @@ const MIGRATIONS: &[&str] = &[
         key TEXT PRIMARY KEY,
         value TEXT NOT NULL
     );",
+    // 2: tunnel counters and idle time, kept so that a restart honours both
+    "ALTER TABLE tunnels ADD COLUMN last_active_at INTEGER;
+    ALTER TABLE tunnels ADD COLUMN connections INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE tunnels ADD COLUMN connections_refused INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE tunnels ADD COLUMN bytes_in INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE tunnels ADD COLUMN bytes_out INTEGER NOT NULL DEFAULT 0;",
 ];
 
 pub struct SqliteStore {
@@ -167,10 +176,22 @@ fn tunnel_from_row(row: &Row<'_>) -> rusqlite::Result<(TunnelRecord, String)> {
             created_at: from_millis(Some(row.get("created_at")?)).unwrap_or_default(),
             closed_at: from_millis(row.get("closed_at")?),
             close_reason: row.get("close_reason")?,
-            options: serde_json::Value::Null,
+            options: TunnelOptions::default(),
+            counters: TunnelCounters {
+                connections: counter(row, "connections")?,
+                refused: counter(row, "connections_refused")?,
+                bytes_in: counter(row, "bytes_in")?,
+                bytes_out: counter(row, "bytes_out")?,
+            },
+            last_active_at: from_millis(row.get("last_active_at")?),
         },
         options,
     ))
+}
+
+/// SQLite integers are signed; counters are stored as their two's complement.
+fn counter(row: &Row<'_>, column: &str) -> rusqlite::Result<u64> {
+    row.get::<_, i64>(column).map(|value| value as u64)
 }
 
 fn finish_tunnel(
@@ -191,13 +212,17 @@ fn user_from_row(row: &Row<'_>) -> rusqlite::Result<UserRecord> {
 }
 
 const TUNNEL_COLUMNS: &str = "id, client_id, name, protocol, lhost, lport, lport_random, rhost, rport, \
-     scheme, status, created_by, created_at, closed_at, close_reason, options";
+     scheme, status, created_by, created_at, closed_at, close_reason, options, last_active_at, \
+     connections, connections_refused, bytes_in, bytes_out";
 
 fn write_tunnel(conn: &Connection, sql_verb: &str, t: &TunnelRecord) -> Result<(), StoreError> {
     let sql = format!(
         "{sql_verb} INTO tunnels ({TUNNEL_COLUMNS}) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)"
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, \
+         ?18, ?19, ?20, ?21)"
     );
+    let options = serde_json::to_string(&t.options)
+        .map_err(|err| corrupt(&format!("tunnel {} options", t.id), err))?;
     conn.execute(
         &sql,
         params![
@@ -216,7 +241,12 @@ fn write_tunnel(conn: &Connection, sql_verb: &str, t: &TunnelRecord) -> Result<(
             millis(t.created_at),
             t.closed_at.map(millis),
             t.close_reason,
-            t.options.to_string(),
+            options,
+            t.last_active_at.map(millis),
+            t.counters.connections as i64,
+            t.counters.refused as i64,
+            t.counters.bytes_in as i64,
+            t.counters.bytes_out as i64,
         ],
     )?;
     Ok(())
@@ -347,7 +377,7 @@ impl Store for SqliteStore {
             let limit = filter.limit.map_or(-1, |l| l as i64);
             let mut stmt = conn.prepare(&format!(
                 "SELECT {TUNNEL_COLUMNS} FROM tunnels \
-                 WHERE (?1 IS NULL OR client_id = ?1) AND (?2 = 0 OR status = 'opened') \
+                 WHERE (?1 IS NULL OR client_id = ?1) AND (?2 = 0 OR status IN ('opened', 'pending')) \
                  ORDER BY created_at DESC, id LIMIT ?3"
             ))?;
             let rows = stmt.query_map(
@@ -369,7 +399,7 @@ impl Store for SqliteStore {
         self.run(move |conn| {
             Ok(conn.execute(
                 "UPDATE tunnels SET status = ?1, close_reason = ?2, closed_at = ?3 \
-                 WHERE status = 'opened'",
+                 WHERE status IN ('opened', 'pending')",
                 params![status, reason, millis(at)],
             )?)
         })

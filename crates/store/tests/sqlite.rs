@@ -3,7 +3,10 @@
 
 use chrono::{Duration, Utc};
 use rport_protocol::SystemInfo;
-use rport_store::{ClientRecord, SqliteStore, Store, TunnelFilter, TunnelRecord, UserRecord};
+use rport_store::{
+    ClientRecord, SqliteStore, Store, TunnelCounters, TunnelFilter, TunnelOptions, TunnelRecord,
+    UserRecord,
+};
 
 fn client(id: &str) -> ClientRecord {
     ClientRecord {
@@ -38,7 +41,19 @@ fn tunnel(id: &str, client_id: &str) -> TunnelRecord {
         created_at: Utc::now(),
         closed_at: None,
         close_reason: None,
-        options: serde_json::json!({"acl": ["127.0.0.1"]}),
+        options: TunnelOptions {
+            acl: Some("127.0.0.1".into()),
+            idle_timeout_minutes: 5,
+            auto_close_secs: 0,
+            check_port: true,
+        },
+        counters: TunnelCounters {
+            connections: 3,
+            refused: 1,
+            bytes_in: u64::MAX - 1,
+            bytes_out: 42,
+        },
+        last_active_at: None,
     }
 }
 
@@ -103,8 +118,24 @@ async fn tunnels_round_trip_and_close_on_restart() {
         .expect("insert");
     assert!(store.insert_tunnel(&t1).await.is_err(), "ids are unique");
     let got = store.get_tunnel("t1").await.expect("get").expect("present");
-    assert_eq!(got.options["acl"][0], "127.0.0.1");
+    assert_eq!(got.options, t1.options);
+    assert_eq!(got.counters, t1.counters);
     assert_eq!(got.scheme.as_deref(), Some("ssh"));
+
+    let mut pending = tunnel("t3", "b");
+    pending.status = "pending".into();
+    pending.last_active_at = Some(Utc::now());
+    store.insert_tunnel(&pending).await.expect("insert");
+    let live = TunnelFilter {
+        open_only: true,
+        ..Default::default()
+    };
+    assert_eq!(store.list_tunnels(&live).await.expect("list").len(), 3);
+    let got = store.get_tunnel("t3").await.expect("get").expect("present");
+    assert_eq!(
+        got.last_active_at.map(|t| t.timestamp_millis()),
+        pending.last_active_at.map(|t| t.timestamp_millis())
+    );
 
     let only_a = TunnelFilter {
         client_id: Some("a".into()),
@@ -116,7 +147,7 @@ async fn tunnels_round_trip_and_close_on_restart() {
         .close_all_open_tunnels(Utc::now(), "terminated", "server_shutdown")
         .await
         .expect("close");
-    assert_eq!(closed, 2);
+    assert_eq!(closed, 3);
     let open = TunnelFilter {
         open_only: true,
         ..Default::default()
@@ -170,4 +201,37 @@ fn refuses_a_schema_from_the_future() {
     drop(conn);
     let err = SqliteStore::open(&path).err().expect("must refuse");
     assert!(err.to_string().contains("newer"), "{err}");
+}
+
+/// A database written by the first schema keeps its tunnels when a newer rportd opens it.
+#[tokio::test]
+async fn a_version_1_database_is_upgraded_without_losing_tunnels() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("db");
+    let conn = rusqlite::Connection::open(&path).expect("raw open");
+    conn.execute_batch(
+        "CREATE TABLE clients (id TEXT PRIMARY KEY, auth_id TEXT NOT NULL, info TEXT NOT NULL,
+            address TEXT NOT NULL, connected INTEGER NOT NULL, connected_at INTEGER,
+            disconnected_at INTEGER);
+        CREATE TABLE tunnels (id TEXT PRIMARY KEY, client_id TEXT NOT NULL, name TEXT NOT NULL,
+            protocol TEXT NOT NULL, lhost TEXT NOT NULL, lport INTEGER NOT NULL,
+            lport_random INTEGER NOT NULL, rhost TEXT NOT NULL, rport INTEGER NOT NULL,
+            scheme TEXT, status TEXT NOT NULL, created_by TEXT NOT NULL,
+            created_at INTEGER NOT NULL, closed_at INTEGER, close_reason TEXT,
+            options TEXT NOT NULL);
+        CREATE TABLE users (username TEXT PRIMARY KEY, password_hash TEXT NOT NULL,
+            is_admin INTEGER NOT NULL, created_at INTEGER NOT NULL);
+        CREATE TABLE settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+        INSERT INTO tunnels VALUES ('old', 'a', '', 'tcp', '0.0.0.0', 20001, 0, '127.0.0.1', 22,
+            'ssh', 'opened', 'admin', 1700000000000, NULL, NULL, '{}');
+        PRAGMA user_version = 1;",
+    )
+    .expect("version 1 schema");
+    drop(conn);
+    let store = SqliteStore::open(&path).expect("upgrade");
+    let old = store.get_tunnel("old").await.expect("get").expect("kept");
+    assert_eq!(old.rport, 22);
+    assert_eq!(old.counters, TunnelCounters::default());
+    assert_eq!(old.options, TunnelOptions::default());
+    assert_eq!(old.last_active_at, None);
 }

@@ -282,6 +282,42 @@ impl Rportd {
         (status, serde_json::from_str(&text).unwrap_or(Value::Null))
     }
 
+    /// A request with a JSON body (`PUT .../acl`).
+    pub fn send_json(&self, method: &str, path: &str, body: &Value) -> (u16, Value) {
+        let url = format!("{}{}", self.api, path);
+        let request = match method {
+            "PUT" => self.http.put(&url),
+            "POST" => self.http.post(&url),
+            other => panic!("unsupported method {other}"),
+        };
+        let response = with_auth(request, &self.auth_header)
+            .header("Content-Type", "application/json")
+            .send(body.to_string())
+            .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+        let status = response.status().as_u16();
+        let text = response.into_body().read_to_string().unwrap_or_default();
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    /// A tunnel by id from `GET /api/v1/tunnels?filter[status]=…` (live and past ones).
+    pub fn tunnel(&self, id: &str) -> Option<Value> {
+        let (status, body) = self.request(
+            "GET",
+            "/api/v1/tunnels?filter[status]=opened,pending,closed,terminated",
+        );
+        assert_eq!(status, 200, "{body}");
+        body["data"]
+            .as_array()
+            .and_then(|list| list.iter().find(|t| t["id"] == id).cloned())
+    }
+
+    /// Waits until the tunnel `id` has `status`; returns it.
+    pub fn wait_tunnel_status(&self, id: &str, status: &str, timeout: Duration) -> Value {
+        wait_for(&format!("tunnel {id} {status}"), timeout, || {
+            self.tunnel(id).filter(|t| t["status"] == status)
+        })
+    }
+
     pub fn client(&self, id: &str) -> Option<Value> {
         let (status, body) = self.request("GET", &format!("/api/v1/clients/{id}"));
         (status == 200).then(|| body["data"].clone())
@@ -370,8 +406,22 @@ impl Rport {
 
     /// Like [`Rport::attach`], but connecting to `address` (a proxy in front of the server).
     pub fn attach_via(server: &Rportd, id: &str, data_dir: &Path, address: SocketAddr) -> Self {
+        Self::attach_with(server, id, data_dir, address, &[], &[])
+    }
+
+    /// Like [`Rport::attach_via`], with more flags before the server address and
+    /// positional remotes after it.
+    pub fn attach_with(
+        server: &Rportd,
+        id: &str,
+        data_dir: &Path,
+        address: SocketAddr,
+        flags: &[&str],
+        remotes: &[&str],
+    ) -> Self {
         let address = address.to_string();
-        Self::start(&[
+        let mut args = flags.to_vec();
+        args.extend_from_slice(&[
             "--id",
             id,
             "--fingerprint",
@@ -391,7 +441,9 @@ impl Rport {
             "--max-retry-interval",
             "2s",
             &address,
-        ])
+        ]);
+        args.extend_from_slice(remotes);
+        Self::start(&args)
     }
 
     pub fn is_running(&mut self) -> bool {

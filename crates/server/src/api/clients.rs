@@ -4,10 +4,10 @@
 use std::cmp::Ordering;
 use std::collections::HashMap;
 
+use crate::tunnels::TunnelInfo;
 use axum::extract::{Path, State as StateExtractor};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use rport_store::TunnelRecord;
 use serde_json::{Map, Value, json};
 
 use super::tunnels::tunnel_json;
@@ -91,7 +91,7 @@ fn field(entry: &ClientEntry, name: &str) -> Option<Value> {
 fn client_json(
     entry: &ClientEntry,
     fields: &[&str],
-    tunnels: &HashMap<String, Vec<TunnelRecord>>,
+    tunnels: &HashMap<String, Vec<TunnelInfo>>,
 ) -> Value {
     let mut object = Map::new();
     for &name in fields {
@@ -109,10 +109,10 @@ fn client_json(
     Value::Object(object)
 }
 
-fn tunnels_by_client(state: &super::AppState) -> HashMap<String, Vec<TunnelRecord>> {
-    let mut map: HashMap<String, Vec<TunnelRecord>> = HashMap::new();
+fn tunnels_by_client(state: &super::AppState) -> HashMap<String, Vec<TunnelInfo>> {
+    let mut map: HashMap<String, Vec<TunnelInfo>> = HashMap::new();
     for tunnel in state.tunnels.list_open(None) {
-        map.entry(tunnel.client_id.clone())
+        map.entry(tunnel.record.client_id.clone())
             .or_default()
             .push(tunnel);
     }

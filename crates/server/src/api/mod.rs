@@ -50,6 +50,10 @@ pub fn router(state: Arc<AppState>) -> Router {
             "/clients/{client_id}/tunnels/{tunnel_id}",
             delete(tunnels::delete),
         )
+        .route(
+            "/clients/{client_id}/tunnels/{tunnel_id}/acl",
+            put(tunnels::set_acl),
+        )
         .route("/tunnels", get(tunnels::list));
     Router::new()
         .nest("/api/v1", v1)

@@ -3,62 +3,133 @@
 use axum::extract::{Path, State as StateExtractor};
 use axum::http::StatusCode;
 use axum::response::Response;
+use rport_protocol::ip_rules::Acl;
+use rport_protocol::tunnel_spec::TunnelProtocol;
 use rport_protocol::tunnel_spec::{self, DEFAULT_LOCAL_HOST, DEFAULT_REMOTE_HOST};
-use rport_store::{TunnelFilter, TunnelRecord};
+use rport_store::TunnelFilter;
 use serde_json::{Value, json};
+use std::time::Duration;
 
 use super::{ApiError, Authenticated, Params, State, data};
 use crate::port_pool::PoolError;
-use crate::tunnels::{TunnelError, TunnelRequest};
+use crate::tunnels::{CheckError, TunnelError, TunnelInfo, TunnelRequest};
 
 /// RPort's limit on `scheme`.
 const MAX_SCHEME_LEN: usize = 15;
 
-/// RPort's tunnel parameters that later features implement. Until then they are refused
-/// rather than ignored: silently dropping `acl` would expose a port the caller meant to
-/// restrict.
-const NOT_YET_SUPPORTED: &[&str] = &[
-    "acl",
-    "idle-timeout-minutes",
-    "skip-idle-timeout",
-    "auto-close",
-    "http_proxy",
-    "host_header",
-    "auth_user",
-    "auth_password",
-];
+/// RPort's tunnel parameters that a later feature implements. Until then they are refused
+/// rather than ignored: silently dropping `auth_password` would expose a web UI the caller
+/// meant to protect.
+const NOT_YET_SUPPORTED: &[&str] = &["http_proxy", "host_header", "auth_user", "auth_password"];
 
-/// A tunnel in RPort's shape (ports as strings) plus its lifecycle fields.
-pub fn tunnel_json(tunnel: &TunnelRecord) -> Value {
+/// RPort's upper bounds.
+const MAX_IDLE_TIMEOUT_MINUTES: u32 = 10080;
+const MAX_AUTO_CLOSE: Duration = Duration::from_secs(744 * 3600);
+const DEFAULT_IDLE_TIMEOUT_MINUTES: u32 = 5;
+
+/// A tunnel in RPort's shape (ports as strings, `auto_close` in nanoseconds as Go
+/// serialises a Duration) plus its lifecycle fields and counters.
+pub fn tunnel_json(tunnel: &TunnelInfo) -> Value {
     let time = |t: Option<chrono::DateTime<chrono::Utc>>| {
         t.map_or(Value::Null, |t| {
             json!(t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
         })
     };
-    let mut object = json!({
-        "id": tunnel.id,
-        "client_id": tunnel.client_id,
-        "name": tunnel.name,
-        "protocol": tunnel.protocol,
-        "lhost": tunnel.lhost,
-        "lport": tunnel.lport.to_string(),
-        "lport_random": tunnel.lport_random,
-        "rhost": tunnel.rhost,
-        "rport": tunnel.rport.to_string(),
-        "scheme": tunnel.scheme,
-        "owner": tunnel.created_by,
-        "created_by": tunnel.created_by,
-        "created_at": time(Some(tunnel.created_at)),
-        "status": tunnel.status,
-        "closed_at": time(tunnel.closed_at),
-        "close_reason": tunnel.close_reason,
+    let record = &tunnel.record;
+    let auto_close_at = (record.options.auto_close_secs > 0).then(|| {
+        record.created_at + chrono::Duration::seconds(record.options.auto_close_secs as i64)
     });
-    if let (Value::Object(target), Value::Object(options)) = (&mut object, &tunnel.options) {
-        for (key, value) in options {
-            target.entry(key.clone()).or_insert_with(|| value.clone());
-        }
+    json!({
+        "id": record.id,
+        "client_id": record.client_id,
+        "name": record.name,
+        "protocol": record.protocol,
+        "lhost": record.lhost,
+        "lport": record.lport.to_string(),
+        "lport_random": record.lport_random,
+        "rhost": record.rhost,
+        "rport": record.rport.to_string(),
+        "scheme": record.scheme,
+        "acl": record.options.acl,
+        "idle_timeout_minutes": record.options.idle_timeout_minutes,
+        "auto_close": record.options.auto_close_secs.saturating_mul(1_000_000_000),
+        "auto_close_at": time(auto_close_at),
+        "check_port": record.options.check_port,
+        "http_proxy": false,
+        "owner": record.created_by,
+        "created_by": record.created_by,
+        "created_at": time(Some(record.created_at)),
+        "status": record.status,
+        "closed_at": time(record.closed_at),
+        "close_reason": record.close_reason,
+        "last_active_at": time(record.last_active_at),
+        "active_connections": tunnel.active_connections,
+        "connections": record.counters.connections,
+        "connections_refused": record.counters.refused,
+        "bytes_in": record.counters.bytes_in,
+        "bytes_out": record.counters.bytes_out,
+    })
+}
+
+/// Go's `strconv.ParseBool`, which RPort uses for boolean parameters.
+fn parse_bool(name: &str, value: &str) -> Result<bool, ApiError> {
+    match value {
+        "1" | "t" | "T" | "true" | "TRUE" | "True" => Ok(true),
+        "0" | "f" | "F" | "false" | "FALSE" | "False" => Ok(false),
+        other => Err(ApiError::bad_request(
+            "ERR_CODE_INVALID_REQUEST",
+            format!("Invalid {name}"),
+            format!("{name}={other:?} is not a boolean: use true or false"),
+        )),
     }
-    object
+}
+
+fn invalid_acl(err: impl std::fmt::Display) -> ApiError {
+    ApiError::bad_request("ERR_CODE_INVALID_ACL", "Invalid ACL", format!("acl: {err}"))
+}
+
+fn parse_idle_timeout(params: &Params) -> Result<u32, ApiError> {
+    let minutes = params.get("idle-timeout-minutes").filter(|m| !m.is_empty());
+    let skip = match params.get("skip-idle-timeout").filter(|s| !s.is_empty()) {
+        Some(skip) => parse_bool("skip-idle-timeout", skip)?,
+        None => false,
+    };
+    match (minutes, skip) {
+        (Some(_), true) => Err(ApiError::bad_request(
+            "ERR_CODE_INVALID_IDLE_TIMEOUT",
+            "Conflicting idle timeout",
+            "give either idle-timeout-minutes or skip-idle-timeout=true, not both",
+        )),
+        (None, true) => Ok(0),
+        (None, false) => Ok(DEFAULT_IDLE_TIMEOUT_MINUTES),
+        (Some(text), false) => match text.parse::<u32>() {
+            Ok(minutes) if minutes <= MAX_IDLE_TIMEOUT_MINUTES => Ok(minutes),
+            _ => Err(ApiError::bad_request(
+                "ERR_CODE_INVALID_IDLE_TIMEOUT",
+                "Invalid idle timeout",
+                format!(
+                    "idle-timeout-minutes={text:?}: expected whole minutes from 0 to {MAX_IDLE_TIMEOUT_MINUTES} (0 = never)"
+                ),
+            )),
+        },
+    }
+}
+
+fn parse_auto_close(params: &Params) -> Result<Option<Duration>, ApiError> {
+    let Some(text) = params.get("auto-close").filter(|a| !a.is_empty()) else {
+        return Ok(None);
+    };
+    match crate::config::parse_duration(text) {
+        Some(d) if d.is_zero() => Ok(None),
+        Some(d) if d <= MAX_AUTO_CLOSE => Ok(Some(d)),
+        _ => Err(ApiError::bad_request(
+            "ERR_CODE_INVALID_REQUEST",
+            "Invalid auto-close",
+            format!(
+                "auto-close={text:?}: expected a duration such as 20m, 1m30s or 1h, at most 744h"
+            ),
+        )),
+    }
 }
 
 fn invalid_spec(which: &str, err: tunnel_spec::SpecError) -> ApiError {
@@ -102,16 +173,10 @@ pub async fn create(
                 .map_err(|e| invalid_spec("local", e))?,
         ),
     };
-    match params.get("protocol").unwrap_or("tcp") {
-        "tcp" | "" => {}
-        other => {
-            return Err(ApiError::bad_request(
-                "ERR_CODE_INVALID_REQUEST",
-                "Unsupported protocol",
-                format!("protocol {other:?} is not supported by this server version yet; use tcp"),
-            ));
-        }
-    }
+    let protocol: TunnelProtocol = match params.get("protocol").filter(|p| !p.is_empty()) {
+        None => TunnelProtocol::Tcp,
+        Some(protocol) => protocol.parse().map_err(|e| invalid_spec("protocol", e))?,
+    };
     let scheme = params
         .get("scheme")
         .filter(|s| !s.is_empty())
@@ -126,16 +191,31 @@ pub async fn create(
             format!("scheme may be at most {MAX_SCHEME_LEN} characters"),
         ));
     }
+    let idle_timeout_minutes = parse_idle_timeout(&params)?;
+    let auto_close = parse_auto_close(&params)?;
+    let acl = match params.get("acl").filter(|a| !a.is_empty()) {
+        None => None,
+        Some(acl) => Some(Acl::parse(acl).map_err(invalid_acl)?),
+    };
+    let check_port = match params.get("check_port").filter(|c| !c.is_empty()) {
+        None => true,
+        Some(value) => parse_bool("check_port", value)?,
+    };
     let request = TunnelRequest {
         client_id: client_id.clone(),
         local,
         remote,
+        protocol,
         scheme,
         name: params.get("name").unwrap_or_default().to_owned(),
         created_by: user.username,
+        acl,
+        idle_timeout_minutes,
+        auto_close,
+        check_port,
     };
     match state.tunnels.create(request).await {
-        Ok(record) => Ok(data(tunnel_json(&record))),
+        Ok(tunnel) => Ok(data(tunnel_json(&tunnel))),
         Err(TunnelError::ClientNotConnected(id)) => Err(ApiError::new(
             StatusCode::NOT_FOUND,
             "ERR_CODE_CLIENT_NOT_FOUND",
@@ -167,6 +247,36 @@ pub async fn create(
             "Unable to start tunnel",
             err.to_string(),
         )),
+        Err(TunnelError::Check(CheckError::NotAllowed(detail))) => Err(ApiError::bad_request(
+            "ERR_CODE_TUNNEL_NOT_ALLOWED",
+            "Tunnel destination is not allowed by client configuration",
+            detail,
+        )),
+        Err(TunnelError::Check(CheckError::RemotePortNotOpen(detail))) => {
+            Err(ApiError::bad_request(
+                "ERR_CODE_REMOTE_PORT_NOT_OPEN",
+                "Remote port not open",
+                detail,
+            ))
+        }
+        Err(TunnelError::Check(err @ CheckError::NoAnswer(_))) => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "ERR_CODE_UNABLE_TO_START_TUNNEL",
+            "Client did not answer",
+            err.to_string(),
+        )),
+        Err(TunnelError::Exists(id)) => Err(ApiError::bad_request(
+            "ERR_CODE_TUNNEL_EXIST",
+            "Tunnel already exists",
+            format!("tunnel {id} of this client already uses this local port"),
+        )),
+        Err(TunnelError::ToPortExists(id)) => Err(ApiError::bad_request(
+            "ERR_CODE_TUNNEL_TO_PORT_EXIST",
+            "Tunnel to this port already exists",
+            format!(
+                "tunnel {id} of this client already leads to this target with an overlapping protocol and the same ACL"
+            ),
+        )),
         Err(err) => Err(ApiError::internal(err)),
     }
 }
@@ -176,9 +286,20 @@ pub async fn delete(
     StateExtractor(state): State,
     _user: Authenticated,
     Path((client_id, tunnel_id)): Path<(String, String)>,
+    params: Params,
 ) -> Result<StatusCode, ApiError> {
-    match state.tunnels.close(&client_id, &tunnel_id).await {
+    let force = match params.get("force").filter(|f| !f.is_empty()) {
+        None => false,
+        Some(force) => parse_bool("force", force)?,
+    };
+    match state.tunnels.close(&client_id, &tunnel_id, force).await {
         Ok(()) => Ok(StatusCode::NO_CONTENT),
+        Err(TunnelError::Busy(count)) => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "ERR_CODE_TUNNEL_HAS_ACTIVE_CONNECTIONS",
+            "Tunnel in use",
+            format!("tunnel has {count} active connection(s); add force=true to close it anyway"),
+        )),
         Err(TunnelError::NotFound(_)) => Err(ApiError::new(
             StatusCode::NOT_FOUND,
             "ERR_CODE_TUNNEL_NOT_FOUND",
@@ -198,7 +319,7 @@ pub async fn list(
 ) -> Result<Response, ApiError> {
     let client = params.get("filter[client_id]").filter(|c| !c.is_empty());
     let tunnels = match params.get("filter[status]").filter(|s| !s.is_empty()) {
-        None | Some("opened") => state.tunnels.list_open(client),
+        None | Some("live") => state.tunnels.list_open(client),
         Some(status) => {
             let wanted: Vec<&str> = status.split(',').map(str::trim).collect();
             let filter = TunnelFilter {
@@ -211,11 +332,47 @@ pub async fn list(
                 .await
                 .map_err(ApiError::internal)?
                 .into_iter()
-                .filter(|t| wanted.contains(&t.status.as_str()))
+                .filter(|t| wanted.contains(&t.record.status.as_str()))
                 .collect()
         }
     };
     Ok(data(Value::Array(
         tunnels.iter().map(tunnel_json).collect(),
     )))
+}
+
+/// `PUT /api/v1/clients/{id}/tunnels/{tunnel_id}/acl` with `{"acl":"..."}` or
+/// `{"acl":null}`: takes effect for the next connection.
+pub async fn set_acl(
+    StateExtractor(state): State,
+    _user: Authenticated,
+    Path((client_id, tunnel_id)): Path<(String, String)>,
+    body: axum::body::Bytes,
+) -> Result<StatusCode, ApiError> {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Body {
+        acl: Option<String>,
+    }
+    let body: Body = serde_json::from_slice(&body).map_err(|err| {
+        ApiError::bad_request(
+            "ERR_CODE_INVALID_REQUEST",
+            "Invalid body",
+            format!("expected {{\"acl\": \"ADDRESSES\"}} or {{\"acl\": null}}: {err}"),
+        )
+    })?;
+    let acl = match body.acl.as_deref().filter(|a| !a.trim().is_empty()) {
+        None => None,
+        Some(acl) => Some(Acl::parse(acl).map_err(invalid_acl)?),
+    };
+    match state.tunnels.set_acl(&client_id, &tunnel_id, acl).await {
+        Ok(()) => Ok(StatusCode::NO_CONTENT),
+        Err(TunnelError::NotFound(_)) => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "ERR_CODE_TUNNEL_NOT_FOUND",
+            "Tunnel not found",
+            format!("client {client_id:?} has no live tunnel {tunnel_id:?}"),
+        )),
+        Err(err) => Err(ApiError::internal(err)),
+    }
 }

@@ -1,0 +1,687 @@
+//! End to end: every tunnel parameter and error code, the agent's allow-list and its own
+//! tunnels, UDP, and tunnels that outlive agent disconnects and server crashes.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::net::{IpAddr, Ipv6Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use support::*;
+
+const ATTACH: Duration = Duration::from_secs(30);
+
+fn tempdir() -> tempfile::TempDir {
+    tempfile::tempdir().expect("tempdir")
+}
+
+/// A server with one connected agent, `client-1`.
+fn server_with_agent(dir: &std::path::Path, extra_server: &str) -> (Rportd, Rport) {
+    let server = Rportd::start_with(
+        dir,
+        &ServerSettings {
+            extra_server: extra_server.into(),
+            ..Default::default()
+        },
+    );
+    let agent = Rport::attach(&server, "client-1", &dir.join("agent"));
+    server.wait_connection_state("client-1", "connected", ATTACH);
+    (server, agent)
+}
+
+fn put_tunnel(server: &Rportd, query: &str) -> (u16, Value) {
+    server.request("PUT", &format!("/api/v1/clients/client-1/tunnels?{query}"))
+}
+
+fn error_code(body: &Value) -> &str {
+    body["errors"][0]["code"].as_str().unwrap_or_default()
+}
+
+fn id(tunnel: &Value) -> String {
+    tunnel["id"].as_str().expect("tunnel id").to_owned()
+}
+
+fn port(tunnel: &Value) -> u16 {
+    tunnel_address(tunnel).port()
+}
+
+/// Connects from `source` (any 127.0.0.0/8 address on Linux) and checks an echo round
+/// trip; returns whether the tunnel carried it.
+fn echo_from(source: IpAddr, target: SocketAddr) -> bool {
+    let socket = match source {
+        IpAddr::V4(_) => socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None),
+        IpAddr::V6(_) => socket2::Socket::new(socket2::Domain::IPV6, socket2::Type::STREAM, None),
+    }
+    .expect("socket");
+    socket
+        .bind(&SocketAddr::new(source, 0).into())
+        .expect("bind source");
+    if socket.connect(&target.into()).is_err() {
+        return false;
+    }
+    let mut stream: TcpStream = socket.into();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    if stream.write_all(b"ping through the tunnel").is_err() {
+        return false;
+    }
+    let mut answer = [0u8; 23];
+    stream.read_exact(&mut answer).is_ok() && &answer == b"ping through the tunnel"
+}
+
+const V4_ALLOWED: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, 2));
+const V4_OTHER: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, 3));
+
+#[test]
+fn acl_admits_listed_sources_only_and_changes_live() {
+    let dir = tempdir();
+    let (server, _agent) = server_with_agent(dir.path(), "");
+    let echo = echo_server();
+
+    for bad in [
+        "0.0.0.0/0",
+        "::/0",
+        "10.0.0.1,0.0.0.0",
+        "not-an-address",
+        "10.0.0.0/33",
+    ] {
+        let (status, body) = put_tunnel(&server, &format!("remote={}&acl={bad}", echo.port()));
+        assert_eq!(status, 400, "acl={bad}: {body}");
+        assert_eq!(
+            error_code(&body),
+            "ERR_CODE_INVALID_ACL",
+            "acl={bad}: {body}"
+        );
+    }
+
+    let tunnel = server.open_tunnel(
+        "client-1",
+        &format!(
+            "remote={}&acl=127.0.0.2,201.98.123.0/24,2001:db8::/32",
+            echo.port()
+        ),
+    );
+    assert_eq!(tunnel["acl"], "127.0.0.2,201.98.123.0/24,2001:db8::/32");
+    let address = tunnel_address(&tunnel);
+    assert!(echo_from(V4_ALLOWED, address), "127.0.0.2 is listed");
+    assert!(!echo_from(V4_OTHER, address), "127.0.0.3 is not");
+    let listed = server.tunnel(&id(&tunnel)).expect("listed");
+    assert_eq!(listed["connections_refused"], 1, "{listed}");
+    assert_eq!(listed["connections"], 1, "{listed}");
+
+    // Changed live: now only 127.0.0.3.
+    let acl_path = format!("/api/v1/clients/client-1/tunnels/{}/acl", id(&tunnel));
+    let (status, body) = server.send_json("PUT", &acl_path, &json!({"acl": "127.0.0.3"}));
+    assert_eq!(status, 204, "{body}");
+    assert!(echo_from(V4_OTHER, address));
+    assert!(!echo_from(V4_ALLOWED, address));
+    let (status, body) = server.send_json("PUT", &acl_path, &json!({"acl": "0.0.0.0/0"}));
+    assert_eq!((status, error_code(&body)), (400, "ERR_CODE_INVALID_ACL"));
+    // Removed: anyone.
+    let (status, _) = server.send_json("PUT", &acl_path, &json!({"acl": null}));
+    assert_eq!(status, 204);
+    assert!(echo_from(V4_ALLOWED, address));
+    assert_eq!(
+        server.tunnel(&id(&tunnel)).expect("listed")["acl"],
+        Value::Null
+    );
+}
+
+/// A free port among the test server's used_ports on `::1`.
+fn free_v6_port() -> u16 {
+    wait_for("a free IPv6 port", Duration::from_secs(5), || {
+        let listener = TcpListener::bind((Ipv6Addr::LOCALHOST, 0)).ok()?;
+        let port = listener.local_addr().ok()?.port();
+        (20000..=60000).contains(&port).then_some(port)
+    })
+}
+
+#[test]
+fn acl_applies_to_ipv6_sources() {
+    let dir = tempdir();
+    let (server, _agent) = server_with_agent(dir.path(), "");
+    let echo = echo_server();
+    let loopback6 = IpAddr::V6(Ipv6Addr::LOCALHOST);
+
+    let allowed = server.open_tunnel(
+        "client-1",
+        &format!(
+            "local=[::1]:{}&remote={}&acl=::1",
+            free_v6_port(),
+            echo.port()
+        ),
+    );
+    assert_eq!(allowed["lhost"], "::1");
+    let address = SocketAddr::new(loopback6, port(&allowed));
+    assert!(echo_from(loopback6, address));
+
+    let refused = server.open_tunnel(
+        "client-1",
+        &format!(
+            "local=[::1]:{}&remote={}&acl=2001:db8::/32&check_port=0",
+            free_v6_port(),
+            echo.port()
+        ),
+    );
+    let address = SocketAddr::new(loopback6, port(&refused));
+    assert!(!echo_from(loopback6, address));
+}
+
+#[test]
+fn parameters_are_validated_with_rport_error_codes() {
+    let dir = tempdir();
+    let (server, _agent) = server_with_agent(dir.path(), "");
+    let echo = echo_server();
+    let remote = format!("remote={}", echo.port());
+
+    let cases: &[(&str, u16, &str)] = &[
+        (
+            "idle-timeout-minutes=10081",
+            400,
+            "ERR_CODE_INVALID_IDLE_TIMEOUT",
+        ),
+        (
+            "idle-timeout-minutes=-1",
+            400,
+            "ERR_CODE_INVALID_IDLE_TIMEOUT",
+        ),
+        (
+            "idle-timeout-minutes=5&skip-idle-timeout=true",
+            400,
+            "ERR_CODE_INVALID_IDLE_TIMEOUT",
+        ),
+        ("skip-idle-timeout=maybe", 400, "ERR_CODE_INVALID_REQUEST"),
+        ("auto-close=745h", 400, "ERR_CODE_INVALID_REQUEST"),
+        ("auto-close=soon", 400, "ERR_CODE_INVALID_REQUEST"),
+        ("check_port=perhaps", 400, "ERR_CODE_INVALID_REQUEST"),
+        ("protocol=sctp", 400, "ERR_CODE_INVALID_REQUEST"),
+        (
+            "scheme=sixteen-chars-xx",
+            400,
+            "ERR_CODE_URI_SCHEME_LENGTH_EXCEED",
+        ),
+        ("local=80", 400, "ERR_CODE_INVALID_REQUEST"),
+    ];
+    for (query, status, code) in cases {
+        let (got, body) = put_tunnel(&server, &format!("{remote}&{query}"));
+        assert_eq!(
+            (got, error_code(&body)),
+            (*status, *code),
+            "{query}: {body}"
+        );
+    }
+    let (_, body) = put_tunnel(&server, &format!("{remote}&local=80"));
+    assert!(
+        body["errors"][0]["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("80")),
+        "{body}"
+    );
+
+    // Defaults, and each parameter returned.
+    let plain = server.open_tunnel("client-1", &format!("{remote}&name=db"));
+    assert_eq!(plain["idle_timeout_minutes"], 5);
+    assert_eq!(plain["auto_close"], 0);
+    assert_eq!(plain["check_port"], true);
+    assert_eq!(plain["name"], "db");
+    assert_eq!(plain["status"], "opened");
+    assert_eq!(plain["created_by"], "admin");
+    let custom = server.open_tunnel(
+        "client-1",
+        &format!("{remote}&skip-idle-timeout=1&auto-close=1h30m&acl=10.0.0.0/8&scheme=custom"),
+    );
+    assert_eq!(custom["idle_timeout_minutes"], 0);
+    assert_eq!(custom["auto_close"], 5_400_000_000_000u64);
+    assert_eq!(custom["scheme"], "custom");
+
+    // The scheme follows well-known target ports when not given.
+    let ssh = server.open_tunnel("client-1", "remote=22&check_port=0");
+    assert_eq!(ssh["scheme"], "ssh");
+    let rdp = server.open_tunnel("client-1", "remote=3389&check_port=0");
+    assert_eq!(rdp["scheme"], "rdp");
+
+    // Duplicates.
+    let (status, body) = put_tunnel(&server, "remote=22&check_port=0");
+    assert_eq!(
+        (status, error_code(&body)),
+        (400, "ERR_CODE_TUNNEL_TO_PORT_EXIST"),
+        "{body}"
+    );
+    let (status, body) = put_tunnel(
+        &server,
+        &format!("remote=23&check_port=0&local={}", port(&ssh)),
+    );
+    assert_eq!(
+        (status, error_code(&body)),
+        (400, "ERR_CODE_TUNNEL_EXIST"),
+        "{body}"
+    );
+    // The same target with another ACL is another tunnel.
+    server.open_tunnel("client-1", "remote=22&check_port=0&acl=127.0.0.2");
+}
+
+#[test]
+fn check_port_refuses_a_closed_target_and_leaves_nothing_open() {
+    let dir = tempdir();
+    let (server, _agent) = server_with_agent(dir.path(), "");
+    let closed = {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        listener.local_addr().expect("addr").port()
+    };
+    let (status, body) = put_tunnel(&server, &format!("remote={closed}"));
+    assert_eq!(
+        (status, error_code(&body)),
+        (400, "ERR_CODE_REMOTE_PORT_NOT_OPEN"),
+        "{body}"
+    );
+    let (_, live) = server.request("GET", "/api/v1/tunnels");
+    assert_eq!(live["data"], json!([]));
+    let (_, all) = server.request(
+        "GET",
+        "/api/v1/tunnels?filter[status]=opened,closed,terminated",
+    );
+    assert_eq!(all["data"], json!([]), "nothing recorded either");
+
+    let unchecked = server.open_tunnel("client-1", &format!("remote={closed}&check_port=0"));
+    assert_eq!(unchecked["check_port"], false);
+}
+
+#[test]
+fn auto_close_ends_a_busy_tunnel_and_idle_timeout_a_quiet_one() {
+    let dir = tempdir();
+    let (server, _agent) = server_with_agent(dir.path(), "");
+    let echo = echo_server();
+
+    let started = Instant::now();
+    let limited = server.open_tunnel("client-1", &format!("remote={}&auto-close=3s", echo.port()));
+    let idle = server.open_tunnel(
+        "client-1",
+        &format!(
+            "remote={}&idle-timeout-minutes=1&acl=127.0.0.2",
+            echo.port()
+        ),
+    );
+    let never = server.open_tunnel(
+        "client-1",
+        &format!(
+            "remote={}&skip-idle-timeout=true&acl=127.0.0.3",
+            echo.port()
+        ),
+    );
+    // A connection held open does not keep an auto-closing tunnel alive.
+    let mut held = TcpStream::connect(tunnel_address(&limited)).expect("connect");
+    held.write_all(b"x").expect("write");
+    let closed = server.wait_tunnel_status(&id(&limited), "terminated", Duration::from_secs(15));
+    assert_eq!(closed["close_reason"], "auto_close");
+    assert!(started.elapsed() >= Duration::from_secs(3));
+    held.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    let mut rest = Vec::new();
+    let _ = held.read_to_end(&mut rest);
+    assert!(
+        TcpStream::connect(tunnel_address(&limited)).is_err(),
+        "port closed"
+    );
+
+    // One use, then quiet: closed a minute after the use, not before.
+    assert!(echo_from(V4_ALLOWED, tunnel_address(&idle)));
+    let used = Instant::now();
+    let closed = server.wait_tunnel_status(&id(&idle), "terminated", Duration::from_secs(120));
+    assert_eq!(closed["close_reason"], "idle_timeout");
+    assert!(
+        used.elapsed() >= Duration::from_secs(59),
+        "{:?}",
+        used.elapsed()
+    );
+    assert_eq!(
+        server.tunnel(&id(&never)).expect("listed")["status"],
+        "opened"
+    );
+}
+
+#[test]
+fn delete_with_open_connections_needs_force() {
+    let dir = tempdir();
+    let (server, _agent) = server_with_agent(dir.path(), "");
+    let echo = echo_server();
+    let tunnel = server.open_tunnel("client-1", &format!("remote={}", echo.port()));
+    let path = format!("/api/v1/clients/client-1/tunnels/{}", id(&tunnel));
+    let mut open = TcpStream::connect(tunnel_address(&tunnel)).expect("connect");
+    open.write_all(b"hello").expect("write");
+    let mut echoed = [0u8; 5];
+    open.read_exact(&mut echoed).expect("echo");
+
+    let (status, body) = server.request("DELETE", &path);
+    assert_eq!(status, 409, "{body}");
+    assert!(
+        body["errors"][0]["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("1 active connection")),
+        "{body}"
+    );
+    let (status, _) = server.request("DELETE", &format!("{path}?force=true"));
+    assert_eq!(status, 204);
+    open.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    let mut rest = Vec::new();
+    assert!(
+        matches!(open.read_to_end(&mut rest), Ok(0) | Err(_)),
+        "connection closed"
+    );
+    let closed = server.tunnel(&id(&tunnel)).expect("kept");
+    assert_eq!(
+        (closed["status"].as_str(), closed["close_reason"].as_str()),
+        (Some("closed"), Some("deleted"))
+    );
+}
+
+/// A UDP echo server on 127.0.0.1:0.
+fn udp_echo_server() -> SocketAddr {
+    let socket = UdpSocket::bind("127.0.0.1:0").expect("bind udp");
+    let address = socket.local_addr().expect("addr");
+    thread::spawn(move || {
+        let mut buf = vec![0u8; 65536];
+        while let Ok((len, peer)) = socket.recv_from(&mut buf) {
+            let _ = socket.send_to(&buf[..len], peer);
+        }
+    });
+    address
+}
+
+/// Sends datagrams of many sizes one at a time and checks each echo's size and bytes.
+fn udp_round_trips(target: SocketAddr, seed: u64) {
+    let socket = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    socket
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    let mut buf = vec![0u8; 65536];
+    let sizes = [0usize, 1, 2, 100, 1400, 1500, 9000, 32768, 65000, 65507];
+    for (n, &size) in sizes.iter().cycle().take(60).enumerate() {
+        let datagram = payload(size, seed + n as u64);
+        // Retry a few times: UDP may drop, the content must never be wrong.
+        let mut answered = false;
+        for _ in 0..5 {
+            socket.send_to(&datagram, target).expect("send");
+            if let Ok(len) = socket.recv(&mut buf) {
+                assert_eq!(&buf[..len], &datagram[..], "datagram {n} of {size} bytes");
+                answered = true;
+                break;
+            }
+        }
+        assert!(answered, "datagram {n} of {size} bytes never came back");
+    }
+}
+
+#[test]
+fn udp_datagrams_keep_their_boundaries_and_content() {
+    let dir = tempdir();
+    let (server, _agent) = server_with_agent(dir.path(), "");
+    let echo = udp_echo_server();
+    let tunnel = server.open_tunnel("client-1", &format!("remote={}&protocol=udp", echo.port()));
+    assert_eq!(tunnel["protocol"], "udp");
+    let address = tunnel_address(&tunnel);
+    let workers: Vec<_> = (0..3u64)
+        .map(|seed| thread::spawn(move || udp_round_trips(address, seed * 1000)))
+        .collect();
+    for worker in workers {
+        worker.join().expect("datagrams intact");
+    }
+    let listed = server.tunnel(&id(&tunnel)).expect("listed");
+    assert_eq!(listed["connections"], 3, "one flow per source: {listed}");
+
+    // The ACL drops datagrams from other sources.
+    let acl_path = format!("/api/v1/clients/client-1/tunnels/{}/acl", id(&tunnel));
+    let (status, _) = server.send_json("PUT", &acl_path, &json!({"acl": "127.0.0.2"}));
+    assert_eq!(status, 204);
+    let outsider = UdpSocket::bind("127.0.0.3:0").expect("bind");
+    outsider
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .expect("timeout");
+    outsider.send_to(b"let me in", address).expect("send");
+    let mut buf = [0u8; 64];
+    assert!(outsider.recv(&mut buf).is_err(), "dropped");
+    let insider = UdpSocket::bind("127.0.0.2:0").expect("bind");
+    insider
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    insider.send_to(b"hello", address).expect("send");
+    let len = insider.recv(&mut buf).expect("echo");
+    assert_eq!(&buf[..len], b"hello");
+    assert!(
+        server.tunnel(&id(&tunnel)).expect("listed")["connections_refused"].as_u64() >= Some(1)
+    );
+}
+
+#[test]
+fn tcp_and_udp_share_one_port_number() {
+    let dir = tempdir();
+    let (server, _agent) = server_with_agent(dir.path(), "");
+    let tcp_echo = echo_server();
+    // A UDP echo on the same port number as the TCP one, so one remote serves both.
+    let udp = UdpSocket::bind(("127.0.0.1", tcp_echo.port()));
+    let Ok(udp) = udp else {
+        return; // the port is taken for UDP by something else on this machine
+    };
+    thread::spawn(move || {
+        let mut buf = vec![0u8; 65536];
+        while let Ok((len, peer)) = udp.recv_from(&mut buf) {
+            let _ = udp.send_to(&buf[..len], peer);
+        }
+    });
+    let tunnel = server.open_tunnel(
+        "client-1",
+        &format!("remote={}&protocol=tcp%2Budp", tcp_echo.port()),
+    );
+    assert_eq!(tunnel["protocol"], "tcp+udp");
+    let address = tunnel_address(&tunnel);
+    echo_round_trip(address, 100_000, 7);
+    udp_round_trips(address, 7);
+}
+
+fn write_agent_config(dir: &std::path::Path, body: &str) -> String {
+    let path = dir.join("rport.conf");
+    std::fs::write(&path, body).expect("write agent config");
+    path.to_str().expect("utf-8").to_owned()
+}
+
+#[test]
+fn the_agents_allow_list_is_asked_and_enforced() {
+    let dir = tempdir();
+    let server = Rportd::start(dir.path());
+    let echo = echo_server();
+    let other = echo_server();
+    let config = write_agent_config(
+        dir.path(),
+        &format!(
+            "[client]\ntunnel_allowed = [\"127.0.0.1:{}\"]\n",
+            echo.port()
+        ),
+    );
+    let _agent = Rport::attach_with(
+        &server,
+        "client-1",
+        &dir.path().join("agent"),
+        server.agent_address,
+        &["-c", &config],
+        &[],
+    );
+    server.wait_connection_state("client-1", "connected", ATTACH);
+
+    let allowed = server.open_tunnel("client-1", &format!("remote={}", echo.port()));
+    echo_round_trip(tunnel_address(&allowed), 10_000, 1);
+    // A name is resolved by the agent and the address checked.
+    let by_name = server.open_tunnel(
+        "client-1",
+        &format!("remote=localhost:{}&acl=127.0.0.2", echo.port()),
+    );
+    assert!(echo_from(V4_ALLOWED, tunnel_address(&by_name)));
+
+    for remote in [
+        format!("{}", other.port()),
+        format!("127.0.0.2:{}", echo.port()),
+        format!("localhost:{}", other.port()),
+    ] {
+        for check in ["1", "0"] {
+            let (status, body) =
+                put_tunnel(&server, &format!("remote={remote}&check_port={check}"));
+            assert_eq!(status, 400, "remote={remote}: {body}");
+            assert_eq!(
+                body["errors"][0]["title"],
+                "Tunnel destination is not allowed by client configuration",
+                "{body}"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_disallowed_remote_in_the_agents_config_stops_it() {
+    let dir = tempdir();
+    let config = write_agent_config(
+        dir.path(),
+        "[client]\nserver = \"127.0.0.1:1\"\nauth = \"a:b\"\ntunnel_allowed = [\"10.0.0.0/8\"]\nremotes = [\"2222:127.0.0.1:22\"]\n",
+    );
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_rport"))
+        .args(["-c", &config])
+        .output()
+        .expect("run rport");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("client.remotes") && stderr.contains("tunnel_allowed"),
+        "{stderr}"
+    );
+
+    let config = write_agent_config(
+        dir.path(),
+        "[client]\nserver = \"127.0.0.1:1\"\nauth = \"a:b\"\ntunnel_allowed = [\"example.com\"]\n",
+    );
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_rport"))
+        .args(["-c", &config])
+        .output()
+        .expect("run rport");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("client.tunnel_allowed") && stderr.contains("example.com"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn the_agents_own_tunnels_open_when_it_connects() {
+    let dir = tempdir();
+    let server = Rportd::start(dir.path());
+    let echo = echo_server();
+    let udp_echo = udp_echo_server();
+    let remote_tcp = format!("{}", echo.port());
+    let remote_udp = format!("127.0.0.1:{}/udp", udp_echo.port());
+    let _agent = Rport::attach_with(
+        &server,
+        "client-1",
+        &dir.path().join("agent"),
+        server.agent_address,
+        &[],
+        &[&remote_tcp, &remote_udp],
+    );
+    server.wait_connection_state("client-1", "connected", ATTACH);
+    let tunnels = wait_for("the agent's tunnels", Duration::from_secs(10), || {
+        let client = server.client("client-1")?;
+        let list = client["tunnels"].as_array()?.clone();
+        (list.len() == 2).then_some(list)
+    });
+    for tunnel in &tunnels {
+        assert_eq!(tunnel["created_by"], "client");
+        assert_eq!(tunnel["idle_timeout_minutes"], 0);
+        assert_eq!(tunnel["status"], "opened");
+    }
+    let tcp = tunnels
+        .iter()
+        .find(|t| t["protocol"] == "tcp")
+        .expect("tcp");
+    echo_round_trip(tunnel_address(tcp), 50_000, 3);
+    let udp = tunnels
+        .iter()
+        .find(|t| t["protocol"] == "udp")
+        .expect("udp");
+    udp_round_trips(tunnel_address(udp), 3);
+}
+
+#[test]
+fn a_tunnel_survives_its_agent_restarting_within_the_grace_period() {
+    let dir = tempdir();
+    let (server, mut agent) = server_with_agent(dir.path(), "");
+    let echo = echo_server();
+    let tunnel = server.open_tunnel("client-1", &format!("remote={}", echo.port()));
+    let address = tunnel_address(&tunnel);
+    echo_round_trip(address, 10_000, 1);
+
+    agent.kill();
+    server.wait_connection_state("client-1", "disconnected", ATTACH);
+    assert_eq!(
+        server.tunnel(&id(&tunnel)).expect("kept")["status"],
+        "pending"
+    );
+    // The port stays bound; a connection made now waits for the agent.
+    let waiting = thread::spawn(move || echo_round_trip(address, 10_000, 2));
+    let _agent = Rport::attach(&server, "client-1", &dir.path().join("agent"));
+    waiting
+        .join()
+        .expect("the waiting connection was carried once the agent was back");
+    server.wait_tunnel_status(&id(&tunnel), "opened", ATTACH);
+    echo_round_trip(address, 10_000, 3);
+}
+
+#[test]
+fn an_agent_away_longer_than_the_grace_period_loses_its_tunnels() {
+    let dir = tempdir();
+    let (server, mut agent) = server_with_agent(dir.path(), "tunnel_grace_period = \"2s\"\n");
+    let echo = echo_server();
+    let tunnel = server.open_tunnel("client-1", &format!("remote={}", echo.port()));
+    agent.kill();
+    let ended = server.wait_tunnel_status(&id(&tunnel), "terminated", ATTACH);
+    assert_eq!(ended["close_reason"], "client_gone");
+    assert!(
+        TcpStream::connect(tunnel_address(&tunnel)).is_err(),
+        "port closed"
+    );
+}
+
+#[test]
+fn after_a_crash_tunnels_come_back_on_the_same_port() {
+    let dir = tempdir();
+    let mut server = Rportd::start(dir.path());
+    let agent_port = server.agent_address.port();
+    let _agent = Rport::attach(&server, "client-1", &dir.path().join("agent"));
+    server.wait_connection_state("client-1", "connected", ATTACH);
+    let echo = echo_server();
+    let tunnel = server.open_tunnel(
+        "client-1",
+        &format!(
+            "remote={}&idle-timeout-minutes=30&auto-close=2h",
+            echo.port()
+        ),
+    );
+    echo_round_trip(tunnel_address(&tunnel), 100_000, 1);
+    server.kill();
+
+    let server = Rportd::start_with(
+        dir.path(),
+        &ServerSettings {
+            agent_port,
+            ..Default::default()
+        },
+    );
+    server.wait_connection_state("client-1", "connected", ATTACH);
+    let back = server.wait_tunnel_status(&id(&tunnel), "opened", ATTACH);
+    assert_eq!(back["lport"], tunnel["lport"]);
+    assert_eq!(
+        back["auto_close_at"], tunnel["auto_close_at"],
+        "auto-close is not reset"
+    );
+    assert_eq!(back["idle_timeout_minutes"], 30);
+    echo_round_trip(tunnel_address(&tunnel), 100_000, 2);
+}

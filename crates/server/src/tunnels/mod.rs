@@ -1,0 +1,738 @@
+//! On-demand tunnels: a public port on the server whose connections (or datagrams) are
+//! carried through an agent's session to a target on the agent's side, and the rules that
+//! open, keep and end them.
+
+mod agent_check;
+mod lifecycle;
+mod tcp;
+mod udp;
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use rport_protocol::OpenRequest;
+use rport_protocol::StreamProtocol;
+use rport_protocol::ip_rules::Acl;
+use rport_protocol::tunnel_spec::{self, DEFAULT_LOCAL_HOST, Endpoint, TunnelProtocol};
+use rport_store::{Store, StoreError, TunnelCounters, TunnelFilter, TunnelOptions, TunnelRecord};
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+pub use agent_check::CheckError;
+pub use lifecycle::CloseReason;
+use lifecycle::{Activity, Limits, Verdict};
+
+use crate::port_pool::{BoundPort, PoolError, PortPool};
+use crate::registry::{LiveSession, Registry};
+
+/// Who created a tunnel that the agent's own configuration asked for.
+pub const CREATED_BY_CLIENT: &str = "client";
+
+/// How tunnels behave, from the server's configuration.
+#[derive(Debug, Clone, Copy)]
+pub struct TunnelSettings {
+    /// How long a tunnel keeps its port while its agent is away.
+    pub grace_period: Duration,
+    /// How long the agent may take to connect to a target when `check_port` asks it to.
+    pub check_port_timeout: Duration,
+}
+
+/// Tunnels one agent's configuration may ask for.
+const MAX_AGENT_REMOTES: usize = 64;
+
+/// How often counters and idle times of live tunnels are written to the store.
+const FLUSH_EVERY: Duration = Duration::from_secs(30);
+
+/// What an operator (or an agent's configuration) asks for.
+#[derive(Debug, Clone)]
+pub struct TunnelRequest {
+    pub client_id: String,
+    /// Server side; `None` picks a random allowed port.
+    pub local: Option<Endpoint>,
+    pub remote: Endpoint,
+    pub protocol: TunnelProtocol,
+    pub scheme: Option<String>,
+    pub name: String,
+    pub created_by: String,
+    pub acl: Option<Acl>,
+    /// 0 = never idle-closed.
+    pub idle_timeout_minutes: u32,
+    pub auto_close: Option<Duration>,
+    pub check_port: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TunnelError {
+    #[error("client {0} not found or not connected")]
+    ClientNotConnected(String),
+    #[error("tunnel {0} not found")]
+    NotFound(String),
+    #[error(transparent)]
+    Port(#[from] PoolError),
+    #[error("saving the tunnel: {0}")]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Check(#[from] CheckError),
+    /// Same client, same local side.
+    #[error("tunnel {0} already uses this local port")]
+    Exists(String),
+    /// Same client, same target, overlapping protocol and the same ACL.
+    #[error("tunnel {0} already leads to this target with the same protocol and ACL")]
+    ToPortExists(String),
+    #[error("tunnel has {0} active connection(s)")]
+    Busy(u32),
+}
+
+/// A tunnel as shown to operators: its record plus what only the live tunnel knows.
+#[derive(Debug, Clone)]
+pub struct TunnelInfo {
+    pub record: TunnelRecord,
+    pub active_connections: u32,
+}
+
+/// A tunnel that holds its port.
+struct ActiveTunnel {
+    record: Mutex<TunnelRecord>,
+    /// Replaced live by `PUT .../acl`; read on every accepted connection.
+    acl: RwLock<Option<Arc<Acl>>>,
+    protocol: TunnelProtocol,
+    open: OpenRequest,
+    limits: Limits,
+    cancel: CancellationToken,
+    /// Tasks serving the sockets; awaited on close so the port is free when close returns.
+    servers: Mutex<Vec<JoinHandle<()>>>,
+    open_connections: AtomicU32,
+    connections: AtomicU64,
+    refused: AtomicU64,
+    bytes_in: AtomicU64,
+    bytes_out: AtomicU64,
+    last_active_ms: AtomicI64,
+    /// 0 while the agent is connected.
+    agent_gone_since_ms: AtomicI64,
+    /// Counters moved since the last write to the store.
+    dirty: AtomicBool,
+    /// Wakes the watcher when something it decides on changed.
+    changed: Notify,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn from_ms(ms: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(ms).unwrap_or_default()
+}
+
+impl ActiveTunnel {
+    fn new(record: TunnelRecord, acl: Option<Acl>, agent_gone: Option<DateTime<Utc>>) -> Self {
+        let protocol = record.protocol.parse().unwrap_or_default();
+        let limits = Limits {
+            idle_timeout: match record.options.idle_timeout_minutes {
+                0 => None,
+                minutes => Some(Duration::from_secs(u64::from(minutes) * 60)),
+            },
+            auto_close_at: match record.options.auto_close_secs {
+                0 => None,
+                secs => chrono::Duration::try_seconds(secs as i64)
+                    .and_then(|d| record.created_at.checked_add_signed(d)),
+            },
+            grace_period: Duration::ZERO, // set by the manager
+        };
+        let open = OpenRequest {
+            tunnel_id: record.id.clone(),
+            host: record.rhost.clone(),
+            port: record.rport,
+            protocol: StreamProtocol::Tcp,
+            check: None,
+        };
+        let last_active = record.last_active_at.unwrap_or(record.created_at);
+        let counters = record.counters;
+        Self {
+            acl: RwLock::new(acl.map(Arc::new)),
+            protocol,
+            open,
+            limits,
+            cancel: CancellationToken::new(),
+            servers: Mutex::new(Vec::new()),
+            open_connections: AtomicU32::new(0),
+            connections: AtomicU64::new(counters.connections),
+            refused: AtomicU64::new(counters.refused),
+            bytes_in: AtomicU64::new(counters.bytes_in),
+            bytes_out: AtomicU64::new(counters.bytes_out),
+            last_active_ms: AtomicI64::new(last_active.timestamp_millis()),
+            agent_gone_since_ms: AtomicI64::new(agent_gone.map_or(0, |t| t.timestamp_millis())),
+            dirty: AtomicBool::new(false),
+            changed: Notify::new(),
+            record: Mutex::new(record),
+        }
+    }
+
+    fn id(&self) -> String {
+        lock(&self.record).id.clone()
+    }
+
+    fn client_id(&self) -> String {
+        lock(&self.record).client_id.clone()
+    }
+
+    fn snapshot(&self) -> TunnelRecord {
+        let mut record = lock(&self.record).clone();
+        record.counters = TunnelCounters {
+            connections: self.connections.load(Ordering::Relaxed),
+            refused: self.refused.load(Ordering::Relaxed),
+            bytes_in: self.bytes_in.load(Ordering::Relaxed),
+            bytes_out: self.bytes_out.load(Ordering::Relaxed),
+        };
+        record.last_active_at = Some(from_ms(self.last_active_ms.load(Ordering::Relaxed)));
+        record
+    }
+
+    fn info(&self) -> TunnelInfo {
+        TunnelInfo {
+            record: self.snapshot(),
+            active_connections: self.open_connections.load(Ordering::Relaxed),
+        }
+    }
+
+    fn acl_allows(&self, ip: IpAddr) -> bool {
+        let acl = self.acl.read().unwrap_or_else(|p| p.into_inner());
+        acl.as_ref().is_none_or(|acl| acl.allows(ip))
+    }
+
+    fn refuse(&self) {
+        self.refused.fetch_add(1, Ordering::Relaxed);
+        self.dirty.store(true, Ordering::Relaxed);
+    }
+
+    fn connection_opened(&self) {
+        self.open_connections.fetch_add(1, Ordering::Relaxed);
+        self.connections.fetch_add(1, Ordering::Relaxed);
+        self.dirty.store(true, Ordering::Relaxed);
+        self.changed.notify_one();
+    }
+
+    fn connection_closed(&self, bytes_in: u64, bytes_out: u64) {
+        self.bytes_in.fetch_add(bytes_in, Ordering::Relaxed);
+        self.bytes_out.fetch_add(bytes_out, Ordering::Relaxed);
+        self.touch();
+        self.open_connections.fetch_sub(1, Ordering::Relaxed);
+        self.changed.notify_one();
+    }
+
+    /// Marks the tunnel used now (a connection ended, a datagram passed).
+    fn touch(&self) {
+        self.last_active_ms
+            .fetch_max(Utc::now().timestamp_millis(), Ordering::Relaxed);
+        self.dirty.store(true, Ordering::Relaxed);
+    }
+
+    fn activity(&self) -> Activity {
+        Activity {
+            open_connections: self.open_connections.load(Ordering::Relaxed),
+            last_active: from_ms(self.last_active_ms.load(Ordering::Relaxed)),
+            agent_gone_since: match self.agent_gone_since_ms.load(Ordering::Relaxed) {
+                0 => None,
+                ms => Some(from_ms(ms)),
+            },
+        }
+    }
+
+    fn set_status(&self, status: &str) {
+        lock(&self.record).status = status.to_owned();
+    }
+}
+
+/// The scheme a target port usually speaks, so UIs and scripts can build links.
+pub fn scheme_for_port(port: u16) -> Option<&'static str> {
+    Some(match port {
+        22 => "ssh",
+        80 => "http",
+        443 => "https",
+        3389 => "rdp",
+        5900 => "vnc",
+        _ => return None,
+    })
+}
+
+pub struct TunnelManager {
+    registry: Arc<Registry>,
+    store: Arc<dyn Store>,
+    pool: Arc<PortPool>,
+    settings: TunnelSettings,
+    active: Mutex<HashMap<String, Arc<ActiveTunnel>>>,
+}
+
+impl TunnelManager {
+    /// Tunnels that were live when the previous run ended (it crashed or was killed) get
+    /// their ports back and wait, as after a disconnect, for their agents to return.
+    pub async fn start(
+        registry: Arc<Registry>,
+        store: Arc<dyn Store>,
+        pool: PortPool,
+        settings: TunnelSettings,
+    ) -> Result<Arc<Self>, StoreError> {
+        let manager = Arc::new(Self {
+            registry,
+            store,
+            pool: Arc::new(pool),
+            settings,
+            active: Mutex::new(HashMap::new()),
+        });
+        let live = TunnelFilter {
+            open_only: true,
+            ..Default::default()
+        };
+        for record in manager.store.list_tunnels(&live).await? {
+            manager.restore(record).await;
+        }
+        tokio::spawn(flush_periodically(Arc::downgrade(&manager)));
+        Ok(manager)
+    }
+
+    async fn restore(self: &Arc<Self>, mut record: TunnelRecord) {
+        let protocol = record.protocol.parse().unwrap_or_default();
+        let acl = record
+            .options
+            .acl
+            .as_deref()
+            .and_then(|a| Acl::parse(a).ok());
+        match self
+            .pool
+            .bind_port(&record.lhost, record.lport, protocol)
+            .await
+        {
+            Ok(bound) => {
+                record.status = "pending".into();
+                let tunnel = ActiveTunnel::new(record, acl, Some(Utc::now()));
+                tracing::info!(tunnel = %tunnel.id(), client = %tunnel.client_id(), "tunnel restored, waiting for its agent");
+                self.launch(tunnel, bound).await;
+            }
+            Err(err) => {
+                tracing::warn!(tunnel = %record.id, "tunnel not restored: {err}");
+                let reason = CloseReason::PortUnavailable;
+                record.status = reason.status().into();
+                record.close_reason = Some(reason.as_str().into());
+                record.closed_at = Some(Utc::now());
+                if let Err(err) = self.store.update_tunnel(&record).await {
+                    tracing::error!(tunnel = %record.id, "saving tunnel: {err}");
+                }
+            }
+        }
+    }
+
+    fn active(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<ActiveTunnel>>> {
+        lock(&self.active)
+    }
+
+    fn tunnels_of(&self, client_id: &str) -> Vec<Arc<ActiveTunnel>> {
+        self.active()
+            .values()
+            .filter(|t| lock(&t.record).client_id == client_id)
+            .cloned()
+            .collect()
+    }
+
+    /// Checks with the agent, opens the public port and starts forwarding.
+    pub async fn create(
+        self: &Arc<Self>,
+        request: TunnelRequest,
+    ) -> Result<TunnelInfo, TunnelError> {
+        let session = self
+            .registry
+            .session(&request.client_id)
+            .ok_or_else(|| TunnelError::ClientNotConnected(request.client_id.clone()))?;
+        if let Some(local) = &request.local {
+            self.pool.check_allowed(local.port)?;
+        }
+        self.check_duplicates(&request)?;
+        // The agent checked its own remotes against its allow-list when it loaded them.
+        if request.created_by != CREATED_BY_CLIENT {
+            let dial_timeout = (request.check_port && request.protocol.has_tcp())
+                .then_some(self.settings.check_port_timeout);
+            agent_check::check(&session, &request.remote, dial_timeout).await?;
+        }
+        let bound = match &request.local {
+            Some(local) => {
+                self.pool
+                    .bind_port(&local.host, local.port, request.protocol)
+                    .await?
+            }
+            None => {
+                self.pool
+                    .bind_random(DEFAULT_LOCAL_HOST, request.protocol)
+                    .await?
+            }
+        };
+        let now = Utc::now();
+        let record = TunnelRecord {
+            id: uuid::Uuid::new_v4().to_string(),
+            client_id: request.client_id.clone(),
+            name: request.name,
+            protocol: request.protocol.as_str().into(),
+            lhost: request
+                .local
+                .as_ref()
+                .map_or_else(|| DEFAULT_LOCAL_HOST.to_owned(), |l| l.host.clone()),
+            lport: bound.lease.port(),
+            lport_random: request.local.is_none(),
+            rhost: request.remote.host.clone(),
+            rport: request.remote.port,
+            scheme: request
+                .scheme
+                .or_else(|| scheme_for_port(request.remote.port).map(str::to_owned)),
+            status: "opened".into(),
+            created_by: request.created_by,
+            created_at: now,
+            closed_at: None,
+            close_reason: None,
+            options: TunnelOptions {
+                acl: request.acl.as_ref().map(ToString::to_string),
+                idle_timeout_minutes: request.idle_timeout_minutes,
+                auto_close_secs: request.auto_close.map_or(0, |d| d.as_secs().max(1)),
+                check_port: request.check_port,
+            },
+            counters: TunnelCounters::default(),
+            last_active_at: Some(now),
+        };
+        self.store.insert_tunnel(&record).await?;
+        let tunnel = ActiveTunnel::new(record, request.acl, None);
+        let info = tunnel.info();
+        tracing::info!(
+            tunnel = %info.record.id, client = %info.record.client_id,
+            "tunnel opened: {}:{}/{} -> {}:{}", info.record.lhost, info.record.lport,
+            info.record.protocol, info.record.rhost, info.record.rport
+        );
+        self.launch(tunnel, bound).await;
+        Ok(info)
+    }
+
+    fn check_duplicates(&self, request: &TunnelRequest) -> Result<(), TunnelError> {
+        let acl = request.acl.as_ref().map(ToString::to_string);
+        for tunnel in self.tunnels_of(&request.client_id) {
+            let record = lock(&tunnel.record);
+            let protocol: TunnelProtocol = record.protocol.parse().unwrap_or_default();
+            if let Some(local) = &request.local
+                && local.port == record.lport
+            {
+                return Err(TunnelError::Exists(record.id.clone()));
+            }
+            if record.rhost == request.remote.host
+                && record.rport == request.remote.port
+                && protocol.overlaps(request.protocol)
+                && record.options.acl == acl
+            {
+                return Err(TunnelError::ToPortExists(record.id.clone()));
+            }
+        }
+        Ok(())
+    }
+
+    /// Registers the tunnel and starts its socket servers and its watcher.
+    async fn launch(self: &Arc<Self>, mut tunnel: ActiveTunnel, bound: BoundPort) {
+        tunnel.limits.grace_period = self.settings.grace_period;
+        let tunnel = Arc::new(tunnel);
+        self.active().insert(tunnel.id(), Arc::clone(&tunnel));
+        let BoundPort { tcp, udp, lease } = bound;
+        let mut servers = Vec::new();
+        if let Some(listener) = tcp {
+            servers.push(tokio::spawn(tcp::serve(
+                Arc::clone(self),
+                listener,
+                Arc::clone(&tunnel),
+                Arc::clone(&lease),
+            )));
+        }
+        if let Some(socket) = udp {
+            servers.push(tokio::spawn(udp::serve(
+                Arc::clone(self),
+                socket,
+                Arc::clone(&tunnel),
+                Arc::clone(&lease),
+            )));
+        }
+        drop(lease);
+        *lock(&tunnel.servers) = servers;
+        tokio::spawn(Arc::clone(self).watch(tunnel));
+    }
+
+    /// Ends the tunnel when its lifecycle says so.
+    async fn watch(self: Arc<Self>, tunnel: Arc<ActiveTunnel>) {
+        loop {
+            let now = Utc::now();
+            let wake_at = match lifecycle::verdict(&tunnel.limits, &tunnel.activity(), now) {
+                Verdict::End(reason) => {
+                    let id = tunnel.id();
+                    if self.active().remove(&id).is_some() {
+                        self.finish(&tunnel, reason).await;
+                    }
+                    return;
+                }
+                Verdict::WakeAt(at) => at,
+            };
+            let sleep = async {
+                match wake_at {
+                    Some(at) => tokio::time::sleep((at - now).to_std().unwrap_or_default()).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = tunnel.cancel.cancelled() => return,
+                _ = tunnel.changed.notified() => {}
+                _ = sleep => {}
+            }
+        }
+    }
+
+    /// The live session of the tunnel's agent, waiting up to `wait` for it to come back
+    /// during the grace period.
+    async fn session_for(&self, tunnel: &ActiveTunnel, wait: Duration) -> Option<LiveSession> {
+        let client_id = tunnel.client_id();
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            if let Some(session) = self.registry.session(&client_id) {
+                return Some(session);
+            }
+            if tokio::time::Instant::now() >= deadline || tunnel.cancel.is_cancelled() {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Live tunnels, optionally of one client, oldest first.
+    pub fn list_open(&self, client_id: Option<&str>) -> Vec<TunnelInfo> {
+        let mut list: Vec<TunnelInfo> = self
+            .active()
+            .values()
+            .filter(|t| client_id.is_none_or(|id| lock(&t.record).client_id == id))
+            .map(|t| t.info())
+            .collect();
+        list.sort_by(|a, b| {
+            (a.record.created_at, &a.record.id).cmp(&(b.record.created_at, &b.record.id))
+        });
+        list
+    }
+
+    /// Past and live tunnels from the store, live ones with their current counters.
+    pub async fn list_all(&self, filter: &TunnelFilter) -> Result<Vec<TunnelInfo>, StoreError> {
+        let stored = self.store.list_tunnels(filter).await?;
+        let active = self.active();
+        Ok(stored
+            .into_iter()
+            .map(|record| match active.get(&record.id) {
+                Some(tunnel) => tunnel.info(),
+                None => TunnelInfo {
+                    record,
+                    active_connections: 0,
+                },
+            })
+            .collect())
+    }
+
+    fn find(&self, client_id: &str, tunnel_id: &str) -> Result<Arc<ActiveTunnel>, TunnelError> {
+        self.active()
+            .get(tunnel_id)
+            .filter(|t| lock(&t.record).client_id == client_id)
+            .cloned()
+            .ok_or_else(|| TunnelError::NotFound(tunnel_id.to_owned()))
+    }
+
+    /// Replaces a live tunnel's ACL; connections from then on are checked against it.
+    pub async fn set_acl(
+        &self,
+        client_id: &str,
+        tunnel_id: &str,
+        acl: Option<Acl>,
+    ) -> Result<(), TunnelError> {
+        let tunnel = self.find(client_id, tunnel_id)?;
+        lock(&tunnel.record).options.acl = acl.as_ref().map(ToString::to_string);
+        *tunnel.acl.write().unwrap_or_else(|p| p.into_inner()) = acl.map(Arc::new);
+        self.store.update_tunnel(&tunnel.snapshot()).await?;
+        Ok(())
+    }
+
+    /// Closes a tunnel of `client_id` (an operator deleted it). Without `force`, a tunnel
+    /// with TCP connections in progress is left alone.
+    pub async fn close(
+        &self,
+        client_id: &str,
+        tunnel_id: &str,
+        force: bool,
+    ) -> Result<(), TunnelError> {
+        let tunnel = self.find(client_id, tunnel_id)?;
+        let busy = tunnel.open_connections.load(Ordering::Relaxed);
+        if busy > 0 && !force && tunnel.protocol != TunnelProtocol::Udp {
+            return Err(TunnelError::Busy(busy));
+        }
+        if self.active().remove(tunnel_id).is_none() {
+            return Err(TunnelError::NotFound(tunnel_id.to_owned()));
+        }
+        self.finish(&tunnel, CloseReason::Deleted).await;
+        Ok(())
+    }
+
+    /// Stops the tunnel's servers, waits until its port is free and records the end.
+    async fn finish(&self, tunnel: &ActiveTunnel, reason: CloseReason) {
+        tunnel.cancel.cancel();
+        let servers = std::mem::take(&mut *lock(&tunnel.servers));
+        for server in servers {
+            let _ = server.await;
+        }
+        {
+            let mut record = lock(&tunnel.record);
+            record.status = reason.status().to_owned();
+            record.closed_at = Some(Utc::now());
+            record.close_reason = Some(reason.as_str().to_owned());
+        }
+        let record = tunnel.snapshot();
+        tracing::info!(tunnel = %record.id, client = %record.client_id, "tunnel {}: {}", record.status, reason.as_str());
+        if let Err(err) = self.store.update_tunnel(&record).await {
+            tracing::error!(tunnel = %record.id, "saving closed tunnel: {err}");
+        }
+    }
+
+    /// The agent's session is up: its tunnels carry traffic again, and the tunnels its
+    /// configuration asks for are opened (those it no longer asks for end).
+    pub async fn client_attached(self: &Arc<Self>, client_id: &str, remotes: &[String]) {
+        for tunnel in self.tunnels_of(client_id) {
+            tunnel.agent_gone_since_ms.store(0, Ordering::Relaxed);
+            tunnel.set_status("opened");
+            tunnel.changed.notify_one();
+            self.save(&tunnel).await;
+        }
+        self.open_agent_remotes(client_id, remotes).await;
+    }
+
+    /// The agent's session ended: its tunnels keep their ports for the grace period.
+    pub async fn client_gone(&self, client_id: &str) {
+        let now = Utc::now().timestamp_millis();
+        for tunnel in self.tunnels_of(client_id) {
+            tunnel.agent_gone_since_ms.store(now, Ordering::Relaxed);
+            tunnel.set_status("pending");
+            tunnel.changed.notify_one();
+            self.save(&tunnel).await;
+        }
+    }
+
+    async fn open_agent_remotes(self: &Arc<Self>, client_id: &str, remotes: &[String]) {
+        let Some(session) = self.registry.session(client_id) else {
+            return;
+        };
+        let mut wanted = Vec::new();
+        for (index, remote) in remotes.iter().enumerate() {
+            if index >= MAX_AGENT_REMOTES {
+                refuse_remote(
+                    &session,
+                    remote,
+                    &format!("an agent may ask for at most {MAX_AGENT_REMOTES} tunnels"),
+                );
+                continue;
+            }
+            match tunnel_spec::parse_tunnel_spec(remote) {
+                Ok(spec) => wanted.push((remote, spec)),
+                Err(err) => refuse_remote(&session, remote, &err.to_string()),
+            }
+        }
+        let existing: Vec<Arc<ActiveTunnel>> = self
+            .tunnels_of(client_id)
+            .into_iter()
+            .filter(|t| lock(&t.record).created_by == CREATED_BY_CLIENT)
+            .collect();
+        let mut kept = Vec::new();
+        for tunnel in existing {
+            let record = lock(&tunnel.record).clone();
+            let still_wanted = wanted.iter().position(|(_, spec)| {
+                spec.remote.host == record.rhost
+                    && spec.remote.port == record.rport
+                    && spec.protocol.as_str() == record.protocol
+                    && spec
+                        .local
+                        .as_ref()
+                        .is_none_or(|l| l.port == record.lport && l.host == record.lhost)
+            });
+            match still_wanted {
+                Some(index) => kept.push(wanted.remove(index)),
+                None => {
+                    if self.active().remove(&record.id).is_some() {
+                        self.finish(&tunnel, CloseReason::ClientGone).await;
+                    }
+                }
+            }
+        }
+        for (text, spec) in wanted {
+            let request = TunnelRequest {
+                client_id: client_id.to_owned(),
+                local: spec.local,
+                remote: spec.remote,
+                protocol: spec.protocol,
+                scheme: None,
+                name: String::new(),
+                created_by: CREATED_BY_CLIENT.to_owned(),
+                acl: None,
+                idle_timeout_minutes: 0,
+                auto_close: None,
+                check_port: false,
+            };
+            if let Err(err) = self.create(request).await {
+                tracing::warn!(client = %client_id, "agent's tunnel {text} not opened: {err}");
+                refuse_remote(&session, text, &err.to_string());
+            }
+        }
+    }
+
+    async fn save(&self, tunnel: &ActiveTunnel) {
+        tunnel.dirty.store(false, Ordering::Relaxed);
+        let record = tunnel.snapshot();
+        if let Err(err) = self.store.update_tunnel(&record).await {
+            tracing::error!(tunnel = %record.id, "saving tunnel: {err}");
+        }
+    }
+
+    /// Writes counters and idle times that moved; a crash loses at most one period.
+    async fn flush(&self) {
+        let dirty: Vec<Arc<ActiveTunnel>> = self
+            .active()
+            .values()
+            .filter(|t| t.dirty.load(Ordering::Relaxed))
+            .cloned()
+            .collect();
+        for tunnel in dirty {
+            self.save(&tunnel).await;
+        }
+    }
+
+    /// Server shutdown: every tunnel ends.
+    pub async fn shutdown(&self) {
+        let all: Vec<Arc<ActiveTunnel>> = self.active().drain().map(|(_, t)| t).collect();
+        for tunnel in all {
+            self.finish(&tunnel, CloseReason::ServerShutdown).await;
+        }
+    }
+}
+
+fn refuse_remote(session: &LiveSession, remote: &str, reason: &str) {
+    let message = rport_protocol::ControlMessage::RemoteRefused {
+        remote: remote.to_owned(),
+        reason: reason.to_owned(),
+    };
+    let _ = session.handle.send_control(message.to_json().into());
+}
+
+async fn flush_periodically(manager: std::sync::Weak<TunnelManager>) {
+    let mut interval = tokio::time::interval(FLUSH_EVERY);
+    interval.tick().await;
+    loop {
+        interval.tick().await;
+        let Some(manager) = manager.upgrade() else {
+            return;
+        };
+        manager.flush().await;
+    }
+}

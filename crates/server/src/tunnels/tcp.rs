@@ -1,0 +1,86 @@
+//! The TCP side of a tunnel's public port: accept, apply the ACL, carry each connection
+//! through the agent.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::net::{TcpListener, TcpStream};
+
+use super::{ActiveTunnel, TunnelManager};
+use crate::port_pool::PortLease;
+
+/// How long a connection arriving while the agent is away waits for it to come back.
+const AGENT_WAIT: Duration = Duration::from_secs(5);
+
+pub(super) async fn serve(
+    manager: Arc<TunnelManager>,
+    listener: TcpListener,
+    tunnel: Arc<ActiveTunnel>,
+    lease: Arc<PortLease>,
+) {
+    let open = Bytes::from(tunnel.open.to_json());
+    loop {
+        let accepted = tokio::select! {
+            _ = tunnel.cancel.cancelled() => break,
+            accepted = listener.accept() => accepted,
+        };
+        let (socket, peer) = match accepted {
+            Ok(accepted) => accepted,
+            Err(err) => {
+                // Out of file descriptors and the like: back off instead of spinning.
+                tracing::warn!(tunnel = %tunnel.id(), "accepting on tunnel port: {err}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        if !tunnel.acl_allows(peer.ip()) {
+            tunnel.refuse();
+            tracing::debug!(tunnel = %tunnel.id(), %peer, "connection refused by the tunnel's ACL");
+            continue; // dropping the socket closes it
+        }
+        tunnel.connection_opened();
+        tokio::spawn(forward(
+            Arc::clone(&manager),
+            socket,
+            Arc::clone(&tunnel),
+            open.clone(),
+        ));
+    }
+    drop(listener);
+    drop(lease);
+}
+
+/// Carries one accepted connection through the agent until both sides are done or the
+/// tunnel closes.
+async fn forward(
+    manager: Arc<TunnelManager>,
+    socket: TcpStream,
+    tunnel: Arc<ActiveTunnel>,
+    open: Bytes,
+) {
+    let _ = socket.set_nodelay(true);
+    let Some(session) = manager.session_for(&tunnel, AGENT_WAIT).await else {
+        tunnel.connection_closed(0, 0);
+        return;
+    };
+    let stream = match session.handle.open_stream(open) {
+        Ok(stream) => stream,
+        Err(err) => {
+            tracing::debug!(tunnel = %tunnel.id(), "opening stream: {err}");
+            tunnel.connection_closed(0, 0);
+            return;
+        }
+    };
+    let counters = stream.counter_handle();
+    tokio::select! {
+        result = rport_transport::pipe(stream, socket) => {
+            if let Err(err) = result {
+                tracing::debug!(tunnel = %tunnel.id(), "tunnel connection ended: {err}");
+            }
+        }
+        _ = tunnel.cancel.cancelled() => {}
+    }
+    let counted = counters.get();
+    tunnel.connection_closed(counted.bytes_sent, counted.bytes_received);
+}
