@@ -209,3 +209,80 @@ async fn carry_udp(stream: MuxStream, target: SocketAddr, tunnel_id: &str) {
     }
     let _ = writer.finish().await;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(host: &str, port: u16) -> OpenRequest {
+        OpenRequest {
+            tunnel_id: "t".into(),
+            host: host.into(),
+            port,
+            protocol: StreamProtocol::Tcp,
+            check: None,
+        }
+    }
+
+    fn allow(entries: &[&str]) -> AllowList {
+        AllowList::parse(entries).expect("valid allow-list")
+    }
+
+    #[tokio::test]
+    async fn an_empty_list_allows_anything() {
+        let target = resolve_allowed(&request("192.0.2.7", 443), &AllowList::default()).await;
+        assert_eq!(target.ok(), Some("192.0.2.7:443".parse().expect("addr")));
+    }
+
+    #[tokio::test]
+    async fn addresses_and_ports_are_checked() {
+        let list = allow(&["127.0.0.1:22", "10.0.0.0/8"]);
+        assert!(
+            resolve_allowed(&request("127.0.0.1", 22), &list)
+                .await
+                .is_ok()
+        );
+        assert!(
+            resolve_allowed(&request("10.9.8.7", 5432), &list)
+                .await
+                .is_ok()
+        );
+        for (host, port) in [("127.0.0.1", 23), ("127.0.0.2", 22), ("192.168.1.1", 22)] {
+            assert!(
+                matches!(
+                    resolve_allowed(&request(host, port), &list).await,
+                    Err(Refusal::NotAllowed(_))
+                ),
+                "{host}:{port}"
+            );
+        }
+    }
+
+    /// An IPv4 address written as IPv6 is the same address to the rules.
+    #[tokio::test]
+    async fn ipv4_mapped_ipv6_cannot_slip_past() {
+        let list = allow(&["10.0.0.0/8:22"]);
+        assert!(matches!(
+            resolve_allowed(&request("::ffff:192.168.1.1", 22), &list).await,
+            Err(Refusal::NotAllowed(_))
+        ));
+        assert!(
+            resolve_allowed(&request("::ffff:10.1.2.3", 22), &list)
+                .await
+                .is_ok()
+        );
+    }
+
+    /// A name is allowed only through the address it resolves to, and that address is
+    /// the one returned for connecting.
+    #[tokio::test]
+    async fn names_are_checked_by_their_resolved_address() {
+        let list = allow(&["127.0.0.1:8080"]);
+        let target = resolve_allowed(&request("localhost", 8080), &list).await;
+        assert_eq!(target.ok(), Some("127.0.0.1:8080".parse().expect("addr")));
+        assert!(matches!(
+            resolve_allowed(&request("localhost", 8081), &list).await,
+            Err(Refusal::NotAllowed(_))
+        ));
+    }
+}

@@ -108,9 +108,19 @@ fn acl_admits_listed_sources_only_and_changes_live() {
     let address = tunnel_address(&tunnel);
     assert!(echo_from(V4_ALLOWED, address), "127.0.0.2 is listed");
     assert!(!echo_from(V4_OTHER, address), "127.0.0.3 is not");
-    let listed = server.tunnel(&id(&tunnel)).expect("listed");
+    // Counted once the connection has ended: 23 bytes each way.
+    let listed = wait_for(
+        "the connection's bytes counted",
+        Duration::from_secs(10),
+        || {
+            server
+                .tunnel(&id(&tunnel))
+                .filter(|t| t["bytes_in"] == 23 && t["bytes_out"] == 23)
+        },
+    );
     assert_eq!(listed["connections_refused"], 1, "{listed}");
     assert_eq!(listed["connections"], 1, "{listed}");
+    assert_eq!(listed["active_connections"], 0, "{listed}");
 
     // Changed live: now only 127.0.0.3.
     let acl_path = format!("/api/v1/clients/client-1/tunnels/{}/acl", id(&tunnel));
@@ -459,12 +469,17 @@ fn udp_datagrams_keep_their_boundaries_and_content() {
 fn tcp_and_udp_share_one_port_number() {
     let dir = tempdir();
     let (server, _agent) = server_with_agent(dir.path(), "");
-    let tcp_echo = echo_server();
-    // A UDP echo on the same port number as the TCP one, so one remote serves both.
-    let udp = UdpSocket::bind(("127.0.0.1", tcp_echo.port()));
-    let Ok(udp) = udp else {
-        return; // the port is taken for UDP by something else on this machine
-    };
+    // A TCP and a UDP echo on the same port number, so one remote serves both.
+    let (tcp_echo, udp) = wait_for(
+        "a port free for TCP and UDP",
+        Duration::from_secs(5),
+        || {
+            let udp = UdpSocket::bind("127.0.0.1:0").ok()?;
+            let port = udp.local_addr().ok()?.port();
+            let tcp = TcpListener::bind(("127.0.0.1", port)).ok()?;
+            Some((echo_on(tcp), udp))
+        },
+    );
     thread::spawn(move || {
         let mut buf = vec![0u8; 65536];
         while let Ok((len, peer)) = udp.recv_from(&mut buf) {

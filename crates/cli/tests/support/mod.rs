@@ -464,7 +464,11 @@ impl Drop for Rport {
 
 /// A TCP echo server on 127.0.0.1:0, one thread per connection.
 pub fn echo_server() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind echo");
+    echo_on(TcpListener::bind("127.0.0.1:0").expect("bind echo"))
+}
+
+/// A TCP echo server on a listener the test bound.
+pub fn echo_on(listener: TcpListener) -> SocketAddr {
     let address = listener.local_addr().expect("echo addr");
     thread::spawn(move || {
         for stream in listener.incoming().map_while(Result::ok) {

@@ -312,7 +312,8 @@ impl TunnelManager {
                 record.status = "pending".into();
                 let tunnel = ActiveTunnel::new(record, acl, Some(Utc::now()));
                 tracing::info!(tunnel = %tunnel.id(), client = %tunnel.client_id(), "tunnel restored, waiting for its agent");
-                self.launch(tunnel, bound).await;
+                let tunnel = self.launch(tunnel, bound).await;
+                self.save(&tunnel).await;
             }
             Err(err) => {
                 tracing::warn!(tunnel = %record.id, "tunnel not restored: {err}");
@@ -435,7 +436,11 @@ impl TunnelManager {
     }
 
     /// Registers the tunnel and starts its socket servers and its watcher.
-    async fn launch(self: &Arc<Self>, mut tunnel: ActiveTunnel, bound: BoundPort) {
+    async fn launch(
+        self: &Arc<Self>,
+        mut tunnel: ActiveTunnel,
+        bound: BoundPort,
+    ) -> Arc<ActiveTunnel> {
         tunnel.limits.grace_period = self.settings.grace_period;
         let tunnel = Arc::new(tunnel);
         self.active().insert(tunnel.id(), Arc::clone(&tunnel));
@@ -459,7 +464,8 @@ impl TunnelManager {
         }
         drop(lease);
         *lock(&tunnel.servers) = servers;
-        tokio::spawn(Arc::clone(self).watch(tunnel));
+        tokio::spawn(Arc::clone(self).watch(Arc::clone(&tunnel)));
+        tunnel
     }
 
     /// Ends the tunnel when its lifecycle says so.
