@@ -632,6 +632,8 @@ mod tests {
         assert_eq!(config.server.to_string(), "rport.example.com:8080");
         assert_eq!(config.tags, vec!["Linux", "Office Berlin"]);
         assert_eq!(config.keep_alive, DEFAULT_KEEP_ALIVE);
+        assert_eq!(config.remotes.len(), 3);
+        assert_eq!(config.tunnel_allowed.rules().len(), 5);
         load(&args(&["-c", &path.display().to_string()]), &no_env).expect("as shipped");
     }
 }

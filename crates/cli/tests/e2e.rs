@@ -294,7 +294,7 @@ fn tunnel_requests_are_validated() {
     let server = Rportd::start_with(
         dir.path(),
         &ServerSettings {
-            used_ports: "42000-42099".into(),
+            used_ports: "31000-31099".into(),
             ..Default::default()
         },
     );
@@ -323,26 +323,27 @@ fn tunnel_requests_are_validated() {
     // A given local port is used as asked; asking again for it is a conflict.
     let tunnel = server.open_tunnel(
         "c1",
-        "remote=22&check_port=0&local=127.0.0.1:42050&name=ssh%20box",
+        "remote=22&check_port=0&local=127.0.0.1:31050&name=ssh%20box",
     );
-    assert_eq!(tunnel["lport"], "42050");
+    assert_eq!(tunnel["lport"], "31050");
     assert_eq!(tunnel["lhost"], "127.0.0.1");
     assert_eq!(tunnel["lport_random"], false);
     assert_eq!(tunnel["scheme"], "ssh");
     assert_eq!(tunnel["name"], "ssh box");
     expect_error(
-        "remote=23&check_port=0&local=127.0.0.1:42050",
+        "remote=23&check_port=0&local=127.0.0.1:31050",
         400,
         "ERR_CODE_TUNNEL_EXIST",
     );
-    // A port another program holds is busy.
-    let _squatter = std::net::TcpListener::bind("127.0.0.1:42051").expect("bind");
+    // A port another program holds is busy. (Ports below 32768 are never a connection's
+    // ephemeral source port, so nothing else takes these by chance.)
+    let _squatter = std::net::TcpListener::bind("127.0.0.1:31051").expect("bind");
     let body = expect_error(
-        "remote=23&check_port=0&local=127.0.0.1:42051",
+        "remote=23&check_port=0&local=127.0.0.1:31051",
         409,
         "ERR_CODE_LOCAL_PORT_IN_USE",
     );
-    assert!(body.to_string().contains("42051"), "{body}");
+    assert!(body.to_string().contains("31051"), "{body}");
 }
 
 #[test]

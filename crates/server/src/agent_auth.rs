@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use rand::Rng;
-use rport_store::Store;
+use rport_store::{DEFAULT_PROJECT, Store};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
@@ -25,8 +25,10 @@ pub struct AgentAuthenticator {
     verified: Mutex<HashMap<[u8; 32], ()>>,
 }
 
+/// Credential id -> its secret and the project its agents belong to.
 enum Source {
-    Config(HashMap<String, StoredSecret>),
+    Config(HashMap<String, (StoredSecret, String)>),
+    /// Managed credentials all belong to the default project.
     Managed(HashMap<String, SaltedHash>),
 }
 
@@ -101,14 +103,20 @@ impl AgentAuthenticator {
         let (source, generated) = match config {
             AgentAuth::Single { id, password } => {
                 let mut map = HashMap::new();
-                map.insert(id.clone(), StoredSecret::Plain(password.clone()));
+                map.insert(
+                    id.clone(),
+                    (
+                        StoredSecret::Plain(password.clone()),
+                        DEFAULT_PROJECT.to_owned(),
+                    ),
+                );
                 (Source::Config(map), None)
             }
             AgentAuth::File { entries, .. } => (
                 Source::Config(
                     entries
                         .iter()
-                        .map(|(k, v)| (k.clone(), v.clone()))
+                        .map(|(id, c)| (id.clone(), (c.secret.clone(), c.project.clone())))
                         .collect(),
                 ),
                 None,
@@ -147,16 +155,18 @@ impl AgentAuthenticator {
         ))
     }
 
-    /// Whether `password` is right for credential `id`. Slow hashes run off the runtime.
-    pub async fn verify(self: &Arc<Self>, id: &str, password: &str) -> bool {
+    /// The project of credential `id` when `password` is right for it. Slow hashes run
+    /// off the runtime.
+    pub async fn verify(self: &Arc<Self>, id: &str, password: &str) -> Option<String> {
         match &self.source {
-            Source::Managed(map) => map.get(id).is_some_and(|hash| hash.verify(password)),
+            Source::Managed(map) => map
+                .get(id)
+                .is_some_and(|hash| hash.verify(password))
+                .then(|| DEFAULT_PROJECT.to_owned()),
             Source::Config(map) => {
-                let Some(secret) = map.get(id) else {
-                    return false;
-                };
+                let (secret, project) = map.get(id)?;
                 if let StoredSecret::Plain(_) = secret {
-                    return secret.verify(password);
+                    return secret.verify(password).then(|| project.clone());
                 }
                 let key = salted_digest(id.as_bytes(), password);
                 if self
@@ -164,20 +174,33 @@ impl AgentAuthenticator {
                     .lock()
                     .is_ok_and(|cache| cache.contains_key(&key))
                 {
-                    return true;
+                    return Some(project.clone());
                 }
                 let this = Arc::clone(self);
-                let (id, password) = (id.to_owned(), password.to_owned());
+                let (id_owned, password) = (id.to_owned(), password.to_owned());
                 let ok = tokio::task::spawn_blocking(move || {
                     matches!(&this.source, Source::Config(map)
-                        if map.get(&id).is_some_and(|secret| secret.verify(&password)))
+                        if map.get(&id_owned).is_some_and(|(secret, _)| secret.verify(&password)))
                 })
                 .await
                 .unwrap_or(false);
                 if ok && let Ok(mut cache) = self.verified.lock() {
                     cache.insert(key, ());
                 }
-                ok
+                ok.then(|| project.clone())
+            }
+        }
+    }
+
+    /// Projects named by configured credentials; each must exist in the store.
+    pub fn projects(&self) -> Vec<String> {
+        match &self.source {
+            Source::Managed(_) => vec![DEFAULT_PROJECT.to_owned()],
+            Source::Config(map) => {
+                let mut projects: Vec<String> = map.values().map(|(_, p)| p.clone()).collect();
+                projects.sort();
+                projects.dedup();
+                projects
             }
         }
     }

@@ -108,12 +108,27 @@ impl AgentListener {
             refuse(&mut tls, RefuseCode::BadRequest, reason).await;
             return None;
         }
-        if !self.auth.verify(&auth_id, password.expose()).await {
+        let Some(project) = self.auth.verify(&auth_id, password.expose()).await else {
             tracing::warn!(%peer, client = %client_id, credential = %auth_id, "agent authentication failed");
             refuse(
                 &mut tls,
                 RefuseCode::AuthFailed,
                 format!("authentication failed for credential {auth_id:?}"),
+            )
+            .await;
+            return None;
+        };
+        // A credential of one project cannot take over a device of another.
+        if let Some(known) = self.registry.project_of(&client_id)
+            && known != project
+        {
+            tracing::warn!(%peer, client = %client_id, credential = %auth_id, "refusing agent: its id belongs to project {known}, its credential to {project}");
+            refuse(
+                &mut tls,
+                RefuseCode::AuthFailed,
+                format!(
+                    "client id {client_id:?} belongs to another project than credential {auth_id:?}"
+                ),
             )
             .await;
             return None;
@@ -154,6 +169,7 @@ impl AgentListener {
             leftover,
             client_id,
             auth_id,
+            project,
             info,
             keep_alive,
             remotes,
@@ -166,6 +182,7 @@ impl AgentListener {
             leftover,
             client_id,
             auth_id,
+            project,
             info,
             keep_alive,
             remotes,
@@ -177,7 +194,14 @@ impl AgentListener {
             mux::start(tls, leftover, MuxConfig::new(Role::Server, keep_alive));
         let number = self
             .registry
-            .attach(&client_id, &auth_id, info, peer.to_string(), handle)
+            .attach(
+                &client_id,
+                &auth_id,
+                &project,
+                info,
+                peer.to_string(),
+                handle,
+            )
             .await;
         tracing::info!(%peer, client = %client_id, "agent connected");
         // Runs beside the driver: opening tunnels may talk to the agent.
@@ -215,6 +239,7 @@ struct Admitted {
     leftover: bytes::BytesMut,
     client_id: String,
     auth_id: String,
+    project: String,
     info: rport_protocol::SystemInfo,
     keep_alive: Duration,
     /// Tunnels the agent's configuration asks for.

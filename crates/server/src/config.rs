@@ -10,6 +10,7 @@ use serde::Deserialize;
 
 use crate::port_ranges::PortRanges;
 pub use crate::secrets::{Secret, StoredSecret};
+use rport_protocol::ip_rules::IpNet;
 
 /// Where the embedded default keeps its state, relative to the working directory.
 pub const DEFAULT_DATA_DIR: &str = "./rportd-data";
@@ -48,6 +49,8 @@ pub struct ServerSection {
     pub tunnel_grace_period: Duration,
     /// How long the agent may take to reach a target when `check_port` is on.
     pub check_port_timeout: Duration,
+    /// The host name users reach tunnel ports at (`server_address` in API v2).
+    pub tunnel_host: Option<String>,
 }
 
 /// How agents authenticate.
@@ -57,11 +60,39 @@ pub enum AgentAuth {
     None,
     /// `[server] auth = "id:password"`.
     Single { id: String, password: Secret },
-    /// `[server] auth_file`: a JSON object mapping ids to passwords or bcrypt/argon2 hashes.
+    /// `[server] auth_file`: a JSON object mapping ids to passwords or bcrypt/argon2 hashes,
+    /// or to `{"password": ..., "project": ...}` to bind the credential to a project.
     File {
         path: PathBuf,
-        entries: BTreeMap<String, StoredSecret>,
+        entries: BTreeMap<String, FileCredential>,
     },
+}
+
+/// One credential of an auth file.
+#[derive(Debug, Clone)]
+pub struct FileCredential {
+    pub secret: StoredSecret,
+    /// Agents using it belong to this project.
+    pub project: String,
+}
+
+/// Project keys end up in URLs (`/api/v2/{project_key}/...`): short, lower case, plain.
+pub fn check_project_key(key: &str) -> Result<(), String> {
+    let valid = (1..=63).contains(&key.len())
+        && key
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+        && key
+            .bytes()
+            .next()
+            .is_some_and(|b| b.is_ascii_alphanumeric());
+    if valid {
+        Ok(())
+    } else {
+        Err(format!(
+            "project key {key:?} must be 1 to 63 lower-case letters, digits, '-' or '_', starting with a letter or digit"
+        ))
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -73,6 +104,8 @@ pub struct ApiSection {
     /// Signs tokens; generated and kept in the store when not configured, so tokens
     /// survive restarts.
     pub jwt_secret: Option<Secret>,
+    /// Reverse proxies whose `X-Forwarded-For` is believed; nobody else's is.
+    pub trusted_proxies: Vec<IpNet>,
 }
 
 #[derive(Debug, Clone)]
@@ -136,6 +169,7 @@ struct RawServer {
     handshake_timeout: Option<DurationValue>,
     tunnel_grace_period: Option<DurationValue>,
     check_port_timeout: Option<DurationValue>,
+    tunnel_host: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -144,6 +178,7 @@ struct RawApi {
     address: Option<String>,
     auth: Option<String>,
     jwt_secret: Option<String>,
+    trusted_proxies: Option<Vec<String>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -389,6 +424,7 @@ impl Validator<'_> {
             handshake_timeout,
             tunnel_grace_period,
             check_port_timeout,
+            tunnel_host: raw.tunnel_host.filter(|h| !h.trim().is_empty()),
         })
     }
 
@@ -419,10 +455,18 @@ impl Validator<'_> {
             }
             Some(secret) => Some(Secret::new(secret)),
         };
+        let mut trusted_proxies = Vec::new();
+        for entry in raw.trusted_proxies.unwrap_or_default() {
+            let net = entry.trim().parse::<IpNet>().map_err(|err| {
+                self.error("api.trusted_proxies", format!("entry {entry:?}: {err}"))
+            })?;
+            trusted_proxies.push(net);
+        }
         Ok(ApiSection {
             address,
             auth,
             jwt_secret,
+            trusted_proxies,
         })
     }
 
@@ -480,10 +524,22 @@ impl Validator<'_> {
         let shown = path.display();
         let text = std::fs::read_to_string(&path)
             .map_err(|err| self.error(key, format!("cannot read {shown}: {err}")))?;
-        let map: BTreeMap<String, String> = serde_json::from_str(&text).map_err(|err| {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Entry {
+            Password(String),
+            Bound {
+                password: String,
+                #[serde(default)]
+                project: Option<String>,
+            },
+        }
+        let map: BTreeMap<String, Entry> = serde_json::from_str(&text).map_err(|err| {
             self.error(
                 key,
-                format!("{shown} is not a JSON object of id -> password or hash: {err}"),
+                format!(
+                    "{shown} is not a JSON object of id -> password or hash, or id -> {{\"password\", \"project\"}}: {err}"
+                ),
             )
         })?;
         let mut entries = BTreeMap::new();
@@ -494,10 +550,18 @@ impl Validator<'_> {
                     format!("{shown}: credential id {id:?} must be non-empty and without ':'"),
                 ));
             }
-            let secret = StoredSecret::from_config(&value).map_err(|reason| {
+            let (password, project) = match value {
+                Entry::Password(password) => (password, None),
+                Entry::Bound { password, project } => (password, project),
+            };
+            let secret = StoredSecret::from_config(&password).map_err(|reason| {
                 self.error(key, format!("{shown}: credential {id:?}: {reason}"))
             })?;
-            entries.insert(id, secret);
+            let project = project.unwrap_or_else(|| rport_store::DEFAULT_PROJECT.to_owned());
+            check_project_key(&project).map_err(|reason| {
+                self.error(key, format!("{shown}: credential {id:?}: {reason}"))
+            })?;
+            entries.insert(id, FileCredential { secret, project });
         }
         if entries.is_empty() {
             return Err(self.error(key, format!("{shown} holds no credentials")));
@@ -672,7 +736,12 @@ mod tests {
         let hash = bcrypt::hash("s3cret", 4).expect("bcrypt");
         std::fs::write(
             &path,
-            serde_json::json!({"a": "1234", "b": hash}).to_string(),
+            serde_json::json!({
+                "a": "1234",
+                "b": hash,
+                "c": {"password": "5678", "project": "berlin-office"}
+            })
+            .to_string(),
         )
         .expect("write");
         let config = parse(&format!(
@@ -683,8 +752,19 @@ mod tests {
         let AgentAuth::File { entries, .. } = &config.server.agent_auth else {
             panic!("expected auth_file");
         };
-        assert!(entries["a"].verify("1234"));
-        assert!(entries["b"].verify("s3cret"));
+        assert!(entries["a"].secret.verify("1234"));
+        assert!(entries["b"].secret.verify("s3cret"));
+        assert_eq!(entries["a"].project, "default");
+        assert!(entries["c"].secret.verify("5678"));
+        assert_eq!(entries["c"].project, "berlin-office");
+
+        std::fs::write(&path, r#"{"d": {"password": "x", "project": "Bad Key"}}"#).expect("write");
+        let err = parse(&format!(
+            "[server]\nauth_file = {:?}\n",
+            path.display().to_string()
+        ))
+        .expect_err("bad project key");
+        assert!(err.reason.contains("Bad Key"), "{err}");
 
         std::fs::write(&path, "[1,2]").expect("write");
         let err = parse(&format!(

@@ -96,7 +96,7 @@ impl PortPool {
             }
         };
         let tcp = match protocol.has_tcp() {
-            true => Some(TcpListener::bind((host, port)).await.map_err(bind_error)?),
+            true => Some(crate::listen::bind(host, port).await.map_err(bind_error)?),
             false => None,
         };
         let udp = match protocol.has_udp() {

@@ -81,6 +81,11 @@ impl Registry {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
+    /// The project a known agent belongs to.
+    pub fn project_of(&self, id: &str) -> Option<String> {
+        self.with_clients(|clients| clients.get(id).map(|entry| entry.record.project.clone()))
+    }
+
     pub fn session(&self, id: &str) -> Option<LiveSession> {
         self.with_clients(|clients| clients.get(id).and_then(|entry| entry.session.clone()))
     }
@@ -98,6 +103,7 @@ impl Registry {
         &self,
         id: &str,
         auth_id: &str,
+        project: &str,
         info: SystemInfo,
         address: String,
         handle: MuxHandle,
@@ -111,6 +117,7 @@ impl Registry {
             connected: true,
             connected_at: Some(Utc::now()),
             disconnected_at: None,
+            project: project.to_owned(),
         };
         let previous = {
             let mut clients = self.write();

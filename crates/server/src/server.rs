@@ -60,7 +60,7 @@ pub struct Listeners {
 impl Listeners {
     pub async fn bind(config: &ServerConfig) -> Result<Self, StartError> {
         let bind = |what: &'static str, address: String| async move {
-            TcpListener::bind(&address)
+            crate::listen::bind_str(&address)
                 .await
                 .map_err(|source| StartError::Bind {
                     what,
@@ -108,6 +108,14 @@ impl Server {
 
         let (agent_auth, agent_credential) =
             AgentAuthenticator::load(&config.server.agent_auth, &store).await?;
+        for project in agent_auth.projects() {
+            let record = rport_store::ProjectRecord {
+                name: project.clone(),
+                key: project,
+                created_at: chrono::Utc::now(),
+            };
+            store.insert_project(&record).await?;
+        }
         let (api_auth, admin_credential) = ApiAuth::load(&config.api, Arc::clone(&store)).await?;
         let registry = Arc::new(Registry::load(Arc::clone(&store)).await?);
         let pool = PortPool::new(config.server.port_pool.clone());
@@ -118,9 +126,10 @@ impl Server {
         let tunnels =
             TunnelManager::start(Arc::clone(&registry), Arc::clone(&store), pool, settings).await?;
 
+        let agent_auth = Arc::new(agent_auth);
         let agent_listener = Arc::new(AgentListener {
             acceptor: TlsAcceptor::from(identity.server_config()?),
-            auth: Arc::new(agent_auth),
+            auth: Arc::clone(&agent_auth),
             registry: Arc::clone(&registry),
             tunnels: Arc::clone(&tunnels),
             handshakes: Arc::new(Semaphore::new(config.server.max_concurrent_handshakes)),
@@ -132,6 +141,8 @@ impl Server {
             registry,
             tunnels,
             auth: api_auth,
+            store,
+            agent_auth,
         });
         Ok(Self {
             state,

@@ -12,7 +12,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 pub use records::{
-    ClientRecord, TunnelCounters, TunnelFilter, TunnelOptions, TunnelRecord, UserRecord,
+    ClientRecord, DEFAULT_PROJECT, ProjectRecord, TunnelCounters, TunnelFilter, TunnelOptions,
+    TunnelRecord, UserRecord,
 };
 pub use sqlite::SqliteStore;
 
@@ -68,6 +69,12 @@ pub trait Store: Send + Sync + 'static {
         status: &str,
         reason: &str,
     ) -> Result<usize, StoreError>;
+
+    /// By key; `default` always exists.
+    async fn list_projects(&self) -> Result<Vec<ProjectRecord>, StoreError>;
+    /// Returns false when a project with that key exists already.
+    async fn insert_project(&self, project: &ProjectRecord) -> Result<bool, StoreError>;
+    async fn delete_project(&self, key: &str) -> Result<bool, StoreError>;
 
     async fn get_user(&self, username: &str) -> Result<Option<UserRecord>, StoreError>;
     async fn upsert_user(&self, user: &UserRecord) -> Result<(), StoreError>;

@@ -19,6 +19,19 @@ pub struct ClientRecord {
     pub connected: bool,
     pub connected_at: Option<DateTime<Utc>>,
     pub disconnected_at: Option<DateTime<Utc>>,
+    /// The project its credential binds it to; the agent cannot choose it.
+    pub project: String,
+}
+
+/// The project every agent and tunnel belongs to unless its credential says otherwise.
+pub const DEFAULT_PROJECT: &str = "default";
+
+/// A project (fleet): a named set of agents.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProjectRecord {
+    pub key: String,
+    pub name: String,
+    pub created_at: DateTime<Utc>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -44,6 +57,8 @@ pub struct TunnelRecord {
     pub counters: TunnelCounters,
     /// When a connection last ended or a datagram last passed; idle time counts from here.
     pub last_active_at: Option<DateTime<Utc>>,
+    /// Its agent's project when it was created.
+    pub project: String,
 }
 
 impl TunnelRecord {
@@ -83,6 +98,7 @@ pub struct TunnelCounters {
 #[derive(Debug, Clone, Default)]
 pub struct TunnelFilter {
     pub client_id: Option<String>,
+    pub project: Option<String>,
     pub open_only: bool,
     pub limit: Option<usize>,
 }

@@ -9,8 +9,8 @@ use chrono::{DateTime, TimeZone, Utc};
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use crate::{
-    ClientRecord, Store, StoreError, TunnelCounters, TunnelFilter, TunnelOptions, TunnelRecord,
-    UserRecord,
+    ClientRecord, ProjectRecord, Store, StoreError, TunnelCounters, TunnelFilter, TunnelOptions,
+    TunnelRecord, UserRecord,
 };
 
 /// Each entry moves the schema one version up; never edit one that has shipped.
@@ -62,6 +62,18 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE tunnels ADD COLUMN connections_refused INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE tunnels ADD COLUMN bytes_in INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE tunnels ADD COLUMN bytes_out INTEGER NOT NULL DEFAULT 0;",
+    // 3: projects (fleets); every agent and tunnel belongs to one
+    "CREATE TABLE projects (
+        key TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        created_at INTEGER NOT NULL
+    );
+    INSERT INTO projects (key, name, created_at)
+        VALUES ('default', 'Default', CAST(strftime('%s', 'now') AS INTEGER) * 1000);
+    ALTER TABLE clients ADD COLUMN project TEXT NOT NULL DEFAULT 'default';
+    ALTER TABLE tunnels ADD COLUMN project TEXT NOT NULL DEFAULT 'default';
+    CREATE INDEX clients_project ON clients(project);
+    CREATE INDEX tunnels_project ON tunnels(project, created_at);",
 ];
 
 pub struct SqliteStore {
@@ -152,6 +164,7 @@ fn client_from_row(row: &Row<'_>) -> rusqlite::Result<(ClientRecord, String)> {
             connected: row.get("connected")?,
             connected_at: from_millis(row.get("connected_at")?),
             disconnected_at: from_millis(row.get("disconnected_at")?),
+            project: row.get("project")?,
         },
         info,
     ))
@@ -184,6 +197,7 @@ fn tunnel_from_row(row: &Row<'_>) -> rusqlite::Result<(TunnelRecord, String)> {
                 bytes_out: counter(row, "bytes_out")?,
             },
             last_active_at: from_millis(row.get("last_active_at")?),
+            project: row.get("project")?,
         },
         options,
     ))
@@ -213,13 +227,13 @@ fn user_from_row(row: &Row<'_>) -> rusqlite::Result<UserRecord> {
 
 const TUNNEL_COLUMNS: &str = "id, client_id, name, protocol, lhost, lport, lport_random, rhost, rport, \
      scheme, status, created_by, created_at, closed_at, close_reason, options, last_active_at, \
-     connections, connections_refused, bytes_in, bytes_out";
+     connections, connections_refused, bytes_in, bytes_out, project";
 
 fn write_tunnel(conn: &Connection, sql_verb: &str, t: &TunnelRecord) -> Result<(), StoreError> {
     let sql = format!(
         "{sql_verb} INTO tunnels ({TUNNEL_COLUMNS}) \
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, \
-         ?18, ?19, ?20, ?21)"
+         ?18, ?19, ?20, ?21, ?22)"
     );
     let options = serde_json::to_string(&t.options)
         .map_err(|err| corrupt(&format!("tunnel {} options", t.id), err))?;
@@ -247,6 +261,7 @@ fn write_tunnel(conn: &Connection, sql_verb: &str, t: &TunnelRecord) -> Result<(
             t.counters.refused as i64,
             t.counters.bytes_in as i64,
             t.counters.bytes_out as i64,
+            t.project,
         ],
     )?;
     Ok(())
@@ -260,8 +275,8 @@ impl Store for SqliteStore {
         self.run(move |conn| {
             conn.execute(
                 "INSERT OR REPLACE INTO clients \
-                 (id, auth_id, info, address, connected, connected_at, disconnected_at) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                 (id, auth_id, info, address, connected, connected_at, disconnected_at, project) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
                 params![
                     c.id,
                     c.auth_id,
@@ -270,6 +285,7 @@ impl Store for SqliteStore {
                     c.connected,
                     c.connected_at.map(millis),
                     c.disconnected_at.map(millis),
+                    c.project,
                 ],
             )?;
             Ok(())
@@ -378,10 +394,11 @@ impl Store for SqliteStore {
             let mut stmt = conn.prepare(&format!(
                 "SELECT {TUNNEL_COLUMNS} FROM tunnels \
                  WHERE (?1 IS NULL OR client_id = ?1) AND (?2 = 0 OR status IN ('opened', 'pending')) \
+                 AND (?4 IS NULL OR project = ?4) \
                  ORDER BY created_at DESC, id LIMIT ?3"
             ))?;
             let rows = stmt.query_map(
-                params![filter.client_id, filter.open_only, limit],
+                params![filter.client_id, filter.open_only, limit, filter.project],
                 tunnel_from_row,
             )?;
             rows.map(|row| finish_tunnel(row?)).collect()
@@ -404,6 +421,39 @@ impl Store for SqliteStore {
             )?)
         })
         .await
+    }
+
+    async fn list_projects(&self) -> Result<Vec<ProjectRecord>, StoreError> {
+        self.run(|conn| {
+            let mut stmt =
+                conn.prepare("SELECT key, name, created_at FROM projects ORDER BY key")?;
+            let rows = stmt.query_map([], |row| {
+                Ok(ProjectRecord {
+                    key: row.get(0)?,
+                    name: row.get(1)?,
+                    created_at: from_millis(Some(row.get(2)?)).unwrap_or_default(),
+                })
+            })?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .await
+    }
+
+    async fn insert_project(&self, project: &ProjectRecord) -> Result<bool, StoreError> {
+        let p = project.clone();
+        self.run(move |conn| {
+            Ok(conn.execute(
+                "INSERT OR IGNORE INTO projects (key, name, created_at) VALUES (?1, ?2, ?3)",
+                params![p.key, p.name, millis(p.created_at)],
+            )? == 1)
+        })
+        .await
+    }
+
+    async fn delete_project(&self, key: &str) -> Result<bool, StoreError> {
+        let key = key.to_owned();
+        self.run(move |conn| Ok(conn.execute("DELETE FROM projects WHERE key = ?1", [key])? == 1))
+            .await
     }
 
     async fn get_user(&self, username: &str) -> Result<Option<UserRecord>, StoreError> {

@@ -4,8 +4,8 @@
 use chrono::{Duration, Utc};
 use rport_protocol::SystemInfo;
 use rport_store::{
-    ClientRecord, SqliteStore, Store, TunnelCounters, TunnelFilter, TunnelOptions, TunnelRecord,
-    UserRecord,
+    ClientRecord, ProjectRecord, SqliteStore, Store, TunnelCounters, TunnelFilter, TunnelOptions,
+    TunnelRecord, UserRecord,
 };
 
 fn client(id: &str) -> ClientRecord {
@@ -21,6 +21,7 @@ fn client(id: &str) -> ClientRecord {
         connected: true,
         connected_at: Some(Utc::now()),
         disconnected_at: None,
+        project: "default".into(),
     }
 }
 
@@ -54,6 +55,7 @@ fn tunnel(id: &str, client_id: &str) -> TunnelRecord {
             bytes_out: 42,
         },
         last_active_at: None,
+        project: "berlin-office".into(),
     }
 }
 
@@ -119,6 +121,26 @@ async fn tunnels_round_trip_and_close_on_restart() {
     assert!(store.insert_tunnel(&t1).await.is_err(), "ids are unique");
     let got = store.get_tunnel("t1").await.expect("get").expect("present");
     assert_eq!(got.options, t1.options);
+    assert_eq!(got.project, "berlin-office");
+    let in_project = TunnelFilter {
+        project: Some("berlin-office".into()),
+        ..Default::default()
+    };
+    assert_eq!(
+        store.list_tunnels(&in_project).await.expect("list").len(),
+        2
+    );
+    let elsewhere = TunnelFilter {
+        project: Some("default".into()),
+        ..Default::default()
+    };
+    assert!(
+        store
+            .list_tunnels(&elsewhere)
+            .await
+            .expect("list")
+            .is_empty()
+    );
     assert_eq!(got.counters, t1.counters);
     assert_eq!(got.scheme.as_deref(), Some("ssh"));
 
@@ -234,4 +256,32 @@ async fn a_version_1_database_is_upgraded_without_losing_tunnels() {
     assert_eq!(old.counters, TunnelCounters::default());
     assert_eq!(old.options, TunnelOptions::default());
     assert_eq!(old.last_active_at, None);
+    assert_eq!(old.project, "default");
+}
+
+#[tokio::test]
+async fn projects_start_with_default() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = SqliteStore::open(&dir.path().join("db")).expect("open");
+    let keys = |list: Vec<ProjectRecord>| list.into_iter().map(|p| p.key).collect::<Vec<_>>();
+    assert_eq!(
+        keys(store.list_projects().await.expect("list")),
+        ["default"]
+    );
+    let berlin = ProjectRecord {
+        key: "berlin-office".into(),
+        name: "Berlin office".into(),
+        created_at: Utc::now(),
+    };
+    assert!(store.insert_project(&berlin).await.expect("insert"));
+    assert!(
+        !store.insert_project(&berlin).await.expect("insert"),
+        "keys are unique"
+    );
+    assert_eq!(
+        keys(store.list_projects().await.expect("list")),
+        ["berlin-office", "default"]
+    );
+    assert!(store.delete_project("berlin-office").await.expect("delete"));
+    assert!(!store.delete_project("berlin-office").await.expect("delete"));
 }

@@ -76,6 +76,8 @@ pub struct ServerSettings {
     pub used_ports: String,
     pub api_auth: Option<String>,
     pub extra_server: String,
+    /// More `[api]` keys.
+    pub extra_api: String,
 }
 
 impl Default for ServerSettings {
@@ -86,6 +88,7 @@ impl Default for ServerSettings {
             used_ports: "20000-60000".into(),
             api_auth: Some(format!("{API_USER}:{API_PASSWORD}")),
             extra_server: String::new(),
+            extra_api: String::new(),
         }
     }
 }
@@ -151,7 +154,7 @@ excluded_ports = ["1-1024"]
 {extra}
 [api]
 address = "127.0.0.1:0"
-{api_auth}
+{api_auth}{extra_api}
 [logging]
 log_level = "info"
 "#,
@@ -159,6 +162,7 @@ log_level = "info"
         data = dir.join("server-data").display(),
         used = settings.used_ports,
         extra = settings.extra_server,
+        extra_api = settings.extra_api,
     );
     let path = dir.join("rportd.conf");
     std::fs::write(&path, config).expect("write config");
@@ -299,6 +303,62 @@ impl Rportd {
         (status, serde_json::from_str(&text).unwrap_or(Value::Null))
     }
 
+    /// Any request: method, path, `Authorization` value (empty for none), more headers and
+    /// an optional JSON body. Returns status, JSON body (Null if none) and headers.
+    pub fn call(
+        &self,
+        method: &str,
+        path: &str,
+        authorization: &str,
+        headers: &[(&str, &str)],
+        body: Option<&Value>,
+    ) -> Reply {
+        let url = format!("{}{}", self.api, path);
+        let response = match (method, body) {
+            ("GET", _) => {
+                add_headers(with_auth(self.http.get(&url), authorization), headers).call()
+            }
+            ("DELETE", _) => {
+                add_headers(with_auth(self.http.delete(&url), authorization), headers).call()
+            }
+            (method, body) => {
+                let request = match method {
+                    "PUT" => self.http.put(&url),
+                    "POST" => self.http.post(&url),
+                    other => panic!("unsupported method {other}"),
+                };
+                let request = add_headers(with_auth(request, authorization), headers)
+                    .header("Content-Type", "application/json");
+                match body {
+                    Some(body) => request.send(body.to_string()),
+                    None => request.send_empty(),
+                }
+            }
+        };
+        let response = response.unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let text = response.into_body().read_to_string().unwrap_or_default();
+        let body = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text)
+                .unwrap_or_else(|e| panic!("{method} {path}: not JSON ({e}): {text}"))
+        };
+        Reply {
+            status,
+            body,
+            headers,
+        }
+    }
+
+    /// A bearer token for the default API user.
+    pub fn bearer(&self) -> String {
+        let (status, body) = self.request("GET", "/api/v1/login");
+        assert_eq!(status, 200, "{body}");
+        format!("Bearer {}", body["data"]["token"].as_str().expect("token"))
+    }
+
     /// A tunnel by id from `GET /api/v1/tunnels?filter[status]=…` (live and past ones).
     pub fn tunnel(&self, id: &str) -> Option<Value> {
         let (status, body) = self.request(
@@ -353,6 +413,23 @@ impl Rportd {
             self.child.try_wait().ok().flatten()
         })
     }
+}
+
+/// What [`Rportd::call`] got back.
+pub struct Reply {
+    pub status: u16,
+    pub body: Value,
+    pub headers: ureq::http::HeaderMap,
+}
+
+fn add_headers<B>(
+    mut request: ureq::RequestBuilder<B>,
+    headers: &[(&str, &str)],
+) -> ureq::RequestBuilder<B> {
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    request
 }
 
 fn with_auth<B>(request: ureq::RequestBuilder<B>, authorization: &str) -> ureq::RequestBuilder<B> {

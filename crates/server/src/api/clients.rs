@@ -35,6 +35,7 @@ const FIELDS: &[&str] = &[
     "version",
     "address",
     "client_auth_id",
+    "project",
     "connection_state",
     "connected_at",
     "disconnected_at",
@@ -73,6 +74,7 @@ fn field(entry: &ClientEntry, name: &str) -> Option<Value> {
         "version" => json!(info.version),
         "address" => json!(record.address),
         "client_auth_id" => json!(record.auth_id),
+        "project" => json!(record.project),
         "connection_state" => json!(if entry.session.is_some() {
             "connected"
         } else {

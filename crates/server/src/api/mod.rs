@@ -2,6 +2,8 @@
 //! `{"errors":[{"code","title","detail"}]}`.
 
 mod clients;
+mod port_tunnels;
+mod projects;
 mod session;
 mod tunnels;
 
@@ -17,10 +19,12 @@ use base64::Engine;
 use rport_protocol::Fingerprint;
 use serde_json::json;
 
+use crate::agent_auth::AgentAuthenticator;
 use crate::api_auth::{ApiAuth, AuthUser};
 use crate::config::ServerConfig;
 use crate::registry::Registry;
 use crate::tunnels::TunnelManager;
+use rport_store::Store;
 
 /// Everything a request handler may need.
 pub struct AppState {
@@ -29,6 +33,8 @@ pub struct AppState {
     pub registry: Arc<Registry>,
     pub tunnels: Arc<TunnelManager>,
     pub auth: ApiAuth,
+    pub store: Arc<dyn Store>,
+    pub agent_auth: Arc<AgentAuthenticator>,
 }
 
 pub type State = axum::extract::State<Arc<AppState>>;
@@ -54,9 +60,21 @@ pub fn router(state: Arc<AppState>) -> Router {
             "/clients/{client_id}/tunnels/{tunnel_id}/acl",
             put(tunnels::set_acl),
         )
-        .route("/tunnels", get(tunnels::list));
+        .route("/tunnels", get(tunnels::list))
+        .route("/projects", get(projects::list).post(projects::create))
+        .route("/projects/{project_key}", delete(projects::delete));
+    let v2 = Router::new()
+        .route(
+            "/{project_key}/port_tunnel",
+            get(port_tunnels::list).post(port_tunnels::open),
+        )
+        .route(
+            "/{project_key}/port_tunnel/{port_tunnel_id}",
+            get(port_tunnels::get_one).delete(port_tunnels::close),
+        );
     Router::new()
         .nest("/api/v1", v1)
+        .nest("/api/v2", v2)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
@@ -186,6 +204,55 @@ impl std::fmt::Debug for Credentials {
             Credentials::Basic(user, _) => write!(f, "Basic({user}, ***)"),
             Credentials::Bearer(_) => f.write_str("Bearer(***)"),
         }
+    }
+}
+
+/// A user authenticated by a bearer token only, as API v2 requires: scripts hold a
+/// token, never a password.
+pub struct BearerAuthenticated(pub AuthUser);
+
+impl FromRequestParts<Arc<AppState>> for BearerAuthenticated {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<AppState>,
+    ) -> Result<Self, ApiError> {
+        let user = match credentials(&parts.headers) {
+            Some(Credentials::Bearer(token)) => state.auth.check_token(&token).await,
+            _ => None,
+        };
+        user.map(BearerAuthenticated).ok_or_else(|| {
+            ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "ERR_CODE_UNAUTHORIZED",
+                "Unauthorized",
+                "API v2 takes a bearer token (Authorization: Bearer …) from /api/v1/login",
+            )
+        })
+    }
+}
+
+/// The address the request comes from, as [`crate::client_ip`] decides it.
+pub struct ClientIp(pub std::net::IpAddr);
+
+impl FromRequestParts<Arc<AppState>> for ClientIp {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<AppState>,
+    ) -> Result<Self, ApiError> {
+        let peer = parts
+            .extensions
+            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+            .map(|info| info.0.ip())
+            .ok_or_else(|| ApiError::internal("request without peer address"))?;
+        Ok(ClientIp(crate::client_ip::client_ip(
+            peer,
+            &parts.headers,
+            &state.config.api.trusted_proxies,
+        )))
     }
 }
 

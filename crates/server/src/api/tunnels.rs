@@ -214,70 +214,77 @@ pub async fn create(
         auto_close,
         check_port,
     };
-    match state.tunnels.create(request).await {
-        Ok(tunnel) => Ok(data(tunnel_json(&tunnel))),
-        Err(TunnelError::ClientNotConnected(id)) => Err(ApiError::new(
+    state
+        .tunnels
+        .create(request)
+        .await
+        .map(|tunnel| data(tunnel_json(&tunnel)))
+        .map_err(creation_error)
+}
+
+/// The API's answer when a tunnel could not be created, on both faces.
+pub fn creation_error(err: TunnelError) -> ApiError {
+    match err {
+        TunnelError::ClientNotConnected(id) => ApiError::new(
             StatusCode::NOT_FOUND,
             "ERR_CODE_CLIENT_NOT_FOUND",
             "Client not found",
             format!("client {id:?} is unknown or not connected"),
-        )),
-        Err(TunnelError::Port(PoolError::NotAllowed(port))) => Err(ApiError::bad_request(
+        ),
+        TunnelError::Port(PoolError::NotAllowed(port)) => ApiError::bad_request(
             "ERR_CODE_INVALID_REQUEST",
             "Local port not allowed",
             format!(
                 "Local port {port} is not among allowed ports (used_ports minus excluded_ports)."
             ),
-        )),
-        Err(TunnelError::Port(PoolError::InUse(port))) => Err(ApiError::new(
+        ),
+        TunnelError::Port(PoolError::InUse(port)) => ApiError::new(
             StatusCode::CONFLICT,
             "ERR_CODE_LOCAL_PORT_IN_USE",
             "Local port in use",
             format!("Local port {port} already in use."),
-        )),
-        Err(TunnelError::Port(PoolError::Exhausted)) => Err(ApiError::new(
+        ),
+        TunnelError::Port(PoolError::Exhausted) => ApiError::new(
             StatusCode::CONFLICT,
             "ERR_CODE_NO_FREE_PORT",
             "No free port",
             "every allowed port (used_ports minus excluded_ports) is in use",
-        )),
-        Err(TunnelError::Port(err @ PoolError::Bind { .. })) => Err(ApiError::new(
+        ),
+        TunnelError::Port(err @ PoolError::Bind { .. }) => ApiError::new(
             StatusCode::CONFLICT,
             "ERR_CODE_UNABLE_TO_START_TUNNEL",
             "Unable to start tunnel",
             err.to_string(),
-        )),
-        Err(TunnelError::Check(CheckError::NotAllowed(detail))) => Err(ApiError::bad_request(
+        ),
+        TunnelError::Check(CheckError::NotAllowed(detail)) => ApiError::bad_request(
             "ERR_CODE_TUNNEL_NOT_ALLOWED",
             "Tunnel destination is not allowed by client configuration",
             detail,
-        )),
-        Err(TunnelError::Check(CheckError::RemotePortNotOpen(detail))) => {
-            Err(ApiError::bad_request(
-                "ERR_CODE_REMOTE_PORT_NOT_OPEN",
-                "Remote port not open",
-                detail,
-            ))
-        }
-        Err(TunnelError::Check(err @ CheckError::NoAnswer(_))) => Err(ApiError::new(
+        ),
+        TunnelError::Check(CheckError::RemotePortNotOpen(detail)) => ApiError::bad_request(
+            "ERR_CODE_REMOTE_PORT_NOT_OPEN",
+            "Remote port not open",
+            detail,
+        ),
+        TunnelError::Check(err @ CheckError::NoAnswer(_)) => ApiError::new(
             StatusCode::CONFLICT,
             "ERR_CODE_UNABLE_TO_START_TUNNEL",
             "Client did not answer",
             err.to_string(),
-        )),
-        Err(TunnelError::Exists(id)) => Err(ApiError::bad_request(
+        ),
+        TunnelError::Exists(id) => ApiError::bad_request(
             "ERR_CODE_TUNNEL_EXIST",
             "Tunnel already exists",
             format!("tunnel {id} of this client already uses this local port"),
-        )),
-        Err(TunnelError::ToPortExists(id)) => Err(ApiError::bad_request(
+        ),
+        TunnelError::ToPortExists(id) => ApiError::bad_request(
             "ERR_CODE_TUNNEL_TO_PORT_EXIST",
             "Tunnel to this port already exists",
             format!(
                 "tunnel {id} of this client already leads to this target with an overlapping protocol and the same ACL"
             ),
-        )),
-        Err(err) => Err(ApiError::internal(err)),
+        ),
+        err => ApiError::internal(err),
     }
 }
 

@@ -98,6 +98,8 @@ pub struct TunnelInfo {
 /// A tunnel that holds its port.
 struct ActiveTunnel {
     record: Mutex<TunnelRecord>,
+    /// Never changes; kept apart so the per-connection path takes no lock for it.
+    client_id: String,
     /// Replaced live by `PUT .../acl`; read on every accepted connection.
     acl: RwLock<Option<Arc<Acl>>>,
     protocol: TunnelProtocol,
@@ -170,6 +172,7 @@ impl ActiveTunnel {
             agent_gone_since_ms: AtomicI64::new(agent_gone.map_or(0, |t| t.timestamp_millis())),
             dirty: AtomicBool::new(false),
             changed: Notify::new(),
+            client_id: record.client_id.clone(),
             record: Mutex::new(record),
         }
     }
@@ -178,8 +181,8 @@ impl ActiveTunnel {
         lock(&self.record).id.clone()
     }
 
-    fn client_id(&self) -> String {
-        lock(&self.record).client_id.clone()
+    fn client_id(&self) -> &str {
+        &self.client_id
     }
 
     fn snapshot(&self) -> TunnelRecord {
@@ -211,11 +214,12 @@ impl ActiveTunnel {
         self.dirty.store(true, Ordering::Relaxed);
     }
 
+    // Connections do not wake the watcher: it re-reads these counters when it wakes, and
+    // it never sleeps past the soonest moment they could matter (see `lifecycle`).
     fn connection_opened(&self) {
         self.open_connections.fetch_add(1, Ordering::Relaxed);
         self.connections.fetch_add(1, Ordering::Relaxed);
         self.dirty.store(true, Ordering::Relaxed);
-        self.changed.notify_one();
     }
 
     fn connection_closed(&self, bytes_in: u64, bytes_out: u64) {
@@ -223,7 +227,6 @@ impl ActiveTunnel {
         self.bytes_out.fetch_add(bytes_out, Ordering::Relaxed);
         self.touch();
         self.open_connections.fetch_sub(1, Ordering::Relaxed);
-        self.changed.notify_one();
     }
 
     /// Marks the tunnel used now (a connection ended, a datagram passed).
@@ -401,6 +404,10 @@ impl TunnelManager {
             },
             counters: TunnelCounters::default(),
             last_active_at: Some(now),
+            project: self
+                .registry
+                .project_of(&request.client_id)
+                .unwrap_or_else(|| rport_store::DEFAULT_PROJECT.to_owned()),
         };
         self.store.insert_tunnel(&record).await?;
         let tunnel = ActiveTunnel::new(record, request.acl, None);
@@ -502,7 +509,7 @@ impl TunnelManager {
         let client_id = tunnel.client_id();
         let deadline = tokio::time::Instant::now() + wait;
         loop {
-            if let Some(session) = self.registry.session(&client_id) {
+            if let Some(session) = self.registry.session(client_id) {
                 return Some(session);
             }
             if tokio::time::Instant::now() >= deadline || tunnel.cancel.is_cancelled() {
@@ -540,6 +547,22 @@ impl TunnelManager {
                 },
             })
             .collect())
+    }
+
+    /// One tunnel, live (with current counters) or past.
+    pub async fn get(&self, tunnel_id: &str) -> Result<Option<TunnelInfo>, StoreError> {
+        let live = self.active().get(tunnel_id).map(|tunnel| tunnel.info());
+        if live.is_some() {
+            return Ok(live);
+        }
+        Ok(self
+            .store
+            .get_tunnel(tunnel_id)
+            .await?
+            .map(|record| TunnelInfo {
+                record,
+                active_connections: 0,
+            }))
     }
 
     fn find(&self, client_id: &str, tunnel_id: &str) -> Result<Arc<ActiveTunnel>, TunnelError> {

@@ -1,0 +1,343 @@
+//! End to end: projects, and API v2's port tunnels (JFrog Connect's shape) on the same
+//! tunnels as v1.
+
+mod support;
+
+use std::path::Path;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use support::*;
+
+const ATTACH: Duration = Duration::from_secs(30);
+const BERLIN_AUTH: &str = "berlin-cred:berlin-pass-1";
+
+fn tempdir() -> tempfile::TempDir {
+    tempfile::tempdir().expect("tempdir")
+}
+
+/// A server whose auth file binds `agent1` to `default` and `berlin-cred` to
+/// `berlin-office`, with an agent in each: `default-1` and `berlin-1`.
+fn fleet(dir: &Path) -> (Rportd, Rport, Rport) {
+    let auth_file = dir.join("client-auth.json");
+    let (agent1, password1) = AGENT_AUTH.split_once(':').expect("id:password");
+    let (berlin, berlin_password) = BERLIN_AUTH.split_once(':').expect("id:password");
+    std::fs::write(
+        &auth_file,
+        json!({
+            agent1: password1,
+            berlin: {"password": berlin_password, "project": "berlin-office"},
+        })
+        .to_string(),
+    )
+    .expect("write auth file");
+    let server = Rportd::start_with(
+        dir,
+        &ServerSettings {
+            agent_auth: String::new(),
+            extra_server: format!("auth_file = {:?}\n", auth_file.display().to_string()),
+            ..Default::default()
+        },
+    );
+    let default_agent = Rport::attach(&server, "default-1", &dir.join("agent-default"));
+    let berlin_agent = start_agent(&server, "berlin-1", BERLIN_AUTH, &dir.join("agent-berlin"));
+    server.wait_connection_state("default-1", "connected", ATTACH);
+    server.wait_connection_state("berlin-1", "connected", ATTACH);
+    (server, default_agent, berlin_agent)
+}
+
+fn start_agent(server: &Rportd, id: &str, auth: &str, data_dir: &Path) -> Rport {
+    Rport::start(&[
+        "--id",
+        id,
+        "--fingerprint",
+        &server.fingerprint,
+        "--auth",
+        auth,
+        "--data-dir",
+        data_dir.to_str().expect("utf-8"),
+        "--keep-alive",
+        "5s",
+        "--max-retry-interval",
+        "2s",
+        &server.agent_address.to_string(),
+    ])
+}
+
+fn error_code(body: &Value) -> &str {
+    body["errors"][0]["code"].as_str().unwrap_or_default()
+}
+
+#[test]
+fn agents_belong_to_their_credentials_project() {
+    let dir = tempdir();
+    let (server, _default, mut berlin) = fleet(dir.path());
+    assert_eq!(
+        server.client("default-1").expect("listed")["project"],
+        "default"
+    );
+    assert_eq!(
+        server.client("berlin-1").expect("listed")["project"],
+        "berlin-office"
+    );
+    let (_, only_berlin) = server.request("GET", "/api/v1/clients?filter[project]=berlin-office");
+    assert_eq!(only_berlin["meta"]["count"], 1, "{only_berlin}");
+
+    let (status, projects) = server.request("GET", "/api/v1/projects");
+    assert_eq!(status, 200);
+    let listed: Vec<(String, u64)> = projects["data"]
+        .as_array()
+        .expect("list")
+        .iter()
+        .map(|p| {
+            (
+                p["key"].as_str().unwrap_or_default().to_owned(),
+                p["clients"].as_u64().unwrap_or(9),
+            )
+        })
+        .collect();
+    assert_eq!(listed, [("berlin-office".into(), 1), ("default".into(), 1)]);
+
+    // Creating, refusing duplicates and bad keys, deleting only what is empty.
+    let reply = server.call(
+        "POST",
+        "/api/v1/projects",
+        &server.auth_header,
+        &[],
+        Some(&json!({"key": "lab", "name": "Lab"})),
+    );
+    assert_eq!(reply.status, 201, "{}", reply.body);
+    assert_eq!(reply.body["data"]["name"], "Lab");
+    let again = server.call(
+        "POST",
+        "/api/v1/projects",
+        &server.auth_header,
+        &[],
+        Some(&json!({"key": "lab"})),
+    );
+    assert_eq!(
+        (again.status, error_code(&again.body)),
+        (409, "ERR_CODE_ALREADY_EXIST")
+    );
+    let bad = server.call(
+        "POST",
+        "/api/v1/projects",
+        &server.auth_header,
+        &[],
+        Some(&json!({"key": "Not OK"})),
+    );
+    assert_eq!(bad.status, 400);
+    let (status, body) = server.request("DELETE", "/api/v1/projects/berlin-office");
+    assert_eq!(
+        (status, error_code(&body)),
+        (409, "ERR_CODE_PROJECT_NOT_EMPTY"),
+        "{body}"
+    );
+    let (status, _) = server.request("DELETE", "/api/v1/projects/default");
+    assert_eq!(status, 400);
+    let (status, _) = server.request("DELETE", "/api/v1/projects/lab");
+    assert_eq!(status, 204);
+    let (status, _) = server.request("DELETE", "/api/v1/projects/lab");
+    assert_eq!(status, 404);
+
+    // A credential of another project cannot take over a device id.
+    berlin.kill();
+    server.wait_connection_state("berlin-1", "disconnected", ATTACH);
+    let impostor = start_agent(
+        &server,
+        "berlin-1",
+        AGENT_AUTH,
+        &dir.path().join("impostor"),
+    );
+    impostor
+        .stderr
+        .wait_for("belongs to another project", Duration::from_secs(20));
+    assert_eq!(
+        server.client("berlin-1").expect("listed")["connection_state"],
+        "disconnected"
+    );
+}
+
+#[test]
+fn v2_opens_lists_and_closes_port_tunnels_on_the_same_tunnels_as_v1() {
+    let dir = tempdir();
+    let (server, _default, _berlin) = fleet(dir.path());
+    let echo = echo_server();
+    let bearer = server.bearer();
+    let path = "/api/v2/berlin-office/port_tunnel";
+
+    // The seed's request shape.
+    let reply = server.call(
+        "POST",
+        path,
+        &bearer,
+        &[],
+        Some(&json!({"device_uuid": "berlin-1", "port": echo.port(), "allowed_ip": "127.0.0.1"})),
+    );
+    assert_eq!(reply.status, 201, "{}", reply.body);
+    let id = reply.body["port_tunnel_id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    assert_eq!(id.len(), 36, "a UUID: {id}");
+    let server_port = reply.body["server_port"].as_u64().expect("port") as u16;
+    assert_eq!(
+        reply.body["server_address"], "127.0.0.1",
+        "the host of the request"
+    );
+    echo_round_trip(
+        std::net::SocketAddr::from(([127, 0, 0, 1], server_port)),
+        100_000,
+        1,
+    );
+
+    // v1 sees the same tunnel.
+    let v1 = server.tunnel(&id).expect("on v1 too");
+    assert_eq!(v1["client_id"], "berlin-1");
+    assert_eq!(v1["acl"], "127.0.0.1");
+
+    // Without allowed_ip: the caller's own address, whatever X-Forwarded-For claims
+    // (no trusted proxy is configured).
+    let other_echo = echo_server();
+    let reply = server.call(
+        "POST",
+        path,
+        &bearer,
+        &[("X-Forwarded-For", "203.0.113.9")],
+        Some(&json!({"device_uuid": "berlin-1", "port": other_echo.port()})),
+    );
+    assert_eq!(reply.status, 201, "{}", reply.body);
+    let caller_only = reply.body["port_tunnel_id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    assert_eq!(
+        server.tunnel(&caller_only).expect("listed")["acl"],
+        "127.0.0.1"
+    );
+
+    // A device of another project, or none at all: the same 404, revealing nothing.
+    for device in ["default-1", "no-such-device"] {
+        let reply = server.call(
+            "POST",
+            path,
+            &bearer,
+            &[],
+            Some(&json!({"device_uuid": device, "port": echo.port()})),
+        );
+        assert_eq!(
+            (reply.status, error_code(&reply.body)),
+            (404, "ERR_CODE_DEVICE_NOT_FOUND"),
+            "{device}"
+        );
+    }
+    let reply = server.call("GET", "/api/v2/nowhere/port_tunnel", &bearer, &[], None);
+    assert_eq!(
+        (reply.status, error_code(&reply.body)),
+        (404, "ERR_CODE_PROJECT_NOT_FOUND")
+    );
+    // Bearer tokens only.
+    let reply = server.call("GET", path, &server.auth_header, &[], None);
+    assert_eq!(reply.status, 401);
+    assert!(
+        reply.body["errors"][0]["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("Bearer"))
+    );
+    let reply = server.call("POST", path, &bearer, &[], Some(&json!({"port": 22})));
+    assert_eq!(
+        (reply.status, error_code(&reply.body)),
+        (400, "ERR_CODE_INVALID_REQUEST")
+    );
+    let reply = server.call(
+        "POST",
+        path,
+        &bearer,
+        &[],
+        Some(&json!({"device_uuid": "berlin-1", "port": echo.port(), "allowed_ip": "0.0.0.0/0"})),
+    );
+    assert_eq!(
+        (reply.status, error_code(&reply.body)),
+        (400, "ERR_CODE_INVALID_ACL")
+    );
+
+    // A tunnel made on v1 shows on v2.
+    let from_v1 = server.open_tunnel("berlin-1", &format!("remote={}&acl=127.0.0.2", echo.port()));
+    let reply = server.call("GET", path, &bearer, &[], None);
+    assert_eq!(reply.status, 200);
+    let list = reply.body.as_array().expect("a list").clone();
+    assert_eq!(
+        reply
+            .headers
+            .get("x-total-count")
+            .and_then(|v| v.to_str().ok()),
+        Some("3")
+    );
+    assert_eq!(list[0]["port_tunnel_id"], from_v1["id"], "newest first");
+    assert_eq!(list[2]["port_tunnel_id"], id.as_str());
+    for tunnel in &list {
+        assert_eq!(tunnel["status"], "Opened");
+        assert_eq!(tunnel["device_uuid"], "berlin-1");
+        assert_eq!(tunnel["created_by"], "admin");
+    }
+    let page = server.call(
+        "GET",
+        &format!("{path}?limit=1&offset=1"),
+        &bearer,
+        &[],
+        None,
+    );
+    assert_eq!(page.body.as_array().map(Vec::len), Some(1));
+    assert_eq!(page.body[0]["port_tunnel_id"], caller_only.as_str());
+    // Other projects do not see it.
+    let reply = server.call("GET", "/api/v2/default/port_tunnel", &bearer, &[], None);
+    assert_eq!(reply.body, json!([]));
+    let reply = server.call(
+        "GET",
+        &format!("/api/v2/default/port_tunnel/{id}"),
+        &bearer,
+        &[],
+        None,
+    );
+    assert_eq!(reply.status, 404);
+
+    // Close: Closed on both faces, and the port is gone.
+    let one = format!("{path}/{id}");
+    let reply = server.call("DELETE", &one, &bearer, &[], None);
+    assert_eq!(reply.status, 204, "{}", reply.body);
+    let reply = server.call("GET", &one, &bearer, &[], None);
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.body["status"], "Closed");
+    assert!(reply.body["closed_at"].is_string());
+    assert_eq!(server.tunnel(&id).expect("v1")["status"], "closed");
+    assert!(std::net::TcpStream::connect(("127.0.0.1", server_port)).is_err());
+    let reply = server.call("DELETE", &one, &bearer, &[], None);
+    assert_eq!(reply.status, 409);
+}
+
+#[test]
+fn x_forwarded_for_is_believed_from_a_trusted_proxy_only() {
+    let dir = tempdir();
+    let server = Rportd::start_with(
+        dir.path(),
+        &ServerSettings {
+            extra_api: "trusted_proxies = [\"127.0.0.1\"]\n".into(),
+            ..Default::default()
+        },
+    );
+    let _agent = Rport::attach(&server, "default-1", &dir.path().join("agent"));
+    server.wait_connection_state("default-1", "connected", ATTACH);
+    let echo = echo_server();
+    let reply = server.call(
+        "POST",
+        "/api/v2/default/port_tunnel",
+        &server.bearer(),
+        &[("X-Forwarded-For", "203.0.113.9, 198.51.100.7")],
+        Some(&json!({"device_uuid": "default-1", "port": echo.port()})),
+    );
+    assert_eq!(reply.status, 201, "{}", reply.body);
+    let id = reply.body["port_tunnel_id"].as_str().expect("id");
+    // The proxy (127.0.0.1, trusted) appended 198.51.100.7; what came before is the
+    // client's own claim and is not believed.
+    assert_eq!(server.tunnel(id).expect("listed")["acl"], "198.51.100.7");
+}

@@ -1,0 +1,312 @@
+//! API v2, JFrog Connect's port-tunnel face: `/api/v2/{project_key}/port_tunnel`. The
+//! tunnels are the same as v1's; this face speaks in projects, devices and one allowed IP.
+
+use axum::Json;
+use axum::extract::{Path, State as StateExtractor};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use rport_protocol::ip_rules::Acl;
+use rport_protocol::tunnel_spec::{DEFAULT_REMOTE_HOST, Endpoint, TunnelProtocol};
+use rport_store::TunnelFilter;
+use serde_json::{Value, json};
+
+use super::tunnels::creation_error;
+use super::{ApiError, BearerAuthenticated, ClientIp, Params, State};
+use crate::tunnels::{TunnelError, TunnelInfo, TunnelRequest};
+
+const DEFAULT_LIMIT: usize = 50;
+const MAX_LIMIT: usize = 500;
+/// The idle timeout of tunnels opened through v2, as v1's default.
+const IDLE_TIMEOUT_MINUTES: u32 = 5;
+
+/// v2 names for the lifecycle states.
+fn status_name(status: &str) -> &'static str {
+    match status {
+        "pending" => "Pending",
+        "opened" => "Opened",
+        "closed" => "Closed",
+        _ => "Terminated",
+    }
+}
+
+/// The host users reach tunnel ports at: `[server] tunnel_host`, else the host of the first
+/// `[server] url`, else (when that is a wildcard address) the host this request was sent to.
+fn server_address(state: &super::AppState, headers: &HeaderMap) -> String {
+    if let Some(host) = &state.config.server.tunnel_host {
+        return host.clone();
+    }
+    let from_url = state
+        .config
+        .server
+        .url
+        .first()
+        .and_then(|url| url.split_once("://"))
+        .map(|(_, rest)| host_part(rest.split('/').next().unwrap_or_default()));
+    match from_url {
+        Some(host) if !host.is_empty() && host != "0.0.0.0" && host != "::" => host,
+        _ => headers
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .map(host_part)
+            .unwrap_or_default(),
+    }
+}
+
+/// `host:port`, `[v6]:port` or `host` -> the host.
+fn host_part(authority: &str) -> String {
+    if let Some(rest) = authority.strip_prefix('[') {
+        return rest.split(']').next().unwrap_or_default().to_owned();
+    }
+    authority.split(':').next().unwrap_or_default().to_owned()
+}
+
+fn port_tunnel_json(tunnel: &TunnelInfo, server_address: &str) -> Value {
+    let record = &tunnel.record;
+    let time = |t: Option<chrono::DateTime<chrono::Utc>>| {
+        t.map_or(Value::Null, |t| {
+            json!(t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+        })
+    };
+    json!({
+        "port_tunnel_id": record.id,
+        "device_uuid": record.client_id,
+        "port": record.rport,
+        "allowed_ip": record.options.acl,
+        "server_address": server_address,
+        "server_port": record.lport,
+        "status": status_name(&record.status),
+        "created_at": time(Some(record.created_at)),
+        "closed_at": time(record.closed_at),
+        "close_reason": record.close_reason,
+        "created_by": record.created_by,
+    })
+}
+
+/// 404 for a project that does not exist.
+async fn require_project(state: &super::AppState, key: &str) -> Result<(), ApiError> {
+    let projects = state
+        .store
+        .list_projects()
+        .await
+        .map_err(ApiError::internal)?;
+    if projects.iter().any(|p| p.key == key) {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "ERR_CODE_PROJECT_NOT_FOUND",
+            "Project not found",
+            format!("no project {key:?}"),
+        ))
+    }
+}
+
+fn device_not_found(device: &str, project: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "ERR_CODE_DEVICE_NOT_FOUND",
+        "Device not found",
+        format!("project {project:?} has no device {device:?}"),
+    )
+}
+
+fn tunnel_not_found(id: &str, project: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "ERR_CODE_TUNNEL_NOT_FOUND",
+        "Port tunnel not found",
+        format!("project {project:?} has no port tunnel {id:?}"),
+    )
+}
+
+/// `POST /api/v2/{project_key}/port_tunnel` with `{"device_uuid", "port", "allowed_ip"}`.
+pub async fn open(
+    StateExtractor(state): State,
+    BearerAuthenticated(user): BearerAuthenticated,
+    ClientIp(caller): ClientIp,
+    Path(project): Path<String>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    #[derive(serde::Deserialize)]
+    struct Body {
+        device_uuid: String,
+        port: u16,
+        #[serde(default)]
+        allowed_ip: Option<String>,
+    }
+    require_project(&state, &project).await?;
+    let body: Body = serde_json::from_slice(&body).map_err(|err| {
+        ApiError::bad_request(
+            "ERR_CODE_INVALID_REQUEST",
+            "Invalid body",
+            format!(
+                "expected {{\"device_uuid\": \"ID\", \"port\": 1-65535, \"allowed_ip\": \"ADDRESS\"}}: {err}"
+            ),
+        )
+    })?;
+    if body.port == 0 {
+        return Err(ApiError::bad_request(
+            "ERR_CODE_INVALID_REQUEST",
+            "Invalid port",
+            "port must be between 1 and 65535",
+        ));
+    }
+    if state.registry.project_of(&body.device_uuid).as_deref() != Some(project.as_str()) {
+        return Err(device_not_found(&body.device_uuid, &project));
+    }
+    // Without allowed_ip the port opens to the caller alone.
+    let allowed = body.allowed_ip.unwrap_or_else(|| caller.to_string());
+    let acl = Acl::parse(&allowed).map_err(|err| {
+        ApiError::bad_request(
+            "ERR_CODE_INVALID_ACL",
+            "Invalid allowed_ip",
+            format!("allowed_ip: {err}"),
+        )
+    })?;
+    if acl.entries().len() != 1 {
+        return Err(ApiError::bad_request(
+            "ERR_CODE_INVALID_ACL",
+            "Invalid allowed_ip",
+            "allowed_ip is one address or network; for several use API v1's acl",
+        ));
+    }
+    let request = TunnelRequest {
+        client_id: body.device_uuid.clone(),
+        local: None,
+        remote: Endpoint {
+            host: DEFAULT_REMOTE_HOST.to_owned(),
+            port: body.port,
+        },
+        protocol: TunnelProtocol::Tcp,
+        scheme: None,
+        name: String::new(),
+        created_by: user.username,
+        acl: Some(acl),
+        idle_timeout_minutes: IDLE_TIMEOUT_MINUTES,
+        auto_close: None,
+        check_port: true,
+    };
+    let tunnel = state
+        .tunnels
+        .create(request)
+        .await
+        .map_err(|err| match err {
+            TunnelError::ClientNotConnected(_) => ApiError::new(
+                StatusCode::CONFLICT,
+                "ERR_CODE_DEVICE_OFFLINE",
+                "Device offline",
+                format!("device {:?} is not connected", body.device_uuid),
+            ),
+            other => creation_error(other),
+        })?;
+    let answer = json!({
+        "port_tunnel_id": tunnel.record.id,
+        "server_address": server_address(&state, &headers),
+        "server_port": tunnel.record.lport,
+    });
+    Ok((StatusCode::CREATED, Json(answer)).into_response())
+}
+
+/// `GET /api/v2/{project_key}/port_tunnel`: the project's tunnels, open and past, newest
+/// first, `limit` (default 50, at most 500) from `offset`; the total is in `X-Total-Count`.
+pub async fn list(
+    StateExtractor(state): State,
+    _user: BearerAuthenticated,
+    Path(project): Path<String>,
+    headers: HeaderMap,
+    params: Params,
+) -> Result<Response, ApiError> {
+    require_project(&state, &project).await?;
+    let number = |name: &str, default: usize| -> Result<usize, ApiError> {
+        match params.get(name).filter(|v| !v.is_empty()) {
+            None => Ok(default),
+            Some(text) => text.parse().map_err(|_| {
+                ApiError::bad_request(
+                    "ERR_CODE_INVALID_REQUEST",
+                    format!("Invalid {name}"),
+                    format!("{name}={text:?} is not a number"),
+                )
+            }),
+        }
+    };
+    let limit = number("limit", DEFAULT_LIMIT)?.clamp(1, MAX_LIMIT);
+    let offset = number("offset", 0)?;
+    let filter = TunnelFilter {
+        project: Some(project),
+        ..Default::default()
+    };
+    let all = state
+        .tunnels
+        .list_all(&filter)
+        .await
+        .map_err(ApiError::internal)?;
+    let address = server_address(&state, &headers);
+    let page: Vec<Value> = all
+        .iter()
+        .skip(offset)
+        .take(limit)
+        .map(|tunnel| port_tunnel_json(tunnel, &address))
+        .collect();
+    let mut response = Json(Value::Array(page)).into_response();
+    response
+        .headers_mut()
+        .insert("x-total-count", HeaderValue::from(all.len()));
+    Ok(response)
+}
+
+async fn tunnel_in_project(
+    state: &super::AppState,
+    project: &str,
+    id: &str,
+) -> Result<TunnelInfo, ApiError> {
+    require_project(state, project).await?;
+    state
+        .tunnels
+        .get(id)
+        .await
+        .map_err(ApiError::internal)?
+        .filter(|tunnel| tunnel.record.project == project)
+        .ok_or_else(|| tunnel_not_found(id, project))
+}
+
+/// `GET /api/v2/{project_key}/port_tunnel/{port_tunnel_id}`
+pub async fn get_one(
+    StateExtractor(state): State,
+    _user: BearerAuthenticated,
+    Path((project, id)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let tunnel = tunnel_in_project(&state, &project, &id).await?;
+    Ok(Json(port_tunnel_json(&tunnel, &server_address(&state, &headers))).into_response())
+}
+
+/// `DELETE /api/v2/{project_key}/port_tunnel/{port_tunnel_id}`: closes it (`Closed`),
+/// open connections included.
+pub async fn close(
+    StateExtractor(state): State,
+    _user: BearerAuthenticated,
+    Path((project, id)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    let tunnel = tunnel_in_project(&state, &project, &id).await?;
+    if !tunnel.record.is_live() {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "ERR_CODE_TUNNEL_CLOSED",
+            "Port tunnel already closed",
+            format!(
+                "port tunnel {id:?} is {}",
+                status_name(&tunnel.record.status)
+            ),
+        ));
+    }
+    match state
+        .tunnels
+        .close(&tunnel.record.client_id, &id, true)
+        .await
+    {
+        Ok(()) => Ok(StatusCode::NO_CONTENT),
+        Err(TunnelError::NotFound(_)) => Err(tunnel_not_found(&id, &project)),
+        Err(err) => Err(ApiError::internal(err)),
+    }
+}

@@ -1,0 +1,143 @@
+//! Projects (fleets): list, create, delete an empty one. Every agent belongs to the
+//! project its credential is bound to; `default` always exists.
+
+use axum::extract::{Path, State as StateExtractor};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use chrono::Utc;
+use rport_store::{DEFAULT_PROJECT, ProjectRecord};
+use serde_json::{Value, json};
+
+use super::{ApiError, Authenticated, State, data};
+use crate::config::check_project_key;
+
+fn project_json(project: &ProjectRecord, clients: usize) -> Value {
+    json!({
+        "key": project.key,
+        "name": project.name,
+        "created_at": project.created_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        "clients": clients,
+    })
+}
+
+fn clients_in(state: &super::AppState, key: &str) -> usize {
+    state.registry.with_clients(|clients| {
+        clients
+            .values()
+            .filter(|entry| entry.record.project == key)
+            .count()
+    })
+}
+
+/// `GET /api/v1/projects`
+pub async fn list(
+    StateExtractor(state): State,
+    _user: Authenticated,
+) -> Result<Response, ApiError> {
+    let projects = state
+        .store
+        .list_projects()
+        .await
+        .map_err(ApiError::internal)?;
+    Ok(data(Value::Array(
+        projects
+            .iter()
+            .map(|p| project_json(p, clients_in(&state, &p.key)))
+            .collect(),
+    )))
+}
+
+/// `POST /api/v1/projects` with `{"key": "berlin-office", "name": "Berlin office"}`.
+pub async fn create(
+    StateExtractor(state): State,
+    _user: Authenticated,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Body {
+        key: String,
+        #[serde(default)]
+        name: Option<String>,
+    }
+    let body: Body = serde_json::from_slice(&body).map_err(|err| {
+        ApiError::bad_request(
+            "ERR_CODE_INVALID_REQUEST",
+            "Invalid body",
+            format!("expected {{\"key\": \"KEY\", \"name\": \"NAME\"}}: {err}"),
+        )
+    })?;
+    check_project_key(&body.key).map_err(|reason| {
+        ApiError::bad_request("ERR_CODE_INVALID_REQUEST", "Invalid project key", reason)
+    })?;
+    let project = ProjectRecord {
+        name: body
+            .name
+            .filter(|n| !n.trim().is_empty())
+            .unwrap_or_else(|| body.key.clone()),
+        key: body.key,
+        created_at: Utc::now(),
+    };
+    if !state
+        .store
+        .insert_project(&project)
+        .await
+        .map_err(ApiError::internal)?
+    {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "ERR_CODE_ALREADY_EXIST",
+            "Project exists",
+            format!("project {:?} exists already", project.key),
+        ));
+    }
+    tracing::info!(project = %project.key, "project created");
+    Ok((StatusCode::CREATED, data(project_json(&project, 0))).into_response())
+}
+
+/// `DELETE /api/v1/projects/{key}`: only an empty project, never `default`.
+pub async fn delete(
+    StateExtractor(state): State,
+    _user: Authenticated,
+    Path(key): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    if key == DEFAULT_PROJECT {
+        return Err(ApiError::bad_request(
+            "ERR_CODE_INVALID_REQUEST",
+            "Project cannot be deleted",
+            "project \"default\" always exists",
+        ));
+    }
+    let clients = clients_in(&state, &key);
+    if clients > 0 {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "ERR_CODE_PROJECT_NOT_EMPTY",
+            "Project not empty",
+            format!("project {key:?} has {clients} client(s); delete them first"),
+        ));
+    }
+    if state.agent_auth.projects().contains(&key) {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "ERR_CODE_PROJECT_NOT_EMPTY",
+            "Project in use",
+            format!("agent credentials in the server's configuration are bound to project {key:?}"),
+        ));
+    }
+    if !state
+        .store
+        .delete_project(&key)
+        .await
+        .map_err(ApiError::internal)?
+    {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "ERR_CODE_PROJECT_NOT_FOUND",
+            "Project not found",
+            format!("no project {key:?}"),
+        ));
+    }
+    tracing::info!(project = %key, "project deleted");
+    Ok(StatusCode::NO_CONTENT)
+}

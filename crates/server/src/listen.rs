@@ -1,0 +1,70 @@
+//! TCP listeners with an accept queue sized for bursts: thousands of agents reconnecting
+//! after a restart, or a client opening a thousand tunneled connections at once. The
+//! usual default of 128 overflows under such bursts, and the kernel then drops
+//! handshakes that clients only retry seconds later, or never complete.
+
+use std::io;
+use std::net::SocketAddr;
+
+use tokio::net::{TcpListener, TcpSocket};
+
+/// Connections the kernel may queue before we accept them (capped by `somaxconn`).
+const BACKLOG: u32 = 4096;
+
+/// Binds `host:port` (an address or a name, resolved once) with [`BACKLOG`].
+pub async fn bind(host: &str, port: u16) -> io::Result<TcpListener> {
+    let mut last_error = None;
+    for address in tokio::net::lookup_host((host, port)).await? {
+        match bind_address(address) {
+            Ok(listener) => return Ok(listener),
+            Err(err) => last_error = Some(err),
+        }
+    }
+    Err(last_error.unwrap_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::AddrNotAvailable,
+            format!("{host} has no address"),
+        )
+    }))
+}
+
+/// Binds `host:port` written as one string (`0.0.0.0:8080`, `[::1]:3000`, `name:80`).
+pub async fn bind_str(address: &str) -> io::Result<TcpListener> {
+    let (host, port) = address
+        .rsplit_once(':')
+        .and_then(|(host, port)| Some((host, port.parse::<u16>().ok()?)))
+        .ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{address:?} is not HOST:PORT"),
+            )
+        })?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    bind(host, port).await
+}
+
+fn bind_address(address: SocketAddr) -> io::Result<TcpListener> {
+    let socket = match address {
+        SocketAddr::V4(_) => TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => TcpSocket::new_v6()?,
+    };
+    // As every server does: a restart must not wait for old connections' TIME_WAIT.
+    socket.set_reuseaddr(true)?;
+    socket.bind(address)?;
+    socket.listen(BACKLOG)
+}
+
+#[cfg(test)]
+mod tests {
+    #[tokio::test]
+    async fn binds_addresses_names_and_ipv6() {
+        let v4 = super::bind_str("127.0.0.1:0").await.expect("v4");
+        assert!(v4.local_addr().expect("addr").is_ipv4());
+        let name = super::bind("localhost", 0).await.expect("name");
+        assert!(name.local_addr().expect("addr").ip().is_loopback());
+        if let Ok(v6) = super::bind_str("[::1]:0").await {
+            assert!(v6.local_addr().expect("addr").is_ipv6());
+        }
+        assert!(super::bind_str("no-port").await.is_err());
+    }
+}
