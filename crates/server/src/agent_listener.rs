@@ -19,6 +19,7 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
 use crate::agent_auth::AgentAuthenticator;
+use crate::bans::BanList;
 use crate::registry::Registry;
 use crate::tunnels::TunnelManager;
 
@@ -35,6 +36,45 @@ pub struct AgentListener {
     pub tunnels: Arc<TunnelManager>,
     pub handshakes: Arc<Semaphore>,
     pub handshake_timeout: Duration,
+    /// Failed logins per address and credential id, past `[server] max_failed_login`.
+    pub bans: AgentBans,
+}
+
+/// Failed agent logins. Counted per address and credential, so that one misconfigured
+/// device behind a NAT does not lock out the whole site's fleet; and per address alone
+/// with ten times the limit, so that trying many credential ids from one address is
+/// stopped too.
+pub struct AgentBans {
+    credential: BanList,
+    address: BanList,
+}
+
+impl AgentBans {
+    pub fn new(max_failed_login: u32, ban_time: Duration) -> Self {
+        Self {
+            credential: BanList::new(max_failed_login, ban_time),
+            address: BanList::new(max_failed_login.saturating_mul(10), ban_time),
+        }
+    }
+
+    fn address_banned(&self, ip: std::net::IpAddr) -> Option<Duration> {
+        self.address.banned_for(&ip.to_string())
+    }
+
+    fn credential_banned(&self, ip: std::net::IpAddr, auth_id: &str) -> Option<Duration> {
+        self.credential.banned_for(&format!("{ip}/{auth_id}"))
+    }
+
+    fn failed(&self, ip: std::net::IpAddr, auth_id: &str) -> Option<Duration> {
+        let by_address = self.address.record_failure(&ip.to_string());
+        self.credential
+            .record_failure(&format!("{ip}/{auth_id}"))
+            .or(by_address)
+    }
+
+    fn succeeded(&self, ip: std::net::IpAddr, auth_id: &str) {
+        self.credential.record_success(&format!("{ip}/{auth_id}"));
+    }
 }
 
 impl AgentListener {
@@ -66,6 +106,12 @@ impl AgentListener {
 
     /// TLS, hello, authentication and duplicate check; `None` when the agent was refused.
     async fn admit(&self, socket: TcpStream, peer: SocketAddr) -> Option<Admitted> {
+        let ip = rport_protocol::ip_rules::canonical(peer.ip());
+        // A banned address costs us no TLS handshake.
+        if self.bans.address_banned(ip).is_some() {
+            tracing::debug!(%peer, "dropping agent connection: address banned for failed logins");
+            return None;
+        }
         let _ = socket.set_nodelay(true);
         let deadline = tokio::time::Instant::now() + self.handshake_timeout;
         let permit = match tokio::time::timeout_at(deadline, self.handshakes.acquire()).await {
@@ -108,16 +154,29 @@ impl AgentListener {
             refuse(&mut tls, RefuseCode::BadRequest, reason).await;
             return None;
         }
+        if let Some(remaining) = self.bans.credential_banned(ip, &auth_id) {
+            refuse_for(
+                &mut tls,
+                RefuseCode::AuthFailed,
+                format!("too many failed logins for credential {auth_id:?} from {ip}"),
+                Some(remaining),
+            )
+            .await;
+            return None;
+        }
         let Some(project) = self.auth.verify(&auth_id, password.expose()).await else {
-            tracing::warn!(%peer, client = %client_id, credential = %auth_id, "agent authentication failed");
-            refuse(
+            let ban = self.bans.failed(ip, &auth_id);
+            tracing::warn!(%peer, client = %client_id, credential = %auth_id, banned_secs = ban.map(|b| b.as_secs()), "agent authentication failed");
+            refuse_for(
                 &mut tls,
                 RefuseCode::AuthFailed,
                 format!("authentication failed for credential {auth_id:?}"),
+                ban,
             )
             .await;
             return None;
         };
+        self.bans.succeeded(ip, &auth_id);
         // A credential of one project cannot take over a device of another.
         if let Some(known) = self.registry.project_of(&client_id)
             && known != project
@@ -251,10 +310,20 @@ async fn refuse(
     code: RefuseCode,
     message: String,
 ) {
+    refuse_for(tls, code, message, None).await;
+}
+
+/// Refuses the session, telling the agent when to come back if it should wait.
+async fn refuse_for(
+    tls: &mut tokio_rustls::server::TlsStream<ReadCoalescing<TcpStream>>,
+    code: RefuseCode,
+    message: String,
+    retry_after: Option<Duration>,
+) {
     let refusal = ControlMessage::Refused {
         code,
         message,
-        retry_after_secs: None,
+        retry_after_secs: retry_after.map(|d| d.as_secs().max(1)),
     };
     let _ = handshake::send_control(tls, &refusal).await;
     let _ = tokio::io::AsyncWriteExt::shutdown(tls).await;

@@ -51,6 +51,9 @@ pub struct ServerSection {
     pub check_port_timeout: Duration,
     /// The host name users reach tunnel ports at (`server_address` in API v2).
     pub tunnel_host: Option<String>,
+    /// Failed agent logins before a ban; 0 = no bans.
+    pub max_failed_login: u32,
+    pub ban_time: Duration,
 }
 
 /// How agents authenticate.
@@ -106,6 +109,9 @@ pub struct ApiSection {
     pub jwt_secret: Option<Secret>,
     /// Reverse proxies whose `X-Forwarded-For` is believed; nobody else's is.
     pub trusted_proxies: Vec<IpNet>,
+    /// Failed logins from one address (or for one user) before a ban; 0 = no bans.
+    pub max_failed_login: u32,
+    pub ban_time: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -170,6 +176,8 @@ struct RawServer {
     tunnel_grace_period: Option<DurationValue>,
     check_port_timeout: Option<DurationValue>,
     tunnel_host: Option<String>,
+    max_failed_login: Option<u32>,
+    ban_time: Option<u64>,
 }
 
 #[derive(Deserialize, Default)]
@@ -179,6 +187,8 @@ struct RawApi {
     auth: Option<String>,
     jwt_secret: Option<String>,
     trusted_proxies: Option<Vec<String>>,
+    max_failed_login: Option<u32>,
+    ban_time: Option<u64>,
 }
 
 #[derive(Deserialize, Default)]
@@ -425,6 +435,8 @@ impl Validator<'_> {
             tunnel_grace_period,
             check_port_timeout,
             tunnel_host: raw.tunnel_host.filter(|h| !h.trim().is_empty()),
+            max_failed_login: raw.max_failed_login.unwrap_or(5),
+            ban_time: self.ban_time("server.ban_time", raw.ban_time, 3600)?,
         })
     }
 
@@ -467,6 +479,8 @@ impl Validator<'_> {
             auth,
             jwt_secret,
             trusted_proxies,
+            max_failed_login: raw.max_failed_login.unwrap_or(10),
+            ban_time: self.ban_time("api.ban_time", raw.ban_time, 600)?,
         })
     }
 
@@ -517,6 +531,20 @@ impl Validator<'_> {
                 format!("must have the form \"{form}\" with both parts non-empty"),
             )),
         }
+    }
+
+    /// RPort's `ban_time`: whole seconds, at most a week.
+    fn ban_time(
+        &self,
+        key: &str,
+        value: Option<u64>,
+        default: u64,
+    ) -> Result<Duration, ConfigError> {
+        let secs = value.unwrap_or(default);
+        if secs == 0 || secs > 7 * 24 * 3600 {
+            return Err(self.error(key, "must be between 1 and 604800 seconds"));
+        }
+        Ok(Duration::from_secs(secs))
     }
 
     fn auth_file(&self, path: PathBuf) -> Result<AgentAuth, ConfigError> {

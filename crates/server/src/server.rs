@@ -13,9 +13,11 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
 use crate::agent_auth::{AgentAuthenticator, GeneratedCredential};
+use crate::agent_listener::AgentBans;
 use crate::agent_listener::AgentListener;
 use crate::api::{self, AppState};
 use crate::api_auth::ApiAuth;
+use crate::bans::BanList;
 use crate::config::ServerConfig;
 use crate::port_pool::PortPool;
 use crate::registry::Registry;
@@ -134,7 +136,9 @@ impl Server {
             tunnels: Arc::clone(&tunnels),
             handshakes: Arc::new(Semaphore::new(config.server.max_concurrent_handshakes)),
             handshake_timeout: config.server.handshake_timeout,
+            bans: AgentBans::new(config.server.max_failed_login, config.server.ban_time),
         });
+        let api_bans = BanList::new(config.api.max_failed_login, config.api.ban_time);
         let state = Arc::new(AppState {
             config,
             fingerprint,
@@ -143,6 +147,7 @@ impl Server {
             auth: api_auth,
             store,
             agent_auth,
+            api_bans,
         });
         Ok(Self {
             state,

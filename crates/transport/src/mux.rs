@@ -164,6 +164,14 @@ enum DataItem {
     Fin { id: u32 },
 }
 
+impl DataItem {
+    fn id(&self) -> u32 {
+        match self {
+            Self::Data { id, .. } | Self::Fin { id } => *id,
+        }
+    }
+}
+
 /// The driver's view of a stream.
 struct StreamEntry {
     shared: Arc<StreamShared>,
@@ -1122,19 +1130,31 @@ where
 
     /// Moves queued commands and data into the write buffer. Returns whether it took any.
     fn gather_outgoing(&mut self, cx: &mut Context<'_>) -> bool {
-        let mut took = false;
-        while let Poll::Ready(Some(command)) = self.priority_rx.poll_recv(cx) {
-            took = true;
-            self.on_command(command);
-        }
+        let mut took = self.gather_commands(cx);
         while self.out.len() < WRITE_HIGH_WATER && !self.closing {
             match self.data_rx.poll_recv(cx) {
                 Poll::Ready(Some(item)) => {
                     took = true;
+                    if !self.streams.contains_key(&item.id()) {
+                        // A stream's OPEN goes to the command queue just before its first
+                        // DATA goes to this one; if the command queue was looked at before
+                        // the OPEN arrived, the OPEN is there now. Without this the data
+                        // would be taken for a stream already gone, and dropped.
+                        self.gather_commands(cx);
+                    }
                     self.on_data_item(item);
                 }
                 Poll::Ready(None) | Poll::Pending => break,
             }
+        }
+        took
+    }
+
+    fn gather_commands(&mut self, cx: &mut Context<'_>) -> bool {
+        let mut took = false;
+        while let Poll::Ready(Some(command)) = self.priority_rx.poll_recv(cx) {
+            took = true;
+            self.on_command(command);
         }
         took
     }

@@ -385,3 +385,33 @@ async fn window_growth_is_bounded_per_session() {
         "two streams grew past the session budget: {bounded:?}"
     );
 }
+
+/// A stream's first DATA can reach the session's queue while its OPEN is still in the
+/// command queue the driver looked at a moment earlier. The driver once dropped such data
+/// as belonging to no stream: the request of a fresh connection vanished and the
+/// connection hung. Many streams opened and written at once from several threads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn data_right_after_open_is_never_lost() {
+    let handle = echo_pair(Duration::from_secs(60)).await;
+    // Bulk traffic keeps the driver busy in its data queue while streams open.
+    let bulk = {
+        let handle = handle.clone();
+        tokio::spawn(async move { round_trip(&handle, 32 * 1024 * 1024, 1).await })
+    };
+    let mut tasks = Vec::new();
+    for i in 0..2000u32 {
+        let handle = handle.clone();
+        tasks.push(tokio::spawn(async move {
+            round_trip(&handle, 16 + (i as usize % 100), (i % 251) as u8).await;
+        }));
+    }
+    let all = async {
+        for task in tasks {
+            task.await.expect("stream task");
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(60), all)
+        .await
+        .expect("every stream's data arrived");
+    bulk.await.expect("bulk stream");
+}

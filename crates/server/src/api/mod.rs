@@ -21,6 +21,7 @@ use serde_json::json;
 
 use crate::agent_auth::AgentAuthenticator;
 use crate::api_auth::{ApiAuth, AuthUser};
+use crate::bans::BanList;
 use crate::config::ServerConfig;
 use crate::registry::Registry;
 use crate::tunnels::TunnelManager;
@@ -35,6 +36,8 @@ pub struct AppState {
     pub auth: ApiAuth,
     pub store: Arc<dyn Store>,
     pub agent_auth: Arc<AgentAuthenticator>,
+    /// Failed API logins and the addresses banned for them.
+    pub api_bans: BanList,
 }
 
 pub type State = axum::extract::State<Arc<AppState>>;
@@ -106,6 +109,8 @@ pub struct ApiError {
     code: &'static str,
     title: String,
     detail: String,
+    /// Seconds, for a `Retry-After` header.
+    retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -120,7 +125,21 @@ impl ApiError {
             code,
             title: title.into(),
             detail: detail.into(),
+            retry_after: None,
         }
+    }
+
+    /// 429 for a banned caller, with `Retry-After`.
+    pub fn banned(remaining: std::time::Duration) -> Self {
+        let secs = remaining.as_secs().max(1);
+        let mut err = Self::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "ERR_CODE_TOO_MANY_FAILED_LOGINS",
+            "Too many failed logins",
+            format!("too many failed logins from this address; try again in {secs} s"),
+        );
+        err.retry_after = Some(secs);
+        err
     }
 
     pub fn bad_request(
@@ -162,6 +181,11 @@ impl IntoResponse for ApiError {
                 HeaderValue::from_static("Basic realm=\"rportd\""),
             );
         }
+        if let Some(secs) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
         response
     }
 }
@@ -181,18 +205,80 @@ impl FromRequestParts<Arc<AppState>> for Authenticated {
         parts: &mut Parts,
         state: &Arc<AppState>,
     ) -> Result<Self, ApiError> {
+        let ClientIp(ip) = ClientIp::from_request_parts(parts, state).await?;
         match credentials(&parts.headers) {
             Some(Credentials::Basic(user, password)) => {
-                state.auth.check_password(&user, &password).await
+                check_login(state, ip, &user, &password).await
             }
-            Some(Credentials::Bearer(token)) => state.auth.check_token(&token).await,
-            None => None,
+            Some(Credentials::Bearer(token)) => check_bearer(state, ip, &token).await,
+            None => Err(ApiError::unauthorized()),
         }
         .map(Authenticated)
-        .ok_or_else(ApiError::unauthorized)
     }
 }
 
+/// Checks a password, counting failures against the caller's address and the user name:
+/// past `[api] max_failed_login` the address is refused (429) for `ban_time`. Once a
+/// user name has had that many failures, any further wrong password for it bans the
+/// address it came from at once, so guessing from many addresses gains nothing; the
+/// right password still works from an address that is not banned, so nobody can lock
+/// a user out.
+pub async fn check_login(
+    state: &AppState,
+    ip: std::net::IpAddr,
+    username: &str,
+    password: &str,
+) -> Result<AuthUser, ApiError> {
+    let ip_key = format!("ip:{ip}");
+    if let Some(remaining) = state.api_bans.banned_for(&ip_key) {
+        return Err(ApiError::banned(remaining));
+    }
+    let user_key = format!("user:{username}");
+    if let Some(user) = state.auth.check_password(username, password).await {
+        state.api_bans.record_success(&ip_key);
+        return Ok(user);
+    }
+    state.api_bans.record_failure(&user_key);
+    let user_under_attack = state.api_bans.failures(&user_key) >= state.api_bans.limit();
+    let ban = if user_under_attack {
+        state
+            .api_bans
+            .record_failures(&ip_key, state.api_bans.limit())
+    } else {
+        state.api_bans.record_failure(&ip_key)
+    };
+    match ban {
+        Some(remaining) => {
+            tracing::warn!(%ip, user = %username, "API login failed; address banned for {}s", remaining.as_secs());
+            Err(ApiError::banned(remaining))
+        }
+        None => {
+            tracing::info!(%ip, user = %username, "API login failed");
+            Err(ApiError::unauthorized())
+        }
+    }
+}
+
+/// Checks a bearer token; invalid ones count as failed logins of the address.
+async fn check_bearer(
+    state: &AppState,
+    ip: std::net::IpAddr,
+    token: &str,
+) -> Result<AuthUser, ApiError> {
+    let ip_key = format!("ip:{ip}");
+    if let Some(remaining) = state.api_bans.banned_for(&ip_key) {
+        return Err(ApiError::banned(remaining));
+    }
+    if let Some(user) = state.auth.check_token(token).await {
+        return Ok(user);
+    }
+    match state.api_bans.record_failure(&ip_key) {
+        Some(remaining) => Err(ApiError::banned(remaining)),
+        None => Err(ApiError::unauthorized()),
+    }
+}
+
+/// What the `Authorization` header carries. Never shows a secret in `Debug`.
 pub enum Credentials {
     Basic(String, String),
     Bearer(String),
@@ -218,18 +304,18 @@ impl FromRequestParts<Arc<AppState>> for BearerAuthenticated {
         parts: &mut Parts,
         state: &Arc<AppState>,
     ) -> Result<Self, ApiError> {
-        let user = match credentials(&parts.headers) {
-            Some(Credentials::Bearer(token)) => state.auth.check_token(&token).await,
-            _ => None,
-        };
-        user.map(BearerAuthenticated).ok_or_else(|| {
-            ApiError::new(
+        let ClientIp(ip) = ClientIp::from_request_parts(parts, state).await?;
+        match credentials(&parts.headers) {
+            Some(Credentials::Bearer(token)) => check_bearer(state, ip, &token)
+                .await
+                .map(BearerAuthenticated),
+            _ => Err(ApiError::new(
                 StatusCode::UNAUTHORIZED,
                 "ERR_CODE_UNAUTHORIZED",
                 "Unauthorized",
                 "API v2 takes a bearer token (Authorization: Bearer …) from /api/v1/login",
-            )
-        })
+            )),
+        }
     }
 }
 

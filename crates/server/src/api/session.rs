@@ -47,6 +47,7 @@ struct LoginBody {
 /// bearer token. `token-lifetime` (seconds) sets its lifetime.
 pub async fn login(
     StateExtractor(state): State,
+    super::ClientIp(ip): super::ClientIp,
     params: Params,
     headers: HeaderMap,
     body: Bytes,
@@ -65,11 +66,7 @@ pub async fn login(
         }
         _ => return Err(ApiError::unauthorized()),
     };
-    let user = state
-        .auth
-        .check_password(&username, &password)
-        .await
-        .ok_or_else(ApiError::unauthorized)?;
+    let user = super::check_login(&state, ip, &username, &password).await?;
     let lifetime = match params.get("token-lifetime") {
         None | Some("") => DEFAULT_TOKEN_LIFETIME,
         Some(text) => {

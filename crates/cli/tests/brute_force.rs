@@ -1,0 +1,103 @@
+//! End to end: failed logins get an address banned for a while, on the API and on the
+//! agent listener, and the ban ends by itself.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use support::*;
+
+const ATTACH: Duration = Duration::from_secs(30);
+
+#[test]
+fn api_logins_are_banned_after_too_many_failures_and_recover() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Rportd::start_with(
+        dir.path(),
+        &ServerSettings {
+            extra_api: "max_failed_login = 3\nban_time = 3\n".into(),
+            ..Default::default()
+        },
+    );
+    let wrong = basic(API_USER, "wrong");
+    for attempt in 1..=2 {
+        let (status, _) = server.request_as("GET", "/api/v1/status", &wrong);
+        assert_eq!(status, 401, "attempt {attempt}");
+    }
+    let reply = server.call("GET", "/api/v1/login", &wrong, &[], None);
+    assert_eq!(reply.status, 429, "{}", reply.body);
+    assert_eq!(
+        reply.body["errors"][0]["code"],
+        "ERR_CODE_TOO_MANY_FAILED_LOGINS"
+    );
+    let retry: u64 = reply
+        .headers
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .expect("Retry-After");
+    assert!((1..=3).contains(&retry), "{retry}");
+    let banned_at = Instant::now();
+    // While banned, even the right password is refused, and a forged X-Forwarded-For
+    // (no trusted proxy configured) does not get around it.
+    let right = server.auth_header.clone();
+    assert_eq!(server.request_as("GET", "/api/v1/status", &right).0, 429);
+    let forged = server.call(
+        "GET",
+        "/api/v1/status",
+        &right,
+        &[("X-Forwarded-For", "198.51.100.23")],
+        None,
+    );
+    assert_eq!(forged.status, 429);
+    // Bad tokens count too.
+    let bearer = server.call("GET", "/api/v1/status", "Bearer not.a.token", &[], None);
+    assert_eq!(bearer.status, 429);
+
+    wait_for("the ban to end", Duration::from_secs(10), || {
+        (server.request_as("GET", "/api/v1/status", &right).0 == 200).then_some(())
+    });
+    assert!(banned_at.elapsed() >= Duration::from_secs(2));
+}
+
+#[test]
+fn agent_logins_are_banned_after_too_many_failures_and_recover() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Rportd::start_with(
+        dir.path(),
+        &ServerSettings {
+            extra_server: "max_failed_login = 2\nban_time = 3\n".into(),
+            ..Default::default()
+        },
+    );
+    let (credential, _) = AGENT_AUTH.split_once(':').expect("id:password");
+    let wrong_auth = format!("{credential}:wrong-password");
+    let address = server.agent_address.to_string();
+    let mut wrong = Rport::start(&[
+        "--id",
+        "intruder",
+        "--fingerprint",
+        &server.fingerprint,
+        "--auth",
+        &wrong_auth,
+        "--data-dir",
+        dir.path().join("intruder").to_str().expect("utf-8"),
+        "--max-retry-interval",
+        "1s",
+        &address,
+    ]);
+    server
+        .stderr
+        .wait_for("banned_secs=3", Duration::from_secs(30));
+    wrong.kill();
+
+    // The right password for the same credential from the same address waits out the
+    // ban, told how long by the server, and then gets in by itself.
+    let good = Rport::attach(&server, "my-client-1", &dir.path().join("agent"));
+    server.wait_connection_state("my-client-1", "connected", ATTACH);
+    assert!(
+        good.stderr.find("too many failed logins").is_some(),
+        "the agent met the ban first: {:?}",
+        good.stderr.all()
+    );
+}
