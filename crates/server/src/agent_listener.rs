@@ -19,6 +19,7 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
 use crate::agent_auth::AgentAuthenticator;
+use crate::audit::{Actor, AuditLog, Event};
 use crate::bans::BanList;
 use crate::registry::Registry;
 use crate::tunnels::TunnelManager;
@@ -38,6 +39,7 @@ pub struct AgentListener {
     pub handshake_timeout: Duration,
     /// Failed logins per address and credential id, past `[server] max_failed_login`.
     pub bans: AgentBans,
+    pub audit: Arc<AuditLog>,
 }
 
 /// Failed agent logins. Counted per address and credential, so that one misconfigured
@@ -166,6 +168,17 @@ impl AgentListener {
         }
         let Some(project) = self.auth.verify(&auth_id, password.expose()).await else {
             let ban = self.bans.failed(ip, &auth_id);
+            let event = Event {
+                action: "agent.login",
+                resource: &client_id,
+                project: None,
+                success: false,
+                detail: match ban {
+                    Some(ban) => format!("wrong password; address banned for {} s", ban.as_secs()),
+                    None => "wrong password".to_owned(),
+                },
+            };
+            self.audit.record(&Actor::agent(&auth_id, ip), event).await;
             tracing::warn!(%peer, client = %client_id, credential = %auth_id, banned_secs = ban.map(|b| b.as_secs()), "agent authentication failed");
             refuse_for(
                 &mut tls,
@@ -177,6 +190,14 @@ impl AgentListener {
             return None;
         };
         self.bans.succeeded(ip, &auth_id);
+        let event = Event {
+            action: "agent.login",
+            resource: &client_id,
+            project: Some(&project),
+            success: true,
+            detail: String::new(),
+        };
+        self.audit.record(&Actor::agent(&auth_id, ip), event).await;
         // A credential of one project cannot take over a device of another.
         if let Some(known) = self.registry.project_of(&client_id)
             && known != project

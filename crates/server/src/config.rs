@@ -112,6 +112,8 @@ pub struct ApiSection {
     /// Failed logins from one address (or for one user) before a ban; 0 = no bans.
     pub max_failed_login: u32,
     pub ban_time: Duration,
+    /// Audit log entries older than this are deleted; zero keeps them forever.
+    pub audit_log_retention: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -189,6 +191,7 @@ struct RawApi {
     trusted_proxies: Option<Vec<String>>,
     max_failed_login: Option<u32>,
     ban_time: Option<u64>,
+    audit_log_retention: Option<DurationValue>,
 }
 
 #[derive(Deserialize, Default)]
@@ -481,6 +484,11 @@ impl Validator<'_> {
             trusted_proxies,
             max_failed_login: raw.max_failed_login.unwrap_or(10),
             ban_time: self.ban_time("api.ban_time", raw.ban_time, 600)?,
+            audit_log_retention: self.duration(
+                "api.audit_log_retention",
+                raw.audit_log_retention,
+                Duration::from_secs(90 * 24 * 3600),
+            )?,
         })
     }
 

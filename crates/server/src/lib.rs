@@ -7,6 +7,7 @@ pub mod agent_auth;
 pub mod agent_listener;
 pub mod api;
 pub mod api_auth;
+pub mod audit;
 pub mod bans;
 pub mod cli;
 pub mod client_ip;

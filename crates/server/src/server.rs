@@ -17,6 +17,7 @@ use crate::agent_listener::AgentBans;
 use crate::agent_listener::AgentListener;
 use crate::api::{self, AppState};
 use crate::api_auth::ApiAuth;
+use crate::audit::AuditLog;
 use crate::bans::BanList;
 use crate::config::ServerConfig;
 use crate::port_pool::PortPool;
@@ -125,8 +126,15 @@ impl Server {
             grace_period: config.server.tunnel_grace_period,
             check_port_timeout: config.server.check_port_timeout,
         };
-        let tunnels =
-            TunnelManager::start(Arc::clone(&registry), Arc::clone(&store), pool, settings).await?;
+        let audit = Arc::new(AuditLog::new(Arc::clone(&store)));
+        let tunnels = TunnelManager::start(
+            Arc::clone(&registry),
+            Arc::clone(&store),
+            pool,
+            settings,
+            Arc::clone(&audit),
+        )
+        .await?;
 
         let agent_auth = Arc::new(agent_auth);
         let agent_listener = Arc::new(AgentListener {
@@ -137,6 +145,7 @@ impl Server {
             handshakes: Arc::new(Semaphore::new(config.server.max_concurrent_handshakes)),
             handshake_timeout: config.server.handshake_timeout,
             bans: AgentBans::new(config.server.max_failed_login, config.server.ban_time),
+            audit: Arc::clone(&audit),
         });
         let api_bans = BanList::new(config.api.max_failed_login, config.api.ban_time);
         let state = Arc::new(AppState {
@@ -148,6 +157,7 @@ impl Server {
             store,
             agent_auth,
             api_bans,
+            audit,
         });
         Ok(Self {
             state,
@@ -172,6 +182,10 @@ impl Server {
         let agents =
             tokio::spawn(Arc::clone(&self.agent_listener).run(listeners.agents, shutdown.clone()));
         let purge = tokio::spawn(purge_loop(Arc::clone(&self.state), shutdown.clone()));
+        let audit_retention = tokio::spawn(audit_retention_loop(
+            Arc::clone(&self.state),
+            shutdown.clone(),
+        ));
         let api = listeners.api.map(|listener| {
             let router = api::router(Arc::clone(&self.state));
             let shutdown = shutdown.clone();
@@ -190,6 +204,7 @@ impl Server {
         self.state.registry.close_all();
         let _ = agents.await;
         let _ = purge.await;
+        let _ = audit_retention.await;
         if let Some(api) = api {
             // In-flight requests get a moment; keep-alive connections must not hold us up.
             let _ = tokio::time::timeout(std::time::Duration::from_secs(5), api).await;
@@ -206,6 +221,30 @@ fn write_fingerprint(data_dir: &Path, fingerprint: Fingerprint) -> Result<(), St
     })
 }
 
+/// Deletes audit log entries older than `[api] audit_log_retention`, hourly.
+async fn audit_retention_loop(state: Arc<AppState>, shutdown: CancellationToken) {
+    let retention = state.config.api.audit_log_retention;
+    if retention.is_zero() {
+        return;
+    }
+    let mut interval = tokio::time::interval(std::time::Duration::from_secs(3600));
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = interval.tick() => {}
+        }
+        let keep = chrono::Duration::from_std(retention).unwrap_or(chrono::Duration::MAX);
+        let cutoff = chrono::Utc::now()
+            .checked_sub_signed(keep)
+            .unwrap_or(chrono::DateTime::<chrono::Utc>::MIN_UTC);
+        match state.store.purge_audit_before(cutoff).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!("deleted {n} audit log entries older than {cutoff}"),
+            Err(err) => tracing::error!("pruning the audit log: {err}"),
+        }
+    }
+}
+
 /// Forgets agents gone longer than `keep_disconnected_clients`, when purging is on.
 async fn purge_loop(state: Arc<AppState>, shutdown: CancellationToken) {
     let server = &state.config.server;
@@ -220,7 +259,9 @@ async fn purge_loop(state: Arc<AppState>, shutdown: CancellationToken) {
         }
         let keep = chrono::Duration::from_std(server.keep_disconnected_clients)
             .unwrap_or(chrono::Duration::MAX);
-        let cutoff = chrono::Utc::now() - keep;
+        let cutoff = chrono::Utc::now()
+            .checked_sub_signed(keep)
+            .unwrap_or(chrono::DateTime::<chrono::Utc>::MIN_UTC);
         let purged = state.registry.purge_disconnected_before(cutoff).await;
         if !purged.is_empty() {
             tracing::info!(

@@ -12,8 +12,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 pub use records::{
-    ClientRecord, DEFAULT_PROJECT, ProjectRecord, TunnelCounters, TunnelFilter, TunnelOptions,
-    TunnelRecord, UserRecord,
+    AuditFilter, AuditRecord, ClientRecord, DEFAULT_PROJECT, ProjectRecord, TunnelCounters,
+    TunnelFilter, TunnelOptions, TunnelRecord, UserRecord,
 };
 pub use sqlite::SqliteStore;
 
@@ -75,6 +75,13 @@ pub trait Store: Send + Sync + 'static {
     /// Returns false when a project with that key exists already.
     async fn insert_project(&self, project: &ProjectRecord) -> Result<bool, StoreError>;
     async fn delete_project(&self, key: &str) -> Result<bool, StoreError>;
+
+    async fn insert_audit(&self, entry: &AuditRecord) -> Result<(), StoreError>;
+    /// Newest first, with the number of entries matching the filter.
+    async fn list_audit(&self, filter: &AuditFilter)
+    -> Result<(Vec<AuditRecord>, u64), StoreError>;
+    /// Deletes entries older than `cutoff`; returns how many.
+    async fn purge_audit_before(&self, cutoff: DateTime<Utc>) -> Result<usize, StoreError>;
 
     async fn get_user(&self, username: &str) -> Result<Option<UserRecord>, StoreError>;
     async fn upsert_user(&self, user: &UserRecord) -> Result<(), StoreError>;

@@ -122,3 +122,35 @@ impl fmt::Debug for UserRecord {
             .finish()
     }
 }
+
+/// One entry of the audit log: who did what to what, from where, and how it ended.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AuditRecord {
+    /// Assigned by the store; ignored on insert.
+    pub id: i64,
+    pub at: DateTime<Utc>,
+    /// A user name, a credential id, or `system`.
+    pub actor: String,
+    /// `user`, `token`, `agent` or `system`.
+    pub actor_type: String,
+    pub actor_ip: Option<String>,
+    /// `login`, `tunnel.create`, `tunnel.close`, `project.create`, ...
+    pub action: String,
+    /// What it acted on: a tunnel id, a project key, a client id.
+    pub resource: String,
+    pub project: Option<String>,
+    /// `success` or `failure`.
+    pub result: String,
+    pub detail: String,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct AuditFilter {
+    pub since: Option<DateTime<Utc>>,
+    pub until: Option<DateTime<Utc>>,
+    pub actor: Option<String>,
+    pub action: Option<String>,
+    pub project: Option<String>,
+    pub limit: usize,
+    pub offset: usize,
+}

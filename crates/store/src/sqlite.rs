@@ -9,8 +9,8 @@ use chrono::{DateTime, TimeZone, Utc};
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use crate::{
-    ClientRecord, ProjectRecord, Store, StoreError, TunnelCounters, TunnelFilter, TunnelOptions,
-    TunnelRecord, UserRecord,
+    AuditFilter, AuditRecord, ClientRecord, ProjectRecord, Store, StoreError, TunnelCounters,
+    TunnelFilter, TunnelOptions, TunnelRecord, UserRecord,
 };
 
 /// Each entry moves the schema one version up; never edit one that has shipped.
@@ -74,6 +74,20 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE tunnels ADD COLUMN project TEXT NOT NULL DEFAULT 'default';
     CREATE INDEX clients_project ON clients(project);
     CREATE INDEX tunnels_project ON tunnels(project, created_at);",
+    // 4: audit log
+    "CREATE TABLE audit_log (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        at INTEGER NOT NULL,
+        actor TEXT NOT NULL,
+        actor_type TEXT NOT NULL,
+        actor_ip TEXT,
+        action TEXT NOT NULL,
+        resource TEXT NOT NULL,
+        project TEXT,
+        result TEXT NOT NULL,
+        detail TEXT NOT NULL
+    );
+    CREATE INDEX audit_log_at ON audit_log(at);",
 ];
 
 pub struct SqliteStore {
@@ -454,6 +468,88 @@ impl Store for SqliteStore {
         let key = key.to_owned();
         self.run(move |conn| Ok(conn.execute("DELETE FROM projects WHERE key = ?1", [key])? == 1))
             .await
+    }
+
+    async fn insert_audit(&self, entry: &AuditRecord) -> Result<(), StoreError> {
+        let e = entry.clone();
+        self.run(move |conn| {
+            conn.execute(
+                "INSERT INTO audit_log \
+                 (at, actor, actor_type, actor_ip, action, resource, project, result, detail) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                params![
+                    millis(e.at),
+                    e.actor,
+                    e.actor_type,
+                    e.actor_ip,
+                    e.action,
+                    e.resource,
+                    e.project,
+                    e.result,
+                    e.detail,
+                ],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn list_audit(
+        &self,
+        filter: &AuditFilter,
+    ) -> Result<(Vec<AuditRecord>, u64), StoreError> {
+        let f = filter.clone();
+        self.run(move |conn| {
+            const WHERE: &str = "WHERE (?1 IS NULL OR at >= ?1) AND (?2 IS NULL OR at <= ?2) \
+                 AND (?3 IS NULL OR actor = ?3) AND (?4 IS NULL OR action = ?4) \
+                 AND (?5 IS NULL OR project = ?5)";
+            let since = f.since.map(millis);
+            let until = f.until.map(millis);
+            let total: i64 = conn.query_row(
+                &format!("SELECT COUNT(*) FROM audit_log {WHERE}"),
+                params![since, until, f.actor, f.action, f.project],
+                |row| row.get(0),
+            )?;
+            let mut stmt = conn.prepare(&format!(
+                "SELECT id, at, actor, actor_type, actor_ip, action, resource, project, result, \
+                 detail FROM audit_log {WHERE} ORDER BY at DESC, id DESC LIMIT ?6 OFFSET ?7"
+            ))?;
+            let rows = stmt.query_map(
+                params![
+                    since,
+                    until,
+                    f.actor,
+                    f.action,
+                    f.project,
+                    f.limit as i64,
+                    f.offset as i64
+                ],
+                |row| {
+                    Ok(AuditRecord {
+                        id: row.get(0)?,
+                        at: from_millis(Some(row.get(1)?)).unwrap_or_default(),
+                        actor: row.get(2)?,
+                        actor_type: row.get(3)?,
+                        actor_ip: row.get(4)?,
+                        action: row.get(5)?,
+                        resource: row.get(6)?,
+                        project: row.get(7)?,
+                        result: row.get(8)?,
+                        detail: row.get(9)?,
+                    })
+                },
+            )?;
+            let list = rows.collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok((list, total as u64))
+        })
+        .await
+    }
+
+    async fn purge_audit_before(&self, cutoff: DateTime<Utc>) -> Result<usize, StoreError> {
+        self.run(move |conn| {
+            Ok(conn.execute("DELETE FROM audit_log WHERE at < ?1", [millis(cutoff)])?)
+        })
+        .await
     }
 
     async fn get_user(&self, username: &str) -> Result<Option<UserRecord>, StoreError> {

@@ -1,6 +1,7 @@
 //! The REST API: RPort-compatible `/api/v1`, JSON in `{"data": ...}` envelopes and errors as
 //! `{"errors":[{"code","title","detail"}]}`.
 
+mod audit_log;
 mod clients;
 mod port_tunnels;
 mod projects;
@@ -21,6 +22,7 @@ use serde_json::json;
 
 use crate::agent_auth::AgentAuthenticator;
 use crate::api_auth::{ApiAuth, AuthUser};
+use crate::audit::{Actor, AuditLog, Event};
 use crate::bans::BanList;
 use crate::config::ServerConfig;
 use crate::registry::Registry;
@@ -38,6 +40,7 @@ pub struct AppState {
     pub agent_auth: Arc<AgentAuthenticator>,
     /// Failed API logins and the addresses banned for them.
     pub api_bans: BanList,
+    pub audit: Arc<AuditLog>,
 }
 
 pub type State = axum::extract::State<Arc<AppState>>;
@@ -65,7 +68,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         )
         .route("/tunnels", get(tunnels::list))
         .route("/projects", get(projects::list).post(projects::create))
-        .route("/projects/{project_key}", delete(projects::delete));
+        .route("/projects/{project_key}", delete(projects::delete))
+        .route("/auditlog", get(audit_log::list));
     let v2 = Router::new()
         .route(
             "/{project_key}/port_tunnel",
@@ -247,6 +251,17 @@ pub async fn check_login(
     } else {
         state.api_bans.record_failure(&ip_key)
     };
+    let event = Event {
+        action: "login",
+        resource: username,
+        project: None,
+        success: false,
+        detail: match ban {
+            Some(ban) => format!("wrong password; address banned for {} s", ban.as_secs()),
+            None => "wrong password".to_owned(),
+        },
+    };
+    state.audit.record(&Actor::user(username, ip), event).await;
     match ban {
         Some(remaining) => {
             tracing::warn!(%ip, user = %username, "API login failed; address banned for {}s", remaining.as_secs());

@@ -10,8 +10,9 @@ use rport_protocol::tunnel_spec::{DEFAULT_REMOTE_HOST, Endpoint, TunnelProtocol}
 use rport_store::TunnelFilter;
 use serde_json::{Value, json};
 
-use super::tunnels::creation_error;
+use super::tunnels::{audit_close, audit_creation, creation_error};
 use super::{ApiError, BearerAuthenticated, ClientIp, Params, State};
+use crate::audit::Actor;
 use crate::tunnels::{TunnelError, TunnelInfo, TunnelRequest};
 
 const DEFAULT_LIMIT: usize = 50;
@@ -187,19 +188,19 @@ pub async fn open(
         auto_close: None,
         check_port: true,
     };
-    let tunnel = state
-        .tunnels
-        .create(request)
-        .await
-        .map_err(|err| match err {
-            TunnelError::ClientNotConnected(_) => ApiError::new(
-                StatusCode::CONFLICT,
-                "ERR_CODE_DEVICE_OFFLINE",
-                "Device offline",
-                format!("device {:?} is not connected", body.device_uuid),
-            ),
-            other => creation_error(other),
-        })?;
+    let actor = Actor::user(&request.created_by, caller);
+    let target = format!("{}:{}", request.remote.host, request.remote.port);
+    let created = state.tunnels.create(request).await;
+    audit_creation(&state, &actor, &body.device_uuid, &target, &created).await;
+    let tunnel = created.map_err(|err| match err {
+        TunnelError::ClientNotConnected(_) => ApiError::new(
+            StatusCode::CONFLICT,
+            "ERR_CODE_DEVICE_OFFLINE",
+            "Device offline",
+            format!("device {:?} is not connected", body.device_uuid),
+        ),
+        other => creation_error(other),
+    })?;
     let answer = json!({
         "port_tunnel_id": tunnel.record.id,
         "server_address": server_address(&state, &headers),
@@ -285,7 +286,8 @@ pub async fn get_one(
 /// open connections included.
 pub async fn close(
     StateExtractor(state): State,
-    _user: BearerAuthenticated,
+    BearerAuthenticated(user): BearerAuthenticated,
+    ClientIp(ip): ClientIp,
     Path((project, id)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
     let tunnel = tunnel_in_project(&state, &project, &id).await?;
@@ -305,7 +307,10 @@ pub async fn close(
         .close(&tunnel.record.client_id, &id, true)
         .await
     {
-        Ok(()) => Ok(StatusCode::NO_CONTENT),
+        Ok(()) => {
+            audit_close(&state, &Actor::user(&user.username, ip), &id).await;
+            Ok(StatusCode::NO_CONTENT)
+        }
         Err(TunnelError::NotFound(_)) => Err(tunnel_not_found(&id, &project)),
         Err(err) => Err(ApiError::internal(err)),
     }

@@ -8,7 +8,8 @@ use chrono::Utc;
 use rport_store::{DEFAULT_PROJECT, ProjectRecord};
 use serde_json::{Value, json};
 
-use super::{ApiError, Authenticated, State, data};
+use super::{ApiError, Authenticated, ClientIp, State, data};
+use crate::audit::{Actor, Event};
 use crate::config::check_project_key;
 
 fn project_json(project: &ProjectRecord, clients: usize) -> Value {
@@ -50,7 +51,8 @@ pub async fn list(
 /// `POST /api/v1/projects` with `{"key": "berlin-office", "name": "Berlin office"}`.
 pub async fn create(
     StateExtractor(state): State,
-    _user: Authenticated,
+    Authenticated(user): Authenticated,
+    ClientIp(ip): ClientIp,
     body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
     #[derive(serde::Deserialize)]
@@ -92,13 +94,25 @@ pub async fn create(
         ));
     }
     tracing::info!(project = %project.key, "project created");
+    let event = Event {
+        action: "project.create",
+        resource: &project.key,
+        project: Some(&project.key),
+        success: true,
+        detail: project.name.clone(),
+    };
+    state
+        .audit
+        .record(&Actor::user(&user.username, ip), event)
+        .await;
     Ok((StatusCode::CREATED, data(project_json(&project, 0))).into_response())
 }
 
 /// `DELETE /api/v1/projects/{key}`: only an empty project, never `default`.
 pub async fn delete(
     StateExtractor(state): State,
-    _user: Authenticated,
+    Authenticated(user): Authenticated,
+    ClientIp(ip): ClientIp,
     Path(key): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     if key == DEFAULT_PROJECT {
@@ -139,5 +153,16 @@ pub async fn delete(
         ));
     }
     tracing::info!(project = %key, "project deleted");
+    let event = Event {
+        action: "project.delete",
+        resource: &key,
+        project: Some(&key),
+        success: true,
+        detail: String::new(),
+    };
+    state
+        .audit
+        .record(&Actor::user(&user.username, ip), event)
+        .await;
     Ok(StatusCode::NO_CONTENT)
 }

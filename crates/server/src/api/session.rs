@@ -67,6 +67,17 @@ pub async fn login(
         _ => return Err(ApiError::unauthorized()),
     };
     let user = super::check_login(&state, ip, &username, &password).await?;
+    let event = crate::audit::Event {
+        action: "login",
+        resource: &user.username,
+        project: None,
+        success: true,
+        detail: String::new(),
+    };
+    state
+        .audit
+        .record(&crate::audit::Actor::user(&user.username, ip), event)
+        .await;
     let lifetime = match params.get("token-lifetime") {
         None | Some("") => DEFAULT_TOKEN_LIFETIME,
         Some(text) => {

@@ -10,7 +10,8 @@ use rport_store::TunnelFilter;
 use serde_json::{Value, json};
 use std::time::Duration;
 
-use super::{ApiError, Authenticated, Params, State, data};
+use super::{ApiError, Authenticated, ClientIp, Params, State, data};
+use crate::audit::{Actor, Event};
 use crate::port_pool::PoolError;
 use crate::tunnels::{CheckError, TunnelError, TunnelInfo, TunnelRequest};
 
@@ -144,6 +145,7 @@ fn invalid_spec(which: &str, err: tunnel_spec::SpecError) -> ApiError {
 pub async fn create(
     StateExtractor(state): State,
     Authenticated(user): Authenticated,
+    ClientIp(ip): ClientIp,
     Path(client_id): Path<String>,
     params: Params,
 ) -> Result<Response, ApiError> {
@@ -214,12 +216,43 @@ pub async fn create(
         auto_close,
         check_port,
     };
-    state
-        .tunnels
-        .create(request)
-        .await
+    let actor = Actor::user(&request.created_by, ip);
+    let target = format!("{}:{}", request.remote.host, request.remote.port);
+    let created = state.tunnels.create(request).await;
+    audit_creation(&state, &actor, &client_id, &target, &created).await;
+    created
         .map(|tunnel| data(tunnel_json(&tunnel)))
         .map_err(creation_error)
+}
+
+/// Records a tunnel creation, made or refused, on either API face.
+pub async fn audit_creation(
+    state: &super::AppState,
+    actor: &Actor,
+    client_id: &str,
+    target: &str,
+    created: &Result<TunnelInfo, TunnelError>,
+) {
+    let event = match created {
+        Ok(tunnel) => Event {
+            action: "tunnel.create",
+            resource: &tunnel.record.id,
+            project: Some(&tunnel.record.project),
+            success: true,
+            detail: format!(
+                "{}:{} -> client {client_id} {target}",
+                tunnel.record.lhost, tunnel.record.lport
+            ),
+        },
+        Err(err) => Event {
+            action: "tunnel.create",
+            resource: client_id,
+            project: None,
+            success: false,
+            detail: format!("to {target}: {err}"),
+        },
+    };
+    state.audit.record(actor, event).await;
 }
 
 /// The API's answer when a tunnel could not be created, on both faces.
@@ -291,7 +324,8 @@ pub fn creation_error(err: TunnelError) -> ApiError {
 /// `DELETE /api/v1/clients/{id}/tunnels/{tunnel_id}`
 pub async fn delete(
     StateExtractor(state): State,
-    _user: Authenticated,
+    Authenticated(user): Authenticated,
+    ClientIp(ip): ClientIp,
     Path((client_id, tunnel_id)): Path<(String, String)>,
     params: Params,
 ) -> Result<StatusCode, ApiError> {
@@ -300,7 +334,10 @@ pub async fn delete(
         Some(force) => parse_bool("force", force)?,
     };
     match state.tunnels.close(&client_id, &tunnel_id, force).await {
-        Ok(()) => Ok(StatusCode::NO_CONTENT),
+        Ok(()) => {
+            audit_close(&state, &Actor::user(&user.username, ip), &tunnel_id).await;
+            Ok(StatusCode::NO_CONTENT)
+        }
         Err(TunnelError::Busy(count)) => Err(ApiError::new(
             StatusCode::CONFLICT,
             "ERR_CODE_TUNNEL_HAS_ACTIVE_CONNECTIONS",
@@ -382,4 +419,20 @@ pub async fn set_acl(
         )),
         Err(err) => Err(ApiError::internal(err)),
     }
+}
+
+/// Records an operator closing a tunnel, on either API face.
+pub async fn audit_close(state: &super::AppState, actor: &Actor, tunnel_id: &str) {
+    let project = match state.tunnels.get(tunnel_id).await {
+        Ok(Some(tunnel)) => Some(tunnel.record.project),
+        _ => None,
+    };
+    let event = Event {
+        action: "tunnel.close",
+        resource: tunnel_id,
+        project: project.as_deref(),
+        success: true,
+        detail: "deleted".to_owned(),
+    };
+    state.audit.record(actor, event).await;
 }

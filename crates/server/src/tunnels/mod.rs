@@ -27,6 +27,7 @@ pub use agent_check::CheckError;
 pub use lifecycle::CloseReason;
 use lifecycle::{Activity, Limits, Verdict};
 
+use crate::audit::{self, Actor, ActorKind, AuditLog};
 use crate::port_pool::{BoundPort, PoolError, PortPool};
 use crate::registry::{LiveSession, Registry};
 
@@ -270,6 +271,7 @@ pub struct TunnelManager {
     pool: Arc<PortPool>,
     settings: TunnelSettings,
     active: Mutex<HashMap<String, Arc<ActiveTunnel>>>,
+    audit: Arc<AuditLog>,
 }
 
 impl TunnelManager {
@@ -280,6 +282,7 @@ impl TunnelManager {
         store: Arc<dyn Store>,
         pool: PortPool,
         settings: TunnelSettings,
+        audit: Arc<AuditLog>,
     ) -> Result<Arc<Self>, StoreError> {
         let manager = Arc::new(Self {
             registry,
@@ -287,6 +290,7 @@ impl TunnelManager {
             pool: Arc::new(pool),
             settings,
             active: Mutex::new(HashMap::new()),
+            audit,
         });
         let live = TunnelFilter {
             open_only: true,
@@ -625,6 +629,17 @@ impl TunnelManager {
         if let Err(err) = self.store.update_tunnel(&record).await {
             tracing::error!(tunnel = %record.id, "saving closed tunnel: {err}");
         }
+        // An operator's delete is recorded by the API with the operator's name.
+        if reason != CloseReason::Deleted {
+            let event = audit::Event {
+                action: "tunnel.close",
+                resource: &record.id,
+                project: Some(&record.project),
+                success: true,
+                detail: format!("{} (client {})", reason.as_str(), record.client_id),
+            };
+            self.audit.record(&Actor::system(), event).await;
+        }
     }
 
     /// The agent's session is up: its tunnels carry traffic again, and the tunnels its
@@ -709,9 +724,26 @@ impl TunnelManager {
                 auto_close: None,
                 check_port: false,
             };
-            if let Err(err) = self.create(request).await {
-                tracing::warn!(client = %client_id, "agent's tunnel {text} not opened: {err}");
-                refuse_remote(&session, text, &err.to_string());
+            let agent = Actor {
+                name: client_id.to_owned(),
+                kind: ActorKind::Agent,
+                ip: None,
+            };
+            match self.create(request).await {
+                Ok(info) => {
+                    let event = audit::Event {
+                        action: "tunnel.create",
+                        resource: &info.record.id,
+                        project: Some(&info.record.project),
+                        success: true,
+                        detail: format!("agent's own tunnel {text}"),
+                    };
+                    self.audit.record(&agent, event).await;
+                }
+                Err(err) => {
+                    tracing::warn!(client = %client_id, "agent's tunnel {text} not opened: {err}");
+                    refuse_remote(&session, text, &err.to_string());
+                }
             }
         }
     }

@@ -1,0 +1,111 @@
+//! End to end: the audit log records logins, tunnels and project changes with actor,
+//! actor type and address, and can be filtered and paged.
+
+mod support;
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use support::*;
+
+const ATTACH: Duration = Duration::from_secs(30);
+
+fn entries(server: &Rportd, query: &str) -> (Vec<Value>, u64) {
+    let (status, body) = server.request("GET", &format!("/api/v1/auditlog{query}"));
+    assert_eq!(status, 200, "{body}");
+    (
+        body["data"].as_array().expect("list").clone(),
+        body["meta"]["count"].as_u64().expect("count"),
+    )
+}
+
+fn find<'a>(list: &'a [Value], action: &str, result: &str) -> Option<&'a Value> {
+    list.iter()
+        .find(|e| e["action"] == action && e["result"] == result)
+}
+
+#[test]
+fn audit_log_records_who_did_what_from_where() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Rportd::start(dir.path());
+    let _agent = Rport::attach(&server, "client-1", &dir.path().join("agent"));
+    server.wait_connection_state("client-1", "connected", ATTACH);
+    let echo = echo_server();
+
+    // A failed and a successful login.
+    let (status, _) = server.request_as("GET", "/api/v1/login", &basic(API_USER, "wrong"));
+    assert_eq!(status, 401);
+    server.bearer();
+    // A tunnel opened and deleted, one closed by the system, a project made.
+    let tunnel = server.open_tunnel("client-1", &format!("remote={}", echo.port()));
+    let id = tunnel["id"].as_str().expect("id");
+    let (status, _) = server.request("DELETE", &format!("/api/v1/clients/client-1/tunnels/{id}"));
+    assert_eq!(status, 204);
+    let short = server.open_tunnel(
+        "client-1",
+        &format!("remote={}&auto-close=1s&acl=127.0.0.2", echo.port()),
+    );
+    server.wait_tunnel_status(short["id"].as_str().expect("id"), "terminated", ATTACH);
+    let reply = server.call(
+        "POST",
+        "/api/v1/projects",
+        &server.auth_header,
+        &[],
+        Some(&json!({"key": "lab"})),
+    );
+    assert_eq!(reply.status, 201);
+
+    let (list, count) = entries(&server, "");
+    assert_eq!(count as usize, list.len());
+    let failed = find(&list, "login", "failure").expect("failed login");
+    assert_eq!(failed["actor"], API_USER);
+    assert_eq!(failed["actor_type"], "user");
+    assert_eq!(failed["actor_ip"], "127.0.0.1");
+    assert!(find(&list, "login", "success").is_some());
+    let agent = find(&list, "agent.login", "success").expect("agent login");
+    assert_eq!(agent["actor"], "agent1");
+    assert_eq!(agent["actor_type"], "agent");
+    assert_eq!(agent["resource"], "client-1");
+    let created = list
+        .iter()
+        .find(|e| e["action"] == "tunnel.create" && e["resource"] == id)
+        .expect("tunnel created");
+    assert_eq!(created["actor"], API_USER);
+    assert_eq!(created["actor_ip"], "127.0.0.1");
+    assert_eq!(created["project"], "default");
+    let deleted = list
+        .iter()
+        .find(|e| e["action"] == "tunnel.close" && e["resource"] == id)
+        .expect("tunnel deleted");
+    assert_eq!(deleted["actor"], API_USER);
+    let expired = list
+        .iter()
+        .find(|e| e["action"] == "tunnel.close" && e["resource"] == short["id"])
+        .expect("tunnel closed by the system");
+    assert_eq!(expired["actor_type"], "system");
+    assert!(
+        expired["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("auto_close"))
+    );
+    assert!(find(&list, "project.create", "success").is_some());
+    // Newest first.
+    assert_eq!(list[0]["action"], "project.create");
+    // Never a password.
+    let text = serde_json::to_string(&list).expect("json");
+    assert!(!text.contains(API_PASSWORD));
+
+    // Filters and paging.
+    let (creates, count) = entries(&server, "?filter[action]=tunnel.create");
+    assert_eq!((creates.len(), count), (2, 2));
+    let (page, count) = entries(&server, "?page[limit]=1&page[offset]=1");
+    assert_eq!(page.len(), 1);
+    assert_eq!(page[0], list[1]);
+    assert_eq!(count as usize, list.len());
+    let (agents, _) = entries(&server, "?filter[actor]=agent1");
+    assert!(agents.iter().all(|e| e["actor"] == "agent1"));
+    let (future, count) = entries(&server, "?filter[since]=2999-01-01T00:00:00Z");
+    assert_eq!((future.len(), count), (0, 0));
+    let (status, body) = server.request("GET", "/api/v1/auditlog?filter[since]=yesterday");
+    assert_eq!(status, 400, "{body}");
+}
