@@ -36,6 +36,8 @@ pub struct ApiAuth {
     /// Process-local key for the cache of verified passwords.
     cache_key: [u8; 32],
     verified: Mutex<HashMap<[u8; 32], (AuthUser, Instant)>>,
+    /// Ids of tokens revoked by logout; kept in the store too, so a restart keeps them out.
+    revoked: Mutex<std::collections::HashSet<String>>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -84,6 +86,11 @@ impl ApiAuth {
                 password,
             });
         }
+        let revoked = store
+            .revoked_tokens(chrono::Utc::now())
+            .await?
+            .into_iter()
+            .collect();
         Ok((
             Self {
                 static_user,
@@ -91,6 +98,7 @@ impl ApiAuth {
                 jwt_key,
                 cache_key: rand::rng().random(),
                 verified: Mutex::new(HashMap::new()),
+                revoked: Mutex::new(revoked),
             },
             generated,
         ))
@@ -166,8 +174,9 @@ impl ApiAuth {
         mac.finalize().into_bytes().to_vec()
     }
 
-    /// Validates a bearer token: signature, expiry, and that its user still exists.
-    pub async fn check_token(&self, token: &str) -> Option<AuthUser> {
+    /// A token's claims if its signature, algorithm and expiry check out and it was not
+    /// revoked.
+    fn verified_claims(&self, token: &str) -> Option<Claims> {
         let (signing_input, signature) = token.rsplit_once('.')?;
         let (header, payload) = signing_input.split_once('.')?;
         let signature = URL_SAFE_NO_PAD.decode(signature).ok()?;
@@ -183,6 +192,30 @@ impl ApiAuth {
         if claims.exp <= chrono::Utc::now().timestamp() {
             return None;
         }
+        let revoked = self
+            .revoked
+            .lock()
+            .is_ok_and(|revoked| revoked.contains(&claims.jti));
+        (!revoked).then_some(claims)
+    }
+
+    /// Revokes a valid token at once (logout); returns the user it belonged to.
+    pub async fn revoke(&self, token: &str) -> Result<Option<String>, StoreError> {
+        let Some(claims) = self.verified_claims(token) else {
+            return Ok(None);
+        };
+        let expires_at = chrono::DateTime::from_timestamp(claims.exp, 0).unwrap_or_default();
+        self.store.revoke_token(&claims.jti, expires_at).await?;
+        if let Ok(mut revoked) = self.revoked.lock() {
+            revoked.insert(claims.jti);
+        }
+        Ok(Some(claims.username))
+    }
+
+    /// Validates a bearer token: signature, expiry, not revoked, and that its user still
+    /// exists.
+    pub async fn check_token(&self, token: &str) -> Option<AuthUser> {
+        let claims = self.verified_claims(token)?;
         if let Some((user, _)) = &self.static_user {
             return (user == &claims.username).then_some(AuthUser {
                 username: claims.username,

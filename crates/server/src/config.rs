@@ -114,6 +114,8 @@ pub struct ApiSection {
     pub ban_time: Duration,
     /// Audit log entries older than this are deleted; zero keeps them forever.
     pub audit_log_retention: Duration,
+    /// The longest lifetime a login may ask for its token (RPort: hours, at most 2160).
+    pub max_token_lifetime: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -192,6 +194,7 @@ struct RawApi {
     max_failed_login: Option<u32>,
     ban_time: Option<u64>,
     audit_log_retention: Option<DurationValue>,
+    max_token_lifetime: Option<u64>,
 }
 
 #[derive(Deserialize, Default)]
@@ -484,6 +487,16 @@ impl Validator<'_> {
             trusted_proxies,
             max_failed_login: raw.max_failed_login.unwrap_or(10),
             ban_time: self.ban_time("api.ban_time", raw.ban_time, 600)?,
+            max_token_lifetime: match raw.max_token_lifetime {
+                None => Duration::from_secs(2160 * 3600),
+                Some(hours @ 1..=2160) => Duration::from_secs(hours * 3600),
+                Some(_) => {
+                    return Err(self.error(
+                        "api.max_token_lifetime",
+                        "must be a number of hours from 1 to 2160",
+                    ));
+                }
+            },
             audit_log_retention: self.duration(
                 "api.audit_log_retention",
                 raw.audit_log_retention,

@@ -83,6 +83,11 @@ pub trait Store: Send + Sync + 'static {
     /// Deletes entries older than `cutoff`; returns how many.
     async fn purge_audit_before(&self, cutoff: DateTime<Utc>) -> Result<usize, StoreError>;
 
+    /// Remembers a token id as revoked until it would have expired anyway.
+    async fn revoke_token(&self, jti: &str, expires_at: DateTime<Utc>) -> Result<(), StoreError>;
+    /// Revoked token ids not yet expired at `now` (expired ones are forgotten).
+    async fn revoked_tokens(&self, now: DateTime<Utc>) -> Result<Vec<String>, StoreError>;
+
     async fn get_user(&self, username: &str) -> Result<Option<UserRecord>, StoreError>;
     async fn upsert_user(&self, user: &UserRecord) -> Result<(), StoreError>;
     async fn list_users(&self) -> Result<Vec<UserRecord>, StoreError>;

@@ -88,6 +88,11 @@ const MIGRATIONS: &[&str] = &[
         detail TEXT NOT NULL
     );
     CREATE INDEX audit_log_at ON audit_log(at);",
+    // 5: API tokens revoked before they expire (logout)
+    "CREATE TABLE revoked_tokens (
+        jti TEXT PRIMARY KEY,
+        expires_at INTEGER NOT NULL
+    );",
 ];
 
 pub struct SqliteStore {
@@ -548,6 +553,31 @@ impl Store for SqliteStore {
     async fn purge_audit_before(&self, cutoff: DateTime<Utc>) -> Result<usize, StoreError> {
         self.run(move |conn| {
             Ok(conn.execute("DELETE FROM audit_log WHERE at < ?1", [millis(cutoff)])?)
+        })
+        .await
+    }
+
+    async fn revoke_token(&self, jti: &str, expires_at: DateTime<Utc>) -> Result<(), StoreError> {
+        let jti = jti.to_owned();
+        self.run(move |conn| {
+            conn.execute(
+                "INSERT OR REPLACE INTO revoked_tokens (jti, expires_at) VALUES (?1, ?2)",
+                params![jti, millis(expires_at)],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn revoked_tokens(&self, now: DateTime<Utc>) -> Result<Vec<String>, StoreError> {
+        self.run(move |conn| {
+            conn.execute(
+                "DELETE FROM revoked_tokens WHERE expires_at <= ?1",
+                [millis(now)],
+            )?;
+            let mut stmt = conn.prepare("SELECT jti FROM revoked_tokens")?;
+            let rows = stmt.query_map([], |row| row.get(0))?;
+            Ok(rows.collect::<rusqlite::Result<Vec<String>>>()?)
         })
         .await
     }

@@ -69,7 +69,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/tunnels", get(tunnels::list))
         .route("/projects", get(projects::list).post(projects::create))
         .route("/projects/{project_key}", delete(projects::delete))
-        .route("/auditlog", get(audit_log::list));
+        .route("/auditlog", get(audit_log::list))
+        .route("/logout", delete(session::logout));
     let v2 = Router::new()
         .route(
             "/{project_key}/port_tunnel",

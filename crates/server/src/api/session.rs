@@ -35,7 +35,6 @@ pub async fn status(StateExtractor(state): State, _user: Authenticated) -> Respo
 }
 
 const DEFAULT_TOKEN_LIFETIME: Duration = Duration::from_secs(600);
-const MAX_TOKEN_LIFETIME: Duration = Duration::from_secs(90 * 24 * 3600);
 
 #[derive(Deserialize)]
 struct LoginBody {
@@ -79,7 +78,7 @@ pub async fn login(
         .record(&crate::audit::Actor::user(&user.username, ip), event)
         .await;
     let lifetime = match params.get("token-lifetime") {
-        None | Some("") => DEFAULT_TOKEN_LIFETIME,
+        None | Some("") => DEFAULT_TOKEN_LIFETIME.min(state.config.api.max_token_lifetime),
         Some(text) => {
             let seconds: u64 = text.parse().map_err(|_| {
                 ApiError::bad_request(
@@ -93,15 +92,13 @@ pub async fn login(
             } else {
                 Duration::from_secs(seconds)
             };
-            if lifetime > MAX_TOKEN_LIFETIME {
+            let max = state.config.api.max_token_lifetime;
+            if lifetime > max {
                 return Err(ApiError::new(
                     StatusCode::BAD_REQUEST,
                     "ERR_CODE_INVALID_REQUEST",
                     "Invalid token-lifetime",
-                    format!(
-                        "token-lifetime may be at most {} seconds",
-                        MAX_TOKEN_LIFETIME.as_secs()
-                    ),
+                    format!("token-lifetime may be at most {} seconds", max.as_secs()),
                 ));
             }
             lifetime
@@ -109,4 +106,40 @@ pub async fn login(
     };
     let token = state.auth.issue_token(&user, lifetime);
     Ok(data(json!({ "token": token, "two_fa": null })))
+}
+
+/// `DELETE /api/v1/logout`: revokes the bearer token the request carries, at once and
+/// for good (also across restarts).
+pub async fn logout(
+    StateExtractor(state): State,
+    super::ClientIp(ip): super::ClientIp,
+    headers: HeaderMap,
+) -> Result<StatusCode, ApiError> {
+    let Some(Credentials::Bearer(token)) = credentials(&headers) else {
+        return Err(ApiError::bad_request(
+            "ERR_CODE_INVALID_REQUEST",
+            "Nothing to log out",
+            "logout revokes the bearer token sent with it; basic auth has no session",
+        ));
+    };
+    let Some(username) = state
+        .auth
+        .revoke(&token)
+        .await
+        .map_err(ApiError::internal)?
+    else {
+        return Err(ApiError::unauthorized());
+    };
+    let event = crate::audit::Event {
+        action: "logout",
+        resource: &username,
+        project: None,
+        success: true,
+        detail: String::new(),
+    };
+    state
+        .audit
+        .record(&crate::audit::Actor::user(&username, ip), event)
+        .await;
+    Ok(StatusCode::NO_CONTENT)
 }

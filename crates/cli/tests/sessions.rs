@@ -1,0 +1,61 @@
+//! End to end: bearer tokens expire, `DELETE /api/v1/logout` revokes one at once and for
+//! good, and `[api] max_token_lifetime` bounds what a login may ask for.
+
+mod support;
+
+use std::time::Duration;
+
+use support::*;
+
+fn token(server: &Rportd, query: &str) -> String {
+    let (status, body) = server.request("GET", &format!("/api/v1/login{query}"));
+    assert_eq!(status, 200, "{body}");
+    format!("Bearer {}", body["data"]["token"].as_str().expect("token"))
+}
+
+#[test]
+fn logout_revokes_a_token_at_once_and_across_restarts() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut server = Rportd::start_with(
+        dir.path(),
+        &ServerSettings {
+            extra_api: "max_token_lifetime = 2\n".into(),
+            ..Default::default()
+        },
+    );
+    let first = token(&server, "");
+    let second = token(&server, "");
+    assert_eq!(server.request_as("GET", "/api/v1/status", &first).0, 200);
+
+    assert_eq!(server.request_as("DELETE", "/api/v1/logout", &first).0, 204);
+    assert_eq!(server.request_as("GET", "/api/v1/status", &first).0, 401);
+    assert_eq!(server.request_as("DELETE", "/api/v1/logout", &first).0, 401);
+    assert_eq!(
+        server.request_as("GET", "/api/v1/status", &second).0,
+        200,
+        "only that one"
+    );
+    // Basic auth has no session to end.
+    assert_eq!(server.request("DELETE", "/api/v1/logout").0, 400);
+
+    // Longer than max_token_lifetime (2 hours) is refused; shorter ones expire.
+    let (status, body) = server.request("GET", "/api/v1/login?token-lifetime=7201");
+    assert_eq!(status, 400, "{body}");
+    let short = token(&server, "?token-lifetime=1");
+    assert_eq!(server.request_as("GET", "/api/v1/status", &short).0, 200);
+    wait_for("the short token to expire", Duration::from_secs(10), || {
+        (server.request_as("GET", "/api/v1/status", &short).0 == 401).then_some(())
+    });
+
+    // The revocation is kept in the store.
+    server.kill();
+    let server = Rportd::start_with(
+        dir.path(),
+        &ServerSettings {
+            extra_api: "max_token_lifetime = 2\n".into(),
+            ..Default::default()
+        },
+    );
+    assert_eq!(server.request_as("GET", "/api/v1/status", &first).0, 401);
+    assert_eq!(server.request_as("GET", "/api/v1/status", &second).0, 200);
+}
