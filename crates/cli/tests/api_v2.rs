@@ -341,3 +341,122 @@ fn x_forwarded_for_is_believed_from_a_trusted_proxy_only() {
     // client's own claim and is not believed.
     assert_eq!(server.tunnel(id).expect("listed")["acl"], "198.51.100.7");
 }
+
+fn make_token(server: &Rportd, body: Value) -> (String, String) {
+    let reply = server.call(
+        "POST",
+        "/api/v1/me/tokens",
+        &server.auth_header,
+        &[],
+        Some(&body),
+    );
+    assert_eq!(reply.status, 201, "{}", reply.body);
+    let token = reply.body["data"]["token"]
+        .as_str()
+        .expect("token shown once");
+    (
+        reply.body["data"]["id"].as_str().expect("id").to_owned(),
+        format!("Bearer {token}"),
+    )
+}
+
+#[test]
+fn api_tokens_have_a_scope_a_project_and_can_be_revoked() {
+    let dir = tempdir();
+    let (server, _default, _berlin) = fleet(dir.path());
+    let echo = echo_server();
+    let open = |token: &str, project: &str, device: &str| {
+        server
+            .call(
+                "POST",
+                &format!("/api/v2/{project}/port_tunnel"),
+                token,
+                &[],
+                Some(
+                    &json!({"device_uuid": device, "port": echo.port(), "allowed_ip": "127.0.0.7"}),
+                ),
+            )
+            .status
+    };
+
+    let (full_id, full) = make_token(&server, json!({"name": "ci", "scope": "read+write"}));
+    assert!(full.starts_with("Bearer rpt_"));
+    assert_eq!(server.request_as("GET", "/api/v1/clients", &full).0, 200);
+    assert_eq!(open(&full, "default", "default-1"), 201);
+
+    let (_, read) = make_token(&server, json!({"name": "dashboard", "scope": "read"}));
+    assert_eq!(server.request_as("GET", "/api/v1/clients", &read).0, 200);
+    let (status, body) = server.request_as(
+        "PUT",
+        &format!(
+            "/api/v1/clients/default-1/tunnels?remote={}&acl=127.0.0.8",
+            echo.port()
+        ),
+        &read,
+    );
+    assert_eq!(
+        (status, error_code(&body)),
+        (403, "ERR_CODE_FORBIDDEN"),
+        "{body}"
+    );
+    assert_eq!(open(&read, "default", "default-1"), 403);
+
+    let (_, berlin) = make_token(
+        &server,
+        json!({"name": "berlin", "scope": "read+write", "project": "berlin-office"}),
+    );
+    assert_eq!(open(&berlin, "berlin-office", "berlin-1"), 201);
+    assert_eq!(open(&berlin, "default", "default-1"), 403);
+    let (status, _) = server.request_as(
+        "PUT",
+        &format!(
+            "/api/v1/clients/default-1/tunnels?remote={}&acl=127.0.0.9",
+            echo.port()
+        ),
+        &berlin,
+    );
+    assert_eq!(status, 403);
+
+    // Tokens make no tokens; bad requests are refused.
+    let reply = server.call(
+        "POST",
+        "/api/v1/me/tokens",
+        &full,
+        &[],
+        Some(&json!({"name": "x", "scope": "read"})),
+    );
+    assert_eq!(reply.status, 403);
+    for bad in [
+        json!({"name": "x", "scope": "admin"}),
+        json!({"name": "", "scope": "read"}),
+        json!({"name": "x", "scope": "read", "expires_at": "2001-01-01T00:00:00Z"}),
+        json!({"name": "x", "scope": "read", "project": "nowhere"}),
+    ] {
+        let reply = server.call(
+            "POST",
+            "/api/v1/me/tokens",
+            &server.auth_header,
+            &[],
+            Some(&bad),
+        );
+        assert_eq!(reply.status, 400, "{bad}: {}", reply.body);
+    }
+
+    // Listed without secrets, with last use; revoked at once.
+    let (status, list) = server.request("GET", "/api/v1/me/tokens");
+    assert_eq!(status, 200);
+    let listed = list["data"].as_array().expect("list");
+    assert_eq!(listed.len(), 3);
+    let text = list.to_string();
+    assert!(!text.contains("rpt_") && !text.contains("hash"), "{text}");
+    let ci = listed
+        .iter()
+        .find(|t| t["id"] == full_id.as_str())
+        .expect("ci");
+    assert!(ci["last_used_at"].is_string(), "{ci}");
+    let (status, _) = server.request("DELETE", &format!("/api/v1/me/tokens/{full_id}"));
+    assert_eq!(status, 204);
+    assert_eq!(server.request_as("GET", "/api/v1/clients", &full).0, 401);
+    let (status, _) = server.request("DELETE", &format!("/api/v1/me/tokens/{full_id}"));
+    assert_eq!(status, 404);
+}

@@ -9,7 +9,7 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use hmac::{Hmac, Mac};
 use rand::Rng;
-use rport_store::{Store, StoreError, UserRecord};
+use rport_store::{ApiTokenRecord, Store, StoreError, UserRecord};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
@@ -27,7 +27,36 @@ const VERIFIED_TTL: Duration = Duration::from_secs(300);
 pub struct AuthUser {
     pub username: String,
     pub is_admin: bool,
+    /// Authenticated by an API token of `read` scope: GET only.
+    pub read_only: bool,
+    /// Authenticated by an API token limited to this project.
+    pub project: Option<String>,
+    /// Authenticated by an API token (not a password or a login's token).
+    pub api_token: bool,
 }
+
+impl AuthUser {
+    fn full(username: String, is_admin: bool) -> Self {
+        Self {
+            username,
+            is_admin,
+            read_only: false,
+            project: None,
+            api_token: false,
+        }
+    }
+
+    /// Whether this caller may act on things of `project`.
+    pub fn may_use_project(&self, project: &str) -> bool {
+        self.project.as_deref().is_none_or(|p| p == project)
+    }
+}
+
+/// API tokens look like `rpt_<id>_<secret>`: the id finds the record, the secret is
+/// checked against its hash.
+const API_TOKEN_PREFIX: &str = "rpt_";
+/// `last_used_at` is written at most this often per token.
+const TOUCH_EVERY: Duration = Duration::from_secs(60);
 
 pub struct ApiAuth {
     static_user: Option<(String, String)>,
@@ -108,10 +137,7 @@ impl ApiAuth {
     pub async fn check_password(&self, username: &str, password: &str) -> Option<AuthUser> {
         if let Some((user, expected)) = &self.static_user {
             let ok = user == username && bool::from(password.as_bytes().ct_eq(expected.as_bytes()));
-            return ok.then(|| AuthUser {
-                username: username.to_owned(),
-                is_admin: true,
-            });
+            return ok.then(|| AuthUser::full(username.to_owned(), true));
         }
         let cache_entry = self.cache_digest(username, password);
         if let Ok(cache) = self.verified.lock()
@@ -129,10 +155,7 @@ impl ApiAuth {
         if !ok {
             return None;
         }
-        let user = AuthUser {
-            username: record.username,
-            is_admin: record.is_admin,
-        };
+        let user = AuthUser::full(record.username, record.is_admin);
         if let Ok(mut cache) = self.verified.lock() {
             cache.retain(|_, (_, at)| at.elapsed() < VERIFIED_TTL);
             cache.insert(cache_entry, (user.clone(), Instant::now()));
@@ -215,17 +238,76 @@ impl ApiAuth {
     /// Validates a bearer token: signature, expiry, not revoked, and that its user still
     /// exists.
     pub async fn check_token(&self, token: &str) -> Option<AuthUser> {
+        if let Some(rest) = token.strip_prefix(API_TOKEN_PREFIX) {
+            return self.check_api_token(rest).await;
+        }
         let claims = self.verified_claims(token)?;
         if let Some((user, _)) = &self.static_user {
-            return (user == &claims.username).then_some(AuthUser {
-                username: claims.username,
-                is_admin: true,
-            });
+            return (user == &claims.username).then(|| AuthUser::full(claims.username, true));
         }
         let record = self.store.get_user(&claims.username).await.ok()??;
+        Some(AuthUser::full(record.username, record.is_admin))
+    }
+
+    /// Whether `username` still exists, and is an administrator.
+    async fn user_is_admin(&self, username: &str) -> Option<bool> {
+        if let Some((user, _)) = &self.static_user {
+            return (user == username).then_some(true);
+        }
+        Some(self.store.get_user(username).await.ok()??.is_admin)
+    }
+
+    /// Makes an API token for `user`; returns its record and, once, the token itself.
+    pub async fn create_api_token(
+        &self,
+        user: &AuthUser,
+        name: &str,
+        read_only: bool,
+        expires_at: Option<chrono::DateTime<chrono::Utc>>,
+        project: Option<String>,
+    ) -> Result<(ApiTokenRecord, String), StoreError> {
+        let id = hex::encode(rand::rng().random::<[u8; 8]>());
+        let secret = random_secret(32);
+        let record = ApiTokenRecord {
+            id: id.clone(),
+            username: user.username.clone(),
+            name: name.to_owned(),
+            scope: if read_only { "read" } else { "read+write" }.to_owned(),
+            project,
+            hash: hex::encode(Sha256::digest(secret.as_bytes())),
+            created_at: chrono::Utc::now(),
+            expires_at,
+            last_used_at: None,
+        };
+        self.store.insert_api_token(&record).await?;
+        Ok((record, format!("{API_TOKEN_PREFIX}{id}_{secret}")))
+    }
+
+    /// Checks `<id>_<secret>` (the part after the prefix) of an API token.
+    async fn check_api_token(&self, rest: &str) -> Option<AuthUser> {
+        let (id, secret) = rest.split_once('_')?;
+        let record = self.store.get_api_token(id).await.ok()??;
+        let presented = hex::encode(Sha256::digest(secret.as_bytes()));
+        if !bool::from(presented.as_bytes().ct_eq(record.hash.as_bytes())) {
+            return None;
+        }
+        let now = chrono::Utc::now();
+        if record.expires_at.is_some_and(|at| at <= now) {
+            return None;
+        }
+        let is_admin = self.user_is_admin(&record.username).await?;
+        let stale = record
+            .last_used_at
+            .is_none_or(|at| (now - at).to_std().unwrap_or_default() >= TOUCH_EVERY);
+        if stale && let Err(err) = self.store.touch_api_token(id, now).await {
+            tracing::warn!("recording API token use: {err}");
+        }
         Some(AuthUser {
             username: record.username,
-            is_admin: record.is_admin,
+            is_admin,
+            read_only: record.scope == "read",
+            project: record.project,
+            api_token: true,
         })
     }
 }

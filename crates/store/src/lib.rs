@@ -12,8 +12,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 pub use records::{
-    AuditFilter, AuditRecord, ClientRecord, DEFAULT_PROJECT, ProjectRecord, TunnelCounters,
-    TunnelFilter, TunnelOptions, TunnelRecord, UserRecord,
+    ApiTokenRecord, AuditFilter, AuditRecord, ClientRecord, DEFAULT_PROJECT, ProjectRecord,
+    TunnelCounters, TunnelFilter, TunnelOptions, TunnelRecord, UserRecord,
 };
 pub use sqlite::SqliteStore;
 
@@ -87,6 +87,13 @@ pub trait Store: Send + Sync + 'static {
     async fn revoke_token(&self, jti: &str, expires_at: DateTime<Utc>) -> Result<(), StoreError>;
     /// Revoked token ids not yet expired at `now` (expired ones are forgotten).
     async fn revoked_tokens(&self, now: DateTime<Utc>) -> Result<Vec<String>, StoreError>;
+
+    async fn insert_api_token(&self, token: &ApiTokenRecord) -> Result<(), StoreError>;
+    async fn get_api_token(&self, id: &str) -> Result<Option<ApiTokenRecord>, StoreError>;
+    async fn list_api_tokens(&self, username: &str) -> Result<Vec<ApiTokenRecord>, StoreError>;
+    /// Returns whether the user had that token.
+    async fn delete_api_token(&self, username: &str, id: &str) -> Result<bool, StoreError>;
+    async fn touch_api_token(&self, id: &str, at: DateTime<Utc>) -> Result<(), StoreError>;
 
     async fn get_user(&self, username: &str) -> Result<Option<UserRecord>, StoreError>;
     async fn upsert_user(&self, user: &UserRecord) -> Result<(), StoreError>;

@@ -154,3 +154,33 @@ pub struct AuditFilter {
     pub limit: usize,
     pub offset: usize,
 }
+
+/// An API token: only a hash of its secret is kept.
+#[derive(Clone, PartialEq)]
+pub struct ApiTokenRecord {
+    pub id: String,
+    pub username: String,
+    pub name: String,
+    /// `read` or `read+write`.
+    pub scope: String,
+    /// Limits the token to one project.
+    pub project: Option<String>,
+    /// SHA-256 of the secret part, hex.
+    pub hash: String,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub last_used_at: Option<DateTime<Utc>>,
+}
+
+impl fmt::Debug for ApiTokenRecord {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ApiTokenRecord")
+            .field("id", &self.id)
+            .field("username", &self.username)
+            .field("name", &self.name)
+            .field("scope", &self.scope)
+            .field("project", &self.project)
+            .field("hash", &"<hidden>")
+            .finish()
+    }
+}

@@ -9,8 +9,8 @@ use chrono::{DateTime, TimeZone, Utc};
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use crate::{
-    AuditFilter, AuditRecord, ClientRecord, ProjectRecord, Store, StoreError, TunnelCounters,
-    TunnelFilter, TunnelOptions, TunnelRecord, UserRecord,
+    ApiTokenRecord, AuditFilter, AuditRecord, ClientRecord, ProjectRecord, Store, StoreError,
+    TunnelCounters, TunnelFilter, TunnelOptions, TunnelRecord, UserRecord,
 };
 
 /// Each entry moves the schema one version up; never edit one that has shipped.
@@ -93,6 +93,19 @@ const MIGRATIONS: &[&str] = &[
         jti TEXT PRIMARY KEY,
         expires_at INTEGER NOT NULL
     );",
+    // 6: API tokens (only their hashes)
+    "CREATE TABLE api_tokens (
+        id TEXT PRIMARY KEY,
+        username TEXT NOT NULL,
+        name TEXT NOT NULL,
+        scope TEXT NOT NULL,
+        project TEXT,
+        hash TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        expires_at INTEGER,
+        last_used_at INTEGER
+    );
+    CREATE INDEX api_tokens_user ON api_tokens(username);",
 ];
 
 pub struct SqliteStore {
@@ -233,6 +246,20 @@ fn finish_tunnel(
     record.options = serde_json::from_str(&options)
         .map_err(|err| corrupt(&format!("tunnel {}", record.id), err))?;
     Ok(record)
+}
+
+fn api_token_from_row(row: &Row<'_>) -> rusqlite::Result<ApiTokenRecord> {
+    Ok(ApiTokenRecord {
+        id: row.get("id")?,
+        username: row.get("username")?,
+        name: row.get("name")?,
+        scope: row.get("scope")?,
+        project: row.get("project")?,
+        hash: row.get("hash")?,
+        created_at: from_millis(Some(row.get("created_at")?)).unwrap_or_default(),
+        expires_at: from_millis(row.get("expires_at")?),
+        last_used_at: from_millis(row.get("last_used_at")?),
+    })
 }
 
 fn user_from_row(row: &Row<'_>) -> rusqlite::Result<UserRecord> {
@@ -578,6 +605,77 @@ impl Store for SqliteStore {
             let mut stmt = conn.prepare("SELECT jti FROM revoked_tokens")?;
             let rows = stmt.query_map([], |row| row.get(0))?;
             Ok(rows.collect::<rusqlite::Result<Vec<String>>>()?)
+        })
+        .await
+    }
+
+    async fn insert_api_token(&self, token: &ApiTokenRecord) -> Result<(), StoreError> {
+        let t = token.clone();
+        self.run(move |conn| {
+            conn.execute(
+                "INSERT INTO api_tokens (id, username, name, scope, project, hash, created_at, \
+                 expires_at, last_used_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                params![
+                    t.id,
+                    t.username,
+                    t.name,
+                    t.scope,
+                    t.project,
+                    t.hash,
+                    millis(t.created_at),
+                    t.expires_at.map(millis),
+                    t.last_used_at.map(millis),
+                ],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn get_api_token(&self, id: &str) -> Result<Option<ApiTokenRecord>, StoreError> {
+        let id = id.to_owned();
+        self.run(move |conn| {
+            Ok(conn
+                .query_row(
+                    "SELECT * FROM api_tokens WHERE id = ?1",
+                    [id],
+                    api_token_from_row,
+                )
+                .optional()?)
+        })
+        .await
+    }
+
+    async fn list_api_tokens(&self, username: &str) -> Result<Vec<ApiTokenRecord>, StoreError> {
+        let username = username.to_owned();
+        self.run(move |conn| {
+            let mut stmt =
+                conn.prepare("SELECT * FROM api_tokens WHERE username = ?1 ORDER BY created_at")?;
+            let rows = stmt.query_map([username], api_token_from_row)?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .await
+    }
+
+    async fn delete_api_token(&self, username: &str, id: &str) -> Result<bool, StoreError> {
+        let (username, id) = (username.to_owned(), id.to_owned());
+        self.run(move |conn| {
+            Ok(conn.execute(
+                "DELETE FROM api_tokens WHERE username = ?1 AND id = ?2",
+                [username, id],
+            )? == 1)
+        })
+        .await
+    }
+
+    async fn touch_api_token(&self, id: &str, at: DateTime<Utc>) -> Result<(), StoreError> {
+        let id = id.to_owned();
+        self.run(move |conn| {
+            conn.execute(
+                "UPDATE api_tokens SET last_used_at = ?2 WHERE id = ?1",
+                params![id, millis(at)],
+            )?;
+            Ok(())
         })
         .await
     }

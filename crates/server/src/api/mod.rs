@@ -1,6 +1,7 @@
 //! The REST API: RPort-compatible `/api/v1`, JSON in `{"data": ...}` envelopes and errors as
 //! `{"errors":[{"code","title","detail"}]}`.
 
+mod api_tokens;
 mod audit_log;
 mod clients;
 mod port_tunnels;
@@ -70,7 +71,9 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/projects", get(projects::list).post(projects::create))
         .route("/projects/{project_key}", delete(projects::delete))
         .route("/auditlog", get(audit_log::list))
-        .route("/logout", delete(session::logout));
+        .route("/logout", delete(session::logout))
+        .route("/me/tokens", get(api_tokens::list).post(api_tokens::create))
+        .route("/me/tokens/{token_id}", delete(api_tokens::delete));
     let v2 = Router::new()
         .route(
             "/{project_key}/port_tunnel",
@@ -218,7 +221,36 @@ impl FromRequestParts<Arc<AppState>> for Authenticated {
             Some(Credentials::Bearer(token)) => check_bearer(state, ip, &token).await,
             None => Err(ApiError::unauthorized()),
         }
+        .and_then(|user| check_scope(user, &parts.method))
         .map(Authenticated)
+    }
+}
+
+/// An API token of `read` scope may only read.
+fn check_scope(user: AuthUser, method: &axum::http::Method) -> Result<AuthUser, ApiError> {
+    if user.read_only && !matches!(*method, axum::http::Method::GET | axum::http::Method::HEAD) {
+        return Err(ApiError::forbidden(
+            "this API token has read scope: it may only read",
+        ));
+    }
+    Ok(user)
+}
+
+impl ApiError {
+    pub fn forbidden(detail: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::FORBIDDEN,
+            "ERR_CODE_FORBIDDEN",
+            "Forbidden",
+            detail,
+        )
+    }
+
+    /// 403 for a caller limited to another project.
+    pub fn other_project(project: &str) -> Self {
+        Self::forbidden(format!(
+            "this API token is limited to another project than {project:?}"
+        ))
     }
 }
 
@@ -324,6 +356,7 @@ impl FromRequestParts<Arc<AppState>> for BearerAuthenticated {
         match credentials(&parts.headers) {
             Some(Credentials::Bearer(token)) => check_bearer(state, ip, &token)
                 .await
+                .and_then(|user| check_scope(user, &parts.method))
                 .map(BearerAuthenticated),
             _ => Err(ApiError::new(
                 StatusCode::UNAUTHORIZED,

@@ -12,6 +12,7 @@ use serde_json::{Value, json};
 
 use super::tunnels::{audit_close, audit_creation, creation_error};
 use super::{ApiError, BearerAuthenticated, ClientIp, Params, State};
+use crate::api_auth::AuthUser;
 use crate::audit::Actor;
 use crate::tunnels::{TunnelError, TunnelInfo, TunnelRequest};
 
@@ -83,8 +84,15 @@ fn port_tunnel_json(tunnel: &TunnelInfo, server_address: &str) -> Value {
     })
 }
 
-/// 404 for a project that does not exist.
-async fn require_project(state: &super::AppState, key: &str) -> Result<(), ApiError> {
+/// 404 for a project that does not exist; 403 for a caller limited to another one.
+async fn require_project(
+    state: &super::AppState,
+    user: &AuthUser,
+    key: &str,
+) -> Result<(), ApiError> {
+    if !user.may_use_project(key) {
+        return Err(ApiError::other_project(key));
+    }
     let projects = state
         .store
         .list_projects()
@@ -136,7 +144,7 @@ pub async fn open(
         #[serde(default)]
         allowed_ip: Option<String>,
     }
-    require_project(&state, &project).await?;
+    require_project(&state, &user, &project).await?;
     let body: Body = serde_json::from_slice(&body).map_err(|err| {
         ApiError::bad_request(
             "ERR_CODE_INVALID_REQUEST",
@@ -213,12 +221,12 @@ pub async fn open(
 /// first, `limit` (default 50, at most 500) from `offset`; the total is in `X-Total-Count`.
 pub async fn list(
     StateExtractor(state): State,
-    _user: BearerAuthenticated,
+    BearerAuthenticated(user): BearerAuthenticated,
     Path(project): Path<String>,
     headers: HeaderMap,
     params: Params,
 ) -> Result<Response, ApiError> {
-    require_project(&state, &project).await?;
+    require_project(&state, &user, &project).await?;
     let number = |name: &str, default: usize| -> Result<usize, ApiError> {
         match params.get(name).filter(|v| !v.is_empty()) {
             None => Ok(default),
@@ -258,10 +266,11 @@ pub async fn list(
 
 async fn tunnel_in_project(
     state: &super::AppState,
+    user: &AuthUser,
     project: &str,
     id: &str,
 ) -> Result<TunnelInfo, ApiError> {
-    require_project(state, project).await?;
+    require_project(state, user, project).await?;
     state
         .tunnels
         .get(id)
@@ -274,11 +283,11 @@ async fn tunnel_in_project(
 /// `GET /api/v2/{project_key}/port_tunnel/{port_tunnel_id}`
 pub async fn get_one(
     StateExtractor(state): State,
-    _user: BearerAuthenticated,
+    BearerAuthenticated(user): BearerAuthenticated,
     Path((project, id)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let tunnel = tunnel_in_project(&state, &project, &id).await?;
+    let tunnel = tunnel_in_project(&state, &user, &project, &id).await?;
     Ok(Json(port_tunnel_json(&tunnel, &server_address(&state, &headers))).into_response())
 }
 
@@ -290,7 +299,7 @@ pub async fn close(
     ClientIp(ip): ClientIp,
     Path((project, id)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
-    let tunnel = tunnel_in_project(&state, &project, &id).await?;
+    let tunnel = tunnel_in_project(&state, &user, &project, &id).await?;
     if !tunnel.record.is_live() {
         return Err(ApiError::new(
             StatusCode::CONFLICT,

@@ -159,6 +159,7 @@ pub async fn create(
             format!("tunnel parameter {name:?} is not supported by this server version yet"),
         ));
     }
+    check_client_project(&state, &user, &client_id)?;
     let remote = params.get("remote").filter(|r| !r.is_empty()).ok_or_else(|| {
         ApiError::bad_request(
             "ERR_CODE_INVALID_REQUEST",
@@ -329,6 +330,7 @@ pub async fn delete(
     Path((client_id, tunnel_id)): Path<(String, String)>,
     params: Params,
 ) -> Result<StatusCode, ApiError> {
+    check_client_project(&state, &user, &client_id)?;
     let force = match params.get("force").filter(|f| !f.is_empty()) {
         None => false,
         Some(force) => parse_bool("force", force)?,
@@ -389,10 +391,11 @@ pub async fn list(
 /// `{"acl":null}`: takes effect for the next connection.
 pub async fn set_acl(
     StateExtractor(state): State,
-    _user: Authenticated,
+    Authenticated(user): Authenticated,
     Path((client_id, tunnel_id)): Path<(String, String)>,
     body: axum::body::Bytes,
 ) -> Result<StatusCode, ApiError> {
+    check_client_project(&state, &user, &client_id)?;
     #[derive(serde::Deserialize)]
     #[serde(deny_unknown_fields)]
     struct Body {
@@ -435,4 +438,16 @@ pub async fn audit_close(state: &super::AppState, actor: &Actor, tunnel_id: &str
         detail: "deleted".to_owned(),
     };
     state.audit.record(actor, event).await;
+}
+
+/// A caller limited to one project (an API token) may act only on its clients.
+fn check_client_project(
+    state: &super::AppState,
+    user: &crate::api_auth::AuthUser,
+    client_id: &str,
+) -> Result<(), ApiError> {
+    match state.registry.project_of(client_id) {
+        Some(project) if !user.may_use_project(&project) => Err(ApiError::other_project(&project)),
+        _ => Ok(()),
+    }
 }
