@@ -59,3 +59,66 @@ fn logout_revokes_a_token_at_once_and_across_restarts() {
     assert_eq!(server.request_as("GET", "/api/v1/status", &first).0, 401);
     assert_eq!(server.request_as("GET", "/api/v1/status", &second).0, 200);
 }
+
+#[test]
+fn users_see_themselves_and_change_their_own_password() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Rportd::start_with(
+        dir.path(),
+        &ServerSettings {
+            api_auth: None,
+            ..Default::default()
+        },
+    );
+    let line = server
+        .stdout
+        .wait_for("generated API user", Duration::from_secs(30));
+    let credential = line.rsplit(' ').next().expect("credential").to_owned();
+    let (user, password) = credential.split_once(':').expect("user:password");
+    let old = basic(user, password);
+    let (status, me) = server.request_as("GET", "/api/v1/me", &old);
+    assert_eq!(status, 200, "{me}");
+    assert_eq!(me["data"]["username"], "admin");
+    assert_eq!(me["data"]["admin"], true);
+
+    let change = |body: serde_json::Value| {
+        server
+            .call("PUT", "/api/v1/me", &old, &[], Some(&body))
+            .status
+    };
+    let new_password = "a-new-password-of-length";
+    assert_eq!(
+        change(serde_json::json!({"old_password": "wrong", "new_password": new_password})),
+        401
+    );
+    assert_eq!(
+        change(serde_json::json!({"old_password": password, "new_password": "short"})),
+        400
+    );
+    assert_eq!(
+        change(serde_json::json!({"old_password": password, "new_password": new_password})),
+        204
+    );
+    assert_eq!(
+        server.request_as("GET", "/api/v1/me", &old).0,
+        401,
+        "old password gone"
+    );
+    let new = basic(user, new_password);
+    assert_eq!(server.request_as("GET", "/api/v1/me", &new).0, 200);
+}
+
+#[test]
+fn the_configured_user_changes_its_password_in_the_configuration() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Rportd::start(dir.path());
+    let reply = server.call(
+        "PUT",
+        "/api/v1/me",
+        &server.auth_header,
+        &[],
+        Some(&serde_json::json!({"old_password": API_PASSWORD, "new_password": "another-long-password"})),
+    );
+    assert_eq!(reply.status, 400, "{}", reply.body);
+    assert!(reply.body.to_string().contains("[api] auth"));
+}

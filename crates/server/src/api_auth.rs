@@ -249,6 +249,31 @@ impl ApiAuth {
         Some(AuthUser::full(record.username, record.is_admin))
     }
 
+    /// Sets a store user's password (stored as an argon2 hash). `Ok(false)`: the user is
+    /// the one from `[api] auth` or does not exist, so there is nothing to change here.
+    pub async fn change_password(
+        &self,
+        username: &str,
+        password: &str,
+    ) -> Result<bool, StoreError> {
+        if self.static_user.is_some() {
+            return Ok(false);
+        }
+        let Some(mut record) = self.store.get_user(username).await? else {
+            return Ok(false);
+        };
+        let password = password.to_owned();
+        record.password_hash = tokio::task::spawn_blocking(move || hash_password(&password))
+            .await
+            .map_err(|err| StoreError::Worker(err.to_string()))?;
+        self.store.upsert_user(&record).await?;
+        // Logins cached with the old password must not keep working.
+        if let Ok(mut cache) = self.verified.lock() {
+            cache.retain(|_, (user, _)| user.username != username);
+        }
+        Ok(true)
+    }
+
     /// Whether `username` still exists, and is an administrator.
     async fn user_is_admin(&self, username: &str) -> Option<bool> {
         if let Some((user, _)) = &self.static_user {

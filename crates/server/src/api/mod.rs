@@ -72,6 +72,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/projects/{project_key}", delete(projects::delete))
         .route("/auditlog", get(audit_log::list))
         .route("/logout", delete(session::logout))
+        .route("/me", get(session::me).put(session::change_own_password))
         .route("/me/tokens", get(api_tokens::list).post(api_tokens::create))
         .route("/me/tokens/{token_id}", delete(api_tokens::delete));
     let v2 = Router::new()

@@ -143,3 +143,76 @@ pub async fn logout(
         .await;
     Ok(StatusCode::NO_CONTENT)
 }
+
+/// `GET /api/v1/me`: who the caller is and how it authenticated.
+pub async fn me(Authenticated(user): Authenticated) -> Response {
+    data(json!({
+        "username": user.username,
+        "admin": user.is_admin,
+        "api_token": user.api_token,
+        "scope": if user.read_only { "read" } else { "read+write" },
+        "project": user.project,
+    }))
+}
+
+/// `PUT /api/v1/me` with `{"old_password", "new_password"}`: changes the caller's own
+/// password (users kept in the store; `[api] auth` is changed in the configuration).
+pub async fn change_own_password(
+    StateExtractor(state): State,
+    Authenticated(user): Authenticated,
+    super::ClientIp(ip): super::ClientIp,
+    body: Bytes,
+) -> Result<StatusCode, ApiError> {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Body {
+        old_password: String,
+        new_password: String,
+    }
+    let body: Body = serde_json::from_slice(&body).map_err(|err| {
+        ApiError::bad_request(
+            "ERR_CODE_INVALID_REQUEST",
+            "Invalid request",
+            format!("expected {{\"old_password\", \"new_password\"}}: {err}"),
+        )
+    })?;
+    if user.api_token {
+        return Err(ApiError::forbidden("API tokens cannot change passwords"));
+    }
+    if body.new_password.chars().count() < MIN_PASSWORD_LEN {
+        return Err(ApiError::bad_request(
+            "ERR_CODE_PASSWORD_TOO_SHORT",
+            "Password too short",
+            format!("the new password needs at least {MIN_PASSWORD_LEN} characters"),
+        ));
+    }
+    // The old password is asked for again, so a stolen session token cannot lock out the user.
+    super::check_login(&state, ip, &user.username, &body.old_password).await?;
+    if !state
+        .auth
+        .change_password(&user.username, &body.new_password)
+        .await
+        .map_err(ApiError::internal)?
+    {
+        return Err(ApiError::bad_request(
+            "ERR_CODE_INVALID_REQUEST",
+            "Password kept in the configuration",
+            "this user is [api] auth in the server's configuration; change it there",
+        ));
+    }
+    let event = crate::audit::Event {
+        action: "user.password",
+        resource: &user.username,
+        project: None,
+        success: true,
+        detail: String::new(),
+    };
+    state
+        .audit
+        .record(&crate::audit::Actor::user(&user.username, ip), event)
+        .await;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// RPort's `password_min_length` default.
+const MIN_PASSWORD_LEN: usize = 14;
