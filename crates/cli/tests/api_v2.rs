@@ -406,6 +406,16 @@ fn api_tokens_have_a_scope_a_project_and_can_be_revoked() {
         json!({"name": "berlin", "scope": "read+write", "project": "berlin-office"}),
     );
     assert_eq!(open(&berlin, "berlin-office", "berlin-1"), 201);
+    // It sees only its project's devices.
+    let (_, seen) = server.request_as("GET", "/api/v1/clients", &berlin);
+    assert_eq!(seen["meta"]["count"], 1, "{seen}");
+    assert_eq!(seen["data"][0]["id"], "berlin-1");
+    assert_eq!(
+        server
+            .request_as("GET", "/api/v1/clients/default-1", &berlin)
+            .0,
+        404
+    );
     assert_eq!(open(&berlin, "default", "default-1"), 403);
     let (status, _) = server.request_as(
         "PUT",

@@ -276,7 +276,7 @@ fn parse_listing(params: &Params) -> Result<Listing, ApiError> {
 /// `GET /api/v1/clients`
 pub async fn list(
     StateExtractor(state): State,
-    _user: Authenticated,
+    Authenticated(user): Authenticated,
     params: Params,
 ) -> Result<Response, ApiError> {
     let listing = parse_listing(&params)?;
@@ -288,6 +288,8 @@ pub async fn list(
     let (count, page) = state.registry.with_clients(|clients| {
         let mut matching: Vec<(&ClientEntry, Vec<Value>)> = clients
             .values()
+            // A caller limited to one project sees only its devices.
+            .filter(|entry| user.may_use_project(&entry.record.project))
             .filter(|entry| {
                 listing.filters.iter().all(|(name, patterns)| {
                     field(entry, name)
@@ -342,7 +344,7 @@ fn client_not_found(id: &str) -> ApiError {
 /// `GET /api/v1/clients/{id}`
 pub async fn get_one(
     StateExtractor(state): State,
-    _user: Authenticated,
+    Authenticated(user): Authenticated,
     Path(id): Path<String>,
     params: Params,
 ) -> Result<Response, ApiError> {
@@ -353,6 +355,7 @@ pub async fn get_one(
         .with_clients(|clients| {
             clients
                 .get(&id)
+                .filter(|entry| user.may_use_project(&entry.record.project))
                 .map(|entry| client_json(entry, &listing.fields, &tunnels))
         })
         .map(data)
@@ -362,9 +365,16 @@ pub async fn get_one(
 /// `DELETE /api/v1/clients/{id}`: only disconnected agents can be forgotten.
 pub async fn delete(
     StateExtractor(state): State,
-    _user: Authenticated,
+    Authenticated(user): Authenticated,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
+    if state
+        .registry
+        .project_of(&id)
+        .is_some_and(|project| !user.may_use_project(&project))
+    {
+        return Err(client_not_found(&id));
+    }
     match state.registry.delete(&id).await {
         Ok(()) => Ok(StatusCode::NO_CONTENT),
         Err(DeleteError::NotFound) => Err(client_not_found(&id)),

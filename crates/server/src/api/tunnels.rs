@@ -360,7 +360,7 @@ pub async fn delete(
 /// ones from the store; `filter[client_id]` narrows to one client.
 pub async fn list(
     StateExtractor(state): State,
-    _user: Authenticated,
+    Authenticated(user): Authenticated,
     params: Params,
 ) -> Result<Response, ApiError> {
     let client = params.get("filter[client_id]").filter(|c| !c.is_empty());
@@ -383,7 +383,11 @@ pub async fn list(
         }
     };
     Ok(data(Value::Array(
-        tunnels.iter().map(tunnel_json).collect(),
+        tunnels
+            .iter()
+            .filter(|t| user.may_use_project(&t.record.project))
+            .map(tunnel_json)
+            .collect(),
     )))
 }
 
