@@ -26,6 +26,10 @@ pub const FLOW_IDLE: Duration = Duration::from_secs(60);
 /// network would.
 const FLOW_QUEUE: usize = 256;
 
+/// Sources served at once per tunnel. UDP source addresses are easily forged, so without
+/// a bound a flood from made-up sources would open a stream (and an agent socket) each.
+const MAX_FLOWS: usize = 1024;
+
 struct Flow {
     to_agent: mpsc::Sender<Bytes>,
     last_used: Instant,
@@ -74,6 +78,14 @@ pub(super) async fn serve(
             flow.last_used = Instant::now();
             let _ = flow.to_agent.try_send(datagram);
             continue;
+        }
+        if flows.len() >= MAX_FLOWS {
+            flows.retain(|_, flow| {
+                flow.last_used.elapsed() < FLOW_IDLE && !flow.to_agent.is_closed()
+            });
+            if flows.len() >= MAX_FLOWS {
+                continue;
+            }
         }
         // A datagram cannot wait for an agent that is away: it is dropped.
         let Some(session) = manager.registry.session(tunnel.client_id()) else {
