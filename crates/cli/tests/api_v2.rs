@@ -470,3 +470,19 @@ fn api_tokens_have_a_scope_a_project_and_can_be_revoked() {
     let (status, _) = server.request("DELETE", &format!("/api/v1/me/tokens/{full_id}"));
     assert_eq!(status, 404);
 }
+
+#[test]
+fn the_openapi_document_covers_both_faces() {
+    let dir = tempdir();
+    let server = Rportd::start(dir.path());
+    let reply = server.call("GET", "/api/v1/openapi.json", "", &[], None);
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.body["openapi"], "3.0.3");
+    let paths = &reply.body["paths"];
+    assert!(paths["/api/v2/{project_key}/port_tunnel"]["post"]["summary"].is_string());
+    assert!(paths["/api/v1/clients/{client_id}/tunnels"]["put"]["summary"].is_string());
+    assert_eq!(
+        paths["/api/v2/{project_key}/port_tunnel"]["post"]["security"],
+        json!([{"bearerAuth": []}])
+    );
+}

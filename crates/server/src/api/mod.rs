@@ -4,6 +4,7 @@
 mod api_tokens;
 mod audit_log;
 mod clients;
+mod openapi;
 mod port_tunnels;
 mod projects;
 mod session;
@@ -12,10 +13,11 @@ mod tunnels;
 use std::sync::Arc;
 
 use axum::extract::{FromRequestParts, RawQuery};
+use axum::http::Method;
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, put};
+use axum::routing::{MethodFilter, on};
 use axum::{Json, Router};
 use base64::Engine;
 use rport_protocol::Fingerprint;
@@ -50,47 +52,111 @@ pub type State = axum::extract::State<Arc<AppState>>;
 const MAX_BODY_BYTES: usize = 64 * 1024;
 
 pub fn router(state: Arc<AppState>) -> Router {
-    let v1 = Router::new()
-        .route("/status", get(session::status))
-        .route("/login", get(session::login).post(session::login))
-        .route("/clients", get(clients::list))
-        .route(
-            "/clients/{client_id}",
-            get(clients::get_one).delete(clients::delete),
-        )
-        .route("/clients/{client_id}/tunnels", put(tunnels::create))
-        .route(
-            "/clients/{client_id}/tunnels/{tunnel_id}",
-            delete(tunnels::delete),
-        )
-        .route(
-            "/clients/{client_id}/tunnels/{tunnel_id}/acl",
-            put(tunnels::set_acl),
-        )
-        .route("/tunnels", get(tunnels::list))
-        .route("/projects", get(projects::list).post(projects::create))
-        .route("/projects/{project_key}", delete(projects::delete))
-        .route("/auditlog", get(audit_log::list))
-        .route("/logout", delete(session::logout))
-        .route("/me", get(session::me).put(session::change_own_password))
-        .route("/me/tokens", get(api_tokens::list).post(api_tokens::create))
-        .route("/me/tokens/{token_id}", delete(api_tokens::delete));
-    let v2 = Router::new()
-        .route(
-            "/{project_key}/port_tunnel",
-            get(port_tunnels::list).post(port_tunnels::open),
-        )
-        .route(
-            "/{project_key}/port_tunnel/{port_tunnel_id}",
-            get(port_tunnels::get_one).delete(port_tunnels::close),
-        );
-    Router::new()
-        .nest("/api/v1", v1)
-        .nest("/api/v2", v2)
+    routes()
+        .router
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
+}
+
+/// The router and the list of what it serves, built from one table: the OpenAPI document
+/// is made from the same list, so no route is served without being documented.
+pub struct Routes {
+    router: Router<Arc<AppState>>,
+    pub served: Vec<(Method, &'static str)>,
+}
+
+impl Routes {
+    fn add<H, T>(mut self, method: Method, path: &'static str, handler: H) -> Self
+    where
+        H: axum::handler::Handler<T, Arc<AppState>>,
+        T: 'static,
+    {
+        let filter = match method {
+            Method::GET => MethodFilter::GET,
+            Method::POST => MethodFilter::POST,
+            Method::PUT => MethodFilter::PUT,
+            Method::DELETE => MethodFilter::DELETE,
+            _ => MethodFilter::PATCH,
+        };
+        self.router = self.router.route(path, on(filter, handler));
+        self.served.push((method, path));
+        self
+    }
+}
+
+pub fn routes() -> Routes {
+    let routes = Routes {
+        router: Router::new(),
+        served: Vec::new(),
+    };
+    routes
+        .add(Method::GET, "/api/v1/status", session::status)
+        .add(Method::GET, "/api/v1/login", session::login)
+        .add(Method::POST, "/api/v1/login", session::login)
+        .add(Method::DELETE, "/api/v1/logout", session::logout)
+        .add(Method::GET, "/api/v1/me", session::me)
+        .add(Method::PUT, "/api/v1/me", session::change_own_password)
+        .add(Method::GET, "/api/v1/me/tokens", api_tokens::list)
+        .add(Method::POST, "/api/v1/me/tokens", api_tokens::create)
+        .add(
+            Method::DELETE,
+            "/api/v1/me/tokens/{token_id}",
+            api_tokens::delete,
+        )
+        .add(Method::GET, "/api/v1/clients", clients::list)
+        .add(Method::GET, "/api/v1/clients/{client_id}", clients::get_one)
+        .add(
+            Method::DELETE,
+            "/api/v1/clients/{client_id}",
+            clients::delete,
+        )
+        .add(
+            Method::PUT,
+            "/api/v1/clients/{client_id}/tunnels",
+            tunnels::create,
+        )
+        .add(
+            Method::DELETE,
+            "/api/v1/clients/{client_id}/tunnels/{tunnel_id}",
+            tunnels::delete,
+        )
+        .add(
+            Method::PUT,
+            "/api/v1/clients/{client_id}/tunnels/{tunnel_id}/acl",
+            tunnels::set_acl,
+        )
+        .add(Method::GET, "/api/v1/tunnels", tunnels::list)
+        .add(Method::GET, "/api/v1/projects", projects::list)
+        .add(Method::POST, "/api/v1/projects", projects::create)
+        .add(
+            Method::DELETE,
+            "/api/v1/projects/{project_key}",
+            projects::delete,
+        )
+        .add(Method::GET, "/api/v1/auditlog", audit_log::list)
+        .add(Method::GET, "/api/v1/openapi.json", openapi::serve)
+        .add(
+            Method::GET,
+            "/api/v2/{project_key}/port_tunnel",
+            port_tunnels::list,
+        )
+        .add(
+            Method::POST,
+            "/api/v2/{project_key}/port_tunnel",
+            port_tunnels::open,
+        )
+        .add(
+            Method::GET,
+            "/api/v2/{project_key}/port_tunnel/{port_tunnel_id}",
+            port_tunnels::get_one,
+        )
+        .add(
+            Method::DELETE,
+            "/api/v2/{project_key}/port_tunnel/{port_tunnel_id}",
+            port_tunnels::close,
+        )
 }
 
 async fn not_found() -> ApiError {
