@@ -284,8 +284,10 @@ impl AgentListener {
             )
             .await;
         tracing::info!(%peer, client = %client_id, "agent connected");
-        // Runs beside the driver: opening tunnels may talk to the agent.
-        let attached = self.tunnels.client_attached(&client_id, &remotes);
+        // Runs beside the driver: opening tunnels may talk to the agent. Boxed, so that its
+        // state (kilobytes) is freed once it is done instead of living as long as the
+        // session, in 10,000 copies.
+        let attached = Box::pin(self.tunnels.client_attached(&client_id, &remotes));
         let control = async {
             while let Some(payload) = events.control.recv().await {
                 match ControlMessage::from_json(&payload) {
