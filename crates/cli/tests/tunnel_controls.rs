@@ -253,6 +253,13 @@ fn parameters_are_validated_with_rport_error_codes() {
     let rdp = server.open_tunnel("client-1", "remote=3389&check_port=0");
     assert_eq!(rdp["scheme"], "rdp");
 
+    // The list pages when asked, with the total.
+    let (_, page) = server.request("GET", "/api/v1/tunnels?page[limit]=2&page[offset]=1");
+    assert_eq!(page["data"].as_array().map(Vec::len), Some(2), "{page}");
+    assert_eq!(page["meta"]["count"], 4, "{page}");
+    let (_, all) = server.request("GET", "/api/v1/tunnels");
+    assert_eq!(all["data"].as_array().map(Vec::len), Some(4));
+
     // Duplicates.
     let (status, body) = put_tunnel(&server, "remote=22&check_port=0");
     assert_eq!(

@@ -2,7 +2,7 @@
 
 use axum::extract::{Path, State as StateExtractor};
 use axum::http::StatusCode;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use rport_protocol::ip_rules::Acl;
 use rport_protocol::tunnel_spec::TunnelProtocol;
 use rport_protocol::tunnel_spec::{self, DEFAULT_LOCAL_HOST, DEFAULT_REMOTE_HOST};
@@ -357,7 +357,8 @@ pub async fn delete(
 }
 
 /// `GET /api/v1/tunnels`: open tunnels; `filter[status]=closed` (or any status) lists past
-/// ones from the store; `filter[client_id]` narrows to one client.
+/// ones from the store; `filter[client_id]` narrows to one client; `page[limit]` and
+/// `page[offset]` page it (all by default, as RPort), with the total in `meta.count`.
 pub async fn list(
     StateExtractor(state): State,
     Authenticated(user): Authenticated,
@@ -382,13 +383,32 @@ pub async fn list(
                 .collect()
         }
     };
-    Ok(data(Value::Array(
-        tunnels
-            .iter()
-            .filter(|t| user.may_use_project(&t.record.project))
-            .map(tunnel_json)
-            .collect(),
-    )))
+    let visible: Vec<&TunnelInfo> = tunnels
+        .iter()
+        .filter(|t| user.may_use_project(&t.record.project))
+        .collect();
+    // RPort returns every tunnel; paging applies only when asked for.
+    let number = |name: &str| -> Result<Option<usize>, ApiError> {
+        match params.get(name).filter(|v| !v.is_empty()) {
+            None => Ok(None),
+            Some(text) => text.parse().map(Some).map_err(|_| {
+                ApiError::bad_request(
+                    "ERR_CODE_INVALID_REQUEST",
+                    format!("Invalid {name}"),
+                    format!("{name}={text:?} is not a number"),
+                )
+            }),
+        }
+    };
+    let offset = number("page[offset]")?.unwrap_or(0);
+    let limit = number("page[limit]")?.unwrap_or(usize::MAX);
+    let page: Vec<Value> = visible
+        .iter()
+        .skip(offset)
+        .take(limit)
+        .map(|t| tunnel_json(t))
+        .collect();
+    Ok(axum::Json(json!({"data": page, "meta": {"count": visible.len()}})).into_response())
 }
 
 /// `PUT /api/v1/clients/{id}/tunnels/{tunnel_id}/acl` with `{"acl":"..."}` or
