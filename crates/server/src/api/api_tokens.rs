@@ -8,24 +8,19 @@ use chrono::{DateTime, Utc};
 use rport_store::ApiTokenRecord;
 use serde_json::{Value, json};
 
-use super::{ApiError, Authenticated, ClientIp, State, data};
+use super::{ApiError, Authenticated, ClientIp, State, data, json_body, time_json};
 use crate::audit::{Actor, Event};
 use crate::config::check_project_key;
 
 fn token_json(token: &ApiTokenRecord) -> Value {
-    let time = |t: Option<DateTime<Utc>>| {
-        t.map_or(Value::Null, |t| {
-            json!(t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
-        })
-    };
     json!({
         "id": token.id,
         "name": token.name,
         "scope": token.scope,
         "project": token.project,
-        "created_at": time(Some(token.created_at)),
-        "expires_at": time(token.expires_at),
-        "last_used_at": time(token.last_used_at),
+        "created_at": time_json(Some(token.created_at)),
+        "expires_at": time_json(token.expires_at),
+        "last_used_at": time_json(token.last_used_at),
     })
 }
 
@@ -56,11 +51,10 @@ pub async fn create(
             "API tokens cannot make API tokens; log in with your password",
         ));
     }
-    let body: Body = serde_json::from_slice(&body).map_err(|err| {
-        invalid(format!(
-            "expected {{\"name\", \"scope\": \"read\" or \"read+write\", \"expires_at\"?, \"project\"?}}: {err}"
-        ))
-    })?;
+    let body: Body = json_body(
+        &body,
+        r#"{"name", "scope": "read" or "read+write", "expires_at"?, "project"?}"#,
+    )?;
     if body.name.trim().is_empty() || body.name.len() > 200 {
         return Err(invalid("name must be 1 to 200 characters"));
     }

@@ -2,13 +2,12 @@
 
 use axum::Json;
 use axum::extract::State as StateExtractor;
-use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use rport_store::AuditFilter;
 use serde_json::{Value, json};
 
-use super::{ApiError, Authenticated, Params, State};
+use super::{ApiError, Authenticated, Params, State, time_json};
 
 const DEFAULT_LIMIT: usize = 50;
 const MAX_LIMIT: usize = 500;
@@ -28,19 +27,6 @@ fn time_param(params: &Params, name: &str) -> Result<Option<DateTime<Utc>>, ApiE
     }
 }
 
-fn number_param(params: &Params, name: &str, default: usize) -> Result<usize, ApiError> {
-    match params.get(name).filter(|v| !v.is_empty()) {
-        None => Ok(default),
-        Some(text) => text.parse().map_err(|_| {
-            ApiError::bad_request(
-                "ERR_CODE_INVALID_REQUEST",
-                format!("Invalid {name}"),
-                format!("{name}={text:?} is not a number"),
-            )
-        }),
-    }
-}
-
 /// Filters: `filter[since]`, `filter[until]` (RFC 3339), `filter[actor]`, `filter[action]`,
 /// `filter[project]`; paging: `page[limit]` (default 50, at most 500), `page[offset]`.
 pub async fn list(
@@ -49,10 +35,7 @@ pub async fn list(
     params: Params,
 ) -> Result<Response, ApiError> {
     if !user.is_admin {
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "ERR_CODE_FORBIDDEN",
-            "Forbidden",
+        return Err(ApiError::forbidden(
             "only administrators may read the audit log",
         ));
     }
@@ -68,8 +51,11 @@ pub async fn list(
         actor: text("filter[actor]"),
         action: text("filter[action]"),
         project: text("filter[project]"),
-        limit: number_param(&params, "page[limit]", DEFAULT_LIMIT)?.clamp(1, MAX_LIMIT),
-        offset: number_param(&params, "page[offset]", 0)?,
+        limit: params
+            .number("page[limit]")?
+            .unwrap_or(DEFAULT_LIMIT)
+            .clamp(1, MAX_LIMIT),
+        offset: params.number("page[offset]")?.unwrap_or(0),
     };
     let (entries, count) = state
         .store
@@ -81,7 +67,7 @@ pub async fn list(
         .map(|e| {
             json!({
                 "id": e.id,
-                "timestamp": e.at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+                "timestamp": time_json(Some(e.at)),
                 "actor": e.actor,
                 "actor_type": e.actor_type,
                 "actor_ip": e.actor_ip,

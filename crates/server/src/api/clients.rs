@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
 
 use super::tunnels::tunnel_json;
-use super::{ApiError, Authenticated, Params, State, data};
+use super::{ApiError, Authenticated, Params, State, data, time_json};
 use crate::registry::{ClientEntry, DeleteError};
 
 /// Every field a client object has, in the order it is shown.
@@ -49,11 +49,6 @@ const MAX_LIMIT: usize = 500;
 fn field(entry: &ClientEntry, name: &str) -> Option<Value> {
     let record = &entry.record;
     let info = &record.info;
-    let time = |t: Option<chrono::DateTime<chrono::Utc>>| {
-        t.map_or(Value::Null, |t| {
-            json!(t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
-        })
-    };
     Some(match name {
         "id" => json!(record.id),
         "name" => json!(info.name),
@@ -80,8 +75,8 @@ fn field(entry: &ClientEntry, name: &str) -> Option<Value> {
         } else {
             "disconnected"
         }),
-        "connected_at" => time(record.connected_at),
-        "disconnected_at" => time(if entry.session.is_some() {
+        "connected_at" => time_json(record.connected_at),
+        "disconnected_at" => time_json(if entry.session.is_some() {
             None
         } else {
             record.disconnected_at

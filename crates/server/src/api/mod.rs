@@ -486,6 +486,41 @@ impl Params {
             .find(|(k, _)| k == key)
             .map(|(_, v)| v.as_str())
     }
+
+    /// A whole number parameter; absent or empty is `None`, anything else not a number a 400.
+    pub fn number(&self, key: &str) -> Result<Option<usize>, ApiError> {
+        match self.get(key).filter(|v| !v.is_empty()) {
+            None => Ok(None),
+            Some(text) => text.parse().map(Some).map_err(|_| {
+                ApiError::bad_request(
+                    "ERR_CODE_INVALID_REQUEST",
+                    format!("Invalid {key}"),
+                    format!("{key}={text:?} is not a number"),
+                )
+            }),
+        }
+    }
+}
+
+/// A JSON request body, or a 400 saying what was `expected`.
+pub fn json_body<T: serde::de::DeserializeOwned>(
+    body: &[u8],
+    expected: &str,
+) -> Result<T, ApiError> {
+    serde_json::from_slice(body).map_err(|err| {
+        ApiError::bad_request(
+            "ERR_CODE_INVALID_REQUEST",
+            "Invalid body",
+            format!("expected {expected}: {err}"),
+        )
+    })
+}
+
+/// A time as every API answer shows it (RFC 3339, milliseconds, UTC), or null.
+pub fn time_json(time: Option<chrono::DateTime<chrono::Utc>>) -> serde_json::Value {
+    time.map_or(serde_json::Value::Null, |t| {
+        json!(t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+    })
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for Params {

@@ -11,7 +11,7 @@ use rport_store::TunnelFilter;
 use serde_json::{Value, json};
 
 use super::tunnels::{audit_close, audit_creation, creation_error};
-use super::{ApiError, BearerAuthenticated, ClientIp, Params, State};
+use super::{ApiError, BearerAuthenticated, ClientIp, Params, State, json_body, time_json};
 use crate::api_auth::AuthUser;
 use crate::audit::Actor;
 use crate::tunnels::{TunnelError, TunnelInfo, TunnelRequest};
@@ -64,11 +64,6 @@ fn host_part(authority: &str) -> String {
 
 fn port_tunnel_json(tunnel: &TunnelInfo, server_address: &str) -> Value {
     let record = &tunnel.record;
-    let time = |t: Option<chrono::DateTime<chrono::Utc>>| {
-        t.map_or(Value::Null, |t| {
-            json!(t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
-        })
-    };
     json!({
         "port_tunnel_id": record.id,
         "device_uuid": record.client_id,
@@ -77,8 +72,8 @@ fn port_tunnel_json(tunnel: &TunnelInfo, server_address: &str) -> Value {
         "server_address": server_address,
         "server_port": record.lport,
         "status": status_name(&record.status),
-        "created_at": time(Some(record.created_at)),
-        "closed_at": time(record.closed_at),
+        "created_at": time_json(Some(record.created_at)),
+        "closed_at": time_json(record.closed_at),
         "close_reason": record.close_reason,
         "created_by": record.created_by,
     })
@@ -145,15 +140,10 @@ pub async fn open(
         allowed_ip: Option<String>,
     }
     require_project(&state, &user, &project).await?;
-    let body: Body = serde_json::from_slice(&body).map_err(|err| {
-        ApiError::bad_request(
-            "ERR_CODE_INVALID_REQUEST",
-            "Invalid body",
-            format!(
-                "expected {{\"device_uuid\": \"ID\", \"port\": 1-65535, \"allowed_ip\": \"ADDRESS\"}}: {err}"
-            ),
-        )
-    })?;
+    let body: Body = json_body(
+        &body,
+        r#"{"device_uuid": "ID", "port": 1-65535, "allowed_ip": "ADDRESS"}"#,
+    )?;
     if body.port == 0 {
         return Err(ApiError::bad_request(
             "ERR_CODE_INVALID_REQUEST",
@@ -227,20 +217,11 @@ pub async fn list(
     params: Params,
 ) -> Result<Response, ApiError> {
     require_project(&state, &user, &project).await?;
-    let number = |name: &str, default: usize| -> Result<usize, ApiError> {
-        match params.get(name).filter(|v| !v.is_empty()) {
-            None => Ok(default),
-            Some(text) => text.parse().map_err(|_| {
-                ApiError::bad_request(
-                    "ERR_CODE_INVALID_REQUEST",
-                    format!("Invalid {name}"),
-                    format!("{name}={text:?} is not a number"),
-                )
-            }),
-        }
-    };
-    let limit = number("limit", DEFAULT_LIMIT)?.clamp(1, MAX_LIMIT);
-    let offset = number("offset", 0)?;
+    let limit = params
+        .number("limit")?
+        .unwrap_or(DEFAULT_LIMIT)
+        .clamp(1, MAX_LIMIT);
+    let offset = params.number("offset")?.unwrap_or(0);
     let filter = TunnelFilter {
         project: Some(project),
         ..Default::default()

@@ -8,7 +8,7 @@ use chrono::Utc;
 use rport_store::{DEFAULT_PROJECT, ProjectRecord};
 use serde_json::{Value, json};
 
-use super::{ApiError, Authenticated, ClientIp, State, data};
+use super::{ApiError, Authenticated, ClientIp, State, data, json_body, time_json};
 use crate::audit::{Actor, Event};
 use crate::config::check_project_key;
 
@@ -16,7 +16,7 @@ fn project_json(project: &ProjectRecord, clients: usize) -> Value {
     json!({
         "key": project.key,
         "name": project.name,
-        "created_at": project.created_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        "created_at": time_json(Some(project.created_at)),
         "clients": clients,
     })
 }
@@ -62,13 +62,7 @@ pub async fn create(
         #[serde(default)]
         name: Option<String>,
     }
-    let body: Body = serde_json::from_slice(&body).map_err(|err| {
-        ApiError::bad_request(
-            "ERR_CODE_INVALID_REQUEST",
-            "Invalid body",
-            format!("expected {{\"key\": \"KEY\", \"name\": \"NAME\"}}: {err}"),
-        )
-    })?;
+    let body: Body = json_body(&body, r#"{"key": "KEY", "name": "NAME"}"#)?;
     check_project_key(&body.key).map_err(|reason| {
         ApiError::bad_request("ERR_CODE_INVALID_REQUEST", "Invalid project key", reason)
     })?;

@@ -9,7 +9,7 @@ use axum::response::Response;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{ApiError, Authenticated, Credentials, Params, State, credentials, data};
+use super::{ApiError, Authenticated, Credentials, Params, State, credentials, data, json_body};
 use crate::config::AgentAuth;
 
 /// `GET /api/v1/status`
@@ -169,13 +169,7 @@ pub async fn change_own_password(
         old_password: String,
         new_password: String,
     }
-    let body: Body = serde_json::from_slice(&body).map_err(|err| {
-        ApiError::bad_request(
-            "ERR_CODE_INVALID_REQUEST",
-            "Invalid request",
-            format!("expected {{\"old_password\", \"new_password\"}}: {err}"),
-        )
-    })?;
+    let body: Body = json_body(&body, r#"{"old_password", "new_password"}"#)?;
     if user.api_token {
         return Err(ApiError::forbidden("API tokens cannot change passwords"));
     }

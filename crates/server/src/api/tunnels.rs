@@ -10,7 +10,7 @@ use rport_store::TunnelFilter;
 use serde_json::{Value, json};
 use std::time::Duration;
 
-use super::{ApiError, Authenticated, ClientIp, Params, State, data};
+use super::{ApiError, Authenticated, ClientIp, Params, State, data, json_body, time_json};
 use crate::audit::{Actor, Event};
 use crate::port_pool::PoolError;
 use crate::tunnels::{CheckError, TunnelError, TunnelInfo, TunnelRequest};
@@ -31,11 +31,6 @@ const DEFAULT_IDLE_TIMEOUT_MINUTES: u32 = 5;
 /// A tunnel in RPort's shape (ports as strings, `auto_close` in nanoseconds as Go
 /// serialises a Duration) plus its lifecycle fields and counters.
 pub fn tunnel_json(tunnel: &TunnelInfo) -> Value {
-    let time = |t: Option<chrono::DateTime<chrono::Utc>>| {
-        t.map_or(Value::Null, |t| {
-            json!(t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
-        })
-    };
     let record = &tunnel.record;
     let auto_close_at = (record.options.auto_close_secs > 0).then(|| {
         record.created_at + chrono::Duration::seconds(record.options.auto_close_secs as i64)
@@ -54,16 +49,16 @@ pub fn tunnel_json(tunnel: &TunnelInfo) -> Value {
         "acl": record.options.acl,
         "idle_timeout_minutes": record.options.idle_timeout_minutes,
         "auto_close": record.options.auto_close_secs.saturating_mul(1_000_000_000),
-        "auto_close_at": time(auto_close_at),
+        "auto_close_at": time_json(auto_close_at),
         "check_port": record.options.check_port,
         "http_proxy": false,
         "owner": record.created_by,
         "created_by": record.created_by,
-        "created_at": time(Some(record.created_at)),
+        "created_at": time_json(Some(record.created_at)),
         "status": record.status,
-        "closed_at": time(record.closed_at),
+        "closed_at": time_json(record.closed_at),
         "close_reason": record.close_reason,
-        "last_active_at": time(record.last_active_at),
+        "last_active_at": time_json(record.last_active_at),
         "active_connections": tunnel.active_connections,
         "connections": record.counters.connections,
         "connections_refused": record.counters.refused,
@@ -388,20 +383,8 @@ pub async fn list(
         .filter(|t| user.may_use_project(&t.record.project))
         .collect();
     // RPort returns every tunnel; paging applies only when asked for.
-    let number = |name: &str| -> Result<Option<usize>, ApiError> {
-        match params.get(name).filter(|v| !v.is_empty()) {
-            None => Ok(None),
-            Some(text) => text.parse().map(Some).map_err(|_| {
-                ApiError::bad_request(
-                    "ERR_CODE_INVALID_REQUEST",
-                    format!("Invalid {name}"),
-                    format!("{name}={text:?} is not a number"),
-                )
-            }),
-        }
-    };
-    let offset = number("page[offset]")?.unwrap_or(0);
-    let limit = number("page[limit]")?.unwrap_or(usize::MAX);
+    let offset = params.number("page[offset]")?.unwrap_or(0);
+    let limit = params.number("page[limit]")?.unwrap_or(usize::MAX);
     let page: Vec<Value> = visible
         .iter()
         .skip(offset)
@@ -425,13 +408,7 @@ pub async fn set_acl(
     struct Body {
         acl: Option<String>,
     }
-    let body: Body = serde_json::from_slice(&body).map_err(|err| {
-        ApiError::bad_request(
-            "ERR_CODE_INVALID_REQUEST",
-            "Invalid body",
-            format!("expected {{\"acl\": \"ADDRESSES\"}} or {{\"acl\": null}}: {err}"),
-        )
-    })?;
+    let body: Body = json_body(&body, r#"{"acl": "ADDRESSES"} or {"acl": null}"#)?;
     let acl = match body.acl.as_deref().filter(|a| !a.trim().is_empty()) {
         None => None,
         Some(acl) => Some(Acl::parse(acl).map_err(invalid_acl)?),
