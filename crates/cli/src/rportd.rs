@@ -9,9 +9,10 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use anyhow::Context;
 use clap::Parser;
-use rport_server::cli::ServerArgs;
+use rport_server::cli::{Command, ServerArgs};
 use rport_server::config::ServerConfig;
 use rport_server::server::{Listeners, Server};
+use rport_server::user_command;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -25,6 +26,11 @@ async fn main() -> anyhow::Result<()> {
     }
     if let Some(level) = args.log_level {
         config.logging.log_level = level;
+    }
+    if let Some(Command::User(command)) = args.command {
+        let out = user_command::run(&config, command, std::io::stdin().lock()).await?;
+        print!("{out}");
+        return Ok(());
     }
     process::init_logging(
         &config.logging.log_level,

@@ -3,69 +3,23 @@
 
 mod support;
 
-use std::path::Path;
 use std::time::Duration;
 
 use serde_json::{Value, json};
 use support::*;
 
 const ATTACH: Duration = Duration::from_secs(30);
-const BERLIN_AUTH: &str = "berlin-cred:berlin-pass-1";
 
 fn tempdir() -> tempfile::TempDir {
     tempfile::tempdir().expect("tempdir")
 }
 
-/// A server whose auth file binds `agent1` to `default` and `berlin-cred` to
-/// `berlin-office`, with an agent in each: `default-1` and `berlin-1`.
-fn fleet(dir: &Path) -> (Rportd, Rport, Rport) {
-    let auth_file = dir.join("client-auth.json");
-    let (agent1, password1) = AGENT_AUTH.split_once(':').expect("id:password");
-    let (berlin, berlin_password) = BERLIN_AUTH.split_once(':').expect("id:password");
-    std::fs::write(
-        &auth_file,
-        json!({
-            agent1: password1,
-            berlin: {"password": berlin_password, "project": "berlin-office"},
-        })
-        .to_string(),
-    )
-    .expect("write auth file");
-    let server = Rportd::start_with(
-        dir,
-        &ServerSettings {
-            agent_auth: String::new(),
-            extra_server: format!("auth_file = {:?}\n", auth_file.display().to_string()),
-            ..Default::default()
-        },
-    );
-    let default_agent = Rport::attach(&server, "default-1", &dir.join("agent-default"));
-    let berlin_agent = start_agent(&server, "berlin-1", BERLIN_AUTH, &dir.join("agent-berlin"));
-    server.wait_connection_state("default-1", "connected", ATTACH);
-    server.wait_connection_state("berlin-1", "connected", ATTACH);
-    (server, default_agent, berlin_agent)
-}
-
-fn start_agent(server: &Rportd, id: &str, auth: &str, data_dir: &Path) -> Rport {
-    Rport::start(&[
-        "--id",
-        id,
-        "--fingerprint",
-        &server.fingerprint,
-        "--auth",
-        auth,
-        "--data-dir",
-        data_dir.to_str().expect("utf-8"),
-        "--keep-alive",
-        "5s",
-        "--max-retry-interval",
-        "2s",
-        &server.agent_address.to_string(),
-    ])
-}
-
 fn error_code(body: &Value) -> &str {
     body["errors"][0]["code"].as_str().unwrap_or_default()
+}
+
+fn error_detail(body: &Value) -> &str {
+    body["errors"][0]["detail"].as_str().unwrap_or_default()
 }
 
 #[test]
@@ -410,11 +364,12 @@ fn api_tokens_have_a_scope_a_project_and_can_be_revoked() {
     let (_, seen) = server.request_as("GET", "/api/v1/clients", &berlin);
     assert_eq!(seen["meta"]["count"], 1, "{seen}");
     assert_eq!(seen["data"][0]["id"], "berlin-1");
-    assert_eq!(
-        server
-            .request_as("GET", "/api/v1/clients/default-1", &berlin)
-            .0,
-        404
+    // The user may know the device exists, so the token's limit is named, not hidden.
+    let (status, body) = server.request_as("GET", "/api/v1/clients/default-1", &berlin);
+    assert_eq!(status, 403, "{body}");
+    assert!(
+        error_detail(&body).contains("limited to project \"berlin-office\""),
+        "{body}"
     );
     assert_eq!(open(&berlin, "default", "default-1"), 403);
     let (status, _) = server.request_as(

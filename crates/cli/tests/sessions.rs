@@ -119,6 +119,7 @@ fn the_configured_user_changes_its_password_in_the_configuration() {
         &[],
         Some(&serde_json::json!({"old_password": API_PASSWORD, "new_password": "another-long-password"})),
     );
-    assert_eq!(reply.status, 400, "{}", reply.body);
+    assert_eq!(reply.status, 409, "{}", reply.body);
+    assert_eq!(reply.body["errors"][0]["code"], "ERR_CODE_USER_READ_ONLY");
     assert!(reply.body.to_string().contains("[api] auth"));
 }

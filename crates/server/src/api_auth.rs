@@ -1,5 +1,6 @@
-//! Who may use the API: the configured user or users in the store, by password (HTTP basic)
-//! or by a signed token (JWT, HS256) obtained from `/api/v1/login`.
+//! Who is calling the API: the user of `[api] auth`, users of `[api] auth_file` and users in
+//! the store, by password (HTTP basic), by a signed token (JWT, HS256) from
+//! `/api/v1/login`, or by an API token.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -15,7 +16,8 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::agent_auth::GeneratedCredential;
-use crate::config::ApiSection;
+use crate::config::{ApiSection, FileUser};
+use crate::permissions::parse_roles;
 use crate::secrets::{hash_password, random_secret, verify_password};
 
 const JWT_SECRET_KEY: &str = "jwt_secret";
@@ -23,34 +25,7 @@ const JWT_SECRET_KEY: &str = "jwt_secret";
 /// request do not pay an argon2 hash each time.
 const VERIFIED_TTL: Duration = Duration::from_secs(300);
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AuthUser {
-    pub username: String,
-    pub is_admin: bool,
-    /// Authenticated by an API token of `read` scope: GET only.
-    pub read_only: bool,
-    /// Authenticated by an API token limited to this project.
-    pub project: Option<String>,
-    /// Authenticated by an API token (not a password or a login's token).
-    pub api_token: bool,
-}
-
-impl AuthUser {
-    fn full(username: String, is_admin: bool) -> Self {
-        Self {
-            username,
-            is_admin,
-            read_only: false,
-            project: None,
-            api_token: false,
-        }
-    }
-
-    /// Whether this caller may act on things of `project`.
-    pub fn may_use_project(&self, project: &str) -> bool {
-        self.project.as_deref().is_none_or(|p| p == project)
-    }
-}
+pub use crate::permissions::AuthUser;
 
 /// API tokens look like `rpt_<id>_<secret>`: the id finds the record, the secret is
 /// checked against its hash.
@@ -60,11 +35,15 @@ const TOUCH_EVERY: Duration = Duration::from_secs(60);
 
 pub struct ApiAuth {
     static_user: Option<(String, String)>,
+    file_users: Vec<FileUser>,
     store: Arc<dyn Store>,
     jwt_key: Vec<u8>,
     /// Process-local key for the cache of verified passwords.
     cache_key: [u8; 32],
-    verified: Mutex<HashMap<[u8; 32], (AuthUser, Instant)>>,
+    /// Digest of (user, password) -> the hash it matched and when. A hit counts only while
+    /// the user's hash is still that one, so a changed password or a deleted user takes
+    /// effect at once, whoever changed it (the API or `rportd user`).
+    verified: Mutex<HashMap<[u8; 32], (String, Instant)>>,
     /// Ids of tokens revoked by logout; kept in the store too, so a restart keeps them out.
     revoked: Mutex<std::collections::HashSet<String>>,
 }
@@ -99,8 +78,13 @@ impl ApiAuth {
             .auth
             .as_ref()
             .map(|(user, password)| (user.clone(), password.expose().to_owned()));
+        let file_users = api
+            .auth_file
+            .as_ref()
+            .map(|(_, users)| users.clone())
+            .unwrap_or_default();
         let mut generated = None;
-        if static_user.is_none() && store.list_users().await?.is_empty() {
+        if static_user.is_none() && file_users.is_empty() && store.list_users().await?.is_empty() {
             let password = random_secret(20);
             store
                 .upsert_user(&UserRecord {
@@ -108,6 +92,7 @@ impl ApiAuth {
                     password_hash: hash_password(&password),
                     is_admin: true,
                     created_at: chrono::Utc::now(),
+                    roles: Default::default(),
                 })
                 .await?;
             generated = Some(GeneratedCredential {
@@ -123,6 +108,7 @@ impl ApiAuth {
         Ok((
             Self {
                 static_user,
+                file_users,
                 store,
                 jwt_key,
                 cache_key: rand::rng().random(),
@@ -133,32 +119,60 @@ impl ApiAuth {
         ))
     }
 
-    /// Checks a username and password against the configured user, then the store.
-    pub async fn check_password(&self, username: &str, password: &str) -> Option<AuthUser> {
-        if let Some((user, expected)) = &self.static_user {
-            let ok = user == username && bool::from(password.as_bytes().ct_eq(expected.as_bytes()));
-            return ok.then(|| AuthUser::full(username.to_owned(), true));
+    /// The user of that name and the hash its password must match; `None` for the
+    /// `[api] auth` user, whose password is compared as configured.
+    async fn find(&self, username: &str) -> Option<(AuthUser, Option<String>)> {
+        if let Some((user, _)) = &self.static_user
+            && user == username
+        {
+            return Some((AuthUser::new(user.clone(), true, Default::default()), None));
         }
+        if let Some(user) = self.file_users.iter().find(|u| u.username == username) {
+            let found = AuthUser::new(user.username.clone(), user.is_admin, user.roles.clone());
+            return Some((found, Some(user.password_hash.expose().to_owned())));
+        }
+        let record = match self.store.get_user(username).await {
+            Ok(record) => record?,
+            Err(err) => {
+                tracing::error!("looking up API user: {err}");
+                return None;
+            }
+        };
+        let found = AuthUser::new(record.username, record.is_admin, parse_roles(&record.roles));
+        Some((found, Some(record.password_hash)))
+    }
+
+    /// The user of that name as it is now, for a token that names it.
+    async fn user(&self, username: &str) -> Option<AuthUser> {
+        self.find(username).await.map(|(user, _)| user)
+    }
+
+    /// Checks a username and password: `[api] auth`, then `[api] auth_file`, then the store.
+    pub async fn check_password(&self, username: &str, password: &str) -> Option<AuthUser> {
+        let (user, hash) = self.find(username).await?;
+        let Some(hash) = hash else {
+            let expected = self.static_user.as_ref().map(|(_, p)| p.as_bytes())?;
+            return bool::from(password.as_bytes().ct_eq(expected)).then_some(user);
+        };
         let cache_entry = self.cache_digest(username, password);
         if let Ok(cache) = self.verified.lock()
-            && let Some((user, at)) = cache.get(&cache_entry)
+            && let Some((cached_hash, at)) = cache.get(&cache_entry)
             && at.elapsed() < VERIFIED_TTL
+            && *cached_hash == hash
         {
-            return Some(user.clone());
+            return Some(user);
         }
-        let record = self.store.get_user(username).await.ok()??;
         let password = password.to_owned();
-        let hash = record.password_hash.clone();
-        let ok = tokio::task::spawn_blocking(move || verify_password(&password, &hash))
+        let checked = hash.clone();
+        let ok = tokio::task::spawn_blocking(move || verify_password(&password, &checked))
             .await
             .unwrap_or(false);
         if !ok {
             return None;
         }
-        let user = AuthUser::full(record.username, record.is_admin);
         if let Ok(mut cache) = self.verified.lock() {
             cache.retain(|_, (_, at)| at.elapsed() < VERIFIED_TTL);
-            cache.insert(cache_entry, (user.clone(), Instant::now()));
+            cache.insert(cache_entry, (hash, Instant::now()));
         }
         Some(user)
     }
@@ -242,44 +256,7 @@ impl ApiAuth {
             return self.check_api_token(rest).await;
         }
         let claims = self.verified_claims(token)?;
-        if let Some((user, _)) = &self.static_user {
-            return (user == &claims.username).then(|| AuthUser::full(claims.username, true));
-        }
-        let record = self.store.get_user(&claims.username).await.ok()??;
-        Some(AuthUser::full(record.username, record.is_admin))
-    }
-
-    /// Sets a store user's password (stored as an argon2 hash). `Ok(false)`: the user is
-    /// the one from `[api] auth` or does not exist, so there is nothing to change here.
-    pub async fn change_password(
-        &self,
-        username: &str,
-        password: &str,
-    ) -> Result<bool, StoreError> {
-        if self.static_user.is_some() {
-            return Ok(false);
-        }
-        let Some(mut record) = self.store.get_user(username).await? else {
-            return Ok(false);
-        };
-        let password = password.to_owned();
-        record.password_hash = tokio::task::spawn_blocking(move || hash_password(&password))
-            .await
-            .map_err(|err| StoreError::Worker(err.to_string()))?;
-        self.store.upsert_user(&record).await?;
-        // Logins cached with the old password must not keep working.
-        if let Ok(mut cache) = self.verified.lock() {
-            cache.retain(|_, (user, _)| user.username != username);
-        }
-        Ok(true)
-    }
-
-    /// Whether `username` still exists, and is an administrator.
-    async fn user_is_admin(&self, username: &str) -> Option<bool> {
-        if let Some((user, _)) = &self.static_user {
-            return (user == username).then_some(true);
-        }
-        Some(self.store.get_user(username).await.ok()??.is_admin)
+        self.user(&claims.username).await
     }
 
     /// Makes an API token for `user`; returns its record and, once, the token itself.
@@ -320,19 +297,16 @@ impl ApiAuth {
         if record.expires_at.is_some_and(|at| at <= now) {
             return None;
         }
-        let is_admin = self.user_is_admin(&record.username).await?;
+        let mut user = self.user(&record.username).await?;
         let stale = record
             .last_used_at
             .is_none_or(|at| (now - at).to_std().unwrap_or_default() >= TOUCH_EVERY);
         if stale && let Err(err) = self.store.touch_api_token(id, now).await {
             tracing::warn!("recording API token use: {err}");
         }
-        Some(AuthUser {
-            username: record.username,
-            is_admin,
-            read_only: record.scope == "read",
-            project: record.project,
-            api_token: true,
-        })
+        user.read_only = record.scope == "read";
+        user.project = record.project;
+        user.api_token = true;
+        Some(user)
     }
 }

@@ -50,6 +50,15 @@ impl Actor {
         }
     }
 
+    /// `rportd user ...` run by whoever has the server's data dir.
+    pub fn command_line() -> Self {
+        Self {
+            name: "command-line".to_owned(),
+            kind: ActorKind::System,
+            ip: None,
+        }
+    }
+
     pub fn system() -> Self {
         Self {
             name: "system".to_owned(),

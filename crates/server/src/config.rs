@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::permissions::Role;
 use crate::port_ranges::PortRanges;
 pub use crate::secrets::{Secret, StoredSecret};
 use rport_protocol::ip_rules::IpNet;
@@ -79,6 +80,35 @@ pub struct FileCredential {
     pub project: String,
 }
 
+/// One user of `[api] auth_file`.
+#[derive(Debug, Clone)]
+pub struct FileUser {
+    pub username: String,
+    /// bcrypt or argon2; never a plain password.
+    pub password_hash: Secret,
+    /// In group `Administrators`.
+    pub is_admin: bool,
+    pub roles: BTreeMap<String, Role>,
+}
+
+/// User names travel in HTTP basic auth and URLs: no `:`, no `/`, nothing invisible.
+pub fn check_username(name: &str) -> Result<(), String> {
+    let valid = (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-@".contains(&b));
+    if valid {
+        Ok(())
+    } else {
+        Err(format!(
+            "user name {name:?} must be 1 to 64 letters, digits, '.', '_', '-' or '@'"
+        ))
+    }
+}
+
+/// The group that makes a user of an RPort user file a server-wide administrator.
+pub const ADMIN_GROUP: &str = "Administrators";
+
 /// Project keys end up in URLs (`/api/v2/{project_key}/...`): short, lower case, plain.
 pub fn check_project_key(key: &str) -> Result<(), String> {
     let valid = (1..=63).contains(&key.len())
@@ -102,8 +132,10 @@ pub fn check_project_key(key: &str) -> Result<(), String> {
 pub struct ApiSection {
     /// `None` turns the API off.
     pub address: Option<String>,
-    /// A single static user, `[api] auth = "user:password"`.
+    /// A single static user, `[api] auth = "user:password"`: the bootstrap administrator.
     pub auth: Option<(String, Secret)>,
+    /// `[api] auth_file`: users kept in a JSON file (RPort's format), read at start.
+    pub auth_file: Option<(PathBuf, Vec<FileUser>)>,
     /// Signs tokens; generated and kept in the store when not configured, so tokens
     /// survive restarts.
     pub jwt_secret: Option<Secret>,
@@ -189,6 +221,7 @@ struct RawServer {
 struct RawApi {
     address: Option<String>,
     auth: Option<String>,
+    auth_file: Option<PathBuf>,
     jwt_secret: Option<String>,
     trusted_proxies: Option<Vec<String>>,
     max_failed_login: Option<u32>,
@@ -462,6 +495,10 @@ impl Validator<'_> {
                 Some((user, Secret::new(password)))
             }
         };
+        let auth_file = match raw.auth_file {
+            None => None,
+            Some(path) => Some((path.clone(), self.users_file(&path)?)),
+        };
         let jwt_secret = match raw.jwt_secret {
             None => None,
             Some(secret) if secret.is_empty() => None,
@@ -483,6 +520,7 @@ impl Validator<'_> {
         Ok(ApiSection {
             address,
             auth,
+            auth_file,
             jwt_secret,
             trusted_proxies,
             max_failed_login: raw.max_failed_login.unwrap_or(10),
@@ -616,6 +654,77 @@ impl Validator<'_> {
             return Err(self.error(key, format!("{shown} holds no credentials")));
         }
         Ok(AgentAuth::File { path, entries })
+    }
+
+    /// `[api] auth_file`: RPort's JSON array of `{"username", "password", "groups"}` with
+    /// bcrypt (or argon2) hashes, plus our `"roles": {"project": "role"}`.
+    fn users_file(&self, path: &Path) -> Result<Vec<FileUser>, ConfigError> {
+        let key = "api.auth_file";
+        let shown = path.display();
+        let text = std::fs::read_to_string(path)
+            .map_err(|err| self.error(key, format!("cannot read {shown}: {err}")))?;
+        #[derive(Deserialize)]
+        struct Entry {
+            username: String,
+            password: String,
+            #[serde(default)]
+            groups: Vec<String>,
+            #[serde(default)]
+            roles: BTreeMap<String, String>,
+        }
+        let entries: Vec<Entry> = serde_json::from_str(&text).map_err(|err| {
+            self.error(
+                key,
+                format!(
+                    "{shown} is not a JSON array of {{\"username\", \"password\", \"groups\", \"roles\"}}: {err}"
+                ),
+            )
+        })?;
+        let mut users: Vec<FileUser> = Vec::new();
+        for entry in entries {
+            let name = &entry.username;
+            let fail =
+                |reason: String| self.error(key, format!("{shown}: user {name:?}: {reason}"));
+            check_username(name).map_err(|reason| self.error(key, format!("{shown}: {reason}")))?;
+            if users.iter().any(|u| &u.username == name) {
+                return Err(fail("listed twice".into()));
+            }
+            match StoredSecret::from_config(&entry.password) {
+                Ok(StoredSecret::Hash(_)) => {}
+                Ok(StoredSecret::Plain(_)) | Err(_) => {
+                    return Err(fail(
+                        "password must be a bcrypt hash (htpasswd -nbB USER PASSWORD) or an argon2 one, never the password itself".into(),
+                    ));
+                }
+            }
+            let mut is_admin = false;
+            for group in &entry.groups {
+                if group == ADMIN_GROUP {
+                    is_admin = true;
+                } else {
+                    return Err(fail(format!(
+                        "group {group:?} means nothing to rportd: use \"{ADMIN_GROUP}\" for a server-wide administrator, or \"roles\": {{\"PROJECT\": \"viewer\" | \"tunnels\" | \"admin\"}}"
+                    )));
+                }
+            }
+            let mut roles = BTreeMap::new();
+            for (project, role) in &entry.roles {
+                check_project_key(project).map_err(&fail)?;
+                let role = Role::parse(role).ok_or_else(|| {
+                    fail(format!(
+                        "role {role:?} in project {project:?} is not one of viewer, tunnels, admin"
+                    ))
+                })?;
+                roles.insert(project.clone(), role);
+            }
+            users.push(FileUser {
+                username: entry.username,
+                password_hash: Secret::new(entry.password),
+                is_admin,
+                roles,
+            });
+        }
+        Ok(users)
     }
 
     fn port_entries(

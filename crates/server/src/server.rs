@@ -85,7 +85,8 @@ impl Listeners {
     }
 }
 
-fn create_data_dir(path: &Path) -> Result<(), StartError> {
+/// Creates the data dir, readable by rportd's user alone.
+pub(crate) fn create_data_dir(path: &Path) -> Result<(), StartError> {
     let err = |source| StartError::DataDir {
         path: path.display().to_string(),
         source,

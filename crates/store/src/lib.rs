@@ -74,6 +74,7 @@ pub trait Store: Send + Sync + 'static {
     async fn list_projects(&self) -> Result<Vec<ProjectRecord>, StoreError>;
     /// Returns false when a project with that key exists already.
     async fn insert_project(&self, project: &ProjectRecord) -> Result<bool, StoreError>;
+    /// Deletes the project and every user's role in it.
     async fn delete_project(&self, key: &str) -> Result<bool, StoreError>;
 
     async fn insert_audit(&self, entry: &AuditRecord) -> Result<(), StoreError>;
@@ -95,9 +96,14 @@ pub trait Store: Send + Sync + 'static {
     async fn delete_api_token(&self, username: &str, id: &str) -> Result<bool, StoreError>;
     async fn touch_api_token(&self, id: &str, at: DateTime<Utc>) -> Result<(), StoreError>;
 
+    /// With its roles.
     async fn get_user(&self, username: &str) -> Result<Option<UserRecord>, StoreError>;
+    /// Inserts or replaces a user and all of its roles.
     async fn upsert_user(&self, user: &UserRecord) -> Result<(), StoreError>;
+    /// Returns false, changing nothing, when the user name is taken.
+    async fn insert_user(&self, user: &UserRecord) -> Result<bool, StoreError>;
     async fn list_users(&self) -> Result<Vec<UserRecord>, StoreError>;
+    /// Deletes the user with its roles and API tokens; returns whether it existed.
     async fn delete_user(&self, username: &str) -> Result<bool, StoreError>;
 
     async fn get_setting(&self, key: &str) -> Result<Option<String>, StoreError>;

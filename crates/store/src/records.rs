@@ -1,5 +1,6 @@
 //! The records the store keeps, independent of any backend.
 
+use std::collections::BTreeMap;
 use std::fmt;
 
 use chrono::{DateTime, Utc};
@@ -108,8 +109,11 @@ pub struct UserRecord {
     pub username: String,
     /// argon2 or bcrypt PHC string, never a password.
     pub password_hash: String,
+    /// A server-wide administrator: every project, users and projects themselves.
     pub is_admin: bool,
     pub created_at: DateTime<Utc>,
+    /// Project key -> role name (`admin`, `tunnels`, `viewer`); the server gives them meaning.
+    pub roles: BTreeMap<String, String>,
 }
 
 impl fmt::Debug for UserRecord {
@@ -119,6 +123,7 @@ impl fmt::Debug for UserRecord {
             .field("password_hash", &"<hidden>")
             .field("is_admin", &self.is_admin)
             .field("created_at", &self.created_at)
+            .field("roles", &self.roles)
             .finish()
     }
 }

@@ -1,6 +1,7 @@
 //! SQLite backend: one file in the data dir, WAL journal, schema upgraded by numbered
 //! migrations recorded in `PRAGMA user_version`.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
@@ -106,6 +107,14 @@ const MIGRATIONS: &[&str] = &[
         last_used_at INTEGER
     );
     CREATE INDEX api_tokens_user ON api_tokens(username);",
+    // 7: roles of users per project
+    "CREATE TABLE user_roles (
+        username TEXT NOT NULL,
+        project TEXT NOT NULL,
+        role TEXT NOT NULL,
+        PRIMARY KEY (username, project)
+    );
+    CREATE INDEX user_roles_project ON user_roles(project);",
 ];
 
 pub struct SqliteStore {
@@ -268,7 +277,41 @@ fn user_from_row(row: &Row<'_>) -> rusqlite::Result<UserRecord> {
         password_hash: row.get("password_hash")?,
         is_admin: row.get("is_admin")?,
         created_at: from_millis(Some(row.get("created_at")?)).unwrap_or_default(),
+        roles: BTreeMap::new(),
     })
+}
+
+/// Fills in the roles of users read from the `users` table.
+fn with_roles(conn: &Connection, users: &mut [UserRecord]) -> Result<(), StoreError> {
+    let mut stmt =
+        conn.prepare_cached("SELECT project, role FROM user_roles WHERE username = ?1")?;
+    for user in users {
+        user.roles = stmt
+            .query_map([&user.username], |row| Ok((row.get(0)?, row.get(1)?)))?
+            .collect::<Result<_, _>>()?;
+    }
+    Ok(())
+}
+
+fn write_user(tx: &rusqlite::Transaction<'_>, u: &UserRecord) -> Result<(), StoreError> {
+    tx.execute(
+        "INSERT OR REPLACE INTO users (username, password_hash, is_admin, created_at) \
+         VALUES (?1, ?2, ?3, ?4)",
+        params![
+            u.username,
+            u.password_hash,
+            u.is_admin,
+            millis(u.created_at)
+        ],
+    )?;
+    tx.execute("DELETE FROM user_roles WHERE username = ?1", [&u.username])?;
+    for (project, role) in &u.roles {
+        tx.execute(
+            "INSERT INTO user_roles (username, project, role) VALUES (?1, ?2, ?3)",
+            [&u.username, project, role],
+        )?;
+    }
+    Ok(())
 }
 
 const TUNNEL_COLUMNS: &str = "id, client_id, name, protocol, lhost, lport, lport_random, rhost, rport, \
@@ -498,8 +541,14 @@ impl Store for SqliteStore {
 
     async fn delete_project(&self, key: &str) -> Result<bool, StoreError> {
         let key = key.to_owned();
-        self.run(move |conn| Ok(conn.execute("DELETE FROM projects WHERE key = ?1", [key])? == 1))
-            .await
+        self.run(move |conn| {
+            let tx = conn.transaction()?;
+            let existed = tx.execute("DELETE FROM projects WHERE key = ?1", [&key])? == 1;
+            tx.execute("DELETE FROM user_roles WHERE project = ?1", [&key])?;
+            tx.commit()?;
+            Ok(existed)
+        })
+        .await
     }
 
     async fn insert_audit(&self, entry: &AuditRecord) -> Result<(), StoreError> {
@@ -683,13 +732,16 @@ impl Store for SqliteStore {
     async fn get_user(&self, username: &str) -> Result<Option<UserRecord>, StoreError> {
         let username = username.to_owned();
         self.run(move |conn| {
-            Ok(conn
+            let user = conn
                 .query_row(
                     "SELECT * FROM users WHERE username = ?1",
                     [username],
                     user_from_row,
                 )
-                .optional()?)
+                .optional()?;
+            let mut users: Vec<UserRecord> = user.into_iter().collect();
+            with_roles(conn, &mut users)?;
+            Ok(users.pop())
         })
         .await
     }
@@ -697,17 +749,32 @@ impl Store for SqliteStore {
     async fn upsert_user(&self, user: &UserRecord) -> Result<(), StoreError> {
         let u = user.clone();
         self.run(move |conn| {
-            conn.execute(
-                "INSERT OR REPLACE INTO users (username, password_hash, is_admin, created_at) \
-                 VALUES (?1, ?2, ?3, ?4)",
-                params![
-                    u.username,
-                    u.password_hash,
-                    u.is_admin,
-                    millis(u.created_at)
-                ],
-            )?;
+            let tx = conn.transaction()?;
+            write_user(&tx, &u)?;
+            tx.commit()?;
             Ok(())
+        })
+        .await
+    }
+
+    async fn insert_user(&self, user: &UserRecord) -> Result<bool, StoreError> {
+        let u = user.clone();
+        self.run(move |conn| {
+            let tx = conn.transaction()?;
+            let taken = tx
+                .query_row(
+                    "SELECT 1 FROM users WHERE username = ?1",
+                    [&u.username],
+                    |_| Ok(()),
+                )
+                .optional()?
+                .is_some();
+            if taken {
+                return Ok(false);
+            }
+            write_user(&tx, &u)?;
+            tx.commit()?;
+            Ok(true)
         })
         .await
     }
@@ -715,9 +782,11 @@ impl Store for SqliteStore {
     async fn list_users(&self) -> Result<Vec<UserRecord>, StoreError> {
         self.run(|conn| {
             let mut stmt = conn.prepare("SELECT * FROM users ORDER BY username")?;
-            let users = stmt
+            let mut users = stmt
                 .query_map([], user_from_row)?
                 .collect::<Result<Vec<_>, _>>()?;
+            drop(stmt);
+            with_roles(conn, &mut users)?;
             Ok(users)
         })
         .await
@@ -726,7 +795,12 @@ impl Store for SqliteStore {
     async fn delete_user(&self, username: &str) -> Result<bool, StoreError> {
         let username = username.to_owned();
         self.run(move |conn| {
-            Ok(conn.execute("DELETE FROM users WHERE username = ?1", [username])? > 0)
+            let tx = conn.transaction()?;
+            let existed = tx.execute("DELETE FROM users WHERE username = ?1", [&username])? > 0;
+            tx.execute("DELETE FROM user_roles WHERE username = ?1", [&username])?;
+            tx.execute("DELETE FROM api_tokens WHERE username = ?1", [&username])?;
+            tx.commit()?;
+            Ok(existed)
         })
         .await
     }

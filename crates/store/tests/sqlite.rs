@@ -4,8 +4,8 @@
 use chrono::{Duration, Utc};
 use rport_protocol::SystemInfo;
 use rport_store::{
-    ClientRecord, ProjectRecord, SqliteStore, Store, TunnelCounters, TunnelFilter, TunnelOptions,
-    TunnelRecord, UserRecord,
+    ApiTokenRecord, ClientRecord, ProjectRecord, SqliteStore, Store, TunnelCounters, TunnelFilter,
+    TunnelOptions, TunnelRecord, UserRecord,
 };
 
 fn client(id: &str) -> ClientRecord {
@@ -189,6 +189,7 @@ async fn users_and_settings() {
         password_hash: "$argon2id$v=19$secret-hash".into(),
         is_admin: true,
         created_at: Utc::now(),
+        roles: Default::default(),
     };
     store.upsert_user(&user).await.expect("upsert");
     assert!(!format!("{user:?}").contains("secret-hash"));
@@ -284,4 +285,106 @@ async fn projects_start_with_default() {
     );
     assert!(store.delete_project("berlin-office").await.expect("delete"));
     assert!(!store.delete_project("berlin-office").await.expect("delete"));
+}
+
+#[tokio::test]
+async fn user_roles_follow_their_user_and_project() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = SqliteStore::open(&dir.path().join("db")).expect("open");
+    store
+        .insert_project(&ProjectRecord {
+            key: "berlin".into(),
+            name: "Berlin".into(),
+            created_at: Utc::now(),
+        })
+        .await
+        .expect("project");
+    let mut alice = UserRecord {
+        username: "alice".into(),
+        password_hash: "$argon2id$v=19$hash".into(),
+        is_admin: false,
+        created_at: Utc::now(),
+        roles: [
+            ("default".to_owned(), "viewer".to_owned()),
+            ("berlin".to_owned(), "tunnels".to_owned()),
+        ]
+        .into_iter()
+        .collect(),
+    };
+    assert!(store.insert_user(&alice).await.expect("insert"));
+    assert!(
+        !store.insert_user(&alice).await.expect("insert again"),
+        "name taken"
+    );
+    let got = store.get_user("alice").await.expect("get").expect("alice");
+    assert_eq!(got.roles, alice.roles);
+    assert_eq!(
+        store.list_users().await.expect("list")[0].roles,
+        alice.roles
+    );
+
+    // Replacing a user replaces its roles, not adds to them.
+    alice.roles = [("berlin".to_owned(), "admin".to_owned())]
+        .into_iter()
+        .collect();
+    store.upsert_user(&alice).await.expect("upsert");
+    assert_eq!(
+        store
+            .get_user("alice")
+            .await
+            .expect("get")
+            .expect("alice")
+            .roles,
+        alice.roles
+    );
+
+    // A deleted project takes its roles with it.
+    assert!(
+        store
+            .delete_project("berlin")
+            .await
+            .expect("delete project")
+    );
+    assert!(
+        store
+            .get_user("alice")
+            .await
+            .expect("get")
+            .expect("alice")
+            .roles
+            .is_empty()
+    );
+
+    // A deleted user takes its roles and API tokens with it; a new user of that name starts clean.
+    alice.roles = [("default".to_owned(), "viewer".to_owned())]
+        .into_iter()
+        .collect();
+    store.upsert_user(&alice).await.expect("upsert");
+    store
+        .insert_api_token(&ApiTokenRecord {
+            id: "t1".into(),
+            username: "alice".into(),
+            name: "ci".into(),
+            scope: "read".into(),
+            project: None,
+            hash: "00".into(),
+            created_at: Utc::now(),
+            expires_at: None,
+            last_used_at: None,
+        })
+        .await
+        .expect("token");
+    assert!(store.delete_user("alice").await.expect("delete"));
+    assert!(store.get_api_token("t1").await.expect("token").is_none());
+    alice.roles.clear();
+    assert!(store.insert_user(&alice).await.expect("insert"));
+    assert!(
+        store
+            .get_user("alice")
+            .await
+            .expect("get")
+            .expect("alice")
+            .roles
+            .is_empty()
+    );
 }

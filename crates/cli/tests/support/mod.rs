@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
+use serde_json::{Value, json};
 
 pub const AGENT_AUTH: &str = "agent1:agent-pass-1";
 pub const API_USER: &str = "admin";
@@ -692,4 +692,55 @@ fn forward_until_frozen(mut from: TcpStream, mut to: TcpStream, frozen: impl Fn(
             Err(_) => return,
         }
     }
+}
+
+/// An agent credential bound to project `berlin-office` by [`fleet`]'s auth file.
+pub const BERLIN_AUTH: &str = "berlin-cred:berlin-pass-1";
+
+/// A server whose auth file binds `agent1` to `default` and `berlin-cred` to
+/// `berlin-office`, with an agent in each: `default-1` and `berlin-1`.
+pub fn fleet(dir: &Path) -> (Rportd, Rport, Rport) {
+    let auth_file = dir.join("client-auth.json");
+    let (agent1, password1) = AGENT_AUTH.split_once(':').expect("id:password");
+    let (berlin, berlin_password) = BERLIN_AUTH.split_once(':').expect("id:password");
+    std::fs::write(
+        &auth_file,
+        json!({
+            agent1: password1,
+            berlin: {"password": berlin_password, "project": "berlin-office"},
+        })
+        .to_string(),
+    )
+    .expect("write auth file");
+    let server = Rportd::start_with(
+        dir,
+        &ServerSettings {
+            agent_auth: String::new(),
+            extra_server: format!("auth_file = {:?}\n", auth_file.display().to_string()),
+            ..Default::default()
+        },
+    );
+    let default_agent = Rport::attach(&server, "default-1", &dir.join("agent-default"));
+    let berlin_agent = start_agent(&server, "berlin-1", BERLIN_AUTH, &dir.join("agent-berlin"));
+    server.wait_connection_state("default-1", "connected", Duration::from_secs(30));
+    server.wait_connection_state("berlin-1", "connected", Duration::from_secs(30));
+    (server, default_agent, berlin_agent)
+}
+
+pub fn start_agent(server: &Rportd, id: &str, auth: &str, data_dir: &Path) -> Rport {
+    Rport::start(&[
+        "--id",
+        id,
+        "--fingerprint",
+        &server.fingerprint,
+        "--auth",
+        auth,
+        "--data-dir",
+        data_dir.to_str().expect("utf-8"),
+        "--keep-alive",
+        "5s",
+        "--max-retry-interval",
+        "2s",
+        &server.agent_address.to_string(),
+    ])
 }

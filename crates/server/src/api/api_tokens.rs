@@ -80,6 +80,12 @@ pub async fn create(
         if !projects.iter().any(|p| &p.key == project) {
             return Err(invalid(format!("no project {project:?}")));
         }
+        if !user.sees(project) {
+            return Err(ApiError::forbidden(format!(
+                "user {:?} has no role in project {project:?}; a token for it could do nothing",
+                user.username
+            )));
+        }
     }
     let (record, token) = state
         .auth

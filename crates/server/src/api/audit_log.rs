@@ -7,6 +7,8 @@ use chrono::{DateTime, Utc};
 use rport_store::AuditFilter;
 use serde_json::{Value, json};
 
+use crate::permissions::Role;
+
 use super::{ApiError, Authenticated, Params, State, time_json};
 
 const DEFAULT_LIMIT: usize = 50;
@@ -34,11 +36,6 @@ pub async fn list(
     Authenticated(user): Authenticated,
     params: Params,
 ) -> Result<Response, ApiError> {
-    if !user.is_admin {
-        return Err(ApiError::forbidden(
-            "only administrators may read the audit log",
-        ));
-    }
     let text = |name: &str| {
         params
             .get(name)
@@ -57,6 +54,14 @@ pub async fn list(
             .clamp(1, MAX_LIMIT),
         offset: params.number("page[offset]")?.unwrap_or(0),
     };
+    // Server admins read everything; a project's admins read that project's entries.
+    match &filter.project {
+        Some(project) => user.require(project, Role::Admin, "reading the audit log"),
+        None => user.require_server_admin(
+            "reading the whole audit log (project admins add filter[project])",
+        ),
+    }
+    .map_err(ApiError::forbidden)?;
     let (entries, count) = state
         .store
         .list_audit(&filter)

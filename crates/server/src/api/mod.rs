@@ -9,6 +9,7 @@ mod port_tunnels;
 mod projects;
 mod session;
 mod tunnels;
+mod users;
 
 use std::sync::Arc;
 
@@ -136,6 +137,11 @@ pub fn routes() -> Routes {
             projects::delete,
         )
         .add(Method::GET, "/api/v1/auditlog", audit_log::list)
+        .add(Method::GET, "/api/v1/users", users::list)
+        .add(Method::POST, "/api/v1/users", users::create)
+        .add(Method::GET, "/api/v1/users/{username}", users::get_one)
+        .add(Method::PUT, "/api/v1/users/{username}", users::update)
+        .add(Method::DELETE, "/api/v1/users/{username}", users::delete)
         .add(Method::GET, "/api/v1/openapi.json", openapi::serve)
         .add(
             Method::GET,
@@ -311,13 +317,6 @@ impl ApiError {
             "Forbidden",
             detail,
         )
-    }
-
-    /// 403 for a caller limited to another project.
-    pub fn other_project(project: &str) -> Self {
-        Self::forbidden(format!(
-            "this API token is limited to another project than {project:?}"
-        ))
     }
 }
 

@@ -49,6 +49,14 @@ fn describe(method: &Method, path: &str) -> Option<(&'static str, Auth)> {
         ("POST", "/api/v1/projects") => ("Create a project", Any),
         ("DELETE", "/api/v1/projects/{project_key}") => ("Delete an empty project", Any),
         ("GET", "/api/v1/auditlog") => ("The audit log (admins)", Any),
+        ("GET", "/api/v1/users") => ("API users and their roles (server admins)", Any),
+        ("POST", "/api/v1/users") => ("Create a user (server admins)", Any),
+        ("GET", "/api/v1/users/{username}") => ("One user (server admins)", Any),
+        ("PUT", "/api/v1/users/{username}") => (
+            "Change a user's password, admin flag or roles (server admins)",
+            Any,
+        ),
+        ("DELETE", "/api/v1/users/{username}") => ("Delete a user (server admins)", Any),
         ("GET", "/api/v1/openapi.json") => ("This document", Auth::None),
         ("GET", "/api/v2/{project_key}/port_tunnel") => {
             ("The project's port tunnels, newest first", Bearer)

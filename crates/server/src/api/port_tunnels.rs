@@ -11,6 +11,8 @@ use rport_store::TunnelFilter;
 use serde_json::{Value, json};
 
 use super::tunnels::{audit_close, audit_creation, creation_error};
+use crate::permissions::Role;
+
 use super::{ApiError, BearerAuthenticated, ClientIp, Params, State, json_body, time_json};
 use crate::api_auth::AuthUser;
 use crate::audit::Actor;
@@ -79,15 +81,18 @@ fn port_tunnel_json(tunnel: &TunnelInfo, server_address: &str) -> Value {
     })
 }
 
-/// 404 for a project that does not exist; 403 for a caller limited to another one.
+/// 403 with the reason for a caller without `needed` in the project (whether it exists or
+/// not, so nobody learns of projects they have no role in); 404 for a project that does
+/// not exist.
 async fn require_project(
     state: &super::AppState,
     user: &AuthUser,
     key: &str,
+    needed: Role,
+    doing: &str,
 ) -> Result<(), ApiError> {
-    if !user.may_use_project(key) {
-        return Err(ApiError::other_project(key));
-    }
+    user.require(key, needed, doing)
+        .map_err(ApiError::forbidden)?;
     let projects = state
         .store
         .list_projects()
@@ -139,7 +144,14 @@ pub async fn open(
         #[serde(default)]
         allowed_ip: Option<String>,
     }
-    require_project(&state, &user, &project).await?;
+    require_project(
+        &state,
+        &user,
+        &project,
+        Role::Tunnels,
+        "opening port tunnels",
+    )
+    .await?;
     let body: Body = json_body(
         &body,
         r#"{"device_uuid": "ID", "port": 1-65535, "allowed_ip": "ADDRESS"}"#,
@@ -216,7 +228,14 @@ pub async fn list(
     headers: HeaderMap,
     params: Params,
 ) -> Result<Response, ApiError> {
-    require_project(&state, &user, &project).await?;
+    require_project(
+        &state,
+        &user,
+        &project,
+        Role::Viewer,
+        "listing port tunnels",
+    )
+    .await?;
     let limit = params
         .number("limit")?
         .unwrap_or(DEFAULT_LIMIT)
@@ -250,8 +269,10 @@ async fn tunnel_in_project(
     user: &AuthUser,
     project: &str,
     id: &str,
+    needed: Role,
+    doing: &str,
 ) -> Result<TunnelInfo, ApiError> {
-    require_project(state, user, project).await?;
+    require_project(state, user, project, needed, doing).await?;
     state
         .tunnels
         .get(id)
@@ -268,7 +289,15 @@ pub async fn get_one(
     Path((project, id)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let tunnel = tunnel_in_project(&state, &user, &project, &id).await?;
+    let tunnel = tunnel_in_project(
+        &state,
+        &user,
+        &project,
+        &id,
+        Role::Viewer,
+        "reading port tunnels",
+    )
+    .await?;
     Ok(Json(port_tunnel_json(&tunnel, &server_address(&state, &headers))).into_response())
 }
 
@@ -280,7 +309,15 @@ pub async fn close(
     ClientIp(ip): ClientIp,
     Path((project, id)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
-    let tunnel = tunnel_in_project(&state, &user, &project, &id).await?;
+    let tunnel = tunnel_in_project(
+        &state,
+        &user,
+        &project,
+        &id,
+        Role::Tunnels,
+        "closing port tunnels",
+    )
+    .await?;
     if !tunnel.record.is_live() {
         return Err(ApiError::new(
             StatusCode::CONFLICT,

@@ -11,13 +11,16 @@ use serde_json::{Value, json};
 use super::{ApiError, Authenticated, ClientIp, State, data, json_body, time_json};
 use crate::audit::{Actor, Event};
 use crate::config::check_project_key;
+use crate::permissions::Role;
 
-fn project_json(project: &ProjectRecord, clients: usize) -> Value {
+/// `role` is the caller's role in it.
+fn project_json(project: &ProjectRecord, clients: usize, role: Option<Role>) -> Value {
     json!({
         "key": project.key,
         "name": project.name,
         "created_at": time_json(Some(project.created_at)),
         "clients": clients,
+        "role": role.map(Role::as_str),
     })
 }
 
@@ -30,10 +33,10 @@ fn clients_in(state: &super::AppState, key: &str) -> usize {
     })
 }
 
-/// `GET /api/v1/projects`
+/// `GET /api/v1/projects`: the projects the caller has a role in (all, for admins).
 pub async fn list(
     StateExtractor(state): State,
-    _user: Authenticated,
+    Authenticated(user): Authenticated,
 ) -> Result<Response, ApiError> {
     let projects = state
         .store
@@ -43,7 +46,10 @@ pub async fn list(
     Ok(data(Value::Array(
         projects
             .iter()
-            .map(|p| project_json(p, clients_in(&state, &p.key)))
+            .filter_map(|p| {
+                let role = user.role_in(&p.key)?;
+                Some(project_json(p, clients_in(&state, &p.key), Some(role)))
+            })
             .collect(),
     )))
 }
@@ -62,6 +68,8 @@ pub async fn create(
         #[serde(default)]
         name: Option<String>,
     }
+    user.require_server_admin("creating projects")
+        .map_err(ApiError::forbidden)?;
     let body: Body = json_body(&body, r#"{"key": "KEY", "name": "NAME"}"#)?;
     check_project_key(&body.key).map_err(|reason| {
         ApiError::bad_request("ERR_CODE_INVALID_REQUEST", "Invalid project key", reason)
@@ -99,7 +107,8 @@ pub async fn create(
         .audit
         .record(&Actor::user(&user.username, ip), event)
         .await;
-    Ok((StatusCode::CREATED, data(project_json(&project, 0))).into_response())
+    let role = user.role_in(&project.key);
+    Ok((StatusCode::CREATED, data(project_json(&project, 0, role))).into_response())
 }
 
 /// `DELETE /api/v1/projects/{key}`: only an empty project, never `default`.
@@ -109,6 +118,8 @@ pub async fn delete(
     ClientIp(ip): ClientIp,
     Path(key): Path<String>,
 ) -> Result<StatusCode, ApiError> {
+    user.require_server_admin("deleting projects")
+        .map_err(ApiError::forbidden)?;
     if key == DEFAULT_PROJECT {
         return Err(ApiError::bad_request(
             "ERR_CODE_INVALID_REQUEST",

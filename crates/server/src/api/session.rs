@@ -11,6 +11,7 @@ use serde_json::json;
 
 use super::{ApiError, Authenticated, Credentials, Params, State, credentials, data, json_body};
 use crate::config::AgentAuth;
+use crate::users::{UserChange, Users, check_password};
 
 /// `GET /api/v1/status`
 pub async fn status(StateExtractor(state): State, _user: Authenticated) -> Response {
@@ -144,11 +145,12 @@ pub async fn logout(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// `GET /api/v1/me`: who the caller is and how it authenticated.
+/// `GET /api/v1/me`: who the caller is, what it may do and how it authenticated.
 pub async fn me(Authenticated(user): Authenticated) -> Response {
     data(json!({
         "username": user.username,
         "admin": user.is_admin,
+        "roles": super::users::roles_json(&user.roles),
         "api_token": user.api_token,
         "scope": if user.read_only { "read" } else { "read+write" },
         "project": user.project,
@@ -173,27 +175,23 @@ pub async fn change_own_password(
     if user.api_token {
         return Err(ApiError::forbidden("API tokens cannot change passwords"));
     }
-    if body.new_password.chars().count() < MIN_PASSWORD_LEN {
+    if let Err(err) = check_password(&body.new_password) {
         return Err(ApiError::bad_request(
             "ERR_CODE_PASSWORD_TOO_SHORT",
             "Password too short",
-            format!("the new password needs at least {MIN_PASSWORD_LEN} characters"),
+            err.to_string(),
         ));
     }
     // The old password is asked for again, so a stolen session token cannot lock out the user.
     super::check_login(&state, ip, &user.username, &body.old_password).await?;
-    if !state
-        .auth
-        .change_password(&user.username, &body.new_password)
+    let change = UserChange {
+        password: Some(body.new_password),
+        ..Default::default()
+    };
+    Users::new(state.store.as_ref(), &state.config.api)
+        .update(&user.username, change)
         .await
-        .map_err(ApiError::internal)?
-    {
-        return Err(ApiError::bad_request(
-            "ERR_CODE_INVALID_REQUEST",
-            "Password kept in the configuration",
-            "this user is [api] auth in the server's configuration; change it there",
-        ));
-    }
+        .map_err(super::users::user_error)?;
     let event = crate::audit::Event {
         action: "user.password",
         resource: &user.username,
@@ -207,6 +205,3 @@ pub async fn change_own_password(
         .await;
     Ok(StatusCode::NO_CONTENT)
 }
-
-/// RPort's `password_min_length` default.
-const MIN_PASSWORD_LEN: usize = 14;

@@ -10,6 +10,9 @@ use rport_store::TunnelFilter;
 use serde_json::{Value, json};
 use std::time::Duration;
 
+use super::clients::check_client_access;
+use crate::permissions::Role;
+
 use super::{ApiError, Authenticated, ClientIp, Params, State, data, json_body, time_json};
 use crate::audit::{Actor, Event};
 use crate::port_pool::PoolError;
@@ -154,7 +157,7 @@ pub async fn create(
             format!("tunnel parameter {name:?} is not supported by this server version yet"),
         ));
     }
-    check_client_project(&state, &user, &client_id)?;
+    check_client_access(&state, &user, &client_id, Role::Tunnels, "opening tunnels")?;
     let remote = params.get("remote").filter(|r| !r.is_empty()).ok_or_else(|| {
         ApiError::bad_request(
             "ERR_CODE_INVALID_REQUEST",
@@ -325,7 +328,7 @@ pub async fn delete(
     Path((client_id, tunnel_id)): Path<(String, String)>,
     params: Params,
 ) -> Result<StatusCode, ApiError> {
-    check_client_project(&state, &user, &client_id)?;
+    check_client_access(&state, &user, &client_id, Role::Tunnels, "closing tunnels")?;
     let force = match params.get("force").filter(|f| !f.is_empty()) {
         None => false,
         Some(force) => parse_bool("force", force)?,
@@ -380,7 +383,7 @@ pub async fn list(
     };
     let visible: Vec<&TunnelInfo> = tunnels
         .iter()
-        .filter(|t| user.may_use_project(&t.record.project))
+        .filter(|t| user.reads(&t.record.project))
         .collect();
     // RPort returns every tunnel; paging applies only when asked for.
     let offset = params.number("page[offset]")?.unwrap_or(0);
@@ -402,7 +405,13 @@ pub async fn set_acl(
     Path((client_id, tunnel_id)): Path<(String, String)>,
     body: axum::body::Bytes,
 ) -> Result<StatusCode, ApiError> {
-    check_client_project(&state, &user, &client_id)?;
+    check_client_access(
+        &state,
+        &user,
+        &client_id,
+        Role::Tunnels,
+        "changing tunnel ACLs",
+    )?;
     #[derive(serde::Deserialize)]
     #[serde(deny_unknown_fields)]
     struct Body {
@@ -439,16 +448,4 @@ pub async fn audit_close(state: &super::AppState, actor: &Actor, tunnel_id: &str
         detail: "deleted".to_owned(),
     };
     state.audit.record(actor, event).await;
-}
-
-/// A caller limited to one project (an API token) may act only on its clients.
-fn check_client_project(
-    state: &super::AppState,
-    user: &crate::api_auth::AuthUser,
-    client_id: &str,
-) -> Result<(), ApiError> {
-    match state.registry.project_of(client_id) {
-        Some(project) if !user.may_use_project(&project) => Err(ApiError::other_project(&project)),
-        _ => Ok(()),
-    }
 }
