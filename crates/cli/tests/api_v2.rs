@@ -441,3 +441,148 @@ fn the_openapi_document_covers_both_faces() {
         json!([{"bearerAuth": []}])
     );
 }
+
+#[test]
+fn agent_credentials_are_made_per_project_through_the_api() {
+    let dir = tempdir();
+    let server = Rportd::start_with(
+        dir.path(),
+        &ServerSettings {
+            agent_auth: String::new(),
+            ..Default::default()
+        },
+    );
+    let post =
+        |who: &str, body: Value| server.call("POST", "/api/v1/clients-auth", who, &[], Some(&body));
+    let reply = server.call(
+        "POST",
+        "/api/v1/projects",
+        &server.auth_header,
+        &[],
+        Some(&json!({"key": "lab"})),
+    );
+    assert_eq!(reply.status, 201, "{}", reply.body);
+
+    // Without a password one is generated and shown this once.
+    let reply = post(
+        &server.auth_header,
+        json!({"id": "lab-cred", "project": "lab"}),
+    );
+    assert_eq!(reply.status, 201, "{}", reply.body);
+    let password = reply.body["data"]["password"]
+        .as_str()
+        .expect("generated password")
+        .to_owned();
+    let again = post(
+        &server.auth_header,
+        json!({"id": "lab-cred", "project": "lab"}),
+    );
+    assert_eq!(
+        (again.status, error_code(&again.body)),
+        (409, "ERR_CODE_ALREADY_EXIST")
+    );
+    let short = post(&server.auth_header, json!({"id": "x", "password": "short"}));
+    assert_eq!(short.status, 400, "{}", short.body);
+    let nowhere = post(
+        &server.auth_header,
+        json!({"id": "x", "project": "nowhere"}),
+    );
+    assert_eq!(nowhere.status, 400, "{}", nowhere.body);
+
+    // An agent using it belongs to the project; no secret is ever listed.
+    let mut agent = start_agent(
+        &server,
+        "lab-1",
+        &format!("lab-cred:{password}"),
+        &dir.path().join("agent"),
+    );
+    server.wait_connection_state("lab-1", "connected", Duration::from_secs(30));
+    assert_eq!(server.client("lab-1").expect("listed")["project"], "lab");
+    let (status, list) = server.request("GET", "/api/v1/clients-auth");
+    assert_eq!(status, 200);
+    assert!(!list.to_string().contains(&password), "{list}");
+    let lab = list["data"]
+        .as_array()
+        .expect("credentials")
+        .iter()
+        .find(|c| c["id"] == "lab-cred")
+        .expect("listed")
+        .clone();
+    assert_eq!(
+        (&lab["project"], &lab["clients_connected"], &lab["source"]),
+        (&json!("lab"), &json!(1), &json!("db"))
+    );
+    let (status, body) = server.request("DELETE", "/api/v1/projects/lab");
+    assert_eq!(status, 409, "a project with credentials stays: {body}");
+
+    // Only a project's admins make its credentials.
+    let reply = server.call(
+        "POST",
+        "/api/v1/users",
+        &server.auth_header,
+        &[],
+        Some(&json!({"username": "ops", "password": "ops-long-password-1", "roles": {"default": "admin", "lab": "tunnels"}})),
+    );
+    assert_eq!(reply.status, 201, "{}", reply.body);
+    let ops = basic("ops", "ops-long-password-1");
+    let refused = post(&ops, json!({"id": "lab-2", "project": "lab"}));
+    assert_eq!(refused.status, 403, "{}", refused.body);
+    assert_eq!(post(&ops, json!({"id": "default-2"})).status, 201);
+    let refused = server.call("DELETE", "/api/v1/clients-auth/lab-cred", &ops, &[], None);
+    assert_eq!(refused.status, 403, "{}", refused.body);
+
+    // Deleting one in use needs force, which disconnects its agents for good.
+    let (status, body) = server.request("DELETE", "/api/v1/clients-auth/lab-cred");
+    assert_eq!(
+        (status, error_code(&body)),
+        (409, "ERR_CODE_CLIENT_AUTH_HAS_CLIENT"),
+        "{body}"
+    );
+    let (status, body) = server.request("DELETE", "/api/v1/clients-auth/lab-cred?force=true");
+    assert_eq!(status, 204, "{body}");
+    server.wait_connection_state("lab-1", "disconnected", Duration::from_secs(30));
+    wait_for(
+        "the agent's next login refused",
+        Duration::from_secs(30),
+        || {
+            let (_, audit) = server.request(
+                "GET",
+                "/api/v1/auditlog?filter[action]=agent.login&filter[actor]=lab-cred",
+            );
+            (audit["data"][0]["result"] == "failure").then_some(())
+        },
+    );
+    assert_eq!(
+        server.client("lab-1").expect("listed")["connection_state"],
+        "disconnected"
+    );
+    let (_, audit) = server.request("GET", "/api/v1/auditlog?filter[action]=clientauth.delete");
+    assert_eq!(audit["data"][0]["resource"], "lab-cred", "{audit}");
+    assert_eq!(audit["data"][0]["project"], "lab", "{audit}");
+    agent.kill();
+    let (status, _) = server.request("DELETE", "/api/v1/clients-auth/lab-cred");
+    assert_eq!(status, 404);
+}
+
+#[test]
+fn configured_agent_credentials_are_read_only() {
+    let dir = tempdir();
+    let (server, _default, _berlin) = fleet(dir.path());
+    let (status, list) = server.request("GET", "/api/v1/clients-auth");
+    assert_eq!(status, 200);
+    assert_eq!(list["meta"]["count"], 2, "{list}");
+    assert_eq!(list["data"][0]["source"], "config");
+    let reply = server.call(
+        "POST",
+        "/api/v1/clients-auth",
+        &server.auth_header,
+        &[],
+        Some(&json!({"id": "new-one"})),
+    );
+    assert_eq!(
+        (reply.status, error_code(&reply.body)),
+        (409, "ERR_CODE_CLIENT_AUTH_RO"),
+        "{}",
+        reply.body
+    );
+}

@@ -1,4 +1,5 @@
-//! Checks agent credentials: the ones in the configuration, or the ones rportd manages.
+//! Checks agent credentials: the ones in the configuration, or the ones rportd manages
+//! (created at first start and through `/api/v1/clients-auth`), each bound to a project.
 //!
 //! Credentials rportd generates itself are long random strings, so a salted SHA-256 is a
 //! sound way to store them and costs microseconds per check; that matters when ten
@@ -6,7 +7,7 @@
 //! only from operator-written auth files; successful checks of those are cached.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 
 use rand::Rng;
 use rport_store::{DEFAULT_PROJECT, Store};
@@ -23,13 +24,57 @@ pub struct AgentAuthenticator {
     source: Source,
     /// SHA-256 of (id, password) pairs that passed a slow hash check.
     verified: Mutex<HashMap<[u8; 32], ()>>,
+    store: Arc<dyn Store>,
+    /// Serialises changes to the managed credentials and their saving.
+    changing: tokio::sync::Mutex<()>,
 }
 
 /// Credential id -> its secret and the project its agents belong to.
 enum Source {
-    Config(HashMap<String, (StoredSecret, String)>),
-    /// Managed credentials all belong to the default project.
-    Managed(HashMap<String, SaltedHash>),
+    /// `[server] auth` (`single`) or `[server] auth_file`.
+    Config {
+        single: bool,
+        map: HashMap<String, (StoredSecret, String)>,
+    },
+    Managed(RwLock<HashMap<String, Managed>>),
+}
+
+#[derive(Clone)]
+struct Managed {
+    hash: SaltedHash,
+    project: String,
+}
+
+/// How managed credentials are saved: id -> `{"hash", "project"}`. Version 1 saved id ->
+/// hash, all in the default project; that still loads.
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(untagged)]
+enum SavedCredential {
+    Bound { hash: String, project: String },
+    Hash(String),
+}
+
+/// A credential as the API shows it: never its secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CredentialView {
+    pub id: String,
+    pub project: String,
+    /// Defined in the configuration, so not changeable through the API.
+    pub configured: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CredentialError {
+    #[error("agent credentials come from [server] auth in the configuration; change it there")]
+    Single,
+    #[error("agent credentials come from [server] auth_file; edit that file")]
+    ReadOnly,
+    #[error("agent credential {0:?} exists already")]
+    Exists(String),
+    #[error("no agent credential {0:?}")]
+    NotFound(String),
+    #[error(transparent)]
+    Store(#[from] rport_store::StoreError),
 }
 
 #[derive(Clone)]
@@ -110,60 +155,149 @@ impl AgentAuthenticator {
                         DEFAULT_PROJECT.to_owned(),
                     ),
                 );
-                (Source::Config(map), None)
+                (Source::Config { single: true, map }, None)
             }
             AgentAuth::File { entries, .. } => (
-                Source::Config(
-                    entries
+                Source::Config {
+                    single: false,
+                    map: entries
                         .iter()
                         .map(|(id, c)| (id.clone(), (c.secret.clone(), c.project.clone())))
                         .collect(),
-                ),
+                },
                 None,
             ),
             AgentAuth::None => {
                 let stored = store.get_setting(MANAGED_KEY).await?;
-                let mut managed: HashMap<String, SaltedHash> = stored
+                let mut managed: HashMap<String, Managed> = stored
                     .as_deref()
-                    .and_then(|json| serde_json::from_str::<HashMap<String, String>>(json).ok())
+                    .and_then(|json| {
+                        serde_json::from_str::<HashMap<String, SavedCredential>>(json).ok()
+                    })
                     .unwrap_or_default()
                     .into_iter()
-                    .filter_map(|(id, hash)| SaltedHash::decode(&hash).map(|h| (id, h)))
+                    .filter_map(|(id, saved)| {
+                        let (hash, project) = match saved {
+                            SavedCredential::Bound { hash, project } => (hash, project),
+                            SavedCredential::Hash(hash) => (hash, DEFAULT_PROJECT.to_owned()),
+                        };
+                        let hash = SaltedHash::decode(&hash)?;
+                        Some((id, Managed { hash, project }))
+                    })
                     .collect();
                 let mut generated = None;
                 if managed.is_empty() {
                     let password = random_secret(24);
-                    managed.insert("rport".to_owned(), SaltedHash::new(&password));
-                    let encoded: HashMap<&String, String> =
-                        managed.iter().map(|(id, h)| (id, h.encode())).collect();
-                    let json = serde_json::to_string(&encoded).unwrap_or_default();
-                    store.set_setting(MANAGED_KEY, &json).await?;
+                    let first = Managed {
+                        hash: SaltedHash::new(&password),
+                        project: DEFAULT_PROJECT.to_owned(),
+                    };
+                    managed.insert("rport".to_owned(), first);
+                    save(store.as_ref(), &managed).await?;
                     generated = Some(GeneratedCredential {
                         id: "rport".to_owned(),
                         password,
                     });
                 }
-                (Source::Managed(managed), generated)
+                (Source::Managed(RwLock::new(managed)), generated)
             }
         };
         Ok((
             Self {
                 source,
                 verified: Mutex::new(HashMap::new()),
+                store: Arc::clone(store),
+                changing: tokio::sync::Mutex::new(()),
             },
             generated,
         ))
+    }
+
+    /// Every credential, by id.
+    pub fn list(&self) -> Vec<CredentialView> {
+        let mut views: Vec<CredentialView> = match &self.source {
+            Source::Config { map, .. } => map
+                .iter()
+                .map(|(id, (_, project))| CredentialView {
+                    id: id.clone(),
+                    project: project.clone(),
+                    configured: true,
+                })
+                .collect(),
+            Source::Managed(map) => read(map)
+                .iter()
+                .map(|(id, m)| CredentialView {
+                    id: id.clone(),
+                    project: m.project.clone(),
+                    configured: false,
+                })
+                .collect(),
+        };
+        views.sort_by(|a, b| a.id.cmp(&b.id));
+        views
+    }
+
+    pub fn project_of(&self, id: &str) -> Option<String> {
+        match &self.source {
+            Source::Config { map, .. } => map.get(id).map(|(_, project)| project.clone()),
+            Source::Managed(map) => read(map).get(id).map(|m| m.project.clone()),
+        }
+    }
+
+    fn managed(&self) -> Result<&RwLock<HashMap<String, Managed>>, CredentialError> {
+        match &self.source {
+            Source::Managed(map) => Ok(map),
+            Source::Config { single: true, .. } => Err(CredentialError::Single),
+            Source::Config { single: false, .. } => Err(CredentialError::ReadOnly),
+        }
+    }
+
+    /// Adds a managed credential bound to `project` and saves it.
+    pub async fn add(
+        &self,
+        id: &str,
+        password: &str,
+        project: &str,
+    ) -> Result<(), CredentialError> {
+        let map = self.managed()?;
+        let _changing = self.changing.lock().await;
+        let mut next = read(map).clone();
+        if next.contains_key(id) {
+            return Err(CredentialError::Exists(id.to_owned()));
+        }
+        let credential = Managed {
+            hash: SaltedHash::new(password),
+            project: project.to_owned(),
+        };
+        next.insert(id.to_owned(), credential);
+        save(self.store.as_ref(), &next).await?;
+        *map.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = next;
+        Ok(())
+    }
+
+    /// Removes a managed credential and saves the rest; agents using it can no longer
+    /// log in.
+    pub async fn remove(&self, id: &str) -> Result<(), CredentialError> {
+        let map = self.managed()?;
+        let _changing = self.changing.lock().await;
+        let mut next = read(map).clone();
+        if next.remove(id).is_none() {
+            return Err(CredentialError::NotFound(id.to_owned()));
+        }
+        save(self.store.as_ref(), &next).await?;
+        *map.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = next;
+        Ok(())
     }
 
     /// The project of credential `id` when `password` is right for it. Slow hashes run
     /// off the runtime.
     pub async fn verify(self: &Arc<Self>, id: &str, password: &str) -> Option<String> {
         match &self.source {
-            Source::Managed(map) => map
+            Source::Managed(map) => read(map)
                 .get(id)
-                .is_some_and(|hash| hash.verify(password))
-                .then(|| DEFAULT_PROJECT.to_owned()),
-            Source::Config(map) => {
+                .filter(|m| m.hash.verify(password))
+                .map(|m| m.project.clone()),
+            Source::Config { map, .. } => {
                 let (secret, project) = map.get(id)?;
                 if let StoredSecret::Plain(_) = secret {
                     return secret.verify(password).then(|| project.clone());
@@ -179,7 +313,7 @@ impl AgentAuthenticator {
                 let this = Arc::clone(self);
                 let (id_owned, password) = (id.to_owned(), password.to_owned());
                 let ok = tokio::task::spawn_blocking(move || {
-                    matches!(&this.source, Source::Config(map)
+                    matches!(&this.source, Source::Config { map, .. }
                         if map.get(&id_owned).is_some_and(|(secret, _)| secret.verify(&password)))
                 })
                 .await
@@ -195,8 +329,15 @@ impl AgentAuthenticator {
     /// Projects named by configured credentials; each must exist in the store.
     pub fn projects(&self) -> Vec<String> {
         match &self.source {
-            Source::Managed(_) => vec![DEFAULT_PROJECT.to_owned()],
-            Source::Config(map) => {
+            Source::Managed(map) => {
+                let mut projects: Vec<String> =
+                    read(map).values().map(|m| m.project.clone()).collect();
+                projects.push(DEFAULT_PROJECT.to_owned());
+                projects.sort();
+                projects.dedup();
+                projects
+            }
+            Source::Config { map, .. } => {
                 let mut projects: Vec<String> = map.values().map(|(_, p)| p.clone()).collect();
                 projects.sort();
                 projects.dedup();
@@ -204,6 +345,28 @@ impl AgentAuthenticator {
             }
         }
     }
+}
+
+fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    lock.read().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+async fn save(
+    store: &dyn Store,
+    managed: &HashMap<String, Managed>,
+) -> Result<(), rport_store::StoreError> {
+    let saved: HashMap<&String, SavedCredential> = managed
+        .iter()
+        .map(|(id, m)| {
+            let saved = SavedCredential::Bound {
+                hash: m.hash.encode(),
+                project: m.project.clone(),
+            };
+            (id, saved)
+        })
+        .collect();
+    let json = serde_json::to_string(&saved).unwrap_or_default();
+    store.set_setting(MANAGED_KEY, &json).await
 }
 
 #[cfg(test)]

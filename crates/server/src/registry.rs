@@ -212,6 +212,27 @@ impl Registry {
         ids
     }
 
+    /// Known agents that logged in with credential `auth_id`, and how many are connected.
+    pub fn using_credential(&self, auth_id: &str) -> (usize, usize) {
+        self.with_clients(|clients| {
+            let using = clients.values().filter(|e| e.record.auth_id == auth_id);
+            using.fold((0, 0), |(known, connected), entry| {
+                (known + 1, connected + usize::from(entry.session.is_some()))
+            })
+        })
+    }
+
+    /// Ends the sessions of agents logged in with credential `auth_id`.
+    pub fn disconnect_credential(&self, auth_id: &str) {
+        self.with_clients(|clients| {
+            for entry in clients.values().filter(|e| e.record.auth_id == auth_id) {
+                if let Some(session) = &entry.session {
+                    session.handle.close();
+                }
+            }
+        });
+    }
+
     /// Closes every live session (server shutdown).
     pub fn close_all(&self) {
         self.with_clients(|clients| {

@@ -4,6 +4,7 @@
 mod api_tokens;
 mod audit_log;
 mod clients;
+mod clients_auth;
 mod openapi;
 mod port_tunnels;
 mod projects;
@@ -137,6 +138,13 @@ pub fn routes() -> Routes {
             projects::delete,
         )
         .add(Method::GET, "/api/v1/auditlog", audit_log::list)
+        .add(Method::GET, "/api/v1/clients-auth", clients_auth::list)
+        .add(Method::POST, "/api/v1/clients-auth", clients_auth::create)
+        .add(
+            Method::DELETE,
+            "/api/v1/clients-auth/{credential_id}",
+            clients_auth::delete,
+        )
         .add(Method::GET, "/api/v1/users", users::list)
         .add(Method::POST, "/api/v1/users", users::create)
         .add(Method::GET, "/api/v1/users/{username}", users::get_one)

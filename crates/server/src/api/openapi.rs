@@ -49,6 +49,12 @@ fn describe(method: &Method, path: &str) -> Option<(&'static str, Auth)> {
         ("POST", "/api/v1/projects") => ("Create a project", Any),
         ("DELETE", "/api/v1/projects/{project_key}") => ("Delete an empty project", Any),
         ("GET", "/api/v1/auditlog") => ("The audit log (admins)", Any),
+        ("GET", "/api/v1/clients-auth") => ("Agent credentials, without secrets", Any),
+        ("POST", "/api/v1/clients-auth") => ("Create an agent credential bound to a project", Any),
+        ("DELETE", "/api/v1/clients-auth/{credential_id}") => (
+            "Delete an agent credential (force=true disconnects its agents)",
+            Any,
+        ),
         ("GET", "/api/v1/users") => ("API users and their roles (server admins)", Any),
         ("POST", "/api/v1/users") => ("Create a user (server admins)", Any),
         ("GET", "/api/v1/users/{username}") => ("One user (server admins)", Any),

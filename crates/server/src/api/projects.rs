@@ -141,7 +141,7 @@ pub async fn delete(
             StatusCode::CONFLICT,
             "ERR_CODE_PROJECT_NOT_EMPTY",
             "Project in use",
-            format!("agent credentials in the server's configuration are bound to project {key:?}"),
+            format!("agent credentials are bound to project {key:?}; delete them first"),
         ));
     }
     if !state
