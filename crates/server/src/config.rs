@@ -888,6 +888,58 @@ mod tests {
     }
 
     #[test]
+    fn api_auth_file_reads_rport_user_files_and_refuses_what_would_mislead() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("users.json");
+        let hash = bcrypt::hash("s3cret-password", 4).expect("bcrypt");
+        let load = |users: serde_json::Value| {
+            std::fs::write(&path, users.to_string()).expect("write");
+            parse(&format!(
+                "[api]\nauth_file = {:?}\n",
+                path.display().to_string()
+            ))
+        };
+        let config = load(serde_json::json!([
+            {"username": "admin", "password": hash, "groups": ["Administrators"]},
+            {"username": "ops", "password": hash, "roles": {"default": "tunnels"}},
+        ]))
+        .expect("valid");
+        let (_, users) = config.api.auth_file.as_ref().expect("users");
+        assert!(users[0].is_admin && users[0].roles.is_empty());
+        assert!(!users[1].is_admin);
+        assert_eq!(users[1].roles.get("default"), Some(&Role::Tunnels));
+        assert!(!format!("{config:?}").contains(&hash), "hashes never print");
+
+        for (users, reason) in [
+            (
+                serde_json::json!([{"username": "a", "password": "plain"}]),
+                "bcrypt",
+            ),
+            (
+                serde_json::json!([{"username": "a", "password": hash, "groups": ["Users"]}]),
+                "group \"Users\"",
+            ),
+            (
+                serde_json::json!([{"username": "a", "password": hash, "roles": {"default": "root"}}]),
+                "role \"root\"",
+            ),
+            (
+                serde_json::json!([{"username": "a:b", "password": hash}]),
+                "user name",
+            ),
+            (
+                serde_json::json!([{"username": "a", "password": hash}, {"username": "a", "password": hash}]),
+                "listed twice",
+            ),
+            (serde_json::json!({"a": "b"}), "JSON array"),
+        ] {
+            let err = load(users.clone()).expect_err("refused");
+            assert_eq!(err.key, "api.auth_file", "{users}");
+            assert!(err.reason.contains(reason), "{users}: {}", err.reason);
+        }
+    }
+
+    #[test]
     fn auth_file_takes_plain_and_hashed_passwords() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("auth.json");

@@ -135,6 +135,13 @@ mod tests {
             "Plain(***) ***"
         );
         assert!(StoredSecret::from_config("$2b$short").is_err());
+        // RPort's user files hold PHP-style `$2y$` hashes (htpasswd -B).
+        let two_y = bcrypt::hash_with_result("1234", 4)
+            .expect("bcrypt")
+            .format_for_version(bcrypt::Version::TwoY);
+        assert!(two_y.starts_with("$2y$04$"));
+        let stored = StoredSecret::from_config(&two_y).expect("2y parses");
+        assert!(stored.verify("1234") && !stored.verify("1235"));
         assert!(StoredSecret::from_config("").is_err());
     }
 }
