@@ -424,6 +424,24 @@ fn api_tokens_have_a_scope_a_project_and_can_be_revoked() {
     assert_eq!(server.request_as("GET", "/api/v1/clients", &full).0, 401);
     let (status, _) = server.request("DELETE", &format!("/api/v1/me/tokens/{full_id}"));
     assert_eq!(status, 404);
+
+    // A token that expires works until then and not a moment after.
+    let expires_at = chrono::Utc::now() + chrono::Duration::seconds(2);
+    let (_, expiring) = make_token(
+        &server,
+        json!({"name": "short", "scope": "read", "expires_at": expires_at.to_rfc3339()}),
+    );
+    assert_eq!(
+        server.request_as("GET", "/api/v1/clients", &expiring).0,
+        200
+    );
+    wait_for("the token to expire", Duration::from_secs(10), || {
+        (chrono::Utc::now() > expires_at).then_some(())
+    });
+    assert_eq!(
+        server.request_as("GET", "/api/v1/clients", &expiring).0,
+        401
+    );
 }
 
 #[test]

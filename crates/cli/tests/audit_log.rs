@@ -108,4 +108,72 @@ fn audit_log_records_who_did_what_from_where() {
     assert_eq!((future.len(), count), (0, 0));
     let (status, body) = server.request("GET", "/api/v1/auditlog?filter[since]=yesterday");
     assert_eq!(status, 400, "{body}");
+
+    // Tokens, users and projects: each change with its actor and address, never a secret.
+    let reply = server.call(
+        "POST",
+        "/api/v1/me/tokens",
+        &server.auth_header,
+        &[],
+        Some(&json!({"name": "ci", "scope": "read"})),
+    );
+    assert_eq!(reply.status, 201, "{}", reply.body);
+    let token_id = reply.body["data"]["id"].as_str().expect("id").to_owned();
+    let token = reply.body["data"]["token"]
+        .as_str()
+        .expect("token")
+        .to_owned();
+    let (status, _) = server.request("DELETE", &format!("/api/v1/me/tokens/{token_id}"));
+    assert_eq!(status, 204);
+    let reply = server.call(
+        "POST",
+        "/api/v1/users",
+        &server.auth_header,
+        &[],
+        Some(&json!({"username": "ops", "password": "ops-long-password-1", "roles": {"lab": "viewer"}})),
+    );
+    assert_eq!(reply.status, 201, "{}", reply.body);
+    let reply = server.call(
+        "PUT",
+        "/api/v1/users/ops",
+        &server.auth_header,
+        &[],
+        Some(&json!({"password": "ops-long-password-2"})),
+    );
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let (status, _) = server.request("DELETE", "/api/v1/users/ops");
+    assert_eq!(status, 204);
+    let (status, _) = server.request("DELETE", "/api/v1/projects/lab");
+    assert_eq!(status, 204);
+    let (list, _) = entries(&server, "?page[limit]=6");
+    let seen: Vec<(&str, &str)> = list
+        .iter()
+        .map(|e| {
+            (
+                e["action"].as_str().unwrap_or(""),
+                e["resource"].as_str().unwrap_or(""),
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("project.delete", "lab"),
+            ("user.delete", "ops"),
+            ("user.update", "ops"),
+            ("user.create", "ops"),
+            ("token.delete", token_id.as_str()),
+            ("token.create", token_id.as_str()),
+        ]
+    );
+    for entry in &list {
+        assert_eq!(
+            (&entry["actor"], &entry["actor_type"], &entry["actor_ip"]),
+            (&json!(API_USER), &json!("user"), &json!("127.0.0.1")),
+            "{entry}"
+        );
+    }
+    assert_eq!(list[2]["detail"], "password");
+    let text = serde_json::to_string(&list).expect("json");
+    assert!(!text.contains("ops-long-password") && !text.contains(&token));
 }
