@@ -45,6 +45,7 @@ async fn main() -> anyhow::Result<()> {
         .map(|api| api.local_addr())
         .transpose()?;
     let data_dir = config.server.data_dir.clone();
+    let config_has_api_tls = config.api.tls.is_some();
     let server = Server::prepare(config)
         .await
         .with_context(|| format!("starting with data_dir {}", data_dir.display()))?;
@@ -64,7 +65,10 @@ async fn main() -> anyhow::Result<()> {
     println!("rportd: fingerprint {}", server.fingerprint());
     println!("rportd: agents connect to {agents_address}");
     match api_address {
-        Some(address) => println!("rportd: API listening on http://{address}"),
+        Some(address) => {
+            let scheme = if config_has_api_tls { "https" } else { "http" };
+            println!("rportd: API listening on {scheme}://{address}");
+        }
         None => println!("rportd: API disabled"),
     }
     tracing::info!(fingerprint = %server.fingerprint(), "rportd {} started", env!("CARGO_PKG_VERSION"));

@@ -55,6 +55,19 @@ pub struct ServerSection {
     /// Failed agent logins before a ban; 0 = no bans.
     pub max_failed_login: u32,
     pub ban_time: Duration,
+    /// `tunnel_proxy_cert_file` and `tunnel_proxy_key_file`: the certificate HTTP proxy
+    /// tunnels present; a self-signed one in `data_dir` when not given.
+    pub tunnel_proxy_tls: Option<CertFiles>,
+    /// One public port for every HTTP proxy tunnel, each at its own subdomain of
+    /// `tunnel_host`.
+    pub tunnel_proxy_address: Option<String>,
+}
+
+/// A PEM certificate chain and its key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
 /// How agents authenticate.
@@ -148,6 +161,8 @@ pub struct ApiSection {
     pub audit_log_retention: Duration,
     /// The longest lifetime a login may ask for its token (RPort: hours, at most 2160).
     pub max_token_lifetime: Duration,
+    /// `cert_file` and `key_file`: the API speaks HTTPS (TLS 1.2 and up) only.
+    pub tls: Option<CertFiles>,
 }
 
 #[derive(Debug, Clone)]
@@ -214,6 +229,9 @@ struct RawServer {
     tunnel_host: Option<String>,
     max_failed_login: Option<u32>,
     ban_time: Option<u64>,
+    tunnel_proxy_cert_file: Option<PathBuf>,
+    tunnel_proxy_key_file: Option<PathBuf>,
+    tunnel_proxy_address: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -228,6 +246,8 @@ struct RawApi {
     ban_time: Option<u64>,
     audit_log_retention: Option<DurationValue>,
     max_token_lifetime: Option<u64>,
+    cert_file: Option<PathBuf>,
+    key_file: Option<PathBuf>,
 }
 
 #[derive(Deserialize, Default)]
@@ -455,6 +475,24 @@ impl Validator<'_> {
         if !(Duration::from_millis(100)..=Duration::from_secs(60)).contains(&check_port_timeout) {
             return Err(self.error("server.check_port_timeout", "must be between 100ms and 1m"));
         }
+        let tunnel_host = match raw.tunnel_host.filter(|h| !h.trim().is_empty()) {
+            None => None,
+            Some(host) => {
+                let host = host.trim().to_ascii_lowercase();
+                let valid = host.split('.').all(|label| {
+                    (1..=63).contains(&label.len())
+                        && label
+                            .bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                });
+                if !valid {
+                    return Err(
+                        self.error("server.tunnel_host", format!("{host:?} is not a host name"))
+                    );
+                }
+                Some(host)
+            }
+        };
         Ok(ServerSection {
             address,
             url,
@@ -473,7 +511,24 @@ impl Validator<'_> {
             handshake_timeout,
             tunnel_grace_period,
             check_port_timeout,
-            tunnel_host: raw.tunnel_host.filter(|h| !h.trim().is_empty()),
+            tunnel_proxy_tls: self.cert_files(
+                ("server.tunnel_proxy_cert_file", raw.tunnel_proxy_cert_file),
+                ("server.tunnel_proxy_key_file", raw.tunnel_proxy_key_file),
+            )?,
+            tunnel_proxy_address: match raw.tunnel_proxy_address.filter(|a| !a.trim().is_empty()) {
+                None => None,
+                Some(address) => {
+                    self.check_address("server.tunnel_proxy_address", &address)?;
+                    if tunnel_host.is_none() {
+                        return Err(self.error(
+                            "server.tunnel_proxy_address",
+                            "needs server.tunnel_host: proxy tunnels get subdomains of it",
+                        ));
+                    }
+                    Some(address)
+                }
+            },
+            tunnel_host,
             max_failed_login: raw.max_failed_login.unwrap_or(5),
             ban_time: self.ban_time("server.ban_time", raw.ban_time, 3600)?,
         })
@@ -535,6 +590,10 @@ impl Validator<'_> {
                     ));
                 }
             },
+            tls: self.cert_files(
+                ("api.cert_file", raw.cert_file),
+                ("api.key_file", raw.key_file),
+            )?,
             audit_log_retention: self.duration(
                 "api.audit_log_retention",
                 raw.audit_log_retention,
@@ -558,6 +617,20 @@ impl Validator<'_> {
             log_level,
             log_file: raw.log_file.filter(|path| !path.as_os_str().is_empty()),
         })
+    }
+
+    /// A certificate and key named together, or neither.
+    fn cert_files(
+        &self,
+        (cert_key, cert): (&str, Option<PathBuf>),
+        (key_key, key): (&str, Option<PathBuf>),
+    ) -> Result<Option<CertFiles>, ConfigError> {
+        match (cert, key) {
+            (None, None) => Ok(None),
+            (Some(cert), Some(key)) => Ok(Some(CertFiles { cert, key })),
+            (Some(_), None) => Err(self.error(key_key, format!("is needed with {cert_key}"))),
+            (None, Some(_)) => Err(self.error(cert_key, format!("is needed with {key_key}"))),
+        }
     }
 
     fn check_address(&self, key: &str, address: &str) -> Result<(), ConfigError> {

@@ -20,9 +20,12 @@ use crate::api_auth::ApiAuth;
 use crate::audit::AuditLog;
 use crate::bans::BanList;
 use crate::config::ServerConfig;
+use crate::http_serve;
 use crate::port_pool::PortPool;
 use crate::registry::Registry;
-use crate::tunnels::{TunnelManager, TunnelSettings};
+use crate::tunnels::{ProxySetup, TunnelManager, TunnelSettings};
+use crate::web_tls::{self, WebCert};
+use tokio_util::task::TaskTracker;
 
 /// Name of the file in `data_dir` holding the fingerprint agents pin.
 pub const FINGERPRINT_FILE: &str = "rportd-fingerprint.txt";
@@ -38,6 +41,11 @@ pub enum StartError {
     Store(#[from] rport_store::StoreError),
     #[error("server identity: {0}")]
     Identity(#[from] rport_transport::tls::TlsError),
+    #[error("{what}: {source}")]
+    Certificate {
+        what: &'static str,
+        source: rport_transport::tls::TlsError,
+    },
     #[error("binding {what} on {address}: {source}")]
     Bind {
         what: &'static str,
@@ -50,6 +58,8 @@ pub enum StartError {
 pub struct Server {
     state: Arc<AppState>,
     agent_listener: Arc<AgentListener>,
+    /// Set when the API speaks HTTPS.
+    api_tls: Option<TlsAcceptor>,
     /// Credentials created on this first start; the caller shows them once.
     pub generated: Vec<GeneratedCredential>,
 }
@@ -58,6 +68,8 @@ pub struct Server {
 pub struct Listeners {
     pub agents: TcpListener,
     pub api: Option<TcpListener>,
+    /// `[server] tunnel_proxy_address`: the shared port of HTTP proxy tunnels.
+    pub tunnel_proxy: Option<TcpListener>,
 }
 
 impl Listeners {
@@ -79,6 +91,16 @@ impl Listeners {
             .await?,
             api: match &config.api.address {
                 Some(address) => Some(bind("the API ([api] address)", address.clone()).await?),
+                None => None,
+            },
+            tunnel_proxy: match &config.server.tunnel_proxy_address {
+                Some(address) => Some(
+                    bind(
+                        "the tunnel proxy ([server] tunnel_proxy_address)",
+                        address.clone(),
+                    )
+                    .await?,
+                ),
                 None => None,
             },
         })
@@ -134,8 +156,21 @@ impl Server {
             pool,
             settings,
             Arc::clone(&audit),
+            proxy_setup(&config, &data_dir)?,
         )
         .await?;
+        let api_tls = match &config.api.tls {
+            None => None,
+            Some(files) => {
+                let what = "[api] cert_file / key_file";
+                let cert = WebCert::load(&files.cert, &files.key)
+                    .map_err(|source| StartError::Certificate { what, source })?;
+                let config = cert
+                    .server_config()
+                    .map_err(|source| StartError::Certificate { what, source })?;
+                Some(TlsAcceptor::from(config))
+            }
+        };
 
         let agent_auth = Arc::new(agent_auth);
         let agent_listener = Arc::new(AgentListener {
@@ -163,6 +198,7 @@ impl Server {
         Ok(Self {
             state,
             agent_listener,
+            api_tls,
             generated: admin_credential
                 .into_iter()
                 .chain(agent_credential)
@@ -187,17 +223,20 @@ impl Server {
             Arc::clone(&self.state),
             shutdown.clone(),
         ));
+        let api_connections = TaskTracker::new();
         let api = listeners.api.map(|listener| {
-            let router = api::router(Arc::clone(&self.state));
-            let shutdown = shutdown.clone();
-            tokio::spawn(async move {
-                axum::serve(
-                    listener,
-                    router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
-                )
-                .with_graceful_shutdown(shutdown.cancelled_owned())
-                .await
-            })
+            tokio::spawn(http_serve::serve_api(
+                listener,
+                self.api_tls.clone(),
+                api::router(Arc::clone(&self.state)),
+                shutdown.clone(),
+                api_connections.clone(),
+            ))
+        });
+        let proxy = listeners.tunnel_proxy.map(|listener| {
+            tokio::spawn(
+                Arc::clone(&self.state.tunnels).serve_proxy_port(listener, shutdown.clone()),
+            )
         });
         shutdown.cancelled().await;
         tracing::info!("shutting down");
@@ -206,12 +245,63 @@ impl Server {
         let _ = agents.await;
         let _ = purge.await;
         let _ = audit_retention.await;
+        if let Some(proxy) = proxy {
+            let _ = proxy.await;
+        }
         if let Some(api) = api {
+            let _ = api.await;
             // In-flight requests get a moment; keep-alive connections must not hold us up.
-            let _ = tokio::time::timeout(std::time::Duration::from_secs(5), api).await;
+            api_connections.close();
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(5), api_connections.wait())
+                .await;
         }
         Ok(())
     }
+}
+
+/// The certificate HTTP proxy tunnels present (configured, or self-signed for the names
+/// they are reached at) and the TLS client towards devices.
+fn proxy_setup(config: &ServerConfig, data_dir: &Path) -> Result<ProxySetup, StartError> {
+    let what = "[server] tunnel_proxy_cert_file / tunnel_proxy_key_file";
+    let server = &config.server;
+    let cert = match &server.tunnel_proxy_tls {
+        Some(files) => WebCert::load(&files.cert, &files.key),
+        None => {
+            let mut names = Vec::new();
+            if let Some(host) = &server.tunnel_host {
+                names.push(host.clone());
+                names.push(format!("*.{host}"));
+            }
+            let url_host = server
+                .url
+                .first()
+                .and_then(|url| url.split_once("://"))
+                .map(|(_, rest)| api::host_part(rest.split('/').next().unwrap_or_default()));
+            if let Some(host) = url_host.filter(|h| !h.is_empty() && h != "0.0.0.0" && h != "::") {
+                names.push(host);
+            }
+            names.push("localhost".to_owned());
+            names.dedup();
+            WebCert::self_signed(data_dir, "tunnel-proxy", &names)
+        }
+    }
+    .map_err(|source| StartError::Certificate { what, source })?;
+    let tls = cert
+        .server_config()
+        .map_err(|source| StartError::Certificate { what, source })?;
+    let device_tls = web_tls::device_client_config().map_err(|source| StartError::Certificate {
+        what: "TLS towards devices",
+        source,
+    })?;
+    Ok(ProxySetup {
+        acceptor: TlsAcceptor::from(tls),
+        device_tls,
+        shared_host: server
+            .tunnel_proxy_address
+            .as_ref()
+            .and(server.tunnel_host.clone()),
+        shared_port: std::sync::atomic::AtomicU16::new(0),
+    })
 }
 
 fn write_fingerprint(data_dir: &Path, fingerprint: Fingerprint) -> Result<(), StartError> {

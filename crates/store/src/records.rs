@@ -71,7 +71,7 @@ impl TunnelRecord {
 
 /// What the operator set on a tunnel. Stored as JSON, so that adding an option needs no
 /// migration; unknown fields are ignored and missing ones take their defaults.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct TunnelOptions {
     /// Comma list of addresses and networks allowed to connect; `None` = anyone.
@@ -81,6 +81,34 @@ pub struct TunnelOptions {
     /// Closed this long after creation, busy or not; 0 = no limit.
     pub auto_close_secs: u64,
     pub check_port: bool,
+    /// The public side speaks HTTPS and forwards HTTP requests (RPort's `http_proxy`).
+    pub http_proxy: bool,
+    /// The `Host` the target gets.
+    pub host_header: Option<String>,
+    /// HTTP basic auth in front of the proxy: the user, and an argon2 hash of the password.
+    pub auth_user: Option<String>,
+    pub auth_password_hash: Option<String>,
+    /// The tunnel's own subdomain of `tunnel_host` on the shared proxy port.
+    pub subdomain: Option<String>,
+}
+
+impl fmt::Debug for TunnelOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TunnelOptions")
+            .field("acl", &self.acl)
+            .field("idle_timeout_minutes", &self.idle_timeout_minutes)
+            .field("auto_close_secs", &self.auto_close_secs)
+            .field("check_port", &self.check_port)
+            .field("http_proxy", &self.http_proxy)
+            .field("host_header", &self.host_header)
+            .field("auth_user", &self.auth_user)
+            .field(
+                "auth_password_hash",
+                &self.auth_password_hash.as_ref().map(|_| "<hidden>"),
+            )
+            .field("subdomain", &self.subdomain)
+            .finish()
+    }
 }
 
 /// What a tunnel has carried, for operators and for the audit of who used what.

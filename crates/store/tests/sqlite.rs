@@ -47,6 +47,7 @@ fn tunnel(id: &str, client_id: &str) -> TunnelRecord {
             idle_timeout_minutes: 5,
             auto_close_secs: 0,
             check_port: true,
+            ..Default::default()
         },
         counters: TunnelCounters {
             connections: 3,

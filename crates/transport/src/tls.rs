@@ -140,7 +140,8 @@ impl ServerIdentity {
     }
 }
 
-fn write_private(path: &Path, contents: &[u8]) -> Result<(), TlsError> {
+/// Writes a file readable by its owner only, atomically (temporary file, then rename).
+pub fn write_private(path: &Path, contents: &[u8]) -> Result<(), TlsError> {
     let io_err = |source| TlsError::Io {
         path: path.to_owned(),
         source,

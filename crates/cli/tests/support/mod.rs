@@ -192,7 +192,7 @@ impl Rportd {
             .clone()
             .follow(child.stderr.take().expect("stderr"), "rportd! ");
         let timeout = Duration::from_secs(30);
-        let api_line = stdout.wait_for("API listening on http://", timeout);
+        let api_line = stdout.wait_for("API listening on ", timeout);
         let api = api_line
             .split("API listening on ")
             .nth(1)

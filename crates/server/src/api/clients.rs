@@ -4,7 +4,6 @@
 use std::cmp::Ordering;
 use std::collections::HashMap;
 
-use crate::tunnels::TunnelInfo;
 use axum::extract::{Path, State as StateExtractor};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -90,16 +89,12 @@ fn field(entry: &ClientEntry, name: &str) -> Option<Value> {
 fn client_json(
     entry: &ClientEntry,
     fields: &[&str],
-    tunnels: &HashMap<String, Vec<TunnelInfo>>,
+    tunnels: &HashMap<String, Vec<Value>>,
 ) -> Value {
     let mut object = Map::new();
     for &name in fields {
         let value = if name == "tunnels" {
-            let list = tunnels
-                .get(&entry.record.id)
-                .map(Vec::as_slice)
-                .unwrap_or_default();
-            Value::Array(list.iter().map(tunnel_json).collect())
+            Value::Array(tunnels.get(&entry.record.id).cloned().unwrap_or_default())
         } else {
             field(entry, name).unwrap_or(Value::Null)
         };
@@ -108,12 +103,14 @@ fn client_json(
     Value::Object(object)
 }
 
-fn tunnels_by_client(state: &super::AppState) -> HashMap<String, Vec<TunnelInfo>> {
-    let mut map: HashMap<String, Vec<TunnelInfo>> = HashMap::new();
+/// Live tunnels as the API shows them, by client; `public_host` for their URLs.
+fn tunnels_by_client(state: &super::AppState, public_host: &str) -> HashMap<String, Vec<Value>> {
+    let mut map: HashMap<String, Vec<Value>> = HashMap::new();
     for tunnel in state.tunnels.list_open(None) {
+        let url = state.tunnels.tunnel_url(&tunnel.record, public_host);
         map.entry(tunnel.record.client_id.clone())
             .or_default()
-            .push(tunnel);
+            .push(tunnel_json(&tunnel, &url));
     }
     map
 }
@@ -275,10 +272,11 @@ pub async fn list(
     StateExtractor(state): State,
     Authenticated(user): Authenticated,
     params: Params,
+    headers: axum::http::HeaderMap,
 ) -> Result<Response, ApiError> {
     let listing = parse_listing(&params)?;
     let tunnels = if listing.fields.contains(&"tunnels") {
-        tunnels_by_client(&state)
+        tunnels_by_client(&state, &super::public_host(&state, &headers))
     } else {
         HashMap::new()
     };
@@ -363,10 +361,11 @@ pub async fn get_one(
     Authenticated(user): Authenticated,
     Path(id): Path<String>,
     params: Params,
+    headers: axum::http::HeaderMap,
 ) -> Result<Response, ApiError> {
     check_client_access(&state, &user, &id, Role::Viewer, "reading clients")?;
     let listing = parse_listing(&params)?;
-    let tunnels = tunnels_by_client(&state);
+    let tunnels = tunnels_by_client(&state, &super::public_host(&state, &headers));
     state
         .registry
         .with_clients(|clients| {

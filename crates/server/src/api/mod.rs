@@ -482,6 +482,37 @@ pub fn credentials(headers: &HeaderMap) -> Option<Credentials> {
     }
 }
 
+/// The host users reach tunnel ports at: `[server] tunnel_host`, else the host of the first
+/// `[server] url`, else (when that is a wildcard address) the host this request was sent to.
+pub fn public_host(state: &AppState, headers: &HeaderMap) -> String {
+    if let Some(host) = &state.config.server.tunnel_host {
+        return host.clone();
+    }
+    let from_url = state
+        .config
+        .server
+        .url
+        .first()
+        .and_then(|url| url.split_once("://"))
+        .map(|(_, rest)| host_part(rest.split('/').next().unwrap_or_default()));
+    match from_url {
+        Some(host) if !host.is_empty() && host != "0.0.0.0" && host != "::" => host,
+        _ => headers
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .map(host_part)
+            .unwrap_or_default(),
+    }
+}
+
+/// `host:port`, `[v6]:port` or `host` -> the host.
+pub fn host_part(authority: &str) -> String {
+    if let Some(rest) = authority.strip_prefix('[') {
+        return rest.split(']').next().unwrap_or_default().to_owned();
+    }
+    authority.split(':').next().unwrap_or_default().to_owned()
+}
+
 /// Query parameters in order, decoded; a malformed query string is a 400 in our envelope.
 pub struct Params(pub Vec<(String, String)>);
 

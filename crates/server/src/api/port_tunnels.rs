@@ -3,7 +3,7 @@
 
 use axum::Json;
 use axum::extract::{Path, State as StateExtractor};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use rport_protocol::ip_rules::Acl;
 use rport_protocol::tunnel_spec::{DEFAULT_REMOTE_HOST, Endpoint, TunnelProtocol};
@@ -31,37 +31,6 @@ fn status_name(status: &str) -> &'static str {
         "closed" => "Closed",
         _ => "Terminated",
     }
-}
-
-/// The host users reach tunnel ports at: `[server] tunnel_host`, else the host of the first
-/// `[server] url`, else (when that is a wildcard address) the host this request was sent to.
-fn server_address(state: &super::AppState, headers: &HeaderMap) -> String {
-    if let Some(host) = &state.config.server.tunnel_host {
-        return host.clone();
-    }
-    let from_url = state
-        .config
-        .server
-        .url
-        .first()
-        .and_then(|url| url.split_once("://"))
-        .map(|(_, rest)| host_part(rest.split('/').next().unwrap_or_default()));
-    match from_url {
-        Some(host) if !host.is_empty() && host != "0.0.0.0" && host != "::" => host,
-        _ => headers
-            .get(header::HOST)
-            .and_then(|h| h.to_str().ok())
-            .map(host_part)
-            .unwrap_or_default(),
-    }
-}
-
-/// `host:port`, `[v6]:port` or `host` -> the host.
-fn host_part(authority: &str) -> String {
-    if let Some(rest) = authority.strip_prefix('[') {
-        return rest.split(']').next().unwrap_or_default().to_owned();
-    }
-    authority.split(':').next().unwrap_or_default().to_owned()
 }
 
 fn port_tunnel_json(tunnel: &TunnelInfo, server_address: &str) -> Value {
@@ -197,6 +166,7 @@ pub async fn open(
         idle_timeout_minutes: IDLE_TIMEOUT_MINUTES,
         auto_close: None,
         check_port: true,
+        http_proxy: None,
     };
     let actor = Actor::user(&request.created_by, caller);
     let target = format!("{}:{}", request.remote.host, request.remote.port);
@@ -213,7 +183,7 @@ pub async fn open(
     })?;
     let answer = json!({
         "port_tunnel_id": tunnel.record.id,
-        "server_address": server_address(&state, &headers),
+        "server_address": super::public_host(&state, &headers),
         "server_port": tunnel.record.lport,
     });
     Ok((StatusCode::CREATED, Json(answer)).into_response())
@@ -250,7 +220,7 @@ pub async fn list(
         .list_all(&filter)
         .await
         .map_err(ApiError::internal)?;
-    let address = server_address(&state, &headers);
+    let address = super::public_host(&state, &headers);
     let page: Vec<Value> = all
         .iter()
         .skip(offset)
@@ -298,7 +268,11 @@ pub async fn get_one(
         "reading port tunnels",
     )
     .await?;
-    Ok(Json(port_tunnel_json(&tunnel, &server_address(&state, &headers))).into_response())
+    Ok(Json(port_tunnel_json(
+        &tunnel,
+        &super::public_host(&state, &headers),
+    ))
+    .into_response())
 }
 
 /// `DELETE /api/v2/{project_key}/port_tunnel/{port_tunnel_id}`: closes it (`Closed`),

@@ -16,7 +16,10 @@ use crate::permissions::Role;
 use super::{ApiError, Authenticated, ClientIp, Params, State, data, json_body, time_json};
 use crate::audit::{Actor, Event};
 use crate::port_pool::PoolError;
-use crate::tunnels::{CheckError, TunnelError, TunnelInfo, TunnelRequest};
+use crate::secrets::Secret;
+use crate::tunnels::{
+    CheckError, ProxyRequest, TunnelError, TunnelInfo, TunnelRequest, scheme_for_port,
+};
 
 /// RPort's limit on `scheme`.
 const MAX_SCHEME_LEN: usize = 15;
@@ -24,8 +27,6 @@ const MAX_SCHEME_LEN: usize = 15;
 /// RPort's tunnel parameters that a later feature implements. Until then they are refused
 /// rather than ignored: silently dropping `auth_password` would expose a web UI the caller
 /// meant to protect.
-const NOT_YET_SUPPORTED: &[&str] = &["http_proxy", "host_header", "auth_user", "auth_password"];
-
 /// RPort's upper bounds.
 const MAX_IDLE_TIMEOUT_MINUTES: u32 = 10080;
 const MAX_AUTO_CLOSE: Duration = Duration::from_secs(744 * 3600);
@@ -33,7 +34,8 @@ const DEFAULT_IDLE_TIMEOUT_MINUTES: u32 = 5;
 
 /// A tunnel in RPort's shape (ports as strings, `auto_close` in nanoseconds as Go
 /// serialises a Duration) plus its lifecycle fields and counters.
-pub fn tunnel_json(tunnel: &TunnelInfo) -> Value {
+/// The proxy's basic auth password is never shown (RPort returned it in clear).
+pub fn tunnel_json(tunnel: &TunnelInfo, tunnel_url: &str) -> Value {
     let record = &tunnel.record;
     let auto_close_at = (record.options.auto_close_secs > 0).then(|| {
         record.created_at + chrono::Duration::seconds(record.options.auto_close_secs as i64)
@@ -54,7 +56,11 @@ pub fn tunnel_json(tunnel: &TunnelInfo) -> Value {
         "auto_close": record.options.auto_close_secs.saturating_mul(1_000_000_000),
         "auto_close_at": time_json(auto_close_at),
         "check_port": record.options.check_port,
-        "http_proxy": false,
+        "http_proxy": record.options.http_proxy,
+        "host_header": record.options.host_header.as_deref().unwrap_or_default(),
+        "auth_user": record.options.auth_user.as_deref().unwrap_or_default(),
+        "auth_password": Value::Null,
+        "tunnel_url": tunnel_url,
         "owner": record.created_by,
         "created_by": record.created_by,
         "created_at": time_json(Some(record.created_at)),
@@ -81,6 +87,64 @@ fn parse_bool(name: &str, value: &str) -> Result<bool, ApiError> {
             format!("{name}={other:?} is not a boolean: use true or false"),
         )),
     }
+}
+
+/// `http_proxy`, `host_header`, `auth_user`, `auth_password`: checked together, as each
+/// only means something with the others.
+fn parse_http_proxy(
+    params: &Params,
+    scheme: Option<&str>,
+    protocol: TunnelProtocol,
+) -> Result<Option<ProxyRequest>, ApiError> {
+    let given = |name: &str| params.get(name).filter(|v| !v.is_empty());
+    let invalid = |detail: String| {
+        ApiError::bad_request(
+            "ERR_CODE_INVALID_REQUEST",
+            "Invalid HTTP proxy options",
+            detail,
+        )
+    };
+    let enabled = match given("http_proxy") {
+        None => false,
+        Some(value) => parse_bool("http_proxy", value)?,
+    };
+    if !enabled {
+        if let Some(name) = ["host_header", "auth_user", "auth_password"]
+            .into_iter()
+            .find(|name| given(name).is_some())
+        {
+            return Err(invalid(format!("{name} needs http_proxy=true")));
+        }
+        return Ok(None);
+    }
+    if !matches!(scheme, Some("http" | "https")) {
+        return Err(invalid(format!(
+            "http_proxy needs scheme http or https (the device's web server speaks one of them); got {}",
+            scheme.map_or("none".to_owned(), |s| format!("{s:?}"))
+        )));
+    }
+    if protocol != TunnelProtocol::Tcp {
+        return Err(invalid("http_proxy needs protocol tcp".into()));
+    }
+    let host_header = given("host_header").map(str::to_owned);
+    if let Some(host) = &host_header
+        && (host.len() > 255
+            || http::HeaderValue::from_str(host).is_err()
+            || host.contains(['/', ' ']))
+    {
+        return Err(invalid(format!("host_header {host:?} is not a host name")));
+    }
+    let auth = match (given("auth_user"), given("auth_password")) {
+        (None, None) => None,
+        (Some(user), Some(password)) => {
+            if user.contains(':') {
+                return Err(invalid("auth_user may not contain ':'".into()));
+            }
+            Some((user.to_owned(), Secret::new(password)))
+        }
+        _ => return Err(invalid("auth_user and auth_password go together".into())),
+    };
+    Ok(Some(ProxyRequest { host_header, auth }))
 }
 
 fn invalid_acl(err: impl std::fmt::Display) -> ApiError {
@@ -146,17 +210,8 @@ pub async fn create(
     ClientIp(ip): ClientIp,
     Path(client_id): Path<String>,
     params: Params,
+    headers: axum::http::HeaderMap,
 ) -> Result<Response, ApiError> {
-    if let Some(name) = NOT_YET_SUPPORTED
-        .iter()
-        .find(|name| params.get(name).is_some())
-    {
-        return Err(ApiError::bad_request(
-            "ERR_CODE_INVALID_REQUEST",
-            "Unsupported parameter",
-            format!("tunnel parameter {name:?} is not supported by this server version yet"),
-        ));
-    }
     check_client_access(&state, &user, &client_id, Role::Tunnels, "opening tunnels")?;
     let remote = params.get("remote").filter(|r| !r.is_empty()).ok_or_else(|| {
         ApiError::bad_request(
@@ -202,6 +257,10 @@ pub async fn create(
         None => true,
         Some(value) => parse_bool("check_port", value)?,
     };
+    let effective_scheme = scheme
+        .clone()
+        .or_else(|| scheme_for_port(remote.port).map(str::to_owned));
+    let http_proxy = parse_http_proxy(&params, effective_scheme.as_deref(), protocol)?;
     let request = TunnelRequest {
         client_id: client_id.clone(),
         local,
@@ -214,13 +273,20 @@ pub async fn create(
         idle_timeout_minutes,
         auto_close,
         check_port,
+        http_proxy,
     };
     let actor = Actor::user(&request.created_by, ip);
     let target = format!("{}:{}", request.remote.host, request.remote.port);
     let created = state.tunnels.create(request).await;
     audit_creation(&state, &actor, &client_id, &target, &created).await;
+    let host = super::public_host(&state, &headers);
     created
-        .map(|tunnel| data(tunnel_json(&tunnel)))
+        .map(|tunnel| {
+            data(tunnel_json(
+                &tunnel,
+                &state.tunnels.tunnel_url(&tunnel.record, &host),
+            ))
+        })
         .map_err(creation_error)
 }
 
@@ -361,7 +427,9 @@ pub async fn list(
     StateExtractor(state): State,
     Authenticated(user): Authenticated,
     params: Params,
+    headers: axum::http::HeaderMap,
 ) -> Result<Response, ApiError> {
+    let host = super::public_host(&state, &headers);
     let client = params.get("filter[client_id]").filter(|c| !c.is_empty());
     let tunnels = match params.get("filter[status]").filter(|s| !s.is_empty()) {
         None | Some("live") => state.tunnels.list_open(client),
@@ -392,7 +460,7 @@ pub async fn list(
         .iter()
         .skip(offset)
         .take(limit)
-        .map(|t| tunnel_json(t))
+        .map(|t| tunnel_json(t, &state.tunnels.tunnel_url(&t.record, &host)))
         .collect();
     Ok(axum::Json(json!({"data": page, "meta": {"count": visible.len()}})).into_response())
 }

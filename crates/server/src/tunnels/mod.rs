@@ -3,13 +3,14 @@
 //! open, keep and end them.
 
 mod agent_check;
+mod http_proxy;
 mod lifecycle;
 mod tcp;
 mod udp;
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU16, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -30,6 +31,8 @@ use lifecycle::{Activity, Limits, Verdict};
 use crate::audit::{self, Actor, ActorKind, AuditLog};
 use crate::port_pool::{BoundPort, PoolError, PortPool};
 use crate::registry::{LiveSession, Registry};
+use crate::secrets::{Secret, hash_password};
+use http_proxy::{BasicAuth, ProxyOptions};
 
 /// Who created a tunnel that the agent's own configuration asked for.
 pub const CREATED_BY_CLIENT: &str = "client";
@@ -65,6 +68,28 @@ pub struct TunnelRequest {
     pub idle_timeout_minutes: u32,
     pub auto_close: Option<Duration>,
     pub check_port: bool,
+    /// Serve HTTPS on the public side and forward HTTP requests.
+    pub http_proxy: Option<ProxyRequest>,
+}
+
+/// The HTTP proxy part of a [`TunnelRequest`].
+#[derive(Debug, Clone, Default)]
+pub struct ProxyRequest {
+    pub host_header: Option<String>,
+    /// Basic auth in front of the proxy: user and password.
+    pub auth: Option<(String, Secret)>,
+}
+
+/// What HTTP proxy tunnels share: the certificate they present, the TLS client towards
+/// devices, and the optional shared port.
+pub struct ProxySetup {
+    pub acceptor: tokio_rustls::TlsAcceptor,
+    pub device_tls: Arc<rustls::ClientConfig>,
+    /// `[server] tunnel_host` when `tunnel_proxy_address` gives every proxy tunnel a
+    /// subdomain of it on one shared port.
+    pub shared_host: Option<String>,
+    /// The shared port once it is bound; 0 before.
+    pub shared_port: AtomicU16,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -105,6 +130,8 @@ struct ActiveTunnel {
     acl: RwLock<Option<Arc<Acl>>>,
     protocol: TunnelProtocol,
     open: OpenRequest,
+    /// Set for HTTP proxy tunnels.
+    proxy: Option<Arc<ProxyOptions>>,
     limits: Limits,
     cancel: CancellationToken,
     /// Tasks serving the sockets; awaited on close so the port is free when close returns.
@@ -157,7 +184,23 @@ impl ActiveTunnel {
         };
         let last_active = record.last_active_at.unwrap_or(record.created_at);
         let counters = record.counters;
+        let options = &record.options;
+        let proxy = options.http_proxy.then(|| {
+            Arc::new(ProxyOptions {
+                target_tls: record.scheme.as_deref() == Some("https"),
+                host_header: options
+                    .host_header
+                    .as_deref()
+                    .and_then(|h| http::HeaderValue::from_str(h).ok()),
+                auth: match (&options.auth_user, &options.auth_password_hash) {
+                    (Some(user), Some(hash)) => Some(BasicAuth::new(user.clone(), hash.clone())),
+                    _ => None,
+                },
+                device_name: http_proxy::device_name(options.host_header.as_deref(), &record.rhost),
+            })
+        });
         Self {
+            proxy,
             acl: RwLock::new(acl.map(Arc::new)),
             protocol,
             open,
@@ -272,6 +315,9 @@ pub struct TunnelManager {
     settings: TunnelSettings,
     active: Mutex<HashMap<String, Arc<ActiveTunnel>>>,
     audit: Arc<AuditLog>,
+    proxy: ProxySetup,
+    /// Subdomain -> live proxy tunnel, for the shared proxy port.
+    proxy_routes: Mutex<HashMap<String, Arc<ActiveTunnel>>>,
 }
 
 impl TunnelManager {
@@ -283,6 +329,7 @@ impl TunnelManager {
         pool: PortPool,
         settings: TunnelSettings,
         audit: Arc<AuditLog>,
+        proxy: ProxySetup,
     ) -> Result<Arc<Self>, StoreError> {
         let manager = Arc::new(Self {
             registry,
@@ -291,6 +338,8 @@ impl TunnelManager {
             settings,
             active: Mutex::new(HashMap::new()),
             audit,
+            proxy,
+            proxy_routes: Mutex::new(HashMap::new()),
         });
         let live = TunnelFilter {
             open_only: true,
@@ -378,6 +427,17 @@ impl TunnelManager {
                     .await?
             }
         };
+        let (auth_user, auth_password_hash) =
+            match request.http_proxy.as_ref().and_then(|p| p.auth.clone()) {
+                None => (None, None),
+                Some((user, password)) => {
+                    let hash =
+                        tokio::task::spawn_blocking(move || hash_password(password.expose()))
+                            .await
+                            .map_err(|err| StoreError::Worker(err.to_string()))?;
+                    (Some(user), Some(hash))
+                }
+            };
         let now = Utc::now();
         let record = TunnelRecord {
             id: uuid::Uuid::new_v4().to_string(),
@@ -405,6 +465,15 @@ impl TunnelManager {
                 idle_timeout_minutes: request.idle_timeout_minutes,
                 auto_close_secs: request.auto_close.map_or(0, |d| d.as_secs().max(1)),
                 check_port: request.check_port,
+                http_proxy: request.http_proxy.is_some(),
+                host_header: request
+                    .http_proxy
+                    .as_ref()
+                    .and_then(|p| p.host_header.clone()),
+                auth_user,
+                auth_password_hash,
+                subdomain: (request.http_proxy.is_some() && self.proxy.shared_host.is_some())
+                    .then(http_proxy::new_subdomain),
             },
             counters: TunnelCounters::default(),
             last_active_at: Some(now),
@@ -455,6 +524,9 @@ impl TunnelManager {
         tunnel.limits.grace_period = self.settings.grace_period;
         let tunnel = Arc::new(tunnel);
         self.active().insert(tunnel.id(), Arc::clone(&tunnel));
+        if let Some(subdomain) = lock(&tunnel.record).options.subdomain.clone() {
+            lock(&self.proxy_routes).insert(subdomain, Arc::clone(&tunnel));
+        }
         let BoundPort { tcp, udp, lease } = bound;
         let mut servers = Vec::new();
         if let Some(listener) = tcp {
@@ -614,6 +686,9 @@ impl TunnelManager {
     /// Stops the tunnel's servers, waits until its port is free and records the end.
     async fn finish(&self, tunnel: &ActiveTunnel, reason: CloseReason) {
         tunnel.cancel.cancel();
+        if let Some(subdomain) = &lock(&tunnel.record).options.subdomain {
+            lock(&self.proxy_routes).remove(subdomain);
+        }
         let servers = std::mem::take(&mut *lock(&tunnel.servers));
         for server in servers {
             let _ = server.await;
@@ -723,6 +798,7 @@ impl TunnelManager {
                 idle_timeout_minutes: 0,
                 auto_close: None,
                 check_port: false,
+                http_proxy: None,
             };
             let agent = Actor {
                 name: client_id.to_owned(),
@@ -766,6 +842,124 @@ impl TunnelManager {
             .collect();
         for tunnel in dirty {
             self.save(&tunnel).await;
+        }
+    }
+
+    /// Where a browser reaches an HTTP proxy tunnel: its subdomain on the shared port, or
+    /// its own port at `public_host`. Empty for other tunnels, as in RPort.
+    pub fn tunnel_url(&self, record: &TunnelRecord, public_host: &str) -> String {
+        if !record.options.http_proxy {
+            return String::new();
+        }
+        let shared_port = self.proxy.shared_port.load(Ordering::Relaxed);
+        match (&record.options.subdomain, &self.proxy.shared_host) {
+            (Some(subdomain), Some(host)) if shared_port != 0 => match shared_port {
+                443 => format!("https://{subdomain}.{host}"),
+                port => format!("https://{subdomain}.{host}:{port}"),
+            },
+            _ => format!("https://{public_host}:{}", record.lport),
+        }
+    }
+
+    /// Serves the shared proxy port until `shutdown`: each connection goes to the tunnel
+    /// its TLS server name (SNI) names, if the tunnel's ACL lets the peer in.
+    pub async fn serve_proxy_port(
+        self: Arc<Self>,
+        listener: tokio::net::TcpListener,
+        shutdown: CancellationToken,
+    ) {
+        if let Ok(address) = listener.local_addr() {
+            self.proxy
+                .shared_port
+                .store(address.port(), Ordering::Relaxed);
+        }
+        loop {
+            let (socket, peer) = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                accepted = listener.accept() => match accepted {
+                    Ok(accepted) => accepted,
+                    Err(err) => {
+                        tracing::warn!("accepting on the proxy port: {err}");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+            };
+            tokio::spawn(Arc::clone(&self).route_proxy_connection(socket, peer));
+        }
+    }
+
+    async fn route_proxy_connection(
+        self: Arc<Self>,
+        socket: tokio::net::TcpStream,
+        peer: std::net::SocketAddr,
+    ) {
+        let _ = socket.set_nodelay(true);
+        let acceptor =
+            tokio_rustls::LazyConfigAcceptor::new(rustls::server::Acceptor::default(), socket);
+        let Ok(Ok(start)) =
+            tokio::time::timeout(crate::http_serve::HANDSHAKE_TIMEOUT, acceptor).await
+        else {
+            return;
+        };
+        let host = start
+            .client_hello()
+            .server_name()
+            .map(|name| name.trim_end_matches('.').to_ascii_lowercase());
+        let suffix = self.proxy.shared_host.as_ref().map(|h| format!(".{h}"));
+        let tunnel = host
+            .as_ref()
+            .zip(suffix.as_ref())
+            .and_then(|(host, suffix)| {
+                let subdomain = host.strip_suffix(suffix.as_str())?;
+                lock(&self.proxy_routes).get(subdomain).cloned()
+            });
+        let config = self.proxy.acceptor.config().clone();
+        let Some(tunnel) = tunnel else {
+            // Unknown names get a 404 over TLS, not a hint of which names exist.
+            if let Ok(Ok(stream)) = tokio::time::timeout(
+                crate::http_serve::HANDSHAKE_TIMEOUT,
+                start.into_stream(config),
+            )
+            .await
+            {
+                let never = CancellationToken::new();
+                let service = hyper::service::service_fn(|_request| async {
+                    let mut response = http::Response::new(http_body_util::Full::new(
+                        bytes::Bytes::from_static(b"unknown host\n"),
+                    ));
+                    *response.status_mut() = http::StatusCode::NOT_FOUND;
+                    Ok::<_, std::convert::Infallible>(response)
+                });
+                crate::http_serve::serve_connection(
+                    stream,
+                    service,
+                    &never,
+                    crate::http_serve::Stop::Abort,
+                )
+                .await;
+            }
+            return;
+        };
+        if !tunnel.acl_allows(peer.ip()) {
+            tunnel.refuse();
+            tracing::debug!(tunnel = %tunnel.id(), %peer, "proxy connection refused by the tunnel's ACL");
+            return;
+        }
+        let Some(options) = tunnel.proxy.clone() else {
+            return;
+        };
+        tunnel.connection_opened();
+        match tokio::time::timeout(
+            crate::http_serve::HANDSHAKE_TIMEOUT,
+            start.into_stream(config),
+        )
+        .await
+        {
+            Ok(Ok(stream)) => {
+                http_proxy::serve(self, tunnel, options, stream, peer, host).await;
+            }
+            _ => tunnel.connection_closed(0, 0),
         }
     }
 

@@ -40,6 +40,17 @@ pub(super) async fn serve(
             continue; // dropping the socket closes it
         }
         tunnel.connection_opened();
+        if let Some(options) = tunnel.proxy.clone() {
+            tokio::spawn(super::http_proxy::serve_tls(
+                Arc::clone(&manager),
+                Arc::clone(&tunnel),
+                options,
+                socket,
+                peer,
+                manager.proxy.acceptor.clone(),
+            ));
+            continue;
+        }
         tokio::spawn(forward(
             Arc::clone(&manager),
             socket,

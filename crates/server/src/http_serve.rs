@@ -1,0 +1,133 @@
+//! Serving HTTP/1.1 on accepted connections, plain or TLS: bounded TLS handshakes and
+//! header reads (a slow client cannot hold a connection open for ever), upgrades, and a
+//! graceful end. Used by the API and by the tunnel proxy.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use axum::extract::ConnectInfo;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tower_service::Service;
+
+/// A TLS handshake must be done within this.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// A request's headers must have arrived within this.
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How a connection ends when `stop` is cancelled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stop {
+    /// Requests in flight finish; then the connection closes (server shutdown).
+    Graceful,
+    /// The connection is dropped at once (its tunnel was closed).
+    Abort,
+}
+
+/// Serves one connection until it ends or `stop` is cancelled.
+pub async fn serve_connection<I, S, B>(io: I, service: S, stop: &CancellationToken, how: Stop)
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: hyper::service::Service<hyper::Request<Incoming>, Response = hyper::Response<B>>
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let connection = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_TIMEOUT)
+        .serve_connection(TokioIo::new(io), service)
+        .with_upgrades();
+    tokio::pin!(connection);
+    let result = tokio::select! {
+        result = connection.as_mut() => result,
+        _ = stop.cancelled() => match how {
+            Stop::Abort => return,
+            Stop::Graceful => {
+                connection.as_mut().graceful_shutdown();
+                connection.await
+            }
+        },
+    };
+    if let Err(err) = result {
+        tracing::debug!("HTTP connection ended: {err}");
+    }
+}
+
+/// TLS handshake within [`HANDSHAKE_TIMEOUT`]; `None` (logged) when it fails.
+pub async fn accept_tls<I>(
+    acceptor: &TlsAcceptor,
+    io: I,
+    peer: SocketAddr,
+) -> Option<tokio_rustls::server::TlsStream<I>>
+where
+    I: AsyncRead + AsyncWrite + Unpin,
+{
+    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(io)).await {
+        Ok(Ok(stream)) => Some(stream),
+        Ok(Err(err)) => {
+            tracing::debug!(%peer, "TLS handshake failed: {err}");
+            None
+        }
+        Err(_) => {
+            tracing::debug!(%peer, "TLS handshake timed out");
+            None
+        }
+    }
+}
+
+/// Serves the API router on `listener`, over TLS when `tls` is given, until `shutdown`.
+/// Connections are spawned on `connections`, so the caller can wait for them to finish.
+pub async fn serve_api(
+    listener: TcpListener,
+    tls: Option<TlsAcceptor>,
+    router: axum::Router,
+    shutdown: CancellationToken,
+    connections: TaskTracker,
+) {
+    loop {
+        let (socket, peer) = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(err) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!("accepting an API connection: {err}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = socket.set_nodelay(true);
+        let router = router.clone();
+        let tls = tls.clone();
+        let shutdown = shutdown.clone();
+        connections.spawn(async move {
+            let service =
+                hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
+                    // What `into_make_service_with_connect_info` would add: handlers read the
+                    // peer address from it.
+                    request.extensions_mut().insert(ConnectInfo(peer));
+                    let mut router = router.clone();
+                    async move { router.call(request.map(axum::body::Body::new)).await }
+                });
+            match tls {
+                None => serve_connection(socket, service, &shutdown, Stop::Graceful).await,
+                Some(acceptor) => {
+                    if let Some(stream) = accept_tls(&acceptor, socket, peer).await {
+                        serve_connection(stream, service, &shutdown, Stop::Graceful).await;
+                    }
+                }
+            }
+        });
+    }
+}

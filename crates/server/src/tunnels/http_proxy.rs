@@ -1,0 +1,469 @@
+//! HTTP proxy tunnels: rportd ends TLS on the public side and forwards each request
+//! through the agent to the device's web server (plain HTTP, or HTTPS without checking the
+//! device's certificate), with an optional `Host` rewrite and HTTP basic auth in front.
+//! WebSocket upgrades and streamed bodies pass through untouched.
+//!
+//! Each public connection gets its own connection to the device, opened at its first
+//! request and used for the requests that follow, so keep-alive works end to end.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use base64::Engine;
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, combinators::BoxBody};
+use hyper::body::Incoming;
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::rt::TokioIo;
+use rand::Rng;
+use rustls::pki_types::ServerName;
+use sha2::{Digest, Sha256};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_rustls::{TlsAcceptor, TlsConnector};
+use tokio_util::sync::CancellationToken;
+
+use super::{ActiveTunnel, TunnelManager};
+use crate::http_serve::{self, Stop};
+use crate::secrets::verify_password;
+
+/// How long a request waits for an agent that is away (grace period) to come back.
+const AGENT_WAIT: Duration = Duration::from_secs(5);
+/// Bytes buffered between the device connection's HTTP client and its tunnel stream.
+const DEVICE_BUFFER: usize = 256 * 1024;
+/// How long a verified basic-auth password is remembered, so browsers sending it with
+/// every request do not pay an argon2 hash each time.
+const VERIFIED_TTL: Duration = Duration::from_secs(300);
+
+type ProxyBody = BoxBody<Bytes, hyper::Error>;
+
+/// What a proxy tunnel does with requests; fixed when the tunnel is made.
+pub(super) struct ProxyOptions {
+    /// The device speaks HTTPS.
+    pub target_tls: bool,
+    pub host_header: Option<HeaderValue>,
+    pub auth: Option<BasicAuth>,
+    /// The name to send in SNI to the device.
+    pub device_name: ServerName<'static>,
+}
+
+pub(super) struct BasicAuth {
+    user: String,
+    hash: String,
+    /// Process-local key for the cache of verified passwords.
+    cache_key: [u8; 32],
+    verified: Mutex<HashMap<[u8; 32], std::time::Instant>>,
+}
+
+impl BasicAuth {
+    pub fn new(user: String, hash: String) -> Self {
+        Self {
+            user,
+            hash,
+            cache_key: rand::rng().random(),
+            verified: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Whether the request's `Authorization` carries this user and password.
+    async fn allows(&self, headers: &HeaderMap) -> bool {
+        let Some((user, password)) = basic_credentials(headers) else {
+            return false;
+        };
+        if user != self.user {
+            return false;
+        }
+        let digest: [u8; 32] = Sha256::new()
+            .chain_update(self.cache_key)
+            .chain_update(password.as_bytes())
+            .finalize()
+            .into();
+        if let Ok(verified) = self.verified.lock()
+            && verified
+                .get(&digest)
+                .is_some_and(|at| at.elapsed() < VERIFIED_TTL)
+        {
+            return true;
+        }
+        let hash = self.hash.clone();
+        let ok = tokio::task::spawn_blocking(move || verify_password(&password, &hash))
+            .await
+            .unwrap_or(false);
+        if ok && let Ok(mut verified) = self.verified.lock() {
+            verified.retain(|_, at| at.elapsed() < VERIFIED_TTL);
+            verified.insert(digest, std::time::Instant::now());
+        }
+        ok
+    }
+}
+
+fn basic_credentials(headers: &HeaderMap) -> Option<(String, String)> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, encoded) = value.split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .ok()?;
+    let (user, password) = String::from_utf8(decoded)
+        .ok()?
+        .split_once(':')
+        .map(|(u, p)| (u.to_owned(), p.to_owned()))?;
+    Some((user, password))
+}
+
+/// One public connection of a proxy tunnel.
+struct Connection {
+    manager: Arc<TunnelManager>,
+    tunnel: Arc<ActiveTunnel>,
+    options: Arc<ProxyOptions>,
+    peer: SocketAddr,
+    /// On the shared port: the host name this connection was routed by; requests for any
+    /// other host get 404, never another tunnel.
+    routed_host: Option<String>,
+    device: tokio::sync::Mutex<Option<SendRequest<Incoming>>>,
+    /// Byte counters of the tunnel streams this connection used.
+    counters: Mutex<Vec<rport_transport::mux::CounterHandle>>,
+}
+
+/// TLS on an accepted public connection, then [`serve`].
+pub(super) async fn serve_tls(
+    manager: Arc<TunnelManager>,
+    tunnel: Arc<ActiveTunnel>,
+    options: Arc<ProxyOptions>,
+    socket: tokio::net::TcpStream,
+    peer: SocketAddr,
+    acceptor: TlsAcceptor,
+) {
+    match http_serve::accept_tls(&acceptor, socket, peer).await {
+        Some(stream) => serve(manager, tunnel, options, stream, peer, None).await,
+        None => tunnel.connection_closed(0, 0),
+    }
+}
+
+/// Serves HTTP on a public connection (TLS already done) until it ends or the tunnel
+/// closes; counts it as one connection of the tunnel.
+pub(super) async fn serve<I>(
+    manager: Arc<TunnelManager>,
+    tunnel: Arc<ActiveTunnel>,
+    options: Arc<ProxyOptions>,
+    io: I,
+    peer: SocketAddr,
+    routed_host: Option<String>,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let cancel: CancellationToken = tunnel.cancel.clone();
+    let connection = Arc::new(Connection {
+        manager,
+        tunnel: Arc::clone(&tunnel),
+        options,
+        peer,
+        routed_host,
+        device: tokio::sync::Mutex::new(None),
+        counters: Mutex::new(Vec::new()),
+    });
+    let handler = Arc::clone(&connection);
+    let service = hyper::service::service_fn(move |request| {
+        let connection = Arc::clone(&handler);
+        async move { Ok::<_, std::convert::Infallible>(connection.handle(request).await) }
+    });
+    http_serve::serve_connection(io, service, &cancel, Stop::Abort).await;
+    let (sent, received) = connection
+        .counters
+        .lock()
+        .map(|counters| {
+            counters.iter().fold((0, 0), |(s, r), c| {
+                let counted = c.get();
+                (s + counted.bytes_sent, r + counted.bytes_received)
+            })
+        })
+        .unwrap_or_default();
+    tunnel.connection_closed(sent, received);
+}
+
+fn plain(status: StatusCode, text: &str) -> Response<ProxyBody> {
+    let mut response = Response::new(
+        Full::new(Bytes::from(format!("{text}\n")))
+            .map_err(|never| match never {})
+            .boxed(),
+    );
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}
+
+/// Headers that describe one hop, not the message (RFC 9110 section 7.6.1).
+const HOP_BY_HOP: [HeaderName; 7] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+];
+
+/// Removes hop-by-hop headers, and those `Connection` names, keeping the upgrade ones when
+/// the message asks for an upgrade.
+fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .filter(|name| !(keep_upgrade && name == header::UPGRADE))
+        .collect();
+    for name in named {
+        headers.remove(&name);
+    }
+    for name in &HOP_BY_HOP {
+        if keep_upgrade && (name == header::CONNECTION || name == header::UPGRADE) {
+            continue;
+        }
+        headers.remove(name);
+    }
+}
+
+fn wants_upgrade(headers: &HeaderMap) -> bool {
+    headers.contains_key(header::UPGRADE)
+        && headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .any(|v| {
+                v.split(',')
+                    .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+            })
+}
+
+/// The host a request names, lower case, without port.
+fn request_host<B>(request: &Request<B>) -> Option<String> {
+    let host = request
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| request.uri().host())?;
+    let host = match host.rsplit_once(':') {
+        Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
+        _ => host,
+    };
+    Some(host.trim_end_matches('.').to_ascii_lowercase())
+}
+
+impl Connection {
+    async fn handle(&self, mut request: Request<Incoming>) -> Response<ProxyBody> {
+        if let Some(routed) = &self.routed_host
+            && request_host(&request).as_deref() != Some(routed.as_str())
+        {
+            return plain(StatusCode::NOT_FOUND, "unknown host");
+        }
+        if let Some(auth) = &self.options.auth {
+            if !auth.allows(request.headers()).await {
+                let mut response = plain(StatusCode::UNAUTHORIZED, "authentication required");
+                response.headers_mut().insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Basic realm=\"rport tunnel\""),
+                );
+                return response;
+            }
+            // The tunnel's password is for rportd; the device never sees it.
+            request.headers_mut().remove(header::AUTHORIZATION);
+        }
+        let upgrade = wants_upgrade(request.headers());
+        let original_host = request.headers().get(header::HOST).cloned();
+        {
+            let headers = request.headers_mut();
+            strip_hop_by_hop(headers, upgrade);
+            if let Some(host) = &self.options.host_header {
+                headers.insert(header::HOST, host.clone());
+            }
+            // Only the address this connection really comes from: a client's own
+            // X-Forwarded-For is a claim, not a fact.
+            if let Ok(peer) = HeaderValue::from_str(&self.peer.ip().to_string()) {
+                headers.insert(HeaderName::from_static("x-forwarded-for"), peer);
+            }
+            headers.insert(
+                HeaderName::from_static("x-forwarded-proto"),
+                HeaderValue::from_static("https"),
+            );
+            if let Some(host) = original_host {
+                headers.insert(HeaderName::from_static("x-forwarded-host"), host);
+            }
+        }
+        // Requests to the device use origin form: path and query only.
+        let path = request
+            .uri()
+            .path_and_query()
+            .map_or("/", |p| p.as_str())
+            .to_owned();
+        match path.parse() {
+            Ok(uri) => *request.uri_mut() = uri,
+            Err(_) => return plain(StatusCode::BAD_REQUEST, "bad request target"),
+        }
+        *request.version_mut() = http::Version::HTTP_11;
+        let public_upgrade = upgrade.then(|| hyper::upgrade::on(&mut request));
+
+        let mut device = self.device.lock().await;
+        let reusable = match device.take() {
+            Some(mut sender) => sender.ready().await.is_ok().then_some(sender),
+            None => None,
+        };
+        let mut sender = match reusable {
+            Some(sender) => sender,
+            None => match self.connect_device().await {
+                Ok(sender) => sender,
+                Err(reason) => {
+                    tracing::debug!(tunnel = %self.tunnel.id(), "proxy: {reason}");
+                    return plain(StatusCode::BAD_GATEWAY, &reason);
+                }
+            },
+        };
+        let mut response = match sender.send_request(request).await {
+            Ok(response) => response,
+            Err(err) => {
+                tracing::debug!(tunnel = %self.tunnel.id(), "proxy: device request failed: {err}");
+                return plain(
+                    StatusCode::BAD_GATEWAY,
+                    &format!("the device's web server did not answer: {err}"),
+                );
+            }
+        };
+        if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+            // This device connection now belongs to the upgraded protocol.
+            if let Some(public_upgrade) = public_upgrade {
+                let device_upgrade = hyper::upgrade::on(&mut response);
+                let cancel = self.tunnel.cancel.clone();
+                tokio::spawn(async move {
+                    let (Ok(public), Ok(device)) = tokio::join!(public_upgrade, device_upgrade)
+                    else {
+                        return;
+                    };
+                    let mut public = TokioIo::new(public);
+                    let mut device = TokioIo::new(device);
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut public, &mut device) => {}
+                        _ = cancel.cancelled() => {}
+                    }
+                });
+            }
+        } else {
+            *device = Some(sender);
+            strip_hop_by_hop(response.headers_mut(), false);
+        }
+        response.map(BodyExt::boxed)
+    }
+
+    /// A new HTTP connection to the device through a tunnel stream.
+    async fn connect_device(&self) -> Result<SendRequest<Incoming>, String> {
+        let session = self
+            .manager
+            .session_for(&self.tunnel, AGENT_WAIT)
+            .await
+            .ok_or("the device's agent is not connected")?;
+        let stream = session
+            .handle
+            .open_stream(Bytes::from(self.tunnel.open.to_json()))
+            .map_err(|err| format!("opening a stream to the agent: {err}"))?;
+        if let Ok(mut counters) = self.counters.lock() {
+            counters.push(stream.counter_handle());
+        }
+        let (near, far) = tokio::io::duplex(DEVICE_BUFFER);
+        tokio::spawn(async move {
+            let _ = rport_transport::pipe(stream, far).await;
+        });
+        let builder = hyper::client::conn::http1::Builder::new();
+        let fail = |err: hyper::Error| format!("talking HTTP to the device: {err}");
+        if self.options.target_tls {
+            let connector = TlsConnector::from(Arc::clone(&self.manager.proxy.device_tls));
+            let tls = connector
+                .connect(self.options.device_name.clone(), near)
+                .await
+                .map_err(|err| format!("TLS to the device failed: {err}"))?;
+            let (sender, connection) = builder.handshake(TokioIo::new(tls)).await.map_err(fail)?;
+            tokio::spawn(connection.with_upgrades());
+            Ok(sender)
+        } else {
+            let (sender, connection) = builder.handshake(TokioIo::new(near)).await.map_err(fail)?;
+            tokio::spawn(connection.with_upgrades());
+            Ok(sender)
+        }
+    }
+}
+
+/// A fresh subdomain label: 16 lower-case letters and digits.
+pub(super) fn new_subdomain() -> String {
+    const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
+    let mut rng = rand::rng();
+    (0..16)
+        .map(|_| char::from(ALPHABET[rng.random_range(0..ALPHABET.len())]))
+        .collect()
+}
+
+/// The name to send in SNI: the `Host` override or the target, when it is a name.
+pub(super) fn device_name(host_header: Option<&str>, target: &str) -> ServerName<'static> {
+    let host = host_header
+        .map(|h| h.rsplit_once(':').map_or(h, |(name, _)| name))
+        .unwrap_or(target);
+    ServerName::try_from(host.to_owned())
+        .or_else(|_| ServerName::try_from(target.to_owned()))
+        .unwrap_or(ServerName::IpAddress(std::net::Ipv4Addr::LOCALHOST.into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_headers_go_except_for_an_upgrade() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, x-secret-hop"),
+        );
+        headers.insert("x-secret-hop", HeaderValue::from_static("1"));
+        headers.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        headers.insert(header::ACCEPT, HeaderValue::from_static("*/*"));
+        strip_hop_by_hop(&mut headers, false);
+        assert_eq!(headers.len(), 1, "{headers:?}");
+
+        let mut upgrade = HeaderMap::new();
+        upgrade.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+        upgrade.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        assert!(wants_upgrade(&upgrade));
+        strip_hop_by_hop(&mut upgrade, true);
+        assert!(wants_upgrade(&upgrade), "{upgrade:?}");
+    }
+
+    #[test]
+    fn hosts_compare_without_port_case_or_final_dot() {
+        let request = Request::builder()
+            .header(header::HOST, "AbC.Tunnels.Example.com.:8443")
+            .body(())
+            .expect("request");
+        assert_eq!(
+            request_host(&request).as_deref(),
+            Some("abc.tunnels.example.com")
+        );
+    }
+
+    #[test]
+    fn subdomains_are_dns_labels() {
+        let label = new_subdomain();
+        assert_eq!(label.len(), 16);
+        assert!(
+            label
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        );
+        assert_ne!(label, new_subdomain());
+    }
+}
