@@ -37,6 +37,14 @@ pub struct AgentArgs {
     /// The server's key fingerprint as rportd prints it (also `RPORT_FINGERPRINT`).
     #[arg(long, value_name = "FP")]
     pub fingerprint: Option<String>,
+    /// Instead of a fingerprint: check the server's certificate against the CA
+    /// certificates in this PEM file (also `RPORT_CA_FILE`), by the server's host name.
+    #[arg(long, value_name = "FILE", conflicts_with = "system_roots")]
+    pub ca_file: Option<PathBuf>,
+    /// Instead of a fingerprint: check the server's certificate against the operating
+    /// system's CA certificates, by the server's host name.
+    #[arg(long)]
+    pub system_roots: bool,
     /// Where the agent keeps its id and pinned server key.
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,

@@ -30,8 +30,10 @@ pub struct AgentConfig {
     pub name: String,
     pub tags: Vec<String>,
     pub auth: Credential,
-    /// `None`: trust the server's key on first use and pin it in `data_dir`.
+    /// `None`: trust the server's key on first use and pin it in `data_dir`, unless
+    /// `ca` says to check the server's certificate chain instead.
     pub fingerprint: Option<Fingerprint>,
+    pub ca: Option<CaSource>,
     pub data_dir: PathBuf,
     pub keep_alive: Duration,
     pub max_retry_interval: Duration,
@@ -41,6 +43,15 @@ pub struct AgentConfig {
     pub remotes: Vec<String>,
     /// Targets the server may have this agent connect to; empty = anything reachable.
     pub tunnel_allowed: AllowList,
+}
+
+/// Whose CA certificates vouch for the server's certificate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CaSource {
+    /// `[client] ca_file`: CA certificates in a PEM file.
+    File(PathBuf),
+    /// `[client] system_roots`: the operating system's CA certificates.
+    System,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -94,6 +105,8 @@ struct RawClient {
     tags: Option<Vec<String>>,
     auth: Option<String>,
     fingerprint: Option<String>,
+    ca_file: Option<PathBuf>,
+    system_roots: Option<bool>,
     data_dir: Option<PathBuf>,
     remotes: Option<Vec<String>>,
     tunnel_allowed: Option<Vec<String>>,
@@ -211,6 +224,33 @@ pub fn load(
         })?),
     };
 
+    let ca_file = pick([
+        from_file(&file, "client.ca_file", client.ca_file),
+        from_env(env, "RPORT_CA_FILE").map(|v| Sourced {
+            value: PathBuf::from(v.value),
+            origin: v.origin,
+        }),
+        from_flag("ca-file", args.ca_file.clone()),
+    ]);
+    let system_roots = args.system_roots || client.system_roots.unwrap_or(false);
+    let ca = match (ca_file, system_roots) {
+        (Some(file), false) => Some(CaSource::File(file.value)),
+        (None, true) => Some(CaSource::System),
+        (None, false) => None,
+        (Some(file), true) => {
+            return Err(invalid(
+                &file.origin,
+                "set either ca_file or system_roots, not both",
+            ));
+        }
+    };
+    if ca.is_some() && fingerprint.is_some() {
+        return Err(invalid(
+            "client.fingerprint",
+            "set either a fingerprint (pin the server's key) or ca_file / system_roots (check its certificate chain), not both",
+        ));
+    }
+
     let id = match pick([
         from_file(&file, "client.id", client.id),
         None,
@@ -326,6 +366,7 @@ pub fn load(
         tags,
         auth,
         fingerprint,
+        ca,
         data_dir: args
             .data_dir
             .clone()

@@ -12,11 +12,12 @@ use rport_transport::handshake;
 use rport_transport::mux::{self, MuxConfig, MuxHandle, Role};
 use rport_transport::read_coalescing::ReadCoalescing;
 use rport_transport::tls::{self, ServerPin};
+use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::AgentConfig;
+use crate::config::{AgentConfig, CaSource};
 use crate::sysinfo;
 use crate::targets;
 
@@ -60,6 +61,10 @@ pub enum SessionError {
     Ended(#[from] mux::MuxError),
     #[error("TLS setup: {0}")]
     Setup(#[from] tls::TlsError),
+    #[error("system_roots: no CA certificate found in the operating system's trust store")]
+    NoSystemRoots,
+    #[error("server host {0:?} cannot be checked against a certificate")]
+    BadServerName(String),
 }
 
 pub struct Agent {
@@ -184,10 +189,48 @@ impl Agent {
         }
     }
 
+    /// The TLS client for this attempt and the name to send in SNI: pinned key, or a
+    /// certificate chain checked against CA roots (read again on every attempt, so a
+    /// replaced CA file counts without a restart).
+    fn tls_setup(
+        &self,
+        pin: ServerPin,
+    ) -> Result<
+        (
+            Arc<rustls::ClientConfig>,
+            Option<tls::SeenFingerprint>,
+            ServerName<'static>,
+        ),
+        SessionError,
+    > {
+        let Some(ca) = &self.config.ca else {
+            let (config, seen) = tls::client_config(pin)?;
+            return Ok((config, Some(seen), tls::server_name()));
+        };
+        let roots = match ca {
+            CaSource::File(path) => tls::roots_from_pem(path)?,
+            CaSource::System => {
+                let found = rustls_native_certs::load_native_certs();
+                for err in &found.errors {
+                    tracing::debug!("reading system CA certificates: {err}");
+                }
+                let mut roots = rustls::RootCertStore::empty();
+                let (added, _) = roots.add_parsable_certificates(found.certs);
+                if added == 0 {
+                    return Err(SessionError::NoSystemRoots);
+                }
+                roots
+            }
+        };
+        let name = ServerName::try_from(self.config.server.host.clone())
+            .map_err(|_| SessionError::BadServerName(self.config.server.host.clone()))?;
+        Ok((tls::client_config_with_roots(roots)?, None, name))
+    }
+
     async fn connect_and_serve(self: Arc<Self>) -> Result<(), SessionError> {
         let server = self.config.server.to_string();
         let pin = self.pin();
-        let (tls_config, seen) = tls::client_config(pin)?;
+        let (tls_config, seen, server_name) = self.tls_setup(pin)?;
         let socket = tokio::time::timeout(
             CONNECT_TIMEOUT,
             TcpStream::connect((self.config.server.host.as_str(), self.config.server.port)),
@@ -202,11 +245,12 @@ impl Agent {
         let connector = TlsConnector::from(tls_config);
         let tls_result = tokio::time::timeout(
             CONNECT_TIMEOUT,
-            connector.connect(tls::server_name(), ReadCoalescing::new(socket)),
+            connector.connect(server_name, ReadCoalescing::new(socket)),
         )
         .await
         .unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into()));
-        let mut tls_stream = match (tls_result, pin, seen.get()) {
+        let presented = seen.as_ref().and_then(tls::SeenFingerprint::get);
+        let mut tls_stream = match (tls_result, pin, presented) {
             (Ok(stream), _, _) => stream,
             (Err(_), ServerPin::Exact(expected), Some(presented)) if expected != presented => {
                 return Err(SessionError::FingerprintMismatch {
@@ -216,7 +260,7 @@ impl Agent {
             }
             (Err(source), _, _) => return Err(SessionError::Tls { server, source }),
         };
-        if let (ServerPin::FirstUse, Some(presented)) = (pin, seen.get()) {
+        if let (ServerPin::FirstUse, Some(presented), None) = (pin, presented, &self.config.ca) {
             tracing::warn!(
                 "no server fingerprint configured: trusting {server}'s key {presented} on first use and pinning it in {}",
                 self.pinned_fingerprint_path().display()

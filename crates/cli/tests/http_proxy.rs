@@ -1,7 +1,8 @@
 //! End to end: HTTP proxy tunnels to web servers on a device (plain HTTP and HTTPS with a
 //! self-signed certificate) reached with a real HTTPS client: status, headers, bodies,
 //! Host rewrite, large streamed bodies, WebSocket, basic auth, ACL; subdomain routing of
-//! several tunnels on one port; the API over HTTPS.
+//! several tunnels on one port; the API over HTTPS; agents checking a configured server
+//! certificate against a CA.
 
 mod support;
 #[path = "support/web.rs"]
@@ -319,6 +320,34 @@ fn one_port_serves_every_proxy_tunnel_by_subdomain() {
         fetch(&host_one, &host_one, None).expect("answer").status,
         404
     );
+
+    // After a crash the live tunnel keeps its name (and its password hash, ACL, ...).
+    let agent_port = server.agent_address.port();
+    server.kill();
+    let server = Rportd::start_with(
+        dir.path(),
+        &ServerSettings {
+            agent_port,
+            ..settings
+        },
+    );
+    server.wait_connection_state("dev-1", "connected", ATTACH);
+    let id = second["id"].as_str().expect("id");
+    let back = server.wait_tunnel_status(id, "opened", ATTACH);
+    let (host, port) = url(&back);
+    assert_eq!(host, host_two, "same subdomain");
+    let mut client = web
+        .connect(
+            SocketAddr::from(([127, 0, 0, 1], port)),
+            &host,
+            None,
+            any_tls(),
+        )
+        .expect("TLS after restart");
+    let got = web
+        .send(&mut client, get(&host, "/hello", &[]))
+        .expect("answer");
+    assert_eq!((got.status, got.text()), (200, "hello from two".to_owned()));
 }
 
 #[test]
@@ -396,4 +425,68 @@ fn the_api_speaks_https_when_given_a_certificate() {
         err.contains("cert_file") && err.contains("api-key.pem"),
         "{err}"
     );
+}
+
+#[test]
+fn agents_check_a_configured_certificate_against_their_ca() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (ca, chain, key) = web::ca_signed_pem(&["localhost"]);
+    let (other_ca, _, _) = web::ca_signed_pem(&["localhost"]);
+    let write = |name: &str, text: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).expect("write");
+        path.display().to_string()
+    };
+    let (cert_path, key_path) = (write("server.pem", &chain), write("server-key.pem", &key));
+    let (ca_path, other_ca_path) = (write("ca.pem", &ca), write("other-ca.pem", &other_ca));
+    let server = Rportd::start_with(
+        dir.path(),
+        &ServerSettings {
+            extra_server: format!("cert_file = {cert_path:?}\nkey_file = {key_path:?}\n"),
+            ..Default::default()
+        },
+    );
+    let address = format!("localhost:{}", server.agent_address.port());
+    let start = |id: &str, trust: &[&str]| {
+        let data = dir.path().join(id);
+        let mut args = vec![
+            "--id",
+            id,
+            "--auth",
+            AGENT_AUTH,
+            "--data-dir",
+            data.to_str().expect("utf-8"),
+        ];
+        args.extend_from_slice(trust);
+        args.extend_from_slice(&["--max-retry-interval", "1s", &address]);
+        Rport::start(&args)
+    };
+    // Checked against the right CA, by the name it connects to.
+    let _trusting = start("by-ca", &["--ca-file", &ca_path]);
+    server.wait_connection_state("by-ca", "connected", ATTACH);
+    // Pinning the configured certificate's key works as with a generated one.
+    let _pinning = start("by-pin", &["--fingerprint", &server.fingerprint]);
+    server.wait_connection_state("by-pin", "connected", ATTACH);
+    // Another CA's agent never gets to log in.
+    let mut refused = start("by-other-ca", &["--ca-file", &other_ca_path]);
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(server.client("by-other-ca").is_none(), "never connected");
+    assert!(refused.is_running(), "it keeps trying, as agents do");
+    refused.kill();
+    // Pinning and a CA together is a contradiction, refused at start.
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_rport"))
+        .args([
+            "--auth",
+            AGENT_AUTH,
+            "--fingerprint",
+            &server.fingerprint,
+            "--ca-file",
+            &ca_path,
+            &address,
+        ])
+        .output()
+        .expect("rport");
+    assert!(!output.status.success());
+    let err = String::from_utf8_lossy(&output.stderr);
+    assert!(err.contains("not both"), "{err}");
 }

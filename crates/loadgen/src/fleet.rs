@@ -93,6 +93,7 @@ impl FleetSpec {
                 password: Password::new(self.naming.password(&id)),
             },
             fingerprint: Some(self.fingerprint),
+            ca: None,
             // Not read: the server key is pinned and the id is given.
             data_dir: PathBuf::new(),
             keep_alive: self.keep_alive,

@@ -61,6 +61,9 @@ pub struct ServerSection {
     /// One public port for every HTTP proxy tunnel, each at its own subdomain of
     /// `tunnel_host`.
     pub tunnel_proxy_address: Option<String>,
+    /// `cert_file` and `key_file`: the certificate agents see instead of the generated
+    /// one (agents pin its key, or check it against CA roots).
+    pub tls: Option<CertFiles>,
 }
 
 /// A PEM certificate chain and its key.
@@ -232,6 +235,8 @@ struct RawServer {
     tunnel_proxy_cert_file: Option<PathBuf>,
     tunnel_proxy_key_file: Option<PathBuf>,
     tunnel_proxy_address: Option<String>,
+    cert_file: Option<PathBuf>,
+    key_file: Option<PathBuf>,
 }
 
 #[derive(Deserialize, Default)]
@@ -511,6 +516,10 @@ impl Validator<'_> {
             handshake_timeout,
             tunnel_grace_period,
             check_port_timeout,
+            tls: self.cert_files(
+                ("server.cert_file", raw.cert_file),
+                ("server.key_file", raw.key_file),
+            )?,
             tunnel_proxy_tls: self.cert_files(
                 ("server.tunnel_proxy_cert_file", raw.tunnel_proxy_cert_file),
                 ("server.tunnel_proxy_key_file", raw.tunnel_proxy_key_file),

@@ -128,7 +128,17 @@ impl Server {
         create_data_dir(&data_dir)?;
         let store: Arc<dyn Store> =
             Arc::new(SqliteStore::open(&rport_store::default_db_path(&data_dir))?);
-        let identity = ServerIdentity::load_or_create(&data_dir)?;
+        let identity = match &config.server.tls {
+            None => ServerIdentity::load_or_create(&data_dir)?,
+            Some(files) => {
+                ServerIdentity::from_files(&files.cert, &files.key).map_err(|source| {
+                    StartError::Certificate {
+                        what: "[server] cert_file / key_file",
+                        source,
+                    }
+                })?
+            }
+        };
         let fingerprint = identity.fingerprint();
         write_fingerprint(&data_dir, fingerprint)?;
 

@@ -51,7 +51,8 @@ pub fn crypto_provider() -> Arc<CryptoProvider> {
 
 /// The server's key pair and self-signed certificate, created once and kept in `data_dir`.
 pub struct ServerIdentity {
-    cert: CertificateDer<'static>,
+    /// Leaf first; a generated identity has only the leaf.
+    chain: Vec<CertificateDer<'static>>,
     key: PrivateKeyDer<'static>,
     fingerprint: Fingerprint,
 }
@@ -85,6 +86,12 @@ impl ServerIdentity {
         Self::load(&key_path, &cert_path)
     }
 
+    /// An operator's certificate (chain, leaf first) and key instead of the generated
+    /// ones: agents may pin its key's fingerprint, or check the chain against their roots.
+    pub fn from_files(cert_path: &Path, key_path: &Path) -> Result<Self, TlsError> {
+        Self::load(key_path, cert_path)
+    }
+
     fn load(key_path: &Path, cert_path: &Path) -> Result<Self, TlsError> {
         let read = |path: &Path| {
             fs::read(path).map_err(|source| TlsError::Io {
@@ -101,14 +108,16 @@ impl ServerIdentity {
         let key = rustls_pemfile::private_key(&mut key_pem.as_slice())
             .map_err(|e| bad(key_path, e.to_string()))?
             .ok_or_else(|| bad(key_path, "no private key in file".into()))?;
-        let cert = rustls_pemfile::certs(&mut cert_pem.as_slice())
-            .next()
-            .ok_or_else(|| bad(cert_path, "no certificate in file".into()))?
+        let chain = rustls_pemfile::certs(&mut cert_pem.as_slice())
+            .collect::<Result<Vec<_>, _>>()
             .map_err(|e| bad(cert_path, e.to_string()))?;
+        let leaf = chain
+            .first()
+            .ok_or_else(|| bad(cert_path, "no certificate in file".into()))?;
         let fingerprint =
-            fingerprint_of_cert(&cert).map_err(|reason| bad(cert_path, reason.to_string()))?;
+            fingerprint_of_cert(leaf).map_err(|reason| bad(cert_path, reason.to_string()))?;
         let identity = Self {
-            cert,
+            chain,
             key,
             fingerprint,
         };
@@ -131,7 +140,7 @@ impl ServerIdentity {
         let mut config = rustls::ServerConfig::builder_with_provider(crypto_provider())
             .with_protocol_versions(&[&rustls::version::TLS13])?
             .with_no_client_auth()
-            .with_single_cert(vec![self.cert.clone()], self.key.clone_key())?;
+            .with_single_cert(self.chain.clone(), self.key.clone_key())?;
         config.alpn_protocols = vec![ALPN.to_vec()];
         // Session tickets let thousands of agents reconnect after a restart with cheaper
         // handshakes; the key never leaves this process.
@@ -268,6 +277,54 @@ pub fn client_config(
         .with_no_client_auth();
     config.alpn_protocols = vec![ALPN.to_vec()];
     Ok((Arc::new(config), seen))
+}
+
+/// A TLS 1.3 client configuration that checks the server's certificate chain against
+/// `roots` and its name against the one the agent connects to, as a browser would: for a
+/// server whose certificate comes from a CA, so that renewing it (with a new key) needs
+/// no change on the agents.
+pub fn client_config_with_roots(
+    roots: rustls::RootCertStore,
+) -> Result<Arc<rustls::ClientConfig>, TlsError> {
+    let provider = crypto_provider();
+    let verifier = rustls::client::WebPkiServerVerifier::builder_with_provider(
+        Arc::new(roots),
+        Arc::clone(&provider),
+    )
+    .build()
+    .map_err(|e| TlsError::Generate(format!("certificate verifier: {e}")))?;
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_webpki_verifier(verifier)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![ALPN.to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// Root certificates from a PEM file.
+pub fn roots_from_pem(path: &Path) -> Result<rustls::RootCertStore, TlsError> {
+    let pem = fs::read(path).map_err(|source| TlsError::Io {
+        path: path.to_owned(),
+        source,
+    })?;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
+        let cert = cert.map_err(|e| TlsError::BadKeyMaterial {
+            path: path.to_owned(),
+            reason: e.to_string(),
+        })?;
+        roots.add(cert).map_err(|e| TlsError::BadKeyMaterial {
+            path: path.to_owned(),
+            reason: e.to_string(),
+        })?;
+    }
+    if roots.is_empty() {
+        return Err(TlsError::BadKeyMaterial {
+            path: path.to_owned(),
+            reason: "no certificate in file".into(),
+        });
+    }
+    Ok(roots)
 }
 
 /// The name agents send in SNI; the server's certificate is pinned, not matched by name.

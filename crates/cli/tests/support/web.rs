@@ -471,3 +471,21 @@ pub fn request(
     }
     builder.body(Full::new(body)).expect("request")
 }
+
+/// A CA and a server certificate it signed for `names`: (CA PEM, server chain PEM, server
+/// key PEM).
+pub fn ca_signed_pem(names: &[&str]) -> (String, String, String) {
+    let ca_key = rcgen::KeyPair::generate().expect("CA key");
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("CA params");
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "test CA");
+    let ca = rcgen::CertifiedIssuer::self_signed(ca_params, ca_key).expect("CA");
+    let key = rcgen::KeyPair::generate().expect("server key");
+    let params =
+        rcgen::CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+            .expect("params");
+    let cert = params.signed_by(&key, &ca).expect("signed");
+    (ca.pem(), cert.pem(), key.serialize_pem())
+}
