@@ -282,6 +282,7 @@ fn one_port_serves_every_proxy_tunnel_by_subdomain() {
     let (host_one, port) = url(&first);
     let (host_two, port_two) = url(&second);
     assert_eq!(port, port_two, "one port for both");
+    assert_eq!(first["lport"], "0", "no port of its own: {first}");
     assert!(host_one.ends_with(".tunnels.example.com") && host_one != host_two);
     let shared = SocketAddr::from(([127, 0, 0, 1], port));
     let fetch = |sni: &str, host: &str, from: Option<IpAddr>| -> Result<web::Got, String> {

@@ -359,11 +359,16 @@ impl TunnelManager {
             .acl
             .as_deref()
             .and_then(|a| Acl::parse(a).ok());
-        match self
-            .pool
-            .bind_port(&record.lhost, record.lport, protocol)
-            .await
-        {
+        // Port 0: a proxy tunnel reached on the shared proxy port only.
+        let bound = match record.lport {
+            0 => Ok(None),
+            port => self
+                .pool
+                .bind_port(&record.lhost, port, protocol)
+                .await
+                .map(Some),
+        };
+        match bound {
             Ok(bound) => {
                 record.status = "pending".into();
                 let tunnel = ActiveTunnel::new(record, acl, Some(Utc::now()));
@@ -415,17 +420,22 @@ impl TunnelManager {
                 .then_some(self.settings.check_port_timeout);
             agent_check::check(&session, &request.remote, dial_timeout).await?;
         }
+        // A web tunnel on the shared proxy port needs no port of its own, unless asked for.
+        let shared_only = request.http_proxy.is_some()
+            && self.proxy.shared_host.is_some()
+            && request.local.is_none();
         let bound = match &request.local {
-            Some(local) => {
+            _ if shared_only => None,
+            Some(local) => Some(
                 self.pool
                     .bind_port(&local.host, local.port, request.protocol)
-                    .await?
-            }
-            None => {
+                    .await?,
+            ),
+            None => Some(
                 self.pool
                     .bind_random(DEFAULT_LOCAL_HOST, request.protocol)
-                    .await?
-            }
+                    .await?,
+            ),
         };
         let (auth_user, auth_password_hash) =
             match request.http_proxy.as_ref().and_then(|p| p.auth.clone()) {
@@ -448,8 +458,8 @@ impl TunnelManager {
                 .local
                 .as_ref()
                 .map_or_else(|| DEFAULT_LOCAL_HOST.to_owned(), |l| l.host.clone()),
-            lport: bound.lease.port(),
-            lport_random: request.local.is_none(),
+            lport: bound.as_ref().map_or(0, |b| b.lease.port()),
+            lport_random: request.local.is_none() && !shared_only,
             rhost: request.remote.host.clone(),
             rport: request.remote.port,
             scheme: request
@@ -519,7 +529,7 @@ impl TunnelManager {
     async fn launch(
         self: &Arc<Self>,
         mut tunnel: ActiveTunnel,
-        bound: BoundPort,
+        bound: Option<BoundPort>,
     ) -> Arc<ActiveTunnel> {
         tunnel.limits.grace_period = self.settings.grace_period;
         let tunnel = Arc::new(tunnel);
@@ -527,8 +537,23 @@ impl TunnelManager {
         if let Some(subdomain) = lock(&tunnel.record).options.subdomain.clone() {
             lock(&self.proxy_routes).insert(subdomain, Arc::clone(&tunnel));
         }
-        let BoundPort { tcp, udp, lease } = bound;
         let mut servers = Vec::new();
+        if let Some(BoundPort { tcp, udp, lease }) = bound {
+            self.serve_ports(&tunnel, tcp, udp, lease, &mut servers);
+        }
+        *lock(&tunnel.servers) = servers;
+        tokio::spawn(Arc::clone(self).watch(Arc::clone(&tunnel)));
+        tunnel
+    }
+
+    fn serve_ports(
+        self: &Arc<Self>,
+        tunnel: &Arc<ActiveTunnel>,
+        tcp: Option<tokio::net::TcpListener>,
+        udp: Option<tokio::net::UdpSocket>,
+        lease: Arc<crate::port_pool::PortLease>,
+        servers: &mut Vec<JoinHandle<()>>,
+    ) {
         if let Some(listener) = tcp {
             servers.push(tokio::spawn(tcp::serve(
                 Arc::clone(self),
@@ -546,9 +571,6 @@ impl TunnelManager {
             )));
         }
         drop(lease);
-        *lock(&tunnel.servers) = servers;
-        tokio::spawn(Arc::clone(self).watch(Arc::clone(&tunnel)));
-        tunnel
     }
 
     /// Ends the tunnel when its lifecycle says so.
@@ -857,6 +879,7 @@ impl TunnelManager {
                 443 => format!("https://{subdomain}.{host}"),
                 port => format!("https://{subdomain}.{host}:{port}"),
             },
+            _ if public_host.contains(':') => format!("https://[{public_host}]:{}", record.lport),
             _ => format!("https://{public_host}:{}", record.lport),
         }
     }
