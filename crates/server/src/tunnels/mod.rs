@@ -558,7 +558,7 @@ impl TunnelManager {
             servers.push(tokio::spawn(tcp::serve(
                 Arc::clone(self),
                 listener,
-                Arc::clone(&tunnel),
+                Arc::clone(tunnel),
                 Arc::clone(&lease),
             )));
         }
@@ -566,7 +566,7 @@ impl TunnelManager {
             servers.push(tokio::spawn(udp::serve(
                 Arc::clone(self),
                 socket,
-                Arc::clone(&tunnel),
+                Arc::clone(tunnel),
                 Arc::clone(&lease),
             )));
         }
