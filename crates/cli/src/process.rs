@@ -1,4 +1,5 @@
-//! What both binaries do around their work: set up logging and wait for a signal to stop.
+//! What both binaries do around their work: set up logging, raise the open-file limit, and
+//! wait for a signal to stop.
 
 use std::fs::OpenOptions;
 use std::path::Path;
@@ -7,6 +8,16 @@ use std::sync::Mutex;
 use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
+
+/// Raises the soft open-file limit to the hard one, and says what it is: with the usual
+/// soft limit of 1024 a server stops accepting agents and connections long before its
+/// hardware does.
+pub fn raise_open_file_limit() {
+    match rport_transport::fd_limit::raise_nofile_limit() {
+        Ok((soft, _)) => tracing::debug!("open-file limit {soft}"),
+        Err(err) => tracing::warn!("could not raise the open-file limit: {err}"),
+    }
+}
 
 /// Logs at `level` (RUST_LOG, if set, takes precedence) to stderr or, when given, to `file`.
 pub fn init_logging(level: &str, file: Option<&Path>) -> anyhow::Result<()> {

@@ -36,6 +36,7 @@ async fn main() -> anyhow::Result<()> {
         &config.logging.log_level,
         config.logging.log_file.as_deref(),
     )?;
+    process::raise_open_file_limit();
 
     let listeners = Listeners::bind(&config).await?;
     let agents_address = listeners.agents.local_addr()?;

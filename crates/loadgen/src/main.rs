@@ -2,7 +2,6 @@
 //! password) in one process against one rportd, for the scale benchmark (`bench/scale.py`).
 
 mod fleet;
-mod limits;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -116,7 +115,7 @@ async fn main() -> anyhow::Result<()> {
         bail!("--keep-alive must be between 2s and 1h");
     }
 
-    match limits::raise_nofile_limit() {
+    match rport_transport::fd_limit::raise_nofile_limit() {
         Ok((soft, hard)) => {
             if soft < args.count as libc::rlim_t + 256 {
                 eprintln!(

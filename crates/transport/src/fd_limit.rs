@@ -1,5 +1,6 @@
-//! Raises the open-file limit: every agent session holds one socket, and tunnel streams one
-//! more each, so ten thousand agents need far more than the usual soft limit of 1024.
+//! Raises the open-file limit: every agent session holds one socket, and every tunneled
+//! connection one more at each end, so ten thousand agents (or a busy agent) need far more
+//! than the usual soft limit of 1024. Used by rportd, rport and the load generator.
 
 /// The soft and hard RLIMIT_NOFILE after raising the soft limit to the hard one.
 #[allow(unsafe_code)]
