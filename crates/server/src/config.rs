@@ -166,6 +166,8 @@ pub struct ApiSection {
     pub max_token_lifetime: Duration,
     /// `cert_file` and `key_file`: the API speaks HTTPS (TLS 1.2 and up) only.
     pub tls: Option<CertFiles>,
+    /// A request's headers must arrive within this; slower clients are disconnected.
+    pub read_header_timeout: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -253,6 +255,7 @@ struct RawApi {
     max_token_lifetime: Option<u64>,
     cert_file: Option<PathBuf>,
     key_file: Option<PathBuf>,
+    read_header_timeout: Option<DurationValue>,
 }
 
 #[derive(Deserialize, Default)]
@@ -603,6 +606,17 @@ impl Validator<'_> {
                 ("api.cert_file", raw.cert_file),
                 ("api.key_file", raw.key_file),
             )?,
+            read_header_timeout: {
+                let timeout = self.duration(
+                    "api.read_header_timeout",
+                    raw.read_header_timeout,
+                    crate::http_serve::HEADER_TIMEOUT,
+                )?;
+                if !(Duration::from_secs(1)..=Duration::from_secs(600)).contains(&timeout) {
+                    return Err(self.error("api.read_header_timeout", "must be between 1s and 10m"));
+                }
+                timeout
+            },
             audit_log_retention: self.duration(
                 "api.audit_log_retention",
                 raw.audit_log_retention,

@@ -17,7 +17,7 @@ use tower_service::Service;
 
 /// A TLS handshake must be done within this.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// A request's headers must have arrived within this.
+/// A request's headers must have arrived within this, unless configured otherwise.
 pub const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// How a connection ends when `stop` is cancelled.
@@ -29,9 +29,16 @@ pub enum Stop {
     Abort,
 }
 
-/// Serves one connection until it ends or `stop` is cancelled.
-pub async fn serve_connection<I, S, B>(io: I, service: S, stop: &CancellationToken, how: Stop)
-where
+/// Serves one connection until it ends or `stop` is cancelled. A request whose headers
+/// take longer than `header_timeout` (a slowloris client) ends the connection, and so does
+/// a keep-alive connection idle that long.
+pub async fn serve_connection<I, S, B>(
+    io: I,
+    service: S,
+    stop: &CancellationToken,
+    how: Stop,
+    header_timeout: Duration,
+) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     S: hyper::service::Service<hyper::Request<Incoming>, Response = hyper::Response<B>>
         + Send
@@ -44,7 +51,7 @@ where
 {
     let connection = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_TIMEOUT)
+        .header_read_timeout(header_timeout)
         .serve_connection(TokioIo::new(io), service)
         .with_upgrades();
     tokio::pin!(connection);
@@ -91,6 +98,7 @@ pub async fn serve_api(
     listener: TcpListener,
     tls: Option<TlsAcceptor>,
     router: axum::Router,
+    header_timeout: Duration,
     shutdown: CancellationToken,
     connections: TaskTracker,
 ) {
@@ -121,10 +129,20 @@ pub async fn serve_api(
                     async move { router.call(request.map(axum::body::Body::new)).await }
                 });
             match tls {
-                None => serve_connection(socket, service, &shutdown, Stop::Graceful).await,
+                None => {
+                    serve_connection(socket, service, &shutdown, Stop::Graceful, header_timeout)
+                        .await;
+                }
                 Some(acceptor) => {
                     if let Some(stream) = accept_tls(&acceptor, socket, peer).await {
-                        serve_connection(stream, service, &shutdown, Stop::Graceful).await;
+                        serve_connection(
+                            stream,
+                            service,
+                            &shutdown,
+                            Stop::Graceful,
+                            header_timeout,
+                        )
+                        .await;
                     }
                 }
             }

@@ -239,6 +239,7 @@ impl Server {
                 listener,
                 self.api_tls.clone(),
                 api::router(Arc::clone(&self.state)),
+                self.state.config.api.read_header_timeout,
                 shutdown.clone(),
                 api_connections.clone(),
             ))

@@ -78,6 +78,7 @@ pub struct ServerSettings {
     pub extra_server: String,
     /// More `[api]` keys.
     pub extra_api: String,
+    pub log_level: String,
 }
 
 impl Default for ServerSettings {
@@ -89,6 +90,7 @@ impl Default for ServerSettings {
             api_auth: Some(format!("{API_USER}:{API_PASSWORD}")),
             extra_server: String::new(),
             extra_api: String::new(),
+            log_level: "info".into(),
         }
     }
 }
@@ -156,13 +158,14 @@ excluded_ports = ["1-1024"]
 address = "127.0.0.1:0"
 {api_auth}{extra_api}
 [logging]
-log_level = "info"
+log_level = "{log_level}"
 "#,
         port = settings.agent_port,
         data = dir.join("server-data").display(),
         used = settings.used_ports,
         extra = settings.extra_server,
         extra_api = settings.extra_api,
+        log_level = settings.log_level,
     );
     let path = dir.join("rportd.conf");
     std::fs::write(&path, config).expect("write config");

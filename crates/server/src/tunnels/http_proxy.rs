@@ -172,7 +172,14 @@ pub(super) async fn serve<I>(
         let connection = Arc::clone(&handler);
         async move { Ok::<_, std::convert::Infallible>(connection.handle(request).await) }
     });
-    http_serve::serve_connection(io, service, &cancel, Stop::Abort).await;
+    http_serve::serve_connection(
+        io,
+        service,
+        &cancel,
+        Stop::Abort,
+        http_serve::HEADER_TIMEOUT,
+    )
+    .await;
     let (sent, received) = connection
         .counters
         .lock()

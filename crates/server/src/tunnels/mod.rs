@@ -959,6 +959,7 @@ impl TunnelManager {
                     service,
                     &never,
                     crate::http_serve::Stop::Abort,
+                    crate::http_serve::HEADER_TIMEOUT,
                 )
                 .await;
             }

@@ -1,0 +1,333 @@
+//! End to end: what hostile clients try against a real rportd: handshakes that never
+//! finish, slowloris API clients, forged X-Forwarded-For, paths and queries crafted as ids,
+//! and fishing for secrets in every answer and log line.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use support::*;
+
+const ATTACH: Duration = Duration::from_secs(30);
+
+/// Waits until the peer closes `stream` (EOF or reset); returns how long that took, or
+/// `None` if it stayed open for `limit`.
+fn closed_within(stream: &mut TcpStream, limit: Duration) -> Option<Duration> {
+    let start = Instant::now();
+    stream
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .expect("timeout");
+    let mut buffer = [0u8; 4096];
+    while start.elapsed() < limit {
+        match stream.read(&mut buffer) {
+            Ok(0) => return Some(start.elapsed()),
+            Ok(_) => {}
+            Err(err)
+                if matches!(
+                    err.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(_) => return Some(start.elapsed()),
+        }
+    }
+    None
+}
+
+#[test]
+fn a_handshake_that_never_completes_is_dropped() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Rportd::start_with(
+        dir.path(),
+        &ServerSettings {
+            extra_server: "handshake_timeout = \"1s\"\n".into(),
+            ..Default::default()
+        },
+    );
+    // Connects and says nothing at all.
+    let mut silent = TcpStream::connect(server.agent_address).expect("connect");
+    let took = closed_within(&mut silent, Duration::from_secs(15)).expect("dropped");
+    assert!(took < Duration::from_secs(10), "{took:?}");
+    // Starts TLS with a few bytes of a ClientHello and stops.
+    let mut stalled = TcpStream::connect(server.agent_address).expect("connect");
+    stalled
+        .write_all(&[0x16, 0x03, 0x01, 0x02, 0x00, 0x01])
+        .expect("partial hello");
+    assert!(closed_within(&mut stalled, Duration::from_secs(15)).is_some());
+    // Meanwhile real agents are not held up.
+    let _agent = Rport::attach(&server, "after-stall", &dir.path().join("agent"));
+    server.wait_connection_state("after-stall", "connected", ATTACH);
+}
+
+#[test]
+fn a_slowloris_api_client_is_cut_off() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Rportd::start_with(
+        dir.path(),
+        &ServerSettings {
+            extra_api: "read_header_timeout = \"1s\"\n".into(),
+            ..Default::default()
+        },
+    );
+    let address = server.api.trim_start_matches("http://").to_owned();
+    let mut slow = TcpStream::connect(&address).expect("connect");
+    slow.write_all(b"GET /api/v1/status HTTP/1.1\r\nHost: x\r\n")
+        .expect("start");
+    // One more header byte every 300 ms: never a whole request.
+    slow.set_write_timeout(Some(Duration::from_secs(1)))
+        .expect("timeout");
+    let start = Instant::now();
+    let mut cut_off = None;
+    while start.elapsed() < Duration::from_secs(15) {
+        std::thread::sleep(Duration::from_millis(300));
+        if slow.write_all(b"X").is_err() {
+            cut_off = Some(start.elapsed());
+            break;
+        }
+        let mut probe = [0u8; 512];
+        slow.set_read_timeout(Some(Duration::from_millis(10)))
+            .expect("timeout");
+        if let Ok(0) = slow.read(&mut probe) {
+            cut_off = Some(start.elapsed());
+            break;
+        }
+    }
+    let took = cut_off.expect("the slow client was cut off");
+    assert!(took < Duration::from_secs(10), "{took:?}");
+    // Well-behaved callers are served all along.
+    assert_eq!(server.request("GET", "/api/v1/status").0, 200);
+}
+
+#[test]
+fn a_forged_x_forwarded_for_changes_nothing_without_trusted_proxies() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Rportd::start_with(
+        dir.path(),
+        &ServerSettings {
+            extra_api: "max_failed_login = 3\nban_time = 60\n".into(),
+            ..Default::default()
+        },
+    );
+    let wrong = basic(API_USER, "wrong-password");
+    let mut statuses = Vec::new();
+    for n in 0..4 {
+        let forged = format!("203.0.113.{n}");
+        let reply = server.call(
+            "GET",
+            "/api/v1/status",
+            &wrong,
+            &[("X-Forwarded-For", forged.as_str())],
+            None,
+        );
+        statuses.push(reply.status);
+    }
+    // A new forged address each time does not escape the ban on the real one.
+    assert_eq!(statuses, [401, 401, 429, 429]);
+    drop(server);
+
+    // The audit log names the peer, not the header (a fresh server: this address is banned).
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Rportd::start(dir.path());
+    let reply = server.call(
+        "GET",
+        "/api/v1/status",
+        &wrong,
+        &[("X-Forwarded-For", "198.51.100.77")],
+        None,
+    );
+    assert_eq!(reply.status, 401);
+    let (status, audit) = server.request("GET", "/api/v1/auditlog?filter[action]=login");
+    assert_eq!(status, 200, "{audit}");
+    let entry = &audit["data"][0];
+    assert_eq!(entry["result"], "failure");
+    assert_eq!(
+        entry["actor_ip"], "127.0.0.1",
+        "the peer, not the header: {entry}"
+    );
+}
+
+#[test]
+fn ids_crafted_as_paths_or_queries_are_just_not_found() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Rportd::start(dir.path());
+    let _agent = Rport::attach(&server, "client-1", &dir.path().join("agent"));
+    server.wait_connection_state("client-1", "connected", ATTACH);
+    let long = "a".repeat(10_000);
+    let crafted = [
+        "..%2F..%2F..%2Fetc%2Fpasswd",
+        "%2e%2e%2f%2e%2e%2fetc%2fpasswd",
+        "client-1%00",
+        "%27%20OR%20%271%27%3D%271",
+        "client-1%22%3B%20DROP%20TABLE%20clients%3B--",
+        "%E2%80%AE1-tneilc",
+        long.as_str(),
+    ];
+    for id in crafted {
+        for (method, path) in [
+            ("GET", format!("/api/v1/clients/{id}")),
+            ("DELETE", format!("/api/v1/clients/{id}")),
+            ("PUT", format!("/api/v1/clients/{id}/tunnels?remote=22")),
+            ("DELETE", format!("/api/v1/clients/client-1/tunnels/{id}")),
+            ("GET", format!("/api/v1/users/{id}")),
+            ("DELETE", format!("/api/v1/projects/{id}")),
+            ("GET", format!("/api/v2/{id}/port_tunnel")),
+            ("DELETE", format!("/api/v2/default/port_tunnel/{id}")),
+            ("DELETE", format!("/api/v1/clients-auth/{id}")),
+        ] {
+            let reply = server.call(method, &path, &server.auth_header, &[], None);
+            assert!(
+                (400..500).contains(&reply.status),
+                "{method} {}: {} {}",
+                &path[..path.len().min(80)],
+                reply.status,
+                reply.body
+            );
+            assert!(
+                reply.body["errors"][0]["code"].is_string(),
+                "{method} {}: not the error envelope: {}",
+                &path[..path.len().min(80)],
+                reply.body
+            );
+        }
+    }
+    // Filters are patterns on values, never code: no match, no error, the table intact.
+    for filter in ["*' OR 1=1 --", "%", "client-1\" OR \"\"=\"", "[a-z]*"] {
+        let query = format!(
+            "/api/v1/clients?filter[id]={}",
+            filter
+                .bytes()
+                .map(|b| format!("%{b:02X}"))
+                .collect::<String>()
+        );
+        let (status, body) = server.request("GET", &query);
+        assert_eq!(status, 200, "{filter}: {body}");
+        assert_eq!(body["meta"]["count"], 0, "{filter}: {body}");
+    }
+    let (_, all) = server.request("GET", "/api/v1/clients");
+    assert_eq!(all["meta"]["count"], 1, "{all}");
+}
+
+#[test]
+fn secrets_appear_in_no_answer_and_no_log_line() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let jwt_secret = "jwt-secret-value-0123456789";
+    // Debug logging on both sides: secrets must stay out even there.
+    let server = Rportd::start_with(
+        dir.path(),
+        &ServerSettings {
+            extra_api: format!("jwt_secret = \"{jwt_secret}\"\n"),
+            log_level: "debug".into(),
+            ..Default::default()
+        },
+    );
+    let agent = Rport::start_with_env(
+        &[
+            "--id",
+            "client-1",
+            "--fingerprint",
+            &server.fingerprint,
+            "--auth",
+            AGENT_AUTH,
+            "--data-dir",
+            dir.path().join("agent").to_str().expect("utf-8"),
+            "--log-level",
+            "debug",
+            &server.agent_address.to_string(),
+        ],
+        &[],
+    );
+    server.wait_connection_state("client-1", "connected", ATTACH);
+    let agent_password = AGENT_AUTH.split_once(':').expect("id:password").1;
+    let user_password = "user-password-0123456789";
+    let proxy_password = "proxy-password-0123456789";
+    let reply = server.call(
+        "POST",
+        "/api/v1/users",
+        &server.auth_header,
+        &[],
+        Some(&json!({"username": "ops", "password": user_password, "admin": true})),
+    );
+    assert_eq!(reply.status, 201, "{}", reply.body);
+    let reply = server.call(
+        "POST",
+        "/api/v1/me/tokens",
+        &basic("ops", user_password),
+        &[],
+        Some(&json!({"name": "ci", "scope": "read+write"})),
+    );
+    assert_eq!(reply.status, 201, "{}", reply.body);
+    let api_token = reply.body["data"]["token"]
+        .as_str()
+        .expect("token")
+        .to_owned();
+    let token_secret = api_token.rsplit('_').next().expect("secret").to_owned();
+    let bearer = server.bearer();
+    let jwt = bearer.trim_start_matches("Bearer ").to_owned();
+    let echo = echo_server();
+    let tunnel = server.open_tunnel(
+        "client-1",
+        &format!(
+            "remote={}&scheme=http&http_proxy=true&auth_user=op&auth_password={proxy_password}",
+            echo.port()
+        ),
+    );
+    assert_eq!(tunnel["auth_password"], Value::Null);
+    // Answers of every reading endpoint, by every kind of credential.
+    let mut answers = String::new();
+    for auth in [
+        server.auth_header.clone(),
+        bearer.clone(),
+        format!("Bearer {api_token}"),
+    ] {
+        for path in [
+            "/api/v1/status",
+            "/api/v1/me",
+            "/api/v1/me/tokens",
+            "/api/v1/clients?fields[clients]=id,name,tunnels,client_auth_id,address",
+            "/api/v1/clients/client-1",
+            "/api/v1/tunnels",
+            "/api/v1/users",
+            "/api/v1/projects",
+            "/api/v1/clients-auth",
+            "/api/v1/auditlog?page[limit]=500",
+            "/api/v2/default/port_tunnel",
+        ] {
+            if path.starts_with("/api/v2") && !auth.starts_with("Bearer") {
+                continue; // API v2 takes bearer tokens only
+            }
+            let reply = server.call("GET", path, &auth, &[], None);
+            assert_eq!(reply.status, 200, "{path}: {}", reply.body);
+            answers.push_str(&reply.body.to_string());
+        }
+    }
+    // Logged out and failed logins leave traces too: they must not carry the secrets.
+    let _ = server.call("GET", "/api/v1/status", &basic("ops", "not-it"), &[], None);
+    let _ = server.call("DELETE", "/api/v1/logout", &bearer, &[], None);
+    std::thread::sleep(Duration::from_millis(500));
+    let logs = format!(
+        "{}\n{}\n{}",
+        server.stdout.all().join("\n"),
+        server.stderr.all().join("\n"),
+        agent.stderr.all().join("\n")
+    );
+    let (_, api_password) = (API_USER, API_PASSWORD);
+    for (what, secret) in [
+        ("[api] auth password", api_password),
+        ("agent password", agent_password),
+        ("user password", user_password),
+        ("proxy password", proxy_password),
+        ("API token secret", token_secret.as_str()),
+        ("login token", jwt.as_str()),
+        ("jwt_secret", jwt_secret),
+    ] {
+        assert!(!answers.contains(secret), "{what} in an API answer");
+        assert!(!logs.contains(secret), "{what} in a log line");
+    }
+    assert!(
+        !answers.contains("$argon2"),
+        "no password hash in an answer"
+    );
+}
