@@ -555,6 +555,9 @@ fn disconnected_agent_can_be_deleted() {
     let (status, _) = server.request("DELETE", "/api/v1/clients/gone");
     assert_eq!(status, 204);
     assert!(server.client("gone").is_none());
+    let (_, audit) = server.request("GET", "/api/v1/auditlog?filter[action]=client.delete");
+    assert_eq!(audit["data"][0]["resource"], "gone", "{audit}");
+    assert_eq!(audit["data"][0]["actor"], API_USER);
 }
 
 #[test]
@@ -613,13 +616,19 @@ fn a_silent_link_is_noticed_on_both_sides_even_mid_transfer() {
     );
 
     proxy.freeze();
+    let frozen_at = std::time::Instant::now();
     // Server side: the session is dropped and the agent listed disconnected.
     server.wait_connection_state("c1", "disconnected", Duration::from_secs(30));
+    let detected = frozen_at.elapsed();
     // Agent side: it gives up the dead session by itself and comes back over a new one.
     agent
         .stderr
         .wait_for("reconnecting", Duration::from_secs(30));
     server.wait_connection_state("c1", "connected", Duration::from_secs(30));
+    eprintln!(
+        "fault: link cut without FIN mid-transfer (keep_alive 5s): server noticed after {detected:?}, agent back after {:?}",
+        frozen_at.elapsed()
+    );
 }
 
 #[test]

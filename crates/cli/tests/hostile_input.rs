@@ -50,6 +50,9 @@ fn a_handshake_that_never_completes_is_dropped() {
     let mut silent = TcpStream::connect(server.agent_address).expect("connect");
     let took = closed_within(&mut silent, Duration::from_secs(15)).expect("dropped");
     assert!(took < Duration::from_secs(10), "{took:?}");
+    eprintln!(
+        "fault: silent client on the agent port (handshake_timeout 1s) dropped after {took:?}"
+    );
     // Starts TLS with a few bytes of a ClientHello and stops.
     let mut stalled = TcpStream::connect(server.agent_address).expect("connect");
     stalled
@@ -96,6 +99,7 @@ fn a_slowloris_api_client_is_cut_off() {
     }
     let took = cut_off.expect("the slow client was cut off");
     assert!(took < Duration::from_secs(10), "{took:?}");
+    eprintln!("fault: slowloris API client (read_header_timeout 1s) cut off after {took:?}");
     // Well-behaved callers are served all along.
     assert_eq!(server.request("GET", "/api/v1/status").0, 200);
 }

@@ -491,3 +491,42 @@ fn agents_check_a_configured_certificate_against_their_ca() {
     let err = String::from_utf8_lossy(&output.stderr);
     assert!(err.contains("not both"), "{err}");
 }
+
+#[test]
+fn guessing_a_proxy_password_gets_the_address_banned_for_a_while() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let settings = ServerSettings {
+        extra_api: "max_failed_login = 3\nban_time = 2\n".into(),
+        ..Default::default()
+    };
+    let (server, _agent) = server_with_agent(dir.path(), &settings);
+    let web = Web::new();
+    let device = web.device_http("nas");
+    let tunnel = server.open_tunnel(
+        "dev-1",
+        &format!(
+            "remote={}&scheme=http&http_proxy=true&auth_user=op&auth_password=proxy-pass-1",
+            device.port()
+        ),
+    );
+    let address = tunnel_address(&tunnel);
+    let host = format!("127.0.0.1:{}", address.port());
+    let mut client = web
+        .connect(address, "localhost", None, any_tls())
+        .expect("TLS");
+    let mut ask = |password: &str| {
+        let auth = basic_header("op", password);
+        web.send(
+            &mut client,
+            get(&host, "/hello", &[("authorization", &auth)]),
+        )
+        .expect("answer")
+    };
+    let statuses: Vec<u16> = (0..3).map(|_| ask("guess").status).collect();
+    assert_eq!(statuses, [401, 401, 429]);
+    let banned = ask("proxy-pass-1");
+    assert_eq!(banned.status, 429, "even the right password while banned");
+    assert!(banned.header("retry-after").parse::<u64>().is_ok());
+    std::thread::sleep(Duration::from_millis(2100));
+    assert_eq!(ask("proxy-pass-1").status, 200, "back after ban_time");
+}

@@ -138,6 +138,15 @@ fn acl_admits_listed_sources_only_and_changes_live() {
         server.tunnel(&id(&tunnel)).expect("listed")["acl"],
         Value::Null
     );
+    // Both changes are in the audit log, newest first.
+    let (_, audit) = server.request("GET", "/api/v1/auditlog?filter[action]=tunnel.acl");
+    let details: Vec<&str> = audit["data"]
+        .as_array()
+        .expect("entries")
+        .iter()
+        .map(|e| e["detail"].as_str().unwrap_or(""))
+        .collect();
+    assert_eq!(details, ["acl none", "acl 127.0.0.3"], "{audit}");
 }
 
 /// A free port among the test server's used_ports on `::1`.

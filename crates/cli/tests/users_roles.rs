@@ -432,6 +432,9 @@ fn users_api_checks_what_it_is_given_and_keeps_an_admin() {
     // A new password works at once and the old one stops at once.
     let root2_old = basic("root2", "root2-long-password");
     assert_eq!(server.request_as("GET", "/api/v1/users", &root2_old).0, 200);
+    let (_, login) = server.request_as("GET", "/api/v1/login", &root2_old);
+    let session = format!("Bearer {}", login["data"]["token"].as_str().expect("token"));
+    assert_eq!(server.request_as("GET", "/api/v1/me", &session).0, 200);
     let reply = server.call(
         "PUT",
         "/api/v1/users/root2",
@@ -443,6 +446,18 @@ fn users_api_checks_what_it_is_given_and_keeps_an_admin() {
     assert_eq!(server.request_as("GET", "/api/v1/users", &root2_old).0, 401);
     let root2 = basic("root2", "root2-new-long-password");
     assert_eq!(server.request_as("GET", "/api/v1/users", &root2).0, 200);
+    assert_eq!(
+        server.request_as("GET", "/api/v1/me", &session).0,
+        401,
+        "a new password ends the sessions of the old one"
+    );
+    // A user deleted and made again under the same name does not get old sessions back.
+    let (_, login) = server.request_as("GET", "/api/v1/login", &root2);
+    let session = format!("Bearer {}", login["data"]["token"].as_str().expect("token"));
+    assert_eq!(server.request("DELETE", "/api/v1/users/root2").0, 204);
+    let again = post(json!({"username": "root2", "password": "root2-new-long-password"}));
+    assert_eq!(again.status, 201, "{}", again.body);
+    assert_eq!(server.request_as("GET", "/api/v1/me", &session).0, 401);
     drop(server);
 
     // Without [api] auth, the last administrator cannot be removed or demoted.

@@ -54,6 +54,10 @@ struct Claims {
     iat: i64,
     exp: i64,
     jti: String,
+    /// Stamp of the user's password when the token was issued: a new password, or a user
+    /// deleted and made again under the same name, ends every token issued before.
+    #[serde(default)]
+    pw: String,
 }
 
 impl ApiAuth {
@@ -186,20 +190,39 @@ impl ApiAuth {
         hasher.finalize().into()
     }
 
-    /// Issues a signed token for `user`, valid for `lifetime`.
-    pub fn issue_token(&self, user: &AuthUser, lifetime: Duration) -> String {
+    /// A short keyed digest of the user's current password hash (or, for `[api] auth`,
+    /// password); `None` when the user no longer exists.
+    async fn credential_stamp(&self, username: &str) -> Option<(AuthUser, String)> {
+        let (user, hash) = self.find(username).await?;
+        let secret = match hash {
+            Some(hash) => hash,
+            None => self.static_user.as_ref()?.1.clone(),
+        };
+        let mut mac = Hmac::<Sha256>::new_from_slice(&self.jwt_key).ok()?;
+        mac.update(b"credential-stamp\0");
+        mac.update(username.as_bytes());
+        mac.update(b"\0");
+        mac.update(secret.as_bytes());
+        Some((user, hex::encode(&mac.finalize().into_bytes()[..12])))
+    }
+
+    /// Issues a signed token for `user`, valid for `lifetime`; `None` if the user was
+    /// deleted meanwhile.
+    pub async fn issue_token(&self, user: &AuthUser, lifetime: Duration) -> Option<String> {
+        let (_, stamp) = self.credential_stamp(&user.username).await?;
         let now = chrono::Utc::now().timestamp();
         let claims = Claims {
             username: user.username.clone(),
             iat: now,
             exp: now + lifetime.as_secs() as i64,
             jti: uuid::Uuid::new_v4().to_string(),
+            pw: stamp,
         };
         let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"HS256","typ":"JWT"}"#);
         let payload = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&claims).unwrap_or_default());
         let signing_input = format!("{header}.{payload}");
         let signature = URL_SAFE_NO_PAD.encode(self.sign(signing_input.as_bytes()));
-        format!("{signing_input}.{signature}")
+        Some(format!("{signing_input}.{signature}"))
     }
 
     fn sign(&self, input: &[u8]) -> Vec<u8> {
@@ -256,7 +279,8 @@ impl ApiAuth {
             return self.check_api_token(rest).await;
         }
         let claims = self.verified_claims(token)?;
-        self.user(&claims.username).await
+        let (user, stamp) = self.credential_stamp(&claims.username).await?;
+        bool::from(stamp.as_bytes().ct_eq(claims.pw.as_bytes())).then_some(user)
     }
 
     /// Makes an API token for `user`; returns its record and, once, the token itself.

@@ -312,6 +312,7 @@ fn proxy_setup(config: &ServerConfig, data_dir: &Path) -> Result<ProxySetup, Sta
             .as_ref()
             .and(server.tunnel_host.clone()),
         shared_port: std::sync::atomic::AtomicU16::new(0),
+        auth_bans: crate::bans::BanList::new(config.api.max_failed_login, config.api.ban_time),
     })
 }
 

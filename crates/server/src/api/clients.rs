@@ -381,11 +381,26 @@ pub async fn get_one(
 pub async fn delete(
     StateExtractor(state): State,
     Authenticated(user): Authenticated,
+    super::ClientIp(ip): super::ClientIp,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     check_client_access(&state, &user, &id, Role::Admin, "deleting clients")?;
+    let project = state.registry.project_of(&id);
     match state.registry.delete(&id).await {
-        Ok(()) => Ok(StatusCode::NO_CONTENT),
+        Ok(()) => {
+            let event = crate::audit::Event {
+                action: "client.delete",
+                resource: &id,
+                project: project.as_deref(),
+                success: true,
+                detail: String::new(),
+            };
+            state
+                .audit
+                .record(&crate::audit::Actor::user(&user.username, ip), event)
+                .await;
+            Ok(StatusCode::NO_CONTENT)
+        }
         Err(DeleteError::NotFound) => Err(client_not_found(&id)),
         Err(DeleteError::Connected) => Err(ApiError::new(
             StatusCode::CONFLICT,

@@ -105,7 +105,11 @@ pub async fn login(
             lifetime
         }
     };
-    let token = state.auth.issue_token(&user, lifetime);
+    let token = state
+        .auth
+        .issue_token(&user, lifetime)
+        .await
+        .ok_or_else(ApiError::unauthorized)?;
     Ok(data(json!({ "token": token, "two_fa": null })))
 }
 

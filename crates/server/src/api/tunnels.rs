@@ -470,6 +470,7 @@ pub async fn list(
 pub async fn set_acl(
     StateExtractor(state): State,
     Authenticated(user): Authenticated,
+    ClientIp(ip): ClientIp,
     Path((client_id, tunnel_id)): Path<(String, String)>,
     body: axum::body::Bytes,
 ) -> Result<StatusCode, ApiError> {
@@ -490,8 +491,25 @@ pub async fn set_acl(
         None => None,
         Some(acl) => Some(Acl::parse(acl).map_err(invalid_acl)?),
     };
+    let shown = acl
+        .as_ref()
+        .map_or_else(|| "none".to_owned(), ToString::to_string);
     match state.tunnels.set_acl(&client_id, &tunnel_id, acl).await {
-        Ok(()) => Ok(StatusCode::NO_CONTENT),
+        Ok(()) => {
+            let project = state.registry.project_of(&client_id);
+            let event = Event {
+                action: "tunnel.acl",
+                resource: &tunnel_id,
+                project: project.as_deref(),
+                success: true,
+                detail: format!("acl {shown}"),
+            };
+            state
+                .audit
+                .record(&Actor::user(&user.username, ip), event)
+                .await;
+            Ok(StatusCode::NO_CONTENT)
+        }
         Err(TunnelError::NotFound(_)) => Err(ApiError::new(
             StatusCode::NOT_FOUND,
             "ERR_CODE_TUNNEL_NOT_FOUND",

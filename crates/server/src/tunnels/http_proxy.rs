@@ -207,6 +207,18 @@ fn plain(status: StatusCode, text: &str) -> Response<ProxyBody> {
     response
 }
 
+fn too_many_failures(remaining: Duration) -> Response<ProxyBody> {
+    let secs = remaining.as_secs().max(1);
+    let mut response = plain(
+        StatusCode::TOO_MANY_REQUESTS,
+        &format!("too many failed logins from this address; try again in {secs} s"),
+    );
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    response
+}
+
 /// Headers that describe one hop, not the message (RFC 9110 section 7.6.1).
 const HOP_BY_HOP: [HeaderName; 7] = [
     header::CONNECTION,
@@ -274,7 +286,19 @@ impl Connection {
             return plain(StatusCode::NOT_FOUND, "unknown host");
         }
         if let Some(auth) = &self.options.auth {
+            let bans = &self.manager.proxy.auth_bans;
+            let key = format!("proxy:{}", self.peer.ip());
+            if let Some(remaining) = bans.banned_for(&key) {
+                return too_many_failures(remaining);
+            }
             if !auth.allows(request.headers()).await {
+                // Only a wrong password counts, not a browser's first request without one.
+                if request.headers().contains_key(header::AUTHORIZATION)
+                    && let Some(remaining) = bans.record_failure(&key)
+                {
+                    tracing::warn!(tunnel = %self.tunnel.id(), peer = %self.peer, "proxy basic auth failed too often; address banned for {}s", remaining.as_secs());
+                    return too_many_failures(remaining);
+                }
                 let mut response = plain(StatusCode::UNAUTHORIZED, "authentication required");
                 response.headers_mut().insert(
                     header::WWW_AUTHENTICATE,
@@ -282,6 +306,7 @@ impl Connection {
                 );
                 return response;
             }
+            bans.record_success(&key);
             // The tunnel's password is for rportd; the device never sees it.
             request.headers_mut().remove(header::AUTHORIZATION);
         }

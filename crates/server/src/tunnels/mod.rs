@@ -90,6 +90,9 @@ pub struct ProxySetup {
     pub shared_host: Option<String>,
     /// The shared port once it is bound; 0 before.
     pub shared_port: AtomicU16,
+    /// Wrong basic-auth passwords on proxy tunnels, per address: past `[api]
+    /// max_failed_login` the address gets 429 for `ban_time`, as at the API.
+    pub auth_bans: crate::bans::BanList,
 }
 
 #[derive(Debug, thiserror::Error)]
