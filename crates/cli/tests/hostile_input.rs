@@ -335,3 +335,39 @@ fn secrets_appear_in_no_answer_and_no_log_line() {
         "no password hash in an answer"
     );
 }
+
+#[test]
+fn another_sites_page_cannot_use_a_browsers_cached_credentials() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Rportd::start(dir.path());
+    let host = server.api.trim_start_matches("http://").to_owned();
+    let body = json!({"username": "evil", "password": "evil-long-password-1", "admin": true});
+    // A form another page makes the browser post, with the credentials it cached.
+    let reply = server.call(
+        "POST",
+        "/api/v1/users",
+        &server.auth_header,
+        &[("Origin", "https://evil.example")],
+        Some(&body),
+    );
+    assert_eq!(reply.status, 403, "{}", reply.body);
+    assert!(
+        reply.body["errors"][0]["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("cross-site")),
+        "{}",
+        reply.body
+    );
+    let (status, _) = server.request("GET", "/api/v1/users/evil");
+    assert_eq!(status, 404, "nothing was created");
+    // The API's own origin (a UI served with it) and scripts without Origin pass.
+    let own = format!("http://{host}");
+    let reply = server.call(
+        "POST",
+        "/api/v1/users",
+        &server.auth_header,
+        &[("Origin", own.as_str())],
+        Some(&body),
+    );
+    assert_eq!(reply.status, 201, "{}", reply.body);
+}

@@ -59,7 +59,33 @@ pub fn router(state: Arc<AppState>) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(axum::middleware::from_fn(refuse_cross_site))
         .with_state(state)
+}
+
+/// Refuses requests a browser sends on behalf of another site. A browser that has cached
+/// basic credentials for the API would attach them to a form another page submits; such a
+/// request carries that page's `Origin`. Scripts (curl, SDKs) send no `Origin` and pass.
+async fn refuse_cross_site(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let headers = request.headers();
+    if let Some(origin) = headers.get(header::ORIGIN) {
+        let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
+        let origin_host = origin
+            .to_str()
+            .ok()
+            .and_then(|o| o.split_once("://"))
+            .map(|(_, rest)| rest.trim_end_matches('/'));
+        if origin_host.is_none() || origin_host != host {
+            return ApiError::forbidden(
+                "cross-site request refused: its Origin is not this API's address",
+            )
+            .into_response();
+        }
+    }
+    next.run(request).await
 }
 
 /// The router and the list of what it serves, built from one table: the OpenAPI document
