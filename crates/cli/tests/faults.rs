@@ -237,3 +237,148 @@ fn rportd_killed_mid_transfer_loses_no_record() {
         "fault: rportd SIGKILLed mid-transfer: integrity_check ok, {entries_before} audit entries kept, agent and tunnel back (same port) {recovered:?} after the kill"
     );
 }
+
+/// Runs `script` in the mount namespace of process `pid`.
+fn in_namespace_of(pid: u32, script: &str) -> std::process::ExitStatus {
+    std::process::Command::new("nsenter")
+        .args(["-t", &pid.to_string(), "-m", "--", "sh", "-c", script])
+        .status()
+        .expect("nsenter")
+}
+
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .any(|line| line.starts_with("Uid:") && line.split_whitespace().nth(1) == Some("0"))
+}
+
+/// Mounts a small tmpfs on the data dir in a mount namespace of rportd's own (nothing
+/// outside the test sees it), then runs rportd there.
+const ON_SMALL_DISK: &str =
+    "mkdir -p \"$0\" && mount -t tmpfs -o size=16m tmpfs \"$0\" && exec \"$@\"";
+const ON_READ_ONLY_DISK: &str =
+    "mkdir -p \"$0\" && mount -t tmpfs -o size=16m,ro tmpfs \"$0\" && exec \"$@\"";
+
+#[test]
+fn a_full_disk_gives_clear_errors_loses_nothing_and_recovers() {
+    if !is_root() {
+        // CI runs as root; a mount namespace needs it.
+        eprintln!("fault: full disk not tried: needs root for a mount namespace");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("server-data");
+    let data_text = data.to_str().expect("utf-8").to_owned();
+    let server = Rportd::start_wrapped(
+        dir.path(),
+        &ServerSettings::default(),
+        &[
+            "unshare",
+            "-m",
+            "--propagation",
+            "private",
+            "--",
+            "sh",
+            "-c",
+            ON_SMALL_DISK,
+            &data_text,
+        ],
+    );
+    let create = |key: &str| {
+        server.call(
+            "POST",
+            "/api/v1/projects",
+            &server.auth_header,
+            &[],
+            Some(&serde_json::json!({"key": key})),
+        )
+    };
+    assert_eq!(create("before").status, 201);
+
+    // Fill the disk to the last byte.
+    in_namespace_of(
+        server.pid(),
+        &format!("cat /dev/zero > {data_text}/filler 2>/dev/null; sync"),
+    );
+    let started = Instant::now();
+    let full = create("while-full");
+    assert_eq!(full.status, 503, "{}", full.body);
+    assert_eq!(
+        full.body["errors"][0]["code"],
+        "ERR_CODE_STORAGE_UNAVAILABLE"
+    );
+    assert!(
+        full.body["errors"][0]["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("disk is full")),
+        "{}",
+        full.body
+    );
+    // Still up, still reading.
+    let (status, projects) = server.request("GET", "/api/v1/projects");
+    assert_eq!(status, 200);
+    assert!(projects.to_string().contains("\"before\""));
+    assert!(server.stderr.find("database or disk is full").is_some());
+
+    // Space returns: writes work again, without a restart.
+    in_namespace_of(server.pid(), &format!("rm -f {data_text}/filler"));
+    let after = create("after");
+    assert_eq!(after.status, 201, "{}", after.body);
+    let (_, projects) = server.request("GET", "/api/v1/projects");
+    let keys: Vec<&str> = projects["data"]
+        .as_array()
+        .expect("projects")
+        .iter()
+        .filter_map(|p| p["key"].as_str())
+        .collect();
+    assert_eq!(
+        keys,
+        ["after", "before", "default"],
+        "nothing lost, nothing half-written"
+    );
+    eprintln!(
+        "fault: disk full: 503 ERR_CODE_STORAGE_UNAVAILABLE (\"disk is full\"), reads served, no crash; writes back {:?} after space returned, without a restart",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn a_read_only_data_dir_stops_the_start_with_its_path() {
+    if !is_root() {
+        eprintln!("fault: read-only data_dir not tried: needs root for a mount namespace");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("server-data");
+    let config = write_server_config(dir.path(), &ServerSettings::default());
+    let output = std::process::Command::new("unshare")
+        .args([
+            "-m",
+            "--propagation",
+            "private",
+            "--",
+            "sh",
+            "-c",
+            ON_READ_ONLY_DISK,
+        ])
+        .arg(&data)
+        .arg(env!("CARGO_BIN_EXE_rportd"))
+        .arg("-c")
+        .arg(&config)
+        .output()
+        .expect("rportd");
+    let err = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{err}");
+    assert!(
+        err.contains(data.to_str().expect("utf-8")) && err.to_lowercase().contains("read-only"),
+        "names the directory and why: {err}"
+    );
+    eprintln!(
+        "fault: read-only data_dir: start refused, exit non-zero: {}",
+        err.lines()
+            .find(|l| l.contains("Read-only"))
+            .unwrap_or_default()
+            .trim()
+    );
+}

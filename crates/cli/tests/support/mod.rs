@@ -178,8 +178,23 @@ impl Rportd {
     }
 
     pub fn start_with(dir: &Path, settings: &ServerSettings) -> Self {
+        Self::start_wrapped(dir, settings, &[])
+    }
+
+    /// Like [`Rportd::start_with`], run through `wrapper` (a command and its arguments that
+    /// end by running the rportd command line appended to them, like `unshare ... --`).
+    pub fn start_wrapped(dir: &Path, settings: &ServerSettings, wrapper: &[&str]) -> Self {
         let config = write_server_config(dir, settings);
-        let mut child = Command::new(env!("CARGO_BIN_EXE_rportd"))
+        let rportd = env!("CARGO_BIN_EXE_rportd");
+        let mut command = match wrapper.split_first() {
+            None => Command::new(rportd),
+            Some((program, args)) => {
+                let mut command = Command::new(program);
+                command.args(args).arg(rportd);
+                command
+            }
+        };
+        let mut child = command
             .arg("-c")
             .arg(&config)
             .stdout(Stdio::piped())

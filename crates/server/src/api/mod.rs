@@ -266,7 +266,25 @@ impl ApiError {
     }
 
     pub fn internal(detail: impl std::fmt::Display) -> Self {
-        tracing::error!("API internal error: {detail}");
+        let text = detail.to_string();
+        tracing::error!("API internal error: {text}");
+        // SQLite's own words for a storage problem, whichever layer passed the error on:
+        // the operator can fix these, so the caller is told which one it is.
+        let storage = [
+            ("database or disk is full", "the server's disk is full"),
+            ("readonly database", "the server's data_dir is read-only"),
+            ("disk I/O error", "the server cannot write to its data_dir"),
+        ]
+        .into_iter()
+        .find(|(sqlite, _)| text.contains(sqlite));
+        if let Some((_, reason)) = storage {
+            return Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "ERR_CODE_STORAGE_UNAVAILABLE",
+                "Storage unavailable",
+                format!("{reason}; nothing was changed. Try again once it is fixed"),
+            );
+        }
         Self::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             "ERR_CODE_INTERNAL",
