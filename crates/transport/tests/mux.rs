@@ -415,3 +415,55 @@ async fn data_right_after_open_is_never_lost() {
         .expect("every stream's data arrived");
     bulk.await.expect("bulk stream");
 }
+
+/// The protocol lets only the server open streams: an agent that opens one anyway (to
+/// make the server dial somewhere) gets it reset, and the session carries on.
+#[tokio::test]
+async fn a_stream_an_agent_opens_is_refused_by_the_server() {
+    let (a, b) = tcp_pair().await;
+    let keep_alive = Duration::from_secs(10);
+    let (server, mut server_events, server_driver) = mux::start(
+        a,
+        Default::default(),
+        MuxConfig::new(Role::Server, keep_alive),
+    );
+    let (agent, mut agent_events, agent_driver) = mux::start(
+        b,
+        Default::default(),
+        MuxConfig::new(Role::Agent, keep_alive),
+    );
+    tokio::spawn(server_driver.run());
+    tokio::spawn(agent_driver.run());
+    tokio::spawn(async move {
+        while let Some(incoming) = agent_events.incoming.recv().await {
+            let (mut reader, mut writer) = incoming.stream.split();
+            while let Ok(Some(chunk)) = reader.recv().await {
+                let _ = writer.send(chunk).await;
+            }
+            let _ = writer.finish().await;
+        }
+    });
+
+    let rogue = agent
+        .open_stream(Bytes::from_static(
+            br#"{"tunnel_id":"x","host":"169.254.169.254","port":80}"#,
+        ))
+        .expect("the agent's side lets it try");
+    let (mut reader, _writer) = rogue.split();
+    let answer = tokio::time::timeout(Duration::from_secs(5), reader.recv())
+        .await
+        .expect("answered at once");
+    match answer {
+        Err(rport_transport::StreamError::Reset(reason)) => {
+            assert!(reason.contains("agents may not open streams"), "{reason}");
+        }
+        other => panic!("expected a reset, got {other:?}"),
+    }
+    assert!(
+        server_events.incoming.try_recv().is_err(),
+        "nothing reached the server's handlers"
+    );
+    // The session is still good for what the protocol allows.
+    assert!(!server.is_closed() && !agent.is_closed());
+    round_trip(&server, 64 * 1024, 3).await;
+}
