@@ -681,3 +681,42 @@ fn clients_list_sorts_pages_and_selects_fields() {
     assert_eq!(status, 400);
     assert_eq!(body["errors"][0]["code"], "ERR_CODE_INVALID_SORT");
 }
+
+#[test]
+fn an_agent_without_a_fingerprint_pins_the_first_key_and_refuses_another() {
+    let dir = tempdir();
+    let mut server = Rportd::start(dir.path());
+    let agent_port = server.agent_address.port();
+    let data = dir.path().join("agent");
+    let agent = Rport::start(&[
+        "--id",
+        "tofu",
+        "--auth",
+        AGENT_AUTH,
+        "--data-dir",
+        data.to_str().expect("utf-8"),
+        "--max-retry-interval",
+        "1s",
+        &server.agent_address.to_string(),
+    ]);
+    server.wait_connection_state("tofu", "connected", ATTACH);
+    agent.stderr.wait_for("trusting", ATTACH);
+    let pinned = std::fs::read_to_string(data.join("server-fingerprint")).expect("pinned");
+    assert_eq!(pinned.trim(), server.fingerprint);
+    server.kill();
+
+    // Another server (another key) on the same address: refused, nothing sent to it.
+    let other = tempdir();
+    let impostor = Rportd::start_with(
+        other.path(),
+        &ServerSettings {
+            agent_port,
+            ..Default::default()
+        },
+    );
+    assert_ne!(impostor.fingerprint, server.fingerprint);
+    let line = agent.stderr.wait_for("fingerprint mismatch", ATTACH);
+    assert!(line.contains(&impostor.fingerprint), "{line}");
+    thread::sleep(Duration::from_secs(1));
+    assert!(impostor.client("tofu").is_none());
+}

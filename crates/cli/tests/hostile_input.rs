@@ -3,6 +3,8 @@
 //! and fishing for secrets in every answer and log line.
 
 mod support;
+#[path = "support/web.rs"]
+mod web;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -370,4 +372,54 @@ fn another_sites_page_cannot_use_a_browsers_cached_credentials() {
         Some(&body),
     );
     assert_eq!(reply.status, 201, "{}", reply.body);
+}
+
+#[test]
+fn the_agent_port_speaks_tls_1_3_only() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Rportd::start(dir.path());
+    let web = web::Web::new();
+    let old = web.connect(
+        server.agent_address,
+        "rportd",
+        None,
+        web::client_tls(&[&rustls::version::TLS12]),
+    );
+    assert!(old.is_err(), "TLS 1.2 is refused");
+    // The same client with TLS 1.3 gets through the handshake (and then finds no HTTP).
+    let tls13 = std::sync::Arc::new({
+        let mut config = (*web::client_tls(&[&rustls::version::TLS13])).clone();
+        config.alpn_protocols = vec![b"rport/1".to_vec()];
+        config
+    });
+    let handshake = web.rt.block_on(async {
+        let socket = tokio::net::TcpStream::connect(server.agent_address)
+            .await
+            .expect("connect");
+        let name = rustls::pki_types::ServerName::try_from("rportd").expect("name");
+        tokio_rustls::TlsConnector::from(tls13)
+            .connect(name, socket)
+            .await
+    });
+    assert!(handshake.is_ok(), "{:?}", handshake.err());
+}
+
+#[test]
+fn a_request_body_over_the_limit_is_refused_in_the_envelope() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Rportd::start(dir.path());
+    let huge = json!({"username": "x".repeat(100 * 1024), "password": "long-enough-password"});
+    let reply = server.call(
+        "POST",
+        "/api/v1/users",
+        &server.auth_header,
+        &[],
+        Some(&huge),
+    );
+    assert_eq!(reply.status, 413, "{}", reply.body);
+    assert_eq!(
+        reply.body["errors"][0]["code"],
+        "ERR_CODE_REQUEST_TOO_LARGE"
+    );
+    assert!(reply.body["errors"][0]["detail"].is_string());
 }

@@ -948,6 +948,21 @@ mod tests {
 
     #[test]
     fn errors_name_file_key_and_reason() {
+        let err = parse("[api]\njwt_secret = \"short\"\n").expect_err("weak jwt_secret");
+        assert_eq!(err.key, "api.jwt_secret");
+        assert!(err.reason.contains("16 characters"), "{err}");
+        assert!(
+            !err.to_string().contains("short\""),
+            "the secret is not echoed: {err}"
+        );
+        let err = parse("[api]\ncert_file = \"/x.pem\"\n").expect_err("cert without key");
+        assert_eq!(err.key, "api.key_file");
+        let err = parse("[server]\ntunnel_proxy_address = \"127.0.0.1:0\"\n")
+            .expect_err("shared proxy port without tunnel_host");
+        assert_eq!(err.key, "server.tunnel_proxy_address");
+        let err = parse("[api]\nread_header_timeout = \"0s\"\n").expect_err("no header timeout");
+        assert_eq!(err.key, "api.read_header_timeout");
+
         let err = parse("[server]\nadress = \"1\"\n").expect_err("unknown key");
         assert_eq!(err.key, "server.adress");
         assert!(

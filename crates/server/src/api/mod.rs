@@ -59,8 +59,44 @@ pub fn router(state: Arc<AppState>) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(axum::middleware::from_fn(errors_in_the_envelope))
         .layer(axum::middleware::from_fn(refuse_cross_site))
         .with_state(state)
+}
+
+/// Errors axum produces itself before a handler runs (a body over the size limit, a
+/// malformed path) come as plain text; callers get every error in the same JSON envelope.
+async fn errors_in_the_envelope(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let response = next.run(request).await;
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !status.is_client_error() && !status.is_server_error() || is_json {
+        return response;
+    }
+    let detail = match axum::body::to_bytes(response.into_body(), 4096).await {
+        Ok(text) if !text.is_empty() => String::from_utf8_lossy(&text).into_owned(),
+        _ => status.canonical_reason().unwrap_or("error").to_owned(),
+    };
+    let code = match status {
+        StatusCode::PAYLOAD_TOO_LARGE => "ERR_CODE_REQUEST_TOO_LARGE",
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "ERR_CODE_UNSUPPORTED_MEDIA_TYPE",
+        _ if status.is_server_error() => "ERR_CODE_INTERNAL",
+        _ => "ERR_CODE_INVALID_REQUEST",
+    };
+    ApiError::new(
+        status,
+        code,
+        status.canonical_reason().unwrap_or("Error"),
+        detail,
+    )
+    .into_response()
 }
 
 /// Refuses requests a browser sends on behalf of another site. A browser that has cached
