@@ -720,3 +720,22 @@ fn an_agent_without_a_fingerprint_pins_the_first_key_and_refuses_another() {
     thread::sleep(Duration::from_secs(1));
     assert!(impostor.client("tofu").is_none());
 }
+
+#[test]
+fn the_data_dir_and_its_keys_are_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempdir();
+    let server = Rportd::start(dir.path());
+    let mode = |path: &std::path::Path| {
+        std::fs::metadata(path)
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+            .permissions()
+            .mode()
+            & 0o777
+    };
+    let data = server.data_dir();
+    assert_eq!(mode(&data), 0o700, "data_dir");
+    for key in ["rportd-key.pem", "tunnel-proxy-key.pem"] {
+        assert_eq!(mode(&data.join(key)), 0o600, "{key}");
+    }
+}
