@@ -81,18 +81,9 @@ impl AgentBans {
 
 impl AgentListener {
     pub async fn run(self: Arc<Self>, listener: TcpListener, shutdown: CancellationToken) {
-        loop {
-            let (socket, peer) = tokio::select! {
-                _ = shutdown.cancelled() => return,
-                accepted = listener.accept() => match accepted {
-                    Ok(accepted) => accepted,
-                    Err(err) => {
-                        tracing::warn!("accepting agent connection: {err}");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                },
-            };
+        while let Some((socket, peer)) =
+            crate::listen::accept(&listener, &shutdown, "the agent listener").await
+        {
             let this = Arc::clone(&self);
             tokio::spawn(async move { this.handle(socket, peer).await });
         }

@@ -102,19 +102,7 @@ pub async fn serve_api(
     shutdown: CancellationToken,
     connections: TaskTracker,
 ) {
-    loop {
-        let (socket, peer) = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(err) => {
-                    // Out of file descriptors and the like: back off instead of spinning.
-                    tracing::warn!("accepting an API connection: {err}");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
+    while let Some((socket, peer)) = crate::listen::accept(&listener, &shutdown, "the API").await {
         let _ = socket.set_nodelay(true);
         let router = router.clone();
         let tls = tls.clone();

@@ -1,7 +1,8 @@
 //! TCP listeners with an accept queue sized for bursts: thousands of agents reconnecting
 //! after a restart, or a client opening a thousand tunneled connections at once. The
 //! usual default of 128 overflows under such bursts, and the kernel then drops
-//! handshakes that clients only retry seconds later, or never complete.
+//! handshakes that clients only retry seconds later, or never complete. And the accept
+//! loop every listener of rportd shares.
 
 use std::io;
 use std::net::SocketAddr;
@@ -52,6 +53,28 @@ fn bind_address(address: SocketAddr) -> io::Result<TcpListener> {
     socket.set_reuseaddr(true)?;
     socket.bind(address)?;
     socket.listen(BACKLOG)
+}
+
+/// The next connection on `listener`, or `None` once `stop` is cancelled. Accept errors
+/// (out of file descriptors and the like) are logged and retried after a short pause
+/// instead of spinning; `what` names the listener in the log.
+pub async fn accept(
+    listener: &TcpListener,
+    stop: &tokio_util::sync::CancellationToken,
+    what: &str,
+) -> Option<(tokio::net::TcpStream, SocketAddr)> {
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return None,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => return Some(accepted),
+                Err(err) => {
+                    tracing::warn!("accepting on {what}: {err}");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+            },
+        }
+    }
 }
 
 #[cfg(test)]

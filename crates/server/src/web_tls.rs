@@ -6,7 +6,7 @@ use std::fs;
 use std::path::Path;
 use std::sync::Arc;
 
-use rport_transport::tls::{TlsError, crypto_provider, write_private};
+use rport_transport::tls::{TlsError, crypto_provider, read_pem_pair, write_private};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::WebPkiSupportedAlgorithms;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
@@ -29,27 +29,11 @@ impl std::fmt::Debug for WebCert {
 impl WebCert {
     /// PEM files as an operator gives them: the certificate chain, leaf first, and its key.
     pub fn load(cert_path: &Path, key_path: &Path) -> Result<Self, TlsError> {
-        let read = |path: &Path| {
-            fs::read(path).map_err(|source| TlsError::Io {
-                path: path.to_owned(),
-                source,
-            })
-        };
+        let (chain, key) = read_pem_pair(cert_path, key_path)?;
         let bad = |path: &Path, reason: String| TlsError::BadKeyMaterial {
             path: path.to_owned(),
             reason,
         };
-        let cert_pem = read(cert_path)?;
-        let key_pem = read(key_path)?;
-        let chain = rustls_pemfile::certs(&mut cert_pem.as_slice())
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| bad(cert_path, e.to_string()))?;
-        if chain.is_empty() {
-            return Err(bad(cert_path, "no certificate in file".into()));
-        }
-        let key = rustls_pemfile::private_key(&mut key_pem.as_slice())
-            .map_err(|e| bad(key_path, e.to_string()))?
-            .ok_or_else(|| bad(key_path, "no private key in file".into()))?;
         let cert = Self { chain, key };
         // A key that does not belong to the certificate fails now, not at the first visitor.
         cert.server_config().map_err(|e| {

@@ -93,24 +93,11 @@ impl ServerIdentity {
     }
 
     fn load(key_path: &Path, cert_path: &Path) -> Result<Self, TlsError> {
-        let read = |path: &Path| {
-            fs::read(path).map_err(|source| TlsError::Io {
-                path: path.to_owned(),
-                source,
-            })
-        };
+        let (chain, key) = read_pem_pair(cert_path, key_path)?;
         let bad = |path: &Path, reason: String| TlsError::BadKeyMaterial {
             path: path.to_owned(),
             reason,
         };
-        let key_pem = read(key_path)?;
-        let cert_pem = read(cert_path)?;
-        let key = rustls_pemfile::private_key(&mut key_pem.as_slice())
-            .map_err(|e| bad(key_path, e.to_string()))?
-            .ok_or_else(|| bad(key_path, "no private key in file".into()))?;
-        let chain = rustls_pemfile::certs(&mut cert_pem.as_slice())
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| bad(cert_path, e.to_string()))?;
         let leaf = chain
             .first()
             .ok_or_else(|| bad(cert_path, "no certificate in file".into()))?;
@@ -147,6 +134,36 @@ impl ServerIdentity {
         config.send_tls13_tickets = 1;
         Ok(Arc::new(config))
     }
+}
+
+/// A PEM certificate chain (leaf first, at least one) and its private key, read from files;
+/// errors name the file.
+pub fn read_pem_pair(
+    cert_path: &Path,
+    key_path: &Path,
+) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), TlsError> {
+    let read = |path: &Path| {
+        fs::read(path).map_err(|source| TlsError::Io {
+            path: path.to_owned(),
+            source,
+        })
+    };
+    let bad = |path: &Path, reason: String| TlsError::BadKeyMaterial {
+        path: path.to_owned(),
+        reason,
+    };
+    let cert_pem = read(cert_path)?;
+    let key_pem = read(key_path)?;
+    let chain = rustls_pemfile::certs(&mut cert_pem.as_slice())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| bad(cert_path, e.to_string()))?;
+    if chain.is_empty() {
+        return Err(bad(cert_path, "no certificate in file".into()));
+    }
+    let key = rustls_pemfile::private_key(&mut key_pem.as_slice())
+        .map_err(|e| bad(key_path, e.to_string()))?
+        .ok_or_else(|| bad(key_path, "no private key in file".into()))?;
+    Ok((chain, key))
 }
 
 /// Writes a file readable by its owner only, atomically (temporary file, then rename).

@@ -899,18 +899,9 @@ impl TunnelManager {
                 .shared_port
                 .store(address.port(), Ordering::Relaxed);
         }
-        loop {
-            let (socket, peer) = tokio::select! {
-                _ = shutdown.cancelled() => return,
-                accepted = listener.accept() => match accepted {
-                    Ok(accepted) => accepted,
-                    Err(err) => {
-                        tracing::warn!("accepting on the proxy port: {err}");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                },
-            };
+        while let Some((socket, peer)) =
+            crate::listen::accept(&listener, &shutdown, "the tunnel proxy port").await
+        {
             tokio::spawn(Arc::clone(&self).route_proxy_connection(socket, peer));
         }
     }

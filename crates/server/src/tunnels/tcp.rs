@@ -20,20 +20,9 @@ pub(super) async fn serve(
     lease: Arc<PortLease>,
 ) {
     let open = Bytes::from(tunnel.open.to_json());
-    loop {
-        let accepted = tokio::select! {
-            _ = tunnel.cancel.cancelled() => break,
-            accepted = listener.accept() => accepted,
-        };
-        let (socket, peer) = match accepted {
-            Ok(accepted) => accepted,
-            Err(err) => {
-                // Out of file descriptors and the like: back off instead of spinning.
-                tracing::warn!(tunnel = %tunnel.id(), "accepting on tunnel port: {err}");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
+    while let Some((socket, peer)) =
+        crate::listen::accept(&listener, &tunnel.cancel, "a tunnel port").await
+    {
         if !tunnel.acl_allows(peer.ip()) {
             tunnel.refuse();
             tracing::debug!(tunnel = %tunnel.id(), %peer, "connection refused by the tunnel's ACL");
