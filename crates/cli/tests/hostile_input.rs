@@ -423,3 +423,28 @@ fn a_request_body_over_the_limit_is_refused_in_the_envelope() {
     );
     assert!(reply.body["errors"][0]["detail"].is_string());
 }
+
+#[test]
+fn silent_clients_hold_only_a_few_handshake_slots_and_only_for_a_while() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Rportd::start_with(
+        dir.path(),
+        &ServerSettings {
+            extra_server: "max_concurrent_handshakes = 2\nhandshake_timeout = \"2s\"\n".into(),
+            ..Default::default()
+        },
+    );
+    // More silent connections than there are slots, all at once.
+    let silent: Vec<TcpStream> = (0..8)
+        .map(|_| TcpStream::connect(server.agent_address).expect("connect"))
+        .collect();
+    let started = Instant::now();
+    let _agent = Rport::attach(&server, "patient", &dir.path().join("agent"));
+    server.wait_connection_state("patient", "connected", ATTACH);
+    let took = started.elapsed();
+    eprintln!(
+        "fault: 8 silent clients against 2 handshake slots (timeout 2s): a real agent got in after {took:?}"
+    );
+    assert!(took < Duration::from_secs(15), "{took:?}");
+    drop(silent);
+}
