@@ -133,7 +133,8 @@ fn a_forged_x_forwarded_for_changes_nothing_without_trusted_proxies() {
     assert_eq!(statuses, [401, 401, 429, 429]);
     drop(server);
 
-    // The audit log names the peer, not the header (a fresh server: this address is banned).
+    // The audit log names the peer, not the header (a fresh server: this address is banned),
+    // and so does the ACL API v2 gives a tunnel by default.
 
     let dir = tempfile::tempdir().expect("tempdir");
     let server = Rportd::start(dir.path());
@@ -153,6 +154,19 @@ fn a_forged_x_forwarded_for_changes_nothing_without_trusted_proxies() {
         entry["actor_ip"], "127.0.0.1",
         "the peer, not the header: {entry}"
     );
+    let _agent = Rport::attach(&server, "client-1", &dir.path().join("agent"));
+    server.wait_connection_state("client-1", "connected", ATTACH);
+    let echo = echo_server();
+    let reply = server.call(
+        "POST",
+        "/api/v2/default/port_tunnel",
+        &server.bearer(),
+        &[("X-Forwarded-For", "198.51.100.77")],
+        Some(&json!({"device_uuid": "client-1", "port": echo.port()})),
+    );
+    assert_eq!(reply.status, 201, "{}", reply.body);
+    let id = reply.body["port_tunnel_id"].as_str().expect("id");
+    assert_eq!(server.tunnel(id).expect("listed")["acl"], "127.0.0.1");
 }
 
 #[test]
