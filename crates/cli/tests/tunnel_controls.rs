@@ -642,6 +642,39 @@ fn the_agents_own_tunnels_open_when_it_connects() {
 }
 
 #[test]
+fn a_server_may_refuse_the_tunnels_agents_ask_for() {
+    let dir = tempdir();
+    let server = Rportd::start_with(
+        dir.path(),
+        &ServerSettings {
+            extra_server: "allow_client_remotes = false\n".into(),
+            ..Default::default()
+        },
+    );
+    let echo = echo_server();
+    let remote = format!("{}", echo.port());
+    let agent = Rport::attach_with(
+        &server,
+        "client-1",
+        &dir.path().join("agent"),
+        server.agent_address,
+        &[],
+        &[&remote],
+    );
+    server.wait_connection_state("client-1", "connected", ATTACH);
+    let line = agent.stderr.wait_for("allow_client_remotes", ATTACH);
+    assert!(
+        line.contains(&remote),
+        "the agent is told which one and why: {line}"
+    );
+    let (_, tunnels) = server.request("GET", "/api/v1/tunnels");
+    assert_eq!(tunnels["meta"]["count"], 0, "{tunnels}");
+    // Operators' tunnels to it still work.
+    let tunnel = server.open_tunnel("client-1", &format!("remote={}", echo.port()));
+    echo_round_trip(tunnel_address(&tunnel), 10_000, 1);
+}
+
+#[test]
 fn a_tunnel_survives_its_agent_restarting_within_the_grace_period() {
     let dir = tempdir();
     let (server, mut agent) = server_with_agent(dir.path(), "");

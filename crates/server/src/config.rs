@@ -64,6 +64,9 @@ pub struct ServerSection {
     /// `cert_file` and `key_file`: the certificate agents see instead of the generated
     /// one (agents pin its key, or check it against CA roots).
     pub tls: Option<CertFiles>,
+    /// Whether tunnels an agent's own configuration asks for (`[client] remotes`) are
+    /// opened; they listen on the server without an ACL.
+    pub allow_client_remotes: bool,
 }
 
 /// A PEM certificate chain and its key.
@@ -239,6 +242,7 @@ struct RawServer {
     tunnel_proxy_address: Option<String>,
     cert_file: Option<PathBuf>,
     key_file: Option<PathBuf>,
+    allow_client_remotes: Option<bool>,
 }
 
 #[derive(Deserialize, Default)]
@@ -519,6 +523,7 @@ impl Validator<'_> {
             handshake_timeout,
             tunnel_grace_period,
             check_port_timeout,
+            allow_client_remotes: raw.allow_client_remotes.unwrap_or(true),
             tls: self.cert_files(
                 ("server.cert_file", raw.cert_file),
                 ("server.key_file", raw.key_file),

@@ -158,6 +158,7 @@ impl Server {
         let settings = TunnelSettings {
             grace_period: config.server.tunnel_grace_period,
             check_port_timeout: config.server.check_port_timeout,
+            allow_client_remotes: config.server.allow_client_remotes,
         };
         let audit = Arc::new(AuditLog::new(Arc::clone(&store)));
         let tunnels = TunnelManager::start(

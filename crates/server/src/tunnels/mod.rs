@@ -44,6 +44,8 @@ pub struct TunnelSettings {
     pub grace_period: Duration,
     /// How long the agent may take to connect to a target when `check_port` asks it to.
     pub check_port_timeout: Duration,
+    /// Whether agents may have tunnels opened for their own `remotes`.
+    pub allow_client_remotes: bool,
 }
 
 /// Tunnels one agent's configuration may ask for.
@@ -771,6 +773,14 @@ impl TunnelManager {
         };
         let mut wanted = Vec::new();
         for (index, remote) in remotes.iter().enumerate() {
+            if !self.settings.allow_client_remotes {
+                refuse_remote(
+                    &session,
+                    remote,
+                    "this server opens no tunnels agents ask for themselves ([server] allow_client_remotes = false)",
+                );
+                continue;
+            }
             if index >= MAX_AGENT_REMOTES {
                 refuse_remote(
                     &session,
