@@ -743,3 +743,93 @@ fn the_data_dir_and_its_keys_are_private() {
         assert_eq!(mode(&data.join(key)), 0o600, "{key}");
     }
 }
+
+#[test]
+fn credentials_can_be_tied_to_one_client_id_each() {
+    let dir = tempdir();
+    let auth_file = dir.path().join("client-auth.json");
+    std::fs::write(
+        &auth_file,
+        r#"{"dev-a": "password-of-a-1", "dev-b": "password-of-b-1"}"#,
+    )
+    .expect("auth file");
+    let server = Rportd::start_with(
+        dir.path(),
+        &ServerSettings {
+            agent_auth: String::new(),
+            extra_server: format!(
+                "auth_file = {:?}\nauth_multiuse_creds = false\n",
+                auth_file.display().to_string()
+            ),
+            ..Default::default()
+        },
+    );
+    let start = |id: &str, auth: &str| {
+        let data = dir.path().join(format!("agent-{id}-{auth}"));
+        Rport::start(&[
+            "--id",
+            id,
+            "--auth",
+            auth,
+            "--fingerprint",
+            &server.fingerprint,
+            "--data-dir",
+            data.to_str().expect("utf-8"),
+            "--max-retry-interval",
+            "1s",
+            &server.agent_address.to_string(),
+        ])
+    };
+    let mut a = start("device-a", "dev-a:password-of-a-1");
+    server.wait_connection_state("device-a", "connected", ATTACH);
+    // Another device with a's credential: refused, naming who uses it.
+    let b_with_a = start("device-b", "dev-a:password-of-a-1");
+    b_with_a
+        .stderr
+        .wait_for("is used by client \"device-a\"", ATTACH);
+    assert!(server.client("device-b").is_none());
+    // a away: its id is still not for another credential.
+    a.kill();
+    server.wait_connection_state("device-a", "disconnected", ATTACH);
+    let takeover = start("device-a", "dev-b:password-of-b-1");
+    takeover
+        .stderr
+        .wait_for("belongs to another credential", ATTACH);
+    assert_eq!(
+        server.client("device-a").expect("listed")["connection_state"],
+        "disconnected"
+    );
+    drop(server);
+
+    // equate_clientauthid_clientid: the id must be the credential's.
+    let other = tempdir();
+    let server = Rportd::start_with(
+        other.path(),
+        &ServerSettings {
+            agent_auth: String::new(),
+            extra_server: format!(
+                "auth_file = {:?}\nequate_clientauthid_clientid = true\n",
+                auth_file.display().to_string()
+            ),
+            ..Default::default()
+        },
+    );
+    let start = |id: &str, auth: &str| {
+        let data = other.path().join(format!("agent-{id}"));
+        Rport::start(&[
+            "--id",
+            id,
+            "--auth",
+            auth,
+            "--fingerprint",
+            &server.fingerprint,
+            "--data-dir",
+            data.to_str().expect("utf-8"),
+            &server.agent_address.to_string(),
+        ])
+    };
+    let wrong = start("device-a", "dev-a:password-of-a-1");
+    wrong.stderr.wait_for("must be its credential id", ATTACH);
+    let _right = start("dev-a", "dev-a:password-of-a-1");
+    server.wait_connection_state("dev-a", "connected", ATTACH);
+}

@@ -40,6 +40,50 @@ pub struct AgentListener {
     /// Failed logins per address and credential id, past `[server] max_failed_login`.
     pub bans: AgentBans,
     pub audit: Arc<AuditLog>,
+    pub binding: CredentialBinding,
+}
+
+/// How strictly client ids are tied to credentials (RPort's keys).
+#[derive(Debug, Clone, Copy)]
+pub struct CredentialBinding {
+    /// `[server] auth_multiuse_creds`: several client ids may share one credential. When
+    /// false, a credential belongs to the first client id that used it and that id to it,
+    /// so one device's credential cannot take over another device's id.
+    pub multiuse: bool,
+    /// `[server] equate_clientauthid_clientid`: the client id must be the credential id.
+    pub equal_ids: bool,
+}
+
+impl CredentialBinding {
+    /// Why `client_id` may not log in with `auth_id`, given the known agents.
+    fn refusal(&self, registry: &Registry, client_id: &str, auth_id: &str) -> Option<String> {
+        if self.equal_ids && client_id != auth_id {
+            return Some(format!(
+                "client id {client_id:?} must be its credential id {auth_id:?} on this server ([server] equate_clientauthid_clientid)"
+            ));
+        }
+        if self.multiuse {
+            return None;
+        }
+        registry.with_clients(|clients| {
+            if let Some(known) = clients.get(client_id)
+                && known.record.auth_id != auth_id
+            {
+                return Some(format!(
+                    "client id {client_id:?} belongs to another credential ([server] auth_multiuse_creds = false)"
+                ));
+            }
+            clients
+                .values()
+                .find(|e| e.record.auth_id == auth_id && e.record.id != client_id)
+                .map(|other| {
+                    format!(
+                        "credential {auth_id:?} is used by client {:?} ([server] auth_multiuse_creds = false)",
+                        other.record.id
+                    )
+                })
+        })
+    }
 }
 
 /// Failed agent logins. Counted per address and credential, so that one misconfigured
@@ -189,6 +233,11 @@ impl AgentListener {
             detail: String::new(),
         };
         self.audit.record(&Actor::agent(&auth_id, ip), event).await;
+        if let Some(reason) = self.binding.refusal(&self.registry, &client_id, &auth_id) {
+            tracing::warn!(%peer, client = %client_id, credential = %auth_id, "refusing agent: {reason}");
+            refuse(&mut tls, RefuseCode::AuthFailed, reason).await;
+            return None;
+        }
         // A credential of one project cannot take over a device of another.
         if let Some(known) = self.registry.project_of(&client_id)
             && known != project

@@ -67,6 +67,10 @@ pub struct ServerSection {
     /// Whether tunnels an agent's own configuration asks for (`[client] remotes`) are
     /// opened; they listen on the server without an ACL.
     pub allow_client_remotes: bool,
+    /// RPort's `auth_multiuse_creds`: several client ids may share a credential.
+    pub auth_multiuse_creds: bool,
+    /// RPort's `equate_clientauthid_clientid`: a client id must be its credential's id.
+    pub equate_clientauthid_clientid: bool,
 }
 
 /// A PEM certificate chain and its key.
@@ -243,6 +247,8 @@ struct RawServer {
     cert_file: Option<PathBuf>,
     key_file: Option<PathBuf>,
     allow_client_remotes: Option<bool>,
+    auth_multiuse_creds: Option<bool>,
+    equate_clientauthid_clientid: Option<bool>,
 }
 
 #[derive(Deserialize, Default)]
@@ -524,6 +530,8 @@ impl Validator<'_> {
             tunnel_grace_period,
             check_port_timeout,
             allow_client_remotes: raw.allow_client_remotes.unwrap_or(true),
+            auth_multiuse_creds: raw.auth_multiuse_creds.unwrap_or(true),
+            equate_clientauthid_clientid: raw.equate_clientauthid_clientid.unwrap_or(false),
             tls: self.cert_files(
                 ("server.cert_file", raw.cert_file),
                 ("server.key_file", raw.key_file),

@@ -193,6 +193,10 @@ impl Server {
             handshake_timeout: config.server.handshake_timeout,
             bans: AgentBans::new(config.server.max_failed_login, config.server.ban_time),
             audit: Arc::clone(&audit),
+            binding: crate::agent_listener::CredentialBinding {
+                multiuse: config.server.auth_multiuse_creds,
+                equal_ids: config.server.equate_clientauthid_clientid,
+            },
         });
         let api_bans = BanList::new(config.api.max_failed_login, config.api.ban_time);
         let state = Arc::new(AppState {
