@@ -561,16 +561,28 @@ impl Drop for Rport {
     }
 }
 
-/// A TCP echo server on 127.0.0.1:0, one thread per connection.
+/// A TCP echo server on 127.0.0.1:0, one thread per connection, with an accept queue as
+/// deep as rportd's: a thousand connections opened at once must all reach it.
 pub fn echo_server() -> SocketAddr {
-    echo_on(TcpListener::bind("127.0.0.1:0").expect("bind echo"))
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
+        .expect("echo socket");
+    socket
+        .bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())
+        .expect("bind echo");
+    socket.listen(4096).expect("listen");
+    echo_on(socket.into())
 }
 
-/// A TCP echo server on a listener the test bound.
+/// A TCP echo server on a listener the test bound. An accept error (a connection reset
+/// while queued) skips that connection; it never ends the server.
 pub fn echo_on(listener: TcpListener) -> SocketAddr {
     let address = listener.local_addr().expect("echo addr");
     thread::spawn(move || {
-        for stream in listener.incoming().map_while(Result::ok) {
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else {
+                thread::sleep(Duration::from_millis(1));
+                continue;
+            };
             thread::spawn(move || {
                 let Ok(mut reader) = stream.try_clone() else {
                     return;
