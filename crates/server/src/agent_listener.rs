@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::agent_auth::AgentAuthenticator;
 use crate::audit::{Actor, AuditLog, Event};
-use crate::bans::BanList;
+use crate::bans::{BanList, address_key};
 use crate::registry::Registry;
 use crate::tunnels::TunnelManager;
 
@@ -104,22 +104,24 @@ impl AgentBans {
     }
 
     fn address_banned(&self, ip: std::net::IpAddr) -> Option<Duration> {
-        self.address.banned_for(&ip.to_string())
+        self.address.banned_for(&address_key(ip))
     }
 
     fn credential_banned(&self, ip: std::net::IpAddr, auth_id: &str) -> Option<Duration> {
-        self.credential.banned_for(&format!("{ip}/{auth_id}"))
+        self.credential
+            .banned_for(&format!("{}/{auth_id}", address_key(ip)))
     }
 
     fn failed(&self, ip: std::net::IpAddr, auth_id: &str) -> Option<Duration> {
-        let by_address = self.address.record_failure(&ip.to_string());
+        let by_address = self.address.record_failure(&address_key(ip));
         self.credential
-            .record_failure(&format!("{ip}/{auth_id}"))
+            .record_failure(&format!("{}/{auth_id}", address_key(ip)))
             .or(by_address)
     }
 
     fn succeeded(&self, ip: std::net::IpAddr, auth_id: &str) {
-        self.credential.record_success(&format!("{ip}/{auth_id}"));
+        self.credential
+            .record_success(&format!("{}/{auth_id}", address_key(ip)));
     }
 }
 

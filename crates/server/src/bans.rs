@@ -3,10 +3,23 @@
 //! Bounded in memory, so that an attacker with many addresses cannot grow it without end.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::Duration;
 
 use tokio::time::Instant;
+
+/// How a source address counts: an IPv6 host usually has a whole /64 to itself, so every
+/// address of a /64 counts as one; IPv4 (and IPv4-mapped IPv6) addresses count alone.
+pub fn address_key(ip: IpAddr) -> String {
+    match rport_protocol::ip_rules::canonical(ip) {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => {
+            let s = v6.segments();
+            format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+        }
+    }
+}
 
 /// Keys tracked at most; past this, expired entries go first, then the oldest.
 const CAPACITY: usize = 100_000;
@@ -138,6 +151,16 @@ fn make_room(entries: &mut HashMap<String, Entry>, now: Instant, ban_time: Durat
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn an_ipv6_64_counts_as_one_address() {
+        let key = |text: &str| address_key(text.parse().expect("address"));
+        assert_eq!(key("2001:db8:1:2::1"), key("2001:db8:1:2:ffff::7"));
+        assert_ne!(key("2001:db8:1:2::1"), key("2001:db8:1:3::1"));
+        assert_eq!(key("::ffff:192.0.2.7"), "192.0.2.7");
+        assert_ne!(key("192.0.2.7"), key("192.0.2.8"));
+    }
+
     use super::*;
 
     #[tokio::test(start_paused = true)]

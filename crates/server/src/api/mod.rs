@@ -420,7 +420,7 @@ pub async fn check_login(
     username: &str,
     password: &str,
 ) -> Result<AuthUser, ApiError> {
-    let ip_key = format!("ip:{ip}");
+    let ip_key = format!("ip:{}", crate::bans::address_key(ip));
     if let Some(remaining) = state.api_bans.banned_for(&ip_key) {
         return Err(ApiError::banned(remaining));
     }
@@ -467,7 +467,7 @@ async fn check_bearer(
     ip: std::net::IpAddr,
     token: &str,
 ) -> Result<AuthUser, ApiError> {
-    let ip_key = format!("ip:{ip}");
+    let ip_key = format!("ip:{}", crate::bans::address_key(ip));
     if let Some(remaining) = state.api_bans.banned_for(&ip_key) {
         return Err(ApiError::banned(remaining));
     }

@@ -287,7 +287,7 @@ impl Connection {
         }
         if let Some(auth) = &self.options.auth {
             let bans = &self.manager.proxy.auth_bans;
-            let key = format!("proxy:{}", self.peer.ip());
+            let key = format!("proxy:{}", crate::bans::address_key(self.peer.ip()));
             if let Some(remaining) = bans.banned_for(&key) {
                 return too_many_failures(remaining);
             }
