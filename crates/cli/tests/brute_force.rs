@@ -101,3 +101,65 @@ fn agent_logins_are_banned_after_too_many_failures_and_recover() {
         good.stderr.all()
     );
 }
+
+/// The status of `GET /api/v1/status` with basic `auth`, sent from `from` (a loopback
+/// address of its own).
+fn status_from(server: &Rportd, from: [u8; 4], auth: &str) -> u16 {
+    use std::io::{Read, Write};
+    let api: std::net::SocketAddr = server
+        .api
+        .trim_start_matches("http://")
+        .parse()
+        .expect("api address");
+    let socket =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+    socket
+        .bind(&std::net::SocketAddr::from((from, 0)).into())
+        .expect("bind source");
+    socket.connect(&api.into()).expect("connect");
+    let mut stream: std::net::TcpStream = socket.into();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    write!(
+        stream,
+        "GET /api/v1/status HTTP/1.1\r\nHost: {api}\r\nAuthorization: {auth}\r\nConnection: close\r\n\r\n"
+    )
+    .expect("request");
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer);
+    answer
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .expect("status line")
+}
+
+#[test]
+fn guessing_one_users_password_from_many_addresses_gains_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Rportd::start_with(
+        dir.path(),
+        &ServerSettings {
+            extra_api: "max_failed_login = 3\nban_time = 60\n".into(),
+            ..Default::default()
+        },
+    );
+    let wrong = basic(API_USER, "wrong");
+    let statuses: Vec<u16> = (0..3)
+        .map(|_| status_from(&server, [127, 0, 0, 2], &wrong))
+        .collect();
+    assert_eq!(statuses, [401, 401, 429]);
+    // The user is under attack now: one more wrong guess from a fresh address bans it at once.
+    assert_eq!(status_from(&server, [127, 0, 0, 3], &wrong), 429);
+    assert_eq!(
+        status_from(&server, [127, 0, 0, 3], &server.auth_header),
+        429,
+        "banned"
+    );
+    // Nobody can lock the user out: the right password works from an address not banned.
+    assert_eq!(
+        status_from(&server, [127, 0, 0, 4], &server.auth_header),
+        200
+    );
+}

@@ -462,3 +462,52 @@ fn silent_clients_hold_only_a_few_handshake_slots_and_only_for_a_while() {
     assert!(took < Duration::from_secs(15), "{took:?}");
     drop(silent);
 }
+
+#[test]
+fn an_oversized_hello_is_refused_from_its_header() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Rportd::start_with(
+        dir.path(),
+        &ServerSettings {
+            extra_server: "handshake_timeout = \"30s\"\n".into(),
+            ..Default::default()
+        },
+    );
+    let web = web::Web::new();
+    let tls = std::sync::Arc::new({
+        let mut config = (*web::client_tls(&[&rustls::version::TLS13])).clone();
+        config.alpn_protocols = vec![b"rport/1".to_vec()];
+        config
+    });
+    let took = web.rt.block_on(async {
+        let socket = tokio::net::TcpStream::connect(server.agent_address)
+            .await
+            .expect("connect");
+        let name = rustls::pki_types::ServerName::try_from("rportd").expect("name");
+        let mut stream = tokio_rustls::TlsConnector::from(tls)
+            .connect(name, socket)
+            .await
+            .expect("TLS");
+        // The preface, then a control frame header announcing 16 MiB of hello.
+        let mut head = b"RPORT\x00\x00\x01".to_vec();
+        head.push(8);
+        head.extend_from_slice(&0u32.to_be_bytes());
+        head.extend_from_slice(&(16u32 << 20).to_be_bytes());
+        stream.write_all(&head).await.expect("write");
+        stream.write_all(&[b'{'; 1024]).await.expect("write");
+        let started = Instant::now();
+        let mut buffer = [0u8; 1024];
+        loop {
+            match tokio::time::timeout(Duration::from_secs(20), stream.read(&mut buffer)).await {
+                Ok(Ok(0)) | Ok(Err(_)) => break started.elapsed(),
+                Ok(Ok(_)) => continue,
+                Err(_) => panic!("still open after 20 s"),
+            }
+        }
+    });
+    assert!(
+        took < Duration::from_secs(5),
+        "closed from the header, not the timeout: {took:?}"
+    );
+}
