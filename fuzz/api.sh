@@ -13,7 +13,9 @@ venv=target/schemathesis-venv
 if [ ! -x "$venv/bin/schemathesis" ]; then
     if ! python3 -m venv "$venv" 2>/dev/null; then
         echo "python3 -m venv failed; installing python3-venv" >&2
-        apt-get install -y -qq python3-venv >/dev/null
+        apt-get update -qq >/dev/null
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv python3-pip >/dev/null
+        rm -rf "$venv"
         python3 -m venv "$venv"
     fi
     "$venv/bin/pip" install -q 'schemathesis>=4,<5'
