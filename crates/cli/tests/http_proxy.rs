@@ -468,6 +468,25 @@ fn agents_check_a_configured_certificate_against_their_ca() {
     // Pinning the configured certificate's key works as with a generated one.
     let _pinning = start("by-pin", &["--fingerprint", &server.fingerprint]);
     server.wait_connection_state("by-pin", "connected", ATTACH);
+    // The operating system's roots, as an agent on a device sees them (SSL_CERT_FILE is
+    // where rustls-native-certs, like OpenSSL, looks first).
+    let data = dir.path().join("by-system");
+    let _system = Rport::start_with_env(
+        &[
+            "--id",
+            "by-system",
+            "--auth",
+            AGENT_AUTH,
+            "--data-dir",
+            data.to_str().expect("utf-8"),
+            "--system-roots",
+            "--max-retry-interval",
+            "1s",
+            &address,
+        ],
+        &[("SSL_CERT_FILE", ca_path.as_str())],
+    );
+    server.wait_connection_state("by-system", "connected", ATTACH);
     // Another CA's agent never gets to log in.
     let mut refused = start("by-other-ca", &["--ca-file", &other_ca_path]);
     std::thread::sleep(Duration::from_secs(2));
