@@ -163,3 +163,65 @@ fn guessing_one_users_password_from_many_addresses_gains_nothing() {
         200
     );
 }
+
+#[test]
+fn trying_many_credential_ids_from_one_address_bans_the_address() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // One failure per credential id bans that id from this address; ten in all (ten times
+    // the limit) ban the address itself, whatever credential it tries next.
+    let server = Rportd::start_with(
+        dir.path(),
+        &ServerSettings {
+            extra_server: "max_failed_login = 1\nban_time = 4\n".into(),
+            ..Default::default()
+        },
+    );
+    let address = server.agent_address.to_string();
+    let mut intruders: Vec<Rport> = (0..10)
+        .map(|n| {
+            let auth = format!("guess-{n}:guess-password");
+            Rport::start(&[
+                "--id",
+                &format!("intruder-{n}"),
+                "--fingerprint",
+                &server.fingerprint,
+                "--auth",
+                &auth,
+                "--data-dir",
+                dir.path()
+                    .join(format!("intruder-{n}"))
+                    .to_str()
+                    .expect("utf-8"),
+                &address,
+            ])
+        })
+        .collect();
+    wait_for("ten failed logins", ATTACH, || {
+        (server
+            .stderr
+            .all()
+            .iter()
+            .filter(|l| l.contains("agent authentication failed"))
+            .count()
+            >= 10)
+            .then_some(())
+    });
+    for intruder in &mut intruders {
+        intruder.kill();
+    }
+    // A right credential never failed from here, yet the address gets no TLS until the ban
+    // ends; then the agent gets in by itself.
+    let started = Instant::now();
+    let good = Rport::attach(&server, "my-client-1", &dir.path().join("agent"));
+    server.wait_connection_state("my-client-1", "connected", ATTACH);
+    assert!(
+        good.stderr.find("TLS handshake").is_some(),
+        "the agent met the address ban first: {:?}",
+        good.stderr.all()
+    );
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+}
