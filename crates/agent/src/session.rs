@@ -73,6 +73,9 @@ pub struct Agent {
     /// Set by [`Agent::with_facts`]: reported instead of reading the system's.
     fixed_facts: Option<SystemInfo>,
     counters: Option<Arc<SessionCounters>>,
+    /// Seconds the server asked to wait before reconnecting when it said it was going
+    /// away; 0 when it did not.
+    going_away: Arc<AtomicU64>,
 }
 
 /// Session counts that any number of agents can share; see [`Agent::with_counters`].
@@ -110,6 +113,7 @@ impl Agent {
             client_id,
             fixed_facts: None,
             counters: None,
+            going_away: Arc::new(AtomicU64::new(0)),
         }
     }
 
@@ -155,7 +159,12 @@ impl Agent {
                 counters.failed_attempts.fetch_add(1, Ordering::Relaxed);
             }
             let mut delay = backoff.next_delay();
+            let going_away = this.going_away.swap(0, Ordering::Relaxed);
             match &outcome {
+                _ if going_away > 0 => {
+                    delay = delay.max(Duration::from_secs(going_away));
+                    tracing::warn!("{} is shutting down", this.config.server);
+                }
                 Ok(()) => {
                     tracing::warn!("connection to {} closed; reconnecting", this.config.server)
                 }
@@ -324,16 +333,22 @@ impl Agent {
             .fixed_facts
             .is_none()
             .then(|| tokio::spawn(Arc::clone(&self).report_fact_changes(handle.clone(), info)));
-        let control = tokio::spawn(log_server_notices(events.control));
+        let control = tokio::spawn(log_server_notices(
+            events.control,
+            Arc::clone(&self.going_away),
+        ));
         let allowed = Arc::new(self.config.tunnel_allowed.clone());
         while let Some(incoming) = events.incoming.recv().await {
             tokio::spawn(targets::serve_stream(*incoming, Arc::clone(&allowed)));
         }
-        control.abort();
         if let Some(facts) = facts {
             facts.abort();
         }
-        match driver.await {
+        let ended = driver.await;
+        // The driver is gone, so the control channel is closed: the notices task reads what
+        // the server said last (a going-away notice) and ends.
+        let _ = control.await;
+        match ended {
             Ok(result) => result.map_err(SessionError::from),
             Err(join) => Err(mux::MuxError::Io(std::io::Error::other(join.to_string())).into()),
         }
@@ -369,11 +384,19 @@ impl Agent {
 }
 
 /// What the server tells the agent outside of streams.
-async fn log_server_notices(mut control: tokio::sync::mpsc::UnboundedReceiver<bytes::Bytes>) {
+async fn log_server_notices(
+    mut control: tokio::sync::mpsc::UnboundedReceiver<bytes::Bytes>,
+    going_away: Arc<AtomicU64>,
+) {
     while let Some(payload) = control.recv().await {
         match ControlMessage::from_json(&payload) {
             Ok(ControlMessage::RemoteRefused { remote, reason }) => {
                 tracing::error!("the server did not open tunnel {remote}: {reason}");
+            }
+            Ok(ControlMessage::GoingAway { retry_after_secs }) => {
+                // At least a second, so that thousands of agents do not all knock at once
+                // on a server that is still starting; the backoff adds its jitter.
+                going_away.store(retry_after_secs.clamp(1, 300), Ordering::Relaxed);
             }
             Ok(other) => tracing::debug!("control message {other:?}"),
             Err(err) => tracing::debug!("undecodable control message: {err}"),

@@ -351,11 +351,15 @@ fn restart_keeps_agents_listed_and_they_come_back_by_themselves() {
     let dir = tempdir();
     let mut server = Rportd::start(dir.path());
     let port = server.agent_address.port();
-    let _agent = Rport::attach(&server, "my-client-1", &dir.path().join("agent"));
+    let agent = Rport::attach(&server, "my-client-1", &dir.path().join("agent"));
     server.wait_connection_state("my-client-1", "connected", ATTACH);
     let echo = echo_server();
     let tunnel = server.open_tunnel("my-client-1", &format!("remote={}", echo.port()));
     server.kill();
+    assert!(
+        agent.stderr.find("is shutting down").is_none(),
+        "a crash says nothing"
+    );
 
     // Back up with the agent's credential changed, so the agent cannot reconnect yet and the
     // restarted server's view of it can be observed.
@@ -832,4 +836,23 @@ fn credentials_can_be_tied_to_one_client_id_each() {
     wrong.stderr.wait_for("must be its credential id", ATTACH);
     let _right = start("dev-a", "dev-a:password-of-a-1");
     server.wait_connection_state("dev-a", "connected", ATTACH);
+}
+
+#[test]
+fn a_stopping_server_tells_its_agents() {
+    let dir = tempdir();
+    let mut server = Rportd::start(dir.path());
+    let agent = Rport::attach(&server, "my-client-1", &dir.path().join("agent"));
+    server.wait_connection_state("my-client-1", "connected", ATTACH);
+    assert!(server.terminate().success());
+    let line = agent.stderr.wait_for("is shutting down", ATTACH);
+    assert!(line.contains(&server.agent_address.to_string()), "{line}");
+    // It then waits at least the hinted moment before knocking again.
+    let next = agent.stderr.wait_for("reconnecting in", ATTACH);
+    let secs: f64 = next
+        .rsplit("reconnecting in ")
+        .next()
+        .and_then(|rest| rest.trim().trim_end_matches('s').parse().ok())
+        .expect("delay");
+    assert!(secs >= 2.0, "{next}");
 }

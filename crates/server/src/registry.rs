@@ -233,6 +233,15 @@ impl Registry {
         });
     }
 
+    /// Sends `payload` as a control message to every live session.
+    pub fn tell_all(&self, payload: &bytes::Bytes) {
+        self.with_clients(|clients| {
+            for session in clients.values().filter_map(|e| e.session.as_ref()) {
+                let _ = session.handle.send_control(payload.clone());
+            }
+        });
+    }
+
     /// Closes every live session (server shutdown).
     pub fn close_all(&self) {
         self.with_clients(|clients| {

@@ -256,6 +256,11 @@ impl Server {
         });
         shutdown.cancelled().await;
         tracing::info!("shutting down");
+        // Agents hear why their session ends, and wait a moment before knocking again.
+        let going_away = rport_protocol::ControlMessage::GoingAway {
+            retry_after_secs: 2,
+        };
+        self.state.registry.tell_all(&going_away.to_json().into());
         self.state.tunnels.shutdown().await;
         self.state.registry.close_all();
         let _ = agents.await;
