@@ -770,19 +770,7 @@ fn credentials_can_be_tied_to_one_client_id_each() {
     );
     let start = |id: &str, auth: &str| {
         let data = dir.path().join(format!("agent-{id}-{auth}"));
-        Rport::start(&[
-            "--id",
-            id,
-            "--auth",
-            auth,
-            "--fingerprint",
-            &server.fingerprint,
-            "--data-dir",
-            data.to_str().expect("utf-8"),
-            "--max-retry-interval",
-            "1s",
-            &server.agent_address.to_string(),
-        ])
+        start_agent(&server, id, auth, &data)
     };
     let mut a = start("device-a", "dev-a:password-of-a-1");
     server.wait_connection_state("device-a", "connected", ATTACH);
@@ -819,18 +807,7 @@ fn credentials_can_be_tied_to_one_client_id_each() {
         },
     );
     let start = |id: &str, auth: &str| {
-        let data = other.path().join(format!("agent-{id}"));
-        Rport::start(&[
-            "--id",
-            id,
-            "--auth",
-            auth,
-            "--fingerprint",
-            &server.fingerprint,
-            "--data-dir",
-            data.to_str().expect("utf-8"),
-            &server.agent_address.to_string(),
-        ])
+        start_agent(&server, id, auth, &other.path().join(format!("agent-{id}")))
     };
     let wrong = start("device-a", "dev-a:password-of-a-1");
     wrong.stderr.wait_for("must be its credential id", ATTACH);

@@ -80,6 +80,24 @@ pub struct CertFiles {
     pub key: PathBuf,
 }
 
+/// `host:port`, `[v6]:port` or `host` -> the host.
+pub fn host_part(authority: &str) -> String {
+    if let Some(rest) = authority.strip_prefix('[') {
+        return rest.split(']').next().unwrap_or_default().to_owned();
+    }
+    authority.split(':').next().unwrap_or_default().to_owned()
+}
+
+impl ServerSection {
+    /// The host of the first `url`, unless it is empty or a wildcard address: the name
+    /// users reach this server at, as far as the configuration knows it.
+    pub fn url_host(&self) -> Option<String> {
+        let authority = self.url.first()?.split_once("://")?.1.split('/').next()?;
+        let host = host_part(authority);
+        (!host.is_empty() && host != "0.0.0.0" && host != "::").then_some(host)
+    }
+}
+
 /// How agents authenticate.
 #[derive(Debug, Clone)]
 pub enum AgentAuth {

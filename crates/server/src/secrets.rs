@@ -101,10 +101,17 @@ pub fn verify_password(password: &str, hash: &str) -> bool {
 
 /// A random string of URL-safe letters and digits.
 pub fn random_secret(len: usize) -> String {
-    const ALPHABET: &[u8] = b"ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz23456789";
+    random_string(
+        b"ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz23456789",
+        len,
+    )
+}
+
+/// `len` characters drawn uniformly from `alphabet` (ASCII).
+pub fn random_string(alphabet: &[u8], len: usize) -> String {
     let mut rng = rand::rng();
     (0..len)
-        .map(|_| char::from(ALPHABET[rng.random_range(0..ALPHABET.len())]))
+        .map(|_| char::from(alphabet[rng.random_range(0..alphabet.len())]))
         .collect()
 }
 

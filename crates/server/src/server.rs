@@ -293,14 +293,7 @@ fn proxy_setup(config: &ServerConfig, data_dir: &Path) -> Result<ProxySetup, Sta
                 names.push(host.clone());
                 names.push(format!("*.{host}"));
             }
-            let url_host = server
-                .url
-                .first()
-                .and_then(|url| url.split_once("://"))
-                .map(|(_, rest)| api::host_part(rest.split('/').next().unwrap_or_default()));
-            if let Some(host) = url_host.filter(|h| !h.is_empty() && h != "0.0.0.0" && h != "::") {
-                names.push(host);
-            }
+            names.extend(server.url_host());
             names.push("localhost".to_owned());
             names.dedup();
             WebCert::self_signed(data_dir, "tunnel-proxy", &names)

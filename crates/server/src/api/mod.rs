@@ -568,29 +568,13 @@ pub fn public_host(state: &AppState, headers: &HeaderMap) -> String {
     if let Some(host) = &state.config.server.tunnel_host {
         return host.clone();
     }
-    let from_url = state
-        .config
-        .server
-        .url
-        .first()
-        .and_then(|url| url.split_once("://"))
-        .map(|(_, rest)| host_part(rest.split('/').next().unwrap_or_default()));
-    match from_url {
-        Some(host) if !host.is_empty() && host != "0.0.0.0" && host != "::" => host,
-        _ => headers
+    state.config.server.url_host().unwrap_or_else(|| {
+        headers
             .get(header::HOST)
             .and_then(|h| h.to_str().ok())
-            .map(host_part)
-            .unwrap_or_default(),
-    }
-}
-
-/// `host:port`, `[v6]:port` or `host` -> the host.
-pub fn host_part(authority: &str) -> String {
-    if let Some(rest) = authority.strip_prefix('[') {
-        return rest.split(']').next().unwrap_or_default().to_owned();
-    }
-    authority.split(':').next().unwrap_or_default().to_owned()
+            .map(crate::config::host_part)
+            .unwrap_or_default()
+    })
 }
 
 /// Query parameters in order, decoded; a malformed query string is a 400 in our envelope.

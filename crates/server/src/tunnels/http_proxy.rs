@@ -11,7 +11,6 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use base64::Engine;
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode};
@@ -70,7 +69,8 @@ impl BasicAuth {
 
     /// Whether the request's `Authorization` carries this user and password.
     async fn allows(&self, headers: &HeaderMap) -> bool {
-        let Some((user, password)) = basic_credentials(headers) else {
+        let Some(crate::api::Credentials::Basic(user, password)) = crate::api::credentials(headers)
+        else {
             return false;
         };
         if user != self.user {
@@ -98,22 +98,6 @@ impl BasicAuth {
         }
         ok
     }
-}
-
-fn basic_credentials(headers: &HeaderMap) -> Option<(String, String)> {
-    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, encoded) = value.split_once(' ')?;
-    if !scheme.eq_ignore_ascii_case("basic") {
-        return None;
-    }
-    let decoded = base64::engine::general_purpose::STANDARD
-        .decode(encoded.trim())
-        .ok()?;
-    let (user, password) = String::from_utf8(decoded)
-        .ok()?
-        .split_once(':')
-        .map(|(u, p)| (u.to_owned(), p.to_owned()))?;
-    Some((user, password))
 }
 
 /// One public connection of a proxy tunnel.
@@ -191,6 +175,19 @@ pub(super) async fn serve<I>(
         })
         .unwrap_or_default();
     tunnel.connection_closed(sent, received);
+}
+
+/// Answers every request on `io` with 404 "unknown host": a name that routes to no tunnel.
+pub(super) async fn serve_unknown_host<I>(io: I)
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let service = hyper::service::service_fn(|_request| async {
+        Ok::<_, std::convert::Infallible>(plain(StatusCode::NOT_FOUND, "unknown host"))
+    });
+    let never = CancellationToken::new();
+    http_serve::serve_connection(io, service, &never, Stop::Abort, http_serve::HEADER_TIMEOUT)
+        .await;
 }
 
 fn plain(status: StatusCode, text: &str) -> Response<ProxyBody> {
@@ -433,11 +430,7 @@ impl Connection {
 
 /// A fresh subdomain label: 16 lower-case letters and digits.
 pub(super) fn new_subdomain() -> String {
-    const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
-    let mut rng = rand::rng();
-    (0..16)
-        .map(|_| char::from(ALPHABET[rng.random_range(0..ALPHABET.len())]))
-        .collect()
+    crate::secrets::random_string(b"abcdefghijklmnopqrstuvwxyz0123456789", 16)
 }
 
 /// The name to send in SNI: the `Host` override or the target, when it is a name.

@@ -950,22 +950,7 @@ impl TunnelManager {
             )
             .await
             {
-                let never = CancellationToken::new();
-                let service = hyper::service::service_fn(|_request| async {
-                    let mut response = http::Response::new(http_body_util::Full::new(
-                        bytes::Bytes::from_static(b"unknown host\n"),
-                    ));
-                    *response.status_mut() = http::StatusCode::NOT_FOUND;
-                    Ok::<_, std::convert::Infallible>(response)
-                });
-                crate::http_serve::serve_connection(
-                    stream,
-                    service,
-                    &never,
-                    crate::http_serve::Stop::Abort,
-                    crate::http_serve::HEADER_TIMEOUT,
-                )
-                .await;
+                http_proxy::serve_unknown_host(stream).await;
             }
             return;
         };
