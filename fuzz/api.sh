@@ -18,7 +18,8 @@ if [ ! -x "$venv/bin/schemathesis" ]; then
         rm -rf "$venv"
         python3 -m venv "$venv"
     fi
-    "$venv/bin/pip" install -q 'schemathesis>=4,<5'
+    # Pinned: the version the checks below were written and tried against.
+    "$venv/bin/pip" install -q 'schemathesis==4.32.5'
 fi
 cargo build -q -p rport-cli --bin rportd --bin rport
 
@@ -58,16 +59,28 @@ fingerprint=$(sed -n 's/^rportd: fingerprint //p' "$work/rportd.out")
     --data-dir "$work/agent" "$agents" >"$work/rport.log" 2>&1 &
 pids+=($!)
 
+# A bearer token works on both faces (API v2 takes nothing else); logout is left out, as it
+# would revoke the token in the middle of the run.
+token=$(python3 - "$api" <<'PY'
+import base64, json, sys, urllib.request
+request = urllib.request.Request(sys.argv[1] + "/api/v1/login?token-lifetime=3600")
+request.add_header("Authorization", "Basic " + base64.b64encode(b"admin:admin-password-1").decode())
+print(json.load(urllib.request.urlopen(request))["data"]["token"])
+PY
+)
+# One worker: with several, hypothesis parses lambda sources from threads at once, which
+# CPython 3.11's ast module does not survive ("AST constructor recursion depth mismatch").
 echo "== schemathesis against $api for ${seconds}s"
 export PYTHONPATH="$PWD/fuzz/api" SCHEMATHESIS_HOOKS=checks
 status=0
 "$venv/bin/schemathesis" run "$api/api/v1/openapi.json" \
-    --auth admin:admin-password-1 \
+    -H "Authorization: Bearer $token" \
+    --exclude-path /api/v1/logout \
     --checks not_a_server_error,error_envelope \
     --max-time "$seconds" \
     --max-response-time 5 \
     --request-timeout 10 \
-    --workers 2 \
+    --workers 1 \
     --generation-database none \
     || status=$?
 if grep -E 'panicked|ERROR' "$work/rportd.err" >&2; then
