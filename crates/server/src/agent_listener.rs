@@ -17,6 +17,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::agent_auth::AgentAuthenticator;
 use crate::audit::{Actor, AuditLog, Event};
@@ -29,6 +30,8 @@ const MIN_KEEP_ALIVE: Duration = Duration::from_secs(2);
 const MAX_KEEP_ALIVE: Duration = Duration::from_secs(3600);
 /// How long an existing session with the same id gets to prove it is alive.
 const DUPLICATE_PROBE: Duration = Duration::from_secs(2);
+/// How long a stopping server waits for agent sessions to write their last frames.
+const SESSIONS_FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub struct AgentListener {
     pub acceptor: TlsAcceptor,
@@ -126,19 +129,39 @@ impl AgentBans {
 }
 
 impl AgentListener {
+    /// Accepts agents until `shutdown`, then waits (a bounded moment) for their sessions to
+    /// end: a session told to close still has to write what is queued for it (the going-away
+    /// notice), and the process must not exit under it.
     pub async fn run(self: Arc<Self>, listener: TcpListener, shutdown: CancellationToken) {
+        let sessions = TaskTracker::new();
         while let Some((socket, peer)) =
             crate::listen::accept(&listener, &shutdown, "the agent listener").await
         {
             let this = Arc::clone(&self);
-            tokio::spawn(async move { this.handle(socket, peer).await });
+            let shutdown = shutdown.clone();
+            sessions.spawn(async move { this.handle(socket, peer, &shutdown).await });
+        }
+        sessions.close();
+        if tokio::time::timeout(SESSIONS_FLUSH_TIMEOUT, sessions.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                "{} agent sessions did not end within {:?} of shutdown",
+                sessions.len(),
+                SESSIONS_FLUSH_TIMEOUT
+            );
         }
     }
 
-    async fn handle(&self, socket: TcpStream, peer: SocketAddr) {
+    async fn handle(&self, socket: TcpStream, peer: SocketAddr, shutdown: &CancellationToken) {
         // Boxed: the handshake's state is large and needed for a moment, while the session
         // that follows lives for days, in 10,000 copies.
-        if let Some(admitted) = Box::pin(self.admit(socket, peer)).await {
+        if let Some(admitted) = Box::pin(self.admit(socket, peer)).await
+            // A handshake that finished after the server began stopping would miss the
+            // going-away notice and keep the shutdown waiting.
+            && !shutdown.is_cancelled()
+        {
             self.run_session(admitted, peer).await;
         }
     }
