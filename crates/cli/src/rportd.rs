@@ -45,6 +45,12 @@ async fn main() -> anyhow::Result<()> {
         .as_ref()
         .map(|api| api.local_addr())
         .transpose()?;
+    let proxy_address = listeners
+        .tunnel_proxy
+        .as_ref()
+        .map(|proxy| proxy.local_addr())
+        .transpose()?
+        .zip(config.server.tunnel_host.clone());
     let data_dir = config.server.data_dir.clone();
     let config_has_api_tls = config.api.tls.is_some();
     let server = Server::prepare(config)
@@ -71,6 +77,9 @@ async fn main() -> anyhow::Result<()> {
             println!("rportd: API listening on {scheme}://{address}");
         }
         None => println!("rportd: API disabled"),
+    }
+    if let Some((address, host)) = proxy_address {
+        println!("rportd: HTTP tunnels share https://*.{host} on {address}");
     }
     tracing::info!(fingerprint = %server.fingerprint(), "rportd {} started", env!("CARGO_PKG_VERSION"));
 

@@ -7,7 +7,7 @@ mod support;
 mod web;
 
 use std::io::{Read, Write};
-use std::net::TcpStream;
+use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
@@ -66,6 +66,180 @@ fn a_handshake_that_never_completes_is_dropped() {
     server.wait_connection_state("after-stall", "connected", ATTACH);
 }
 
+/// A client that connects and says nothing, and one that sends the start of a TLS
+/// ClientHello and stops: both must be dropped within about `limit`.
+fn assert_stalled_handshakes_dropped(what: &str, address: SocketAddr, limit: Duration) {
+    let start = Instant::now();
+    let mut silent = TcpStream::connect(address).expect("connect");
+    let mut stalled = TcpStream::connect(address).expect("connect");
+    stalled
+        .write_all(&[0x16, 0x03, 0x01, 0x02, 0x00, 0x01])
+        .expect("partial hello");
+    for (how, stream) in [
+        ("silent", &mut silent),
+        ("half a ClientHello", &mut stalled),
+    ] {
+        closed_within(stream, Duration::from_secs(15))
+            .unwrap_or_else(|| panic!("{what}: a {how} client was never dropped"));
+        let took = start.elapsed();
+        assert!(took < limit, "{what}: {how} client held for {took:?}");
+        eprintln!("fault: {how} TLS client on {what} dropped after {took:?}");
+    }
+}
+
+#[test]
+fn slow_tls_clients_are_dropped_on_the_api_and_the_proxy() {
+    // The API over TLS: the handshake is bounded by read_header_timeout.
+    let api_dir = tempfile::tempdir().expect("tempdir");
+    let (cert, key) = web::self_signed_pem(&["localhost"]);
+    let cert_path = api_dir.path().join("api-cert.pem");
+    let key_path = api_dir.path().join("api-key.pem");
+    std::fs::write(&cert_path, cert).expect("cert");
+    std::fs::write(&key_path, key).expect("key");
+    let tls_api = Rportd::start_with(
+        api_dir.path(),
+        &ServerSettings {
+            extra_api: format!(
+                "cert_file = {:?}\nkey_file = {:?}\nread_header_timeout = \"1s\"\n",
+                cert_path.display().to_string(),
+                key_path.display().to_string()
+            ),
+            extra_server: "handshake_timeout = \"1s\"\ntunnel_host = \"tunnels.example.com\"\ntunnel_proxy_address = \"127.0.0.1:0\"\n".into(),
+            ..Default::default()
+        },
+    );
+    let api: SocketAddr = tls_api
+        .api
+        .trim_start_matches("https://")
+        .parse()
+        .expect("address");
+    let shared: SocketAddr = tls_api
+        .stdout
+        .wait_for("HTTP tunnels share", ATTACH)
+        .rsplit(" on ")
+        .next()
+        .and_then(|address| address.trim().parse().ok())
+        .expect("the shared proxy port");
+
+    // A web tunnel on a port of its own, bounded by [server] handshake_timeout and, for
+    // its request headers, [api] read_header_timeout.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Rportd::start_with(
+        dir.path(),
+        &ServerSettings {
+            extra_server: "handshake_timeout = \"1s\"\n".into(),
+            extra_api: "read_header_timeout = \"1s\"\n".into(),
+            ..Default::default()
+        },
+    );
+    let _agent = Rport::attach(&server, "dev-1", &dir.path().join("agent"));
+    server.wait_connection_state("dev-1", "connected", ATTACH);
+    let web = web::Web::new();
+    let device = web.device_http("router");
+    let tunnel = server.open_tunnel(
+        "dev-1",
+        &format!(
+            "remote={}&scheme=http&http_proxy=true&acl=127.0.0.1",
+            device.port()
+        ),
+    );
+    let tunnel_port = tunnel_address(&tunnel);
+
+    // Run side by side: each waits for its own timeout.
+    let limit = Duration::from_secs(5);
+    std::thread::scope(|scope| {
+        scope.spawn(|| assert_stalled_handshakes_dropped("the API", api, limit));
+        scope.spawn(|| assert_stalled_handshakes_dropped("the shared proxy port", shared, limit));
+        scope
+            .spawn(|| assert_stalled_handshakes_dropped("a web tunnel's port", tunnel_port, limit));
+    });
+
+    // Through TLS, then request headers one byte at a time: cut off like an API client.
+    let socket = TcpStream::connect(tunnel_port).expect("connect");
+    socket
+        .set_write_timeout(Some(Duration::from_secs(1)))
+        .expect("timeout");
+    socket
+        .set_read_timeout(Some(Duration::from_millis(10)))
+        .expect("timeout");
+    let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
+    let tls = rustls::ClientConnection::new(web::client_tls(&[&rustls::version::TLS13]), name)
+        .expect("TLS client");
+    let mut slow = rustls::StreamOwned::new(tls, socket);
+    let took = trickle_headers(&mut slow).expect("the slow proxy client was cut off");
+    assert!(took < limit, "{took:?}");
+    eprintln!(
+        "fault: slowloris client of a web tunnel (read_header_timeout 1s) cut off after {took:?}"
+    );
+
+    // Meanwhile real clients get through on each.
+    let tls = web::client_tls(&[&rustls::version::TLS13]);
+    let mut client = web
+        .connect(api, "localhost", None, tls.clone())
+        .expect("TLS to the API");
+    let got = web
+        .send(
+            &mut client,
+            web::get(
+                "localhost",
+                "/api/v1/status",
+                &[("authorization", &tls_api.auth_header)],
+            ),
+        )
+        .expect("status");
+    assert_eq!(got.status, 200, "{}", got.text());
+    let mut client = web
+        .connect(tunnel_port, "localhost", None, tls.clone())
+        .expect("TLS to the tunnel");
+    let got = web
+        .send(&mut client, web::get("localhost", "/hello", &[]))
+        .expect("through the tunnel");
+    assert_eq!(got.status, 200, "{}", got.text());
+    let mut client = web
+        .connect(shared, "nobody.tunnels.example.com", None, tls)
+        .expect("TLS to the shared port");
+    let got = web
+        .send(
+            &mut client,
+            web::get("nobody.tunnels.example.com", "/", &[]),
+        )
+        .expect("unknown host");
+    assert_eq!(got.status, 404, "{}", got.text());
+}
+
+/// Sends the start of a request, then one more header byte every 300 ms: never a whole
+/// request. Returns how long until the server cut the connection (at most 15 s). The
+/// socket under `stream` needs short read and write timeouts.
+fn trickle_headers(stream: &mut (impl Read + Write)) -> Option<Duration> {
+    let start = Instant::now();
+    stream
+        .write_all(b"GET /api/v1/status HTTP/1.1\r\nHost: x\r\n")
+        .ok()?;
+    let _ = stream.flush();
+    while start.elapsed() < Duration::from_secs(15) {
+        std::thread::sleep(Duration::from_millis(300));
+        if stream
+            .write_all(b"X")
+            .and_then(|()| stream.flush())
+            .is_err()
+        {
+            return Some(start.elapsed());
+        }
+        let mut probe = [0u8; 512];
+        match stream.read(&mut probe) {
+            Ok(0) => return Some(start.elapsed()),
+            Ok(_) => {}
+            Err(err)
+                if matches!(
+                    err.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(_) => return Some(start.elapsed()),
+        }
+    }
+    None
+}
+
 #[test]
 fn a_slowloris_api_client_is_cut_off() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -78,27 +252,11 @@ fn a_slowloris_api_client_is_cut_off() {
     );
     let address = server.api.trim_start_matches("http://").to_owned();
     let mut slow = TcpStream::connect(&address).expect("connect");
-    slow.write_all(b"GET /api/v1/status HTTP/1.1\r\nHost: x\r\n")
-        .expect("start");
-    // One more header byte every 300 ms: never a whole request.
     slow.set_write_timeout(Some(Duration::from_secs(1)))
         .expect("timeout");
-    let start = Instant::now();
-    let mut cut_off = None;
-    while start.elapsed() < Duration::from_secs(15) {
-        std::thread::sleep(Duration::from_millis(300));
-        if slow.write_all(b"X").is_err() {
-            cut_off = Some(start.elapsed());
-            break;
-        }
-        let mut probe = [0u8; 512];
-        slow.set_read_timeout(Some(Duration::from_millis(10)))
-            .expect("timeout");
-        if let Ok(0) = slow.read(&mut probe) {
-            cut_off = Some(start.elapsed());
-            break;
-        }
-    }
+    slow.set_read_timeout(Some(Duration::from_millis(10)))
+        .expect("timeout");
+    let cut_off = trickle_headers(&mut slow);
     let took = cut_off.expect("the slow client was cut off");
     assert!(took < Duration::from_secs(10), "{took:?}");
     eprintln!("fault: slowloris API client (read_header_timeout 1s) cut off after {took:?}");

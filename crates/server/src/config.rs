@@ -191,7 +191,8 @@ pub struct ApiSection {
     pub max_token_lifetime: Duration,
     /// `cert_file` and `key_file`: the API speaks HTTPS (TLS 1.2 and up) only.
     pub tls: Option<CertFiles>,
-    /// A request's headers must arrive within this; slower clients are disconnected.
+    /// A request's headers must arrive within this, on the API and on HTTP proxy tunnels;
+    /// slower clients are disconnected.
     pub read_header_timeout: Duration,
 }
 

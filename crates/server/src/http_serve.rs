@@ -15,7 +15,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower_service::Service;
 
-/// A TLS handshake must be done within this.
+/// The longest a TLS handshake on the API may take; `[api] read_header_timeout` can make
+/// it shorter.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// A request's headers must have arrived within this, unless configured otherwise.
 pub const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
@@ -70,16 +71,18 @@ pub async fn serve_connection<I, S, B>(
     }
 }
 
-/// TLS handshake within [`HANDSHAKE_TIMEOUT`]; `None` (logged) when it fails.
+/// TLS handshake within `timeout`; `None` (logged) when it fails. Without the bound a
+/// client that connects and says nothing would hold a descriptor and a task for ever.
 pub async fn accept_tls<I>(
     acceptor: &TlsAcceptor,
     io: I,
     peer: SocketAddr,
+    timeout: Duration,
 ) -> Option<tokio_rustls::server::TlsStream<I>>
 where
     I: AsyncRead + AsyncWrite + Unpin,
 {
-    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(io)).await {
+    match tokio::time::timeout(timeout, acceptor.accept(io)).await {
         Ok(Ok(stream)) => Some(stream),
         Ok(Err(err)) => {
             tracing::debug!(%peer, "TLS handshake failed: {err}");
@@ -122,7 +125,10 @@ pub async fn serve_api(
                         .await;
                 }
                 Some(acceptor) => {
-                    if let Some(stream) = accept_tls(&acceptor, socket, peer).await {
+                    let handshake_timeout = header_timeout.min(HANDSHAKE_TIMEOUT);
+                    if let Some(stream) =
+                        accept_tls(&acceptor, socket, peer, handshake_timeout).await
+                    {
                         serve_connection(
                             stream,
                             service,

@@ -316,6 +316,8 @@ fn proxy_setup(config: &ServerConfig, data_dir: &Path) -> Result<ProxySetup, Sta
             .and(server.tunnel_host.clone()),
         shared_port: std::sync::atomic::AtomicU16::new(0),
         auth_bans: crate::bans::BanList::new(config.api.max_failed_login, config.api.ban_time),
+        handshake_timeout: server.handshake_timeout,
+        header_timeout: config.api.read_header_timeout,
     })
 }
 

@@ -123,7 +123,8 @@ pub(super) async fn serve_tls(
     peer: SocketAddr,
     acceptor: TlsAcceptor,
 ) {
-    match http_serve::accept_tls(&acceptor, socket, peer).await {
+    let timeout = manager.proxy.handshake_timeout;
+    match http_serve::accept_tls(&acceptor, socket, peer, timeout).await {
         Some(stream) => serve(manager, tunnel, options, stream, peer, None).await,
         None => tunnel.connection_closed(0, 0),
     }
@@ -142,6 +143,7 @@ pub(super) async fn serve<I>(
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let cancel: CancellationToken = tunnel.cancel.clone();
+    let header_timeout = manager.proxy.header_timeout;
     let connection = Arc::new(Connection {
         manager,
         tunnel: Arc::clone(&tunnel),
@@ -156,14 +158,7 @@ pub(super) async fn serve<I>(
         let connection = Arc::clone(&handler);
         async move { Ok::<_, std::convert::Infallible>(connection.handle(request).await) }
     });
-    http_serve::serve_connection(
-        io,
-        service,
-        &cancel,
-        Stop::Abort,
-        http_serve::HEADER_TIMEOUT,
-    )
-    .await;
+    http_serve::serve_connection(io, service, &cancel, Stop::Abort, header_timeout).await;
     let (sent, received) = connection
         .counters
         .lock()
@@ -178,7 +173,7 @@ pub(super) async fn serve<I>(
 }
 
 /// Answers every request on `io` with 404 "unknown host": a name that routes to no tunnel.
-pub(super) async fn serve_unknown_host<I>(io: I)
+pub(super) async fn serve_unknown_host<I>(io: I, header_timeout: Duration)
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -186,8 +181,7 @@ where
         Ok::<_, std::convert::Infallible>(plain(StatusCode::NOT_FOUND, "unknown host"))
     });
     let never = CancellationToken::new();
-    http_serve::serve_connection(io, service, &never, Stop::Abort, http_serve::HEADER_TIMEOUT)
-        .await;
+    http_serve::serve_connection(io, service, &never, Stop::Abort, header_timeout).await;
 }
 
 fn plain(status: StatusCode, text: &str) -> Response<ProxyBody> {

@@ -95,6 +95,10 @@ pub struct ProxySetup {
     /// Wrong basic-auth passwords on proxy tunnels, per address: past `[api]
     /// max_failed_login` the address gets 429 for `ban_time`, as at the API.
     pub auth_bans: crate::bans::BanList,
+    /// `[server] handshake_timeout`: public clients get as long as agents to finish TLS.
+    pub handshake_timeout: std::time::Duration,
+    /// `[api] read_header_timeout`: one bound on request headers for every HTTP surface.
+    pub header_timeout: std::time::Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -922,11 +926,11 @@ impl TunnelManager {
         peer: std::net::SocketAddr,
     ) {
         let _ = socket.set_nodelay(true);
+        // One deadline for the whole handshake, however it is split up below.
+        let deadline = tokio::time::Instant::now() + self.proxy.handshake_timeout;
         let acceptor =
             tokio_rustls::LazyConfigAcceptor::new(rustls::server::Acceptor::default(), socket);
-        let Ok(Ok(start)) =
-            tokio::time::timeout(crate::http_serve::HANDSHAKE_TIMEOUT, acceptor).await
-        else {
+        let Ok(Ok(start)) = tokio::time::timeout_at(deadline, acceptor).await else {
             return;
         };
         let host = start
@@ -944,13 +948,10 @@ impl TunnelManager {
         let config = self.proxy.acceptor.config().clone();
         let Some(tunnel) = tunnel else {
             // Unknown names get a 404 over TLS, not a hint of which names exist.
-            if let Ok(Ok(stream)) = tokio::time::timeout(
-                crate::http_serve::HANDSHAKE_TIMEOUT,
-                start.into_stream(config),
-            )
-            .await
+            if let Ok(Ok(stream)) =
+                tokio::time::timeout_at(deadline, start.into_stream(config)).await
             {
-                http_proxy::serve_unknown_host(stream).await;
+                http_proxy::serve_unknown_host(stream, self.proxy.header_timeout).await;
             }
             return;
         };
@@ -963,12 +964,7 @@ impl TunnelManager {
             return;
         };
         tunnel.connection_opened();
-        match tokio::time::timeout(
-            crate::http_serve::HANDSHAKE_TIMEOUT,
-            start.into_stream(config),
-        )
-        .await
-        {
+        match tokio::time::timeout_at(deadline, start.into_stream(config)).await {
             Ok(Ok(stream)) => {
                 http_proxy::serve(self, tunnel, options, stream, peer, host).await;
             }
