@@ -30,6 +30,8 @@ const MIN_KEEP_ALIVE: Duration = Duration::from_secs(2);
 const MAX_KEEP_ALIVE: Duration = Duration::from_secs(3600);
 /// How long an existing session with the same id gets to prove it is alive.
 const DUPLICATE_PROBE: Duration = Duration::from_secs(2);
+/// Facts updates closer together than this are ignored (agents send one a minute at most).
+const MIN_INFO_UPDATE_INTERVAL: Duration = Duration::from_secs(10);
 /// How long a stopping server waits for agent sessions to write their last frames.
 const SESSIONS_FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -354,9 +356,25 @@ impl AgentListener {
         // session, in 10,000 copies.
         let attached = Box::pin(self.tunnels.client_attached(&client_id, &remotes));
         let control = async {
+            let mut last_info_update: Option<tokio::time::Instant> = None;
             while let Some(payload) = events.control.recv().await {
+                // Nothing an agent may say after the hello is bigger than the hello; a
+                // megabyte of JSON is not even parsed.
+                if payload.len() > handshake::MAX_HANDSHAKE_LEN {
+                    tracing::debug!(client = %client_id, "ignoring a control message of {} bytes", payload.len());
+                    continue;
+                }
                 match ControlMessage::from_json(&payload) {
                     Ok(ControlMessage::InfoUpdate { info }) => {
+                        // Agents report changes once a minute at most; more often would
+                        // only be an agent making the store write for it.
+                        if last_info_update
+                            .is_some_and(|at| at.elapsed() < MIN_INFO_UPDATE_INTERVAL)
+                        {
+                            tracing::debug!(client = %client_id, "ignoring facts sent too soon after the last");
+                            continue;
+                        }
+                        last_info_update = Some(tokio::time::Instant::now());
                         self.registry.update_info(&client_id, number, info).await;
                     }
                     Ok(other) => {

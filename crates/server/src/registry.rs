@@ -167,6 +167,9 @@ impl Registry {
             let mut clients = self.write();
             match clients.get_mut(id) {
                 Some(entry) if entry.session.as_ref().is_some_and(|s| s.number == number) => {
+                    if entry.record.info == info {
+                        return;
+                    }
                     entry.record.info = info;
                     entry.record.clone()
                 }
