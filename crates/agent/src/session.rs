@@ -385,7 +385,7 @@ impl Agent {
 
 /// What the server tells the agent outside of streams.
 async fn log_server_notices(
-    mut control: tokio::sync::mpsc::UnboundedReceiver<bytes::Bytes>,
+    mut control: tokio::sync::mpsc::Receiver<bytes::Bytes>,
     going_away: Arc<AtomicU64>,
 ) {
     while let Some(payload) = control.recv().await {

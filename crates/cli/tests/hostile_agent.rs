@@ -17,7 +17,7 @@ use rport_transport::tls::{self, ServerPin};
 use serde_json::Value;
 use support::*;
 use tokio::net::TcpStream;
-use tokio::sync::mpsc::UnboundedReceiver;
+use tokio::sync::mpsc::Receiver;
 
 const ATTACH: Duration = Duration::from_secs(30);
 
@@ -33,7 +33,7 @@ fn facts(name: &str) -> SystemInfo {
 /// A session as a hostile agent holds it: the raw multiplexer, and what the server says.
 struct RawAgent {
     handle: MuxHandle,
-    control: UnboundedReceiver<Bytes>,
+    control: Receiver<Bytes>,
     _driver: tokio::task::JoinHandle<()>,
 }
 

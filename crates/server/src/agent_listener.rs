@@ -337,8 +337,13 @@ impl AgentListener {
         tls.get_mut()
             .1
             .set_buffer_limit(Some(rport_transport::tls::SEND_BUFFER_LIMIT));
-        let (handle, mut events, driver) =
-            mux::start(tls, leftover, MuxConfig::new(Role::Server, keep_alive));
+        // Nothing an agent may say after the hello is bigger than the hello; a megabyte of
+        // JSON is not even queued.
+        let config = MuxConfig {
+            max_control_len: handshake::MAX_HANDSHAKE_LEN,
+            ..MuxConfig::new(Role::Server, keep_alive)
+        };
+        let (handle, mut events, driver) = mux::start(tls, leftover, config);
         let number = self
             .registry
             .attach(
@@ -358,12 +363,6 @@ impl AgentListener {
         let control = async {
             let mut last_info_update: Option<tokio::time::Instant> = None;
             while let Some(payload) = events.control.recv().await {
-                // Nothing an agent may say after the hello is bigger than the hello; a
-                // megabyte of JSON is not even parsed.
-                if payload.len() > handshake::MAX_HANDSHAKE_LEN {
-                    tracing::debug!(client = %client_id, "ignoring a control message of {} bytes", payload.len());
-                    continue;
-                }
                 match ControlMessage::from_json(&payload) {
                     Ok(ControlMessage::InfoUpdate { info }) => {
                         // Agents report changes once a minute at most; more often would

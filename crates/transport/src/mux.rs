@@ -50,7 +50,15 @@ pub struct MuxConfig {
     pub session_window_growth: u64,
     /// Streams open at once; more are refused.
     pub max_streams: usize,
+    /// Larger control messages from the peer are dropped unread. With the bounded control
+    /// queue this bounds what a peer can make the session hold: [`CONTROL_QUEUE`] times
+    /// this.
+    pub max_control_len: usize,
 }
+
+/// Control messages received and not yet handled; a peer that sends more than this
+/// ahead of the handler breaks the protocol and its session is closed.
+pub const CONTROL_QUEUE: usize = 256;
 
 impl MuxConfig {
     pub fn new(role: Role, keep_alive: Duration) -> Self {
@@ -60,6 +68,7 @@ impl MuxConfig {
             stream_window: 64 * 1024 * 1024,
             session_window_growth: 128 * 1024 * 1024,
             max_streams: 16 * 1024,
+            max_control_len: rport_protocol::frame::MAX_FRAME_LEN,
         }
     }
 }
@@ -217,7 +226,7 @@ pub struct MuxEvents {
     /// Streams opened by the peer (agents only; servers refuse them).
     pub incoming: mpsc::UnboundedReceiver<Box<IncomingStream>>,
     /// Payloads of CONTROL frames.
-    pub control: mpsc::UnboundedReceiver<Bytes>,
+    pub control: mpsc::Receiver<Bytes>,
 }
 
 /// Starts a session over `io`. `already_read` holds bytes read past the handshake.
@@ -235,7 +244,7 @@ where
     // bounds memory, this keeps queueing latency for control traffic small.
     let (data_tx, data_rx) = mpsc::channel(256);
     let (incoming_tx, incoming_rx) = mpsc::unbounded_channel();
-    let (control_tx, control_rx) = mpsc::unbounded_channel();
+    let (control_tx, control_rx) = mpsc::channel(CONTROL_QUEUE);
     let shared = Arc::new(SessionShared {
         outbound: Outbound {
             priority: priority_tx,
@@ -845,7 +854,7 @@ pub struct MuxDriver<IO> {
     priority_rx: mpsc::UnboundedReceiver<Command>,
     data_rx: mpsc::Receiver<DataItem>,
     incoming_tx: mpsc::UnboundedSender<Box<IncomingStream>>,
-    control_tx: mpsc::UnboundedSender<Bytes>,
+    control_tx: mpsc::Sender<Bytes>,
     session: Arc<SessionShared>,
     tick: Pin<Box<Sleep>>,
     ping_every: Duration,
@@ -1068,7 +1077,15 @@ where
                 }
             }
             Frame::Control { payload } => {
-                let _ = self.control_tx.send(payload);
+                if payload.len() > self.config.max_control_len {
+                    tracing::debug!("dropping a control message of {} bytes", payload.len());
+                } else if let Err(mpsc::error::TrySendError::Full(_)) =
+                    self.control_tx.try_send(payload)
+                {
+                    return Err(MuxError::Protocol(format!(
+                        "more than {CONTROL_QUEUE} control messages waiting to be handled"
+                    )));
+                }
             }
         }
         Ok(())

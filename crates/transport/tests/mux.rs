@@ -467,3 +467,49 @@ async fn a_stream_an_agent_opens_is_refused_by_the_server() {
     assert!(!server.is_closed() && !agent.is_closed());
     round_trip(&server, 64 * 1024, 3).await;
 }
+
+#[tokio::test]
+async fn control_messages_are_bounded_in_size_and_in_number() {
+    let (a, mut b) = tcp_pair().await;
+    let config = MuxConfig {
+        max_control_len: 1024,
+        ..MuxConfig::new(Role::Server, Duration::from_secs(10))
+    };
+    let (_handle, mut events, driver) = mux::start(a, Default::default(), config);
+    let driver = tokio::spawn(driver.run());
+    let control = |payload: Vec<u8>| {
+        let mut out = bytes::BytesMut::new();
+        rport_protocol::Frame::Control {
+            payload: payload.into(),
+        }
+        .encode(&mut out);
+        out
+    };
+    // One over the size limit is dropped unread; the next one arrives.
+    b.write_all(&control(vec![b'x'; 1025]))
+        .await
+        .expect("write");
+    b.write_all(&control(b"small".to_vec()))
+        .await
+        .expect("write");
+    let first = tokio::time::timeout(Duration::from_secs(5), events.control.recv())
+        .await
+        .expect("in time")
+        .expect("a message");
+    assert_eq!(&first[..], b"small");
+    // A peer that sends more than the queue holds, with nobody handling them, breaks the
+    // protocol: its session ends, with a reason.
+    let mut flood = bytes::BytesMut::new();
+    for _ in 0..=mux::CONTROL_QUEUE {
+        flood.extend_from_slice(&control(b"{}".to_vec()));
+    }
+    let _ = b.write_all(&flood).await;
+    let result = tokio::time::timeout(Duration::from_secs(5), driver)
+        .await
+        .expect("driver ends")
+        .expect("join");
+    assert!(
+        matches!(&result, Err(mux::MuxError::Protocol(reason)) if reason.contains("control messages")),
+        "{result:?}"
+    );
+}

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header::{self, HeaderMap, HeaderValue};
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, combinators::BoxBody};
 use hyper::body::Incoming;
@@ -25,6 +25,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 use tokio_util::sync::CancellationToken;
 
+use super::proxy_request::{self, DeviceRequestRules};
 use super::{ActiveTunnel, TunnelManager};
 use crate::http_serve::{self, Stop};
 use crate::secrets::verify_password;
@@ -210,69 +211,12 @@ fn too_many_failures(remaining: Duration) -> Response<ProxyBody> {
     response
 }
 
-/// Headers that describe one hop, not the message (RFC 9110 section 7.6.1).
-const HOP_BY_HOP: [HeaderName; 7] = [
-    header::CONNECTION,
-    HeaderName::from_static("keep-alive"),
-    HeaderName::from_static("proxy-connection"),
-    header::TE,
-    header::TRAILER,
-    header::TRANSFER_ENCODING,
-    header::UPGRADE,
-];
-
-/// Removes hop-by-hop headers, and those `Connection` names, keeping the upgrade ones when
-/// the message asks for an upgrade.
-fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
-        .filter(|name| !(keep_upgrade && name == header::UPGRADE))
-        .collect();
-    for name in named {
-        headers.remove(&name);
-    }
-    for name in &HOP_BY_HOP {
-        if keep_upgrade && (name == header::CONNECTION || name == header::UPGRADE) {
-            continue;
-        }
-        headers.remove(name);
-    }
-}
-
-fn wants_upgrade(headers: &HeaderMap) -> bool {
-    headers.contains_key(header::UPGRADE)
-        && headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .any(|v| {
-                v.split(',')
-                    .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
-            })
-}
-
-/// The host a request names, lower case, without port.
-fn request_host<B>(request: &Request<B>) -> Option<String> {
-    let host = request
-        .headers()
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .or_else(|| request.uri().host())?;
-    let host = match host.rsplit_once(':') {
-        Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
-        _ => host,
-    };
-    Some(host.trim_end_matches('.').to_ascii_lowercase())
-}
-
 impl Connection {
-    async fn handle(&self, mut request: Request<Incoming>) -> Response<ProxyBody> {
+    async fn handle(&self, request: Request<Incoming>) -> Response<ProxyBody> {
+        let (mut parts, body) = request.into_parts();
         if let Some(routed) = &self.routed_host
-            && request_host(&request).as_deref() != Some(routed.as_str())
+            && proxy_request::request_host(&parts.headers, &parts.uri).as_deref()
+                != Some(routed.as_str())
         {
             return plain(StatusCode::NOT_FOUND, "unknown host");
         }
@@ -282,9 +226,9 @@ impl Connection {
             if let Some(remaining) = bans.banned_for(&key) {
                 return too_many_failures(remaining);
             }
-            if !auth.allows(request.headers()).await {
+            if !auth.allows(&parts.headers).await {
                 // Only a wrong password counts, not a browser's first request without one.
-                if request.headers().contains_key(header::AUTHORIZATION)
+                if parts.headers.contains_key(header::AUTHORIZATION)
                     && let Some(remaining) = bans.record_failure(&key)
                 {
                     tracing::warn!(tunnel = %self.tunnel.id(), peer = %self.peer, "proxy basic auth failed too often; address banned for {}s", remaining.as_secs());
@@ -298,41 +242,17 @@ impl Connection {
                 return response;
             }
             bans.record_success(&key);
-            // The tunnel's password is for rportd; the device never sees it.
-            request.headers_mut().remove(header::AUTHORIZATION);
         }
-        let upgrade = wants_upgrade(request.headers());
-        let original_host = request.headers().get(header::HOST).cloned();
-        {
-            let headers = request.headers_mut();
-            strip_hop_by_hop(headers, upgrade);
-            if let Some(host) = &self.options.host_header {
-                headers.insert(header::HOST, host.clone());
-            }
-            // Only the address this connection really comes from: a client's own
-            // X-Forwarded-For is a claim, not a fact.
-            if let Ok(peer) = HeaderValue::from_str(&self.peer.ip().to_string()) {
-                headers.insert(HeaderName::from_static("x-forwarded-for"), peer);
-            }
-            headers.insert(
-                HeaderName::from_static("x-forwarded-proto"),
-                HeaderValue::from_static("https"),
-            );
-            if let Some(host) = original_host {
-                headers.insert(HeaderName::from_static("x-forwarded-host"), host);
-            }
-        }
-        // Requests to the device use origin form: path and query only.
-        let path = request
-            .uri()
-            .path_and_query()
-            .map_or("/", |p| p.as_str())
-            .to_owned();
-        match path.parse() {
-            Ok(uri) => *request.uri_mut() = uri,
-            Err(_) => return plain(StatusCode::BAD_REQUEST, "bad request target"),
-        }
-        *request.version_mut() = http::Version::HTTP_11;
+        let rules = DeviceRequestRules {
+            host_header: self.options.host_header.as_ref(),
+            drop_authorization: self.options.auth.is_some(),
+            peer: self.peer.ip(),
+        };
+        let upgrade = match proxy_request::for_device(&mut parts, rules) {
+            Ok(upgrade) => upgrade,
+            Err(err) => return plain(StatusCode::BAD_REQUEST, &err.to_string()),
+        };
+        let mut request = Request::from_parts(parts, body);
         let public_upgrade = upgrade.then(|| hyper::upgrade::on(&mut request));
 
         let mut device = self.device.lock().await;
@@ -380,7 +300,7 @@ impl Connection {
             }
         } else {
             *device = Some(sender);
-            strip_hop_by_hop(response.headers_mut(), false);
+            proxy_request::for_client(response.headers_mut());
         }
         response.map(BodyExt::boxed)
     }
@@ -440,39 +360,6 @@ pub(super) fn device_name(host_header: Option<&str>, target: &str) -> ServerName
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn hop_by_hop_headers_go_except_for_an_upgrade() {
-        let mut headers = HeaderMap::new();
-        headers.insert(
-            header::CONNECTION,
-            HeaderValue::from_static("keep-alive, x-secret-hop"),
-        );
-        headers.insert("x-secret-hop", HeaderValue::from_static("1"));
-        headers.insert("keep-alive", HeaderValue::from_static("timeout=5"));
-        headers.insert(header::ACCEPT, HeaderValue::from_static("*/*"));
-        strip_hop_by_hop(&mut headers, false);
-        assert_eq!(headers.len(), 1, "{headers:?}");
-
-        let mut upgrade = HeaderMap::new();
-        upgrade.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
-        upgrade.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
-        assert!(wants_upgrade(&upgrade));
-        strip_hop_by_hop(&mut upgrade, true);
-        assert!(wants_upgrade(&upgrade), "{upgrade:?}");
-    }
-
-    #[test]
-    fn hosts_compare_without_port_case_or_final_dot() {
-        let request = Request::builder()
-            .header(header::HOST, "AbC.Tunnels.Example.com.:8443")
-            .body(())
-            .expect("request");
-        assert_eq!(
-            request_host(&request).as_deref(),
-            Some("abc.tunnels.example.com")
-        );
-    }
 
     #[test]
     fn subdomains_are_dns_labels() {

@@ -5,6 +5,7 @@
 mod agent_check;
 mod http_proxy;
 mod lifecycle;
+pub mod proxy_request;
 mod tcp;
 mod udp;
 
