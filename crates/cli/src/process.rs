@@ -1,5 +1,5 @@
-//! What both binaries do around their work: set up logging, raise the open-file limit, and
-//! wait for a signal to stop.
+//! What both binaries do around their work: set up logging, raise the open-file limit,
+//! report their usage when asked (SIGUSR2), and wait for a signal to stop.
 
 use std::fs::OpenOptions;
 use std::path::Path;
@@ -75,4 +75,24 @@ pub fn shutdown_on_signal() -> CancellationToken {
         trigger.cancel();
     });
     token
+}
+
+/// On SIGUSR2, logs how many tasks and file descriptors the process holds: what an
+/// operator (or a test) compares before and after a burst of traffic to see a leak.
+pub fn report_usage_on_signal() {
+    #[cfg(unix)]
+    tokio::spawn(async {
+        use tokio::signal::unix::{SignalKind, signal};
+        let Ok(mut usr2) = signal(SignalKind::user_defined2()) else {
+            return;
+        };
+        while usr2.recv().await.is_some() {
+            let tasks = tokio::runtime::Handle::current()
+                .metrics()
+                .num_alive_tasks();
+            let files = rport_transport::fd_limit::open_files()
+                .map_or_else(|| "unknown".to_owned(), |n| n.to_string());
+            tracing::info!("usage: {tasks} tasks, {files} open files");
+        }
+    });
 }

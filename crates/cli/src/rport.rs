@@ -18,6 +18,7 @@ async fn main() -> anyhow::Result<()> {
     let config = config::load(&args, &|name| std::env::var(name).ok())?;
     process::init_logging(&config.log_level, config.log_file.as_deref())?;
     process::raise_open_file_limit();
+    process::report_usage_on_signal();
     let client_id = match &config.id {
         Some(id) => id.clone(),
         None => config::load_or_create_client_id(&config.data_dir)?,

@@ -37,6 +37,7 @@ async fn main() -> anyhow::Result<()> {
         config.logging.log_file.as_deref(),
     )?;
     process::raise_open_file_limit();
+    process::report_usage_on_signal();
 
     let listeners = Listeners::bind(&config).await?;
     let agents_address = listeners.agents.local_addr()?;

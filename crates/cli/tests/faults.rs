@@ -20,6 +20,39 @@ fn open_fds(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |dir| dir.count())
 }
 
+/// The server's live tasks, from the status a server admin sees.
+fn server_tasks(server: &Rportd) -> u64 {
+    let (status, body) = server.request("GET", "/api/v1/status");
+    assert_eq!(status, 200, "{body}");
+    body["data"]["runtime"]["tasks"].as_u64().expect("tasks")
+}
+
+/// The agent's live tasks: SIGUSR2 makes it log them.
+fn agent_tasks(agent: &Rport) -> u64 {
+    let reports = || -> Vec<String> {
+        agent
+            .stderr
+            .all()
+            .into_iter()
+            .filter(|line| line.contains("usage: "))
+            .collect()
+    };
+    let before = reports().len();
+    let sent = std::process::Command::new("kill")
+        .args(["-USR2", &agent.pid().to_string()])
+        .status()
+        .expect("kill");
+    assert!(sent.success());
+    let line = wait_for("the agent's usage report", ATTACH, || {
+        reports().get(before).cloned()
+    });
+    line.split("usage: ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no task count in {line:?}"))
+}
+
 fn rss_mib(pid: u32) -> f64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     status
@@ -64,6 +97,7 @@ fn a_thousand_concurrent_connections_lose_nothing_and_leak_nothing() {
     thread::sleep(Duration::from_millis(500));
     let (server_fds, agent_fds) = (open_fds(server.pid()), open_fds(agent.pid()));
     let (server_threads, agent_threads) = (threads(server.pid()), threads(agent.pid()));
+    let (server_baseline, agent_baseline) = (server_tasks(&server), agent_tasks(&agent));
 
     const CONNECTIONS: usize = 1000;
     const BYTES: usize = 256 * 1024;
@@ -97,9 +131,14 @@ fn a_thousand_concurrent_connections_lose_nothing_and_leak_nothing() {
     });
     assert_eq!(threads(server.pid()), server_threads, "server threads");
     assert_eq!(threads(agent.pid()), agent_threads, "agent threads");
+    // Tasks too; the server's may differ by the API's own keep-alive connections.
+    let tasks = wait_for("tasks back to the baseline", ATTACH, || {
+        let now = (server_tasks(&server), agent_tasks(&agent));
+        (now.0 <= server_baseline + 2 && now.1 <= agent_baseline).then_some(now)
+    });
     eprintln!(
-        "fault: descriptors before/after: rportd {server_fds}/{}, rport {agent_fds}/{}; threads unchanged",
-        settled.0, settled.1
+        "fault: descriptors before/after: rportd {server_fds}/{}, rport {agent_fds}/{}; tasks before/after: rportd {server_baseline}/{}, rport {agent_baseline}/{}; threads unchanged",
+        settled.0, settled.1, tasks.0, tasks.1
     );
 }
 

@@ -14,7 +14,7 @@ use crate::config::AgentAuth;
 use crate::users::{UserChange, Users, check_password};
 
 /// `GET /api/v1/status`
-pub async fn status(StateExtractor(state): State, _user: Authenticated) -> Response {
+pub async fn status(StateExtractor(state): State, Authenticated(user): Authenticated) -> Response {
     let (connected, disconnected) = state.registry.counts();
     let server = &state.config.server;
     let clients_auth_source = match server.agent_auth {
@@ -22,6 +22,13 @@ pub async fn status(StateExtractor(state): State, _user: Authenticated) -> Respo
         AgentAuth::File { .. } => "File",
         AgentAuth::None => "DB",
     };
+    // What the process holds, for server admins: a leak shows as numbers that keep growing.
+    let runtime = user.require_server_admin("").is_ok().then(|| {
+        json!({
+            "tasks": tokio::runtime::Handle::current().metrics().num_alive_tasks(),
+            "open_files": rport_transport::fd_limit::open_files(),
+        })
+    });
     data(json!({
         "version": env!("CARGO_PKG_VERSION"),
         "fingerprint": state.fingerprint.to_string(),
@@ -32,6 +39,7 @@ pub async fn status(StateExtractor(state): State, _user: Authenticated) -> Respo
         "users_auth_source": if state.config.api.auth.is_some() { "Static Credentials" } else { "DB" },
         "used_ports": server.used_ports,
         "excluded_ports": server.excluded_ports,
+        "runtime": runtime,
     }))
 }
 
