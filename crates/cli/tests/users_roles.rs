@@ -172,8 +172,14 @@ fn each_role_is_allowed_and_refused_where_it_should_be_on_both_faces() {
     assert_eq!(status.status, 200, "{}", status.body);
     assert_eq!(status.body["data"]["runtime"], Value::Null);
     let (_, status) = server.request("GET", "/api/v1/status");
-    assert!(status["data"]["runtime"]["tasks"].as_u64().is_some(), "{status}");
-    assert!(status["data"]["runtime"]["open_files"].as_u64().is_some(), "{status}");
+    assert!(
+        status["data"]["runtime"]["tasks"].as_u64().is_some(),
+        "{status}"
+    );
+    assert!(
+        status["data"]["runtime"]["open_files"].as_u64().is_some(),
+        "{status}"
+    );
 
     // tunnels: opens and closes in its project on both faces; only reads where it is viewer.
     let opened = v1_open(&otto, "default-1");

@@ -71,6 +71,8 @@ impl Lines {
 /// Settings a test may change in the server's config file.
 #[derive(Clone)]
 pub struct ServerSettings {
+    /// The address agents connect to (a test's own network namespace link, say).
+    pub agent_host: String,
     pub agent_port: u16,
     pub agent_auth: String,
     pub used_ports: String,
@@ -84,6 +86,7 @@ pub struct ServerSettings {
 impl Default for ServerSettings {
     fn default() -> Self {
         Self {
+            agent_host: "127.0.0.1".into(),
             agent_port: 0,
             agent_auth: AGENT_AUTH.into(),
             used_ports: "20000-60000".into(),
@@ -149,7 +152,7 @@ pub fn write_server_config(dir: &Path, settings: &ServerSettings) -> PathBuf {
     };
     let config = format!(
         r#"[server]
-address = "127.0.0.1:{port}"
+address = "{host}:{port}"
 data_dir = "{data}"
 {agent_auth}used_ports = ["{used}"]
 excluded_ports = ["1-1024"]
@@ -160,6 +163,7 @@ address = "127.0.0.1:0"
 [logging]
 log_level = "{log_level}"
 "#,
+        host = settings.agent_host,
         port = settings.agent_port,
         data = dir.join("server-data").display(),
         used = settings.used_ports,
@@ -475,7 +479,21 @@ impl Rport {
     }
 
     pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Self {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_rport"));
+        Self::start_wrapped(&[], args, env)
+    }
+
+    /// Runs rport under `wrapper` (such as `ip netns exec NAME`), which must exec it, so
+    /// that the child's PID is rport's.
+    pub fn start_wrapped(wrapper: &[&str], args: &[&str], env: &[(&str, &str)]) -> Self {
+        let rport = env!("CARGO_BIN_EXE_rport");
+        let mut command = match wrapper.split_first() {
+            None => Command::new(rport),
+            Some((program, wrapper_args)) => {
+                let mut command = Command::new(program);
+                command.args(wrapper_args).arg(rport);
+                command
+            }
+        };
         command
             .args(args)
             .stdout(Stdio::null())
@@ -514,6 +532,19 @@ impl Rport {
         flags: &[&str],
         remotes: &[&str],
     ) -> Self {
+        Self::attach_wrapped(server, id, data_dir, address, flags, remotes, &[])
+    }
+
+    /// Like [`Rport::attach_with`], run under `wrapper` (see [`Rport::start_wrapped`]).
+    pub fn attach_wrapped(
+        server: &Rportd,
+        id: &str,
+        data_dir: &Path,
+        address: SocketAddr,
+        flags: &[&str],
+        remotes: &[&str],
+        wrapper: &[&str],
+    ) -> Self {
         let address = address.to_string();
         let mut args = flags.to_vec();
         args.extend_from_slice(&[
@@ -538,7 +569,7 @@ impl Rport {
             &address,
         ]);
         args.extend_from_slice(remotes);
-        Self::start(&args)
+        Self::start_wrapped(wrapper, &args, &[])
     }
 
     pub fn pid(&self) -> u32 {
@@ -564,10 +595,15 @@ impl Drop for Rport {
 /// A TCP echo server on 127.0.0.1:0, one thread per connection, with an accept queue as
 /// deep as rportd's: a thousand connections opened at once must all reach it.
 pub fn echo_server() -> SocketAddr {
+    echo_server_at(std::net::Ipv4Addr::LOCALHOST)
+}
+
+/// [`echo_server`] on another local address (a test's own network namespace link, say).
+pub fn echo_server_at(ip: std::net::Ipv4Addr) -> SocketAddr {
     let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
         .expect("echo socket");
     socket
-        .bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())
+        .bind(&SocketAddr::from((ip, 0)).into())
         .expect("bind echo");
     socket.listen(4096).expect("listen");
     echo_on(socket.into())
