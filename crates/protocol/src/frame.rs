@@ -155,8 +155,8 @@ pub struct Decoder;
 
 impl Decoder {
     /// Takes one complete frame from the front of `buf`, or returns `Ok(None)` when more
-    /// bytes are needed. On error the buffer content is unspecified and the connection
-    /// must be closed.
+    /// bytes are needed (the caller makes room for them: see [`Decoder::missing`]).
+    /// On error the buffer content is unspecified and the connection must be closed.
     pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Frame>, DecodeError> {
         if buf.len() < HEADER_LEN {
             return Ok(None);
@@ -175,7 +175,6 @@ impl Decoder {
         }
         check_shape(kind, stream, len)?;
         if buf.len() < HEADER_LEN + len {
-            buf.reserve(HEADER_LEN + len - buf.len());
             return Ok(None);
         }
         buf.advance(HEADER_LEN);
@@ -208,6 +207,18 @@ impl Decoder {
                 payload: payload.freeze(),
             },
         }))
+    }
+
+    /// After [`Decoder::decode`] returned `Ok(None)`: how many bytes the frame whose header
+    /// starts `buf` still lacks, or `None` while the header itself is incomplete. A reader
+    /// can then read exactly that much into room it kept, instead of moving the partial
+    /// frame to a larger buffer.
+    pub fn missing(&self, buf: &[u8]) -> Option<usize> {
+        if buf.len() < HEADER_LEN {
+            return None;
+        }
+        let len = u32::from_be_bytes([buf[5], buf[6], buf[7], buf[8]]) as usize;
+        (HEADER_LEN + len).checked_sub(buf.len())
     }
 }
 
@@ -285,6 +296,24 @@ mod tests {
             let mut buf = BytesMut::from(&data[..]);
             let mut decoder = Decoder;
             while let Ok(Some(_)) = decoder.decode(&mut buf) {}
+        }
+    }
+
+    #[test]
+    fn missing_tells_how_much_of_a_cut_frame_is_still_to_come() {
+        let mut whole = BytesMut::new();
+        Frame::Data {
+            stream: 1,
+            payload: Bytes::from(vec![7u8; 1000]),
+        }
+        .encode(&mut whole);
+        for cut in [0, 1, HEADER_LEN - 1] {
+            assert_eq!(Decoder.missing(&whole[..cut]), None, "header incomplete at {cut}");
+        }
+        for cut in [HEADER_LEN, HEADER_LEN + 1, HEADER_LEN + 999] {
+            let mut buf = BytesMut::from(&whole[..cut]);
+            assert_eq!(Decoder.decode(&mut buf).ok().flatten(), None);
+            assert_eq!(Decoder.missing(&buf), Some(whole.len() - cut));
         }
     }
 

@@ -966,14 +966,12 @@ where
             let polled = if self.read_size == QUIET && self.read_buf.is_empty() {
                 self.poll_read_quiet(cx)
             } else {
-                if self.read_buf.capacity() - self.read_buf.len() < MIN_READ {
-                    self.read_buf.reserve(self.read_size.max(MIN_READ));
-                }
-                let spare = self.read_buf.capacity() - self.read_buf.len();
-                let polled =
-                    tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.read_buf);
-                if let Poll::Ready(Ok(n)) = polled
-                    && n == spare
+                let (limit, full_read) = self.next_read_limit();
+                let mut into = (&mut self.read_buf).limit(limit);
+                let polled = tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut into);
+                if full_read
+                    && let Poll::Ready(Ok(n)) = polled
+                    && n == limit
                 {
                     self.read_size = (self.read_size * 2).min(MAX_READ);
                 }
@@ -1008,6 +1006,30 @@ where
                 }
             }
         }
+    }
+
+    /// How much the next read into `read_buf` may take, and whether that is a full-sized
+    /// read (one that grows `read_size` when filled).
+    ///
+    /// Room for `read_size` more bytes is kept past what ordinary reads fill, so that a
+    /// frame the last read cut short can be completed in the same allocation. Moving it to
+    /// a new one would copy it (the old allocation is still shared with payloads handed
+    /// out), and on a busy stream that was most bytes once more.
+    fn next_read_limit(&mut self) -> (usize, bool) {
+        let room = self.read_size.max(MIN_READ);
+        let spare = self.read_buf.capacity() - self.read_buf.len();
+        if spare >= room + MIN_READ {
+            return (spare - room, true);
+        }
+        let missing = self.decoder.missing(&self.read_buf);
+        if let Some(missing) = missing.filter(|&missing| missing <= spare) {
+            return (missing, false);
+        }
+        // Empty, a few bytes of a header, or a frame larger than the room kept (a big
+        // control message): a new allocation, copying what little is buffered.
+        self.read_buf.reserve(2 * room + missing.unwrap_or(0));
+        let spare = self.read_buf.capacity() - self.read_buf.len();
+        (spare - room, true)
     }
 
     /// Reads a quiet session's pings and control messages through a small stack buffer,
