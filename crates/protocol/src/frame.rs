@@ -308,7 +308,11 @@ mod tests {
         }
         .encode(&mut whole);
         for cut in [0, 1, HEADER_LEN - 1] {
-            assert_eq!(Decoder.missing(&whole[..cut]), None, "header incomplete at {cut}");
+            assert_eq!(
+                Decoder.missing(&whole[..cut]),
+                None,
+                "header incomplete at {cut}"
+            );
         }
         for cut in [HEADER_LEN, HEADER_LEN + 1, HEADER_LEN + 999] {
             let mut buf = BytesMut::from(&whole[..cut]);

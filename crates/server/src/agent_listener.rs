@@ -363,25 +363,10 @@ impl AgentListener {
         let control = async {
             let mut last_info_update: Option<tokio::time::Instant> = None;
             while let Some(payload) = events.control.recv().await {
-                match ControlMessage::from_json(&payload) {
-                    Ok(ControlMessage::InfoUpdate { info }) => {
-                        // Agents report changes once a minute at most; more often would
-                        // only be an agent making the store write for it.
-                        if last_info_update
-                            .is_some_and(|at| at.elapsed() < MIN_INFO_UPDATE_INTERVAL)
-                        {
-                            tracing::debug!(client = %client_id, "ignoring facts sent too soon after the last");
-                            continue;
-                        }
-                        last_info_update = Some(tokio::time::Instant::now());
-                        self.registry.update_info(&client_id, number, info).await;
-                    }
-                    Ok(other) => {
-                        tracing::debug!(client = %client_id, "ignoring control message {other:?}")
-                    }
-                    Err(err) => {
-                        tracing::debug!(client = %client_id, "undecodable control message: {err}")
-                    }
+                if let Some(info) = facts_update(&client_id, &payload, &mut last_info_update) {
+                    // Boxed: the store write's state is needed once a minute at most, not
+                    // for the session's whole life in 10,000 copies.
+                    Box::pin(self.registry.update_info(&client_id, number, info)).await;
                 }
             }
         };
@@ -393,6 +378,35 @@ impl AgentListener {
         match outcome {
             Ok(()) => tracing::info!(client = %client_id, "agent disconnected"),
             Err(err) => tracing::info!(client = %client_id, "agent disconnected: {err}"),
+        }
+    }
+}
+
+/// What a control message from a connected agent asks the server to store: new facts,
+/// unless they come too soon after the last. Anything else is logged and ignored.
+fn facts_update(
+    client_id: &str,
+    payload: &[u8],
+    last_update: &mut Option<tokio::time::Instant>,
+) -> Option<rport_protocol::SystemInfo> {
+    match ControlMessage::from_json(payload) {
+        Ok(ControlMessage::InfoUpdate { info }) => {
+            // Agents report changes once a minute at most; more often would only be an
+            // agent making the store write for it.
+            if last_update.is_some_and(|at| at.elapsed() < MIN_INFO_UPDATE_INTERVAL) {
+                tracing::debug!(client = %client_id, "ignoring facts sent too soon after the last");
+                return None;
+            }
+            *last_update = Some(tokio::time::Instant::now());
+            Some(info)
+        }
+        Ok(other) => {
+            tracing::debug!(client = %client_id, "ignoring control message {other:?}");
+            None
+        }
+        Err(err) => {
+            tracing::debug!(client = %client_id, "undecodable control message: {err}");
+            None
         }
     }
 }

@@ -1016,7 +1016,13 @@ where
     /// a new one would copy it (the old allocation is still shared with payloads handed
     /// out), and on a busy stream that was most bytes once more.
     fn next_read_limit(&mut self) -> (usize, bool) {
-        let room = self.read_size.max(MIN_READ);
+        // Only once traffic has grown the reads: a session that reads little (10,000
+        // agents sending pings and facts) keeps its small buffer and may copy a frame.
+        let room = if self.read_size > MIN_READ {
+            self.read_size
+        } else {
+            0
+        };
         let spare = self.read_buf.capacity() - self.read_buf.len();
         if spare >= room + MIN_READ {
             return (spare - room, true);
@@ -1027,7 +1033,8 @@ where
         }
         // Empty, a few bytes of a header, or a frame larger than the room kept (a big
         // control message): a new allocation, copying what little is buffered.
-        self.read_buf.reserve(2 * room + missing.unwrap_or(0));
+        self.read_buf
+            .reserve(room + self.read_size.max(MIN_READ) + missing.unwrap_or(0));
         let spare = self.read_buf.capacity() - self.read_buf.len();
         (spare - room, true)
     }
