@@ -5,9 +5,10 @@
 //! the tunnel's `Host`, and an origin-form target.
 #![no_main]
 
+mod shared_runtime;
+
 use std::convert::Infallible;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use std::sync::OnceLock;
 use std::time::Duration;
 
 use http::header::{self, HeaderValue};
@@ -16,16 +17,6 @@ use hyper_util::rt::TokioIo;
 use libfuzzer_sys::fuzz_target;
 use rport_server::tunnels::proxy_request::{self, DeviceRequestRules};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-fn runtime() -> &'static tokio::runtime::Runtime {
-    static RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
-    RUNTIME.get_or_init(|| {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime")
-    })
-}
 
 const HOP_BY_HOP: [&str; 7] = [
     "connection",
@@ -70,7 +61,10 @@ fn check(request: http::Request<Incoming>, flags: u8) -> http::Response<String> 
         if upgrade && (name == "connection" || name == "upgrade") {
             continue;
         }
-        assert!(!headers.contains_key(name.as_str()), "{name} reached the device");
+        assert!(
+            !headers.contains_key(name.as_str()),
+            "{name} reached the device"
+        );
     }
     let peer_text = peer.to_string();
     for name in ["x-forwarded-for", "x-real-ip"] {
@@ -101,7 +95,7 @@ fuzz_target!(|data: &[u8]| {
     let Some((&flags, input)) = data.split_first() else {
         return;
     };
-    runtime().block_on(async move {
+    shared_runtime::runtime().block_on(async move {
         let (near, mut far) = tokio::io::duplex(1 << 16);
         let service = hyper::service::service_fn(move |request| async move {
             Ok::<_, Infallible>(check(request, flags))

@@ -2,23 +2,14 @@
 //! stream, with any payload. It never panics, and it ends by itself once the peer hangs up.
 #![no_main]
 
-use std::sync::OnceLock;
+mod shared_runtime;
+
 use std::time::Duration;
 
 use bytes::BytesMut;
 use libfuzzer_sys::fuzz_target;
 use rport_transport::mux::{self, MuxConfig, Role};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-fn runtime() -> &'static tokio::runtime::Runtime {
-    static RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
-    RUNTIME.get_or_init(|| {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime")
-    })
-}
 
 fuzz_target!(|data: &[u8]| {
     let Some((&first, input)) = data.split_first() else {
@@ -30,7 +21,7 @@ fuzz_target!(|data: &[u8]| {
     } else {
         Role::Server
     };
-    runtime().block_on(async move {
+    shared_runtime::runtime().block_on(async move {
         let (near, mut far) = tokio::io::duplex(1 << 20);
         let config = MuxConfig::new(role, Duration::from_secs(30));
         let (handle, mut events, driver) = mux::start(near, BytesMut::new(), config);

@@ -24,18 +24,23 @@ fn closed_within(stream: &mut TcpStream, limit: Duration) -> Option<Duration> {
         .expect("timeout");
     let mut buffer = [0u8; 4096];
     while start.elapsed() < limit {
-        match stream.read(&mut buffer) {
-            Ok(0) => return Some(start.elapsed()),
-            Ok(_) => {}
-            Err(err)
-                if matches!(
-                    err.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) => {}
-            Err(_) => return Some(start.elapsed()),
+        if read_shows_closed(stream, &mut buffer) {
+            return Some(start.elapsed());
         }
     }
     None
+}
+
+/// One read from a socket with a read timeout: whether it shows the peer closed the
+/// connection (end of stream, or an error other than the timeout).
+fn read_shows_closed(stream: &mut impl Read, buffer: &mut [u8]) -> bool {
+    match stream.read(buffer) {
+        Ok(n) => n == 0,
+        Err(err) => !matches!(
+            err.kind(),
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+        ),
+    }
 }
 
 #[test]
@@ -226,15 +231,8 @@ fn trickle_headers(stream: &mut (impl Read + Write)) -> Option<Duration> {
             return Some(start.elapsed());
         }
         let mut probe = [0u8; 512];
-        match stream.read(&mut probe) {
-            Ok(0) => return Some(start.elapsed()),
-            Ok(_) => {}
-            Err(err)
-                if matches!(
-                    err.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) => {}
-            Err(_) => return Some(start.elapsed()),
+        if read_shows_closed(stream, &mut probe) {
+            return Some(start.elapsed());
         }
     }
     None

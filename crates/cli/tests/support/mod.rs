@@ -110,6 +110,18 @@ pub struct Rportd {
     pub auth_header: String,
 }
 
+/// `program`, or `wrapper` running it (such as `unshare ... --` or `ip netns exec NAME`).
+fn wrapped_command(wrapper: &[&str], program: &str) -> Command {
+    match wrapper.split_first() {
+        None => Command::new(program),
+        Some((first, args)) => {
+            let mut command = Command::new(first);
+            command.args(args).arg(program);
+            command
+        }
+    }
+}
+
 pub fn basic(user: &str, password: &str) -> String {
     use base64_lite::encode;
     format!("Basic {}", encode(format!("{user}:{password}").as_bytes()))
@@ -189,15 +201,7 @@ impl Rportd {
     /// end by running the rportd command line appended to them, like `unshare ... --`).
     pub fn start_wrapped(dir: &Path, settings: &ServerSettings, wrapper: &[&str]) -> Self {
         let config = write_server_config(dir, settings);
-        let rportd = env!("CARGO_BIN_EXE_rportd");
-        let mut command = match wrapper.split_first() {
-            None => Command::new(rportd),
-            Some((program, args)) => {
-                let mut command = Command::new(program);
-                command.args(args).arg(rportd);
-                command
-            }
-        };
+        let mut command = wrapped_command(wrapper, env!("CARGO_BIN_EXE_rportd"));
         let mut child = command
             .arg("-c")
             .arg(&config)
@@ -485,15 +489,7 @@ impl Rport {
     /// Runs rport under `wrapper` (such as `ip netns exec NAME`), which must exec it, so
     /// that the child's PID is rport's.
     pub fn start_wrapped(wrapper: &[&str], args: &[&str], env: &[(&str, &str)]) -> Self {
-        let rport = env!("CARGO_BIN_EXE_rport");
-        let mut command = match wrapper.split_first() {
-            None => Command::new(rport),
-            Some((program, wrapper_args)) => {
-                let mut command = Command::new(program);
-                command.args(wrapper_args).arg(rport);
-                command
-            }
-        };
+        let mut command = wrapped_command(wrapper, env!("CARGO_BIN_EXE_rport"));
         command
             .args(args)
             .stdout(Stdio::null())
