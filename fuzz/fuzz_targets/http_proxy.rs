@@ -5,7 +5,7 @@
 //! the tunnel's `Host`, and an origin-form target.
 #![no_main]
 
-mod shared_runtime;
+mod harness;
 
 use std::convert::Infallible;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -16,7 +16,6 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use libfuzzer_sys::fuzz_target;
 use rport_server::tunnels::proxy_request::{self, DeviceRequestRules};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const HOP_BY_HOP: [&str; 7] = [
     "connection",
@@ -95,7 +94,7 @@ fuzz_target!(|data: &[u8]| {
     let Some((&flags, input)) = data.split_first() else {
         return;
     };
-    shared_runtime::runtime().block_on(async move {
+    harness::runtime().block_on(async move {
         let (near, mut far) = tokio::io::duplex(1 << 16);
         let service = hyper::service::service_fn(move |request| async move {
             Ok::<_, Infallible>(check(request, flags))
@@ -105,16 +104,7 @@ fuzz_target!(|data: &[u8]| {
                 .serve_connection(TokioIo::new(near), service)
                 .with_upgrades(),
         );
-        let _ = far.write_all(input).await;
-        let _ = far.shutdown().await;
-        let mut sink = vec![0u8; 64 * 1024];
-        while let Ok(Ok(n)) =
-            tokio::time::timeout(Duration::from_secs(5), far.read(&mut sink)).await
-        {
-            if n == 0 {
-                break;
-            }
-        }
+        harness::send_and_hang_up(&mut far, input).await;
         drop(far);
         let ended = tokio::time::timeout(Duration::from_secs(5), server).await;
         match ended {

@@ -2,14 +2,13 @@
 //! stream, with any payload. It never panics, and it ends by itself once the peer hangs up.
 #![no_main]
 
-mod shared_runtime;
+mod harness;
 
 use std::time::Duration;
 
 use bytes::BytesMut;
 use libfuzzer_sys::fuzz_target;
 use rport_transport::mux::{self, MuxConfig, Role};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fuzz_target!(|data: &[u8]| {
     let Some((&first, input)) = data.split_first() else {
@@ -21,7 +20,7 @@ fuzz_target!(|data: &[u8]| {
     } else {
         Role::Server
     };
-    shared_runtime::runtime().block_on(async move {
+    harness::runtime().block_on(async move {
         let (near, mut far) = tokio::io::duplex(1 << 20);
         let config = MuxConfig::new(role, Duration::from_secs(30));
         let (handle, mut events, driver) = mux::start(near, BytesMut::new(), config);
@@ -33,16 +32,7 @@ fuzz_target!(|data: &[u8]| {
                 tokio::spawn(async move { while let Ok(Some(_)) = reader.recv().await {} });
             }
         });
-        let _ = far.write_all(input).await;
-        let _ = far.shutdown().await;
-        let mut sink = vec![0u8; 64 * 1024];
-        while let Ok(Ok(n)) =
-            tokio::time::timeout(Duration::from_secs(5), far.read(&mut sink)).await
-        {
-            if n == 0 {
-                break;
-            }
-        }
+        harness::send_and_hang_up(&mut far, input).await;
         let ended = tokio::time::timeout(Duration::from_secs(5), driver).await;
         assert!(
             ended.is_ok(),

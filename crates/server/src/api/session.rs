@@ -23,12 +23,15 @@ pub async fn status(StateExtractor(state): State, Authenticated(user): Authentic
         AgentAuth::None => "DB",
     };
     // What the process holds, for server admins: a leak shows as numbers that keep growing.
-    let runtime = user.require_server_admin("").is_ok().then(|| {
-        json!({
-            "tasks": tokio::runtime::Handle::current().metrics().num_alive_tasks(),
-            "open_files": rport_transport::fd_limit::open_files(),
-        })
-    });
+    let runtime = user
+        .require_server_admin("reading the process's usage")
+        .is_ok()
+        .then(|| {
+            json!({
+                "tasks": tokio::runtime::Handle::current().metrics().num_alive_tasks(),
+                "open_files": rport_transport::fd_limit::open_files(),
+            })
+        });
     data(json!({
         "version": env!("CARGO_PKG_VERSION"),
         "fingerprint": state.fingerprint.to_string(),
