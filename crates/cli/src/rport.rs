@@ -1,9 +1,12 @@
 //! rport, the agent: parse flags, load the configuration, set up logging, connect forever.
 
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+mod agent_heap;
 mod process;
 
-// Tunnels allocate and free large buffers at a high rate; glibc's allocator returns them to
-// the kernel and takes page faults to get them back, which cost more than the copying.
+// Elsewhere than on glibc (musl's allocator is slow with tunnel buffers), mimalloc; it keeps
+// freed memory for longer, so an agent there stays larger after traffic.
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -12,13 +15,26 @@ use rport_agent::cli::AgentArgs;
 use rport_agent::config;
 use rport_agent::session::Agent;
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    agent_heap::configure();
+    // One thread: an agent's traffic all goes through one session whose encryption runs on
+    // one task anyway, and a second worker only added wake-ups between threads (measured:
+    // 17 instead of 21 us of tunnel CPU per request, 1.19 instead of 1.27 CPU-s/GB).
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(run())
+}
+
+async fn run() -> anyhow::Result<()> {
     let args = AgentArgs::parse();
     let config = config::load(&args, &|name| std::env::var(name).ok())?;
     process::init_logging(&config.log_level, config.log_file.as_deref())?;
     process::raise_open_file_limit();
     process::report_usage_on_signal();
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    agent_heap::return_free_memory_periodically();
     let client_id = match &config.id {
         Some(id) => id.clone(),
         None => config::load_or_create_client_id(&config.data_dir)?,
