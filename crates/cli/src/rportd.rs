@@ -70,6 +70,8 @@ async fn main() -> anyhow::Result<()> {
             credential.id, credential.password
         );
     }
+    #[cfg(unix)]
+    server.reload_user_file_on_signal()?;
     println!("rportd: fingerprint {}", server.fingerprint());
     println!("rportd: agents connect to {agents_address}");
     match api_address {

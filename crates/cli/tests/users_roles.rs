@@ -5,6 +5,7 @@ mod support;
 
 use std::io::Write;
 use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use serde_json::{Value, json};
 use support::*;
@@ -485,7 +486,7 @@ fn users_api_checks_what_it_is_given_and_keeps_an_admin() {
     );
     let generated = server
         .stdout
-        .wait_for("generated API user", std::time::Duration::from_secs(10));
+        .wait_for("generated API user", Duration::from_secs(10));
     let password = generated
         .rsplit(':')
         .next()
@@ -676,4 +677,115 @@ fn an_rport_user_file_with_bcrypt_hashes_works_with_roles() {
         err.contains("api.auth_file") && err.contains("user \"x\"") && err.contains("bcrypt"),
         "{err}"
     );
+}
+
+/// Sends SIGUSR1 to a process this test started.
+fn send_usr1(pid: u32) {
+    let sent = Command::new("kill")
+        .args(["-USR1", &pid.to_string()])
+        .status()
+        .expect("kill");
+    assert!(sent.success());
+}
+
+#[test]
+fn the_user_file_is_read_again_on_sigusr1_and_a_broken_one_changes_nothing() {
+    let dir = tempdir();
+    let users = dir.path().join("api-users.json");
+    let hash = |password: &str| bcrypt::hash(password, 4).expect("bcrypt");
+    let write = |entries: Value| std::fs::write(&users, entries.to_string()).expect("write");
+    write(json!([
+        {"username": "boss", "password": hash(&password_of("boss")), "groups": ["Administrators"]},
+        {"username": "alice", "password": hash(&password_of("alice")), "roles": {"default": "viewer"}},
+    ]));
+    let settings = ServerSettings {
+        api_auth: None,
+        extra_api: format!("auth_file = {:?}\n", users.display().to_string()),
+        ..Default::default()
+    };
+    let server = Rportd::start_with(dir.path(), &settings);
+    let alice = basic("alice", &password_of("alice"));
+    let alice_token = login(&server, "alice");
+    assert_eq!(server.request_as("GET", "/api/v1/clients", &alice).0, 200);
+    assert_eq!(
+        server.request_as("GET", "/api/v1/clients", &alice_token).0,
+        200
+    );
+
+    // alice leaves, bob comes, boss gets a new password.
+    write(json!([
+        {"username": "boss", "password": hash("boss-new-long-password"), "groups": ["Administrators"]},
+        {"username": "bob", "password": hash(&password_of("bob")), "roles": {"default": "tunnels"}},
+    ]));
+    let bob = basic("bob", &password_of("bob"));
+    assert_eq!(server.request_as("GET", "/api/v1/clients", &bob).0, 401);
+    send_usr1(server.pid());
+    wait_for("bob to be let in", Duration::from_secs(10), || {
+        (server.request_as("GET", "/api/v1/clients", &bob).0 == 200).then_some(())
+    });
+    assert_eq!(server.request_as("GET", "/api/v1/clients", &alice).0, 401);
+    assert_eq!(
+        server.request_as("GET", "/api/v1/clients", &alice_token).0,
+        401,
+        "a removed user's login token ends with the user"
+    );
+    let old_boss = basic("boss", &password_of("boss"));
+    let boss = basic("boss", "boss-new-long-password");
+    assert_eq!(server.request_as("GET", "/api/v1/users", &old_boss).0, 401);
+    let (status, listed) = server.request_as("GET", "/api/v1/users", &boss);
+    assert_eq!(status, 200, "{listed}");
+    let names: Vec<&str> = listed["data"]
+        .as_array()
+        .expect("users")
+        .iter()
+        .filter_map(|u| u["username"].as_str())
+        .collect();
+    assert_eq!(names, ["boss", "bob"], "{listed}");
+
+    // A broken edit is refused and keeps the users read before.
+    std::fs::write(&users, "[{\"username\": \"bob\", ").expect("write");
+    send_usr1(server.pid());
+    server
+        .stderr
+        .wait_for("auth_file not read again", Duration::from_secs(10));
+    assert_eq!(server.request_as("GET", "/api/v1/clients", &bob).0, 200);
+    assert_eq!(server.request_as("GET", "/api/v1/users", &boss).0, 200);
+
+    let (status, audit) = server.request_as("GET", "/api/v1/auditlog", &boss);
+    assert_eq!(status, 200, "{audit}");
+    let reloads: Vec<(&str, &str)> = audit["data"]
+        .as_array()
+        .expect("entries")
+        .iter()
+        .filter(|e| e["action"] == "user.reload")
+        .map(|e| {
+            (
+                e["result"].as_str().unwrap_or(""),
+                e["detail"].as_str().unwrap_or(""),
+            )
+        })
+        .collect();
+    assert_eq!(reloads.len(), 2, "{audit}");
+    assert_eq!(reloads[0].0, "failure", "newest first: {audit}");
+    assert_eq!(reloads[1].0, "success", "{audit}");
+    assert!(
+        reloads[1].1.contains("added [\"bob\"]")
+            && reloads[1].1.contains("removed [\"alice\"]")
+            && reloads[1].1.contains("changed [\"boss\"]"),
+        "{audit}"
+    );
+    assert!(
+        !audit.to_string().contains("$2"),
+        "no hash in the audit log"
+    );
+    drop(server);
+
+    // Without a users file the signal is answered with a warning, not the default (exit).
+    let dir = tempdir();
+    let server = Rportd::start(dir.path());
+    send_usr1(server.pid());
+    server
+        .stderr
+        .wait_for("no [api] auth_file", Duration::from_secs(10));
+    assert_eq!(server.request("GET", "/api/v1/status").0, 200);
 }

@@ -16,7 +16,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::agent_auth::GeneratedCredential;
-use crate::config::{ApiSection, FileUser};
+use crate::config::{ApiSection, UserFile};
 use crate::permissions::parse_roles;
 use crate::secrets::{hash_password, random_secret, verify_password};
 
@@ -35,7 +35,9 @@ const TOUCH_EVERY: Duration = Duration::from_secs(60);
 
 pub struct ApiAuth {
     static_user: Option<(String, String)>,
-    file_users: Vec<FileUser>,
+    /// `[api] auth_file`, read again on SIGUSR1: looked up on every request, so a user taken
+    /// out of the file is out at once, tokens and all.
+    user_file: Option<Arc<UserFile>>,
     store: Arc<dyn Store>,
     jwt_key: Vec<u8>,
     /// Process-local key for the cache of verified passwords.
@@ -82,13 +84,12 @@ impl ApiAuth {
             .auth
             .as_ref()
             .map(|(user, password)| (user.clone(), password.expose().to_owned()));
-        let file_users = api
-            .auth_file
+        let user_file = api.auth_file.clone();
+        let no_file_users = user_file
             .as_ref()
-            .map(|(_, users)| users.clone())
-            .unwrap_or_default();
+            .is_none_or(|file| file.users().is_empty());
         let mut generated = None;
-        if static_user.is_none() && file_users.is_empty() && store.list_users().await?.is_empty() {
+        if static_user.is_none() && no_file_users && store.list_users().await?.is_empty() {
             let password = random_secret(20);
             store
                 .upsert_user(&UserRecord {
@@ -112,7 +113,7 @@ impl ApiAuth {
         Ok((
             Self {
                 static_user,
-                file_users,
+                user_file,
                 store,
                 jwt_key,
                 cache_key: rand::rng().random(),
@@ -131,7 +132,9 @@ impl ApiAuth {
         {
             return Some((AuthUser::new(user.clone(), true, Default::default()), None));
         }
-        if let Some(user) = self.file_users.iter().find(|u| u.username == username) {
+        if let Some(file) = &self.user_file
+            && let Some(user) = file.users().iter().find(|u| u.username == username)
+        {
             let found = AuthUser::new(user.username.clone(), user.is_admin, user.roles.clone());
             return Some((found, Some(user.password_hash.expose().to_owned())));
         }

@@ -4,13 +4,14 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::permissions::Role;
 use crate::port_ranges::PortRanges;
 pub use crate::secrets::{Secret, StoredSecret};
+pub use crate::user_file::{FileUser, UserFile};
 use rport_protocol::ip_rules::IpNet;
 
 /// Where the embedded default keeps its state, relative to the working directory.
@@ -121,17 +122,6 @@ pub struct FileCredential {
     pub project: String,
 }
 
-/// One user of `[api] auth_file`.
-#[derive(Debug, Clone)]
-pub struct FileUser {
-    pub username: String,
-    /// bcrypt or argon2; never a plain password.
-    pub password_hash: Secret,
-    /// In group `Administrators`.
-    pub is_admin: bool,
-    pub roles: BTreeMap<String, Role>,
-}
-
 /// User names travel in HTTP basic auth and URLs: no `:`, no `/`, nothing invisible.
 pub fn check_username(name: &str) -> Result<(), String> {
     let valid = (1..=64).contains(&name.len())
@@ -175,8 +165,9 @@ pub struct ApiSection {
     pub address: Option<String>,
     /// A single static user, `[api] auth = "user:password"`: the bootstrap administrator.
     pub auth: Option<(String, Secret)>,
-    /// `[api] auth_file`: users kept in a JSON file (RPort's format), read at start.
-    pub auth_file: Option<(PathBuf, Vec<FileUser>)>,
+    /// `[api] auth_file`: users kept in a JSON file (RPort's format), read at start and on
+    /// SIGUSR1.
+    pub auth_file: Option<Arc<UserFile>>,
     /// Signs tokens; generated and kept in the store when not configured, so tokens
     /// survive restarts.
     pub jwt_secret: Option<Secret>,
@@ -596,7 +587,9 @@ impl Validator<'_> {
         };
         let auth_file = match raw.auth_file {
             None => None,
-            Some(path) => Some((path.clone(), self.users_file(&path)?)),
+            Some(path) => Some(Arc::new(
+                UserFile::read(&path).map_err(|reason| self.error("api.auth_file", reason))?,
+            )),
         };
         let jwt_secret = match raw.jwt_secret {
             None => None,
@@ -784,77 +777,6 @@ impl Validator<'_> {
         Ok(AgentAuth::File { path, entries })
     }
 
-    /// `[api] auth_file`: RPort's JSON array of `{"username", "password", "groups"}` with
-    /// bcrypt (or argon2) hashes, plus our `"roles": {"project": "role"}`.
-    fn users_file(&self, path: &Path) -> Result<Vec<FileUser>, ConfigError> {
-        let key = "api.auth_file";
-        let shown = path.display();
-        let text = std::fs::read_to_string(path)
-            .map_err(|err| self.error(key, format!("cannot read {shown}: {err}")))?;
-        #[derive(Deserialize)]
-        struct Entry {
-            username: String,
-            password: String,
-            #[serde(default)]
-            groups: Vec<String>,
-            #[serde(default)]
-            roles: BTreeMap<String, String>,
-        }
-        let entries: Vec<Entry> = serde_json::from_str(&text).map_err(|err| {
-            self.error(
-                key,
-                format!(
-                    "{shown} is not a JSON array of {{\"username\", \"password\", \"groups\", \"roles\"}}: {err}"
-                ),
-            )
-        })?;
-        let mut users: Vec<FileUser> = Vec::new();
-        for entry in entries {
-            let name = &entry.username;
-            let fail =
-                |reason: String| self.error(key, format!("{shown}: user {name:?}: {reason}"));
-            check_username(name).map_err(|reason| self.error(key, format!("{shown}: {reason}")))?;
-            if users.iter().any(|u| &u.username == name) {
-                return Err(fail("listed twice".into()));
-            }
-            match StoredSecret::from_config(&entry.password) {
-                Ok(StoredSecret::Hash(_)) => {}
-                Ok(StoredSecret::Plain(_)) | Err(_) => {
-                    return Err(fail(
-                        "password must be a bcrypt hash (htpasswd -nbB USER PASSWORD) or an argon2 one, never the password itself".into(),
-                    ));
-                }
-            }
-            let mut is_admin = false;
-            for group in &entry.groups {
-                if group == ADMIN_GROUP {
-                    is_admin = true;
-                } else {
-                    return Err(fail(format!(
-                        "group {group:?} means nothing to rportd: use \"{ADMIN_GROUP}\" for a server-wide administrator, or \"roles\": {{\"PROJECT\": \"viewer\" | \"tunnels\" | \"admin\"}}"
-                    )));
-                }
-            }
-            let mut roles = BTreeMap::new();
-            for (project, role) in &entry.roles {
-                check_project_key(project).map_err(&fail)?;
-                let role = Role::parse(role).ok_or_else(|| {
-                    fail(format!(
-                        "role {role:?} in project {project:?} is not one of viewer, tunnels, admin"
-                    ))
-                })?;
-                roles.insert(project.clone(), role);
-            }
-            users.push(FileUser {
-                username: entry.username,
-                password_hash: Secret::new(entry.password),
-                is_admin,
-                roles,
-            });
-        }
-        Ok(users)
-    }
-
     fn port_entries(
         &self,
         key: &str,
@@ -913,6 +835,7 @@ pub fn parse_duration(text: &str) -> Option<Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::permissions::Role;
 
     fn parse(text: &str) -> Result<ServerConfig, ConfigError> {
         ServerConfig::from_toml_str(text, "test.conf")
@@ -1047,7 +970,7 @@ mod tests {
             {"username": "ops", "password": hash, "roles": {"default": "tunnels"}},
         ]))
         .expect("valid");
-        let (_, users) = config.api.auth_file.as_ref().expect("users");
+        let users = config.api.auth_file.as_ref().expect("users").users();
         assert!(users[0].is_admin && users[0].roles.is_empty());
         assert!(!users[1].is_admin);
         assert_eq!(users[1].roles.get("default"), Some(&Role::Tunnels));

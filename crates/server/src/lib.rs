@@ -22,5 +22,6 @@ pub mod secrets;
 pub mod server;
 pub mod tunnels;
 pub mod user_command;
+pub mod user_file;
 pub mod users;
 pub mod web_tls;

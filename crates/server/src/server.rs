@@ -17,9 +17,9 @@ use crate::agent_listener::AgentBans;
 use crate::agent_listener::AgentListener;
 use crate::api::{self, AppState};
 use crate::api_auth::ApiAuth;
-use crate::audit::AuditLog;
+use crate::audit::{Actor, AuditLog, Event};
 use crate::bans::BanList;
-use crate::config::ServerConfig;
+use crate::config::{ServerConfig, UserFile};
 use crate::http_serve;
 use crate::port_pool::PortPool;
 use crate::registry::Registry;
@@ -225,6 +225,25 @@ impl Server {
         self.state.fingerprint
     }
 
+    /// Reads `[api] auth_file` again on every SIGUSR1, as RPort does. Installed with or
+    /// without a file, so that the signal never ends the process.
+    #[cfg(unix)]
+    pub fn reload_user_file_on_signal(&self) -> std::io::Result<()> {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut usr1 = signal(SignalKind::user_defined1())?;
+        let file = self.state.config.api.auth_file.clone();
+        let audit = Arc::clone(&self.state.audit);
+        tokio::spawn(async move {
+            while usr1.recv().await.is_some() {
+                match &file {
+                    Some(file) => reload_user_file(file, &audit).await,
+                    None => tracing::warn!("SIGUSR1: there is no [api] auth_file to read again"),
+                }
+            }
+        });
+        Ok(())
+    }
+
     /// Serves until `shutdown` is cancelled, then closes tunnels and sessions.
     pub async fn run(
         self,
@@ -378,4 +397,32 @@ async fn purge_loop(state: Arc<AppState>, shutdown: CancellationToken) {
             );
         }
     }
+}
+
+/// Reads the users file again and says what changed, in the log and the audit log; a file
+/// that does not parse changes nothing.
+pub async fn reload_user_file(file: &UserFile, audit: &AuditLog) {
+    let path = file.path().display().to_string();
+    let (success, detail) = match file.reload() {
+        Ok(reloaded) => {
+            let detail = format!(
+                "{} users; added {:?}, removed {:?}, changed {:?}",
+                reloaded.users, reloaded.added, reloaded.removed, reloaded.changed
+            );
+            tracing::info!("[api] auth_file {path} read again: {detail}");
+            (true, detail)
+        }
+        Err(reason) => {
+            tracing::error!("[api] auth_file not read again, the users read before stay: {reason}");
+            (false, reason)
+        }
+    };
+    let event = Event {
+        action: "user.reload",
+        resource: &path,
+        project: None,
+        success,
+        detail,
+    };
+    audit.record(&Actor::system(), event).await;
 }

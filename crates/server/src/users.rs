@@ -119,7 +119,8 @@ impl<'a> Users<'a> {
                 created_at: None,
             });
         }
-        for user in self.api.auth_file.iter().flat_map(|(_, users)| users) {
+        let file_users = self.api.auth_file.as_ref().map(|file| file.users());
+        for user in file_users.iter().flat_map(|users| users.iter()) {
             if users.iter().all(|u: &UserView| u.username != user.username) {
                 users.push(UserView {
                     username: user.username.clone(),
