@@ -784,3 +784,62 @@ fn a_thousand_connections_opened_at_once_are_all_carried() {
         drop(held);
     }
 }
+
+/// Opens a connection through the tunnel and checks an echo round trip on it; the stream
+/// stays open for the caller.
+fn held_echo(target: SocketAddr) -> Option<TcpStream> {
+    let mut stream = TcpStream::connect(target).ok()?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    stream.write_all(b"held").ok()?;
+    let mut answer = [0u8; 4];
+    stream.read_exact(&mut answer).ok()?;
+    (&answer == b"held").then_some(stream)
+}
+
+#[test]
+fn a_tunnel_holds_at_most_max_connections_per_tunnel_and_says_so() {
+    let dir = tempdir();
+    let (server, _agent) = server_with_agent(dir.path(), "max_connections_per_tunnel = 3\n");
+    let echo = echo_server();
+    let tunnel = server.open_tunnel("client-1", &format!("remote={}", echo.port()));
+    let address = tunnel_address(&tunnel);
+    let mut held: Vec<TcpStream> = (0..3)
+        .map(|i| held_echo(address).unwrap_or_else(|| panic!("connection {i} carried")))
+        .collect();
+    assert!(held_echo(address).is_none(), "a fourth is turned away");
+    let listed = wait_for("the refusal counted", Duration::from_secs(10), || {
+        server
+            .tunnel(&id(&tunnel))
+            .filter(|t| t["connections_refused"] == 1)
+    });
+    assert_eq!(listed["active_connections"], 3, "{listed}");
+    assert_eq!(listed["connections"], 3, "{listed}");
+    server
+        .stderr
+        .wait_for("max_connections_per_tunnel", Duration::from_secs(10));
+
+    // A place freed is a place to take.
+    drop(held.pop());
+    wait_for(
+        "the closed connection counted",
+        Duration::from_secs(10),
+        || {
+            server
+                .tunnel(&id(&tunnel))
+                .filter(|t| t["active_connections"] == 2)
+        },
+    );
+    held.push(held_echo(address).expect("carried once there is room"));
+
+    // The default leaves far more room: 4096.
+    let dir = tempdir();
+    let (server, _agent) = server_with_agent(dir.path(), "");
+    let tunnel = server.open_tunnel("client-1", &format!("remote={}", echo.port()));
+    let address = tunnel_address(&tunnel);
+    let many: Vec<TcpStream> = (0..50)
+        .map(|i| held_echo(address).unwrap_or_else(|| panic!("connection {i} carried")))
+        .collect();
+    assert_eq!(many.len(), 50);
+}

@@ -19,6 +19,9 @@ pub const DEFAULT_DATA_DIR: &str = "./rportd-data";
 pub const DEFAULT_AGENT_ADDRESS: &str = "0.0.0.0:8080";
 pub const DEFAULT_API_ADDRESS: &str = "127.0.0.1:3000";
 const EMBEDDED: &str = "<embedded default>";
+/// A quarter of the streams an agent session carries (16,384): room for the device's other
+/// tunnels even when one is flooded.
+pub const DEFAULT_MAX_CONNECTIONS_PER_TUNNEL: u32 = 4096;
 
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
@@ -47,6 +50,9 @@ pub struct ServerSection {
     /// restart cannot starve established sessions of CPU.
     pub max_concurrent_handshakes: usize,
     pub handshake_timeout: Duration,
+    /// Connections one tunnel may hold open at once (0: no limit). All tunnels of an agent
+    /// share its session's streams; this keeps one busy or abused tunnel from taking them all.
+    pub max_connections_per_tunnel: u32,
     /// How long a tunnel keeps its port while its agent is disconnected.
     pub tunnel_grace_period: Duration,
     /// How long the agent may take to reach a target when `check_port` is on.
@@ -246,6 +252,7 @@ struct RawServer {
     #[serde(alias = "max_concurrent_ssh_handshakes")]
     max_concurrent_handshakes: Option<usize>,
     handshake_timeout: Option<DurationValue>,
+    max_connections_per_tunnel: Option<u32>,
     tunnel_grace_period: Option<DurationValue>,
     check_port_timeout: Option<DurationValue>,
     tunnel_host: Option<String>,
@@ -537,6 +544,9 @@ impl Validator<'_> {
             purge_disconnected_clients_interval,
             max_concurrent_handshakes,
             handshake_timeout,
+            max_connections_per_tunnel: raw
+                .max_connections_per_tunnel
+                .unwrap_or(DEFAULT_MAX_CONNECTIONS_PER_TUNNEL),
             tunnel_grace_period,
             check_port_timeout,
             allow_client_remotes: raw.allow_client_remotes.unwrap_or(true),

@@ -159,6 +159,7 @@ impl Server {
             grace_period: config.server.tunnel_grace_period,
             check_port_timeout: config.server.check_port_timeout,
             allow_client_remotes: config.server.allow_client_remotes,
+            max_connections: config.server.max_connections_per_tunnel,
         };
         let audit = Arc::new(AuditLog::new(Arc::clone(&store)));
         let tunnels = TunnelManager::start(

@@ -47,6 +47,8 @@ pub struct TunnelSettings {
     pub check_port_timeout: Duration,
     /// Whether agents may have tunnels opened for their own `remotes`.
     pub allow_client_remotes: bool,
+    /// Connections one tunnel may hold open at once; 0 for no limit.
+    pub max_connections: u32,
 }
 
 /// Tunnels one agent's configuration may ask for.
@@ -149,6 +151,8 @@ struct ActiveTunnel {
     open_connections: AtomicU32,
     connections: AtomicU64,
     refused: AtomicU64,
+    /// When the last "tunnel full" warning was logged.
+    full_warned_ms: AtomicI64,
     bytes_in: AtomicU64,
     bytes_out: AtomicU64,
     last_active_ms: AtomicI64,
@@ -220,6 +224,7 @@ impl ActiveTunnel {
             open_connections: AtomicU32::new(0),
             connections: AtomicU64::new(counters.connections),
             refused: AtomicU64::new(counters.refused),
+            full_warned_ms: AtomicI64::new(0),
             bytes_in: AtomicU64::new(counters.bytes_in),
             bytes_out: AtomicU64::new(counters.bytes_out),
             last_active_ms: AtomicI64::new(last_active.timestamp_millis()),
@@ -268,12 +273,43 @@ impl ActiveTunnel {
         self.dirty.store(true, Ordering::Relaxed);
     }
 
+    /// Says, at most once a minute per tunnel, that connections are being turned away for
+    /// the limit: an operator should hear of it, a flood should not fill the log.
+    fn warn_full(&self, peer: std::net::SocketAddr) {
+        let now = Utc::now().timestamp_millis();
+        let last = self.full_warned_ms.load(Ordering::Relaxed);
+        if now - last >= 60_000
+            && self
+                .full_warned_ms
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            tracing::warn!(
+                tunnel = %self.id(),
+                %peer,
+                "connection refused: the tunnel holds [server] max_connections_per_tunnel = {} connections",
+                self.open_connections.load(Ordering::Relaxed)
+            );
+        }
+    }
+
     // Connections do not wake the watcher: it re-reads these counters when it wakes, and
     // it never sleeps past the soonest moment they could matter (see `lifecycle`).
-    fn connection_opened(&self) {
-        self.open_connections.fetch_add(1, Ordering::Relaxed);
+    /// Counts a new connection, unless the tunnel already holds `max` (0: no limit); a
+    /// connection over the limit is counted as refused and must be dropped.
+    fn connection_opened(&self, max: u32) -> bool {
+        let taken =
+            self.open_connections
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |open| {
+                    (max == 0 || open < max).then_some(open + 1)
+                });
+        if taken.is_err() {
+            self.refuse();
+            return false;
+        }
         self.connections.fetch_add(1, Ordering::Relaxed);
         self.dirty.store(true, Ordering::Relaxed);
+        true
     }
 
     fn connection_closed(&self, bytes_in: u64, bytes_out: u64) {
@@ -964,7 +1000,10 @@ impl TunnelManager {
         let Some(options) = tunnel.proxy.clone() else {
             return;
         };
-        tunnel.connection_opened();
+        if !tunnel.connection_opened(self.settings.max_connections) {
+            tunnel.warn_full(peer);
+            return;
+        }
         match tokio::time::timeout_at(deadline, start.into_stream(config)).await {
             Ok(Ok(stream)) => {
                 http_proxy::serve(self, tunnel, options, stream, peer, host).await;

@@ -1,5 +1,5 @@
-//! The TCP side of a tunnel's public port: accept, apply the ACL, carry each connection
-//! through the agent.
+//! The TCP side of a tunnel's public port: accept, apply the ACL and the connection limit,
+//! carry each connection through the agent.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,7 +28,10 @@ pub(super) async fn serve(
             tracing::debug!(tunnel = %tunnel.id(), %peer, "connection refused by the tunnel's ACL");
             continue; // dropping the socket closes it
         }
-        tunnel.connection_opened();
+        if !tunnel.connection_opened(manager.settings.max_connections) {
+            tunnel.warn_full(peer);
+            continue;
+        }
         if let Some(options) = tunnel.proxy.clone() {
             tokio::spawn(super::http_proxy::serve_tls(
                 Arc::clone(&manager),
