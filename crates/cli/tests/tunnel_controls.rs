@@ -788,7 +788,15 @@ fn a_thousand_connections_opened_at_once_are_all_carried() {
 /// Opens a connection through the tunnel and checks an echo round trip on it; the stream
 /// stays open for the caller.
 fn held_echo(target: SocketAddr) -> Option<TcpStream> {
-    let mut stream = TcpStream::connect(target).ok()?;
+    held_echo_from(IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), target)
+}
+
+/// [`held_echo`] from `source` (any 127.0.0.0/8 address on Linux).
+fn held_echo_from(source: IpAddr, target: SocketAddr) -> Option<TcpStream> {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).ok()?;
+    socket.bind(&SocketAddr::new(source, 0).into()).ok()?;
+    socket.connect(&target.into()).ok()?;
+    let mut stream: TcpStream = socket.into();
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))
         .expect("timeout");
@@ -799,7 +807,7 @@ fn held_echo(target: SocketAddr) -> Option<TcpStream> {
 }
 
 #[test]
-fn a_tunnel_holds_at_most_max_connections_per_tunnel_and_says_so() {
+fn a_tunnel_holds_at_most_its_connection_limits_and_says_so() {
     let dir = tempdir();
     let (server, _agent) = server_with_agent(dir.path(), "max_connections_per_tunnel = 3\n");
     let echo = echo_server();
@@ -833,7 +841,46 @@ fn a_tunnel_holds_at_most_max_connections_per_tunnel_and_says_so() {
     );
     held.push(held_echo(address).expect("carried once there is room"));
 
-    // The default leaves far more room: 4096.
+    // One source may hold only max_connections_per_source of them.
+    let dir = tempdir();
+    let (server, _agent) = server_with_agent(
+        dir.path(),
+        "max_connections_per_tunnel = 3\nmax_connections_per_source = 2\n",
+    );
+    let tunnel = server.open_tunnel("client-1", &format!("remote={}", echo.port()));
+    let address = tunnel_address(&tunnel);
+    let source = |last: u8| IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, last));
+    let mut first: Vec<TcpStream> = (0..2)
+        .map(|i| held_echo_from(source(2), address).unwrap_or_else(|| panic!("from .2, {i}")))
+        .collect();
+    assert!(
+        held_echo_from(source(2), address).is_none(),
+        "a third from .2"
+    );
+    server
+        .stderr
+        .wait_for("max_connections_per_source", Duration::from_secs(10));
+    let other = held_echo_from(source(3), address).expect("another source gets in");
+    assert!(
+        held_echo_from(source(4), address).is_none(),
+        "the tunnel is full: 3"
+    );
+    drop(first.pop());
+    wait_for(
+        "the closed connection counted",
+        Duration::from_secs(10),
+        || {
+            server
+                .tunnel(&id(&tunnel))
+                .filter(|t| t["active_connections"] == 2)
+        },
+    );
+    let fourth = held_echo_from(source(4), address).expect("room again");
+    let listed = server.tunnel(&id(&tunnel)).expect("listed");
+    assert_eq!(listed["connections_refused"], 2, "{listed}");
+    drop((first, other, fourth));
+
+    // The default leaves far more room: 4096 per tunnel, none per source.
     let dir = tempdir();
     let (server, _agent) = server_with_agent(dir.path(), "");
     let tunnel = server.open_tunnel("client-1", &format!("remote={}", echo.port()));

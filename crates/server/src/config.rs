@@ -22,6 +22,10 @@ const EMBEDDED: &str = "<embedded default>";
 /// A quarter of the streams an agent session carries (16,384): room for the device's other
 /// tunnels even when one is flooded.
 pub const DEFAULT_MAX_CONNECTIONS_PER_TUNNEL: u32 = 4096;
+/// Off: many legitimate clients share one address (an office behind NAT), and one client
+/// cycling through connections briefly holds its closing ones too (a test cycling 1,000 at
+/// a time from one address was refused with a limit of 1,024). The per-tunnel limit still holds.
+pub const DEFAULT_MAX_CONNECTIONS_PER_SOURCE: u32 = 0;
 
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
@@ -53,6 +57,9 @@ pub struct ServerSection {
     /// Connections one tunnel may hold open at once (0: no limit). All tunnels of an agent
     /// share its session's streams; this keeps one busy or abused tunnel from taking them all.
     pub max_connections_per_tunnel: u32,
+    /// Connections one source address (an IPv6 /64 counts as one) may hold open to one
+    /// tunnel at once (0: no limit).
+    pub max_connections_per_source: u32,
     /// How long a tunnel keeps its port while its agent is disconnected.
     pub tunnel_grace_period: Duration,
     /// How long the agent may take to reach a target when `check_port` is on.
@@ -253,6 +260,7 @@ struct RawServer {
     max_concurrent_handshakes: Option<usize>,
     handshake_timeout: Option<DurationValue>,
     max_connections_per_tunnel: Option<u32>,
+    max_connections_per_source: Option<u32>,
     tunnel_grace_period: Option<DurationValue>,
     check_port_timeout: Option<DurationValue>,
     tunnel_host: Option<String>,
@@ -547,6 +555,9 @@ impl Validator<'_> {
             max_connections_per_tunnel: raw
                 .max_connections_per_tunnel
                 .unwrap_or(DEFAULT_MAX_CONNECTIONS_PER_TUNNEL),
+            max_connections_per_source: raw
+                .max_connections_per_source
+                .unwrap_or(DEFAULT_MAX_CONNECTIONS_PER_SOURCE),
             tunnel_grace_period,
             check_port_timeout,
             allow_client_remotes: raw.allow_client_remotes.unwrap_or(true),

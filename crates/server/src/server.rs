@@ -160,6 +160,7 @@ impl Server {
             check_port_timeout: config.server.check_port_timeout,
             allow_client_remotes: config.server.allow_client_remotes,
             max_connections: config.server.max_connections_per_tunnel,
+            max_connections_per_source: config.server.max_connections_per_source,
         };
         let audit = Arc::new(AuditLog::new(Arc::clone(&store)));
         let tunnels = TunnelManager::start(

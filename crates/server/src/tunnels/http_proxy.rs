@@ -127,7 +127,7 @@ pub(super) async fn serve_tls(
     let timeout = manager.proxy.handshake_timeout;
     match http_serve::accept_tls(&acceptor, socket, peer, timeout).await {
         Some(stream) => serve(manager, tunnel, options, stream, peer, None).await,
-        None => tunnel.connection_closed(0, 0),
+        None => tunnel.connection_closed(peer.ip(), 0, 0),
     }
 }
 
@@ -170,7 +170,7 @@ pub(super) async fn serve<I>(
             })
         })
         .unwrap_or_default();
-    tunnel.connection_closed(sent, received);
+    tunnel.connection_closed(peer.ip(), sent, received);
 }
 
 /// Answers every request on `io` with 404 "unknown host": a name that routes to no tunnel.

@@ -49,6 +49,27 @@ pub struct TunnelSettings {
     pub allow_client_remotes: bool,
     /// Connections one tunnel may hold open at once; 0 for no limit.
     pub max_connections: u32,
+    /// Connections one source address (an IPv6 /64) may hold open to one tunnel; 0 for no limit.
+    pub max_connections_per_source: u32,
+}
+
+/// Which limit turned a connection away.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Full {
+    Tunnel,
+    Source,
+}
+
+/// The key a source is counted under: its address, or its /64 for IPv6, where one host
+/// commonly holds a whole /64 (the same rule as bans).
+fn source_key(ip: IpAddr) -> IpAddr {
+    match rport_protocol::ip_rules::canonical(ip) {
+        IpAddr::V6(v6) => {
+            let bits = u128::from(v6) & !((1u128 << 64) - 1);
+            IpAddr::V6(std::net::Ipv6Addr::from(bits))
+        }
+        v4 => v4,
+    }
 }
 
 /// Tunnels one agent's configuration may ask for.
@@ -153,6 +174,8 @@ struct ActiveTunnel {
     refused: AtomicU64,
     /// When the last "tunnel full" warning was logged.
     full_warned_ms: AtomicI64,
+    /// Open connections per source (see `source_key`), while a per-source limit is set.
+    sources: Mutex<HashMap<IpAddr, u32>>,
     bytes_in: AtomicU64,
     bytes_out: AtomicU64,
     last_active_ms: AtomicI64,
@@ -225,6 +248,7 @@ impl ActiveTunnel {
             connections: AtomicU64::new(counters.connections),
             refused: AtomicU64::new(counters.refused),
             full_warned_ms: AtomicI64::new(0),
+            sources: Mutex::new(HashMap::new()),
             bytes_in: AtomicU64::new(counters.bytes_in),
             bytes_out: AtomicU64::new(counters.bytes_out),
             last_active_ms: AtomicI64::new(last_active.timestamp_millis()),
@@ -274,45 +298,77 @@ impl ActiveTunnel {
     }
 
     /// Says, at most once a minute per tunnel, that connections are being turned away for
-    /// the limit: an operator should hear of it, a flood should not fill the log.
-    fn warn_full(&self, peer: std::net::SocketAddr) {
+    /// a limit: an operator should hear of it, a flood should not fill the log.
+    fn warn_full(&self, peer: std::net::SocketAddr, full: Full) {
         let now = Utc::now().timestamp_millis();
         let last = self.full_warned_ms.load(Ordering::Relaxed);
-        if now - last >= 60_000
-            && self
+        if now - last < 60_000
+            || self
                 .full_warned_ms
                 .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
-                .is_ok()
+                .is_err()
         {
-            tracing::warn!(
+            return;
+        }
+        match full {
+            Full::Tunnel => tracing::warn!(
                 tunnel = %self.id(),
                 %peer,
                 "connection refused: the tunnel holds [server] max_connections_per_tunnel = {} connections",
                 self.open_connections.load(Ordering::Relaxed)
-            );
+            ),
+            Full::Source => tracing::warn!(
+                tunnel = %self.id(),
+                %peer,
+                "connection refused: this source holds [server] max_connections_per_source connections to the tunnel"
+            ),
         }
     }
 
     // Connections do not wake the watcher: it re-reads these counters when it wakes, and
     // it never sleeps past the soonest moment they could matter (see `lifecycle`).
-    /// Counts a new connection, unless the tunnel already holds `max` (0: no limit); a
-    /// connection over the limit is counted as refused and must be dropped.
-    fn connection_opened(&self, max: u32) -> bool {
+    /// Counts a new connection from `peer`, unless the tunnel already holds `max` or that
+    /// source `max_per_source` (0: no limit); a connection over a limit is counted as
+    /// refused and must be dropped.
+    fn connection_opened(&self, peer: IpAddr, max: u32, max_per_source: u32) -> Result<(), Full> {
+        if max_per_source > 0 {
+            let mut sources = lock(&self.sources);
+            let count = sources.entry(source_key(peer)).or_insert(0);
+            if *count >= max_per_source {
+                drop(sources);
+                self.refuse();
+                return Err(Full::Source);
+            }
+            *count += 1;
+        }
         let taken =
             self.open_connections
                 .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |open| {
                     (max == 0 || open < max).then_some(open + 1)
                 });
         if taken.is_err() {
+            self.release_source(peer);
             self.refuse();
-            return false;
+            return Err(Full::Tunnel);
         }
         self.connections.fetch_add(1, Ordering::Relaxed);
         self.dirty.store(true, Ordering::Relaxed);
-        true
+        Ok(())
     }
 
-    fn connection_closed(&self, bytes_in: u64, bytes_out: u64) {
+    fn release_source(&self, peer: IpAddr) {
+        let mut sources = lock(&self.sources);
+        let key = source_key(peer);
+        if let Some(count) = sources.get_mut(&key) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                sources.remove(&key);
+            }
+        }
+    }
+
+    fn connection_closed(&self, peer: IpAddr, bytes_in: u64, bytes_out: u64) {
+        self.release_source(peer);
         self.bytes_in.fetch_add(bytes_in, Ordering::Relaxed);
         self.bytes_out.fetch_add(bytes_out, Ordering::Relaxed);
         self.touch();
@@ -1000,15 +1056,21 @@ impl TunnelManager {
         let Some(options) = tunnel.proxy.clone() else {
             return;
         };
-        if !tunnel.connection_opened(self.settings.max_connections) {
-            tunnel.warn_full(peer);
+        let settings = &self.settings;
+        let opened = tunnel.connection_opened(
+            peer.ip(),
+            settings.max_connections,
+            settings.max_connections_per_source,
+        );
+        if let Err(full) = opened {
+            tunnel.warn_full(peer, full);
             return;
         }
         match tokio::time::timeout_at(deadline, start.into_stream(config)).await {
             Ok(Ok(stream)) => {
                 http_proxy::serve(self, tunnel, options, stream, peer, host).await;
             }
-            _ => tunnel.connection_closed(0, 0),
+            _ => tunnel.connection_closed(peer.ip(), 0, 0),
         }
     }
 
@@ -1038,5 +1100,24 @@ async fn flush_periodically(manager: std::sync::Weak<TunnelManager>) {
             return;
         };
         manager.flush().await;
+    }
+}
+
+#[cfg(test)]
+mod connection_limit_tests {
+    use super::*;
+
+    #[test]
+    fn an_ipv6_64_counts_as_one_source_and_v4_mapped_as_v4() {
+        let a: IpAddr = "2001:db8:1:2:aaaa::1".parse().expect("ip");
+        let b: IpAddr = "2001:db8:1:2:bbbb::2".parse().expect("ip");
+        let c: IpAddr = "2001:db8:1:3::1".parse().expect("ip");
+        assert_eq!(source_key(a), source_key(b));
+        assert_ne!(source_key(a), source_key(c));
+        let mapped: IpAddr = "::ffff:127.0.0.2".parse().expect("ip");
+        assert_eq!(
+            source_key(mapped),
+            "127.0.0.2".parse::<IpAddr>().expect("ip")
+        );
     }
 }

@@ -1,6 +1,7 @@
-//! The TCP side of a tunnel's public port: accept, apply the ACL and the connection limit,
+//! The TCP side of a tunnel's public port: accept, apply the ACL and the connection limits,
 //! carry each connection through the agent.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -28,8 +29,14 @@ pub(super) async fn serve(
             tracing::debug!(tunnel = %tunnel.id(), %peer, "connection refused by the tunnel's ACL");
             continue; // dropping the socket closes it
         }
-        if !tunnel.connection_opened(manager.settings.max_connections) {
-            tunnel.warn_full(peer);
+        let settings = &manager.settings;
+        let opened = tunnel.connection_opened(
+            peer.ip(),
+            settings.max_connections,
+            settings.max_connections_per_source,
+        );
+        if let Err(full) = opened {
+            tunnel.warn_full(peer, full);
             continue;
         }
         if let Some(options) = tunnel.proxy.clone() {
@@ -46,6 +53,7 @@ pub(super) async fn serve(
         tokio::spawn(forward(
             Arc::clone(&manager),
             socket,
+            peer.ip(),
             Arc::clone(&tunnel),
             open.clone(),
         ));
@@ -59,19 +67,20 @@ pub(super) async fn serve(
 async fn forward(
     manager: Arc<TunnelManager>,
     socket: TcpStream,
+    peer: IpAddr,
     tunnel: Arc<ActiveTunnel>,
     open: Bytes,
 ) {
     let _ = socket.set_nodelay(true);
     let Some(session) = manager.session_for(&tunnel, AGENT_WAIT).await else {
-        tunnel.connection_closed(0, 0);
+        tunnel.connection_closed(peer, 0, 0);
         return;
     };
     let stream = match session.handle.open_stream(open) {
         Ok(stream) => stream,
         Err(err) => {
             tracing::debug!(tunnel = %tunnel.id(), "opening stream: {err}");
-            tunnel.connection_closed(0, 0);
+            tunnel.connection_closed(peer, 0, 0);
             return;
         }
     };
@@ -85,5 +94,5 @@ async fn forward(
         _ = tunnel.cancel.cancelled() => {}
     }
     let counted = counters.get();
-    tunnel.connection_closed(counted.bytes_sent, counted.bytes_received);
+    tunnel.connection_closed(peer, counted.bytes_sent, counted.bytes_received);
 }
