@@ -325,11 +325,11 @@ impl ActiveTunnel {
         }
     }
 
-    // Connections do not wake the watcher: it re-reads these counters when it wakes, and
-    // it never sleeps past the soonest moment they could matter (see `lifecycle`).
     /// Counts a new connection from `peer`, unless the tunnel already holds `max` or that
     /// source `max_per_source` (0: no limit); a connection over a limit is counted as
     /// refused and must be dropped.
+    // Connections do not wake the watcher: it re-reads these counters when it wakes, and
+    // it never sleeps past the soonest moment they could matter (see `lifecycle`).
     fn connection_opened(&self, peer: IpAddr, max: u32, max_per_source: u32) -> Result<(), Full> {
         if max_per_source > 0 {
             let mut sources = lock(&self.sources);
