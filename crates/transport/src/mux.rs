@@ -149,11 +149,9 @@ impl StreamShared {
 }
 
 enum Command {
+    /// Its payload and entry wait in `SessionShared::unopened`.
     Open {
         id: u32,
-        payload: Bytes,
-        /// Boxed: a channel allocates room for its largest message in every slot.
-        entry: Box<StreamEntry>,
     },
     Window {
         id: u32,
@@ -207,6 +205,20 @@ struct SessionShared {
     open_streams: AtomicU32,
     /// Frames received so far; a probe watches it move.
     frames_received: AtomicU64,
+    /// Streams opened locally whose OPEN the driver has not sent yet: id -> OPEN payload and
+    /// the driver's side of the stream. The driver takes an entry when it meets the stream's
+    /// OPEN command or, if that command is not visible yet, its first data. A channel can
+    /// hide a message that is fully sent behind another sender's send still in progress, so
+    /// the command queue alone cannot tell whether a stream it has not seen exists.
+    unopened: Mutex<HashMap<u32, (Bytes, Box<StreamEntry>)>>,
+}
+
+impl SessionShared {
+    fn unopened(&self) -> std::sync::MutexGuard<'_, HashMap<u32, (Bytes, Box<StreamEntry>)>> {
+        self.unopened
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
 }
 
 /// Cloneable handle to a running session: opens streams, sends control messages, closes.
@@ -260,6 +272,7 @@ where
         rtt_micros: AtomicU64::new(0),
         open_streams: AtomicU32::new(0),
         frames_received: AtomicU64::new(0),
+        unopened: Mutex::new(HashMap::new()),
     });
     let ping_every = (config.keep_alive / 3).max(Duration::from_millis(100));
     let mut driver = MuxDriver {
@@ -315,14 +328,19 @@ impl MuxHandle {
         }
         let (stream, entry) = new_stream(&self.shared, id);
         self.shared
+            .unopened()
+            .insert(id, (payload, Box::new(entry)));
+        let sent = self
+            .shared
             .outbound
             .priority
-            .send(Command::Open {
-                id,
-                payload,
-                entry: Box::new(entry),
-            })
-            .map_err(|_| MuxError::Closed)?;
+            .send(Command::Open { id })
+            .is_ok();
+        // A driver that stopped before it could see this entry never will; it marks the
+        // session closed before it resets what is waiting, so this check cannot miss it.
+        if (!sent || self.is_closed()) && self.shared.unopened().remove(&id).is_some() {
+            return Err(MuxError::Closed);
+        }
         Ok(stream)
     }
 
@@ -882,6 +900,9 @@ where
         for (_, entry) in self.streams.drain() {
             entry.shared.set_reset(StreamError::SessionClosed);
         }
+        for (_, (_, entry)) in self.session.unopened().drain() {
+            entry.shared.set_reset(StreamError::SessionClosed);
+        }
         self.priority_rx.close();
         self.data_rx.close();
     }
@@ -1182,11 +1203,13 @@ where
                 Poll::Ready(Some(item)) => {
                     took = true;
                     if !self.streams.contains_key(&item.id()) {
-                        // A stream's OPEN goes to the command queue just before its first
-                        // DATA goes to this one; if the command queue was looked at before
-                        // the OPEN arrived, the OPEN is there now. Without this the data
-                        // would be taken for a stream already gone, and dropped.
+                        // A stream's OPEN goes to the command queue before its first DATA
+                        // goes to this one, but the command queue may not show it yet (see
+                        // `SessionShared::unopened`); the OPEN is sent first either way.
+                        // Without this the data would be taken for a stream already gone,
+                        // and dropped.
                         self.gather_commands(cx);
+                        self.open_local(item.id());
                     }
                     self.on_data_item(item);
                 }
@@ -1207,16 +1230,7 @@ where
 
     fn on_command(&mut self, command: Command) {
         match command {
-            Command::Open { id, payload, entry } => {
-                if self.streams.len() >= self.config.max_streams {
-                    entry
-                        .shared
-                        .set_reset(StreamError::Reset("too many open streams".into()));
-                    return;
-                }
-                self.streams.insert(id, *entry);
-                self.out.push_frame(FrameKind::Open, id, payload);
-            }
+            Command::Open { id } => self.open_local(id),
             Command::Window { id, increment } => {
                 if let Some(entry) = self.streams.get_mut(&id)
                     && !entry.remote_finished
@@ -1245,6 +1259,21 @@ where
             }
             Command::Close => self.closing = true,
         }
+    }
+
+    /// Sends the OPEN of a locally opened stream, unless it was sent already.
+    fn open_local(&mut self, id: u32) {
+        let Some((payload, entry)) = self.session.unopened().remove(&id) else {
+            return;
+        };
+        if self.streams.len() >= self.config.max_streams {
+            entry
+                .shared
+                .set_reset(StreamError::Reset("too many open streams".into()));
+            return;
+        }
+        self.streams.insert(id, *entry);
+        self.out.push_frame(FrameKind::Open, id, payload);
     }
 
     fn on_data_item(&mut self, item: DataItem) {
