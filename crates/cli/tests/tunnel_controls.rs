@@ -806,6 +806,19 @@ fn held_echo_from(source: IpAddr, target: SocketAddr) -> Option<TcpStream> {
     (&answer == b"held").then_some(stream)
 }
 
+/// Waits until the API lists `count` open connections on the tunnel.
+fn wait_active_connections(server: &Rportd, tunnel_id: &str, count: u64) {
+    wait_for(
+        "the open connections counted",
+        Duration::from_secs(10),
+        || {
+            server
+                .tunnel(tunnel_id)
+                .filter(|t| t["active_connections"] == count)
+        },
+    );
+}
+
 #[test]
 fn a_tunnel_holds_at_most_its_connection_limits_and_says_so() {
     let dir = tempdir();
@@ -830,15 +843,7 @@ fn a_tunnel_holds_at_most_its_connection_limits_and_says_so() {
 
     // A place freed is a place to take.
     drop(held.pop());
-    wait_for(
-        "the closed connection counted",
-        Duration::from_secs(10),
-        || {
-            server
-                .tunnel(&id(&tunnel))
-                .filter(|t| t["active_connections"] == 2)
-        },
-    );
+    wait_active_connections(&server, &id(&tunnel), 2);
     held.push(held_echo(address).expect("carried once there is room"));
 
     // One source may hold only max_connections_per_source of them.
@@ -866,15 +871,7 @@ fn a_tunnel_holds_at_most_its_connection_limits_and_says_so() {
         "the tunnel is full: 3"
     );
     drop(first.pop());
-    wait_for(
-        "the closed connection counted",
-        Duration::from_secs(10),
-        || {
-            server
-                .tunnel(&id(&tunnel))
-                .filter(|t| t["active_connections"] == 2)
-        },
-    );
+    wait_active_connections(&server, &id(&tunnel), 2);
     let fourth = held_echo_from(source(4), address).expect("room again");
     let listed = server.tunnel(&id(&tunnel)).expect("listed");
     assert_eq!(listed["connections_refused"], 2, "{listed}");

@@ -1203,12 +1203,9 @@ where
                 Poll::Ready(Some(item)) => {
                     took = true;
                     if !self.streams.contains_key(&item.id()) {
-                        // A stream's OPEN goes to the command queue before its first DATA
-                        // goes to this one, but the command queue may not show it yet (see
-                        // `SessionShared::unopened`); the OPEN is sent first either way.
-                        // Without this the data would be taken for a stream already gone,
-                        // and dropped.
-                        self.gather_commands(cx);
+                        // Data of a stream whose OPEN command is not in sight yet (see
+                        // `SessionShared::unopened`): send its OPEN first. Without this the
+                        // data would be taken for a stream already gone, and dropped.
                         self.open_local(item.id());
                     }
                     self.on_data_item(item);

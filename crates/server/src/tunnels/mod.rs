@@ -10,7 +10,7 @@ mod tcp;
 mod udp;
 
 use std::collections::HashMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU16, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
@@ -51,6 +51,14 @@ pub struct TunnelSettings {
     pub max_connections: u32,
     /// Connections one source address (an IPv6 /64) may hold open to one tunnel; 0 for no limit.
     pub max_connections_per_source: u32,
+}
+
+/// How many connections a tunnel holds at once; 0 for no limit.
+#[derive(Debug, Clone, Copy, Default)]
+struct ConnectionLimits {
+    per_tunnel: u32,
+    /// Per source address, see `source_key`.
+    per_source: u32,
 }
 
 /// Which limit turned a connection away.
@@ -166,6 +174,8 @@ struct ActiveTunnel {
     /// Set for HTTP proxy tunnels.
     proxy: Option<Arc<ProxyOptions>>,
     limits: Limits,
+    /// Set by the manager from its settings before the tunnel serves.
+    connection_limits: ConnectionLimits,
     cancel: CancellationToken,
     /// Tasks serving the sockets; awaited on close so the port is free when close returns.
     servers: Mutex<Vec<JoinHandle<()>>>,
@@ -242,6 +252,7 @@ impl ActiveTunnel {
             protocol,
             open,
             limits,
+            connection_limits: ConnectionLimits::default(),
             cancel: CancellationToken::new(),
             servers: Mutex::new(Vec::new()),
             open_connections: AtomicU32::new(0),
@@ -299,7 +310,7 @@ impl ActiveTunnel {
 
     /// Says, at most once a minute per tunnel, that connections are being turned away for
     /// a limit: an operator should hear of it, a flood should not fill the log.
-    fn warn_full(&self, peer: std::net::SocketAddr, full: Full) {
+    fn warn_full(&self, peer: SocketAddr, full: Full) {
         let now = Utc::now().timestamp_millis();
         let last = self.full_warned_ms.load(Ordering::Relaxed);
         if now - last < 60_000
@@ -325,18 +336,31 @@ impl ActiveTunnel {
         }
     }
 
-    /// Counts a new connection from `peer`, unless the tunnel already holds `max` or that
-    /// source `max_per_source` (0: no limit); a connection over a limit is counted as
-    /// refused and must be dropped.
+    /// Counts a new connection from `peer`, unless it would pass one of the tunnel's
+    /// connection limits; one turned away is counted as refused, said in the log (see
+    /// `warn_full`) and must be dropped.
     // Connections do not wake the watcher: it re-reads these counters when it wakes, and
     // it never sleeps past the soonest moment they could matter (see `lifecycle`).
-    fn connection_opened(&self, peer: IpAddr, max: u32, max_per_source: u32) -> Result<(), Full> {
-        if max_per_source > 0 {
+    fn connection_opened(&self, peer: SocketAddr) -> bool {
+        match self.take_connection(peer.ip()) {
+            Ok(()) => true,
+            Err(full) => {
+                self.refuse();
+                self.warn_full(peer, full);
+                false
+            }
+        }
+    }
+
+    fn take_connection(&self, peer: IpAddr) -> Result<(), Full> {
+        let ConnectionLimits {
+            per_tunnel,
+            per_source,
+        } = self.connection_limits;
+        if per_source > 0 {
             let mut sources = lock(&self.sources);
             let count = sources.entry(source_key(peer)).or_insert(0);
-            if *count >= max_per_source {
-                drop(sources);
-                self.refuse();
+            if *count >= per_source {
                 return Err(Full::Source);
             }
             *count += 1;
@@ -344,11 +368,10 @@ impl ActiveTunnel {
         let taken =
             self.open_connections
                 .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |open| {
-                    (max == 0 || open < max).then_some(open + 1)
+                    (per_tunnel == 0 || open < per_tunnel).then_some(open + 1)
                 });
         if taken.is_err() {
             self.release_source(peer);
-            self.refuse();
             return Err(Full::Tunnel);
         }
         self.connections.fetch_add(1, Ordering::Relaxed);
@@ -357,6 +380,9 @@ impl ActiveTunnel {
     }
 
     fn release_source(&self, peer: IpAddr) {
+        if self.connection_limits.per_source == 0 {
+            return;
+        }
         let mut sources = lock(&self.sources);
         let key = source_key(peer);
         if let Some(count) = sources.get_mut(&key) {
@@ -634,6 +660,10 @@ impl TunnelManager {
         bound: Option<BoundPort>,
     ) -> Arc<ActiveTunnel> {
         tunnel.limits.grace_period = self.settings.grace_period;
+        tunnel.connection_limits = ConnectionLimits {
+            per_tunnel: self.settings.max_connections,
+            per_source: self.settings.max_connections_per_source,
+        };
         let tunnel = Arc::new(tunnel);
         self.active().insert(tunnel.id(), Arc::clone(&tunnel));
         if let Some(subdomain) = lock(&tunnel.record).options.subdomain.clone() {
@@ -1016,7 +1046,7 @@ impl TunnelManager {
     async fn route_proxy_connection(
         self: Arc<Self>,
         socket: tokio::net::TcpStream,
-        peer: std::net::SocketAddr,
+        peer: SocketAddr,
     ) {
         let _ = socket.set_nodelay(true);
         // One deadline for the whole handshake, however it is split up below.
@@ -1056,14 +1086,7 @@ impl TunnelManager {
         let Some(options) = tunnel.proxy.clone() else {
             return;
         };
-        let settings = &self.settings;
-        let opened = tunnel.connection_opened(
-            peer.ip(),
-            settings.max_connections,
-            settings.max_connections_per_source,
-        );
-        if let Err(full) = opened {
-            tunnel.warn_full(peer, full);
+        if !tunnel.connection_opened(peer) {
             return;
         }
         match tokio::time::timeout_at(deadline, start.into_stream(config)).await {

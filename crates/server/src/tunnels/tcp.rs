@@ -29,14 +29,7 @@ pub(super) async fn serve(
             tracing::debug!(tunnel = %tunnel.id(), %peer, "connection refused by the tunnel's ACL");
             continue; // dropping the socket closes it
         }
-        let settings = &manager.settings;
-        let opened = tunnel.connection_opened(
-            peer.ip(),
-            settings.max_connections,
-            settings.max_connections_per_source,
-        );
-        if let Err(full) = opened {
-            tunnel.warn_full(peer, full);
+        if !tunnel.connection_opened(peer) {
             continue;
         }
         if let Some(options) = tunnel.proxy.clone() {
