@@ -3,6 +3,7 @@
 
 mod support;
 
+use std::net::TcpStream;
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -109,6 +110,136 @@ fn agents_belong_to_their_credentials_project() {
     assert_eq!(
         server.client("berlin-1").expect("listed")["connection_state"],
         "disconnected"
+    );
+}
+
+/// How a forgotten device is forgotten: through the API, or by the purge of clients
+/// disconnected too long.
+enum Forget {
+    Delete,
+    Purge,
+}
+
+/// A device of project `berlin-office` has a tunnel and goes away; while the tunnel waits
+/// for it, the device is forgotten. Then an agent of project `default` registers the same
+/// id: it is welcomed (the id is free), but the berlin tunnel must have ended with its
+/// device and must never carry anything to the newcomer.
+fn a_forgotten_devices_tunnel_is_not_taken_over(forget: Forget) {
+    let dir = tempdir();
+    let purge = match forget {
+        Forget::Delete => "",
+        // Shorter than the grace period, as the hole's second way in.
+        Forget::Purge => {
+            "keep_disconnected_clients = \"2s\"\npurge_disconnected_clients_interval = \"1s\"\n"
+        }
+    };
+    let (server, _default, mut berlin) = fleet_with(
+        dir.path(),
+        &format!("tunnel_grace_period = \"10m\"\n{purge}"),
+    );
+    let echo = echo_server();
+    let tunnel = server.open_tunnel("berlin-1", &format!("remote={}", echo.port()));
+    let tunnel_id = tunnel["id"].as_str().expect("tunnel id").to_owned();
+    let public = tunnel_address(&tunnel);
+    echo_round_trip(public, 64 * 1024, 1);
+
+    berlin.kill();
+    server.wait_tunnel_status(&tunnel_id, "pending", ATTACH);
+    let reason = match forget {
+        Forget::Delete => {
+            let (status, body) = server.request("DELETE", "/api/v1/clients/berlin-1");
+            assert_eq!(status, 204, "{body}");
+            "client_deleted"
+        }
+        Forget::Purge => {
+            wait_for("berlin-1 purged", ATTACH, || {
+                server.client("berlin-1").is_none().then_some(())
+            });
+            "client_purged"
+        }
+    };
+    let ended = server.wait_tunnel_status(&tunnel_id, "terminated", ATTACH);
+    assert_eq!(ended["close_reason"], reason, "{ended}");
+    assert!(TcpStream::connect(public).is_err(), "the port is freed");
+
+    let mut newcomer = start_agent(
+        &server,
+        "berlin-1",
+        AGENT_AUTH,
+        &dir.path().join("newcomer"),
+    );
+    let welcomed = server.wait_connection_state("berlin-1", "connected", ATTACH);
+    assert_eq!(welcomed["project"], "default");
+    assert!(TcpStream::connect(public).is_err(), "no port came back");
+    let after = server
+        .tunnel(&tunnel_id)
+        .expect("the ended tunnel is still listed");
+    assert_eq!(
+        (
+            &after["status"],
+            &after["close_reason"],
+            &after["connections"]
+        ),
+        (&json!("terminated"), &json!(reason), &json!(1)),
+        "the berlin tunnel stays ended and carried nothing more: {after}"
+    );
+    let (_, live) = server.request("GET", "/api/v1/tunnels?filter[client_id]=berlin-1");
+    assert_eq!(live["data"], json!([]), "{live}");
+    newcomer.kill();
+}
+
+#[test]
+fn deleting_a_device_ends_its_tunnels_and_another_project_cannot_take_them() {
+    a_forgotten_devices_tunnel_is_not_taken_over(Forget::Delete);
+}
+
+#[test]
+fn purging_a_device_ends_its_tunnels_and_another_project_cannot_take_them() {
+    a_forgotten_devices_tunnel_is_not_taken_over(Forget::Purge);
+}
+
+/// A live tunnel whose client record is gone when rportd starts (forgotten by a run that
+/// died before it ended the tunnel) is not bound again, so no agent registering that id
+/// picks it up.
+#[test]
+fn a_tunnel_whose_client_is_gone_after_a_crash_does_not_come_back() {
+    let dir = tempdir();
+    let mut server = Rportd::start(dir.path());
+    let agent_port = server.agent_address.port();
+    let mut agent = Rport::attach(&server, "client-1", &dir.path().join("agent"));
+    server.wait_connection_state("client-1", "connected", ATTACH);
+    let echo = echo_server();
+    let tunnel = server.open_tunnel("client-1", &format!("remote={}", echo.port()));
+    let tunnel_id = tunnel["id"].as_str().expect("tunnel id").to_owned();
+    agent.kill();
+    server.kill();
+
+    let db = server.data_dir().join("rportd.db");
+    let conn = rusqlite::Connection::open(&db).expect("open the database");
+    let removed = conn
+        .execute("DELETE FROM clients WHERE id = 'client-1'", [])
+        .expect("delete the client row");
+    assert_eq!(removed, 1);
+    drop(conn);
+
+    let server = Rportd::start_with(
+        dir.path(),
+        &ServerSettings {
+            agent_port,
+            ..Default::default()
+        },
+    );
+    let ended = server.wait_tunnel_status(&tunnel_id, "terminated", ATTACH);
+    assert_eq!(ended["close_reason"], "client_deleted", "{ended}");
+    let _newcomer = Rport::attach(&server, "client-1", &dir.path().join("newcomer"));
+    server.wait_connection_state("client-1", "connected", ATTACH);
+    assert!(
+        TcpStream::connect(tunnel_address(&tunnel)).is_err(),
+        "the port was not bound again"
+    );
+    assert_eq!(
+        server.tunnel(&tunnel_id).expect("listed")["status"],
+        "terminated"
     );
 }
 

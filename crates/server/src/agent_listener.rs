@@ -265,8 +265,12 @@ impl AgentListener {
             refuse(&mut tls, RefuseCode::AuthFailed, reason).await;
             return None;
         }
-        // A credential of one project cannot take over a device of another.
-        if let Some(known) = self.registry.project_of(&client_id)
+        // A credential of one project cannot take over a device of another, nor an id whose
+        // record is gone while a tunnel made for it still lives.
+        if let Some(known) = self
+            .registry
+            .project_of(&client_id)
+            .or_else(|| self.tunnels.project_holding(&client_id))
             && known != project
         {
             tracing::warn!(%peer, client = %client_id, credential = %auth_id, "refusing agent: its id belongs to project {known}, its credential to {project}");
@@ -359,7 +363,7 @@ impl AgentListener {
         // Runs beside the driver: opening tunnels may talk to the agent. Boxed, so that its
         // state (kilobytes) is freed once it is done instead of living as long as the
         // session, in 10,000 copies.
-        let attached = Box::pin(self.tunnels.client_attached(&client_id, &remotes));
+        let attached = Box::pin(self.tunnels.client_attached(&project, &client_id, &remotes));
         let control = async {
             let mut last_info_update: Option<tokio::time::Instant> = None;
             while let Some(payload) = events.control.recv().await {
@@ -373,7 +377,7 @@ impl AgentListener {
         // One task per agent: the driver and the control loop share it.
         let (outcome, (), ()) = tokio::join!(driver.run(), control, attached);
         if self.registry.detach(&client_id, number).await {
-            self.tunnels.client_gone(&client_id).await;
+            self.tunnels.client_gone(&project, &client_id).await;
         }
         match outcome {
             Ok(()) => tracing::info!(client = %client_id, "agent disconnected"),

@@ -90,6 +90,26 @@ impl Registry {
         self.with_clients(|clients| clients.get(id).and_then(|entry| entry.session.clone()))
     }
 
+    /// The live session of agent `id` if it is in `project`. Whatever belongs to a project
+    /// (its tunnels) reaches its agent through this, so an agent of another project that
+    /// registers a forgotten id never gets it.
+    pub fn session_in(&self, project: &str, id: &str) -> Option<LiveSession> {
+        self.with_clients(|clients| {
+            clients
+                .get(id)
+                .filter(|entry| entry.record.project == project)
+                .and_then(|entry| entry.session.clone())
+        })
+    }
+
+    /// The live session of agent `id` and the project it belongs to, read together.
+    pub fn session_and_project(&self, id: &str) -> Option<(LiveSession, String)> {
+        self.with_clients(|clients| {
+            let entry = clients.get(id)?;
+            Some((entry.session.clone()?, entry.record.project.clone()))
+        })
+    }
+
     /// (connected, disconnected)
     pub fn counts(&self) -> (usize, usize) {
         self.with_clients(|clients| {
@@ -181,24 +201,24 @@ impl Registry {
         }
     }
 
-    /// Forgets a disconnected agent.
-    pub async fn delete(&self, id: &str) -> Result<(), DeleteError> {
-        {
+    /// Forgets a disconnected agent; returns the project it was in. What belongs to it
+    /// beyond its record (tunnels) is the caller's to end: see `TunnelManager::delete_client`.
+    pub async fn delete(&self, id: &str) -> Result<String, DeleteError> {
+        let project = {
             let mut clients = self.write();
             match clients.get(id) {
                 None => return Err(DeleteError::NotFound),
                 Some(entry) if entry.session.is_some() => return Err(DeleteError::Connected),
-                Some(_) => {
-                    clients.remove(id);
-                }
+                Some(_) => clients.remove(id).map(|entry| entry.record.project),
             }
-        }
+        };
         self.store.delete_client(id).await?;
-        Ok(())
+        Ok(project.unwrap_or_default())
     }
 
-    /// Forgets agents disconnected before `cutoff`; returns their ids.
-    pub async fn purge_disconnected_before(&self, cutoff: DateTime<Utc>) -> Vec<String> {
+    /// Forgets agents disconnected before `cutoff`; returns the records forgotten (one
+    /// that came back meanwhile is kept).
+    pub async fn purge_disconnected_before(&self, cutoff: DateTime<Utc>) -> Vec<ClientRecord> {
         let ids = match self.store.purge_clients_disconnected_before(cutoff).await {
             Ok(ids) => ids,
             Err(err) => {
@@ -207,12 +227,15 @@ impl Registry {
             }
         };
         let mut clients = self.write();
+        let mut forgotten = Vec::with_capacity(ids.len());
         for id in &ids {
-            if clients.get(id).is_some_and(|entry| entry.session.is_none()) {
-                clients.remove(id);
+            if clients.get(id).is_some_and(|entry| entry.session.is_none())
+                && let Some(entry) = clients.remove(id)
+            {
+                forgotten.push(entry.record);
             }
         }
-        ids
+        forgotten
     }
 
     /// Known agents that logged in with credential `auth_id`, and how many are connected.

@@ -391,12 +391,9 @@ async fn purge_loop(state: Arc<AppState>, shutdown: CancellationToken) {
         let cutoff = chrono::Utc::now()
             .checked_sub_signed(keep)
             .unwrap_or(chrono::DateTime::<chrono::Utc>::MIN_UTC);
-        let purged = state.registry.purge_disconnected_before(cutoff).await;
-        if !purged.is_empty() {
-            tracing::info!(
-                "forgot {} clients disconnected since before {cutoff}",
-                purged.len()
-            );
+        let purged = state.tunnels.purge_clients(cutoff).await;
+        if purged > 0 {
+            tracing::info!("forgot {purged} clients disconnected since before {cutoff}");
         }
     }
 }

@@ -766,6 +766,11 @@ pub const BERLIN_AUTH: &str = "berlin-cred:berlin-pass-1";
 /// A server whose auth file binds `agent1` to `default` and `berlin-cred` to
 /// `berlin-office`, with an agent in each: `default-1` and `berlin-1`.
 pub fn fleet(dir: &Path) -> (Rportd, Rport, Rport) {
+    fleet_with(dir, "")
+}
+
+/// [`fleet`], with more `[server]` keys.
+pub fn fleet_with(dir: &Path, extra_server: &str) -> (Rportd, Rport, Rport) {
     let auth_file = dir.join("client-auth.json");
     let (agent1, password1) = AGENT_AUTH.split_once(':').expect("id:password");
     let (berlin, berlin_password) = BERLIN_AUTH.split_once(':').expect("id:password");
@@ -782,7 +787,10 @@ pub fn fleet(dir: &Path) -> (Rportd, Rport, Rport) {
         dir,
         &ServerSettings {
             agent_auth: String::new(),
-            extra_server: format!("auth_file = {:?}\n", auth_file.display().to_string()),
+            extra_server: format!(
+                "auth_file = {:?}\n{extra_server}",
+                auth_file.display().to_string()
+            ),
             ..Default::default()
         },
     );

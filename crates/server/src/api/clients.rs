@@ -385,13 +385,12 @@ pub async fn delete(
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     check_client_access(&state, &user, &id, Role::Admin, "deleting clients")?;
-    let project = state.registry.project_of(&id);
-    match state.registry.delete(&id).await {
-        Ok(()) => {
+    match state.tunnels.delete_client(&id).await {
+        Ok(project) => {
             let event = crate::audit::Event {
                 action: "client.delete",
                 resource: &id,
-                project: project.as_deref(),
+                project: Some(&project),
                 success: true,
                 detail: String::new(),
             };

@@ -18,6 +18,10 @@ pub enum CloseReason {
     ServerShutdown,
     /// After a restart its port could not be bound again.
     PortUnavailable,
+    /// An operator deleted its client, or the client was unknown after a restart.
+    ClientDeleted,
+    /// Its client was forgotten after `keep_disconnected_clients`.
+    ClientPurged,
 }
 
 impl CloseReason {
@@ -29,6 +33,8 @@ impl CloseReason {
             Self::ClientGone => "client_gone",
             Self::ServerShutdown => "server_shutdown",
             Self::PortUnavailable => "port_unavailable",
+            Self::ClientDeleted => "client_deleted",
+            Self::ClientPurged => "client_purged",
         }
     }
 

@@ -31,7 +31,7 @@ use lifecycle::{Activity, Limits, Verdict};
 
 use crate::audit::{self, Actor, ActorKind, AuditLog};
 use crate::port_pool::{BoundPort, PoolError, PortPool};
-use crate::registry::{LiveSession, Registry};
+use crate::registry::{DeleteError, LiveSession, Registry};
 use crate::secrets::{Secret, hash_password};
 use http_proxy::{BasicAuth, ProxyOptions};
 
@@ -165,8 +165,10 @@ pub struct TunnelInfo {
 /// A tunnel that holds its port.
 struct ActiveTunnel {
     record: Mutex<TunnelRecord>,
-    /// Never changes; kept apart so the per-connection path takes no lock for it.
+    /// The tunnel's owner, which never changes: it reaches only the agent registered under
+    /// this id in this project. Kept apart so the per-connection path takes no lock for it.
     client_id: String,
+    project: String,
     /// Replaced live by `PUT .../acl`; read on every accepted connection.
     acl: RwLock<Option<Arc<Acl>>>,
     protocol: TunnelProtocol,
@@ -267,6 +269,7 @@ impl ActiveTunnel {
             dirty: AtomicBool::new(false),
             changed: Notify::new(),
             client_id: record.client_id.clone(),
+            project: record.project.clone(),
             record: Mutex::new(record),
         }
     }
@@ -481,6 +484,13 @@ impl TunnelManager {
     }
 
     async fn restore(self: &Arc<Self>, mut record: TunnelRecord) {
+        // Its client was forgotten while the tunnel was live (a run before the tunnel ended
+        // with it): nobody may pick the tunnel up under that id.
+        if self.registry.project_of(&record.client_id).as_deref() != Some(&record.project) {
+            tracing::warn!(tunnel = %record.id, client = %record.client_id, project = %record.project, "tunnel not restored: its client is no longer known in its project");
+            self.end_stored(record, CloseReason::ClientDeleted).await;
+            return;
+        }
         let protocol = record.protocol.parse().unwrap_or_default();
         let acl = record
             .options
@@ -506,14 +516,18 @@ impl TunnelManager {
             }
             Err(err) => {
                 tracing::warn!(tunnel = %record.id, "tunnel not restored: {err}");
-                let reason = CloseReason::PortUnavailable;
-                record.status = reason.status().into();
-                record.close_reason = Some(reason.as_str().into());
-                record.closed_at = Some(Utc::now());
-                if let Err(err) = self.store.update_tunnel(&record).await {
-                    tracing::error!(tunnel = %record.id, "saving tunnel: {err}");
-                }
+                self.end_stored(record, CloseReason::PortUnavailable).await;
             }
+        }
+    }
+
+    /// Records the end of a stored tunnel that was never launched in this run.
+    async fn end_stored(&self, mut record: TunnelRecord, reason: CloseReason) {
+        record.status = reason.status().into();
+        record.close_reason = Some(reason.as_str().into());
+        record.closed_at = Some(Utc::now());
+        if let Err(err) = self.store.update_tunnel(&record).await {
+            tracing::error!(tunnel = %record.id, "saving tunnel: {err}");
         }
     }
 
@@ -521,12 +535,31 @@ impl TunnelManager {
         lock(&self.active)
     }
 
-    fn tunnels_of(&self, client_id: &str) -> Vec<Arc<ActiveTunnel>> {
+    /// The live tunnels of client `client_id` in `project`.
+    fn tunnels_of(&self, project: &str, client_id: &str) -> Vec<Arc<ActiveTunnel>> {
         self.active()
             .values()
-            .filter(|t| lock(&t.record).client_id == client_id)
+            .filter(|t| t.client_id == client_id && t.project == project)
             .cloned()
             .collect()
+    }
+
+    /// The live tunnels of client `client_id` in the project the registry knows it in;
+    /// none for an unknown id.
+    fn tunnels_of_known(&self, client_id: &str) -> Vec<Arc<ActiveTunnel>> {
+        match self.registry.project_of(client_id) {
+            Some(project) => self.tunnels_of(&project, client_id),
+            None => Vec::new(),
+        }
+    }
+
+    /// The project of a live tunnel made for `client_id`, whether or not the registry
+    /// still knows that id: an agent of another project may not register it meanwhile.
+    pub fn project_holding(&self, client_id: &str) -> Option<String> {
+        self.active()
+            .values()
+            .find(|t| t.client_id == client_id)
+            .map(|t| t.project.clone())
     }
 
     /// Checks with the agent, opens the public port and starts forwarding.
@@ -534,14 +567,14 @@ impl TunnelManager {
         self: &Arc<Self>,
         request: TunnelRequest,
     ) -> Result<TunnelInfo, TunnelError> {
-        let session = self
+        let (session, project) = self
             .registry
-            .session(&request.client_id)
+            .session_and_project(&request.client_id)
             .ok_or_else(|| TunnelError::ClientNotConnected(request.client_id.clone()))?;
         if let Some(local) = &request.local {
             self.pool.check_allowed(local.port)?;
         }
-        self.check_duplicates(&request)?;
+        self.check_duplicates(&project, &request)?;
         // The agent checked its own remotes against its allow-list when it loaded them.
         if request.created_by != CREATED_BY_CLIENT {
             let dial_timeout = (request.check_port && request.protocol.has_tcp())
@@ -615,10 +648,7 @@ impl TunnelManager {
             },
             counters: TunnelCounters::default(),
             last_active_at: Some(now),
-            project: self
-                .registry
-                .project_of(&request.client_id)
-                .unwrap_or_else(|| rport_store::DEFAULT_PROJECT.to_owned()),
+            project,
         };
         self.store.insert_tunnel(&record).await?;
         let tunnel = ActiveTunnel::new(record, request.acl, None);
@@ -632,9 +662,9 @@ impl TunnelManager {
         Ok(info)
     }
 
-    fn check_duplicates(&self, request: &TunnelRequest) -> Result<(), TunnelError> {
+    fn check_duplicates(&self, project: &str, request: &TunnelRequest) -> Result<(), TunnelError> {
         let acl = request.acl.as_ref().map(ToString::to_string);
-        for tunnel in self.tunnels_of(&request.client_id) {
+        for tunnel in self.tunnels_of(project, &request.client_id) {
             let record = lock(&tunnel.record);
             let protocol: TunnelProtocol = record.protocol.parse().unwrap_or_default();
             if let Some(local) = &request.local
@@ -734,12 +764,11 @@ impl TunnelManager {
     }
 
     /// The live session of the tunnel's agent, waiting up to `wait` for it to come back
-    /// during the grace period.
+    /// during the grace period. Only an agent of the tunnel's own project is its agent.
     async fn session_for(&self, tunnel: &ActiveTunnel, wait: Duration) -> Option<LiveSession> {
-        let client_id = tunnel.client_id();
         let deadline = tokio::time::Instant::now() + wait;
         loop {
-            if let Some(session) = self.registry.session(client_id) {
+            if let Some(session) = self.registry.session_in(&tunnel.project, &tunnel.client_id) {
                 return Some(session);
             }
             if tokio::time::Instant::now() >= deadline || tunnel.cancel.is_cancelled() {
@@ -749,14 +778,13 @@ impl TunnelManager {
         }
     }
 
-    /// Live tunnels, optionally of one client, oldest first.
+    /// Live tunnels, optionally of one known client, oldest first.
     pub fn list_open(&self, client_id: Option<&str>) -> Vec<TunnelInfo> {
-        let mut list: Vec<TunnelInfo> = self
-            .active()
-            .values()
-            .filter(|t| client_id.is_none_or(|id| lock(&t.record).client_id == id))
-            .map(|t| t.info())
-            .collect();
+        let tunnels = match client_id {
+            Some(id) => self.tunnels_of_known(id),
+            None => self.active().values().cloned().collect(),
+        };
+        let mut list: Vec<TunnelInfo> = tunnels.iter().map(|t| t.info()).collect();
         list.sort_by(|a, b| {
             (a.record.created_at, &a.record.id).cmp(&(b.record.created_at, &b.record.id))
         });
@@ -795,10 +823,13 @@ impl TunnelManager {
             }))
     }
 
+    /// A live tunnel of a known client; the API checked the caller against that client's
+    /// project, so a tunnel of the same id in another project is not found.
     fn find(&self, client_id: &str, tunnel_id: &str) -> Result<Arc<ActiveTunnel>, TunnelError> {
+        let project = self.registry.project_of(client_id);
         self.active()
             .get(tunnel_id)
-            .filter(|t| lock(&t.record).client_id == client_id)
+            .filter(|t| t.client_id == client_id && project.as_deref() == Some(&t.project))
             .cloned()
             .ok_or_else(|| TunnelError::NotFound(tunnel_id.to_owned()))
     }
@@ -871,22 +902,56 @@ impl TunnelManager {
         }
     }
 
-    /// The agent's session is up: its tunnels carry traffic again, and the tunnels its
-    /// configuration asks for are opened (those it no longer asks for end).
-    pub async fn client_attached(self: &Arc<Self>, client_id: &str, remotes: &[String]) {
-        for tunnel in self.tunnels_of(client_id) {
+    /// The agent's session is up: its project's tunnels for its id carry traffic again,
+    /// and the tunnels its configuration asks for are opened (those it no longer asks for
+    /// end).
+    pub async fn client_attached(
+        self: &Arc<Self>,
+        project: &str,
+        client_id: &str,
+        remotes: &[String],
+    ) {
+        for tunnel in self.tunnels_of(project, client_id) {
             tunnel.agent_gone_since_ms.store(0, Ordering::Relaxed);
             tunnel.set_status("opened");
             tunnel.changed.notify_one();
             self.save(&tunnel).await;
         }
-        self.open_agent_remotes(client_id, remotes).await;
+        self.open_agent_remotes(project, client_id, remotes).await;
+    }
+
+    /// Forgets a disconnected client (an operator deleted it) and ends its tunnels: no
+    /// agent registering the id later, of any project, picks them up. Returns its project.
+    pub async fn delete_client(&self, client_id: &str) -> Result<String, DeleteError> {
+        let project = self.registry.delete(client_id).await?;
+        self.end_tunnels_of(&project, client_id, CloseReason::ClientDeleted)
+            .await;
+        Ok(project)
+    }
+
+    /// Forgets clients disconnected before `cutoff`, ending their tunnels; returns how
+    /// many were forgotten.
+    pub async fn purge_clients(&self, cutoff: DateTime<Utc>) -> usize {
+        let purged = self.registry.purge_disconnected_before(cutoff).await;
+        for client in &purged {
+            self.end_tunnels_of(&client.project, &client.id, CloseReason::ClientPurged)
+                .await;
+        }
+        purged.len()
+    }
+
+    async fn end_tunnels_of(&self, project: &str, client_id: &str, reason: CloseReason) {
+        for tunnel in self.tunnels_of(project, client_id) {
+            if self.active().remove(&tunnel.id()).is_some() {
+                self.finish(&tunnel, reason).await;
+            }
+        }
     }
 
     /// The agent's session ended: its tunnels keep their ports for the grace period.
-    pub async fn client_gone(&self, client_id: &str) {
+    pub async fn client_gone(&self, project: &str, client_id: &str) {
         let now = Utc::now().timestamp_millis();
-        for tunnel in self.tunnels_of(client_id) {
+        for tunnel in self.tunnels_of(project, client_id) {
             tunnel.agent_gone_since_ms.store(now, Ordering::Relaxed);
             tunnel.set_status("pending");
             tunnel.changed.notify_one();
@@ -894,8 +959,13 @@ impl TunnelManager {
         }
     }
 
-    async fn open_agent_remotes(self: &Arc<Self>, client_id: &str, remotes: &[String]) {
-        let Some(session) = self.registry.session(client_id) else {
+    async fn open_agent_remotes(
+        self: &Arc<Self>,
+        project: &str,
+        client_id: &str,
+        remotes: &[String],
+    ) {
+        let Some(session) = self.registry.session_in(project, client_id) else {
             return;
         };
         let mut wanted = Vec::new();
@@ -922,7 +992,7 @@ impl TunnelManager {
             }
         }
         let existing: Vec<Arc<ActiveTunnel>> = self
-            .tunnels_of(client_id)
+            .tunnels_of(project, client_id)
             .into_iter()
             .filter(|t| lock(&t.record).created_by == CREATED_BY_CLIENT)
             .collect();

@@ -88,7 +88,7 @@ pub(super) async fn serve(
             }
         }
         // A datagram cannot wait for an agent that is away: it is dropped.
-        let Some(session) = manager.registry.session(tunnel.client_id()) else {
+        let Some(session) = manager.session_for(&tunnel, Duration::ZERO).await else {
             continue;
         };
         let stream = match session.handle.open_stream(open.clone()) {
