@@ -105,12 +105,27 @@ fn agent_logins_are_banned_after_too_many_failures_and_recover() {
 /// The status of `GET /api/v1/status` with basic `auth`, sent from `from` (a loopback
 /// address of its own).
 fn status_from(server: &Rportd, from: [u8; 4], auth: &str) -> u16 {
-    use std::io::{Read, Write};
-    let api: std::net::SocketAddr = server
+    let request = format!(
+        "GET /api/v1/status HTTP/1.1\r\nHost: {host}\r\nAuthorization: {auth}\r\nConnection: close\r\n\r\n",
+        host = api_address(server)
+    );
+    send_from(server, from, request.as_bytes()).expect("status line")
+}
+
+fn api_address(server: &Rportd) -> std::net::SocketAddr {
+    server
         .api
         .trim_start_matches("http://")
         .parse()
-        .expect("api address");
+        .expect("api address")
+}
+
+/// Sends a whole HTTP/1.1 `request` from `from` (a loopback address of its own); the
+/// status of the answer, or `None` when the server closed the connection without one
+/// (as it may when it refuses a request before reading all of it).
+fn send_from(server: &Rportd, from: [u8; 4], request: &[u8]) -> Option<u16> {
+    use std::io::{Read, Write};
+    let api = api_address(server);
     let socket =
         socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
     socket
@@ -121,18 +136,14 @@ fn status_from(server: &Rportd, from: [u8; 4], auth: &str) -> u16 {
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))
         .expect("timeout");
-    write!(
-        stream,
-        "GET /api/v1/status HTTP/1.1\r\nHost: {api}\r\nAuthorization: {auth}\r\nConnection: close\r\n\r\n"
-    )
-    .expect("request");
-    let mut answer = String::new();
-    let _ = stream.read_to_string(&mut answer);
-    answer
+    // A refused request may be cut off mid-send: what the server answered still counts.
+    let _ = stream.write_all(request);
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer);
+    String::from_utf8_lossy(&answer)
         .split_whitespace()
         .nth(1)
         .and_then(|code| code.parse().ok())
-        .expect("status line")
 }
 
 #[test]
@@ -224,4 +235,319 @@ fn trying_many_credential_ids_from_one_address_bans_the_address() {
         "{:?}",
         started.elapsed()
     );
+}
+
+/// What a flood may cost the server at most, whatever it sends: rportd's resident memory
+/// (buffers of requests in flight, the allocator's slack), its database and WAL (the WAL
+/// grows to SQLite's 4 MiB checkpoint before it is reused), its log.
+const RSS_SLACK: u64 = 32 * 1024 * 1024;
+const DB_SLACK: u64 = 8 * 1024 * 1024;
+const LOG_SLACK: u64 = 512 * 1024;
+/// No log line, whatever a request carried, is longer than this.
+const MAX_LOG_LINE: usize = 1024;
+/// An audit entry's name of a failed login, however long the name sent.
+const MAX_AUDIT_NAME: usize = 96;
+
+/// Resident memory, database with WAL, and log output, in bytes.
+#[derive(Debug, Clone, Copy)]
+struct Footprint {
+    rss: u64,
+    db: u64,
+    log: u64,
+}
+
+fn footprint(server: &Rportd) -> Footprint {
+    let status =
+        std::fs::read_to_string(format!("/proc/{}/status", server.pid())).expect("proc status");
+    let rss_kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS");
+    let db = ["rportd.db", "rportd.db-wal"]
+        .iter()
+        .filter_map(|name| std::fs::metadata(server.data_dir().join(name)).ok())
+        .map(|m| m.len())
+        .sum();
+    let log = server
+        .stdout
+        .all()
+        .iter()
+        .chain(server.stderr.all().iter())
+        .map(|l| l.len() as u64 + 1)
+        .sum();
+    Footprint {
+        rss: rss_kib * 1024,
+        db,
+        log,
+    }
+}
+
+/// Asserts that the server grew by no more than the slack from `before`, and that no log
+/// line is long; prints what it measured.
+fn assert_flood_cost_bounded(server: &Rportd, what: &str, before: Footprint) {
+    // What was logged and written is flushed within moments of the answers.
+    std::thread::sleep(Duration::from_millis(500));
+    let after = footprint(server);
+    let grew = |a: u64, b: u64| a.saturating_sub(b);
+    eprintln!(
+        "{what}: rss {} -> {} KiB (+{} KiB), database+WAL {} -> {} KiB (+{} KiB), log +{} B",
+        before.rss / 1024,
+        after.rss / 1024,
+        grew(after.rss, before.rss) / 1024,
+        before.db / 1024,
+        after.db / 1024,
+        grew(after.db, before.db) / 1024,
+        grew(after.log, before.log),
+    );
+    assert!(
+        grew(after.log, before.log) <= LOG_SLACK,
+        "{what}: the log grew by {} bytes",
+        grew(after.log, before.log)
+    );
+    let longest = server
+        .stderr
+        .all()
+        .into_iter()
+        .max_by_key(String::len)
+        .unwrap_or_default();
+    assert!(
+        longest.len() <= MAX_LOG_LINE,
+        "{what}: a log line of {} bytes: {:.200}…",
+        longest.len(),
+        longest
+    );
+    assert!(
+        grew(after.db, before.db) <= DB_SLACK,
+        "{what}: the database grew by {} bytes",
+        grew(after.db, before.db)
+    );
+    assert!(
+        grew(after.rss, before.rss) <= RSS_SLACK,
+        "{what}: rportd's memory grew by {} bytes",
+        grew(after.rss, before.rss)
+    );
+}
+
+/// A name or token of `len` bytes, distinct for each `(a, i)`.
+fn huge(a: u8, i: usize, len: usize) -> String {
+    let mut text = format!("{a}-{i}-");
+    text.push_str(&"x".repeat(len - text.len()));
+    text
+}
+
+#[test]
+fn a_flood_of_huge_user_names_and_tokens_costs_the_server_next_to_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // A limit above what any one address sends: every request that gets through to the
+    // login check is a failure counted, audited and logged, none is cut short by a ban.
+    let server = Rportd::start_with(
+        dir.path(),
+        &ServerSettings {
+            extra_api: "max_failed_login = 1000\nban_time = 600\n".into(),
+            ..Default::default()
+        },
+    );
+    let host = api_address(&server);
+    let get = |auth: &str| {
+        format!(
+            "GET /api/v1/status HTTP/1.1\r\nHost: {host}\r\nAuthorization: {auth}\r\nConnection: close\r\n\r\n"
+        )
+        .into_bytes()
+    };
+    let json_login = |username: &str| {
+        let body =
+            serde_json::json!({"username": username, "password": "wrong-password"}).to_string();
+        format!(
+            "POST /api/v1/login HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .into_bytes()
+    };
+    // The database, the log and the allocator warmed up by a few ordinary failures.
+    for _ in 0..3 {
+        let wrong = basic("nobody", "wrong-password");
+        assert_eq!(send_from(&server, [127, 0, 0, 1], &get(&wrong)), Some(401));
+    }
+    let before = footprint(&server);
+
+    // From each of 100 addresses: ten basic logins with a 300 KB user name (more than
+    // the API reads of a request's headers), three with a 40 KB one and three JSON logins
+    // with a 60 KB one (both within the limits, so they reach the login check), two
+    // 300 KB and two 60 KB bearer tokens. 2,000 requests in all.
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let mut failed_logins = 0;
+    for a in 0..100u8 {
+        let from = [127, 0, 0, 2 + a];
+        for i in 0..10 {
+            let status = send_from(&server, from, &get(&basic(&huge(a, i, 300_000), "pw")));
+            assert!(matches!(status, None | Some(401 | 431)), "{status:?}");
+            failed_logins += usize::from(status == Some(401));
+        }
+        for i in 0..3 {
+            let status = send_from(&server, from, &get(&basic(&huge(a, i, 40_000), "pw")));
+            assert_eq!(status, Some(401));
+            let status = send_from(&server, from, &json_login(&huge(a, i, 60_000)));
+            assert_eq!(status, Some(401));
+            failed_logins += 2;
+        }
+        for i in 0..2 {
+            let bearer = format!("Bearer {}", huge(a, i, 300_000));
+            let status = send_from(&server, from, &get(&bearer));
+            assert!(matches!(status, None | Some(401 | 431)), "{status:?}");
+            let bearer = format!("Bearer {}", huge(a, i, 60_000));
+            assert_eq!(send_from(&server, from, &get(&bearer)), Some(401));
+        }
+        assert!(Instant::now() < deadline, "the flood took too long");
+    }
+    assert_flood_cost_bounded(&server, "2,000 logins with huge names and tokens", before);
+
+    // Each failure that reached the check is in the audit log, its name cut and marked;
+    // the newest is the last JSON login.
+    let (status, audit) = server.request(
+        "GET",
+        "/api/v1/auditlog?filter[action]=login&page[limit]=500",
+    );
+    assert_eq!(status, 200, "{audit}");
+    assert!(
+        audit["meta"]["count"].as_u64().unwrap_or(0) >= failed_logins as u64,
+        "{} entries, {failed_logins} failed logins",
+        audit["meta"]["count"]
+    );
+    let entries = audit["data"].as_array().expect("entries");
+    for entry in entries {
+        for field in ["actor", "resource"] {
+            let name = entry[field].as_str().unwrap_or_default();
+            assert!(
+                name.len() <= MAX_AUDIT_NAME,
+                "{field} of {:.200}",
+                entry.to_string()
+            );
+        }
+    }
+    let newest = entries.first().expect("an entry");
+    assert_eq!(newest["result"], "failure");
+    let name = newest["actor"].as_str().unwrap_or_default();
+    assert!(
+        name.starts_with("99-2-xxx") && name.ends_with("bytes)") && name.contains("…(+"),
+        "{name}"
+    );
+    assert!(
+        server
+            .stderr
+            .find(&format!("user={name}"))
+            .is_some_and(|line| line.contains("API login failed")),
+        "the log names the cut name"
+    );
+
+    // A normal login still works, from a flooded address and from another.
+    assert_eq!(
+        status_from(&server, [127, 0, 0, 2], &server.auth_header),
+        200
+    );
+    let (status, body) = server.request("GET", "/api/v1/login");
+    assert_eq!(status, 200, "{body}");
+}
+
+#[test]
+fn agent_hellos_with_huge_credential_ids_cost_the_server_next_to_nothing() {
+    use rport_protocol::{ControlMessage, RefuseCode};
+    use rport_transport::{handshake, tls};
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Ten failures per address, under the address limit (ten times this): every hello
+    // is checked, counted, audited and logged.
+    let server = Rportd::start_with(
+        dir.path(),
+        &ServerSettings {
+            extra_server: "max_failed_login = 100\nban_time = 600\n".into(),
+            ..Default::default()
+        },
+    );
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let pin = tls::ServerPin::Exact(server.fingerprint.parse().expect("fingerprint"));
+    let (config, _) = tls::client_config(pin).expect("TLS config");
+    let agent_address = server.agent_address;
+    let hello_from = |from: [u8; 4], auth_id: String| {
+        let config = config.clone();
+        runtime.block_on(async move {
+            let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+            socket
+                .bind(std::net::SocketAddr::from((from, 0)))
+                .expect("bind source");
+            let stream = socket.connect(agent_address).await.expect("connect");
+            let name = rustls::pki_types::ServerName::try_from("rportd").expect("name");
+            let mut tls = tokio_rustls::TlsConnector::from(config)
+                .connect(name, stream)
+                .await
+                .expect("TLS");
+            let hello = ControlMessage::Hello {
+                client_id: "intruder".into(),
+                auth_id,
+                password: rport_protocol::Password::new("wrong-password"),
+                info: Default::default(),
+                keep_alive_secs: 30,
+                remotes: Vec::new(),
+            };
+            handshake::agent_hello(&mut tls, &hello)
+                .await
+                .map(|(answer, _)| answer)
+                .expect("an answer")
+        })
+    };
+    for _ in 0..3 {
+        hello_from([127, 0, 0, 1], "nobody".into());
+    }
+    let before = footprint(&server);
+
+    // 500 hellos, ten from each of 50 addresses, each with its own 60 KB credential id
+    // (the hello's limit is 64 KiB).
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let mut longest_answer = String::new();
+    for a in 0..50u8 {
+        for i in 0..10 {
+            match hello_from([127, 0, 1, 2 + a], huge(a, i, 60_000)) {
+                ControlMessage::Refused { code, message, .. } => {
+                    assert_eq!(code, RefuseCode::AuthFailed, "{message:.200}");
+                    if message.len() > longest_answer.len() {
+                        longest_answer = message;
+                    }
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        assert!(Instant::now() < deadline, "the flood took too long");
+    }
+    assert_flood_cost_bounded(&server, "500 agent hellos with huge credential ids", before);
+    // The refusal names the credential cut too.
+    assert!(
+        longest_answer.len() <= 200,
+        "an answer of {} bytes: {longest_answer:.200}…",
+        longest_answer.len()
+    );
+
+    let (status, audit) = server.request(
+        "GET",
+        "/api/v1/auditlog?filter[action]=agent.login&page[limit]=500",
+    );
+    assert_eq!(status, 200, "{audit}");
+    assert!(
+        audit["meta"]["count"].as_u64().unwrap_or(0) >= 500,
+        "{}",
+        audit["meta"]
+    );
+    let entries = audit["data"].as_array().expect("entries");
+    for entry in entries {
+        let name = entry["actor"].as_str().unwrap_or_default();
+        assert!(name.len() <= MAX_AUDIT_NAME, "{:.200}", entry.to_string());
+    }
+    let name = entries[0]["actor"].as_str().unwrap_or_default();
+    assert!(
+        name.starts_with("49-9-xxx") && name.contains("…(+"),
+        "{name}"
+    );
+
+    // A real agent still gets in.
+    let _agent = Rport::attach(&server, "my-client-1", &dir.path().join("agent"));
+    server.wait_connection_state("my-client-1", "connected", ATTACH);
 }

@@ -290,8 +290,11 @@ impl AgentAuthenticator {
     }
 
     /// The project of credential `id` when `password` is right for it. Slow hashes run
-    /// off the runtime.
+    /// off the runtime. An id longer than any valid one is refused unlooked-up.
     pub async fn verify(self: &Arc<Self>, id: &str, password: &str) -> Option<String> {
+        if id.len() > crate::bounded::MAX_CREDENTIAL_ID_LEN {
+            return None;
+        }
         match &self.source {
             Source::Managed(map) => read(map)
                 .get(id)

@@ -218,18 +218,21 @@ impl AgentListener {
             refuse(&mut tls, RefuseCode::BadRequest, reason).await;
             return None;
         }
-        if let Some(remaining) = self.bans.credential_banned(ip, &auth_id) {
+        // The credential id is anything the hello carried (up to 64 KiB) until it is
+        // verified: logs, the audit log, bans and answers get its bounded form.
+        let shown_auth_id = crate::bounded::bounded(&auth_id);
+        if let Some(remaining) = self.bans.credential_banned(ip, &shown_auth_id) {
             refuse_for(
                 &mut tls,
                 RefuseCode::AuthFailed,
-                format!("too many failed logins for credential {auth_id:?} from {ip}"),
+                format!("too many failed logins for credential {shown_auth_id:?} from {ip}"),
                 Some(remaining),
             )
             .await;
             return None;
         }
         let Some(project) = self.auth.verify(&auth_id, password.expose()).await else {
-            let ban = self.bans.failed(ip, &auth_id);
+            let ban = self.bans.failed(ip, &shown_auth_id);
             let event = Event {
                 action: "agent.login",
                 resource: &client_id,
@@ -240,12 +243,14 @@ impl AgentListener {
                     None => "wrong password".to_owned(),
                 },
             };
-            self.audit.record(&Actor::agent(&auth_id, ip), event).await;
-            tracing::warn!(%peer, client = %client_id, credential = %auth_id, banned_secs = ban.map(|b| b.as_secs()), "agent authentication failed");
+            self.audit
+                .record(&Actor::agent(&shown_auth_id, ip), event)
+                .await;
+            tracing::warn!(%peer, client = %client_id, credential = %shown_auth_id, banned_secs = ban.map(|b| b.as_secs()), "agent authentication failed");
             refuse_for(
                 &mut tls,
                 RefuseCode::AuthFailed,
-                format!("authentication failed for credential {auth_id:?}"),
+                format!("authentication failed for credential {shown_auth_id:?}"),
                 ban,
             )
             .await;
@@ -454,8 +459,9 @@ async fn refuse_for(
 
 /// Ids end up in URLs and logs: keep them printable and bounded.
 fn validate_client_id(id: &str) -> Result<(), String> {
+    let max = crate::bounded::MAX_CLIENT_ID_LEN;
     let ok = !id.is_empty()
-        && id.len() <= 128
+        && id.len() <= max
         && id
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':' | '@'));
@@ -463,7 +469,8 @@ fn validate_client_id(id: &str) -> Result<(), String> {
         Ok(())
     } else {
         Err(format!(
-            "invalid client id {id:?}: use 1 to 128 letters, digits and - _ . : @"
+            "invalid client id {:?}: use 1 to {max} letters, digits and - _ . : @",
+            crate::bounded::bounded(id)
         ))
     }
 }

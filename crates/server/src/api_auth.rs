@@ -155,7 +155,11 @@ impl ApiAuth {
     }
 
     /// Checks a username and password: `[api] auth`, then `[api] auth_file`, then the store.
+    /// A name longer than any valid one is refused unlooked-up.
     pub async fn check_password(&self, username: &str, password: &str) -> Option<AuthUser> {
+        if username.len() > crate::bounded::MAX_USERNAME_LEN {
+            return None;
+        }
         let (user, hash) = self.find(username).await?;
         let Some(hash) = hash else {
             let expected = self.static_user.as_ref().map(|(_, p)| p.as_bytes())?;
@@ -276,8 +280,11 @@ impl ApiAuth {
     }
 
     /// Validates a bearer token: signature, expiry, not revoked, and that its user still
-    /// exists.
+    /// exists. One longer than any rportd issues is refused unread.
     pub async fn check_token(&self, token: &str) -> Option<AuthUser> {
+        if token.len() > crate::bounded::MAX_TOKEN_LEN {
+            return None;
+        }
         if let Some(rest) = token.strip_prefix(API_TOKEN_PREFIX) {
             return self.check_api_token(rest).await;
         }

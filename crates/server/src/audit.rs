@@ -8,6 +8,12 @@ use std::sync::Arc;
 use chrono::Utc;
 use rport_store::{AuditRecord, Store};
 
+use crate::bounded::{bounded, bounded_to};
+
+/// An entry's detail is cut past this many bytes; the longest one rportd writes is a
+/// tunnel's ACL (at most 8 KiB) with a few words.
+const MAX_DETAIL_LEN: usize = 16 * 1024;
+
 /// Who acted.
 #[derive(Debug, Clone)]
 pub struct Actor {
@@ -87,19 +93,24 @@ impl AuditLog {
     }
 
     /// Writes one entry; a store failure is logged, never passed to the caller: the
-    /// action itself already happened.
+    /// action itself already happened. Names and ids may come from the network (a failed
+    /// login's user name): each field is bounded ([`crate::bounded`]), so an entry costs
+    /// at most about 17 KiB whatever was sent.
     pub async fn record(&self, actor: &Actor, event: Event<'_>) {
         let entry = AuditRecord {
             id: 0,
             at: Utc::now(),
-            actor: actor.name.clone(),
+            actor: bounded(&actor.name).into_owned(),
             actor_type: actor.kind.as_str().to_owned(),
             actor_ip: actor.ip.map(|ip| ip.to_string()),
             action: event.action.to_owned(),
-            resource: event.resource.to_owned(),
-            project: event.project.map(str::to_owned),
+            resource: bounded(event.resource).into_owned(),
+            project: event.project.map(|p| bounded(p).into_owned()),
             result: if event.success { "success" } else { "failure" }.to_owned(),
-            detail: event.detail,
+            detail: match bounded_to(&event.detail, MAX_DETAIL_LEN) {
+                std::borrow::Cow::Borrowed(_) => event.detail,
+                std::borrow::Cow::Owned(cut) => cut,
+            },
         };
         if let Err(err) = self.store.insert_audit(&entry).await {
             tracing::error!(action = %entry.action, "writing the audit log: {err}");

@@ -1,6 +1,8 @@
 //! Brute-force protection: failed logins are counted per key (a source address, a user,
 //! a credential) within a window; past the limit a key is refused until its ban expires.
-//! Bounded in memory, so that an attacker with many addresses cannot grow it without end.
+//! Bounded in memory, so that an attacker with many addresses or long names cannot grow
+//! it without end: keys are cut to [`crate::bounded::MAX_ID_LEN`] bytes, and the table holds
+//! at most [`CAPACITY`] keys and [`KEY_BYTES`] bytes of them.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -21,14 +23,55 @@ pub fn address_key(ip: IpAddr) -> String {
     }
 }
 
-/// Keys tracked at most; past this, expired entries go first, then the oldest.
-const CAPACITY: usize = 100_000;
+/// Keys tracked at most; past this, expired entries go first, then some unbanned ones.
+pub const CAPACITY: usize = 100_000;
+/// Bytes of keys tracked at most, with the same eviction. With keys cut to 256 bytes and
+/// about 100 bytes of map and entry each, the table stays under 20 MiB whatever comes.
+pub const KEY_BYTES: usize = 8 * 1024 * 1024;
 
 pub struct BanList {
     /// Failures within `ban_time` that lead to a ban; 0 turns bans off.
     max_failures: u32,
     ban_time: Duration,
-    entries: Mutex<HashMap<String, Entry>>,
+    entries: Mutex<Table>,
+}
+
+#[derive(Default)]
+struct Table {
+    map: HashMap<String, Entry>,
+    /// Sum of the keys' lengths.
+    key_bytes: usize,
+}
+
+impl Table {
+    fn full(&self, adding: usize) -> bool {
+        self.map.len() >= CAPACITY || self.key_bytes + adding > KEY_BYTES
+    }
+
+    fn remove(&mut self, key: &str) {
+        if self.map.remove(key).is_some() {
+            self.key_bytes -= key.len();
+        }
+    }
+
+    /// Keeps the entries `keep` says yes to.
+    fn retain(&mut self, mut keep: impl FnMut(&Entry) -> bool) {
+        let mut dropped = 0;
+        self.map.retain(|key, entry| {
+            let kept = keep(entry);
+            if !kept {
+                dropped += key.len();
+            }
+            kept
+        });
+        self.key_bytes -= dropped;
+    }
+}
+
+/// What a key is tracked as: whole when it is as long as a valid one can be, else cut (the
+/// cut form of a name nobody has is as good a key for it as the name).
+fn tracked(key: &str) -> std::borrow::Cow<'_, str> {
+    crate::bounded::bounded(key)
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -43,11 +86,11 @@ impl BanList {
         Self {
             max_failures,
             ban_time,
-            entries: Mutex::new(HashMap::new()),
+            entries: Mutex::new(Table::default()),
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Entry>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Table> {
         self.entries.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -56,13 +99,14 @@ impl BanList {
         if self.max_failures == 0 {
             return None;
         }
+        let key = tracked(key);
         let now = Instant::now();
         let mut entries = self.lock();
-        let until = entries.get(key)?.banned_until?;
+        let until = entries.map.get(key.as_ref())?.banned_until?;
         if until > now {
             Some(until - now)
         } else {
-            entries.remove(key);
+            entries.remove(&key);
             None
         }
     }
@@ -77,17 +121,21 @@ impl BanList {
         if self.max_failures == 0 {
             return None;
         }
+        let key = tracked(key);
         let now = Instant::now();
         let mut entries = self.lock();
-        if entries.len() >= CAPACITY && !entries.contains_key(key) {
-            make_room(&mut entries, now, self.ban_time);
-            if entries.len() >= CAPACITY {
-                // Every tracked key is banned: this one goes uncounted rather than
-                // growing the map.
-                return None;
+        if !entries.map.contains_key(key.as_ref()) {
+            if entries.full(key.len()) {
+                make_room(&mut entries, now, self.ban_time);
+                if entries.full(key.len()) {
+                    // Every tracked key is banned: this one goes uncounted rather than
+                    // growing the map.
+                    return None;
+                }
             }
+            entries.key_bytes += key.len();
         }
-        let entry = entries.entry(key.to_owned()).or_insert(Entry {
+        let entry = entries.map.entry(key.into_owned()).or_insert(Entry {
             failures: 0,
             first_failure: now,
             banned_until: None,
@@ -111,7 +159,8 @@ impl BanList {
     pub fn failures(&self, key: &str) -> u32 {
         let now = Instant::now();
         self.lock()
-            .get(key)
+            .map
+            .get(tracked(key).as_ref())
             .filter(|e| now.duration_since(e.first_failure) <= self.ban_time)
             .map_or(0, |e| e.failures)
     }
@@ -122,23 +171,28 @@ impl BanList {
 
     /// A success forgets the key's failures (not a ban in force).
     pub fn record_success(&self, key: &str) {
+        let key = tracked(key);
         let mut entries = self.lock();
-        if entries.get(key).is_some_and(|e| e.banned_until.is_none()) {
-            entries.remove(key);
+        if entries
+            .map
+            .get(key.as_ref())
+            .is_some_and(|e| e.banned_until.is_none())
+        {
+            entries.remove(&key);
         }
     }
 }
 
 /// Drops expired entries; if that is not enough, a tenth of the unbanned ones (in the
 /// map's arbitrary order), so that the cost of a full pass is paid once per many inserts.
-fn make_room(entries: &mut HashMap<String, Entry>, now: Instant, ban_time: Duration) {
-    entries.retain(|_, e| match e.banned_until {
+fn make_room(entries: &mut Table, now: Instant, ban_time: Duration) {
+    entries.retain(|e| match e.banned_until {
         Some(until) => until > now,
         None => now.duration_since(e.first_failure) <= ban_time,
     });
-    if entries.len() >= CAPACITY {
-        let mut budget = CAPACITY / 10;
-        entries.retain(|_, e| {
+    if entries.full(crate::bounded::MAX_ID_LEN) {
+        let mut budget = (entries.map.len() / 10).max(1);
+        entries.retain(|e| {
             if budget > 0 && e.banned_until.is_none() {
                 budget -= 1;
                 false
@@ -220,6 +274,33 @@ mod tests {
         for i in 0..CAPACITY + 10 {
             bans.record_failure(&format!("ip:{i}"));
         }
-        assert!(bans.lock().len() <= CAPACITY);
+        assert!(bans.lock().map.len() <= CAPACITY);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn long_keys_are_cut_and_their_bytes_bounded() {
+        let bans = BanList::new(2, Duration::from_secs(60));
+        let long = |i: usize| format!("user:{i}-{}", "x".repeat(300_000));
+        // A cut key still counts, bans and is found again by the same long name.
+        assert_eq!(bans.record_failure(&long(1)), None);
+        assert_eq!(bans.record_failure(&long(1)), Some(Duration::from_secs(60)));
+        assert!(bans.banned_for(&long(1)).is_some());
+        assert!(bans.banned_for(&long(2)).is_none());
+        assert!(
+            bans.lock().map.keys().all(|k| k.len() <= 96),
+            "keys are cut"
+        );
+        // Keys just short enough to be kept whole fill the byte budget before the count.
+        let whole = |i: usize| format!("{i:08}{}", "x".repeat(crate::bounded::MAX_ID_LEN - 8));
+        for i in 0..KEY_BYTES / 200 {
+            bans.record_failure(&whole(i));
+        }
+        let table = bans.lock();
+        assert!(table.key_bytes <= KEY_BYTES, "{}", table.key_bytes);
+        assert!(table.map.len() < CAPACITY);
+        assert_eq!(
+            table.key_bytes,
+            table.map.keys().map(String::len).sum::<usize>()
+        );
     }
 }

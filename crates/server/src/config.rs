@@ -137,7 +137,7 @@ pub struct FileCredential {
 
 /// User names travel in HTTP basic auth and URLs: no `:`, no `/`, nothing invisible.
 pub fn check_username(name: &str) -> Result<(), String> {
-    let valid = (1..=64).contains(&name.len())
+    let valid = (1..=crate::bounded::MAX_USERNAME_LEN).contains(&name.len())
         && name
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"._-@".contains(&b));
@@ -451,6 +451,7 @@ impl Validator<'_> {
             }
             (Some(auth), None) => {
                 let (id, password) = self.credential("server.auth", &auth, "id:password")?;
+                self.check_credential_id("server.auth", &id)?;
                 AgentAuth::Single {
                     id,
                     password: Secret::new(password),
@@ -603,6 +604,15 @@ impl Validator<'_> {
             None => None,
             Some(auth) => {
                 let (user, password) = self.credential("api.auth", &auth, "user:password")?;
+                if user.len() > crate::bounded::MAX_USERNAME_LEN {
+                    return Err(self.error(
+                        "api.auth",
+                        format!(
+                            "the user name may be at most {} bytes",
+                            crate::bounded::MAX_USERNAME_LEN
+                        ),
+                    ));
+                }
                 Some((user, Secret::new(password)))
             }
         };
@@ -734,6 +744,23 @@ impl Validator<'_> {
         }
     }
 
+    /// Agents present the id in every hello: one longer than any valid id is refused
+    /// before it is looked up, so a configured one must not be.
+    fn check_credential_id(&self, key: &str, id: &str) -> Result<(), ConfigError> {
+        let max = crate::bounded::MAX_CREDENTIAL_ID_LEN;
+        if id.len() > max {
+            return Err(self.error(
+                key,
+                format!(
+                    "credential id {:?} is {} bytes; it may be at most {max}",
+                    crate::bounded::bounded(id),
+                    id.len()
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     /// RPort's `ban_time`: whole seconds, at most a week.
     fn ban_time(
         &self,
@@ -779,6 +806,7 @@ impl Validator<'_> {
                     format!("{shown}: credential id {id:?} must be non-empty and without ':'"),
                 ));
             }
+            self.check_credential_id(key, &id)?;
             let (password, project) = match value {
                 Entry::Password(password) => (password, None),
                 Entry::Bound { password, project } => (password, project),
@@ -963,6 +991,19 @@ mod tests {
         let err = parse("[api]\nauth = \"adminsecretpw\"\n").expect_err("no colon");
         assert_eq!(err.key, "api.auth");
         assert!(!err.to_string().contains("adminsecretpw"), "{err}");
+
+        // Names longer than any valid one are refused unlooked-up at login, so none may
+        // be configured.
+        let long = "n".repeat(crate::bounded::MAX_USERNAME_LEN + 1);
+        let err = parse(&format!("[api]\nauth = \"{long}:password\"\n")).expect_err("long user");
+        assert_eq!(err.key, "api.auth");
+        assert!(err.reason.contains("at most 64 bytes"), "{err}");
+        let long = "c".repeat(crate::bounded::MAX_CREDENTIAL_ID_LEN + 1);
+        let err = parse(&format!("[server]\nauth = \"{long}:password\"\n")).expect_err("long id");
+        assert_eq!(err.key, "server.auth");
+        assert!(err.reason.contains("at most 200"), "{err}");
+        let fits = "c".repeat(crate::bounded::MAX_CREDENTIAL_ID_LEN);
+        assert!(parse(&format!("[server]\nauth = \"{fits}:password\"\n")).is_ok());
 
         let err = parse("[server\n").expect_err("syntax");
         assert!(err.reason.contains("not valid TOML"), "{err}");

@@ -20,6 +20,14 @@ use tower_service::Service;
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// A request's headers must have arrived within this, unless configured otherwise.
 pub const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
+/// The largest request line and headers the API reads; past it hyper answers 431 and
+/// closes the connection. An API request carries at most a token or basic credentials
+/// (under 1 KiB), so this leaves room for proxies' headers and bounds what a name or a
+/// token can be before any handler sees it.
+pub const API_MAX_HEAD: usize = 64 * 1024;
+/// The same for HTTP proxy tunnels: hyper's default (about 408 KiB), as a device's web
+/// application may expect large cookies.
+pub const PROXY_MAX_HEAD: usize = 8192 + 4096 * 100;
 
 /// How a connection ends when `stop` is cancelled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,13 +40,15 @@ pub enum Stop {
 
 /// Serves one connection until it ends or `stop` is cancelled. A request whose headers
 /// take longer than `header_timeout` (a slowloris client) ends the connection, and so does
-/// a keep-alive connection idle that long.
+/// a keep-alive connection idle that long; one whose request line and headers exceed
+/// `max_head` bytes is answered 431 and the connection closed.
 pub async fn serve_connection<I, S, B>(
     io: I,
     service: S,
     stop: &CancellationToken,
     how: Stop,
     header_timeout: Duration,
+    max_head: usize,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     S: hyper::service::Service<hyper::Request<Incoming>, Response = hyper::Response<B>>
@@ -53,6 +63,7 @@ pub async fn serve_connection<I, S, B>(
     let connection = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(header_timeout)
+        .max_buf_size(max_head)
         .serve_connection(TokioIo::new(io), service)
         .with_upgrades();
     tokio::pin!(connection);
@@ -121,8 +132,15 @@ pub async fn serve_api(
                 });
             match tls {
                 None => {
-                    serve_connection(socket, service, &shutdown, Stop::Graceful, header_timeout)
-                        .await;
+                    serve_connection(
+                        socket,
+                        service,
+                        &shutdown,
+                        Stop::Graceful,
+                        header_timeout,
+                        API_MAX_HEAD,
+                    )
+                    .await;
                 }
                 Some(acceptor) => {
                     let handshake_timeout = header_timeout.min(HANDSHAKE_TIMEOUT);
@@ -135,6 +153,7 @@ pub async fn serve_api(
                             &shutdown,
                             Stop::Graceful,
                             header_timeout,
+                            API_MAX_HEAD,
                         )
                         .await;
                     }

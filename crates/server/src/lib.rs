@@ -9,6 +9,7 @@ pub mod api;
 pub mod api_auth;
 pub mod audit;
 pub mod bans;
+pub mod bounded;
 pub mod cli;
 pub mod client_ip;
 pub mod config;

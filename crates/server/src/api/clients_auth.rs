@@ -101,12 +101,13 @@ pub async fn create(
             detail,
         )
     };
-    let id_ok = (1..=200).contains(&body.id.len())
+    let max = crate::bounded::MAX_CREDENTIAL_ID_LEN;
+    let id_ok = (1..=max).contains(&body.id.len())
         && body.id.chars().all(|c| c.is_ascii_graphic() && c != ':');
     if !id_ok {
         return Err(invalid(format!(
-            "id {:?} must be 1 to 200 visible characters without ':'",
-            body.id
+            "id {:?} must be 1 to {max} visible characters without ':'",
+            crate::bounded::bounded(&body.id)
         )));
     }
     if body

@@ -413,7 +413,8 @@ impl ApiError {
 /// user name has had that many failures, any further wrong password for it bans the
 /// address it came from at once, so guessing from many addresses gains nothing; the
 /// right password still works from an address that is not banned, so nobody can lock
-/// a user out.
+/// a user out. The name reaches the ban table, the audit log and the log only in its
+/// bounded form ([`crate::bounded`]).
 pub async fn check_login(
     state: &AppState,
     ip: std::net::IpAddr,
@@ -424,11 +425,12 @@ pub async fn check_login(
     if let Some(remaining) = state.api_bans.banned_for(&ip_key) {
         return Err(ApiError::banned(remaining));
     }
-    let user_key = format!("user:{username}");
     if let Some(user) = state.auth.check_password(username, password).await {
         state.api_bans.record_success(&ip_key);
         return Ok(user);
     }
+    let shown = crate::bounded::bounded(username);
+    let user_key = format!("user:{shown}");
     state.api_bans.record_failure(&user_key);
     let user_under_attack = state.api_bans.failures(&user_key) >= state.api_bans.limit();
     let ban = if user_under_attack {
@@ -440,7 +442,7 @@ pub async fn check_login(
     };
     let event = Event {
         action: "login",
-        resource: username,
+        resource: &shown,
         project: None,
         success: false,
         detail: match ban {
@@ -448,20 +450,21 @@ pub async fn check_login(
             None => "wrong password".to_owned(),
         },
     };
-    state.audit.record(&Actor::user(username, ip), event).await;
+    state.audit.record(&Actor::user(&shown, ip), event).await;
     match ban {
         Some(remaining) => {
-            tracing::warn!(%ip, user = %username, "API login failed; address banned for {}s", remaining.as_secs());
+            tracing::warn!(%ip, user = %shown, "API login failed; address banned for {}s", remaining.as_secs());
             Err(ApiError::banned(remaining))
         }
         None => {
-            tracing::info!(%ip, user = %username, "API login failed");
+            tracing::info!(%ip, user = %shown, "API login failed");
             Err(ApiError::unauthorized())
         }
     }
 }
 
-/// Checks a bearer token; invalid ones count as failed logins of the address.
+/// Checks a bearer token; invalid ones count as failed logins of the address. The token
+/// itself is neither logged nor kept.
 async fn check_bearer(
     state: &AppState,
     ip: std::net::IpAddr,

@@ -159,7 +159,15 @@ pub(super) async fn serve<I>(
         let connection = Arc::clone(&handler);
         async move { Ok::<_, std::convert::Infallible>(connection.handle(request).await) }
     });
-    http_serve::serve_connection(io, service, &cancel, Stop::Abort, header_timeout).await;
+    http_serve::serve_connection(
+        io,
+        service,
+        &cancel,
+        Stop::Abort,
+        header_timeout,
+        http_serve::PROXY_MAX_HEAD,
+    )
+    .await;
     let (sent, received) = connection
         .counters
         .lock()
@@ -182,7 +190,15 @@ where
         Ok::<_, std::convert::Infallible>(plain(StatusCode::NOT_FOUND, "unknown host"))
     });
     let never = CancellationToken::new();
-    http_serve::serve_connection(io, service, &never, Stop::Abort, header_timeout).await;
+    http_serve::serve_connection(
+        io,
+        service,
+        &never,
+        Stop::Abort,
+        header_timeout,
+        http_serve::PROXY_MAX_HEAD,
+    )
+    .await;
 }
 
 fn plain(status: StatusCode, text: &str) -> Response<ProxyBody> {
