@@ -5,7 +5,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use rport_protocol::ip_rules::Acl;
 use rport_protocol::tunnel_spec::TunnelProtocol;
-use rport_protocol::tunnel_spec::{self, DEFAULT_LOCAL_HOST, DEFAULT_REMOTE_HOST};
+use rport_protocol::tunnel_spec::{self, DEFAULT_REMOTE_HOST};
 use rport_store::TunnelFilter;
 use serde_json::{Value, json};
 use std::time::Duration;
@@ -224,10 +224,9 @@ pub async fn create(
         .map_err(|e| invalid_spec("remote", e))?;
     let local = match params.get("local").filter(|l| !l.is_empty()) {
         None => None,
-        Some(local) => Some(
-            tunnel_spec::parse_endpoint(local, DEFAULT_LOCAL_HOST)
-                .map_err(|e| invalid_spec("local", e))?,
-        ),
+        Some(local) => {
+            Some(tunnel_spec::parse_local_endpoint(local).map_err(|e| invalid_spec("local", e))?)
+        }
     };
     let protocol: TunnelProtocol = match params.get("protocol").filter(|p| !p.is_empty()) {
         None => TunnelProtocol::Tcp,
@@ -348,6 +347,9 @@ pub fn creation_error(err: TunnelError) -> ApiError {
             "No free port",
             "every allowed port (used_ports minus excluded_ports) is in use",
         ),
+        TunnelError::Port(err @ PoolError::NotAnAddress(_)) => {
+            ApiError::bad_request("ERR_CODE_INVALID_REQUEST", "Invalid local", err.to_string())
+        }
         TunnelError::Port(err @ PoolError::Bind { .. }) => ApiError::new(
             StatusCode::CONFLICT,
             "ERR_CODE_UNABLE_TO_START_TUNNEL",
