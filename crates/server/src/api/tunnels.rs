@@ -18,18 +18,14 @@ use crate::audit::{Actor, Event};
 use crate::port_pool::PoolError;
 use crate::secrets::Secret;
 use crate::tunnels::{
-    CheckError, ProxyRequest, TunnelError, TunnelInfo, TunnelRequest, scheme_for_port,
+    CheckError, MAX_AUTO_CLOSE, MAX_IDLE_TIMEOUT_MINUTES, ProxyRequest, TunnelError, TunnelInfo,
+    TunnelRequest, scheme_for_port,
 };
 
 /// RPort's limit on `scheme`.
 const MAX_SCHEME_LEN: usize = 15;
 
-/// RPort's tunnel parameters that a later feature implements. Until then they are refused
-/// rather than ignored: silently dropping `auth_password` would expose a web UI the caller
-/// meant to protect.
-/// RPort's upper bounds.
-const MAX_IDLE_TIMEOUT_MINUTES: u32 = 10080;
-const MAX_AUTO_CLOSE: Duration = Duration::from_secs(744 * 3600);
+/// RPort's default idle timeout; the upper bounds are the tunnels' own.
 const DEFAULT_IDLE_TIMEOUT_MINUTES: u32 = 5;
 
 /// A tunnel in RPort's shape (ports as strings, `auto_close` in nanoseconds as Go

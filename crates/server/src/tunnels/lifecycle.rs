@@ -6,6 +6,11 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
+/// The longest idle timeout a tunnel may have, in minutes (a week).
+pub const MAX_IDLE_TIMEOUT_MINUTES: u32 = 10080;
+/// The latest a tunnel may be set to close after its creation (31 days).
+pub const MAX_AUTO_CLOSE: Duration = Duration::from_secs(744 * 3600);
+
 /// Why a tunnel ended, as the API and the store name it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CloseReason {
@@ -18,6 +23,9 @@ pub enum CloseReason {
     ServerShutdown,
     /// After a restart its port could not be bound again.
     PortUnavailable,
+    /// After a restart its stored record did not parse (an ACL, its protocol, its
+    /// password hash, ...): it stays closed rather than open with looser rules.
+    CorruptState,
 }
 
 impl CloseReason {
@@ -29,6 +37,7 @@ impl CloseReason {
             Self::ClientGone => "client_gone",
             Self::ServerShutdown => "server_shutdown",
             Self::PortUnavailable => "port_unavailable",
+            Self::CorruptState => "corrupt_state",
         }
     }
 

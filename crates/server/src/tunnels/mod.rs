@@ -6,6 +6,7 @@ mod agent_check;
 mod http_proxy;
 mod lifecycle;
 pub mod proxy_request;
+mod stored;
 mod tcp;
 mod udp;
 
@@ -26,8 +27,8 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 pub use agent_check::CheckError;
-pub use lifecycle::CloseReason;
 use lifecycle::{Activity, Limits, Verdict};
+pub use lifecycle::{CloseReason, MAX_AUTO_CLOSE, MAX_IDLE_TIMEOUT_MINUTES};
 
 use crate::audit::{self, Actor, ActorKind, AuditLog};
 use crate::port_pool::{BoundPort, PoolError, PortPool};
@@ -481,12 +482,10 @@ impl TunnelManager {
     }
 
     async fn restore(self: &Arc<Self>, mut record: TunnelRecord) {
-        let protocol = record.protocol.parse().unwrap_or_default();
-        let acl = record
-            .options
-            .acl
-            .as_deref()
-            .and_then(|a| Acl::parse(a).ok());
+        let (protocol, acl) = match stored::check(&record) {
+            Ok(stored::Restorable { protocol, acl }) => (protocol, acl),
+            Err(why) => return self.refuse_stored(&record, &why).await,
+        };
         // Port 0: a proxy tunnel reached on the shared proxy port only.
         let bound = match record.lport {
             0 => Ok(None),
@@ -515,6 +514,33 @@ impl TunnelManager {
                 }
             }
         }
+    }
+
+    /// A live tunnel whose stored record does not parse stays closed: opened with what
+    /// could be read it might let in more than its operator allowed (no ACL, no password).
+    /// Its row is kept as found, for the operator to look at.
+    async fn refuse_stored(&self, record: &TunnelRecord, why: &str) {
+        let reason = CloseReason::CorruptState;
+        tracing::error!(
+            tunnel = %record.id, client = %record.client_id,
+            "tunnel not restored, its stored record does not parse: {why}; it ends as {} instead of opening with looser rules",
+            reason.as_str()
+        );
+        let ended = self
+            .store
+            .end_tunnel(&record.id, Utc::now(), reason.status(), reason.as_str())
+            .await;
+        if let Err(err) = ended {
+            tracing::error!(tunnel = %record.id, "saving tunnel: {err}");
+        }
+        let event = audit::Event {
+            action: "tunnel.close",
+            resource: &record.id,
+            project: Some(&record.project),
+            success: true,
+            detail: format!("{} (client {}): {why}", reason.as_str(), record.client_id),
+        };
+        self.audit.record(&Actor::system(), event).await;
     }
 
     fn active(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<ActiveTunnel>>> {
@@ -619,6 +645,7 @@ impl TunnelManager {
                 .registry
                 .project_of(&request.client_id)
                 .unwrap_or_else(|| rport_store::DEFAULT_PROJECT.to_owned()),
+            damage: None,
         };
         self.store.insert_tunnel(&record).await?;
         let tunnel = ActiveTunnel::new(record, request.acl, None);
