@@ -614,28 +614,31 @@ fn write_agent_config(dir: &std::path::Path, body: &str) -> String {
     path.to_str().expect("utf-8").to_owned()
 }
 
+/// Agent `client-1`, connected, whose `tunnel_allowed` is only 127.0.0.1:`port`.
+fn attach_allowing_only(server: &Rportd, dir: &std::path::Path, port: u16) -> Rport {
+    let config = write_agent_config(
+        dir,
+        &format!("[client]\ntunnel_allowed = [\"127.0.0.1:{port}\"]\n"),
+    );
+    let agent = Rport::attach_with(
+        server,
+        "client-1",
+        &dir.join("agent"),
+        server.agent_address,
+        &["-c", &config],
+        &[],
+    );
+    server.wait_connection_state("client-1", "connected", ATTACH);
+    agent
+}
+
 #[test]
 fn the_agents_allow_list_is_asked_and_enforced() {
     let dir = tempdir();
     let server = Rportd::start(dir.path());
     let echo = echo_server();
     let other = echo_server();
-    let config = write_agent_config(
-        dir.path(),
-        &format!(
-            "[client]\ntunnel_allowed = [\"127.0.0.1:{}\"]\n",
-            echo.port()
-        ),
-    );
-    let _agent = Rport::attach_with(
-        &server,
-        "client-1",
-        &dir.path().join("agent"),
-        server.agent_address,
-        &["-c", &config],
-        &[],
-    );
-    server.wait_connection_state("client-1", "connected", ATTACH);
+    let _agent = attach_allowing_only(&server, dir.path(), echo.port());
 
     let allowed = server.open_tunnel("client-1", &format!("remote={}", echo.port()));
     echo_round_trip(tunnel_address(&allowed), 10_000, 1);
@@ -672,22 +675,7 @@ fn a_refusal_does_not_tell_how_the_device_resolves_names() {
     let server = Rportd::start(dir.path());
     let echo = echo_server();
     let other = echo_server();
-    let config = write_agent_config(
-        dir.path(),
-        &format!(
-            "[client]\ntunnel_allowed = [\"127.0.0.1:{}\"]\n",
-            echo.port()
-        ),
-    );
-    let agent = Rport::attach_with(
-        &server,
-        "client-1",
-        &dir.path().join("agent"),
-        server.agent_address,
-        &["-c", &config],
-        &[],
-    );
-    server.wait_connection_state("client-1", "connected", ATTACH);
+    let agent = attach_allowing_only(&server, dir.path(), echo.port());
 
     for check in ["1", "0"] {
         let remote = format!("localhost:{}", other.port());
