@@ -9,6 +9,7 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use rport_protocol::datagram::{self, DatagramDecoder};
 use rport_protocol::ip_rules::AllowList;
+use rport_protocol::tunnel_spec::Endpoint;
 use rport_protocol::{CheckAnswer, CheckOutcome, CheckRequest, OpenRequest, StreamProtocol};
 use rport_transport::mux::{self, IncomingStream, MuxStream};
 use tokio::net::{TcpStream, UdpSocket};
@@ -19,11 +20,34 @@ const CHECK_LINGER: Duration = Duration::from_secs(10);
 /// A UDP target's socket is closed after this long without a datagram either way.
 const UDP_IDLE: Duration = Duration::from_secs(60);
 
-/// Why a target is not used.
+/// Why a target is not used. The text is for the agent's log: it can say how the device
+/// resolved a name, which the server must not pass on to whoever asked for the tunnel (a
+/// user allowed to open tunnels would otherwise look names up through the device). What
+/// the server is told is [`Refusal::for_server`].
 #[derive(Debug)]
 enum Refusal {
     NotAllowed(String),
     NotReachable(String),
+}
+
+/// What the server hears when `tunnel_allowed` refuses a target, however the name resolved.
+const NOT_ALLOWED_ANSWER: &str =
+    "the target is not in the device's tunnel_allowed ([client] tunnel_allowed in rport.conf)";
+
+impl Refusal {
+    /// The whole reason, for this agent's log.
+    fn detail(&self) -> &str {
+        match self {
+            Self::NotAllowed(detail) | Self::NotReachable(detail) => detail,
+        }
+    }
+
+    fn for_server(&self) -> &str {
+        match self {
+            Self::NotAllowed(_) => NOT_ALLOWED_ANSWER,
+            Self::NotReachable(message) => message,
+        }
+    }
 }
 
 /// Serves one stream the server opened: a check, a TCP connection or a UDP flow.
@@ -44,14 +68,22 @@ pub async fn serve_stream(incoming: IncomingStream, allowed: Arc<AllowList>) {
     let target = match resolve_allowed(&request, &allowed).await {
         Ok(target) => target,
         Err(refusal) => {
-            tracing::warn!(tunnel = %request.tunnel_id, "stream refused: {refusal:?}");
-            incoming.stream.reset(&format!("{refusal:?}"));
+            tracing::warn!(tunnel = %request.tunnel_id, "stream refused: {}", refusal.detail());
+            incoming.stream.reset(refusal.for_server());
             return;
         }
     };
     match request.protocol {
         StreamProtocol::Tcp => carry_tcp(incoming.stream, target, &request.tunnel_id).await,
         StreamProtocol::Udp => carry_udp(incoming.stream, target, &request.tunnel_id).await,
+    }
+}
+
+/// The target as the server named it, never as it resolved.
+fn requested(request: &OpenRequest) -> Endpoint {
+    Endpoint {
+        host: request.host.clone(),
+        port: request.port,
     }
 }
 
@@ -62,16 +94,33 @@ async fn resolve_allowed(
     request: &OpenRequest,
     allowed: &AllowList,
 ) -> Result<SocketAddr, Refusal> {
-    let resolved: Vec<SocketAddr> = tokio::net::lookup_host((request.host.as_str(), request.port))
+    let resolved = tokio::net::lookup_host((request.host.as_str(), request.port))
         .await
-        .map_err(|err| Refusal::NotReachable(format!("resolving {}: {err}", request.host)))?
-        .collect();
-    if resolved.is_empty() {
-        return Err(Refusal::NotReachable(format!(
-            "{} has no address",
-            request.host
-        )));
-    }
+        .map(Iterator::collect);
+    choose_target(&requested(request), resolved, allowed)
+}
+
+/// The decision of [`resolve_allowed`], given the resolver's answer.
+fn choose_target(
+    target: &Endpoint,
+    resolved: std::io::Result<Vec<SocketAddr>>,
+    allowed: &AllowList,
+) -> Result<SocketAddr, Refusal> {
+    let resolved = match resolved {
+        Ok(resolved) if !resolved.is_empty() => resolved,
+        failed => {
+            let why = match failed {
+                Err(err) => format!("resolving {}: {err}", target.host),
+                Ok(_) => format!("{} has no address", target.host),
+            };
+            // With an allow-list, a name that does not resolve is not allowed either;
+            // saying "not reachable" would tell the asker which names exist here.
+            return Err(match allowed.is_empty() {
+                true => Refusal::NotReachable(why),
+                false => Refusal::NotAllowed(format!("{why}, so tunnel_allowed cannot allow it")),
+            });
+        }
+    };
     resolved
         .iter()
         .copied()
@@ -79,9 +128,7 @@ async fn resolve_allowed(
         .ok_or_else(|| {
             let shown: Vec<String> = resolved.iter().map(ToString::to_string).collect();
             Refusal::NotAllowed(format!(
-                "{}:{} resolves to {}, which tunnel_allowed does not include",
-                request.host,
-                request.port,
+                "{target} resolves to {}, which tunnel_allowed does not include",
                 shown.join(", ")
             ))
         })
@@ -93,36 +140,43 @@ async fn answer_check(
     check: CheckRequest,
     allowed: &AllowList,
 ) {
+    let target = requested(request);
     let answer = match resolve_allowed(request, allowed).await {
-        Err(Refusal::NotAllowed(message)) => CheckAnswer {
-            outcome: CheckOutcome::NotAllowed,
-            message,
-        },
-        Err(Refusal::NotReachable(message)) => CheckAnswer {
-            outcome: CheckOutcome::NotReachable,
-            message,
-        },
-        Ok(target) => match check.dial_timeout_ms {
+        Err(refusal) => {
+            tracing::warn!("tunnel check for {target} refused: {}", refusal.detail());
+            CheckAnswer {
+                outcome: match refusal {
+                    Refusal::NotAllowed(_) => CheckOutcome::NotAllowed,
+                    Refusal::NotReachable(_) => CheckOutcome::NotReachable,
+                },
+                message: refusal.for_server().to_owned(),
+            }
+        }
+        Ok(address) => match check.dial_timeout_ms {
             None => CheckAnswer {
                 outcome: CheckOutcome::Ok,
                 message: target.to_string(),
             },
             Some(ms) => {
                 let timeout = Duration::from_millis(ms);
-                match tokio::time::timeout(timeout, TcpStream::connect(target)).await {
-                    Ok(Ok(_)) => CheckAnswer {
-                        outcome: CheckOutcome::Ok,
-                        message: target.to_string(),
-                    },
-                    Ok(Err(err)) => CheckAnswer {
-                        outcome: CheckOutcome::NotReachable,
-                        message: format!("connecting to {target}: {err}"),
-                    },
-                    Err(_) => CheckAnswer {
-                        outcome: CheckOutcome::NotReachable,
-                        message: format!("connecting to {target}: no answer within {timeout:?}"),
-                    },
+                // Messages name the target as asked for: the address a name resolved to
+                // stays in this log.
+                let (outcome, message) =
+                    match tokio::time::timeout(timeout, TcpStream::connect(address)).await {
+                        Ok(Ok(_)) => (CheckOutcome::Ok, target.to_string()),
+                        Ok(Err(err)) => (
+                            CheckOutcome::NotReachable,
+                            format!("connecting to {target}: {err}"),
+                        ),
+                        Err(_) => (
+                            CheckOutcome::NotReachable,
+                            format!("connecting to {target}: no answer within {timeout:?}"),
+                        ),
+                    };
+                if outcome != CheckOutcome::Ok {
+                    tracing::info!("tunnel check: {message} (at {address})");
                 }
+                CheckAnswer { outcome, message }
             }
         },
     };
@@ -271,6 +325,50 @@ mod tests {
                 .await
                 .is_ok()
         );
+    }
+
+    fn endpoint(host: &str, port: u16) -> Endpoint {
+        Endpoint {
+            host: host.into(),
+            port,
+        }
+    }
+
+    /// How a name resolved goes to the agent's log, never to the server.
+    #[test]
+    fn a_refusal_tells_the_server_nothing_of_how_names_resolved() {
+        let list = allow(&["10.0.0.0/8:22"]);
+        let target = endpoint("db.example", 22);
+        let resolved = vec!["192.0.2.9:22".parse().expect("addr")];
+        let refusal = choose_target(&target, Ok(resolved), &list).expect_err("not allowed");
+        let Refusal::NotAllowed(detail) = &refusal else {
+            panic!("{refusal:?}");
+        };
+        assert!(detail.contains("192.0.2.9"), "{detail}");
+        assert_eq!(refusal.for_server(), NOT_ALLOWED_ANSWER);
+        assert!(!refusal.for_server().contains("192.0.2.9"));
+
+        // Whether the name exists is not told either: with an allow-list, a name that
+        // does not resolve is simply not allowed.
+        let failed = Err(std::io::Error::other("no such name"));
+        let refusal = choose_target(&target, failed, &list).expect_err("not allowed");
+        assert!(
+            matches!(&refusal, Refusal::NotAllowed(d) if d.contains("no such name")),
+            "{refusal:?}"
+        );
+        assert_eq!(refusal.for_server(), NOT_ALLOWED_ANSWER);
+        let refusal = choose_target(&target, Ok(Vec::new()), &list).expect_err("no address");
+        assert_eq!(refusal.for_server(), NOT_ALLOWED_ANSWER);
+
+        // Without an allow-list anything may be reached, so the reason is worth passing on.
+        let failed = Err(std::io::Error::other("no such name"));
+        let refusal =
+            choose_target(&target, failed, &AllowList::default()).expect_err("not reachable");
+        assert!(
+            matches!(&refusal, Refusal::NotReachable(m) if m.contains("no such name")),
+            "{refusal:?}"
+        );
+        assert!(refusal.for_server().contains("no such name"));
     }
 
     /// A name is allowed only through the address it resolves to, and that address is

@@ -397,6 +397,195 @@ fn restart_keeps_agents_listed_and_they_come_back_by_themselves() {
     assert_eq!(past["close_reason"], "server_shutdown");
 }
 
+/// The server's database, opened beside a stopped rportd to damage what it stored.
+fn database(dir: &std::path::Path) -> rusqlite::Connection {
+    rusqlite::Connection::open(dir.join("server-data").join("rportd.db")).expect("open database")
+}
+
+/// A crash leaves tunnels live in the store, to be opened again on the next start. One
+/// whose stored record no longer parses (its ACL, its options, its protocol) must not come
+/// back open wider than it was: it ends as `corrupt_state`, its port stays shut, and the
+/// log says which tunnel and what did not parse. Sound tunnels come back as before.
+#[test]
+fn a_live_tunnel_whose_stored_record_does_not_parse_stays_closed_after_a_crash() {
+    let dir = tempdir();
+    let mut server = Rportd::start(dir.path());
+    let agent_port = server.agent_address.port();
+    let _agent = Rport::attach(&server, "client-1", &dir.path().join("agent"));
+    server.wait_connection_state("client-1", "connected", ATTACH);
+    let echo = echo_server();
+    let open = |acl: &str| {
+        let tunnel = server.open_tunnel("client-1", &format!("remote={}&acl={acl}", echo.port()));
+        tunnel["id"].as_str().expect("id").to_owned()
+    };
+    // The same target thrice needs three different ACLs; each lets this test in.
+    let bad_acl = open("127.0.0.1");
+    let bad_options = open("127.0.0.1,127.0.0.2");
+    let bad_protocol = open("127.0.0.1,127.0.0.3");
+    let sound = open("127.0.0.1,127.0.0.4");
+    let ports: Vec<(String, std::net::SocketAddr)> =
+        [&bad_acl, &bad_options, &bad_protocol, &sound]
+            .iter()
+            .map(|id| {
+                let tunnel = server.tunnel(id).expect("listed");
+                ((*id).clone(), tunnel_address(&tunnel))
+            })
+            .collect();
+    server.kill();
+
+    let db = database(dir.path());
+    let damage = |sql: &str, id: &str| {
+        assert_eq!(db.execute(sql, [id]).expect(sql), 1, "{sql}");
+    };
+    damage(
+        "UPDATE tunnels SET options = json_set(options, '$.acl', '127.0.0.1,300.0.0.1') WHERE id = ?1",
+        &bad_acl,
+    );
+    damage(
+        "UPDATE tunnels SET options = substr(options, 1, 20) WHERE id = ?1",
+        &bad_options,
+    );
+    damage(
+        "UPDATE tunnels SET protocol = 'tcp-ish' WHERE id = ?1",
+        &bad_protocol,
+    );
+    drop(db);
+
+    let server = Rportd::start_with(
+        dir.path(),
+        &ServerSettings {
+            agent_port,
+            ..Default::default()
+        },
+    );
+    for (id, what) in [
+        (&bad_acl, "acl"),
+        (&bad_options, "options"),
+        (&bad_protocol, "protocol"),
+    ] {
+        let tunnel = server.tunnel(id).expect("kept");
+        assert_eq!(tunnel["status"], "terminated", "{tunnel}");
+        assert_eq!(tunnel["close_reason"], "corrupt_state", "{tunnel}");
+        let line = server.stderr.wait_for(&format!("tunnel={id}"), ATTACH);
+        assert!(
+            line.contains("client-1") && line.contains("does not parse") && line.contains(what),
+            "{line}"
+        );
+    }
+    server.wait_connection_state("client-1", "connected", ATTACH);
+    let restored = server.wait_tunnel_status(&sound, "opened", ATTACH);
+    assert_eq!(restored["close_reason"], Value::Null, "{restored}");
+    for (id, address) in &ports {
+        if *id == sound {
+            echo_round_trip(*address, 10_000, 1);
+        } else {
+            let refused = TcpStream::connect_timeout(address, Duration::from_secs(5));
+            assert!(
+                refused.is_err(),
+                "the port {address} of damaged tunnel {id} accepts connections"
+            );
+        }
+    }
+}
+
+/// Runs rportd on the configuration `Rportd` wrote into `dir`, expecting it to stop by
+/// itself; one still running after 30 s is killed. Returns whether it exited on its own
+/// with success, and what it wrote to stderr.
+fn start_expecting_exit(dir: &std::path::Path) -> (Option<bool>, String) {
+    let log = dir.join("rportd-start.log");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_rportd"))
+        .arg("-c")
+        .arg(dir.join("rportd.conf"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("log file"))
+        .spawn()
+        .expect("spawn rportd");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let exited = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break Some(status.success());
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        thread::sleep(Duration::from_millis(50));
+    };
+    (exited, std::fs::read_to_string(&log).unwrap_or_default())
+}
+
+/// A managed agent credential that does not parse must not be dropped, nor replaced by a
+/// newly generated one saved over every stored credential (which locks all agents out):
+/// rportd refuses to start, naming the record and the database file, and leaves it as is.
+#[test]
+fn damaged_agent_credentials_stop_the_start_and_are_left_as_they_are() {
+    let dir = tempdir();
+    let settings = ServerSettings {
+        agent_auth: String::new(),
+        ..Default::default()
+    };
+    let mut server = Rportd::start_with(dir.path(), &settings);
+    server
+        .stdout
+        .wait_for("generated agent credential", Duration::from_secs(10));
+    assert!(server.terminate().success());
+    let db = database(dir.path());
+    let read = || -> String {
+        db.query_row(
+            "SELECT value FROM settings WHERE key = 'agent_credentials'",
+            [],
+            |row| row.get(0),
+        )
+        .expect("stored credentials")
+    };
+    let original = read();
+    let saved: Value = serde_json::from_str(&original).expect("JSON");
+    let hash = saved["rport"]["hash"].as_str().expect("hash of rport");
+    let db_path = dir.path().join("server-data").join("rportd.db");
+
+    let damaged_hash = json_with_hash(&original, hash, &hash[..hash.len() - 2]);
+    let not_json = original[..original.len() / 2].to_owned();
+    for (damaged, names) in [
+        (damaged_hash, "agent credential \"rport\""),
+        (not_json, "agent credentials"),
+    ] {
+        db.execute(
+            "UPDATE settings SET value = ?1 WHERE key = 'agent_credentials'",
+            [&damaged],
+        )
+        .expect("damage");
+        let (exited, stderr) = start_expecting_exit(dir.path());
+        assert_eq!(exited, Some(false), "rportd must refuse to start: {stderr}");
+        assert!(
+            stderr.contains(names)
+                && stderr.contains("agent_credentials")
+                && stderr.contains(&db_path.display().to_string()),
+            "{stderr}"
+        );
+        assert_eq!(
+            read(),
+            damaged,
+            "the stored credentials are left as they were"
+        );
+    }
+
+    // Repaired, it starts as before, with no credential generated.
+    db.execute(
+        "UPDATE settings SET value = ?1 WHERE key = 'agent_credentials'",
+        [&original],
+    )
+    .expect("repair");
+    let server = Rportd::start_with(dir.path(), &settings);
+    assert!(server.stdout.find("generated agent credential").is_none());
+    assert_eq!(read(), original);
+}
+
+fn json_with_hash(json: &str, hash: &str, replacement: &str) -> String {
+    assert_eq!(json.matches(hash).count(), 1);
+    json.replace(hash, replacement)
+}
+
 #[test]
 fn agent_without_id_creates_one_and_keeps_it() {
     let dir = tempdir();

@@ -150,6 +150,102 @@ fn acl_admits_listed_sources_only_and_changes_live() {
 }
 
 /// A free port among the test server's used_ports on `::1`.
+/// Entries that are each narrower than everyone can add up to everyone; that is refused
+/// like `0.0.0.0/0` on every path that sets an ACL.
+#[test]
+fn acls_that_together_let_everyone_in_are_refused_on_every_path() {
+    let dir = tempdir();
+    let (server, _agent) = server_with_agent(dir.path(), "");
+    let echo = echo_server();
+    let everyone = [
+        "0.0.0.0/1,128.0.0.0/1",
+        "0.0.0.0/2,64.0.0.0/2,128.0.0.0/1,2001:db8::1",
+        "::/1,8000::/1",
+        "::ffff:0.0.0.0/97,::ffff:128.0.0.0/97",
+    ];
+    for acl in everyone {
+        let query = format!("remote={}&acl={}", echo.port(), acl.replace('/', "%2F"));
+        let (status, body) = put_tunnel(&server, &query);
+        assert_eq!(
+            (status, error_code(&body)),
+            (400, "ERR_CODE_INVALID_ACL"),
+            "acl={acl}: {body}"
+        );
+        let detail = body["errors"][0]["detail"].as_str().unwrap_or_default();
+        assert!(detail.contains("cover every"), "{detail}");
+    }
+    let (_, open) = server.request("GET", "/api/v1/tunnels");
+    assert_eq!(open["data"], json!([]), "no tunnel was opened");
+
+    let tunnel = server.open_tunnel("client-1", &format!("remote={}&acl=0.0.0.0/1", echo.port()));
+    let acl_path = format!("/api/v1/clients/client-1/tunnels/{}/acl", id(&tunnel));
+    for acl in everyone {
+        let (status, body) = server.send_json("PUT", &acl_path, &json!({ "acl": acl }));
+        assert_eq!(
+            (status, error_code(&body)),
+            (400, "ERR_CODE_INVALID_ACL"),
+            "acl={acl}: {body}"
+        );
+    }
+    assert_eq!(
+        server.tunnel(&id(&tunnel)).expect("listed")["acl"],
+        "0.0.0.0/1"
+    );
+
+    // API v2 takes one entry: the IPv4-mapped range as a whole is all of IPv4.
+    let bearer = server.bearer();
+    for allowed_ip in ["::ffff:0:0/96", "0.0.0.0/0"] {
+        let reply = server.call(
+            "POST",
+            "/api/v2/default/port_tunnel",
+            &bearer,
+            &[],
+            Some(
+                &json!({"device_uuid": "client-1", "port": echo.port(), "allowed_ip": allowed_ip}),
+            ),
+        );
+        assert_eq!(
+            (reply.status, error_code(&reply.body)),
+            (400, "ERR_CODE_INVALID_ACL"),
+            "allowed_ip={allowed_ip}: {}",
+            reply.body
+        );
+    }
+}
+
+/// `local` is bound by rportd, which looks up no names it is sent: a name is refused
+/// before anything is resolved or bound.
+#[test]
+fn the_servers_side_of_a_tunnel_takes_addresses_not_names() {
+    let dir = tempdir();
+    let (server, _agent) = server_with_agent(dir.path(), "");
+    let echo = echo_server();
+    // A name the machine resolves itself, so that a regression looks up nothing outside;
+    // and a port that was free, since before the fix it got bound.
+    let port = wait_for("a free port among used_ports", ATTACH, || {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .ok()?
+            .local_addr()
+            .ok()?
+            .port();
+        (20000..=60000).contains(&port).then_some(port)
+    });
+    let local = format!("localhost:{port}");
+    let (status, body) = put_tunnel(&server, &format!("remote={}&local={local}", echo.port()));
+    assert_eq!(
+        (status, error_code(&body)),
+        (400, "ERR_CODE_INVALID_REQUEST"),
+        "local={local}: {body}"
+    );
+    let detail = body["errors"][0]["detail"].as_str().unwrap_or_default();
+    assert!(
+        detail.contains("localhost") && detail.contains("IP address"),
+        "{detail}"
+    );
+    let (_, open) = server.request("GET", "/api/v1/tunnels");
+    assert_eq!(open["data"], json!([]), "no tunnel was opened");
+}
+
 fn free_v6_port() -> u16 {
     wait_for("a free IPv6 port", Duration::from_secs(5), || {
         let listener = TcpListener::bind((Ipv6Addr::LOCALHOST, 0)).ok()?;
@@ -518,28 +614,31 @@ fn write_agent_config(dir: &std::path::Path, body: &str) -> String {
     path.to_str().expect("utf-8").to_owned()
 }
 
+/// Agent `client-1`, connected, whose `tunnel_allowed` is only 127.0.0.1:`port`.
+fn attach_allowing_only(server: &Rportd, dir: &std::path::Path, port: u16) -> Rport {
+    let config = write_agent_config(
+        dir,
+        &format!("[client]\ntunnel_allowed = [\"127.0.0.1:{port}\"]\n"),
+    );
+    let agent = Rport::attach_with(
+        server,
+        "client-1",
+        &dir.join("agent"),
+        server.agent_address,
+        &["-c", &config],
+        &[],
+    );
+    server.wait_connection_state("client-1", "connected", ATTACH);
+    agent
+}
+
 #[test]
 fn the_agents_allow_list_is_asked_and_enforced() {
     let dir = tempdir();
     let server = Rportd::start(dir.path());
     let echo = echo_server();
     let other = echo_server();
-    let config = write_agent_config(
-        dir.path(),
-        &format!(
-            "[client]\ntunnel_allowed = [\"127.0.0.1:{}\"]\n",
-            echo.port()
-        ),
-    );
-    let _agent = Rport::attach_with(
-        &server,
-        "client-1",
-        &dir.path().join("agent"),
-        server.agent_address,
-        &["-c", &config],
-        &[],
-    );
-    server.wait_connection_state("client-1", "connected", ATTACH);
+    let _agent = attach_allowing_only(&server, dir.path(), echo.port());
 
     let allowed = server.open_tunnel("client-1", &format!("remote={}", echo.port()));
     echo_round_trip(tunnel_address(&allowed), 10_000, 1);
@@ -566,6 +665,42 @@ fn the_agents_allow_list_is_asked_and_enforced() {
             );
         }
     }
+}
+
+/// A `tunnels` user must not learn through refusals how the device resolves names: the
+/// API says the target is not allowed and where that is set, the agent's log says why.
+#[test]
+fn a_refusal_does_not_tell_how_the_device_resolves_names() {
+    let dir = tempdir();
+    let server = Rportd::start(dir.path());
+    let echo = echo_server();
+    let other = echo_server();
+    let agent = attach_allowing_only(&server, dir.path(), echo.port());
+
+    for check in ["1", "0"] {
+        let remote = format!("localhost:{}", other.port());
+        let (status, body) = put_tunnel(&server, &format!("remote={remote}&check_port={check}"));
+        assert_eq!(
+            (status, error_code(&body)),
+            (400, "ERR_CODE_TUNNEL_NOT_ALLOWED"),
+            "{body}"
+        );
+        let detail = body["errors"][0]["detail"].as_str().unwrap_or_default();
+        assert!(
+            detail.contains(&remote) && detail.contains("tunnel_allowed"),
+            "{detail}"
+        );
+        assert!(
+            !detail.contains("127.0.0.1")
+                && !detail.contains("::1")
+                && !detail.contains("resolves"),
+            "the detail tells how the device resolved the name: {detail}"
+        );
+    }
+    let logged = agent
+        .stderr
+        .wait_for(&format!("resolves to 127.0.0.1:{}", other.port()), ATTACH);
+    assert!(logged.contains("tunnel_allowed"), "{logged}");
 }
 
 #[test]

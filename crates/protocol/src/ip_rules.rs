@@ -31,6 +31,13 @@ pub enum RuleError {
         "{0:?} would allow access to everyone: omit `acl` to let anyone connect, or list the addresses that may"
     )]
     MatchAll(String),
+    #[error(
+        "together the entries cover every {family} address, so the ACL would let everyone in: omit `acl` to let anyone connect, or list only the addresses that may"
+    )]
+    CoversAll {
+        /// `IPv4` or `IPv6`.
+        family: &'static str,
+    },
     #[error("the ACL has {count} entries, at most {max} are allowed")]
     TooManyEntries { count: usize, max: usize },
     #[error("the ACL is {len} bytes long, at most {max} are allowed")]
@@ -140,6 +147,20 @@ impl IpNet {
         self.prefix == 0
     }
 
+    /// First and last address of the network, as numbers of its family.
+    fn range(&self) -> (u128, u128) {
+        match self.addr {
+            IpAddr::V4(v4) => {
+                let start = u32::from(v4);
+                (u128::from(start), u128::from(start | !mask_v4(self.prefix)))
+            }
+            IpAddr::V6(v6) => {
+                let start = u128::from(v6);
+                (start, start | !mask_v6(self.prefix))
+            }
+        }
+    }
+
     /// `0.0.0.0` or `::` as a single host: people write it meaning "everyone", although as
     /// a peer address it matches no one.
     fn is_unspecified_host(&self) -> bool {
@@ -233,6 +254,11 @@ impl Acl {
                 nets.push(net);
             }
         }
+        // Entries that are each narrower than everyone can still add up to everyone
+        // (`0.0.0.0/1,128.0.0.0/1`); the rule is about what the ACL lets in, not its spelling.
+        if let Some(family) = covered_family(&nets) {
+            return Err(RuleError::CoversAll { family });
+        }
         Ok(Acl(nets))
     }
 
@@ -255,6 +281,49 @@ impl fmt::Display for Acl {
         }
         Ok(())
     }
+}
+
+/// The family (`IPv4` or `IPv6`) whose every peer address some net in `nets` contains.
+///
+/// Peers in the IPv4-mapped range `::ffff:0:0/96` are matched as IPv4 (see [`canonical`]),
+/// so an IPv6 net can never let them in and they need no IPv6 coverage: IPv6 counts as
+/// covered once everything outside that range is. IPv4-mapped networks written in an ACL
+/// are IPv4 networks already (see [`IpNet::new`]).
+fn covered_family(nets: &[IpNet]) -> Option<&'static str> {
+    const V4_LAST: u128 = u32::MAX as u128;
+    const MAPPED: (u128, u128) = (0xffff_u128 << 32, (0xffff_u128 << 32) | V4_LAST);
+    let (mut v4, mut v6): (Vec<_>, Vec<_>) = (Vec::new(), vec![MAPPED]);
+    for net in nets {
+        match net.addr {
+            IpAddr::V4(_) => v4.push(net.range()),
+            IpAddr::V6(_) => v6.push(net.range()),
+        }
+    }
+    if covers(&mut v4, V4_LAST) {
+        Some("IPv4")
+    } else if covers(&mut v6, u128::MAX) {
+        Some("IPv6")
+    } else {
+        None
+    }
+}
+
+/// Whether the inclusive `ranges` together contain every number from 0 to `last`.
+fn covers(ranges: &mut [(u128, u128)], last: u128) -> bool {
+    ranges.sort_unstable();
+    // Everything below `next` is covered; sorted by start, a range that starts past it
+    // leaves `next` uncovered for good.
+    let mut next: u128 = 0;
+    for &(start, end) in ranges.iter() {
+        if start > next {
+            return false;
+        }
+        if end >= last {
+            return true;
+        }
+        next = next.max(end + 1);
+    }
+    false
 }
 
 /// One `tunnel_allowed` entry: a network, and optionally the one port allowed on it.
@@ -673,6 +742,104 @@ mod tests {
         assert!(Acl::parse("::1").is_ok());
     }
 
+    fn covers_all(text: &str) -> Option<&'static str> {
+        match Acl::parse(text) {
+            Err(RuleError::CoversAll { family }) => Some(family),
+            Ok(_) => None,
+            Err(other) => panic!("{text}: {other}"),
+        }
+    }
+
+    /// The networks that together hold every address of `addr`'s family but `addr`: for
+    /// each prefix length, the sibling of the network containing `addr`.
+    fn complement_of(addr: IpAddr) -> Vec<String> {
+        let bits = u32::from(max_prefix(addr));
+        let value = match addr {
+            IpAddr::V4(v4) => u128::from(u32::from(v4)),
+            IpAddr::V6(v6) => u128::from(v6),
+        };
+        (1..=bits)
+            .map(|prefix| {
+                let flipped = value ^ (1u128 << (bits - prefix));
+                let ip = match addr {
+                    IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::from(flipped as u32)),
+                    IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::from(flipped)),
+                };
+                IpNet::new(ip, prefix as u8)
+                    .expect("prefix in range")
+                    .to_string()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn acl_refuses_entries_that_together_cover_everyone() {
+        for (text, family) in [
+            ("0.0.0.0/1,128.0.0.0/1", "IPv4"),
+            ("128.0.0.0/1, 0.0.0.0/1", "IPv4"),
+            ("0.0.0.0/1,128.0.0.0/2,192.0.0.0/2", "IPv4"),
+            ("10.0.0.1,0.0.0.0/1,128.0.0.0/1,2001:db8::1", "IPv4"),
+            ("::/1,8000::/1", "IPv6"),
+            ("::/1,8000::/2,c000::/2,10.0.0.1", "IPv6"),
+            // Written as IPv4-mapped IPv6, these are the two IPv4 halves.
+            ("::ffff:0.0.0.0/97,::ffff:128.0.0.0/97", "IPv4"),
+            ("::ffff:0.0.0.0/97,128.0.0.0/1", "IPv4"),
+        ] {
+            assert_eq!(covers_all(text), Some(family), "{text}");
+        }
+        // The whole IPv4-mapped range alone is all of IPv4: refused as match-all.
+        assert_eq!(
+            Acl::parse("::ffff:0:0/96"),
+            Err(RuleError::MatchAll("::ffff:0:0/96".into()))
+        );
+        let msg = RuleError::CoversAll { family: "IPv4" }.to_string();
+        assert!(
+            msg.contains("every IPv4 address") && msg.contains("omit `acl`"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn acl_coverage_is_exact_to_one_address() {
+        for addr in [
+            "203.0.113.5",
+            "0.0.0.0",
+            "255.255.255.255",
+            "2001:db8::5",
+            "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff",
+        ] {
+            let addr = ip(addr);
+            let rest = complement_of(addr).join(",");
+            let acl = Acl::parse(&rest).unwrap_or_else(|err| panic!("{addr}: {err}"));
+            assert!(!acl.allows(addr), "{addr}");
+            // Adding the one missing address makes it everyone. 0.0.0.0 and :: as single
+            // hosts are refused on their own, before coverage is looked at.
+            if !addr.is_unspecified() {
+                let family = if addr.is_ipv4() { "IPv4" } else { "IPv6" };
+                assert_eq!(
+                    covers_all(&format!("{rest},{addr}")),
+                    Some(family),
+                    "{addr}"
+                );
+            }
+        }
+    }
+
+    /// IPv6 peers in `::ffff:0:0/96` are IPv4 peers, which IPv6 entries never match: IPv6
+    /// entries covering everything else already let every IPv6 peer in.
+    #[test]
+    fn ipv6_coverage_does_not_need_the_mapped_range() {
+        let rest = complement_of(ip("::ffff:0:0"))
+            .into_iter()
+            .take(96)
+            .collect::<Vec<_>>();
+        assert_eq!(rest.len(), 96);
+        assert_eq!(covers_all(&rest.join(",")), Some("IPv6"));
+        // Without ::fffe:0:0/96, the last of them, it is not everyone.
+        assert_eq!(rest[95], "::fffe:0:0/96");
+        assert_eq!(covers_all(&rest[..95].join(",")), None);
+    }
+
     #[test]
     fn acl_errors_name_the_entry() {
         let err = Acl::parse("1.2.3.4, nonsense ,5.6.7.8").expect_err("bad entry");
@@ -1000,6 +1167,24 @@ mod tests {
             prop_assert_eq!(n.contains(IpAddr::V4(Ipv4Addr::from(b))), same_prefix);
             let mapped = IpAddr::V6(Ipv4Addr::from(b).to_ipv6_mapped());
             prop_assert_eq!(n.contains(mapped), same_prefix);
+        }
+
+        /// Against a brute-force count over the 256 /8 blocks (every prefix here is /8 or
+        /// wider, so a block is either inside a net or outside all of them).
+        #[test]
+        fn acl_coverage_agrees_with_counting_blocks(nets in proptest::collection::vec((any::<u8>(), 1u8..=8), 1..12)) {
+            let text = nets
+                .iter()
+                .map(|(first, prefix)| format!("{first}.0.0.0/{prefix}"))
+                .collect::<Vec<_>>()
+                .join(",");
+            let covered = (0u32..256).all(|block| {
+                nets.iter().any(|&(first, prefix)| {
+                    (u32::from(first) ^ block) >> (8 - u32::from(prefix)) == 0
+                })
+            });
+            let refused = matches!(Acl::parse(&text), Err(RuleError::CoversAll { family: "IPv4" }));
+            prop_assert_eq!(refused, covered, "{}", text);
         }
 
         #[test]

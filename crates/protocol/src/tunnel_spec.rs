@@ -22,6 +22,20 @@ impl fmt::Display for Endpoint {
     }
 }
 
+/// Parses the server's side of a tunnel: `PORT`, `IP:PORT` or `[V6]:PORT`, on
+/// [`DEFAULT_LOCAL_HOST`] when no address is given. A name is refused: the server would
+/// have to look it up, and the text comes from API callers and agents.
+pub fn parse_local_endpoint(input: &str) -> Result<Endpoint, SpecError> {
+    require_ip(parse_endpoint(input, DEFAULT_LOCAL_HOST)?)
+}
+
+fn require_ip(endpoint: Endpoint) -> Result<Endpoint, SpecError> {
+    match endpoint.host.parse::<std::net::IpAddr>() {
+        Ok(_) => Ok(endpoint),
+        Err(_) => Err(SpecError::LocalName(endpoint.host)),
+    }
+}
+
 /// The host an unqualified remote port refers to: the agent's own loopback.
 pub const DEFAULT_REMOTE_HOST: &str = "127.0.0.1";
 /// The host an unqualified local port listens on: every interface of the server.
@@ -37,6 +51,10 @@ pub enum SpecError {
     BadHost(String),
     #[error("too many ':'-separated parts in {0:?} (IPv6 addresses go in brackets: [::1]:22)")]
     TooManyParts(String),
+    #[error(
+        "{0:?} is a name: the server's side takes an IP address (0.0.0.0, 127.0.0.1, [::1]) and a port, since the server looks up no names it is sent"
+    )]
+    LocalName(String),
     #[error("unknown protocol {0:?}: expected tcp, udp or tcp+udp")]
     BadProtocol(String),
 }
@@ -147,7 +165,9 @@ pub fn parse_tunnel_spec(input: &str) -> Result<TunnelSpec, SpecError> {
             })
         };
     Ok(TunnelSpec {
-        local: local.map(|l| build(l, DEFAULT_LOCAL_HOST)).transpose()?,
+        local: local
+            .map(|l| build(l, DEFAULT_LOCAL_HOST).and_then(require_ip))
+            .transpose()?,
         remote: build(remote, DEFAULT_REMOTE_HOST)?,
         protocol,
     })
@@ -324,6 +344,43 @@ mod tests {
                 remote: ep("::1", 3389),
                 protocol: TunnelProtocol::Tcp,
             })
+        );
+    }
+
+    /// The server's side is bound by the server, which looks up no names it is sent.
+    #[test]
+    fn the_local_side_takes_addresses_only() {
+        assert_eq!(parse_local_endpoint("2222"), Ok(ep("0.0.0.0", 2222)));
+        assert_eq!(
+            parse_local_endpoint("127.0.0.1:2222"),
+            Ok(ep("127.0.0.1", 2222))
+        );
+        assert_eq!(parse_local_endpoint("[::1]:2222"), Ok(ep("::1", 2222)));
+        for (input, host) in [
+            ("evil.invalid:21006", "evil.invalid"),
+            ("localhost:2222", "localhost"),
+            // A name by the grammar of names, not an address: Rust refuses leading zeros.
+            ("010.0.0.1:2222", "010.0.0.1"),
+        ] {
+            assert_eq!(
+                parse_local_endpoint(input),
+                Err(SpecError::LocalName(host.into())),
+                "{input}"
+            );
+            let spec = format!("{input}:22");
+            assert_eq!(
+                parse_tunnel_spec(&spec),
+                Err(SpecError::LocalName(host.into())),
+                "{spec}"
+            );
+        }
+        let message = SpecError::LocalName("localhost".into()).to_string();
+        assert!(message.contains("IP address"), "{message}");
+        // The agent's side may still be a name: the agent resolves it, checked against
+        // its own tunnel_allowed.
+        assert_eq!(
+            parse_tunnel_spec("127.0.0.1:2222:router.lan:22").map(|s| s.remote),
+            Ok(ep("router.lan", 22))
         );
     }
 

@@ -168,23 +168,10 @@ impl AgentAuthenticator {
                 None,
             ),
             AgentAuth::None => {
-                let stored = store.get_setting(MANAGED_KEY).await?;
-                let mut managed: HashMap<String, Managed> = stored
-                    .as_deref()
-                    .and_then(|json| {
-                        serde_json::from_str::<HashMap<String, SavedCredential>>(json).ok()
-                    })
-                    .unwrap_or_default()
-                    .into_iter()
-                    .filter_map(|(id, saved)| {
-                        let (hash, project) = match saved {
-                            SavedCredential::Bound { hash, project } => (hash, project),
-                            SavedCredential::Hash(hash) => (hash, DEFAULT_PROJECT.to_owned()),
-                        };
-                        let hash = SaltedHash::decode(&hash)?;
-                        Some((id, Managed { hash, project }))
-                    })
-                    .collect();
+                let mut managed = match store.get_setting(MANAGED_KEY).await? {
+                    None => HashMap::new(),
+                    Some(json) => parse_managed(&json)?,
+                };
                 let mut generated = None;
                 if managed.is_empty() {
                     let password = random_secret(24);
@@ -350,6 +337,45 @@ impl AgentAuthenticator {
     }
 }
 
+/// The saved managed credentials, or the first that does not parse. Nothing is skipped:
+/// read leniently, a damaged record would vanish, and with none left a new credential
+/// would be generated and saved over all of them, locking every agent out.
+fn parse_managed(json: &str) -> Result<HashMap<String, Managed>, rport_store::StoreError> {
+    let damaged = |what: String, reason: String| rport_store::StoreError::Corrupt { what, reason };
+    // Entry by entry (in id order), so that the error names the one that is damaged.
+    let entries: std::collections::BTreeMap<String, serde_json::Value> = serde_json::from_str(json)
+        .map_err(|err| {
+            damaged(
+                format!("agent credentials (settings key {MANAGED_KEY})"),
+                err.to_string(),
+            )
+        })?;
+    entries
+        .into_iter()
+        .map(|(id, value)| {
+            let what = || format!("agent credential {id:?} (settings key {MANAGED_KEY})");
+            let (hash, project) = match serde_json::from_value(value) {
+                Ok(SavedCredential::Bound { hash, project }) => (hash, project),
+                Ok(SavedCredential::Hash(hash)) => (hash, DEFAULT_PROJECT.to_owned()),
+                Err(_) => {
+                    return Err(damaged(
+                        what(),
+                        r#"expected {"hash": "sha256$SALT$DIGEST", "project": "KEY"}"#.into(),
+                    ));
+                }
+            };
+            let hash = SaltedHash::decode(&hash).ok_or_else(|| {
+                damaged(
+                    what(),
+                    "its hash is not sha256$<32 hex digits of salt>$<64 hex digits of digest>"
+                        .into(),
+                )
+            })?;
+            Ok((id, Managed { hash, project }))
+        })
+        .collect()
+}
+
 fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
     lock.read().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
@@ -375,6 +401,40 @@ async fn save(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn corrupt_what(json: &str) -> String {
+        match parse_managed(json) {
+            Err(rport_store::StoreError::Corrupt { what, .. }) => what,
+            Err(other) => panic!("{json}: {other}"),
+            Ok(_) => panic!("{json}: accepted"),
+        }
+    }
+
+    /// A record that does not parse is an error naming it, never a record left out.
+    #[test]
+    fn damaged_managed_credentials_are_named_not_dropped() {
+        let good = SaltedHash::new("pw").encode();
+        let parsed = parse_managed(&format!(
+            r#"{{"a": {{"hash": "{good}", "project": "p"}}, "old": "{good}"}}"#
+        ))
+        .expect("sound");
+        assert_eq!(parsed.len(), 2);
+        assert_eq!(parsed["old"].project, DEFAULT_PROJECT);
+        assert!(parsed["a"].hash.verify("pw"));
+
+        assert!(corrupt_what(r#"{"a": {"hash": "#).contains("agent credentials"));
+        assert!(corrupt_what("").contains("agent credentials"));
+        let damaged_hash = &good[..good.len() - 1];
+        assert_eq!(
+            corrupt_what(&format!(
+                r#"{{"a": {{"hash": "{good}", "project": "p"}}, "b": "{damaged_hash}"}}"#
+            )),
+            format!("agent credential \"b\" (settings key {MANAGED_KEY})")
+        );
+        assert!(
+            corrupt_what(&format!(r#"{{"a": {{"hash": 5}}, "b": "{good}"}}"#)).contains("\"a\"")
+        );
+    }
 
     #[test]
     fn salted_hash_round_trip() {

@@ -44,7 +44,8 @@ pub async fn bind_str(address: &str) -> io::Result<TcpListener> {
     bind(host, port).await
 }
 
-fn bind_address(address: SocketAddr) -> io::Result<TcpListener> {
+/// Binds one address with [`BACKLOG`]; nothing to resolve.
+pub fn bind_address(address: SocketAddr) -> io::Result<TcpListener> {
     let socket = match address {
         SocketAddr::V4(_) => TcpSocket::new_v4()?,
         SocketAddr::V6(_) => TcpSocket::new_v6()?,

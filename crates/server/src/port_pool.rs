@@ -4,6 +4,7 @@
 
 use std::collections::HashSet;
 use std::io;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 
 use rand::Rng;
@@ -20,6 +21,10 @@ pub enum PoolError {
     InUse(u16),
     #[error("no free port left among the allowed ports")]
     Exhausted,
+    #[error(
+        "local host {0:?} is not an IP address: give one (0.0.0.0, 127.0.0.1, [::1]); rportd looks up no names for tunnels"
+    )]
+    NotAnAddress(String),
     #[error("binding {host}:{port}: {source}")]
     Bind {
         host: String,
@@ -69,13 +74,18 @@ impl PortPool {
     }
 
     /// Binds the given port, which must be allowed and free, for `protocol` (both
-    /// sockets on the same port number for `tcp+udp`).
+    /// sockets on the same port number for `tcp+udp`). `host` must be an IP address: it
+    /// comes from API callers and agents, and a name would make rportd look it up.
     pub async fn bind_port(
         self: &Arc<Self>,
         host: &str,
         port: u16,
         protocol: TunnelProtocol,
     ) -> Result<BoundPort, PoolError> {
+        let ip: IpAddr = host
+            .parse()
+            .map_err(|_| PoolError::NotAnAddress(host.to_owned()))?;
+        let address = SocketAddr::new(ip, port);
         self.check_allowed(port)?;
         if !self.reserve(port) {
             return Err(PoolError::InUse(port));
@@ -96,11 +106,11 @@ impl PortPool {
             }
         };
         let tcp = match protocol.has_tcp() {
-            true => Some(crate::listen::bind(host, port).await.map_err(bind_error)?),
+            true => Some(crate::listen::bind_address(address).map_err(bind_error)?),
             false => None,
         };
         let udp = match protocol.has_udp() {
-            true => Some(UdpSocket::bind((host, port)).await.map_err(bind_error)?),
+            true => Some(UdpSocket::bind(address).await.map_err(bind_error)?),
             false => None,
         };
         Ok(BoundPort {

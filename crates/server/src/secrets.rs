@@ -99,6 +99,16 @@ pub fn verify_password(password: &str, hash: &str) -> bool {
     }
 }
 
+/// Whether `hash` is a password hash [`verify_password`] can check (argon2 or bcrypt),
+/// rather than something that merely never matches.
+pub fn is_password_hash(hash: &str) -> bool {
+    if hash.starts_with("$2") {
+        return hash.parse::<bcrypt::HashParts>().is_ok();
+    }
+    // The PHC format makes every part optional; one without its output matches nothing.
+    PasswordHash::new(hash).is_ok_and(|parsed| parsed.hash.is_some())
+}
+
 /// A random string of URL-safe letters and digits.
 pub fn random_secret(len: usize) -> String {
     random_string(

@@ -39,6 +39,14 @@ pub enum StartError {
     },
     #[error("store: {0}")]
     Store(#[from] rport_store::StoreError),
+    #[error(
+        "database {db}: {what} does not parse ({reason}). rportd does not start on it rather than guess: restore {db} from a backup, or correct or delete that record and start again"
+    )]
+    Damaged {
+        db: String,
+        what: String,
+        reason: String,
+    },
     #[error("server identity: {0}")]
     Identity(#[from] rport_transport::tls::TlsError),
     #[error("{what}: {source}")]
@@ -126,8 +134,17 @@ impl Server {
     pub async fn prepare(config: ServerConfig) -> Result<Self, StartError> {
         let data_dir = config.server.data_dir.clone();
         create_data_dir(&data_dir)?;
-        let store: Arc<dyn Store> =
-            Arc::new(SqliteStore::open(&rport_store::default_db_path(&data_dir))?);
+        let db = rport_store::default_db_path(&data_dir);
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&db)?);
+        // A damaged record stops the start; the message names the file it is in.
+        let damaged = |err| match err {
+            rport_store::StoreError::Corrupt { what, reason } => StartError::Damaged {
+                db: db.display().to_string(),
+                what,
+                reason,
+            },
+            other => StartError::Store(other),
+        };
         let identity = match &config.server.tls {
             None => ServerIdentity::load_or_create(&data_dir)?,
             Some(files) => {
@@ -143,7 +160,9 @@ impl Server {
         write_fingerprint(&data_dir, fingerprint)?;
 
         let (agent_auth, agent_credential) =
-            AgentAuthenticator::load(&config.server.agent_auth, &store).await?;
+            AgentAuthenticator::load(&config.server.agent_auth, &store)
+                .await
+                .map_err(damaged)?;
         for project in agent_auth.projects() {
             let record = rport_store::ProjectRecord {
                 name: project.clone(),
@@ -153,7 +172,7 @@ impl Server {
             store.insert_project(&record).await?;
         }
         let (api_auth, admin_credential) = ApiAuth::load(&config.api, Arc::clone(&store)).await?;
-        let registry = Arc::new(Registry::load(Arc::clone(&store)).await?);
+        let registry = Arc::new(Registry::load(Arc::clone(&store)).await.map_err(damaged)?);
         let pool = PortPool::new(config.server.port_pool.clone());
         let settings = TunnelSettings {
             grace_period: config.server.tunnel_grace_period,
@@ -171,7 +190,8 @@ impl Server {
             Arc::clone(&audit),
             proxy_setup(&config, &data_dir)?,
         )
-        .await?;
+        .await
+        .map_err(damaged)?;
         let api_tls = match &config.api.tls {
             None => None,
             Some(files) => {

@@ -70,6 +70,16 @@ pub trait Store: Send + Sync + 'static {
         reason: &str,
     ) -> Result<usize, StoreError>;
 
+    /// Marks one tunnel ended, changing nothing else in its row (a damaged row stays as it
+    /// was found, for the operator to look at); returns whether it exists.
+    async fn end_tunnel(
+        &self,
+        id: &str,
+        at: DateTime<Utc>,
+        status: &str,
+        reason: &str,
+    ) -> Result<bool, StoreError>;
+
     /// By key; `default` always exists.
     async fn list_projects(&self) -> Result<Vec<ProjectRecord>, StoreError>;
     /// Returns false when a project with that key exists already.

@@ -60,6 +60,10 @@ pub struct TunnelRecord {
     pub last_active_at: Option<DateTime<Utc>>,
     /// Its agent's project when it was created.
     pub project: String,
+    /// Set by the store when part of the stored row did not read (a column of the wrong
+    /// type, options that are not JSON): what did not, column by column. The fields it
+    /// names hold defaults, so such a record must not be trusted to open anything.
+    pub damage: Option<String>,
 }
 
 impl TunnelRecord {

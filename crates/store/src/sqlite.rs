@@ -211,50 +211,93 @@ fn client_from_row(row: &Row<'_>) -> rusqlite::Result<(ClientRecord, String)> {
     ))
 }
 
+/// Reads one stored row column by column, noting each column that does not read instead
+/// of failing the whole query: one damaged row must neither hide every other tunnel nor
+/// come back looking sound (see [`TunnelRecord::damage`]).
+struct Columns<'a, 'r> {
+    row: &'a Row<'r>,
+    damage: Vec<String>,
+}
+
+impl Columns<'_, '_> {
+    fn get<T: rusqlite::types::FromSql + Default>(&mut self, column: &str) -> T {
+        self.row.get(column).unwrap_or_else(|err| {
+            self.damage.push(format!("{column}: {err}"));
+            T::default()
+        })
+    }
+
+    fn time(&mut self, column: &str) -> Option<DateTime<Utc>> {
+        let ms: Option<i64> = self.get(column);
+        let time = from_millis(ms);
+        if let (Some(ms), None) = (ms, time) {
+            self.damage.push(format!("{column}: {ms} is not a time"));
+        }
+        time
+    }
+
+    /// SQLite integers are signed; counters are stored as their two's complement.
+    fn counter(&mut self, column: &str) -> u64 {
+        self.get::<i64>(column) as u64
+    }
+}
+
 fn tunnel_from_row(row: &Row<'_>) -> rusqlite::Result<(TunnelRecord, String)> {
-    let options: String = row.get("options")?;
-    Ok((
-        TunnelRecord {
-            id: row.get("id")?,
-            client_id: row.get("client_id")?,
-            name: row.get("name")?,
-            protocol: row.get("protocol")?,
-            lhost: row.get("lhost")?,
-            lport: row.get("lport")?,
-            lport_random: row.get("lport_random")?,
-            rhost: row.get("rhost")?,
-            rport: row.get("rport")?,
-            scheme: row.get("scheme")?,
-            status: row.get("status")?,
-            created_by: row.get("created_by")?,
-            created_at: from_millis(Some(row.get("created_at")?)).unwrap_or_default(),
-            closed_at: from_millis(row.get("closed_at")?),
-            close_reason: row.get("close_reason")?,
-            options: TunnelOptions::default(),
-            counters: TunnelCounters {
-                connections: counter(row, "connections")?,
-                refused: counter(row, "connections_refused")?,
-                bytes_in: counter(row, "bytes_in")?,
-                bytes_out: counter(row, "bytes_out")?,
-            },
-            last_active_at: from_millis(row.get("last_active_at")?),
-            project: row.get("project")?,
+    let id: String = row.get("id")?;
+    let mut c = Columns {
+        row,
+        damage: Vec::new(),
+    };
+    let created_at = c.time("created_at");
+    if created_at.is_none() && !c.damage.iter().any(|d| d.starts_with("created_at")) {
+        c.damage.push("created_at: missing".to_owned());
+    }
+    let mut record = TunnelRecord {
+        client_id: c.get("client_id"),
+        name: c.get("name"),
+        protocol: c.get("protocol"),
+        lhost: c.get("lhost"),
+        lport: c.get("lport"),
+        lport_random: c.get("lport_random"),
+        rhost: c.get("rhost"),
+        rport: c.get("rport"),
+        scheme: c.get("scheme"),
+        status: c.get("status"),
+        created_by: c.get("created_by"),
+        created_at: created_at.unwrap_or_default(),
+        closed_at: c.time("closed_at"),
+        close_reason: c.get("close_reason"),
+        options: TunnelOptions::default(),
+        counters: TunnelCounters {
+            connections: c.counter("connections"),
+            refused: c.counter("connections_refused"),
+            bytes_in: c.counter("bytes_in"),
+            bytes_out: c.counter("bytes_out"),
         },
-        options,
-    ))
+        last_active_at: c.time("last_active_at"),
+        project: c.get("project"),
+        id,
+        damage: None,
+    };
+    let options: String = c.get("options");
+    if !c.damage.is_empty() {
+        record.damage = Some(c.damage.join("; "));
+    }
+    Ok((record, options))
 }
 
-/// SQLite integers are signed; counters are stored as their two's complement.
-fn counter(row: &Row<'_>, column: &str) -> rusqlite::Result<u64> {
-    row.get::<_, i64>(column).map(|value| value as u64)
-}
-
-fn finish_tunnel(
-    (mut record, options): (TunnelRecord, String),
-) -> Result<TunnelRecord, StoreError> {
-    record.options = serde_json::from_str(&options)
-        .map_err(|err| corrupt(&format!("tunnel {}", record.id), err))?;
-    Ok(record)
+fn finish_tunnel((mut record, options): (TunnelRecord, String)) -> TunnelRecord {
+    match serde_json::from_str(&options) {
+        Ok(options) => record.options = options,
+        Err(err) => {
+            let damage = format!("options: {err}");
+            record.damage = Some(match record.damage.take() {
+                Some(earlier) => format!("{earlier}; {damage}"),
+                None => damage,
+            });
+        }
+    }
+    record
 }
 
 fn api_token_from_row(row: &Row<'_>) -> rusqlite::Result<ApiTokenRecord> {
@@ -464,14 +507,14 @@ impl Store for SqliteStore {
     async fn get_tunnel(&self, id: &str) -> Result<Option<TunnelRecord>, StoreError> {
         let id = id.to_owned();
         self.run(move |conn| {
-            conn.query_row(
-                &format!("SELECT {TUNNEL_COLUMNS} FROM tunnels WHERE id = ?1"),
-                [id],
-                tunnel_from_row,
-            )
-            .optional()?
-            .map(finish_tunnel)
-            .transpose()
+            Ok(conn
+                .query_row(
+                    &format!("SELECT {TUNNEL_COLUMNS} FROM tunnels WHERE id = ?1"),
+                    [id],
+                    tunnel_from_row,
+                )
+                .optional()?
+                .map(finish_tunnel))
         })
         .await
     }
@@ -490,7 +533,7 @@ impl Store for SqliteStore {
                 params![filter.client_id, filter.open_only, limit, filter.project],
                 tunnel_from_row,
             )?;
-            rows.map(|row| finish_tunnel(row?)).collect()
+            rows.map(|row| Ok(finish_tunnel(row?))).collect()
         })
         .await
     }
@@ -508,6 +551,23 @@ impl Store for SqliteStore {
                  WHERE status IN ('opened', 'pending')",
                 params![status, reason, millis(at)],
             )?)
+        })
+        .await
+    }
+
+    async fn end_tunnel(
+        &self,
+        id: &str,
+        at: DateTime<Utc>,
+        status: &str,
+        reason: &str,
+    ) -> Result<bool, StoreError> {
+        let (id, status, reason) = (id.to_owned(), status.to_owned(), reason.to_owned());
+        self.run(move |conn| {
+            Ok(conn.execute(
+                "UPDATE tunnels SET status = ?1, close_reason = ?2, closed_at = ?3 WHERE id = ?4",
+                params![status, reason, millis(at), id],
+            )? > 0)
         })
         .await
     }

@@ -57,6 +57,7 @@ fn tunnel(id: &str, client_id: &str) -> TunnelRecord {
         },
         last_active_at: None,
         project: "berlin-office".into(),
+        damage: None,
     }
 }
 
@@ -179,6 +180,79 @@ async fn tunnels_round_trip_and_close_on_restart() {
     let got = store.get_tunnel("t2").await.expect("get").expect("present");
     assert_eq!(got.status, "terminated");
     assert_eq!(got.close_reason.as_deref(), Some("server_shutdown"));
+}
+
+/// A row that does not read comes back marked, with the rest of the list intact, and
+/// ending it leaves what was found in place.
+#[tokio::test]
+async fn a_damaged_tunnel_row_is_marked_not_fatal() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("db");
+    let store = SqliteStore::open(&path).expect("open");
+    let mut sound = tunnel("sound", "a");
+    sound.status = "pending".into();
+    store.insert_tunnel(&sound).await.expect("insert");
+    for id in ["bad-options", "bad-port"] {
+        store.insert_tunnel(&tunnel(id, "a")).await.expect("insert");
+    }
+    let raw = rusqlite::Connection::open(&path).expect("open raw");
+    raw.execute(
+        "UPDATE tunnels SET options = '{\"acl\": \"127.0.0.1' WHERE id = 'bad-options'",
+        [],
+    )
+    .expect("damage options");
+    raw.execute(
+        "UPDATE tunnels SET lport = 'twenty', rport = 70000 WHERE id = 'bad-port'",
+        [],
+    )
+    .expect("damage ports");
+
+    let live = TunnelFilter {
+        open_only: true,
+        ..Default::default()
+    };
+    let listed = store.list_tunnels(&live).await.expect("list");
+    assert_eq!(listed.len(), 3);
+    let by_id = |id: &str| listed.iter().find(|t| t.id == id).expect("listed");
+    assert_eq!(by_id("sound").damage, None);
+    assert_eq!(by_id("sound").options, sound.options);
+    let damage = by_id("bad-options").damage.clone().expect("damaged");
+    assert!(damage.starts_with("options: "), "{damage}");
+    let damage = by_id("bad-port").damage.clone().expect("damaged");
+    assert!(
+        damage.contains("lport") && damage.contains("rport"),
+        "{damage}"
+    );
+    assert_eq!(by_id("bad-port").options, tunnel("x", "a").options);
+
+    let at = Utc::now();
+    assert!(
+        store
+            .end_tunnel("bad-options", at, "terminated", "corrupt_state")
+            .await
+            .expect("end")
+    );
+    assert!(
+        !store
+            .end_tunnel("no-such", at, "terminated", "corrupt_state")
+            .await
+            .expect("end")
+    );
+    let ended = store
+        .get_tunnel("bad-options")
+        .await
+        .expect("get")
+        .expect("kept");
+    assert_eq!(ended.status, "terminated");
+    assert_eq!(ended.close_reason.as_deref(), Some("corrupt_state"));
+    let options: String = raw
+        .query_row(
+            "SELECT options FROM tunnels WHERE id = 'bad-options'",
+            [],
+            |row| row.get(0),
+        )
+        .expect("options");
+    assert_eq!(options, "{\"acl\": \"127.0.0.1", "the damaged text is kept");
 }
 
 #[tokio::test]

@@ -5,7 +5,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use rport_protocol::ip_rules::Acl;
 use rport_protocol::tunnel_spec::TunnelProtocol;
-use rport_protocol::tunnel_spec::{self, DEFAULT_LOCAL_HOST, DEFAULT_REMOTE_HOST};
+use rport_protocol::tunnel_spec::{self, DEFAULT_REMOTE_HOST};
 use rport_store::TunnelFilter;
 use serde_json::{Value, json};
 use std::time::Duration;
@@ -18,18 +18,14 @@ use crate::audit::{Actor, Event};
 use crate::port_pool::PoolError;
 use crate::secrets::Secret;
 use crate::tunnels::{
-    CheckError, ProxyRequest, TunnelError, TunnelInfo, TunnelRequest, scheme_for_port,
+    CheckError, MAX_AUTO_CLOSE, MAX_IDLE_TIMEOUT_MINUTES, ProxyRequest, TunnelError, TunnelInfo,
+    TunnelRequest, scheme_for_port,
 };
 
 /// RPort's limit on `scheme`.
 const MAX_SCHEME_LEN: usize = 15;
 
-/// RPort's tunnel parameters that a later feature implements. Until then they are refused
-/// rather than ignored: silently dropping `auth_password` would expose a web UI the caller
-/// meant to protect.
-/// RPort's upper bounds.
-const MAX_IDLE_TIMEOUT_MINUTES: u32 = 10080;
-const MAX_AUTO_CLOSE: Duration = Duration::from_secs(744 * 3600);
+/// RPort's default idle timeout; the upper bounds are the tunnels' own.
 const DEFAULT_IDLE_TIMEOUT_MINUTES: u32 = 5;
 
 /// A tunnel in RPort's shape (ports as strings, `auto_close` in nanoseconds as Go
@@ -224,10 +220,9 @@ pub async fn create(
         .map_err(|e| invalid_spec("remote", e))?;
     let local = match params.get("local").filter(|l| !l.is_empty()) {
         None => None,
-        Some(local) => Some(
-            tunnel_spec::parse_endpoint(local, DEFAULT_LOCAL_HOST)
-                .map_err(|e| invalid_spec("local", e))?,
-        ),
+        Some(local) => {
+            Some(tunnel_spec::parse_local_endpoint(local).map_err(|e| invalid_spec("local", e))?)
+        }
     };
     let protocol: TunnelProtocol = match params.get("protocol").filter(|p| !p.is_empty()) {
         None => TunnelProtocol::Tcp,
@@ -348,6 +343,9 @@ pub fn creation_error(err: TunnelError) -> ApiError {
             "No free port",
             "every allowed port (used_ports minus excluded_ports) is in use",
         ),
+        TunnelError::Port(err @ PoolError::NotAnAddress(_)) => {
+            ApiError::bad_request("ERR_CODE_INVALID_REQUEST", "Invalid local", err.to_string())
+        }
         TunnelError::Port(err @ PoolError::Bind { .. }) => ApiError::new(
             StatusCode::CONFLICT,
             "ERR_CODE_UNABLE_TO_START_TUNNEL",

@@ -65,9 +65,10 @@ pub(super) async fn check(
         .map_err(|_| CheckError::NoAnswer(format!("no answer within {wait:?}")))??;
     match answer.outcome {
         CheckOutcome::Ok => Ok(()),
+        // The agent's message is left out: an agent of an earlier version says there
+        // which addresses the name resolved to, and the caller must not learn that.
         CheckOutcome::NotAllowed => Err(CheckError::NotAllowed(format!(
-            "{target} ({})",
-            answer.message
+            "{target} is not allowed by the device's tunnel_allowed: allow it in [client] tunnel_allowed of the device's rport.conf (the device's log says what it checked)"
         ))),
         CheckOutcome::NotReachable => Err(CheckError::RemotePortNotOpen(format!(
             "{target} is not reachable from the client: {}",

@@ -6,6 +6,11 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
+/// The longest idle timeout a tunnel may have, in minutes (a week).
+pub const MAX_IDLE_TIMEOUT_MINUTES: u32 = 10080;
+/// The latest a tunnel may be set to close after its creation (31 days).
+pub const MAX_AUTO_CLOSE: Duration = Duration::from_secs(744 * 3600);
+
 /// Why a tunnel ended, as the API and the store name it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CloseReason {
@@ -22,6 +27,9 @@ pub enum CloseReason {
     ClientDeleted,
     /// Its client was forgotten after `keep_disconnected_clients`.
     ClientPurged,
+    /// After a restart its stored record did not parse (an ACL, its protocol, its
+    /// password hash, ...): it stays closed rather than open with looser rules.
+    CorruptState,
 }
 
 impl CloseReason {
@@ -35,6 +43,7 @@ impl CloseReason {
             Self::PortUnavailable => "port_unavailable",
             Self::ClientDeleted => "client_deleted",
             Self::ClientPurged => "client_purged",
+            Self::CorruptState => "corrupt_state",
         }
     }
 

@@ -6,6 +6,7 @@ mod agent_check;
 mod http_proxy;
 mod lifecycle;
 pub mod proxy_request;
+mod stored;
 mod tcp;
 mod udp;
 
@@ -26,8 +27,8 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 pub use agent_check::CheckError;
-pub use lifecycle::CloseReason;
 use lifecycle::{Activity, Limits, Verdict};
+pub use lifecycle::{CloseReason, MAX_AUTO_CLOSE, MAX_IDLE_TIMEOUT_MINUTES};
 
 use crate::audit::{self, Actor, ActorKind, AuditLog};
 use crate::port_pool::{BoundPort, PoolError, PortPool};
@@ -484,19 +485,26 @@ impl TunnelManager {
     }
 
     async fn restore(self: &Arc<Self>, mut record: TunnelRecord) {
-        // Its client was forgotten while the tunnel was live (a run before the tunnel ended
-        // with it): nobody may pick the tunnel up under that id.
+        let (protocol, acl) = match stored::check(&record) {
+            Ok(stored::Restorable { protocol, acl }) => (protocol, acl),
+            Err(why) => {
+                let why = format!("its stored record does not parse: {why}");
+                return self
+                    .end_unrestored(&record, CloseReason::CorruptState, &why)
+                    .await;
+            }
+        };
+        // Its client was forgotten while the tunnel was live (by a run that ended before
+        // the tunnel did): nobody may pick the tunnel up under that id.
         if self.registry.project_of(&record.client_id).as_deref() != Some(&record.project) {
-            tracing::warn!(tunnel = %record.id, client = %record.client_id, project = %record.project, "tunnel not restored: its client is no longer known in its project");
-            self.end_stored(record, CloseReason::ClientDeleted).await;
-            return;
+            let why = format!(
+                "its client is no longer known in project {:?}",
+                record.project
+            );
+            return self
+                .end_unrestored(&record, CloseReason::ClientDeleted, &why)
+                .await;
         }
-        let protocol = record.protocol.parse().unwrap_or_default();
-        let acl = record
-            .options
-            .acl
-            .as_deref()
-            .and_then(|a| Acl::parse(a).ok());
         // Port 0: a proxy tunnel reached on the shared proxy port only.
         let bound = match record.lport {
             0 => Ok(None),
@@ -515,20 +523,36 @@ impl TunnelManager {
                 self.save(&tunnel).await;
             }
             Err(err) => {
-                tracing::warn!(tunnel = %record.id, "tunnel not restored: {err}");
-                self.end_stored(record, CloseReason::PortUnavailable).await;
+                let why = format!("its port cannot be bound again: {err}");
+                self.end_unrestored(&record, CloseReason::PortUnavailable, &why)
+                    .await;
             }
         }
     }
 
-    /// Records the end of a stored tunnel that was never launched in this run.
-    async fn end_stored(&self, mut record: TunnelRecord, reason: CloseReason) {
-        record.status = reason.status().into();
-        record.close_reason = Some(reason.as_str().into());
-        record.closed_at = Some(Utc::now());
-        if let Err(err) = self.store.update_tunnel(&record).await {
+    /// Ends a live tunnel of the previous run that does not open again. Its row is kept as
+    /// found but for its end, for the operator to look at: it may not parse.
+    async fn end_unrestored(&self, record: &TunnelRecord, reason: CloseReason, why: &str) {
+        tracing::error!(
+            tunnel = %record.id, client = %record.client_id,
+            "tunnel not restored: {why}; it ends as {}",
+            reason.as_str()
+        );
+        let ended = self
+            .store
+            .end_tunnel(&record.id, Utc::now(), reason.status(), reason.as_str())
+            .await;
+        if let Err(err) = ended {
             tracing::error!(tunnel = %record.id, "saving tunnel: {err}");
         }
+        let event = audit::Event {
+            action: "tunnel.close",
+            resource: &record.id,
+            project: Some(&record.project),
+            success: true,
+            detail: format!("{} (client {}): {why}", reason.as_str(), record.client_id),
+        };
+        self.audit.record(&Actor::system(), event).await;
     }
 
     fn active(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<ActiveTunnel>>> {
@@ -649,6 +673,7 @@ impl TunnelManager {
             counters: TunnelCounters::default(),
             last_active_at: Some(now),
             project,
+            damage: None,
         };
         self.store.insert_tunnel(&record).await?;
         let tunnel = ActiveTunnel::new(record, request.acl, None);
