@@ -9,13 +9,14 @@ mod support;
 use std::net::{SocketAddr, TcpListener};
 use std::time::Duration;
 
-use bytes::Bytes;
-use rport_protocol::{ControlMessage, OpenRequest, RefuseCode, StreamProtocol, SystemInfo};
+use bytes::{Bytes, BytesMut};
+use rport_protocol::{ControlMessage, Frame, OpenRequest, RefuseCode, StreamProtocol, SystemInfo};
 use rport_transport::handshake;
 use rport_transport::mux::{self, MuxConfig, MuxHandle, Role};
-use rport_transport::tls::{self, ServerPin};
+use rport_transport::tls::{self, ServerIdentity, ServerPin};
 use serde_json::Value;
 use support::*;
+use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc::Receiver;
 
@@ -37,7 +38,14 @@ struct RawAgent {
     _driver: tokio::task::JoinHandle<()>,
 }
 
-async fn connect(server: SocketAddr, fingerprint: &str, hello: ControlMessage) -> RawAgent {
+type AgentTls = tokio_rustls::client::TlsStream<TcpStream>;
+
+/// A connection that said hello and was welcomed, and the bytes read past the welcome.
+async fn welcomed(
+    server: SocketAddr,
+    fingerprint: &str,
+    hello: ControlMessage,
+) -> (AgentTls, BytesMut) {
     let pin = ServerPin::Exact(fingerprint.parse().expect("fingerprint"));
     let (config, _seen) = tls::client_config(pin).expect("TLS config");
     let socket = TcpStream::connect(server).await.expect("connect");
@@ -53,6 +61,11 @@ async fn connect(server: SocketAddr, fingerprint: &str, hello: ControlMessage) -
         matches!(answer, ControlMessage::Welcome { .. }),
         "{answer:?}"
     );
+    (tls, leftover)
+}
+
+async fn connect(server: SocketAddr, fingerprint: &str, hello: ControlMessage) -> RawAgent {
+    let (tls, leftover) = welcomed(server, fingerprint, hello).await;
     let (handle, events, driver) = mux::start(
         tls,
         leftover,
@@ -253,4 +266,198 @@ fn whatever_an_agent_says_the_server_does_only_what_the_protocol_allows() {
     let _good = Rport::attach(&server, "good-1", &dir.path().join("good"));
     server.wait_connection_state("good-1", "connected", ATTACH);
     assert_eq!(server.request("GET", "/api/v1/status").0, 200);
+}
+
+/// Far more than any bound: a peer that kept reading would queue answers to all of it.
+const FLOOD_LIMIT: usize = 64 * 1024 * 1024;
+
+/// What a flooding session may cost a process (VmRSS) beyond what it held before, in MiB.
+/// A session queues at most `mux::PAUSE_READING_AT` (1 MiB) for a peer that does not
+/// read; the rest is its read buffer and allocator slack (3 to 6 MiB measured in all).
+const FLOOD_RSS_MIB: f64 = 8.0;
+
+/// The n-th frame of a flood.
+type FrameMaker = fn(u32) -> Frame;
+
+/// Sends `frame(n)`, n = 0, 1, 2…, in batches of 64 KiB and never reads, until the other
+/// side stops taking them (a batch not taken within 2 s) or [`FLOOD_LIMIT`] bytes were
+/// taken. Returns the bytes taken.
+async fn flood_unread<W: AsyncWrite + Unpin>(io: &mut W, frame: FrameMaker) -> usize {
+    let mut batch = BytesMut::new();
+    let (mut taken, mut n) = (0, 0u32);
+    while taken < FLOOD_LIMIT {
+        batch.clear();
+        while batch.len() < 64 * 1024 {
+            frame(n).encode(&mut batch);
+            n += 1;
+        }
+        let write = async {
+            io.write_all(&batch).await?;
+            io.flush().await
+        };
+        match tokio::time::timeout(Duration::from_secs(2), write).await {
+            Ok(written) => written.expect("the peer keeps the connection open"),
+            Err(_) => break,
+        }
+        taken += batch.len();
+    }
+    taken
+}
+
+fn ping(n: u32) -> Frame {
+    Frame::Ping {
+        opaque: u64::from(n),
+    }
+}
+
+/// Streams an agent opens (even ids): the server answers each with a RESET three times
+/// the OPEN's size.
+fn agent_open(n: u32) -> Frame {
+    Frame::Open {
+        stream: 2 * n + 2,
+        payload: Bytes::new(),
+    }
+}
+
+/// Streams a server opens (odd ids) with nonsense for a target: the agent answers each
+/// with a RESET.
+fn server_open(n: u32) -> Frame {
+    Frame::Open {
+        stream: 2 * n + 1,
+        payload: Bytes::from_static(b"nonsense"),
+    }
+}
+
+/// Checks and reports what one flood cost the process `pid`, which holds `sessions`
+/// flooding sessions now.
+fn assert_flood_held_back(what: &str, taken: usize, before: f64, pid: u32, sessions: usize) {
+    let during = rss_mib(pid);
+    eprintln!(
+        "{what}: {:.1} MiB taken; RSS {before:.1} MiB before, {during:.1} MiB during",
+        taken as f64 / (1024.0 * 1024.0)
+    );
+    assert!(
+        taken < FLOOD_LIMIT,
+        "{what}: all {taken} bytes were read from a peer that reads nothing"
+    );
+    assert!(
+        during <= before + FLOOD_RSS_MIB * sessions as f64,
+        "{what}: RSS grew from {before:.1} to {during:.1} MiB"
+    );
+}
+
+/// An agent with a valid credential sends PINGs, then (on a second session) OPENs, and
+/// never reads the PONGs and RESETs. The server stops reading it instead of queueing
+/// answers without end, and keeps carrying another agent's tunnel.
+#[test]
+fn an_agent_that_floods_and_never_reads_costs_the_server_a_bounded_amount_of_memory() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Rportd::start(dir.path());
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let echo = echo_server();
+    let _good = Rport::attach(&server, "good-1", &dir.path().join("good"));
+    server.wait_connection_state("good-1", "connected", ATTACH);
+    let tunnel = tunnel_address(&server.open_tunnel("good-1", &format!("remote={}", echo.port())));
+    echo_round_trip(tunnel, 1024 * 1024, 1);
+    let before = rss_mib(server.pid());
+
+    let mut floods = Vec::new();
+    let kinds: [(&str, FrameMaker); 2] = [("flood-ping", ping), ("flood-open", agent_open)];
+    for (sessions, (id, frame)) in (1..).zip(kinds) {
+        let (mut tls, _) = runtime.block_on(welcomed(
+            server.agent_address,
+            &server.fingerprint,
+            hello(id, &[]),
+        ));
+        let taken = runtime.block_on(flood_unread(&mut tls, frame));
+        assert_flood_held_back(id, taken, before, server.pid(), sessions);
+        // The held-back session costs the other agent nothing.
+        echo_round_trip(tunnel, 1024 * 1024, sessions as u64);
+        floods.push(tls);
+    }
+    runtime.block_on(async move { drop(floods) });
+    for (id, _) in kinds {
+        server.wait_connection_state(id, "disconnected", ATTACH);
+    }
+    echo_round_trip(tunnel, 1024 * 1024, 9);
+    // The allocator keeps some of the freed pages (measured: 9 to 11 MiB here), but not
+    // what a flood that was read on would have cost (hundreds of MiB).
+    let after = rss_mib(server.pid());
+    eprintln!("RSS after the floods ended: {after:.1} MiB");
+    assert!(
+        after <= before + FLOOD_RSS_MIB * kinds.len() as f64,
+        "RSS stayed at {after:.1} MiB (from {before:.1}) after the floods ended"
+    );
+}
+
+/// The other way round: a server (with the pinned key, so the agent trusts it) that sends
+/// PINGs, then OPENs, and never reads. The agent stops reading it; its memory stays put.
+#[test]
+fn a_server_that_floods_and_never_reads_costs_the_agent_a_bounded_amount_of_memory() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let identity = ServerIdentity::load_or_create(dir.path()).expect("server identity");
+    let acceptor = tokio_rustls::TlsAcceptor::from(identity.server_config().expect("TLS config"));
+    let listener = runtime
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .expect("bind");
+    let address = listener.local_addr().expect("address").to_string();
+    let fingerprint = identity.fingerprint().to_string();
+    let data_dir = dir.path().join("agent");
+    let agent = Rport::start(&[
+        "--id",
+        "flooded",
+        "--fingerprint",
+        &fingerprint,
+        "--auth",
+        AGENT_AUTH,
+        "--data-dir",
+        data_dir.to_str().expect("utf-8"),
+        "--max-retry-interval",
+        "1s",
+        &address,
+    ]);
+    // Each session: the agent's hello, a welcome, and then whatever the server likes.
+    let session = || {
+        runtime.block_on(async {
+            let accept = async {
+                let (socket, _) = listener.accept().await.expect("accept");
+                let mut tls = acceptor.accept(socket).await.expect("TLS");
+                let (hello, _) = handshake::read_hello(&mut tls).await.expect("hello");
+                assert!(matches!(hello, ControlMessage::Hello { .. }), "{hello:?}");
+                let welcome = ControlMessage::Welcome {
+                    server_version: "hostile".into(),
+                    keep_alive_secs: 30,
+                };
+                handshake::send_control(&mut tls, &welcome)
+                    .await
+                    .expect("welcome");
+                tls
+            };
+            tokio::time::timeout(ATTACH, accept)
+                .await
+                .expect("the agent connects")
+        })
+    };
+    let settle = || std::thread::sleep(Duration::from_secs(1));
+
+    let mut quiet = session();
+    settle();
+    let before = rss_mib(agent.pid());
+    let kinds: [(&str, FrameMaker); 2] = [("ping", ping), ("open", server_open)];
+    for (what, frame) in kinds {
+        let taken = runtime.block_on(flood_unread(&mut quiet, frame));
+        assert_flood_held_back(what, taken, before, agent.pid(), 1);
+        // Hang up; the agent comes back for more.
+        runtime.block_on(async move { drop(quiet) });
+        quiet = session();
+    }
+    settle();
+    let after = rss_mib(agent.pid());
+    eprintln!("RSS after the floods ended: {after:.1} MiB");
+    assert!(
+        after <= before + FLOOD_RSS_MIB,
+        "RSS stayed at {after:.1} MiB (from {before:.1}) after the floods ended"
+    );
+    runtime.block_on(async move { drop(quiet) });
 }

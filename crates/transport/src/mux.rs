@@ -6,19 +6,23 @@
 //! window updates, resets, pongs) that is always drained first, and a bounded data queue
 //! (DATA, FIN) whose order per stream is the order on the wire. A stream's receive buffer
 //! is bounded by the window it grants, so a slow reader stalls only its own stream.
+//!
+//! What the peer can make the session queue for it (PONGs, RESETs, WINDOWs, replies) is
+//! bounded too: the driver stops reading from a peer that does not take what is queued for
+//! it (see [`PAUSE_READING_AT`]).
 
 use std::collections::HashMap;
 use std::future::poll_fn;
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use crate::write_queue::WriteQueue;
 use bytes::{BufMut, Bytes, BytesMut};
-use rport_protocol::frame::{FrameKind, INITIAL_WINDOW, MAX_DATA_LEN};
+use rport_protocol::frame::{FrameKind, HEADER_LEN, INITIAL_WINDOW, MAX_DATA_LEN};
 use rport_protocol::{DecodeError, Decoder, Frame};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::sync::{Notify, mpsc};
@@ -59,6 +63,22 @@ pub struct MuxConfig {
 /// Control messages received and not yet handled; a peer that sends more than this
 /// ahead of the handler breaks the protocol and its session is closed.
 pub const CONTROL_QUEUE: usize = 256;
+
+/// Room in the outgoing queue for everything but stream data: the answers the session
+/// makes itself (PONG, RESET of a refused OPEN), its streams' WINDOW and RESET frames,
+/// OPENs and control messages.
+pub const REPLY_BUDGET: usize = 512 * 1024;
+
+/// The driver stops reading from the peer while this many bytes wait to be written to it,
+/// and reads on once the peer has taken enough of them. A peer that sends PINGs or OPENs
+/// (or anything else that is answered) and never reads can thus make the session queue no
+/// more than this, plus the answer to one frame and the answers the session's owner still
+/// gives to frames already read (such as a RESET for each stream accepted, at most
+/// `max_streams`). Stream data alone never gets here (it is gathered only up to
+/// `WRITE_HIGH_WATER`, plus one frame), so it takes more than [`REPLY_BUDGET`] of other
+/// frames to pause a session: traffic of a peer that reads is not slowed. A peer that
+/// takes nothing at all while reading is paused is declared dead after the keepalive.
+pub const PAUSE_READING_AT: usize = WRITE_HIGH_WATER + HEADER_LEN + MAX_DATA_LEN + REPLY_BUDGET;
 
 impl MuxConfig {
     pub fn new(role: Role, keep_alive: Duration) -> Self {
@@ -205,6 +225,8 @@ struct SessionShared {
     open_streams: AtomicU32,
     /// Frames received so far; a probe watches it move.
     frames_received: AtomicU64,
+    /// Bytes waiting to be written to the peer, as of the driver's last turn.
+    queued: AtomicUsize,
     /// Streams opened locally whose OPEN the driver has not sent yet: id -> OPEN payload and
     /// the driver's side of the stream. The driver takes an entry when it meets the stream's
     /// OPEN command or, if that command is not visible yet, its first data. A channel can
@@ -272,6 +294,7 @@ where
         rtt_micros: AtomicU64::new(0),
         open_streams: AtomicU32::new(0),
         frames_received: AtomicU64::new(0),
+        queued: AtomicUsize::new(0),
         unopened: Mutex::new(HashMap::new()),
     });
     let ping_every = (config.keep_alive / 3).max(Duration::from_millis(100));
@@ -392,6 +415,12 @@ impl MuxHandle {
 
     pub fn open_streams(&self) -> u32 {
         self.shared.open_streams.load(Ordering::Relaxed)
+    }
+
+    /// Bytes waiting to be written to the peer, as of the driver's last turn; reading from
+    /// the peer pauses while this is at [`PAUSE_READING_AT`] or more.
+    pub fn queued_bytes(&self) -> usize {
+        self.shared.queued.load(Ordering::Relaxed)
     }
 }
 
@@ -876,6 +905,8 @@ pub struct MuxDriver<IO> {
     session: Arc<SessionShared>,
     tick: Pin<Box<Sleep>>,
     ping_every: Duration,
+    /// The peer's last sign of life: bytes from it, or, while we do not read from it, bytes
+    /// it took from us.
     last_received: Instant,
     last_ping_sent: Option<Instant>,
     closing: bool,
@@ -908,6 +939,12 @@ where
     }
 
     fn poll_session(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), MuxError>> {
+        let polled = self.poll_rounds(cx);
+        self.session.queued.store(self.out.len(), Ordering::Relaxed);
+        polled
+    }
+
+    fn poll_rounds(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), MuxError>> {
         // Bounded rounds so a busy session yields to other tasks now and then.
         for _ in 0..32 {
             let mut progressed = false;
@@ -938,6 +975,10 @@ where
                 // Room in the queue again: gather once more. Writers blocked on the full
                 // data queue wake nobody, so skipping this would stall the session.
                 progressed = true;
+                if queued >= PAUSE_READING_AT {
+                    // Nothing it sends is read now, but a peer that takes our bytes is alive.
+                    self.last_received = Instant::now();
+                }
             }
 
             if !progressed {
@@ -980,9 +1021,16 @@ where
     fn poll_read_frames(&mut self, cx: &mut Context<'_>) -> Result<Poll<bool>, MuxError> {
         let mut progressed = false;
         loop {
-            while let Some(frame) = self.decoder.decode(&mut self.read_buf)? {
-                self.on_frame(frame)?;
-                progressed = true;
+            progressed |= self.handle_buffered_frames()?;
+            if self.reading_paused() {
+                // The peer does not take what we owe it: what it sent stays unread (here and
+                // in the socket) until it does. The queue is not empty, so the write that
+                // follows registers the waker.
+                return Ok(if progressed {
+                    Poll::Ready(true)
+                } else {
+                    Poll::Pending
+                });
             }
             let polled = if self.read_size == QUIET && self.read_buf.is_empty() {
                 self.poll_read_quiet(cx)
@@ -1011,9 +1059,7 @@ where
                     progressed = true;
                     // Don't let reading starve writing (window updates, pongs).
                     if self.out.len() >= WRITE_HIGH_WATER {
-                        while let Some(frame) = self.decoder.decode(&mut self.read_buf)? {
-                            self.on_frame(frame)?;
-                        }
+                        self.handle_buffered_frames()?;
                         return Ok(Poll::Ready(true));
                     }
                 }
@@ -1027,6 +1073,24 @@ where
                 }
             }
         }
+    }
+
+    /// Handles the whole frames in `read_buf`, stopping early once reading is paused.
+    /// Returns whether it handled any.
+    fn handle_buffered_frames(&mut self) -> Result<bool, MuxError> {
+        let mut handled = false;
+        while !self.reading_paused()
+            && let Some(frame) = self.decoder.decode(&mut self.read_buf)?
+        {
+            self.on_frame(frame)?;
+            handled = true;
+        }
+        Ok(handled)
+    }
+
+    /// Whether the peer has left so much unread that we stop reading what it sends.
+    fn reading_paused(&self) -> bool {
+        self.out.len() >= PAUSE_READING_AT
     }
 
     /// How much the next read into `read_buf` may take, and whether that is a full-sized

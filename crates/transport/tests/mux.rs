@@ -44,18 +44,20 @@ where
     server
 }
 
+/// Sends everything the stream carries back on it.
+async fn echo(stream: MuxStream) {
+    let (mut reader, mut writer) = stream.split();
+    while let Ok(Some(chunk)) = reader.recv().await {
+        if writer.send(chunk).await.is_err() {
+            return;
+        }
+    }
+    let _ = writer.finish().await;
+}
+
 /// The agent echoes every stream back.
 async fn echo_pair(keep_alive: Duration) -> rport_transport::MuxHandle {
-    session_pair(keep_alive, |stream| async move {
-        let (mut reader, mut writer) = stream.split();
-        while let Ok(Some(chunk)) = reader.recv().await {
-            if writer.send(chunk).await.is_err() {
-                return;
-            }
-        }
-        let _ = writer.finish().await;
-    })
-    .await
+    session_pair(keep_alive, echo).await
 }
 
 fn pattern(len: usize, seed: u8) -> Vec<u8> {
@@ -512,4 +514,197 @@ async fn control_messages_are_bounded_in_size_and_in_number() {
         matches!(&result, Err(mux::MuxError::Protocol(reason)) if reason.contains("control messages")),
         "{result:?}"
     );
+}
+
+/// What a peer that floods a session and reads nothing saw.
+struct Flood {
+    /// Bytes the session took before it stopped reading; `None` if it never did.
+    taken: Option<usize>,
+    /// The most the session held queued for the peer meanwhile.
+    most_queued: usize,
+    session: rport_transport::MuxHandle,
+    peer: TcpStream,
+    /// The part of the last batch the session did not take: the rest of a frame, maybe.
+    unsent: Bytes,
+}
+
+/// A peer that sends `frame(n)` for n = 0, 1, 2… and never reads, against a session of
+/// `config`; the session's side drops every stream the peer opens, as an agent does with
+/// one it cannot serve.
+async fn flood_without_reading(
+    config: MuxConfig,
+    frame: impl Fn(u32) -> rport_protocol::Frame,
+) -> Flood {
+    // Far more than any bound: a session that kept reading would queue answers to it all.
+    const LIMIT: usize = 64 * 1024 * 1024;
+    let (a, mut peer) = tcp_pair().await;
+    let (session, mut events, driver) = mux::start(a, Default::default(), config);
+    tokio::spawn(driver.run());
+    tokio::spawn(async move {
+        while let Some(incoming) = events.incoming.recv().await {
+            drop(incoming);
+        }
+    });
+    let mut batch = bytes::BytesMut::new();
+    let (mut taken, mut most_queued, mut n) = (0, 0, 0u32);
+    while taken < LIMIT {
+        batch.clear();
+        while batch.len() < 64 * 1024 {
+            frame(n).encode(&mut batch);
+            n += 1;
+        }
+        let mut unsent = &batch[..];
+        while !unsent.is_empty() {
+            most_queued = most_queued.max(session.queued_bytes());
+            // Nothing taken for a second: the session has stopped reading.
+            let Ok(written) =
+                tokio::time::timeout(Duration::from_secs(1), peer.write(unsent)).await
+            else {
+                return Flood {
+                    taken: Some(taken),
+                    most_queued: most_queued.max(session.queued_bytes()),
+                    unsent: Bytes::copy_from_slice(unsent),
+                    session,
+                    peer,
+                };
+            };
+            let written = written.expect("the session keeps the connection open");
+            unsent = &unsent[written..];
+            taken += written;
+        }
+    }
+    Flood {
+        taken: None,
+        most_queued,
+        session,
+        peer,
+        unsent: Bytes::new(),
+    }
+}
+
+fn ping(n: u32) -> rport_protocol::Frame {
+    rport_protocol::Frame::Ping {
+        opaque: u64::from(n),
+    }
+}
+
+/// The most a session may queue while its peer floods without reading: the pause point,
+/// plus the answer to one frame, plus a RESET for each stream the session had accepted
+/// (and its handler dropped) when it paused.
+fn flood_bound(max_streams: usize) -> usize {
+    mux::PAUSE_READING_AT + 1024 + max_streams * 64
+}
+
+async fn assert_flood_is_bounded(role: Role, frame: impl Fn(u32) -> rport_protocol::Frame) {
+    let config = MuxConfig {
+        max_streams: 256,
+        ..MuxConfig::new(role, Duration::from_secs(60))
+    };
+    let flood = flood_without_reading(config, frame).await;
+    eprintln!(
+        "{role:?}: took {:?} bytes, queued at most {}",
+        flood.taken, flood.most_queued
+    );
+    assert!(
+        flood.taken.is_some(),
+        "the session kept reading from a peer that reads nothing"
+    );
+    assert!(
+        flood.most_queued <= flood_bound(256),
+        "{} bytes queued for a peer that reads nothing",
+        flood.most_queued
+    );
+    // Backpressure, not a fault: the session waits for the peer to read.
+    assert!(!flood.session.is_closed());
+}
+
+#[tokio::test]
+async fn a_server_session_stops_reading_a_peer_that_floods_pings_and_reads_nothing() {
+    assert_flood_is_bounded(Role::Server, ping).await;
+}
+
+#[tokio::test]
+async fn a_server_session_stops_reading_a_peer_that_floods_opens_and_reads_nothing() {
+    // Each is answered with a RESET three times its size.
+    assert_flood_is_bounded(Role::Server, |n| rport_protocol::Frame::Open {
+        stream: 2 * n + 2,
+        payload: Bytes::new(),
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn an_agent_session_stops_reading_a_peer_that_floods_pings_and_reads_nothing() {
+    assert_flood_is_bounded(Role::Agent, ping).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_session_stops_reading_a_peer_that_floods_opens_and_reads_nothing() {
+    assert_flood_is_bounded(Role::Agent, |n| rport_protocol::Frame::Open {
+        stream: 2 * n + 1,
+        payload: Bytes::from_static(b"not an open request"),
+    })
+    .await;
+}
+
+/// Once the peer reads again, the session reads on: the flood was held back, not refused.
+#[tokio::test]
+async fn a_session_paused_by_a_flood_carries_on_once_the_peer_reads() {
+    let config = MuxConfig::new(Role::Server, Duration::from_secs(60));
+    let flood = flood_without_reading(config, ping).await;
+    assert!(flood.taken.is_some(), "the session kept reading");
+    // The rest of the last frame goes out once the session reads again, which it does
+    // once the peer reads. All the session sends here is PONGs and PINGs, which the
+    // agent below takes as they come.
+    let (mut from_session, mut to_session) = flood.peer.into_split();
+    let mut already_read = bytes::BytesMut::new();
+    let finish_frame = async {
+        to_session.write_all(&flood.unsent).await.expect("write");
+    };
+    let read = async {
+        while from_session
+            .read_buf(&mut already_read)
+            .await
+            .expect("read")
+            > 0
+        {}
+    };
+    tokio::time::timeout(Duration::from_secs(30), async {
+        tokio::select! {
+            () = finish_frame => {}
+            () = read => {}
+        }
+    })
+    .await
+    .expect("the session reads on once the peer does");
+    let peer = from_session.reunite(to_session).expect("one socket");
+    let server = flood.session;
+    // The peer becomes a real agent: it reads the PONGs (and ignores them) and echoes.
+    let (_agent, mut agent_events, agent_driver) = mux::start(
+        peer,
+        already_read,
+        MuxConfig::new(Role::Agent, Duration::from_secs(60)),
+    );
+    tokio::spawn(agent_driver.run());
+    tokio::spawn(async move {
+        while let Some(incoming) = agent_events.incoming.recv().await {
+            tokio::spawn(echo(incoming.stream));
+        }
+    });
+    tokio::time::timeout(Duration::from_secs(30), round_trip(&server, 256 * 1024, 9))
+        .await
+        .expect("the session carries data again");
+}
+
+/// A peer that floods and never reads cannot keep its session alive by sending: once the
+/// session stops reading it, the peer has taken nothing for a keepalive and is dropped.
+#[tokio::test]
+async fn a_flooding_peer_that_never_reads_is_dropped_after_the_keepalive() {
+    let config = MuxConfig::new(Role::Server, Duration::from_secs(2));
+    let flood = flood_without_reading(config, ping).await;
+    assert!(flood.taken.is_some(), "the session kept reading");
+    // The peer goes on writing (it is blocked), so only the keepalive can end this.
+    tokio::time::timeout(Duration::from_secs(10), flood.session.closed())
+        .await
+        .expect("the session ends within the keepalive");
 }
