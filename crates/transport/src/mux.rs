@@ -48,13 +48,17 @@ pub struct MuxConfig {
     /// what bounds the memory a session can be made to buffer when readers that were
     /// fast (so their windows grew) all stall at once.
     pub session_window_growth: u64,
-    /// Streams open at once; more are refused.
+    /// Streams open at once; more are refused (by [`MuxHandle::open_stream`] with
+    /// [`MuxError::TooManyStreams`] when this side opens them).
     pub max_streams: usize,
     /// Larger control messages from the peer are dropped unread. With the bounded control
     /// queue this bounds what a peer can make the session hold: [`CONTROL_QUEUE`] times
     /// this.
     pub max_control_len: usize,
 }
+
+/// Streams one session carries at once by default ([`MuxConfig::max_streams`]).
+pub const MAX_STREAMS: usize = 16 * 1024;
 
 /// Control messages received and not yet handled; a peer that sends more than this
 /// ahead of the handler breaks the protocol and its session is closed.
@@ -67,7 +71,7 @@ impl MuxConfig {
             keep_alive,
             stream_window: 64 * 1024 * 1024,
             session_window_growth: 128 * 1024 * 1024,
-            max_streams: 16 * 1024,
+            max_streams: MAX_STREAMS,
             max_control_len: rport_protocol::frame::MAX_FRAME_LEN,
         }
     }
@@ -85,6 +89,8 @@ pub enum MuxError {
     KeepaliveTimeout(Duration),
     #[error("session closed")]
     Closed,
+    #[error("{0} streams are open, the most this session carries")]
+    TooManyStreams(usize),
 }
 
 /// Why a stream stopped before a clean end.
@@ -203,6 +209,8 @@ struct SessionShared {
     closed: CancellationToken,
     rtt_micros: AtomicU64,
     open_streams: AtomicU32,
+    /// `MuxConfig::max_streams`.
+    max_streams: usize,
     /// Frames received so far; a probe watches it move.
     frames_received: AtomicU64,
     /// Streams opened locally whose OPEN the driver has not sent yet: id -> OPEN payload and
@@ -271,6 +279,7 @@ where
         closed: CancellationToken::new(),
         rtt_micros: AtomicU64::new(0),
         open_streams: AtomicU32::new(0),
+        max_streams: config.max_streams,
         frames_received: AtomicU64::new(0),
         unopened: Mutex::new(HashMap::new()),
     });
@@ -321,6 +330,11 @@ impl MuxHandle {
     pub fn open_stream(&self, payload: Bytes) -> Result<MuxStream, MuxError> {
         if self.is_closed() {
             return Err(MuxError::Closed);
+        }
+        // Said here, where the caller can tell its user; the driver's own check (a reset)
+        // is what holds when opens race.
+        if self.open_streams() as usize >= self.shared.max_streams {
+            return Err(MuxError::TooManyStreams(self.shared.max_streams));
         }
         let id = self.shared.next_id.fetch_add(2, Ordering::Relaxed);
         if id > u32::MAX - 2 {
@@ -847,8 +861,11 @@ fn writer_reset_on(reader: &StreamReader, err: &io::Error) {
 }
 
 /// Receive window a stream grants right after it opens; it grows from there when the
-/// link needs more (see `grow_window_if_link_bound`).
-const STARTING_WINDOW: u32 = 1024 * 1024;
+/// link needs more (see `grow_window_if_link_bound`). No more than the protocol's own
+/// first window: a reader that never reads (a public client that stalls) then holds at
+/// most that, since growth needs a reader that keeps up. At 1 MiB, 2,000 such readers
+/// held 2 GiB; a fast stream doubles it within a few round trips.
+const STARTING_WINDOW: u32 = INITIAL_WINDOW;
 
 /// `read_size` of a session that has been quiet: it reads through [`QUIET_READ`] bytes
 /// on the stack until traffic picks up.
