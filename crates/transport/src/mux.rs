@@ -44,9 +44,9 @@ pub struct MuxConfig {
     /// slow. Windows start small and grow only while the reader keeps up and the link's
     /// round trip, not the reader, is what limits the stream.
     pub stream_window: u32,
-    /// Total growth of all of a session's stream windows beyond their starting size:
-    /// what bounds the memory a session can be made to buffer when readers that were
-    /// fast (so their windows grew) all stall at once.
+    /// Total of all of a session's stream windows beyond the protocol's first window
+    /// (their start beyond it and their growth): what bounds the memory a session can be
+    /// made to buffer, beyond that first window per stream, when its readers all stall.
     pub session_window_growth: u64,
     /// Streams open at once; more are refused (by [`MuxHandle::open_stream`] with
     /// [`MuxError::TooManyStreams`] when this side opens them).
@@ -412,15 +412,28 @@ impl MuxHandle {
 fn new_stream(session: &Arc<SessionShared>, id: u32) -> (MuxStream, StreamEntry) {
     let shared = StreamShared::new(id);
     let (to_reader, from_driver) = mpsc::unbounded_channel();
+    // The start beyond the protocol's first window comes out of the session's growth
+    // budget like any later growth, so readers that stall from the start (and so never
+    // grow) hold at most that budget beyond INITIAL_WINDOW each, all together.
+    let extra =
+        u64::from(STARTING_WINDOW.clamp(INITIAL_WINDOW, session.stream_window) - INITIAL_WINDOW);
+    let extra = match session.window_growth_left.fetch_update(
+        Ordering::Relaxed,
+        Ordering::Relaxed,
+        |left| left.checked_sub(extra),
+    ) {
+        Ok(_) => extra,
+        Err(_) => 0,
+    };
+    let window = INITIAL_WINDOW + extra as u32;
     let guard = Arc::new(StreamGuard {
         shared: Arc::clone(&shared),
         session: Arc::clone(session),
         writer_finished: AtomicBool::new(false),
         reader_done: AtomicBool::new(false),
-        window_growth: AtomicU64::new(0),
+        window_growth: AtomicU64::new(extra),
     });
     session.open_streams.fetch_add(1, Ordering::Relaxed);
-    let window = STARTING_WINDOW.clamp(INITIAL_WINDOW, session.stream_window);
     let stream = MuxStream {
         reader: StreamReader {
             guard: Arc::clone(&guard),
@@ -860,12 +873,12 @@ fn writer_reset_on(reader: &StreamReader, err: &io::Error) {
     }
 }
 
-/// Receive window a stream grants right after it opens; it grows from there when the
-/// link needs more (see `grow_window_if_link_bound`). No more than the protocol's own
-/// first window: a reader that never reads (a public client that stalls) then holds at
-/// most that, since growth needs a reader that keeps up. At 1 MiB, 2,000 such readers
-/// held 2 GiB; a fast stream doubles it within a few round trips.
-const STARTING_WINDOW: u32 = INITIAL_WINDOW;
+/// Receive window a stream grants right after it opens, while the session's growth budget
+/// lasts (then the protocol's INITIAL_WINDOW); it grows from there when the link needs
+/// more (see `grow_window_if_link_bound`). Starting at 1 MiB keeps a new stream as fast
+/// as it was; taking the start from the budget keeps readers that never read from each
+/// holding it (2,000 of them held 2 GiB).
+const STARTING_WINDOW: u32 = 1024 * 1024;
 
 /// `read_size` of a session that has been quiet: it reads through [`QUIET_READ`] bytes
 /// on the stack until traffic picks up.
