@@ -1,14 +1,14 @@
 //! End to end: faults a real deployment meets, with the numbers docs/reliability.md
 //! records (printed as `fault: ...` lines; run with `--nocapture` to see them): a thousand
 //! concurrent connections with checksums and nothing leaked afterwards, a stalled reader
-//! beside a busy tunnel, rportd killed mid-transfer with its database and audit log intact.
+//! beside a busy tunnel, two thousand stalled readers pinning bounded memory, rportd killed mid-transfer with its database and audit log intact.
 
 mod support;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -197,6 +197,201 @@ fn a_stalled_reader_neither_slows_another_tunnel_nor_grows_memory() {
         "{server_rss} / {agent_rss} MiB"
     );
     drop(stalled_stream);
+}
+
+/// A device-side server: writes `len` bytes to every connection it accepts and never reads.
+/// Its sockets have a small send buffer, so what the tunnel does not take waits in this
+/// process rather than in the kernel, and the kernel's TCP memory shows the tunnel's part.
+struct SendingTarget {
+    address: SocketAddr,
+    written: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+}
+
+impl SendingTarget {
+    fn start(len: usize, deadline: Instant) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        listener.set_nonblocking(true).expect("nonblocking");
+        let address = listener.local_addr().expect("address");
+        let written = Arc::new(AtomicU64::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (counter, stopped) = (Arc::clone(&written), Arc::clone(&stop));
+        thread::spawn(move || {
+            let chunk = vec![5u8; 64 * 1024];
+            let mut connections: Vec<(TcpStream, usize)> = Vec::new();
+            while !stopped.load(Ordering::Relaxed) && Instant::now() < deadline {
+                let mut progressed = false;
+                while let Ok((stream, _)) = listener.accept() {
+                    let _ = socket2::SockRef::from(&stream).set_send_buffer_size(16 * 1024);
+                    let _ = stream.set_nonblocking(true);
+                    connections.push((stream, len));
+                    progressed = true;
+                }
+                for (stream, left) in connections.iter_mut().filter(|(_, left)| *left > 0) {
+                    match stream.write(&chunk[..chunk.len().min(*left)]) {
+                        Ok(n) => {
+                            *left -= n;
+                            counter.fetch_add(n as u64, Ordering::Relaxed);
+                            progressed = true;
+                        }
+                        Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => {}
+                        Err(_) => *left = 0,
+                    }
+                }
+                if !progressed {
+                    thread::sleep(Duration::from_millis(5));
+                }
+            }
+        });
+        Self {
+            address,
+            written,
+            stop,
+        }
+    }
+}
+
+impl Drop for SendingTarget {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// The kernel's TCP memory, all sockets of the machine: `/proc/net/sockstat`'s pages.
+fn kernel_tcp_mib() -> f64 {
+    let sockstat = std::fs::read_to_string("/proc/net/sockstat").unwrap_or_default();
+    let pages = sockstat
+        .lines()
+        .find(|line| line.starts_with("TCP:"))
+        .and_then(|line| line.split_whitespace().skip_while(|w| *w != "mem").nth(1))
+        .and_then(|pages| pages.parse::<f64>().ok())
+        .unwrap_or(0.0);
+    pages * 4096.0 / (1024.0 * 1024.0)
+}
+
+/// Bytes queued to send (unsent or unacknowledged) on the established sockets whose local
+/// port is `port`: on a tunnel port, rportd's sockets to its public clients.
+fn send_queue_mib(port: u16) -> f64 {
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+    let bytes: u64 = table
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let local_port = fields.get(1)?.rsplit(':').next()?;
+            let established = *fields.get(3)? == "01";
+            let tx = fields.get(4)?.split(':').next()?;
+            (established && u16::from_str_radix(local_port, 16).ok()? == port)
+                .then(|| u64::from_str_radix(tx, 16).ok())
+                .flatten()
+        })
+        .sum();
+    bytes as f64 / (1024.0 * 1024.0)
+}
+
+#[test]
+fn two_thousand_stalled_readers_pin_bounded_memory_and_release_it() {
+    // The test holds both ends of every connection (clients and device), rportd and the
+    // agent one each.
+    if let Ok((soft, _)) = rport_transport::fd_limit::raise_nofile_limit() {
+        assert!(
+            soft >= 6000,
+            "needs 6000 file descriptors, the limit is {soft}"
+        );
+    }
+    const READERS: usize = 2000;
+    const SENT: usize = 1024 * 1024;
+    let deadline = Instant::now() + Duration::from_secs(240);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (server, agent) = server_with_agent(dir.path());
+    let target = SendingTarget::start(SENT, deadline);
+    let stalled = server.open_tunnel("c1", &format!("remote={}", target.address.port()));
+    let stalled_address = tunnel_address(&stalled);
+    let echo = echo_server();
+    let busy = server.open_tunnel("c1", &format!("remote={}", echo.port()));
+    echo_round_trip(tunnel_address(&busy), 1024, 0);
+    thread::sleep(Duration::from_millis(500));
+    let (rss_before, kernel_before) = (rss_mib(server.pid()), kernel_tcp_mib());
+
+    // Clients that never read. Their receive buffers are small: they stand for machines
+    // elsewhere, whose buffers are not this machine's memory.
+    let clients: Vec<TcpStream> = (0..READERS)
+        .map_while(|_| {
+            let socket =
+                socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).ok()?;
+            socket.set_recv_buffer_size(16 * 1024).ok()?;
+            socket
+                .connect_timeout(&stalled_address.into(), Duration::from_secs(10))
+                .ok()?;
+            (Instant::now() < deadline).then(|| socket.into())
+        })
+        .collect();
+    assert_eq!(clients.len(), READERS, "clients connected");
+
+    // The device writes until the tunnel takes nothing more (or everything).
+    let mut last = (0, Instant::now());
+    while Instant::now() < deadline {
+        let written = target.written.load(Ordering::Relaxed);
+        if written == (READERS * SENT) as u64 || last.1.elapsed() > Duration::from_secs(5) {
+            break;
+        }
+        if written != last.0 {
+            last = (written, Instant::now());
+        }
+        thread::sleep(Duration::from_millis(200));
+    }
+    let taken = target.written.load(Ordering::Relaxed) as f64 / (1024.0 * 1024.0);
+    let (rss, kernel) = (rss_mib(server.pid()), kernel_tcp_mib());
+    let queued = send_queue_mib(stalled_address.port());
+
+    // Another tunnel of the same agent still carries 8 MiB both ways.
+    let started = Instant::now();
+    let busy_address = tunnel_address(&busy);
+    let echoed = thread::spawn(move || echo_round_trip(busy_address, 8 * 1024 * 1024, 3));
+    let echo_ok = echoed.join().is_ok();
+    let took = started.elapsed();
+    eprintln!(
+        "fault: {READERS} stalled readers, the device sending {} MiB to each: {taken:.0} MiB taken; rportd RSS {rss_before:.0} -> {rss:.0} MiB, its send queues {queued:.0} MiB; kernel TCP memory (whole machine) +{:.0} MiB; 8 MiB echo through another tunnel: {} in {took:?}",
+        SENT / (1024 * 1024),
+        kernel - kernel_before,
+        if echo_ok { "intact" } else { "FAILED" },
+    );
+    assert!(echo_ok, "the other tunnel's echo failed");
+    // docs/security.md: per stalled connection at most the stream window (256 KiB) in
+    // rportd and TCP_NOTSENT_LOWAT plus a segment (128 KiB) in its socket; per session
+    // the windows' growth budget (128 MiB) on top.
+    let readers = READERS as f64;
+    assert!(
+        rss - rss_before < readers * 0.25 + 128.0 + 64.0,
+        "rportd RSS grew by {:.0} MiB",
+        rss - rss_before
+    );
+    assert!(
+        queued < readers * 0.125,
+        "rportd's public sockets hold {queued:.0} MiB"
+    );
+    // The whole machine: rportd's sockets plus the agent's receive buffers towards the
+    // device and the test's own small buffers (and whatever else runs meanwhile).
+    assert!(
+        kernel - kernel_before < readers * 0.375,
+        "kernel TCP memory grew by {:.0} MiB",
+        kernel - kernel_before
+    );
+
+    // Released when the clients go (the machine's TCP memory to within 64 MiB: other
+    // processes use it too).
+    drop(clients);
+    drop(target);
+    let settled = wait_for("memory released", Duration::from_secs(60), || {
+        let (rss, kernel) = (rss_mib(server.pid()), kernel_tcp_mib());
+        (rss - rss_before < 64.0 && kernel - kernel_before < 64.0).then_some((rss, kernel))
+    });
+    eprintln!(
+        "fault: after the clients closed: rportd RSS {:.0} MiB, kernel TCP memory +{:.0} MiB",
+        settled.0,
+        settled.1 - kernel_before
+    );
+    drop(agent); // kept running to the end
 }
 
 #[test]

@@ -955,6 +955,38 @@ fn wait_active_connections(server: &Rportd, tunnel_id: &str, count: u64) {
 }
 
 #[test]
+fn an_agent_holds_at_most_max_connections_per_agent_over_all_its_tunnels() {
+    let dir = tempdir();
+    let (server, _agent) = server_with_agent(dir.path(), "max_connections_per_agent = 3\n");
+    let first = server.open_tunnel("client-1", &format!("remote={}", echo_server().port()));
+    let second = server.open_tunnel("client-1", &format!("remote={}", echo_server().port()));
+    let mut held: Vec<TcpStream> = (0..2)
+        .map(|i| held_echo(tunnel_address(&first)).unwrap_or_else(|| panic!("first, {i}")))
+        .collect();
+    held.push(held_echo(tunnel_address(&second)).expect("the second tunnel's first"));
+    assert!(
+        held_echo(tunnel_address(&second)).is_none(),
+        "a fourth on the agent is turned away"
+    );
+    let listed = wait_for("the refusal counted", Duration::from_secs(10), || {
+        server
+            .tunnel(&id(&second))
+            .filter(|t| t["connections_refused"] == 1)
+    });
+    assert_eq!(listed["active_connections"], 1, "{listed}");
+    server
+        .stderr
+        .wait_for("max_connections_per_agent = 3", Duration::from_secs(10));
+
+    // A place freed on one tunnel is a place on another.
+    drop(held.remove(0));
+    wait_active_connections(&server, &id(&first), 1);
+    wait_for("the stream released", Duration::from_secs(10), || {
+        held_echo(tunnel_address(&second))
+    });
+}
+
+#[test]
 fn a_tunnel_holds_at_most_its_connection_limits_and_says_so() {
     let dir = tempdir();
     let (server, _agent) = server_with_agent(dir.path(), "max_connections_per_tunnel = 3\n");
@@ -1012,7 +1044,7 @@ fn a_tunnel_holds_at_most_its_connection_limits_and_says_so() {
     assert_eq!(listed["connections_refused"], 2, "{listed}");
     drop((first, other, fourth));
 
-    // The default leaves far more room: 4096 per tunnel, none per source.
+    // The default leaves far more room: 2048 per tunnel, none per source.
     let dir = tempdir();
     let (server, _agent) = server_with_agent(dir.path(), "");
     let tunnel = server.open_tunnel("client-1", &format!("remote={}", echo.port()));

@@ -46,6 +46,8 @@ pub struct AgentListener {
     pub bans: AgentBans,
     pub audit: Arc<AuditLog>,
     pub binding: CredentialBinding,
+    /// `[server] max_connections_per_agent`: the streams rportd opens on one session.
+    pub max_streams: usize,
 }
 
 /// How strictly client ids are tied to credentials (RPort's keys).
@@ -350,6 +352,7 @@ impl AgentListener {
         // JSON is not even queued.
         let config = MuxConfig {
             max_control_len: handshake::MAX_HANDSHAKE_LEN,
+            max_streams: self.max_streams,
             ..MuxConfig::new(Role::Server, keep_alive)
         };
         let (handle, mut events, driver) = mux::start(tls, leftover, config);

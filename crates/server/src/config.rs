@@ -19,9 +19,13 @@ pub const DEFAULT_DATA_DIR: &str = "./rportd-data";
 pub const DEFAULT_AGENT_ADDRESS: &str = "0.0.0.0:8080";
 pub const DEFAULT_API_ADDRESS: &str = "127.0.0.1:3000";
 const EMBEDDED: &str = "<embedded default>";
-/// A quarter of the streams an agent session carries (16,384): room for the device's other
-/// tunnels even when one is flooded.
-pub const DEFAULT_MAX_CONNECTIONS_PER_TUNNEL: u32 = 4096;
+/// Half of what an agent's tunnels may hold together: room for the device's other tunnels
+/// even when one is flooded.
+pub const DEFAULT_MAX_CONNECTIONS_PER_TUNNEL: u32 = 2048;
+/// Each connection may pin about 384 KiB while its client does not read (see
+/// docs/security.md), so this bounds one agent's share at about 1.5 GiB; the session's
+/// own limit, 16,384 streams, would allow 6 GiB.
+pub const DEFAULT_MAX_CONNECTIONS_PER_AGENT: u32 = 4096;
 /// Off: many legitimate clients share one address (an office behind NAT), and one client
 /// cycling through connections briefly holds its closing ones too (a test cycling 1,000 at
 /// a time from one address was refused with a limit of 1,024). The per-tunnel limit still holds.
@@ -60,6 +64,9 @@ pub struct ServerSection {
     /// Connections one source address (an IPv6 /64 counts as one) may hold open to one
     /// tunnel at once (0: no limit).
     pub max_connections_per_source: u32,
+    /// Connections all tunnels of one agent may hold open at once (1 to 16,384, the
+    /// streams one session carries); bounds the memory one agent's clients can pin.
+    pub max_connections_per_agent: u32,
     /// How long a tunnel keeps its port while its agent is disconnected.
     pub tunnel_grace_period: Duration,
     /// How long the agent may take to reach a target when `check_port` is on.
@@ -261,6 +268,7 @@ struct RawServer {
     handshake_timeout: Option<DurationValue>,
     max_connections_per_tunnel: Option<u32>,
     max_connections_per_source: Option<u32>,
+    max_connections_per_agent: Option<u32>,
     tunnel_grace_period: Option<DurationValue>,
     check_port_timeout: Option<DurationValue>,
     tunnel_host: Option<String>,
@@ -503,6 +511,16 @@ impl Validator<'_> {
         if !(Duration::from_secs(1)..=Duration::from_secs(300)).contains(&handshake_timeout) {
             return Err(self.error("server.handshake_timeout", "must be between 1s and 5m"));
         }
+        let max_connections_per_agent = raw
+            .max_connections_per_agent
+            .unwrap_or(DEFAULT_MAX_CONNECTIONS_PER_AGENT);
+        let most = rport_transport::mux::MAX_STREAMS;
+        if !(1..=most).contains(&(max_connections_per_agent as usize)) {
+            return Err(self.error(
+                "server.max_connections_per_agent",
+                format!("must be between 1 and {most} (the streams one agent session carries)"),
+            ));
+        }
         let tunnel_grace_period = self.duration(
             "server.tunnel_grace_period",
             raw.tunnel_grace_period,
@@ -559,6 +577,7 @@ impl Validator<'_> {
             max_connections_per_source: raw
                 .max_connections_per_source
                 .unwrap_or(DEFAULT_MAX_CONNECTIONS_PER_SOURCE),
+            max_connections_per_agent,
             tunnel_grace_period,
             check_port_timeout,
             allow_client_remotes: raw.allow_client_remotes.unwrap_or(true),
@@ -1010,6 +1029,12 @@ mod tests {
 
         let err = parse("[logging]\nlog_level = \"loud\"\n").expect_err("level");
         assert_eq!(err.key, "logging.log_level");
+
+        let err = parse("[server]\nmax_connections_per_agent = 0\n").expect_err("no connections");
+        assert_eq!(err.key, "server.max_connections_per_agent");
+        assert!(err.reason.contains("between 1 and 16384"), "{err}");
+        let err = parse("[server]\nmax_connections_per_agent = 16385\n").expect_err("too many");
+        assert_eq!(err.key, "server.max_connections_per_agent");
 
         let err = parse("[surver]\n").expect_err("unknown section");
         assert_eq!(err.key, "surver");

@@ -2,7 +2,7 @@
 //! after a restart, or a client opening a thousand tunneled connections at once. The
 //! usual default of 128 overflows under such bursts, and the kernel then drops
 //! handshakes that clients only retry seconds later, or never complete. And the accept
-//! loop every listener of rportd shares.
+//! loop every listener of rportd shares, and the buffer caps of public tunnel sockets.
 
 use std::io;
 use std::net::SocketAddr;
@@ -75,6 +75,34 @@ pub async fn accept(
                 }
             },
         }
+    }
+}
+
+/// Unsent bytes the kernel keeps for a public tunnel socket (`TCP_NOTSENT_LOWAT`): a
+/// client that stops reading makes rportd's socket hold this much plus one segment, and
+/// the rest waits in the stream's window (see docs/security.md).
+pub const PUBLIC_NOTSENT_LOWAT: u32 = 64 * 1024;
+/// `SO_SNDBUF` and `SO_RCVBUF` of a public tunnel socket, as asked of the kernel (it
+/// doubles them for its own bookkeeping): 2 MiB a round trip keeps one stream at about
+/// 100 MB/s to a client 20 ms away. It bounds what a client that withholds ACKs (or sends
+/// while the device does not read) can make the socket hold.
+pub const PUBLIC_SOCKET_BUFFER: usize = 1024 * 1024;
+
+/// Caps what the kernel may buffer for an accepted public tunnel connection. Without
+/// this, autotuning grows a socket's send buffer to `tcp_wmem`'s maximum (4 MiB or more)
+/// for a client that never reads; a few thousand such clients fill the machine's TCP
+/// memory, and every connection of the machine slows down. Fixed sizes also turn off
+/// autotuning, so the cap holds for the connection's life. Best effort: a socket that
+/// refuses an option still works, only uncapped.
+pub fn cap_public_buffers(socket: &tokio::net::TcpStream) {
+    let socket = socket2::SockRef::from(socket);
+    let results = [
+        socket.set_send_buffer_size(PUBLIC_SOCKET_BUFFER),
+        socket.set_recv_buffer_size(PUBLIC_SOCKET_BUFFER),
+        socket.set_tcp_notsent_lowat(PUBLIC_NOTSENT_LOWAT),
+    ];
+    if let Some(Err(err)) = results.into_iter().find(Result::is_err) {
+        tracing::debug!("capping a public socket's buffers: {err}");
     }
 }
 

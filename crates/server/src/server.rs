@@ -219,6 +219,7 @@ impl Server {
                 multiuse: config.server.auth_multiuse_creds,
                 equal_ids: config.server.equate_clientauthid_clientid,
             },
+            max_streams: config.server.max_connections_per_agent as usize,
         });
         let api_bans = BanList::new(config.api.max_failed_login, config.api.ban_time);
         let state = Arc::new(AppState {

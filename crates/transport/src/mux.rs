@@ -48,17 +48,21 @@ pub struct MuxConfig {
     /// slow. Windows start small and grow only while the reader keeps up and the link's
     /// round trip, not the reader, is what limits the stream.
     pub stream_window: u32,
-    /// Total growth of all of a session's stream windows beyond their starting size:
-    /// what bounds the memory a session can be made to buffer when readers that were
-    /// fast (so their windows grew) all stall at once.
+    /// Total of all of a session's stream windows beyond the protocol's first window
+    /// (their start beyond it and their growth): what bounds the memory a session can be
+    /// made to buffer, beyond that first window per stream, when its readers all stall.
     pub session_window_growth: u64,
-    /// Streams open at once; more are refused.
+    /// Streams open at once; more are refused (by [`MuxHandle::open_stream`] with
+    /// [`MuxError::TooManyStreams`] when this side opens them).
     pub max_streams: usize,
     /// Larger control messages from the peer are dropped unread. With the bounded control
     /// queue this bounds what a peer can make the session hold: [`CONTROL_QUEUE`] times
     /// this.
     pub max_control_len: usize,
 }
+
+/// Streams one session carries at once by default ([`MuxConfig::max_streams`]).
+pub const MAX_STREAMS: usize = 16 * 1024;
 
 /// Control messages received and not yet handled; a peer that sends more than this
 /// ahead of the handler breaks the protocol and its session is closed.
@@ -87,7 +91,7 @@ impl MuxConfig {
             keep_alive,
             stream_window: 64 * 1024 * 1024,
             session_window_growth: 128 * 1024 * 1024,
-            max_streams: 16 * 1024,
+            max_streams: MAX_STREAMS,
             max_control_len: rport_protocol::frame::MAX_FRAME_LEN,
         }
     }
@@ -105,6 +109,8 @@ pub enum MuxError {
     KeepaliveTimeout(Duration),
     #[error("session closed")]
     Closed,
+    #[error("{0} streams are open, the most this session carries")]
+    TooManyStreams(usize),
 }
 
 /// Why a stream stopped before a clean end.
@@ -223,6 +229,8 @@ struct SessionShared {
     closed: CancellationToken,
     rtt_micros: AtomicU64,
     open_streams: AtomicU32,
+    /// `MuxConfig::max_streams`.
+    max_streams: usize,
     /// Frames received so far; a probe watches it move.
     frames_received: AtomicU64,
     /// Bytes waiting to be written to the peer, as of the driver's last turn.
@@ -293,6 +301,7 @@ where
         closed: CancellationToken::new(),
         rtt_micros: AtomicU64::new(0),
         open_streams: AtomicU32::new(0),
+        max_streams: config.max_streams,
         frames_received: AtomicU64::new(0),
         queued: AtomicUsize::new(0),
         unopened: Mutex::new(HashMap::new()),
@@ -344,6 +353,11 @@ impl MuxHandle {
     pub fn open_stream(&self, payload: Bytes) -> Result<MuxStream, MuxError> {
         if self.is_closed() {
             return Err(MuxError::Closed);
+        }
+        // Said here, where the caller can tell its user; the driver's own check (a reset)
+        // is what holds when opens race.
+        if self.open_streams() as usize >= self.shared.max_streams {
+            return Err(MuxError::TooManyStreams(self.shared.max_streams));
         }
         let id = self.shared.next_id.fetch_add(2, Ordering::Relaxed);
         if id > u32::MAX - 2 {
@@ -427,15 +441,28 @@ impl MuxHandle {
 fn new_stream(session: &Arc<SessionShared>, id: u32) -> (MuxStream, StreamEntry) {
     let shared = StreamShared::new(id);
     let (to_reader, from_driver) = mpsc::unbounded_channel();
+    // The start beyond the protocol's first window comes out of the session's growth
+    // budget like any later growth, so readers that stall from the start (and so never
+    // grow) hold at most that budget beyond INITIAL_WINDOW each, all together.
+    let extra =
+        u64::from(STARTING_WINDOW.clamp(INITIAL_WINDOW, session.stream_window) - INITIAL_WINDOW);
+    let extra = match session.window_growth_left.fetch_update(
+        Ordering::Relaxed,
+        Ordering::Relaxed,
+        |left| left.checked_sub(extra),
+    ) {
+        Ok(_) => extra,
+        Err(_) => 0,
+    };
+    let window = INITIAL_WINDOW + extra as u32;
     let guard = Arc::new(StreamGuard {
         shared: Arc::clone(&shared),
         session: Arc::clone(session),
         writer_finished: AtomicBool::new(false),
         reader_done: AtomicBool::new(false),
-        window_growth: AtomicU64::new(0),
+        window_growth: AtomicU64::new(extra),
     });
     session.open_streams.fetch_add(1, Ordering::Relaxed);
-    let window = STARTING_WINDOW.clamp(INITIAL_WINDOW, session.stream_window);
     let stream = MuxStream {
         reader: StreamReader {
             guard: Arc::clone(&guard),
@@ -875,8 +902,11 @@ fn writer_reset_on(reader: &StreamReader, err: &io::Error) {
     }
 }
 
-/// Receive window a stream grants right after it opens; it grows from there when the
-/// link needs more (see `grow_window_if_link_bound`).
+/// Receive window a stream grants right after it opens, while the session's growth budget
+/// lasts (then the protocol's INITIAL_WINDOW); it grows from there when the link needs
+/// more (see `grow_window_if_link_bound`). Starting at 1 MiB keeps a new stream as fast
+/// as it was; taking the start from the budget keeps readers that never read from each
+/// holding it (2,000 of them held 2 GiB).
 const STARTING_WINDOW: u32 = 1024 * 1024;
 
 /// `read_size` of a session that has been quiet: it reads through [`QUIET_READ`] bytes

@@ -67,6 +67,8 @@ struct ConnectionLimits {
 enum Full {
     Tunnel,
     Source,
+    /// All tunnels of the agent together; the session's limit.
+    Agent(usize),
 }
 
 /// The key a source is counted under: its address, or its /64 for IPv6, where one host
@@ -336,6 +338,11 @@ impl ActiveTunnel {
                 tunnel = %self.id(),
                 %peer,
                 "connection refused: this source holds [server] max_connections_per_source connections to the tunnel"
+            ),
+            Full::Agent(most) => tracing::warn!(
+                tunnel = %self.id(),
+                %peer,
+                "connection refused: the agent's tunnels hold [server] max_connections_per_agent = {most} connections"
             ),
         }
     }
@@ -1144,6 +1151,7 @@ impl TunnelManager {
         peer: SocketAddr,
     ) {
         let _ = socket.set_nodelay(true);
+        crate::listen::cap_public_buffers(&socket);
         // One deadline for the whole handshake, however it is split up below.
         let deadline = tokio::time::Instant::now() + self.proxy.handshake_timeout;
         let acceptor =

@@ -1,7 +1,7 @@
 //! The TCP side of a tunnel's public port: accept, apply the ACL and the connection limits,
 //! carry each connection through the agent.
 
-use std::net::IpAddr;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -32,6 +32,7 @@ pub(super) async fn serve(
         if !tunnel.connection_opened(peer) {
             continue;
         }
+        crate::listen::cap_public_buffers(&socket);
         if let Some(options) = tunnel.proxy.clone() {
             tokio::spawn(super::http_proxy::serve_tls(
                 Arc::clone(&manager),
@@ -46,7 +47,7 @@ pub(super) async fn serve(
         tokio::spawn(forward(
             Arc::clone(&manager),
             socket,
-            peer.ip(),
+            peer,
             Arc::clone(&tunnel),
             open.clone(),
         ));
@@ -60,20 +61,26 @@ pub(super) async fn serve(
 async fn forward(
     manager: Arc<TunnelManager>,
     socket: TcpStream,
-    peer: IpAddr,
+    peer: SocketAddr,
     tunnel: Arc<ActiveTunnel>,
     open: Bytes,
 ) {
     let _ = socket.set_nodelay(true);
     let Some(session) = manager.session_for(&tunnel, AGENT_WAIT).await else {
-        tunnel.connection_closed(peer, 0, 0);
+        tunnel.connection_closed(peer.ip(), 0, 0);
         return;
     };
     let stream = match session.handle.open_stream(open) {
         Ok(stream) => stream,
+        Err(rport_transport::MuxError::TooManyStreams(most)) => {
+            tunnel.refuse();
+            tunnel.warn_full(peer, super::Full::Agent(most));
+            tunnel.connection_closed(peer.ip(), 0, 0);
+            return;
+        }
         Err(err) => {
             tracing::debug!(tunnel = %tunnel.id(), "opening stream: {err}");
-            tunnel.connection_closed(peer, 0, 0);
+            tunnel.connection_closed(peer.ip(), 0, 0);
             return;
         }
     };
@@ -87,5 +94,5 @@ async fn forward(
         _ = tunnel.cancel.cancelled() => {}
     }
     let counted = counters.get();
-    tunnel.connection_closed(peer, counted.bytes_sent, counted.bytes_received);
+    tunnel.connection_closed(peer.ip(), counted.bytes_sent, counted.bytes_received);
 }
