@@ -222,13 +222,7 @@ fn a_tunnel_whose_client_is_gone_after_a_crash_does_not_come_back() {
     assert_eq!(removed, 1);
     drop(conn);
 
-    let server = Rportd::start_with(
-        dir.path(),
-        &ServerSettings {
-            agent_port,
-            ..Default::default()
-        },
-    );
+    let server = Rportd::start_on_agent_port(dir.path(), agent_port);
     let ended = server.wait_tunnel_status(&tunnel_id, "terminated", ATTACH);
     assert_eq!(ended["close_reason"], "client_deleted", "{ended}");
     let _newcomer = Rport::attach(&server, "client-1", &dir.path().join("newcomer"));

@@ -451,13 +451,7 @@ fn a_live_tunnel_whose_stored_record_does_not_parse_stays_closed_after_a_crash()
     );
     drop(db);
 
-    let server = Rportd::start_with(
-        dir.path(),
-        &ServerSettings {
-            agent_port,
-            ..Default::default()
-        },
-    );
+    let server = Rportd::start_on_agent_port(dir.path(), agent_port);
     for (id, what) in [
         (&bad_acl, "acl"),
         (&bad_options, "options"),
@@ -904,13 +898,7 @@ fn an_agent_without_a_fingerprint_pins_the_first_key_and_refuses_another() {
 
     // Another server (another key) on the same address: refused, nothing sent to it.
     let other = tempdir();
-    let impostor = Rportd::start_with(
-        other.path(),
-        &ServerSettings {
-            agent_port,
-            ..Default::default()
-        },
-    );
+    let impostor = Rportd::start_on_agent_port(other.path(), agent_port);
     assert_ne!(impostor.fingerprint, server.fingerprint);
     let line = agent.stderr.wait_for("fingerprint mismatch", ATTACH);
     assert!(line.contains(&impostor.fingerprint), "{line}");

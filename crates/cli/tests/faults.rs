@@ -428,13 +428,7 @@ fn rportd_killed_mid_transfer_loses_no_record() {
     assert_eq!(check, "ok");
     drop(conn);
 
-    let server = Rportd::start_with(
-        dir.path(),
-        &ServerSettings {
-            agent_port,
-            ..Default::default()
-        },
-    );
+    let server = Rportd::start_on_agent_port(dir.path(), agent_port);
     server.wait_connection_state("c1", "connected", ATTACH);
     let back = server.wait_tunnel_status(&id, "opened", ATTACH);
     let recovered = killed_at.elapsed();

@@ -867,13 +867,7 @@ fn after_a_crash_tunnels_come_back_on_the_same_port() {
     echo_round_trip(tunnel_address(&tunnel), 100_000, 1);
     server.kill();
 
-    let server = Rportd::start_with(
-        dir.path(),
-        &ServerSettings {
-            agent_port,
-            ..Default::default()
-        },
-    );
+    let server = Rportd::start_on_agent_port(dir.path(), agent_port);
     server.wait_connection_state("client-1", "connected", ATTACH);
     let back = server.wait_tunnel_status(&id(&tunnel), "opened", ATTACH);
     assert_eq!(back["lport"], tunnel["lport"]);
@@ -984,6 +978,48 @@ fn an_agent_holds_at_most_max_connections_per_agent_over_all_its_tunnels() {
     wait_for("the stream released", Duration::from_secs(10), || {
         held_echo(tunnel_address(&second))
     });
+}
+
+/// The limit over every tunnel of the server, whichever agent they go to; by default it is
+/// sized to the machine's memory, and the log says to what.
+#[test]
+fn the_server_holds_at_most_max_connections_total_over_all_agents() {
+    let dir = tempdir();
+    let (server, _agent) = server_with_agent(dir.path(), "max_connections_total = 3\n");
+    let _other = Rport::attach(&server, "client-2", &dir.path().join("agent-2"));
+    server.wait_connection_state("client-2", "connected", ATTACH);
+    let first = server.open_tunnel("client-1", &format!("remote={}", echo_server().port()));
+    let second = server.open_tunnel("client-2", &format!("remote={}", echo_server().port()));
+    let mut held: Vec<TcpStream> = (0..2)
+        .map(|i| held_echo(tunnel_address(&first)).unwrap_or_else(|| panic!("first, {i}")))
+        .collect();
+    held.push(held_echo(tunnel_address(&second)).expect("the other agent's first"));
+    assert!(
+        held_echo(tunnel_address(&second)).is_none(),
+        "a fourth on the server is turned away"
+    );
+    let listed = wait_for("the refusal counted", Duration::from_secs(10), || {
+        server
+            .tunnel(&id(&second))
+            .filter(|t| t["connections_refused"] == 1)
+    });
+    assert_eq!(listed["active_connections"], 1, "{listed}");
+    assert_eq!(listed["connections"], 1, "{listed}");
+    server
+        .stderr
+        .wait_for("max_connections_total = 3", Duration::from_secs(10));
+
+    // A place freed on one agent's tunnel is a place on the other's.
+    drop(held.remove(0));
+    wait_active_connections(&server, &id(&first), 1);
+    held.push(held_echo(tunnel_address(&second)).expect("room again"));
+
+    let dir = tempdir();
+    let sized = Rportd::start(dir.path());
+    let said = sized
+        .stderr
+        .wait_for("sized to this machine's memory", Duration::from_secs(10));
+    assert!(said.contains("max_connections_total"), "{said}");
 }
 
 #[test]

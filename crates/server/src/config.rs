@@ -67,6 +67,9 @@ pub struct ServerSection {
     /// Connections all tunnels of one agent may hold open at once (1 to 16,384, the
     /// streams one session carries); bounds the memory one agent's clients can pin.
     pub max_connections_per_agent: u32,
+    /// Connections all tunnels of the server may hold open at once (0: no limit); `None`
+    /// when not configured, for the server to size from the machine's memory.
+    pub max_connections_total: Option<u32>,
     /// How long a tunnel keeps its port while its agent is disconnected.
     pub tunnel_grace_period: Duration,
     /// How long the agent may take to reach a target when `check_port` is on.
@@ -269,6 +272,7 @@ struct RawServer {
     max_connections_per_tunnel: Option<u32>,
     max_connections_per_source: Option<u32>,
     max_connections_per_agent: Option<u32>,
+    max_connections_total: Option<u32>,
     tunnel_grace_period: Option<DurationValue>,
     check_port_timeout: Option<DurationValue>,
     tunnel_host: Option<String>,
@@ -578,6 +582,7 @@ impl Validator<'_> {
                 .max_connections_per_source
                 .unwrap_or(DEFAULT_MAX_CONNECTIONS_PER_SOURCE),
             max_connections_per_agent,
+            max_connections_total: raw.max_connections_total,
             tunnel_grace_period,
             check_port_timeout,
             allow_client_remotes: raw.allow_client_remotes.unwrap_or(true),

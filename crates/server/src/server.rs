@@ -180,6 +180,13 @@ impl Server {
             allow_client_remotes: config.server.allow_client_remotes,
             max_connections: config.server.max_connections_per_tunnel,
             max_connections_per_source: config.server.max_connections_per_source,
+            max_connections_total: config.server.max_connections_total.unwrap_or_else(|| {
+                let total = crate::tunnels::default_max_connections_total(total_memory());
+                tracing::info!(
+                    "tunnels hold at most {total} connections at once, sized to this machine's memory ([server] max_connections_total)"
+                );
+                total
+            }),
         };
         let audit = Arc::new(AuditLog::new(Arc::clone(&store)));
         let tunnels = TunnelManager::start(
@@ -445,4 +452,23 @@ pub async fn reload_user_file(file: &UserFile, audit: &AuditLog) {
         detail,
     };
     audit.record(&Actor::system(), event).await;
+}
+
+/// The machine's memory in bytes, from `/proc/meminfo`; 4 GiB where it cannot be read.
+fn total_memory() -> u64 {
+    const ASSUMED: u64 = 4 << 30;
+    let Ok(meminfo) = std::fs::read_to_string("/proc/meminfo") else {
+        return ASSUMED;
+    };
+    meminfo
+        .lines()
+        .find_map(|line| line.strip_prefix("MemTotal:"))
+        .and_then(|rest| {
+            rest.trim()
+                .trim_end_matches("kB")
+                .trim()
+                .parse::<u64>()
+                .ok()
+        })
+        .map_or(ASSUMED, |kib| kib * 1024)
 }

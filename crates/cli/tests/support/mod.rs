@@ -209,6 +209,18 @@ impl Rportd {
         Self::start_with(dir, &ServerSettings::default())
     }
 
+    /// The default server on a given agent port: after a kill, the same server again, where
+    /// its agents come back.
+    pub fn start_on_agent_port(dir: &Path, agent_port: u16) -> Self {
+        Self::start_with(
+            dir,
+            &ServerSettings {
+                agent_port,
+                ..Default::default()
+            },
+        )
+    }
+
     pub fn start_with(dir: &Path, settings: &ServerSettings) -> Self {
         Self::start_wrapped(dir, settings, &[])
     }

@@ -52,14 +52,32 @@ pub struct TunnelSettings {
     pub max_connections: u32,
     /// Connections one source address (an IPv6 /64) may hold open to one tunnel; 0 for no limit.
     pub max_connections_per_source: u32,
+    /// Connections all tunnels together may hold open; 0 for no limit.
+    pub max_connections_total: u32,
+}
+
+/// What a connection that stalls can pin, in rportd's memory and its socket, at most: a
+/// stream's first window (256 KiB) and the socket's unsent bytes (128 KiB). See
+/// docs/security.md.
+pub const CONNECTION_PIN_BYTES: u64 = 384 * 1024;
+
+/// The default of `[server] max_connections_total`: as many connections as can pin a
+/// quarter of the machine's memory (`total_memory` bytes), at least 1,024 and at most
+/// 65,536, so that the defaults cannot exhaust the machine.
+pub fn default_max_connections_total(total_memory: u64) -> u32 {
+    let fits = total_memory / 4 / CONNECTION_PIN_BYTES;
+    u32::try_from(fits.clamp(1024, 65_536)).unwrap_or(65_536)
 }
 
 /// How many connections a tunnel holds at once; 0 for no limit.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 struct ConnectionLimits {
     per_tunnel: u32,
     /// Per source address, see `source_key`.
     per_source: u32,
+    /// Open connections of every tunnel, shared by all of them, and their limit.
+    total: Arc<AtomicU32>,
+    per_server: u32,
 }
 
 /// Which limit turned a connection away.
@@ -69,6 +87,8 @@ enum Full {
     Source,
     /// All tunnels of the agent together; the session's limit.
     Agent(usize),
+    /// All tunnels of the server together.
+    Server(u32),
 }
 
 /// The key a source is counted under: its address, or its /64 for IPv6, where one host
@@ -344,6 +364,11 @@ impl ActiveTunnel {
                 %peer,
                 "connection refused: the agent's tunnels hold [server] max_connections_per_agent = {most} connections"
             ),
+            Full::Server(most) => tracing::warn!(
+                tunnel = %self.id(),
+                %peer,
+                "connection refused: all tunnels together hold [server] max_connections_total = {most} connections"
+            ),
         }
     }
 
@@ -367,6 +392,8 @@ impl ActiveTunnel {
         let ConnectionLimits {
             per_tunnel,
             per_source,
+            ref total,
+            per_server,
         } = self.connection_limits;
         if per_source > 0 {
             let mut sources = lock(&self.sources);
@@ -384,6 +411,14 @@ impl ActiveTunnel {
         if taken.is_err() {
             self.release_source(peer);
             return Err(Full::Tunnel);
+        }
+        let taken = total.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |open| {
+            (per_server == 0 || open < per_server).then_some(open + 1)
+        });
+        if taken.is_err() {
+            self.open_connections.fetch_sub(1, Ordering::Relaxed);
+            self.release_source(peer);
+            return Err(Full::Server(per_server));
         }
         self.connections.fetch_add(1, Ordering::Relaxed);
         self.dirty.store(true, Ordering::Relaxed);
@@ -410,6 +445,7 @@ impl ActiveTunnel {
         self.bytes_out.fetch_add(bytes_out, Ordering::Relaxed);
         self.touch();
         self.open_connections.fetch_sub(1, Ordering::Relaxed);
+        self.connection_limits.total.fetch_sub(1, Ordering::Relaxed);
     }
 
     /// Marks the tunnel used now (a connection ended, a datagram passed).
@@ -457,6 +493,8 @@ pub struct TunnelManager {
     proxy: ProxySetup,
     /// Subdomain -> live proxy tunnel, for the shared proxy port.
     proxy_routes: Mutex<HashMap<String, Arc<ActiveTunnel>>>,
+    /// Open connections of all tunnels, against `max_connections_total`.
+    open_connections: Arc<AtomicU32>,
 }
 
 impl TunnelManager {
@@ -479,6 +517,7 @@ impl TunnelManager {
             audit,
             proxy,
             proxy_routes: Mutex::new(HashMap::new()),
+            open_connections: Arc::new(AtomicU32::new(0)),
         });
         let live = TunnelFilter {
             open_only: true,
@@ -552,12 +591,17 @@ impl TunnelManager {
         if let Err(err) = ended {
             tracing::error!(tunnel = %record.id, "saving tunnel: {err}");
         }
+        self.audit_end(record, reason, &format!(": {why}")).await;
+    }
+
+    /// Records in the audit log that rportd itself ended a tunnel.
+    async fn audit_end(&self, record: &TunnelRecord, reason: CloseReason, more: &str) {
         let event = audit::Event {
             action: "tunnel.close",
             resource: &record.id,
             project: Some(&record.project),
             success: true,
-            detail: format!("{} (client {}): {why}", reason.as_str(), record.client_id),
+            detail: format!("{} (client {}){more}", reason.as_str(), record.client_id),
         };
         self.audit.record(&Actor::system(), event).await;
     }
@@ -725,6 +769,8 @@ impl TunnelManager {
         tunnel.connection_limits = ConnectionLimits {
             per_tunnel: self.settings.max_connections,
             per_source: self.settings.max_connections_per_source,
+            total: Arc::clone(&self.open_connections),
+            per_server: self.settings.max_connections_total,
         };
         let tunnel = Arc::new(tunnel);
         self.active().insert(tunnel.id(), Arc::clone(&tunnel));
@@ -923,14 +969,7 @@ impl TunnelManager {
         }
         // An operator's delete is recorded by the API with the operator's name.
         if reason != CloseReason::Deleted {
-            let event = audit::Event {
-                action: "tunnel.close",
-                resource: &record.id,
-                project: Some(&record.project),
-                success: true,
-                detail: format!("{} (client {})", reason.as_str(), record.client_id),
-            };
-            self.audit.record(&Actor::system(), event).await;
+            self.audit_end(&record, reason, "").await;
         }
     }
 
@@ -1232,6 +1271,18 @@ async fn flush_periodically(manager: std::sync::Weak<TunnelManager>) {
 #[cfg(test)]
 mod connection_limit_tests {
     use super::*;
+
+    #[test]
+    fn the_default_total_fits_a_quarter_of_memory() {
+        const GIB: u64 = 1 << 30;
+        // 24 GiB: 6 GiB / 384 KiB.
+        assert_eq!(default_max_connections_total(24 * GIB), 16_384);
+        let small = default_max_connections_total(2 * GIB);
+        assert_eq!(small, 1365);
+        assert!(u64::from(small) * CONNECTION_PIN_BYTES <= 2 * GIB / 4);
+        assert_eq!(default_max_connections_total(256 << 20), 1024, "a floor");
+        assert_eq!(default_max_connections_total(1 << 50), 65_536, "a ceiling");
+    }
 
     #[test]
     fn an_ipv6_64_counts_as_one_source_and_v4_mapped_as_v4() {
