@@ -15,7 +15,7 @@ use http::header::{self, HeaderValue};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use libfuzzer_sys::fuzz_target;
-use rport_server::tunnels::proxy_request::{self, DeviceRequestRules};
+use rport_server::proxy_request::{self, DeviceRequestRules};
 
 const HOP_BY_HOP: [&str; 7] = [
     "connection",
@@ -30,7 +30,7 @@ const HOP_BY_HOP: [&str; 7] = [
 fn check(request: http::Request<Incoming>, flags: u8) -> http::Response<String> {
     let (mut parts, _body) = request.into_parts();
     let _ = proxy_request::request_host(&parts.headers, &parts.uri);
-    let _ = rport_server::api::credentials(&parts.headers);
+    let _ = rport_server::credentials(&parts.headers);
     let peer = if flags & 1 == 1 {
         IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 7))
     } else {

@@ -5,6 +5,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use rport_protocol::duration::parse_duration;
 use rport_protocol::ip_rules::AllowList;
 use rport_protocol::tunnel_spec;
 use rport_protocol::{Fingerprint, Password};
@@ -483,14 +484,6 @@ fn check_id(id: &str) -> Result<String, String> {
         ));
     }
     Ok(id.to_owned())
-}
-
-fn parse_duration(text: &str) -> Option<Duration> {
-    let text = text.trim();
-    if text.is_empty() || text.starts_with('-') {
-        return None;
-    }
-    humantime::parse_duration(text).ok()
 }
 
 /// The id kept in `data_dir`, created (random, once) when there is none: copies of a disk

@@ -11,7 +11,7 @@ use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::MakeWriter;
 
 /// A log line is cut past this many bytes. Callers bound what they log from the network
-/// (`rport_server::bounded`); this holds for any field a caller forgot.
+/// (`bounded` in rport-server's domain layer); this holds for any field a caller forgot.
 const MAX_LOG_LINE: usize = 16 * 1024;
 
 /// Raises the soft open-file limit to the hard one, and says what it is: with the usual

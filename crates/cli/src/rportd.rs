@@ -9,10 +9,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use anyhow::Context;
 use clap::Parser;
-use rport_server::cli::{Command, ServerArgs};
-use rport_server::config::ServerConfig;
-use rport_server::server::{Listeners, Server};
-use rport_server::user_command;
+use rport_server::{Command, Listeners, Server, ServerArgs, ServerConfig, user_command};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {

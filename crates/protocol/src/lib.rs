@@ -5,6 +5,7 @@
 
 pub mod control;
 pub mod datagram;
+pub mod duration;
 pub mod fingerprint;
 pub mod frame;
 pub mod ip_rules;

@@ -1,28 +1,24 @@
 //! rportd as a library: accepts agent sessions, opens tunnels on demand, serves the REST API.
 //!
-//! [`server::Server`] wires the parts together; the binary only parses flags, loads the
-//! configuration and calls it.
+//! The modules are layers, each using only those below it (ARCHITECTURE.md draws the map):
+//! `domain` (names, secrets, roles, audit, the agent registry), `config`, `net`, `auth`,
+//! `tunnels`, `agents`, `api`, and `app`, which wires them into a [`Server`]. What other
+//! crates use is the list below, each under one path.
 
-pub mod agent_auth;
-pub mod agent_listener;
-pub mod api;
-pub mod api_auth;
-pub mod audit;
-pub mod bans;
-pub mod bounded;
-pub mod cli;
-pub mod client_ip;
-pub mod config;
-pub mod http_serve;
-pub mod listen;
-pub mod permissions;
-pub mod port_pool;
-pub mod port_ranges;
-pub mod registry;
-pub mod secrets;
-pub mod server;
-pub mod tunnels;
-pub mod user_command;
-pub mod user_file;
-pub mod users;
-pub mod web_tls;
+mod agents;
+mod api;
+mod app;
+mod auth;
+mod config;
+mod domain;
+mod net;
+mod tunnels;
+
+pub use api::{AppState, router};
+pub use app::cli::{Command, ServerArgs, UserCommand};
+pub use app::user_command;
+pub use app::{Listeners, Server, StartError};
+pub use auth::credentials::{Credentials, credentials};
+pub use config::{ConfigError, ServerConfig};
+/// The pure core of the HTTP proxy's request rewriting, for fuzzing.
+pub use tunnels::http_proxy::request as proxy_request;

@@ -7,7 +7,7 @@ use bytes::Bytes;
 use rport_protocol::tunnel_spec::Endpoint;
 use rport_protocol::{CheckAnswer, CheckOutcome, CheckRequest, OpenRequest, StreamProtocol};
 
-use crate::registry::LiveSession;
+use crate::domain::registry::LiveSession;
 
 /// Time for the agent to answer on top of its own dial timeout.
 const ANSWER_MARGIN: Duration = Duration::from_secs(5);

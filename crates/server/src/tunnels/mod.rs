@@ -3,9 +3,10 @@
 //! open, keep and end them.
 
 mod agent_check;
-mod http_proxy;
+pub mod http_proxy;
 mod lifecycle;
-pub mod proxy_request;
+pub mod port_pool;
+
 mod stored;
 mod tcp;
 mod udp;
@@ -30,10 +31,11 @@ pub use agent_check::CheckError;
 use lifecycle::{Activity, Limits, Verdict};
 pub use lifecycle::{CloseReason, MAX_AUTO_CLOSE, MAX_IDLE_TIMEOUT_MINUTES};
 
-use crate::audit::{self, Actor, ActorKind, AuditLog};
-use crate::port_pool::{BoundPort, PoolError, PortPool};
-use crate::registry::{DeleteError, LiveSession, Registry};
-use crate::secrets::{Secret, hash_password};
+use crate::domain::audit::{self, Actor, ActorKind, AuditLog};
+use crate::domain::registry::{DeleteError, LiveSession, Registry};
+use crate::domain::secrets::{Secret, hash_password};
+use crate::domain::source::source_of;
+use crate::tunnels::port_pool::{BoundPort, PoolError, PortPool};
 use http_proxy::{BasicAuth, ProxyOptions};
 
 /// Who created a tunnel that the agent's own configuration asked for.
@@ -73,7 +75,7 @@ pub fn default_max_connections_total(total_memory: u64) -> u32 {
 #[derive(Debug, Clone, Default)]
 struct ConnectionLimits {
     per_tunnel: u32,
-    /// Per source address, see `source_key`.
+    /// Per source address, see [`source_of`].
     per_source: u32,
     /// Open connections of every tunnel, shared by all of them, and their limit.
     total: Arc<AtomicU32>,
@@ -89,18 +91,6 @@ enum Full {
     Agent(usize),
     /// All tunnels of the server together.
     Server(u32),
-}
-
-/// The key a source is counted under: its address, or its /64 for IPv6, where one host
-/// commonly holds a whole /64 (the same rule as bans).
-fn source_key(ip: IpAddr) -> IpAddr {
-    match rport_protocol::ip_rules::canonical(ip) {
-        IpAddr::V6(v6) => {
-            let bits = u128::from(v6) & !((1u128 << 64) - 1);
-            IpAddr::V6(std::net::Ipv6Addr::from(bits))
-        }
-        v4 => v4,
-    }
 }
 
 /// Tunnels one agent's configuration may ask for.
@@ -149,7 +139,7 @@ pub struct ProxySetup {
     pub shared_port: AtomicU16,
     /// Wrong basic-auth passwords on proxy tunnels, per address: past `[api]
     /// max_failed_login` the address gets 429 for `ban_time`, as at the API.
-    pub auth_bans: crate::bans::BanList,
+    pub auth_bans: crate::auth::bans::BanList,
     /// `[server] handshake_timeout`: public clients get as long as agents to finish TLS.
     pub handshake_timeout: std::time::Duration,
     /// `[api] read_header_timeout`: one bound on request headers for every HTTP surface.
@@ -209,7 +199,7 @@ struct ActiveTunnel {
     refused: AtomicU64,
     /// When the last "tunnel full" warning was logged.
     full_warned_ms: AtomicI64,
-    /// Open connections per source (see `source_key`), while a per-source limit is set.
+    /// Open connections per source (see [`source_of`]), while a per-source limit is set.
     sources: Mutex<HashMap<IpAddr, u32>>,
     bytes_in: AtomicU64,
     bytes_out: AtomicU64,
@@ -397,7 +387,7 @@ impl ActiveTunnel {
         } = self.connection_limits;
         if per_source > 0 {
             let mut sources = lock(&self.sources);
-            let count = sources.entry(source_key(peer)).or_insert(0);
+            let count = sources.entry(source_of(peer)).or_insert(0);
             if *count >= per_source {
                 return Err(Full::Source);
             }
@@ -430,7 +420,7 @@ impl ActiveTunnel {
             return;
         }
         let mut sources = lock(&self.sources);
-        let key = source_key(peer);
+        let key = source_of(peer);
         if let Some(count) = sources.get_mut(&key) {
             *count = count.saturating_sub(1);
             if *count == 0 {
@@ -791,7 +781,7 @@ impl TunnelManager {
         tunnel: &Arc<ActiveTunnel>,
         tcp: Option<tokio::net::TcpListener>,
         udp: Option<tokio::net::UdpSocket>,
-        lease: Arc<crate::port_pool::PortLease>,
+        lease: Arc<crate::tunnels::port_pool::PortLease>,
         servers: &mut Vec<JoinHandle<()>>,
     ) {
         if let Some(listener) = tcp {
@@ -1178,7 +1168,7 @@ impl TunnelManager {
                 .store(address.port(), Ordering::Relaxed);
         }
         while let Some((socket, peer)) =
-            crate::listen::accept(&listener, &shutdown, "the tunnel proxy port").await
+            crate::net::listen::accept(&listener, &shutdown, "the tunnel proxy port").await
         {
             tokio::spawn(Arc::clone(&self).route_proxy_connection(socket, peer));
         }
@@ -1190,7 +1180,7 @@ impl TunnelManager {
         peer: SocketAddr,
     ) {
         let _ = socket.set_nodelay(true);
-        crate::listen::cap_public_buffers(&socket);
+        crate::net::listen::cap_public_buffers(&socket);
         // One deadline for the whole handshake, however it is split up below.
         let deadline = tokio::time::Instant::now() + self.proxy.handshake_timeout;
         let acceptor =
@@ -1282,19 +1272,5 @@ mod connection_limit_tests {
         assert!(u64::from(small) * CONNECTION_PIN_BYTES <= 2 * GIB / 4);
         assert_eq!(default_max_connections_total(256 << 20), 1024, "a floor");
         assert_eq!(default_max_connections_total(1 << 50), 65_536, "a ceiling");
-    }
-
-    #[test]
-    fn an_ipv6_64_counts_as_one_source_and_v4_mapped_as_v4() {
-        let a: IpAddr = "2001:db8:1:2:aaaa::1".parse().expect("ip");
-        let b: IpAddr = "2001:db8:1:2:bbbb::2".parse().expect("ip");
-        let c: IpAddr = "2001:db8:1:3::1".parse().expect("ip");
-        assert_eq!(source_key(a), source_key(b));
-        assert_ne!(source_key(a), source_key(c));
-        let mapped: IpAddr = "::ffff:127.0.0.2".parse().expect("ip");
-        assert_eq!(
-            source_key(mapped),
-            "127.0.0.2".parse::<IpAddr>().expect("ip")
-        );
     }
 }

@@ -10,7 +10,7 @@ use rport_protocol::tunnel_spec::TunnelProtocol;
 use rport_store::TunnelRecord;
 
 use super::lifecycle::{MAX_AUTO_CLOSE, MAX_IDLE_TIMEOUT_MINUTES};
-use crate::secrets::is_password_hash;
+use crate::domain::secrets::is_password_hash;
 
 /// What the restored tunnel is built from, each read from the record exactly once.
 #[derive(Debug)]
@@ -141,7 +141,7 @@ mod tests {
         record.scheme = Some("https".into());
         record.options.http_proxy = true;
         record.options.auth_user = Some("web".into());
-        record.options.auth_password_hash = Some(crate::secrets::hash_password("pw"));
+        record.options.auth_password_hash = Some(crate::domain::secrets::hash_password("pw"));
         record.options.host_header = Some("router.lan".into());
         record
     }

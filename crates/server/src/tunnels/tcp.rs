@@ -9,7 +9,7 @@ use bytes::Bytes;
 use tokio::net::{TcpListener, TcpStream};
 
 use super::{ActiveTunnel, TunnelManager};
-use crate::port_pool::PortLease;
+use crate::tunnels::port_pool::PortLease;
 
 /// How long a connection arriving while the agent is away waits for it to come back.
 const AGENT_WAIT: Duration = Duration::from_secs(5);
@@ -22,7 +22,7 @@ pub(super) async fn serve(
 ) {
     let open = Bytes::from(tunnel.open.to_json());
     while let Some((socket, peer)) =
-        crate::listen::accept(&listener, &tunnel.cancel, "a tunnel port").await
+        crate::net::listen::accept(&listener, &tunnel.cancel, "a tunnel port").await
     {
         if !tunnel.acl_allows(peer.ip()) {
             tunnel.refuse();
@@ -32,7 +32,7 @@ pub(super) async fn serve(
         if !tunnel.connection_opened(peer) {
             continue;
         }
-        crate::listen::cap_public_buffers(&socket);
+        crate::net::listen::cap_public_buffers(&socket);
         if let Some(options) = tunnel.proxy.clone() {
             tokio::spawn(super::http_proxy::serve_tls(
                 Arc::clone(&manager),

@@ -17,7 +17,7 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use super::{ActiveTunnel, TunnelManager};
-use crate::port_pool::PortLease;
+use crate::tunnels::port_pool::PortLease;
 
 /// A source silent this long is forgotten (the agent closes its socket for it as well).
 pub const FLOW_IDLE: Duration = Duration::from_secs(60);

@@ -1,0 +1,96 @@
+//! Checking a caller's password or token against the users, the bans and the audit log.
+
+use crate::domain::audit::{Actor, Event};
+use crate::domain::bounded::bounded;
+use crate::domain::permissions::AuthUser;
+use crate::domain::source::source_key;
+
+use super::{ApiError, AppState};
+
+/// An API token of `read` scope may only read.
+pub(super) fn check_scope(
+    user: AuthUser,
+    method: &axum::http::Method,
+) -> Result<AuthUser, ApiError> {
+    if user.read_only && !matches!(*method, axum::http::Method::GET | axum::http::Method::HEAD) {
+        return Err(ApiError::forbidden(
+            "this API token has read scope: it may only read",
+        ));
+    }
+    Ok(user)
+}
+
+/// Checks a password, counting failures against the caller's address and the user name:
+/// past `[api] max_failed_login` the address is refused (429) for `ban_time`. Once a
+/// user name has had that many failures, any further wrong password for it bans the
+/// address it came from at once, so guessing from many addresses gains nothing; the
+/// right password still works from an address that is not banned, so nobody can lock
+/// a user out. The name reaches the ban table, the audit log and the log only in its
+/// bounded form ([`crate::domain::bounded`]).
+pub async fn check_login(
+    state: &AppState,
+    ip: std::net::IpAddr,
+    username: &str,
+    password: &str,
+) -> Result<AuthUser, ApiError> {
+    let ip_key = format!("ip:{}", source_key(ip));
+    if let Some(remaining) = state.api_bans.banned_for(&ip_key) {
+        return Err(ApiError::banned(remaining));
+    }
+    if let Some(user) = state.auth.check_password(username, password).await {
+        state.api_bans.record_success(&ip_key);
+        return Ok(user);
+    }
+    let shown = bounded(username);
+    let user_key = format!("user:{shown}");
+    state.api_bans.record_failure(&user_key);
+    let user_under_attack = state.api_bans.failures(&user_key) >= state.api_bans.limit();
+    let ban = if user_under_attack {
+        state
+            .api_bans
+            .record_failures(&ip_key, state.api_bans.limit())
+    } else {
+        state.api_bans.record_failure(&ip_key)
+    };
+    let event = Event {
+        action: "login",
+        resource: &shown,
+        project: None,
+        success: false,
+        detail: match ban {
+            Some(ban) => format!("wrong password; address banned for {} s", ban.as_secs()),
+            None => "wrong password".to_owned(),
+        },
+    };
+    state.audit.record(&Actor::user(&shown, ip), event).await;
+    match ban {
+        Some(remaining) => {
+            tracing::warn!(%ip, user = %shown, "API login failed; address banned for {}s", remaining.as_secs());
+            Err(ApiError::banned(remaining))
+        }
+        None => {
+            tracing::info!(%ip, user = %shown, "API login failed");
+            Err(ApiError::unauthorized())
+        }
+    }
+}
+
+/// Checks a bearer token; invalid ones count as failed logins of the address. The token
+/// itself is neither logged nor kept.
+pub(super) async fn check_bearer(
+    state: &AppState,
+    ip: std::net::IpAddr,
+    token: &str,
+) -> Result<AuthUser, ApiError> {
+    let ip_key = format!("ip:{}", source_key(ip));
+    if let Some(remaining) = state.api_bans.banned_for(&ip_key) {
+        return Err(ApiError::banned(remaining));
+    }
+    if let Some(user) = state.auth.check_token(token).await {
+        return Ok(user);
+    }
+    match state.api_bans.record_failure(&ip_key) {
+        Some(remaining) => Err(ApiError::banned(remaining)),
+        None => Err(ApiError::unauthorized()),
+    }
+}

@@ -1,0 +1,141 @@
+//! The route table: every endpoint and its handler, from which both the router and the
+//! OpenAPI document are built.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::http::{Method, StatusCode};
+use axum::routing::{MethodFilter, on};
+
+use super::v1::{api_tokens, audit_log, clients, clients_auth, projects, session, tunnels, users};
+use super::v2::port_tunnels;
+use super::{ApiError, AppState, openapi};
+
+/// The router and the list of what it serves, built from one table: the OpenAPI document
+/// is made from the same list, so no route is served without being documented.
+pub struct Routes {
+    pub(super) router: Router<Arc<AppState>>,
+    pub served: Vec<(Method, &'static str)>,
+}
+
+impl Routes {
+    fn add<H, T>(mut self, method: Method, path: &'static str, handler: H) -> Self
+    where
+        H: axum::handler::Handler<T, Arc<AppState>>,
+        T: 'static,
+    {
+        let filter = match method {
+            Method::GET => MethodFilter::GET,
+            Method::POST => MethodFilter::POST,
+            Method::PUT => MethodFilter::PUT,
+            Method::DELETE => MethodFilter::DELETE,
+            _ => MethodFilter::PATCH,
+        };
+        self.router = self.router.route(path, on(filter, handler));
+        self.served.push((method, path));
+        self
+    }
+}
+
+pub fn routes() -> Routes {
+    let routes = Routes {
+        router: Router::new(),
+        served: Vec::new(),
+    };
+    routes
+        .add(Method::GET, "/api/v1/status", session::status)
+        .add(Method::GET, "/api/v1/login", session::login)
+        .add(Method::POST, "/api/v1/login", session::login)
+        .add(Method::DELETE, "/api/v1/logout", session::logout)
+        .add(Method::GET, "/api/v1/me", session::me)
+        .add(Method::PUT, "/api/v1/me", session::change_own_password)
+        .add(Method::GET, "/api/v1/me/tokens", api_tokens::list)
+        .add(Method::POST, "/api/v1/me/tokens", api_tokens::create)
+        .add(
+            Method::DELETE,
+            "/api/v1/me/tokens/{token_id}",
+            api_tokens::delete,
+        )
+        .add(Method::GET, "/api/v1/clients", clients::list)
+        .add(Method::GET, "/api/v1/clients/{client_id}", clients::get_one)
+        .add(
+            Method::DELETE,
+            "/api/v1/clients/{client_id}",
+            clients::delete,
+        )
+        .add(
+            Method::PUT,
+            "/api/v1/clients/{client_id}/tunnels",
+            tunnels::create,
+        )
+        .add(
+            Method::DELETE,
+            "/api/v1/clients/{client_id}/tunnels/{tunnel_id}",
+            tunnels::delete,
+        )
+        .add(
+            Method::PUT,
+            "/api/v1/clients/{client_id}/tunnels/{tunnel_id}/acl",
+            tunnels::set_acl,
+        )
+        .add(Method::GET, "/api/v1/tunnels", tunnels::list)
+        .add(Method::GET, "/api/v1/projects", projects::list)
+        .add(Method::POST, "/api/v1/projects", projects::create)
+        .add(
+            Method::DELETE,
+            "/api/v1/projects/{project_key}",
+            projects::delete,
+        )
+        .add(Method::GET, "/api/v1/auditlog", audit_log::list)
+        .add(Method::GET, "/api/v1/clients-auth", clients_auth::list)
+        .add(Method::POST, "/api/v1/clients-auth", clients_auth::create)
+        .add(
+            Method::DELETE,
+            "/api/v1/clients-auth/{credential_id}",
+            clients_auth::delete,
+        )
+        .add(Method::GET, "/api/v1/users", users::list)
+        .add(Method::POST, "/api/v1/users", users::create)
+        .add(Method::GET, "/api/v1/users/{username}", users::get_one)
+        .add(Method::PUT, "/api/v1/users/{username}", users::update)
+        .add(Method::DELETE, "/api/v1/users/{username}", users::delete)
+        .add(Method::GET, "/api/v1/openapi.json", openapi::serve)
+        .add(
+            Method::GET,
+            "/api/v2/{project_key}/port_tunnel",
+            port_tunnels::list,
+        )
+        .add(
+            Method::POST,
+            "/api/v2/{project_key}/port_tunnel",
+            port_tunnels::open,
+        )
+        .add(
+            Method::GET,
+            "/api/v2/{project_key}/port_tunnel/{port_tunnel_id}",
+            port_tunnels::get_one,
+        )
+        .add(
+            Method::DELETE,
+            "/api/v2/{project_key}/port_tunnel/{port_tunnel_id}",
+            port_tunnels::close,
+        )
+}
+
+pub(super) async fn not_found() -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "ERR_CODE_NOT_FOUND",
+        "Not found",
+        "no such API endpoint",
+    )
+}
+
+pub(super) async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "ERR_CODE_METHOD_NOT_ALLOWED",
+        "Method not allowed",
+        "this endpoint does not support that method",
+    )
+}

@@ -1,0 +1,10 @@
+//! RPort's `/api/v1`: the handlers, one module per resource.
+
+pub mod api_tokens;
+pub mod audit_log;
+pub mod clients;
+pub mod clients_auth;
+pub mod projects;
+pub mod session;
+pub mod tunnels;
+pub mod users;

@@ -1,0 +1,385 @@
+//! Wires rportd together: data dir, store, identity, authentication, agent listener, API,
+//! housekeeping, and an orderly shutdown.
+
+pub mod cli;
+pub(crate) mod data_dir;
+mod housekeeping;
+pub mod user_command;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use rport_protocol::Fingerprint;
+use rport_store::{SqliteStore, Store};
+use rport_transport::ServerIdentity;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+
+use crate::agents::listener::AgentBans;
+use crate::agents::listener::AgentListener;
+use crate::api::{self, AppState};
+use crate::auth::agent_credentials::{AgentAuthenticator, GeneratedCredential};
+use crate::auth::api_callers::ApiAuth;
+use crate::auth::bans::BanList;
+use crate::config::ServerConfig;
+use crate::domain::audit::AuditLog;
+use crate::domain::registry::Registry;
+use crate::net::http_serve;
+use crate::net::web_tls::{self, WebCert};
+use crate::tunnels::port_pool::PortPool;
+use crate::tunnels::{ProxySetup, TunnelManager, TunnelSettings};
+use data_dir::{create_data_dir, write_fingerprint};
+use housekeeping::{audit_retention_loop, purge_loop, reload_user_file};
+use tokio_util::task::TaskTracker;
+
+/// Name of the file in `data_dir` holding the fingerprint agents pin.
+pub const FINGERPRINT_FILE: &str = "rportd-fingerprint.txt";
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("data_dir {path}: {source}")]
+    DataDir {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("store: {0}")]
+    Store(#[from] rport_store::StoreError),
+    #[error(
+        "database {db}: {what} does not parse ({reason}). rportd does not start on it rather than guess: restore {db} from a backup, or correct or delete that record and start again"
+    )]
+    Damaged {
+        db: String,
+        what: String,
+        reason: String,
+    },
+    #[error("server identity: {0}")]
+    Identity(#[from] rport_transport::tls::TlsError),
+    #[error("{what}: {source}")]
+    Certificate {
+        what: &'static str,
+        source: rport_transport::tls::TlsError,
+    },
+    #[error("binding {what} on {address}: {source}")]
+    Bind {
+        what: &'static str,
+        address: String,
+        source: std::io::Error,
+    },
+}
+
+/// A prepared server: state loaded, not yet listening.
+pub struct Server {
+    state: Arc<AppState>,
+    agent_listener: Arc<AgentListener>,
+    /// Set when the API speaks HTTPS.
+    api_tls: Option<TlsAcceptor>,
+    /// Credentials created on this first start; the caller shows them once.
+    pub generated: Vec<GeneratedCredential>,
+}
+
+/// The sockets a server listens on; bound separately so tests can use port 0.
+pub struct Listeners {
+    pub agents: TcpListener,
+    pub api: Option<TcpListener>,
+    /// `[server] tunnel_proxy_address`: the shared port of HTTP proxy tunnels.
+    pub tunnel_proxy: Option<TcpListener>,
+}
+
+impl Listeners {
+    pub async fn bind(config: &ServerConfig) -> Result<Self, StartError> {
+        let bind = |what: &'static str, address: String| async move {
+            crate::net::listen::bind_str(&address)
+                .await
+                .map_err(|source| StartError::Bind {
+                    what,
+                    address,
+                    source,
+                })
+        };
+        Ok(Self {
+            agents: bind(
+                "the agent listener ([server] address)",
+                config.server.address.clone(),
+            )
+            .await?,
+            api: match &config.api.address {
+                Some(address) => Some(bind("the API ([api] address)", address.clone()).await?),
+                None => None,
+            },
+            tunnel_proxy: match &config.server.tunnel_proxy_address {
+                Some(address) => Some(
+                    bind(
+                        "the tunnel proxy ([server] tunnel_proxy_address)",
+                        address.clone(),
+                    )
+                    .await?,
+                ),
+                None => None,
+            },
+        })
+    }
+}
+
+impl Server {
+    pub async fn prepare(config: ServerConfig) -> Result<Self, StartError> {
+        let data_dir = config.server.data_dir.clone();
+        create_data_dir(&data_dir)?;
+        let db = rport_store::default_db_path(&data_dir);
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&db)?);
+        // A damaged record stops the start; the message names the file it is in.
+        let damaged = |err| match err {
+            rport_store::StoreError::Corrupt { what, reason } => StartError::Damaged {
+                db: db.display().to_string(),
+                what,
+                reason,
+            },
+            other => StartError::Store(other),
+        };
+        let identity = match &config.server.tls {
+            None => ServerIdentity::load_or_create(&data_dir)?,
+            Some(files) => {
+                ServerIdentity::from_files(&files.cert, &files.key).map_err(|source| {
+                    StartError::Certificate {
+                        what: "[server] cert_file / key_file",
+                        source,
+                    }
+                })?
+            }
+        };
+        let fingerprint = identity.fingerprint();
+        write_fingerprint(&data_dir, fingerprint)?;
+
+        let (agent_auth, agent_credential) =
+            AgentAuthenticator::load(&config.server.agent_auth, &store)
+                .await
+                .map_err(damaged)?;
+        for project in agent_auth.projects() {
+            let record = rport_store::ProjectRecord {
+                name: project.clone(),
+                key: project,
+                created_at: chrono::Utc::now(),
+            };
+            store.insert_project(&record).await?;
+        }
+        let (api_auth, admin_credential) = ApiAuth::load(&config.api, Arc::clone(&store)).await?;
+        let registry = Arc::new(Registry::load(Arc::clone(&store)).await.map_err(damaged)?);
+        let pool = PortPool::new(config.server.port_pool.clone());
+        let settings = TunnelSettings {
+            grace_period: config.server.tunnel_grace_period,
+            check_port_timeout: config.server.check_port_timeout,
+            allow_client_remotes: config.server.allow_client_remotes,
+            max_connections: config.server.max_connections_per_tunnel,
+            max_connections_per_source: config.server.max_connections_per_source,
+            max_connections_total: config.server.max_connections_total.unwrap_or_else(|| {
+                let total = crate::tunnels::default_max_connections_total(total_memory());
+                tracing::info!(
+                    "tunnels hold at most {total} connections at once, sized to this machine's memory ([server] max_connections_total)"
+                );
+                total
+            }),
+        };
+        let audit = Arc::new(AuditLog::new(Arc::clone(&store)));
+        let tunnels = TunnelManager::start(
+            Arc::clone(&registry),
+            Arc::clone(&store),
+            pool,
+            settings,
+            Arc::clone(&audit),
+            proxy_setup(&config, &data_dir)?,
+        )
+        .await
+        .map_err(damaged)?;
+        let api_tls = match &config.api.tls {
+            None => None,
+            Some(files) => {
+                let what = "[api] cert_file / key_file";
+                let cert = WebCert::load(&files.cert, &files.key)
+                    .map_err(|source| StartError::Certificate { what, source })?;
+                let config = cert
+                    .server_config()
+                    .map_err(|source| StartError::Certificate { what, source })?;
+                Some(TlsAcceptor::from(config))
+            }
+        };
+
+        let agent_auth = Arc::new(agent_auth);
+        let agent_listener = Arc::new(AgentListener {
+            acceptor: TlsAcceptor::from(identity.server_config()?),
+            auth: Arc::clone(&agent_auth),
+            registry: Arc::clone(&registry),
+            tunnels: Arc::clone(&tunnels),
+            handshakes: Arc::new(Semaphore::new(config.server.max_concurrent_handshakes)),
+            handshake_timeout: config.server.handshake_timeout,
+            bans: AgentBans::new(config.server.max_failed_login, config.server.ban_time),
+            audit: Arc::clone(&audit),
+            binding: crate::agents::listener::CredentialBinding {
+                multiuse: config.server.auth_multiuse_creds,
+                equal_ids: config.server.equate_clientauthid_clientid,
+            },
+            max_streams: config.server.max_connections_per_agent as usize,
+        });
+        let api_bans = BanList::new(config.api.max_failed_login, config.api.ban_time);
+        let state = Arc::new(AppState {
+            config,
+            fingerprint,
+            registry,
+            tunnels,
+            auth: api_auth,
+            store,
+            agent_auth,
+            api_bans,
+            audit,
+        });
+        Ok(Self {
+            state,
+            agent_listener,
+            api_tls,
+            generated: admin_credential
+                .into_iter()
+                .chain(agent_credential)
+                .collect(),
+        })
+    }
+
+    pub fn fingerprint(&self) -> Fingerprint {
+        self.state.fingerprint
+    }
+
+    /// Reads `[api] auth_file` again on every SIGUSR1, as RPort does. Installed with or
+    /// without a file, so that the signal never ends the process.
+    #[cfg(unix)]
+    pub fn reload_user_file_on_signal(&self) -> std::io::Result<()> {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut usr1 = signal(SignalKind::user_defined1())?;
+        let file = self.state.config.api.auth_file.clone();
+        let audit = Arc::clone(&self.state.audit);
+        tokio::spawn(async move {
+            while usr1.recv().await.is_some() {
+                match &file {
+                    Some(file) => reload_user_file(file, &audit).await,
+                    None => tracing::warn!("SIGUSR1: there is no [api] auth_file to read again"),
+                }
+            }
+        });
+        Ok(())
+    }
+
+    /// Serves until `shutdown` is cancelled, then closes tunnels and sessions.
+    pub async fn run(
+        self,
+        listeners: Listeners,
+        shutdown: CancellationToken,
+    ) -> std::io::Result<()> {
+        let agents =
+            tokio::spawn(Arc::clone(&self.agent_listener).run(listeners.agents, shutdown.clone()));
+        let purge = tokio::spawn(purge_loop(Arc::clone(&self.state), shutdown.clone()));
+        let audit_retention = tokio::spawn(audit_retention_loop(
+            Arc::clone(&self.state),
+            shutdown.clone(),
+        ));
+        let api_connections = TaskTracker::new();
+        let api = listeners.api.map(|listener| {
+            tokio::spawn(http_serve::serve_api(
+                listener,
+                self.api_tls.clone(),
+                api::router(Arc::clone(&self.state)),
+                self.state.config.api.read_header_timeout,
+                shutdown.clone(),
+                api_connections.clone(),
+            ))
+        });
+        let proxy = listeners.tunnel_proxy.map(|listener| {
+            tokio::spawn(
+                Arc::clone(&self.state.tunnels).serve_proxy_port(listener, shutdown.clone()),
+            )
+        });
+        shutdown.cancelled().await;
+        tracing::info!("shutting down");
+        // Agents hear why their session ends, and wait a moment before knocking again.
+        let going_away = rport_protocol::ControlMessage::GoingAway {
+            retry_after_secs: 2,
+        };
+        self.state.registry.tell_all(&going_away.to_json().into());
+        self.state.tunnels.shutdown().await;
+        self.state.registry.close_all();
+        let _ = agents.await;
+        let _ = purge.await;
+        let _ = audit_retention.await;
+        if let Some(proxy) = proxy {
+            let _ = proxy.await;
+        }
+        if let Some(api) = api {
+            let _ = api.await;
+            // In-flight requests get a moment; keep-alive connections must not hold us up.
+            api_connections.close();
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(5), api_connections.wait())
+                .await;
+        }
+        Ok(())
+    }
+}
+
+/// The certificate HTTP proxy tunnels present (configured, or self-signed for the names
+/// they are reached at) and the TLS client towards devices.
+fn proxy_setup(config: &ServerConfig, data_dir: &Path) -> Result<ProxySetup, StartError> {
+    let what = "[server] tunnel_proxy_cert_file / tunnel_proxy_key_file";
+    let server = &config.server;
+    let cert = match &server.tunnel_proxy_tls {
+        Some(files) => WebCert::load(&files.cert, &files.key),
+        None => {
+            let mut names = Vec::new();
+            if let Some(host) = &server.tunnel_host {
+                names.push(host.clone());
+                names.push(format!("*.{host}"));
+            }
+            names.extend(server.url_host());
+            names.push("localhost".to_owned());
+            names.dedup();
+            WebCert::self_signed(data_dir, "tunnel-proxy", &names)
+        }
+    }
+    .map_err(|source| StartError::Certificate { what, source })?;
+    let tls = cert
+        .server_config()
+        .map_err(|source| StartError::Certificate { what, source })?;
+    let device_tls = web_tls::device_client_config().map_err(|source| StartError::Certificate {
+        what: "TLS towards devices",
+        source,
+    })?;
+    Ok(ProxySetup {
+        acceptor: TlsAcceptor::from(tls),
+        device_tls,
+        shared_host: server
+            .tunnel_proxy_address
+            .as_ref()
+            .and(server.tunnel_host.clone()),
+        shared_port: std::sync::atomic::AtomicU16::new(0),
+        auth_bans: crate::auth::bans::BanList::new(
+            config.api.max_failed_login,
+            config.api.ban_time,
+        ),
+        handshake_timeout: server.handshake_timeout,
+        header_timeout: config.api.read_header_timeout,
+    })
+}
+
+/// The machine's memory in bytes, from `/proc/meminfo`; 4 GiB where it cannot be read.
+fn total_memory() -> u64 {
+    const ASSUMED: u64 = 4 << 30;
+    let Ok(meminfo) = std::fs::read_to_string("/proc/meminfo") else {
+        return ASSUMED;
+    };
+    meminfo
+        .lines()
+        .find_map(|line| line.strip_prefix("MemTotal:"))
+        .and_then(|rest| {
+            rest.trim()
+                .trim_end_matches("kB")
+                .trim()
+                .parse::<u64>()
+                .ok()
+        })
+        .map_or(ASSUMED, |kib| kib * 1024)
+}

@@ -1,0 +1,347 @@
+//! Who is calling the API: the user of `[api] auth`, users of `[api] auth_file` and users in
+//! the store, by password (HTTP basic), by a signed token (JWT, HS256) from
+//! `/api/v1/login`, or by an API token.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use hmac::{Hmac, Mac};
+use rand::Rng;
+use rport_store::{ApiTokenRecord, Store, StoreError, UserRecord};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use crate::auth::agent_credentials::GeneratedCredential;
+use crate::config::ApiSection;
+use crate::config::user_file::UserFile;
+use crate::domain::permissions::parse_roles;
+use crate::domain::secrets::{hash_password, random_secret, verify_password};
+
+const JWT_SECRET_KEY: &str = "jwt_secret";
+/// How long a slow password check is remembered, so scripts using basic auth on every
+/// request do not pay an argon2 hash each time.
+const VERIFIED_TTL: Duration = Duration::from_secs(300);
+
+use crate::domain::permissions::AuthUser;
+
+/// API tokens look like `rpt_<id>_<secret>`: the id finds the record, the secret is
+/// checked against its hash.
+const API_TOKEN_PREFIX: &str = "rpt_";
+/// `last_used_at` is written at most this often per token.
+const TOUCH_EVERY: Duration = Duration::from_secs(60);
+
+pub struct ApiAuth {
+    static_user: Option<(String, String)>,
+    /// `[api] auth_file`, read again on SIGUSR1: looked up on every request, so a user taken
+    /// out of the file is out at once, tokens and all.
+    user_file: Option<Arc<UserFile>>,
+    store: Arc<dyn Store>,
+    jwt_key: Vec<u8>,
+    /// Process-local key for the cache of verified passwords.
+    cache_key: [u8; 32],
+    /// Digest of (user, password) -> the hash it matched and when. A hit counts only while
+    /// the user's hash is still that one, so a changed password or a deleted user takes
+    /// effect at once, whoever changed it (the API or `rportd user`).
+    verified: Mutex<HashMap<[u8; 32], (String, Instant)>>,
+    /// Ids of tokens revoked by logout; kept in the store too, so a restart keeps them out.
+    revoked: Mutex<std::collections::HashSet<String>>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Claims {
+    username: String,
+    iat: i64,
+    exp: i64,
+    jti: String,
+    /// Stamp of the user's password when the token was issued: a new password, or a user
+    /// deleted and made again under the same name, ends every token issued before.
+    #[serde(default)]
+    pw: String,
+}
+
+impl ApiAuth {
+    /// Sets up API authentication. Without `[api] auth` and without users in the store, it
+    /// creates user `admin` with a random password and returns it to be shown once.
+    pub async fn load(
+        api: &ApiSection,
+        store: Arc<dyn Store>,
+    ) -> Result<(Self, Option<GeneratedCredential>), StoreError> {
+        let jwt_key = match &api.jwt_secret {
+            Some(secret) => secret.expose().as_bytes().to_vec(),
+            None => match store.get_setting(JWT_SECRET_KEY).await? {
+                Some(secret) => secret.into_bytes(),
+                None => {
+                    let secret = random_secret(48);
+                    store.set_setting(JWT_SECRET_KEY, &secret).await?;
+                    secret.into_bytes()
+                }
+            },
+        };
+        let static_user = api
+            .auth
+            .as_ref()
+            .map(|(user, password)| (user.clone(), password.expose().to_owned()));
+        let user_file = api.auth_file.clone();
+        let no_file_users = user_file
+            .as_ref()
+            .is_none_or(|file| file.users().is_empty());
+        let mut generated = None;
+        if static_user.is_none() && no_file_users && store.list_users().await?.is_empty() {
+            let password = random_secret(20);
+            store
+                .upsert_user(&UserRecord {
+                    username: "admin".into(),
+                    password_hash: hash_password(&password),
+                    is_admin: true,
+                    created_at: chrono::Utc::now(),
+                    roles: Default::default(),
+                })
+                .await?;
+            generated = Some(GeneratedCredential {
+                id: "admin".into(),
+                password,
+            });
+        }
+        let revoked = store
+            .revoked_tokens(chrono::Utc::now())
+            .await?
+            .into_iter()
+            .collect();
+        Ok((
+            Self {
+                static_user,
+                user_file,
+                store,
+                jwt_key,
+                cache_key: rand::rng().random(),
+                verified: Mutex::new(HashMap::new()),
+                revoked: Mutex::new(revoked),
+            },
+            generated,
+        ))
+    }
+
+    /// The user of that name and the hash its password must match; `None` for the
+    /// `[api] auth` user, whose password is compared as configured.
+    async fn find(&self, username: &str) -> Option<(AuthUser, Option<String>)> {
+        if let Some((user, _)) = &self.static_user
+            && user == username
+        {
+            return Some((AuthUser::new(user.clone(), true, Default::default()), None));
+        }
+        if let Some(file) = &self.user_file
+            && let Some(user) = file.users().iter().find(|u| u.username == username)
+        {
+            let found = AuthUser::new(user.username.clone(), user.is_admin, user.roles.clone());
+            return Some((found, Some(user.password_hash.expose().to_owned())));
+        }
+        let record = match self.store.get_user(username).await {
+            Ok(record) => record?,
+            Err(err) => {
+                tracing::error!("looking up API user: {err}");
+                return None;
+            }
+        };
+        let found = AuthUser::new(record.username, record.is_admin, parse_roles(&record.roles));
+        Some((found, Some(record.password_hash)))
+    }
+
+    /// The user of that name as it is now, for a token that names it.
+    async fn user(&self, username: &str) -> Option<AuthUser> {
+        self.find(username).await.map(|(user, _)| user)
+    }
+
+    /// Checks a username and password: `[api] auth`, then `[api] auth_file`, then the store.
+    /// A name longer than any valid one is refused unlooked-up.
+    pub async fn check_password(&self, username: &str, password: &str) -> Option<AuthUser> {
+        if username.len() > crate::domain::bounded::MAX_USERNAME_LEN {
+            return None;
+        }
+        let (user, hash) = self.find(username).await?;
+        let Some(hash) = hash else {
+            let expected = self.static_user.as_ref().map(|(_, p)| p.as_bytes())?;
+            return bool::from(password.as_bytes().ct_eq(expected)).then_some(user);
+        };
+        let cache_entry = self.cache_digest(username, password);
+        if let Ok(cache) = self.verified.lock()
+            && let Some((cached_hash, at)) = cache.get(&cache_entry)
+            && at.elapsed() < VERIFIED_TTL
+            && *cached_hash == hash
+        {
+            return Some(user);
+        }
+        let password = password.to_owned();
+        let checked = hash.clone();
+        let ok = tokio::task::spawn_blocking(move || verify_password(&password, &checked))
+            .await
+            .unwrap_or(false);
+        if !ok {
+            return None;
+        }
+        if let Ok(mut cache) = self.verified.lock() {
+            cache.retain(|_, (_, at)| at.elapsed() < VERIFIED_TTL);
+            cache.insert(cache_entry, (hash, Instant::now()));
+        }
+        Some(user)
+    }
+
+    fn cache_digest(&self, username: &str, password: &str) -> [u8; 32] {
+        let mut hasher = Sha256::new();
+        hasher.update(self.cache_key);
+        hasher.update((username.len() as u64).to_be_bytes());
+        hasher.update(username.as_bytes());
+        hasher.update(password.as_bytes());
+        hasher.finalize().into()
+    }
+
+    /// A short keyed digest of the user's current password hash (or, for `[api] auth`,
+    /// password); `None` when the user no longer exists.
+    async fn credential_stamp(&self, username: &str) -> Option<(AuthUser, String)> {
+        let (user, hash) = self.find(username).await?;
+        let secret = match hash {
+            Some(hash) => hash,
+            None => self.static_user.as_ref()?.1.clone(),
+        };
+        let mut mac = Hmac::<Sha256>::new_from_slice(&self.jwt_key).ok()?;
+        mac.update(b"credential-stamp\0");
+        mac.update(username.as_bytes());
+        mac.update(b"\0");
+        mac.update(secret.as_bytes());
+        Some((user, hex::encode(&mac.finalize().into_bytes()[..12])))
+    }
+
+    /// Issues a signed token for `user`, valid for `lifetime`; `None` if the user was
+    /// deleted meanwhile.
+    pub async fn issue_token(&self, user: &AuthUser, lifetime: Duration) -> Option<String> {
+        let (_, stamp) = self.credential_stamp(&user.username).await?;
+        let now = chrono::Utc::now().timestamp();
+        let claims = Claims {
+            username: user.username.clone(),
+            iat: now,
+            exp: now + lifetime.as_secs() as i64,
+            jti: uuid::Uuid::new_v4().to_string(),
+            pw: stamp,
+        };
+        let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"HS256","typ":"JWT"}"#);
+        let payload = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&claims).unwrap_or_default());
+        let signing_input = format!("{header}.{payload}");
+        let signature = URL_SAFE_NO_PAD.encode(self.sign(signing_input.as_bytes()));
+        Some(format!("{signing_input}.{signature}"))
+    }
+
+    fn sign(&self, input: &[u8]) -> Vec<u8> {
+        let mut mac = match Hmac::<Sha256>::new_from_slice(&self.jwt_key) {
+            Ok(mac) => mac,
+            Err(_) => return Vec::new(), // HMAC accepts keys of any length
+        };
+        mac.update(input);
+        mac.finalize().into_bytes().to_vec()
+    }
+
+    /// A token's claims if its signature, algorithm and expiry check out and it was not
+    /// revoked.
+    fn verified_claims(&self, token: &str) -> Option<Claims> {
+        let (signing_input, signature) = token.rsplit_once('.')?;
+        let (header, payload) = signing_input.split_once('.')?;
+        let signature = URL_SAFE_NO_PAD.decode(signature).ok()?;
+        let mut mac = Hmac::<Sha256>::new_from_slice(&self.jwt_key).ok()?;
+        mac.update(signing_input.as_bytes());
+        mac.verify_slice(&signature).ok()?;
+        let header: serde_json::Value =
+            serde_json::from_slice(&URL_SAFE_NO_PAD.decode(header).ok()?).ok()?;
+        if header.get("alg")?.as_str()? != "HS256" {
+            return None;
+        }
+        let claims: Claims = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).ok()?).ok()?;
+        if claims.exp <= chrono::Utc::now().timestamp() {
+            return None;
+        }
+        let revoked = self
+            .revoked
+            .lock()
+            .is_ok_and(|revoked| revoked.contains(&claims.jti));
+        (!revoked).then_some(claims)
+    }
+
+    /// Revokes a valid token at once (logout); returns the user it belonged to.
+    pub async fn revoke(&self, token: &str) -> Result<Option<String>, StoreError> {
+        let Some(claims) = self.verified_claims(token) else {
+            return Ok(None);
+        };
+        let expires_at = chrono::DateTime::from_timestamp(claims.exp, 0).unwrap_or_default();
+        self.store.revoke_token(&claims.jti, expires_at).await?;
+        if let Ok(mut revoked) = self.revoked.lock() {
+            revoked.insert(claims.jti);
+        }
+        Ok(Some(claims.username))
+    }
+
+    /// Validates a bearer token: signature, expiry, not revoked, and that its user still
+    /// exists. One longer than any rportd issues is refused unread.
+    pub async fn check_token(&self, token: &str) -> Option<AuthUser> {
+        if token.len() > crate::domain::bounded::MAX_TOKEN_LEN {
+            return None;
+        }
+        if let Some(rest) = token.strip_prefix(API_TOKEN_PREFIX) {
+            return self.check_api_token(rest).await;
+        }
+        let claims = self.verified_claims(token)?;
+        let (user, stamp) = self.credential_stamp(&claims.username).await?;
+        bool::from(stamp.as_bytes().ct_eq(claims.pw.as_bytes())).then_some(user)
+    }
+
+    /// Makes an API token for `user`; returns its record and, once, the token itself.
+    pub async fn create_api_token(
+        &self,
+        user: &AuthUser,
+        name: &str,
+        read_only: bool,
+        expires_at: Option<chrono::DateTime<chrono::Utc>>,
+        project: Option<String>,
+    ) -> Result<(ApiTokenRecord, String), StoreError> {
+        let id = hex::encode(rand::rng().random::<[u8; 8]>());
+        let secret = random_secret(32);
+        let record = ApiTokenRecord {
+            id: id.clone(),
+            username: user.username.clone(),
+            name: name.to_owned(),
+            scope: if read_only { "read" } else { "read+write" }.to_owned(),
+            project,
+            hash: hex::encode(Sha256::digest(secret.as_bytes())),
+            created_at: chrono::Utc::now(),
+            expires_at,
+            last_used_at: None,
+        };
+        self.store.insert_api_token(&record).await?;
+        Ok((record, format!("{API_TOKEN_PREFIX}{id}_{secret}")))
+    }
+
+    /// Checks `<id>_<secret>` (the part after the prefix) of an API token.
+    async fn check_api_token(&self, rest: &str) -> Option<AuthUser> {
+        let (id, secret) = rest.split_once('_')?;
+        let record = self.store.get_api_token(id).await.ok()??;
+        let presented = hex::encode(Sha256::digest(secret.as_bytes()));
+        if !bool::from(presented.as_bytes().ct_eq(record.hash.as_bytes())) {
+            return None;
+        }
+        let now = chrono::Utc::now();
+        if record.expires_at.is_some_and(|at| at <= now) {
+            return None;
+        }
+        let mut user = self.user(&record.username).await?;
+        let stale = record
+            .last_used_at
+            .is_none_or(|at| (now - at).to_std().unwrap_or_default() >= TOUCH_EVERY);
+        if stale && let Err(err) = self.store.touch_api_token(id, now).await {
+            tracing::warn!("recording API token use: {err}");
+        }
+        user.read_only = record.scope == "read";
+        user.project = record.project;
+        user.api_token = true;
+        Some(user)
+    }
+}
