@@ -2,41 +2,42 @@
 //! carried through an agent's session to a target on the agent's side, and the rules that
 //! open, keep and end them.
 
+mod active;
 mod agent_check;
 pub mod http_proxy;
 mod lifecycle;
+mod limits;
+mod persistence;
 pub mod port_pool;
 
+mod remotes;
 mod stored;
 mod tcp;
 mod udp;
 
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU16, AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::atomic::{AtomicU16, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use rport_protocol::OpenRequest;
-use rport_protocol::StreamProtocol;
 use rport_protocol::ip_rules::Acl;
-use rport_protocol::tunnel_spec::{self, DEFAULT_LOCAL_HOST, Endpoint, TunnelProtocol};
+use rport_protocol::tunnel_spec::{DEFAULT_LOCAL_HOST, Endpoint, TunnelProtocol};
 use rport_store::{Store, StoreError, TunnelCounters, TunnelFilter, TunnelOptions, TunnelRecord};
-use tokio::sync::Notify;
 use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
 
 pub use agent_check::CheckError;
-use lifecycle::{Activity, Limits, Verdict};
+use lifecycle::Verdict;
 pub use lifecycle::{CloseReason, MAX_AUTO_CLOSE, MAX_IDLE_TIMEOUT_MINUTES};
 
-use crate::domain::audit::{self, Actor, ActorKind, AuditLog};
+use crate::domain::audit::{self, Actor, AuditLog};
 use crate::domain::registry::{DeleteError, LiveSession, Registry};
 use crate::domain::secrets::{Secret, hash_password};
-use crate::domain::source::source_of;
 use crate::tunnels::port_pool::{BoundPort, PoolError, PortPool};
-use http_proxy::{BasicAuth, ProxyOptions};
+use active::ActiveTunnel;
+pub use limits::default_max_connections_total;
+use limits::{ConnectionLimits, Full};
+use persistence::flush_periodically;
 
 /// Who created a tunnel that the agent's own configuration asked for.
 pub const CREATED_BY_CLIENT: &str = "client";
@@ -57,47 +58,6 @@ pub struct TunnelSettings {
     /// Connections all tunnels together may hold open; 0 for no limit.
     pub max_connections_total: u32,
 }
-
-/// What a connection that stalls can pin, in rportd's memory and its socket, at most: a
-/// stream's first window (256 KiB) and the socket's unsent bytes (128 KiB). See
-/// docs/security.md.
-pub const CONNECTION_PIN_BYTES: u64 = 384 * 1024;
-
-/// The default of `[server] max_connections_total`: as many connections as can pin a
-/// quarter of the machine's memory (`total_memory` bytes), at least 1,024 and at most
-/// 65,536, so that the defaults cannot exhaust the machine.
-pub fn default_max_connections_total(total_memory: u64) -> u32 {
-    let fits = total_memory / 4 / CONNECTION_PIN_BYTES;
-    u32::try_from(fits.clamp(1024, 65_536)).unwrap_or(65_536)
-}
-
-/// How many connections a tunnel holds at once; 0 for no limit.
-#[derive(Debug, Clone, Default)]
-struct ConnectionLimits {
-    per_tunnel: u32,
-    /// Per source address, see [`source_of`].
-    per_source: u32,
-    /// Open connections of every tunnel, shared by all of them, and their limit.
-    total: Arc<AtomicU32>,
-    per_server: u32,
-}
-
-/// Which limit turned a connection away.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Full {
-    Tunnel,
-    Source,
-    /// All tunnels of the agent together; the session's limit.
-    Agent(usize),
-    /// All tunnels of the server together.
-    Server(u32),
-}
-
-/// Tunnels one agent's configuration may ask for.
-const MAX_AGENT_REMOTES: usize = 64;
-
-/// How often counters and idle times of live tunnels are written to the store.
-const FLUSH_EVERY: Duration = Duration::from_secs(30);
 
 /// What an operator (or an agent's configuration) asks for.
 #[derive(Debug, Clone)]
@@ -175,43 +135,6 @@ pub struct TunnelInfo {
     pub active_connections: u32,
 }
 
-/// A tunnel that holds its port.
-struct ActiveTunnel {
-    record: Mutex<TunnelRecord>,
-    /// The tunnel's owner, which never changes: it reaches only the agent registered under
-    /// this id in this project. Kept apart so the per-connection path takes no lock for it.
-    client_id: String,
-    project: String,
-    /// Replaced live by `PUT .../acl`; read on every accepted connection.
-    acl: RwLock<Option<Arc<Acl>>>,
-    protocol: TunnelProtocol,
-    open: OpenRequest,
-    /// Set for HTTP proxy tunnels.
-    proxy: Option<Arc<ProxyOptions>>,
-    limits: Limits,
-    /// Set by the manager from its settings before the tunnel serves.
-    connection_limits: ConnectionLimits,
-    cancel: CancellationToken,
-    /// Tasks serving the sockets; awaited on close so the port is free when close returns.
-    servers: Mutex<Vec<JoinHandle<()>>>,
-    open_connections: AtomicU32,
-    connections: AtomicU64,
-    refused: AtomicU64,
-    /// When the last "tunnel full" warning was logged.
-    full_warned_ms: AtomicI64,
-    /// Open connections per source (see [`source_of`]), while a per-source limit is set.
-    sources: Mutex<HashMap<IpAddr, u32>>,
-    bytes_in: AtomicU64,
-    bytes_out: AtomicU64,
-    last_active_ms: AtomicI64,
-    /// 0 while the agent is connected.
-    agent_gone_since_ms: AtomicI64,
-    /// Counters moved since the last write to the store.
-    dirty: AtomicBool,
-    /// Wakes the watcher when something it decides on changed.
-    changed: Notify,
-}
-
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex
         .lock()
@@ -220,245 +143,6 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 fn from_ms(ms: i64) -> DateTime<Utc> {
     DateTime::from_timestamp_millis(ms).unwrap_or_default()
-}
-
-impl ActiveTunnel {
-    fn new(record: TunnelRecord, acl: Option<Acl>, agent_gone: Option<DateTime<Utc>>) -> Self {
-        let protocol = record.protocol.parse().unwrap_or_default();
-        let limits = Limits {
-            idle_timeout: match record.options.idle_timeout_minutes {
-                0 => None,
-                minutes => Some(Duration::from_secs(u64::from(minutes) * 60)),
-            },
-            auto_close_at: match record.options.auto_close_secs {
-                0 => None,
-                secs => chrono::Duration::try_seconds(secs as i64)
-                    .and_then(|d| record.created_at.checked_add_signed(d)),
-            },
-            grace_period: Duration::ZERO, // set by the manager
-        };
-        let open = OpenRequest {
-            tunnel_id: record.id.clone(),
-            host: record.rhost.clone(),
-            port: record.rport,
-            protocol: StreamProtocol::Tcp,
-            check: None,
-        };
-        let last_active = record.last_active_at.unwrap_or(record.created_at);
-        let counters = record.counters;
-        let options = &record.options;
-        let proxy = options.http_proxy.then(|| {
-            Arc::new(ProxyOptions {
-                target_tls: record.scheme.as_deref() == Some("https"),
-                host_header: options
-                    .host_header
-                    .as_deref()
-                    .and_then(|h| http::HeaderValue::from_str(h).ok()),
-                auth: match (&options.auth_user, &options.auth_password_hash) {
-                    (Some(user), Some(hash)) => Some(BasicAuth::new(user.clone(), hash.clone())),
-                    _ => None,
-                },
-                device_name: http_proxy::device_name(options.host_header.as_deref(), &record.rhost),
-            })
-        });
-        Self {
-            proxy,
-            acl: RwLock::new(acl.map(Arc::new)),
-            protocol,
-            open,
-            limits,
-            connection_limits: ConnectionLimits::default(),
-            cancel: CancellationToken::new(),
-            servers: Mutex::new(Vec::new()),
-            open_connections: AtomicU32::new(0),
-            connections: AtomicU64::new(counters.connections),
-            refused: AtomicU64::new(counters.refused),
-            full_warned_ms: AtomicI64::new(0),
-            sources: Mutex::new(HashMap::new()),
-            bytes_in: AtomicU64::new(counters.bytes_in),
-            bytes_out: AtomicU64::new(counters.bytes_out),
-            last_active_ms: AtomicI64::new(last_active.timestamp_millis()),
-            agent_gone_since_ms: AtomicI64::new(agent_gone.map_or(0, |t| t.timestamp_millis())),
-            dirty: AtomicBool::new(false),
-            changed: Notify::new(),
-            client_id: record.client_id.clone(),
-            project: record.project.clone(),
-            record: Mutex::new(record),
-        }
-    }
-
-    fn id(&self) -> String {
-        lock(&self.record).id.clone()
-    }
-
-    fn client_id(&self) -> &str {
-        &self.client_id
-    }
-
-    fn snapshot(&self) -> TunnelRecord {
-        let mut record = lock(&self.record).clone();
-        record.counters = TunnelCounters {
-            connections: self.connections.load(Ordering::Relaxed),
-            refused: self.refused.load(Ordering::Relaxed),
-            bytes_in: self.bytes_in.load(Ordering::Relaxed),
-            bytes_out: self.bytes_out.load(Ordering::Relaxed),
-        };
-        record.last_active_at = Some(from_ms(self.last_active_ms.load(Ordering::Relaxed)));
-        record
-    }
-
-    fn info(&self) -> TunnelInfo {
-        TunnelInfo {
-            record: self.snapshot(),
-            active_connections: self.open_connections.load(Ordering::Relaxed),
-        }
-    }
-
-    fn acl_allows(&self, ip: IpAddr) -> bool {
-        let acl = self.acl.read().unwrap_or_else(|p| p.into_inner());
-        acl.as_ref().is_none_or(|acl| acl.allows(ip))
-    }
-
-    fn refuse(&self) {
-        self.refused.fetch_add(1, Ordering::Relaxed);
-        self.dirty.store(true, Ordering::Relaxed);
-    }
-
-    /// Says, at most once a minute per tunnel, that connections are being turned away for
-    /// a limit: an operator should hear of it, a flood should not fill the log.
-    fn warn_full(&self, peer: SocketAddr, full: Full) {
-        let now = Utc::now().timestamp_millis();
-        let last = self.full_warned_ms.load(Ordering::Relaxed);
-        if now - last < 60_000
-            || self
-                .full_warned_ms
-                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
-                .is_err()
-        {
-            return;
-        }
-        match full {
-            Full::Tunnel => tracing::warn!(
-                tunnel = %self.id(),
-                %peer,
-                "connection refused: the tunnel holds [server] max_connections_per_tunnel = {} connections",
-                self.open_connections.load(Ordering::Relaxed)
-            ),
-            Full::Source => tracing::warn!(
-                tunnel = %self.id(),
-                %peer,
-                "connection refused: this source holds [server] max_connections_per_source connections to the tunnel"
-            ),
-            Full::Agent(most) => tracing::warn!(
-                tunnel = %self.id(),
-                %peer,
-                "connection refused: the agent's tunnels hold [server] max_connections_per_agent = {most} connections"
-            ),
-            Full::Server(most) => tracing::warn!(
-                tunnel = %self.id(),
-                %peer,
-                "connection refused: all tunnels together hold [server] max_connections_total = {most} connections"
-            ),
-        }
-    }
-
-    /// Counts a new connection from `peer`, unless it would pass one of the tunnel's
-    /// connection limits; one turned away is counted as refused, said in the log (see
-    /// `warn_full`) and must be dropped.
-    // Connections do not wake the watcher: it re-reads these counters when it wakes, and
-    // it never sleeps past the soonest moment they could matter (see `lifecycle`).
-    fn connection_opened(&self, peer: SocketAddr) -> bool {
-        match self.take_connection(peer.ip()) {
-            Ok(()) => true,
-            Err(full) => {
-                self.refuse();
-                self.warn_full(peer, full);
-                false
-            }
-        }
-    }
-
-    fn take_connection(&self, peer: IpAddr) -> Result<(), Full> {
-        let ConnectionLimits {
-            per_tunnel,
-            per_source,
-            ref total,
-            per_server,
-        } = self.connection_limits;
-        if per_source > 0 {
-            let mut sources = lock(&self.sources);
-            let count = sources.entry(source_of(peer)).or_insert(0);
-            if *count >= per_source {
-                return Err(Full::Source);
-            }
-            *count += 1;
-        }
-        let taken =
-            self.open_connections
-                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |open| {
-                    (per_tunnel == 0 || open < per_tunnel).then_some(open + 1)
-                });
-        if taken.is_err() {
-            self.release_source(peer);
-            return Err(Full::Tunnel);
-        }
-        let taken = total.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |open| {
-            (per_server == 0 || open < per_server).then_some(open + 1)
-        });
-        if taken.is_err() {
-            self.open_connections.fetch_sub(1, Ordering::Relaxed);
-            self.release_source(peer);
-            return Err(Full::Server(per_server));
-        }
-        self.connections.fetch_add(1, Ordering::Relaxed);
-        self.dirty.store(true, Ordering::Relaxed);
-        Ok(())
-    }
-
-    fn release_source(&self, peer: IpAddr) {
-        if self.connection_limits.per_source == 0 {
-            return;
-        }
-        let mut sources = lock(&self.sources);
-        let key = source_of(peer);
-        if let Some(count) = sources.get_mut(&key) {
-            *count = count.saturating_sub(1);
-            if *count == 0 {
-                sources.remove(&key);
-            }
-        }
-    }
-
-    fn connection_closed(&self, peer: IpAddr, bytes_in: u64, bytes_out: u64) {
-        self.release_source(peer);
-        self.bytes_in.fetch_add(bytes_in, Ordering::Relaxed);
-        self.bytes_out.fetch_add(bytes_out, Ordering::Relaxed);
-        self.touch();
-        self.open_connections.fetch_sub(1, Ordering::Relaxed);
-        self.connection_limits.total.fetch_sub(1, Ordering::Relaxed);
-    }
-
-    /// Marks the tunnel used now (a connection ended, a datagram passed).
-    fn touch(&self) {
-        self.last_active_ms
-            .fetch_max(Utc::now().timestamp_millis(), Ordering::Relaxed);
-        self.dirty.store(true, Ordering::Relaxed);
-    }
-
-    fn activity(&self) -> Activity {
-        Activity {
-            open_connections: self.open_connections.load(Ordering::Relaxed),
-            last_active: from_ms(self.last_active_ms.load(Ordering::Relaxed)),
-            agent_gone_since: match self.agent_gone_since_ms.load(Ordering::Relaxed) {
-                0 => None,
-                ms => Some(from_ms(ms)),
-            },
-        }
-    }
-
-    fn set_status(&self, status: &str) {
-        lock(&self.record).status = status.to_owned();
-    }
 }
 
 /// The scheme a target port usually speaks, so UIs and scripts can build links.
@@ -518,70 +202,6 @@ impl TunnelManager {
         }
         tokio::spawn(flush_periodically(Arc::downgrade(&manager)));
         Ok(manager)
-    }
-
-    async fn restore(self: &Arc<Self>, mut record: TunnelRecord) {
-        let (protocol, acl) = match stored::check(&record) {
-            Ok(stored::Restorable { protocol, acl }) => (protocol, acl),
-            Err(why) => {
-                let why = format!("its stored record does not parse: {why}");
-                return self
-                    .end_unrestored(&record, CloseReason::CorruptState, &why)
-                    .await;
-            }
-        };
-        // Its client was forgotten while the tunnel was live (by a run that ended before
-        // the tunnel did): nobody may pick the tunnel up under that id.
-        if self.registry.project_of(&record.client_id).as_deref() != Some(&record.project) {
-            let why = format!(
-                "its client is no longer known in project {:?}",
-                record.project
-            );
-            return self
-                .end_unrestored(&record, CloseReason::ClientDeleted, &why)
-                .await;
-        }
-        // Port 0: a proxy tunnel reached on the shared proxy port only.
-        let bound = match record.lport {
-            0 => Ok(None),
-            port => self
-                .pool
-                .bind_port(&record.lhost, port, protocol)
-                .await
-                .map(Some),
-        };
-        match bound {
-            Ok(bound) => {
-                record.status = "pending".into();
-                let tunnel = ActiveTunnel::new(record, acl, Some(Utc::now()));
-                tracing::info!(tunnel = %tunnel.id(), client = %tunnel.client_id(), "tunnel restored, waiting for its agent");
-                let tunnel = self.launch(tunnel, bound).await;
-                self.save(&tunnel).await;
-            }
-            Err(err) => {
-                let why = format!("its port cannot be bound again: {err}");
-                self.end_unrestored(&record, CloseReason::PortUnavailable, &why)
-                    .await;
-            }
-        }
-    }
-
-    /// Ends a live tunnel of the previous run that does not open again. Its row is kept as
-    /// found but for its end, for the operator to look at: it may not parse.
-    async fn end_unrestored(&self, record: &TunnelRecord, reason: CloseReason, why: &str) {
-        tracing::error!(
-            tunnel = %record.id, client = %record.client_id,
-            "tunnel not restored: {why}; it ends as {}",
-            reason.as_str()
-        );
-        let ended = self
-            .store
-            .end_tunnel(&record.id, Utc::now(), reason.status(), reason.as_str())
-            .await;
-        if let Err(err) = ended {
-            tracing::error!(tunnel = %record.id, "saving tunnel: {err}");
-        }
-        self.audit_end(record, reason, &format!(": {why}")).await;
     }
 
     /// Records in the audit log that rportd itself ended a tunnel.
@@ -1020,124 +640,6 @@ impl TunnelManager {
         }
     }
 
-    async fn open_agent_remotes(
-        self: &Arc<Self>,
-        project: &str,
-        client_id: &str,
-        remotes: &[String],
-    ) {
-        let Some(session) = self.registry.session_in(project, client_id) else {
-            return;
-        };
-        let mut wanted = Vec::new();
-        for (index, remote) in remotes.iter().enumerate() {
-            if !self.settings.allow_client_remotes {
-                refuse_remote(
-                    &session,
-                    remote,
-                    "this server opens no tunnels agents ask for themselves ([server] allow_client_remotes = false)",
-                );
-                continue;
-            }
-            if index >= MAX_AGENT_REMOTES {
-                refuse_remote(
-                    &session,
-                    remote,
-                    &format!("an agent may ask for at most {MAX_AGENT_REMOTES} tunnels"),
-                );
-                continue;
-            }
-            match tunnel_spec::parse_tunnel_spec(remote) {
-                Ok(spec) => wanted.push((remote, spec)),
-                Err(err) => refuse_remote(&session, remote, &err.to_string()),
-            }
-        }
-        let existing: Vec<Arc<ActiveTunnel>> = self
-            .tunnels_of(project, client_id)
-            .into_iter()
-            .filter(|t| lock(&t.record).created_by == CREATED_BY_CLIENT)
-            .collect();
-        let mut kept = Vec::new();
-        for tunnel in existing {
-            let record = lock(&tunnel.record).clone();
-            let still_wanted = wanted.iter().position(|(_, spec)| {
-                spec.remote.host == record.rhost
-                    && spec.remote.port == record.rport
-                    && spec.protocol.as_str() == record.protocol
-                    && spec
-                        .local
-                        .as_ref()
-                        .is_none_or(|l| l.port == record.lport && l.host == record.lhost)
-            });
-            match still_wanted {
-                Some(index) => kept.push(wanted.remove(index)),
-                None => {
-                    if self.active().remove(&record.id).is_some() {
-                        self.finish(&tunnel, CloseReason::ClientGone).await;
-                    }
-                }
-            }
-        }
-        for (text, spec) in wanted {
-            let request = TunnelRequest {
-                client_id: client_id.to_owned(),
-                local: spec.local,
-                remote: spec.remote,
-                protocol: spec.protocol,
-                scheme: None,
-                name: String::new(),
-                created_by: CREATED_BY_CLIENT.to_owned(),
-                acl: None,
-                idle_timeout_minutes: 0,
-                auto_close: None,
-                check_port: false,
-                http_proxy: None,
-            };
-            let agent = Actor {
-                name: client_id.to_owned(),
-                kind: ActorKind::Agent,
-                ip: None,
-            };
-            match self.create(request).await {
-                Ok(info) => {
-                    let event = audit::Event {
-                        action: "tunnel.create",
-                        resource: &info.record.id,
-                        project: Some(&info.record.project),
-                        success: true,
-                        detail: format!("agent's own tunnel {text}"),
-                    };
-                    self.audit.record(&agent, event).await;
-                }
-                Err(err) => {
-                    tracing::warn!(client = %client_id, "agent's tunnel {text} not opened: {err}");
-                    refuse_remote(&session, text, &err.to_string());
-                }
-            }
-        }
-    }
-
-    async fn save(&self, tunnel: &ActiveTunnel) {
-        tunnel.dirty.store(false, Ordering::Relaxed);
-        let record = tunnel.snapshot();
-        if let Err(err) = self.store.update_tunnel(&record).await {
-            tracing::error!(tunnel = %record.id, "saving tunnel: {err}");
-        }
-    }
-
-    /// Writes counters and idle times that moved; a crash loses at most one period.
-    async fn flush(&self) {
-        let dirty: Vec<Arc<ActiveTunnel>> = self
-            .active()
-            .values()
-            .filter(|t| t.dirty.load(Ordering::Relaxed))
-            .cloned()
-            .collect();
-        for tunnel in dirty {
-            self.save(&tunnel).await;
-        }
-    }
-
     /// Where a browser reaches an HTTP proxy tunnel: its subdomain on the shared port, or
     /// its own port at `public_host`. Empty for other tunnels, as in RPort.
     pub fn tunnel_url(&self, record: &TunnelRecord, public_host: &str) -> String {
@@ -1155,122 +657,11 @@ impl TunnelManager {
         }
     }
 
-    /// Serves the shared proxy port until `shutdown`: each connection goes to the tunnel
-    /// its TLS server name (SNI) names, if the tunnel's ACL lets the peer in.
-    pub async fn serve_proxy_port(
-        self: Arc<Self>,
-        listener: tokio::net::TcpListener,
-        shutdown: CancellationToken,
-    ) {
-        if let Ok(address) = listener.local_addr() {
-            self.proxy
-                .shared_port
-                .store(address.port(), Ordering::Relaxed);
-        }
-        while let Some((socket, peer)) =
-            crate::net::listen::accept(&listener, &shutdown, "the tunnel proxy port").await
-        {
-            tokio::spawn(Arc::clone(&self).route_proxy_connection(socket, peer));
-        }
-    }
-
-    async fn route_proxy_connection(
-        self: Arc<Self>,
-        socket: tokio::net::TcpStream,
-        peer: SocketAddr,
-    ) {
-        let _ = socket.set_nodelay(true);
-        crate::net::listen::cap_public_buffers(&socket);
-        // One deadline for the whole handshake, however it is split up below.
-        let deadline = tokio::time::Instant::now() + self.proxy.handshake_timeout;
-        let acceptor =
-            tokio_rustls::LazyConfigAcceptor::new(rustls::server::Acceptor::default(), socket);
-        let Ok(Ok(start)) = tokio::time::timeout_at(deadline, acceptor).await else {
-            return;
-        };
-        let host = start
-            .client_hello()
-            .server_name()
-            .map(|name| name.trim_end_matches('.').to_ascii_lowercase());
-        let suffix = self.proxy.shared_host.as_ref().map(|h| format!(".{h}"));
-        let tunnel = host
-            .as_ref()
-            .zip(suffix.as_ref())
-            .and_then(|(host, suffix)| {
-                let subdomain = host.strip_suffix(suffix.as_str())?;
-                lock(&self.proxy_routes).get(subdomain).cloned()
-            });
-        let config = self.proxy.acceptor.config().clone();
-        let Some(tunnel) = tunnel else {
-            // Unknown names get a 404 over TLS, not a hint of which names exist.
-            if let Ok(Ok(stream)) =
-                tokio::time::timeout_at(deadline, start.into_stream(config)).await
-            {
-                http_proxy::serve_unknown_host(stream, self.proxy.header_timeout).await;
-            }
-            return;
-        };
-        if !tunnel.acl_allows(peer.ip()) {
-            tunnel.refuse();
-            tracing::debug!(tunnel = %tunnel.id(), %peer, "proxy connection refused by the tunnel's ACL");
-            return;
-        }
-        let Some(options) = tunnel.proxy.clone() else {
-            return;
-        };
-        if !tunnel.connection_opened(peer) {
-            return;
-        }
-        match tokio::time::timeout_at(deadline, start.into_stream(config)).await {
-            Ok(Ok(stream)) => {
-                http_proxy::serve(self, tunnel, options, stream, peer, host).await;
-            }
-            _ => tunnel.connection_closed(peer.ip(), 0, 0),
-        }
-    }
-
     /// Server shutdown: every tunnel ends.
     pub async fn shutdown(&self) {
         let all: Vec<Arc<ActiveTunnel>> = self.active().drain().map(|(_, t)| t).collect();
         for tunnel in all {
             self.finish(&tunnel, CloseReason::ServerShutdown).await;
         }
-    }
-}
-
-fn refuse_remote(session: &LiveSession, remote: &str, reason: &str) {
-    let message = rport_protocol::ControlMessage::RemoteRefused {
-        remote: remote.to_owned(),
-        reason: reason.to_owned(),
-    };
-    let _ = session.handle.send_control(message.to_json().into());
-}
-
-async fn flush_periodically(manager: std::sync::Weak<TunnelManager>) {
-    let mut interval = tokio::time::interval(FLUSH_EVERY);
-    interval.tick().await;
-    loop {
-        interval.tick().await;
-        let Some(manager) = manager.upgrade() else {
-            return;
-        };
-        manager.flush().await;
-    }
-}
-
-#[cfg(test)]
-mod connection_limit_tests {
-    use super::*;
-
-    #[test]
-    fn the_default_total_fits_a_quarter_of_memory() {
-        const GIB: u64 = 1 << 30;
-        // 24 GiB: 6 GiB / 384 KiB.
-        assert_eq!(default_max_connections_total(24 * GIB), 16_384);
-        let small = default_max_connections_total(2 * GIB);
-        assert_eq!(small, 1365);
-        assert!(u64::from(small) * CONNECTION_PIN_BYTES <= 2 * GIB / 4);
-        assert_eq!(default_max_connections_total(256 << 20), 1024, "a floor");
-        assert_eq!(default_max_connections_total(1 << 50), 65_536, "a ceiling");
     }
 }

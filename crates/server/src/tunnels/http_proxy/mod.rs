@@ -26,6 +26,7 @@ use tokio_rustls::{TlsAcceptor, TlsConnector};
 use tokio_util::sync::CancellationToken;
 
 pub mod request;
+mod shared_port;
 
 use super::{ActiveTunnel, TunnelManager};
 use crate::domain::secrets::verify_password;

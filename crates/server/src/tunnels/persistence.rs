@@ -1,0 +1,117 @@
+//! Tunnels in the store: restored at start, their counters flushed while they run, and
+//! their end recorded.
+
+use super::lifecycle::CloseReason;
+use super::{ActiveTunnel, TunnelManager, stored};
+use chrono::Utc;
+use rport_store::TunnelRecord;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+/// How often counters and idle times of live tunnels are written to the store.
+const FLUSH_EVERY: Duration = Duration::from_secs(30);
+
+impl TunnelManager {
+    pub(super) async fn restore(self: &Arc<Self>, mut record: TunnelRecord) {
+        let (protocol, acl) = match stored::check(&record) {
+            Ok(stored::Restorable { protocol, acl }) => (protocol, acl),
+            Err(why) => {
+                let why = format!("its stored record does not parse: {why}");
+                return self
+                    .end_unrestored(&record, CloseReason::CorruptState, &why)
+                    .await;
+            }
+        };
+        // Its client was forgotten while the tunnel was live (by a run that ended before
+        // the tunnel did): nobody may pick the tunnel up under that id.
+        if self.registry.project_of(&record.client_id).as_deref() != Some(&record.project) {
+            let why = format!(
+                "its client is no longer known in project {:?}",
+                record.project
+            );
+            return self
+                .end_unrestored(&record, CloseReason::ClientDeleted, &why)
+                .await;
+        }
+        // Port 0: a proxy tunnel reached on the shared proxy port only.
+        let bound = match record.lport {
+            0 => Ok(None),
+            port => self
+                .pool
+                .bind_port(&record.lhost, port, protocol)
+                .await
+                .map(Some),
+        };
+        match bound {
+            Ok(bound) => {
+                record.status = "pending".into();
+                let tunnel = ActiveTunnel::new(record, acl, Some(Utc::now()));
+                tracing::info!(tunnel = %tunnel.id(), client = %tunnel.client_id(), "tunnel restored, waiting for its agent");
+                let tunnel = self.launch(tunnel, bound).await;
+                self.save(&tunnel).await;
+            }
+            Err(err) => {
+                let why = format!("its port cannot be bound again: {err}");
+                self.end_unrestored(&record, CloseReason::PortUnavailable, &why)
+                    .await;
+            }
+        }
+    }
+
+    /// Ends a live tunnel of the previous run that does not open again. Its row is kept as
+    /// found but for its end, for the operator to look at: it may not parse.
+    pub(super) async fn end_unrestored(
+        &self,
+        record: &TunnelRecord,
+        reason: CloseReason,
+        why: &str,
+    ) {
+        tracing::error!(
+            tunnel = %record.id, client = %record.client_id,
+            "tunnel not restored: {why}; it ends as {}",
+            reason.as_str()
+        );
+        let ended = self
+            .store
+            .end_tunnel(&record.id, Utc::now(), reason.status(), reason.as_str())
+            .await;
+        if let Err(err) = ended {
+            tracing::error!(tunnel = %record.id, "saving tunnel: {err}");
+        }
+        self.audit_end(record, reason, &format!(": {why}")).await;
+    }
+
+    pub(super) async fn save(&self, tunnel: &ActiveTunnel) {
+        tunnel.dirty.store(false, Ordering::Relaxed);
+        let record = tunnel.snapshot();
+        if let Err(err) = self.store.update_tunnel(&record).await {
+            tracing::error!(tunnel = %record.id, "saving tunnel: {err}");
+        }
+    }
+
+    /// Writes counters and idle times that moved; a crash loses at most one period.
+    pub(super) async fn flush(&self) {
+        let dirty: Vec<Arc<ActiveTunnel>> = self
+            .active()
+            .values()
+            .filter(|t| t.dirty.load(Ordering::Relaxed))
+            .cloned()
+            .collect();
+        for tunnel in dirty {
+            self.save(&tunnel).await;
+        }
+    }
+}
+
+pub(super) async fn flush_periodically(manager: std::sync::Weak<TunnelManager>) {
+    let mut interval = tokio::time::interval(FLUSH_EVERY);
+    interval.tick().await;
+    loop {
+        interval.tick().await;
+        let Some(manager) = manager.upgrade() else {
+            return;
+        };
+        manager.flush().await;
+    }
+}
