@@ -14,7 +14,6 @@ mod domain;
 mod net;
 mod tunnels;
 
-pub use api::{AppState, router};
 pub use app::cli::{Command, ServerArgs, UserCommand};
 pub use app::user_command;
 pub use app::{Listeners, Server, StartError};

@@ -123,11 +123,23 @@ impl Listeners {
 }
 
 impl Server {
+    /// Creates the data dir, opens the store the configuration names, and loads the state.
     pub async fn prepare(config: ServerConfig) -> Result<Self, StartError> {
+        create_data_dir(&config.server.data_dir)?;
+        let db = rport_store::default_db_path(&config.server.data_dir);
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&db)?);
+        Self::with_store(config, store).await
+    }
+
+    /// Loads the state from `store` and prepares every part, binding nothing: in-process
+    /// tests build a server this way and call its [`Server::router`] directly.
+    pub async fn with_store(
+        config: ServerConfig,
+        store: Arc<dyn Store>,
+    ) -> Result<Self, StartError> {
         let data_dir = config.server.data_dir.clone();
         create_data_dir(&data_dir)?;
         let db = rport_store::default_db_path(&data_dir);
-        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&db)?);
         // A damaged record stops the start; the message names the file it is in.
         let damaged = |err| match err {
             rport_store::StoreError::Corrupt { what, reason } => StartError::Damaged {
@@ -243,6 +255,12 @@ impl Server {
         })
     }
 
+    /// The API as a router, for serving or for calling in-process. Requests must carry
+    /// the peer's address as `axum::extract::ConnectInfo<SocketAddr>`.
+    pub fn router(&self) -> axum::Router {
+        api::router(Arc::clone(&self.state))
+    }
+
     pub fn fingerprint(&self) -> Fingerprint {
         self.state.fingerprint
     }
@@ -284,7 +302,7 @@ impl Server {
             tokio::spawn(http_serve::serve_api(
                 listener,
                 self.api_tls.clone(),
-                api::router(Arc::clone(&self.state)),
+                self.router(),
                 self.state.config.api.read_header_timeout,
                 shutdown.clone(),
                 api_connections.clone(),

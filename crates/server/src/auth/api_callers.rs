@@ -158,7 +158,7 @@ impl ApiAuth {
     /// Checks a username and password: `[api] auth`, then `[api] auth_file`, then the store.
     /// A name longer than any valid one is refused unlooked-up.
     pub async fn check_password(&self, username: &str, password: &str) -> Option<AuthUser> {
-        if username.len() > crate::domain::bounded::MAX_USERNAME_LEN {
+        if username.len() > crate::domain::names::MAX_USERNAME_LEN {
             return None;
         }
         let (user, hash) = self.find(username).await?;

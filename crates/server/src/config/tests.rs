@@ -107,7 +107,7 @@ fn errors_name_file_key_and_reason() {
 
     // Names longer than any valid one are refused unlooked-up at login, so none may
     // be configured.
-    let long = "n".repeat(crate::domain::bounded::MAX_USERNAME_LEN + 1);
+    let long = "n".repeat(crate::domain::names::MAX_USERNAME_LEN + 1);
     let err = parse(&format!("[api]\nauth = \"{long}:password\"\n")).expect_err("long user");
     assert_eq!(err.key, "api.auth");
     assert!(err.reason.contains("at most 64 bytes"), "{err}");

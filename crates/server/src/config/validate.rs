@@ -231,12 +231,12 @@ impl Validator<'_> {
             None => None,
             Some(auth) => {
                 let (user, password) = self.credential("api.auth", &auth, "user:password")?;
-                if user.len() > crate::domain::bounded::MAX_USERNAME_LEN {
+                if user.len() > crate::domain::names::MAX_USERNAME_LEN {
                     return Err(self.error(
                         "api.auth",
                         format!(
                             "the user name may be at most {} bytes",
-                            crate::domain::bounded::MAX_USERNAME_LEN
+                            crate::domain::names::MAX_USERNAME_LEN
                         ),
                     ));
                 }

@@ -8,8 +8,6 @@
 use std::borrow::Cow;
 use std::fmt::Write;
 
-/// The longest valid API user name, in bytes ([`crate::domain::names::check_username`]).
-pub const MAX_USERNAME_LEN: usize = 64;
 /// The longest valid agent credential id, in bytes (API, `[server] auth`, `auth_file`).
 pub const MAX_CREDENTIAL_ID_LEN: usize = 200;
 /// The longest valid client id, in bytes.
@@ -68,7 +66,7 @@ mod tests {
         // Ban keys are an identifier behind a prefix such as `user:` or an IPv6 /64 and
         // `/`; those must stay whole too.
         const { assert!(MAX_CREDENTIAL_ID_LEN + "ffff:ffff:ffff:ffff::/64/".len() <= MAX_ID_LEN) };
-        const { assert!(MAX_USERNAME_LEN + "user:".len() <= MAX_ID_LEN) };
+        const { assert!(crate::domain::names::MAX_USERNAME_LEN + "user:".len() <= MAX_ID_LEN) };
         const { assert!(MAX_CLIENT_ID_LEN <= MAX_ID_LEN) };
         let id = "c".repeat(MAX_ID_LEN);
         assert!(matches!(bounded(&id), Cow::Borrowed(_)));

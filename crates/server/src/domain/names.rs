@@ -1,9 +1,12 @@
 //! Names and their rules: user names, project keys and the administrators' group, as
 //! the configuration, the API and `rportd user` all check them.
 
+/// The longest valid API user name, in bytes.
+pub const MAX_USERNAME_LEN: usize = 64;
+
 /// User names travel in HTTP basic auth and URLs: no `:`, no `/`, nothing invisible.
 pub fn check_username(name: &str) -> Result<(), String> {
-    let valid = (1..=super::bounded::MAX_USERNAME_LEN).contains(&name.len())
+    let valid = (1..=MAX_USERNAME_LEN).contains(&name.len())
         && name
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"._-@".contains(&b));

@@ -9,8 +9,9 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
 
+use super::access::{check_client_access, client_not_found};
 use super::tunnels::tunnel_json;
-use crate::domain::permissions::{AuthUser, Role};
+use crate::domain::permissions::Role;
 
 use crate::api::{ApiError, Authenticated, Params, State, data, time_json};
 use crate::domain::registry::{ClientEntry, DeleteError};
@@ -328,34 +329,6 @@ pub async fn list(
         (count, page)
     });
     Ok(axum::Json(json!({"data": page, "meta": {"count": count}})).into_response())
-}
-
-pub(super) fn client_not_found(id: &str) -> ApiError {
-    ApiError::new(
-        StatusCode::NOT_FOUND,
-        "ERR_CODE_CLIENT_NOT_FOUND",
-        "Client not found",
-        format!("client with id {id:?} not found"),
-    )
-}
-
-/// Checks the caller's role in the project of client `id`. A client of a project the user
-/// has no role in is "not found", as if it did not exist; one the user may know of but not
-/// act on gets 403 with the reason. Unknown clients pass: the handler says "not found".
-pub(super) fn check_client_access(
-    state: &crate::api::AppState,
-    user: &AuthUser,
-    id: &str,
-    needed: Role,
-    doing: &str,
-) -> Result<(), ApiError> {
-    match state.registry.project_of(id) {
-        None => Ok(()),
-        Some(project) if !user.sees(&project) => Err(client_not_found(id)),
-        Some(project) => user
-            .require(&project, needed, doing)
-            .map_err(ApiError::forbidden),
-    }
 }
 
 /// `GET /api/v1/clients/{id}`

@@ -1,5 +1,6 @@
 //! RPort's `/api/v1`: the handlers, one module per resource.
 
+mod access;
 pub mod api_tokens;
 pub mod audit_log;
 pub mod clients;

@@ -10,7 +10,7 @@ use rport_store::TunnelFilter;
 use serde_json::{Value, json};
 use std::time::Duration;
 
-use super::clients::check_client_access;
+use super::access::check_client_access;
 use crate::domain::permissions::Role;
 
 use crate::api::{
