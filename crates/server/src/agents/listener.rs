@@ -260,13 +260,7 @@ impl AgentListener {
             return None;
         };
         self.bans.succeeded(ip, &auth_id);
-        let event = Event {
-            action: "agent.login",
-            resource: &client_id,
-            project: Some(&project),
-            success: true,
-            detail: String::new(),
-        };
+        let event = Event::success("agent.login", &client_id, Some(&project));
         self.audit.record(&Actor::agent(&auth_id, ip), event).await;
         if let Some(reason) = self.binding.refusal(&self.registry, &client_id, &auth_id) {
             tracing::warn!(%peer, client = %client_id, credential = %auth_id, "refusing agent: {reason}");

@@ -83,6 +83,19 @@ pub struct Event<'a> {
     pub detail: String,
 }
 
+impl<'a> Event<'a> {
+    /// An action that succeeded, with nothing more to say.
+    pub fn success(action: &'static str, resource: &'a str, project: Option<&'a str>) -> Self {
+        Self {
+            action,
+            resource,
+            project,
+            success: true,
+            detail: String::new(),
+        }
+    }
+}
+
 pub struct AuditLog {
     store: Arc<dyn Store>,
 }

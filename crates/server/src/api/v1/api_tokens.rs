@@ -154,13 +154,7 @@ pub async fn delete(
             format!("you have no API token {id:?}"),
         ));
     }
-    let event = Event {
-        action: "token.delete",
-        resource: &id,
-        project: None,
-        success: true,
-        detail: String::new(),
-    };
+    let event = Event::success("token.delete", &id, None);
     state
         .audit
         .record(&Actor::user(&user.username, ip), event)

@@ -363,13 +363,7 @@ pub async fn delete(
     check_client_access(&state, &user, &id, Role::Admin, "deleting clients")?;
     match state.tunnels.delete_client(&id).await {
         Ok(project) => {
-            let event = crate::domain::audit::Event {
-                action: "client.delete",
-                resource: &id,
-                project: Some(&project),
-                success: true,
-                detail: String::new(),
-            };
+            let event = crate::domain::audit::Event::success("client.delete", &id, Some(&project));
             state
                 .audit
                 .record(

@@ -143,13 +143,7 @@ pub async fn create(
         .await
         .map_err(credential_error)?;
     tracing::info!(credential = %body.id, %project, by = %user.username, "agent credential created");
-    let event = Event {
-        action: "clientauth.create",
-        resource: &body.id,
-        project: Some(&project),
-        success: true,
-        detail: String::new(),
-    };
+    let event = Event::success("clientauth.create", &body.id, Some(&project));
     state
         .audit
         .record(&Actor::user(&user.username, ip), event)

@@ -165,13 +165,7 @@ pub async fn delete(
         ));
     }
     tracing::info!(project = %key, "project deleted");
-    let event = Event {
-        action: "project.delete",
-        resource: &key,
-        project: Some(&key),
-        success: true,
-        detail: String::new(),
-    };
+    let event = Event::success("project.delete", &key, Some(&key));
     state
         .audit
         .record(&Actor::user(&user.username, ip), event)

@@ -79,13 +79,7 @@ pub async fn login(
         _ => return Err(ApiError::unauthorized()),
     };
     let user = crate::api::check_login(&state, ip, &username, &password).await?;
-    let event = crate::domain::audit::Event {
-        action: "login",
-        resource: &user.username,
-        project: None,
-        success: true,
-        detail: String::new(),
-    };
+    let event = crate::domain::audit::Event::success("login", &user.username, None);
     state
         .audit
         .record(
@@ -150,13 +144,7 @@ pub async fn logout(
     else {
         return Err(ApiError::unauthorized());
     };
-    let event = crate::domain::audit::Event {
-        action: "logout",
-        resource: &username,
-        project: None,
-        success: true,
-        detail: String::new(),
-    };
+    let event = crate::domain::audit::Event::success("logout", &username, None);
     state
         .audit
         .record(&crate::domain::audit::Actor::user(&username, ip), event)
@@ -216,13 +204,7 @@ pub async fn change_own_password(
         .update(&user.username, change)
         .await
         .map_err(super::users::user_error)?;
-    let event = crate::domain::audit::Event {
-        action: "user.password",
-        resource: &user.username,
-        project: None,
-        success: true,
-        detail: String::new(),
-    };
+    let event = crate::domain::audit::Event::success("user.password", &user.username, None);
     state
         .audit
         .record(
