@@ -219,14 +219,32 @@ impl SeenFingerprint {
     }
 }
 
+/// How a client judges the certificate a server presents, apart from the handshake
+/// signatures, which [`SignatureCheckingVerifier`] checks the same way for every judge.
+pub trait CertificateJudge: std::fmt::Debug + Send + Sync {
+    /// Accepts or refuses the server's leaf certificate.
+    fn judge(&self, end_entity: &CertificateDer<'_>) -> Result<(), rustls::Error>;
+}
+
+/// A rustls server certificate verifier that asks its [`CertificateJudge`] about the
+/// certificate and checks, with the ring provider's algorithms, that the server's
+/// handshake signatures are made with that certificate's key.
 #[derive(Debug)]
-struct PinnedKeyVerifier {
-    pin: ServerPin,
-    seen: SeenFingerprint,
+pub struct SignatureCheckingVerifier<J> {
+    judge: J,
     algorithms: WebPkiSupportedAlgorithms,
 }
 
-impl ServerCertVerifier for PinnedKeyVerifier {
+impl<J: CertificateJudge> SignatureCheckingVerifier<J> {
+    pub fn new(judge: J) -> Arc<Self> {
+        Arc::new(Self {
+            judge,
+            algorithms: crypto_provider().signature_verification_algorithms,
+        })
+    }
+}
+
+impl<J: CertificateJudge> ServerCertVerifier for SignatureCheckingVerifier<J> {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
@@ -235,6 +253,43 @@ impl ServerCertVerifier for PinnedKeyVerifier {
         _ocsp_response: &[u8],
         _now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
+        self.judge.judge(end_entity)?;
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.algorithms.supported_schemes()
+    }
+}
+
+/// Accepts the server's key if the pin allows it; the handshake signature then proves the
+/// server holds that key.
+#[derive(Debug)]
+struct PinnedKeyVerifier {
+    pin: ServerPin,
+    seen: SeenFingerprint,
+}
+
+impl CertificateJudge for PinnedKeyVerifier {
+    fn judge(&self, end_entity: &CertificateDer<'_>) -> Result<(), rustls::Error> {
         let presented = fingerprint_of_cert(end_entity).map_err(|_| {
             rustls::Error::InvalidCertificate(rustls::CertificateError::BadEncoding)
         })?;
@@ -245,34 +300,8 @@ impl ServerCertVerifier for PinnedKeyVerifier {
                     rustls::CertificateError::ApplicationVerificationFailure,
                 ))
             }
-            _ => Ok(ServerCertVerified::assertion()),
+            _ => Ok(()),
         }
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        _message: &[u8],
-        _cert: &CertificateDer<'_>,
-        _dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        // The client config only offers TLS 1.3.
-        Err(rustls::Error::PeerIncompatible(
-            rustls::PeerIncompatible::Tls13RequiredForQuic,
-        ))
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        // The pin says whose key it must be; this proves the peer holds that key.
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.algorithms.supported_schemes()
     }
 }
 
@@ -282,10 +311,9 @@ pub fn client_config(
 ) -> Result<(Arc<rustls::ClientConfig>, SeenFingerprint), TlsError> {
     let provider = crypto_provider();
     let seen = SeenFingerprint::default();
-    let verifier = Arc::new(PinnedKeyVerifier {
+    let verifier = SignatureCheckingVerifier::new(PinnedKeyVerifier {
         pin,
         seen: seen.clone(),
-        algorithms: provider.signature_verification_algorithms,
     });
     let mut config = rustls::ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])?

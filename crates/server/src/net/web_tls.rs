@@ -6,11 +6,11 @@ use std::fs;
 use std::path::Path;
 use std::sync::Arc;
 
-use rport_transport::tls::{TlsError, crypto_provider, read_pem_pair, write_private};
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::crypto::WebPkiSupportedAlgorithms;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
-use rustls::{DigitallySignedStruct, SignatureScheme};
+use rport_transport::tls::{
+    CertificateJudge, SignatureCheckingVerifier, TlsError, crypto_provider, read_pem_pair,
+    write_private,
+};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 /// A certificate chain and its key.
 pub struct WebCert {
@@ -86,9 +86,7 @@ impl WebCert {
 /// hop is encryption the device insists on, not identity.
 pub fn device_client_config() -> Result<Arc<rustls::ClientConfig>, TlsError> {
     let provider = crypto_provider();
-    let verifier = Arc::new(AnyDeviceCertificate {
-        algorithms: provider.signature_verification_algorithms,
-    });
+    let verifier = SignatureCheckingVerifier::new(AnyDeviceCertificate);
     let mut config = rustls::ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
         .dangerous()
@@ -99,42 +97,11 @@ pub fn device_client_config() -> Result<Arc<rustls::ClientConfig>, TlsError> {
 }
 
 #[derive(Debug)]
-struct AnyDeviceCertificate {
-    algorithms: WebPkiSupportedAlgorithms,
-}
+struct AnyDeviceCertificate;
 
-impl ServerCertVerifier for AnyDeviceCertificate {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.algorithms.supported_schemes()
+impl CertificateJudge for AnyDeviceCertificate {
+    fn judge(&self, _end_entity: &CertificateDer<'_>) -> Result<(), rustls::Error> {
+        Ok(())
     }
 }
 
