@@ -1,0 +1,18 @@
+//! The API in-process: a whole server built on a tempdir (no socket, no binary) and its
+//! router called request by request, for status codes, envelopes and permissions. What
+//! needs processes or sockets (signals, restarts, agents, tunnels carrying traffic) is in
+//! `crates/cli/tests`.
+
+mod harness;
+
+mod audit_log;
+mod clients;
+mod clients_auth;
+mod errors;
+mod permissions;
+mod port_tunnels;
+mod projects;
+mod session;
+mod tokens;
+mod tunnels;
+mod users;

@@ -1,0 +1,188 @@
+//! `login`, `logout`, `me` and `status`.
+
+use axum::http::Method;
+use serde_json::json;
+
+use crate::harness::{ADMIN, ADMIN_PASSWORD, Setup, TestServer, admin, basic, password_of};
+
+#[tokio::test]
+async fn login_takes_basic_auth_or_a_json_body_and_gives_a_bearer_token() {
+    let server = TestServer::start().await;
+    let reply = server.request(Method::GET, "/api/v1/login", &admin()).await;
+    let data = reply.assert_data(200);
+    assert!(
+        data["token"].as_str().is_some_and(|t| !t.is_empty()),
+        "{data}"
+    );
+    assert_eq!(data["two_fa"], serde_json::Value::Null);
+
+    let bearer = server.login(ADMIN, ADMIN_PASSWORD).await;
+    let me = server.request(Method::GET, "/api/v1/me", &bearer).await;
+    assert_eq!(me.assert_data(200)["username"], ADMIN);
+
+    // Neither credentials nor a body; a body of the wrong shape; a wrong password.
+    let reply = server.request(Method::POST, "/api/v1/login", "").await;
+    reply.assert_error(401, "ERR_CODE_UNAUTHORIZED");
+    let reply = server
+        .call(Method::POST, "/api/v1/login")
+        .raw_json(r#"{"user": "admin"}"#)
+        .send()
+        .await;
+    reply.assert_error(400, "ERR_CODE_INVALID_REQUEST");
+    assert!(reply.detail().contains("\"username\""), "{}", reply.body);
+    let reply = server
+        .call(Method::POST, "/api/v1/login")
+        .json(&json!({"username": ADMIN, "password": "wrong-password"}))
+        .send()
+        .await;
+    reply.assert_error(401, "ERR_CODE_UNAUTHORIZED");
+}
+
+#[tokio::test]
+async fn token_lifetime_is_bounded_by_max_token_lifetime() {
+    let server = TestServer::with(Setup {
+        api: "max_token_lifetime = 2\n".into(),
+        ..Default::default()
+    })
+    .await;
+    // max_token_lifetime is in hours.
+    let reply = server
+        .request(Method::GET, "/api/v1/login?token-lifetime=7201", &admin())
+        .await;
+    reply.assert_error(400, "ERR_CODE_INVALID_REQUEST");
+    assert!(
+        reply.detail().contains("at most 7200 seconds"),
+        "{}",
+        reply.body
+    );
+    for fine in ["7200", "0", ""] {
+        let reply = server
+            .request(
+                Method::GET,
+                &format!("/api/v1/login?token-lifetime={fine}"),
+                &admin(),
+            )
+            .await;
+        reply.assert_data(200);
+    }
+}
+
+#[tokio::test]
+async fn logout_revokes_the_token_it_carries_and_only_that_one() {
+    let server = TestServer::start().await;
+    let first = server.login(ADMIN, ADMIN_PASSWORD).await;
+    let second = server.login(ADMIN, ADMIN_PASSWORD).await;
+    let reply = server
+        .request(Method::DELETE, "/api/v1/logout", &first)
+        .await;
+    assert_eq!(reply.status.as_u16(), 204, "{}", reply.body);
+    assert_eq!(reply.body, serde_json::Value::Null);
+    server
+        .request(Method::GET, "/api/v1/status", &first)
+        .await
+        .assert_error(401, "ERR_CODE_UNAUTHORIZED");
+    server
+        .request(Method::DELETE, "/api/v1/logout", &first)
+        .await
+        .assert_error(401, "ERR_CODE_UNAUTHORIZED");
+    server
+        .request(Method::GET, "/api/v1/status", &second)
+        .await
+        .assert_data(200);
+    // Basic auth has no session to end.
+    server
+        .request(Method::DELETE, "/api/v1/logout", &admin())
+        .await
+        .assert_error(400, "ERR_CODE_INVALID_REQUEST");
+}
+
+#[tokio::test]
+async fn me_says_who_is_calling_and_how() {
+    let server = TestServer::start().await;
+    let me = server.request(Method::GET, "/api/v1/me", &admin()).await;
+    assert_eq!(
+        me.assert_data(200),
+        &json!({
+            "username": ADMIN, "admin": true, "roles": {}, "api_token": false,
+            "scope": "read+write", "project": null,
+        })
+    );
+    server.project("lab").await;
+    let vera = server.user("vera", json!({"lab": "viewer"})).await;
+    let me = server.request(Method::GET, "/api/v1/me", &vera).await;
+    let data = me.assert_data(200);
+    assert_eq!(data["username"], "vera");
+    assert_eq!(data["admin"], false);
+    assert_eq!(data["roles"], json!({"lab": "viewer"}));
+}
+
+#[tokio::test]
+async fn status_shows_the_server_and_the_process_only_to_admins() {
+    let server = TestServer::with(Setup {
+        clients: vec![("c1", "default"), ("c2", "default")],
+        ..Default::default()
+    })
+    .await;
+    let reply = server
+        .request(Method::GET, "/api/v1/status", &admin())
+        .await;
+    let data = reply.assert_data(200);
+    assert_eq!(data["version"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(data["clients_connected"], 0);
+    assert_eq!(data["clients_disconnected"], 2);
+    assert_eq!(data["clients_auth_source"], "DB");
+    assert_eq!(data["users_auth_source"], "Static Credentials");
+    assert_eq!(data["used_ports"], json!(["20000-20100"]));
+    assert!(data["fingerprint"].as_str().is_some_and(|f| !f.is_empty()));
+    assert!(data["runtime"]["tasks"].is_u64(), "{data}");
+
+    let nobody = server.user("nobody", json!({})).await;
+    let reply = server.request(Method::GET, "/api/v1/status", &nobody).await;
+    assert_eq!(reply.assert_data(200)["runtime"], serde_json::Value::Null);
+}
+
+#[tokio::test]
+async fn users_change_their_own_password_with_the_old_one() {
+    let server = TestServer::start().await;
+    server.user("vera", json!({})).await;
+    let old = basic("vera", &password_of("vera"));
+    let change = |old_password: &str, new_password: &str| {
+        let body = json!({"old_password": old_password, "new_password": new_password});
+        let old = old.clone();
+        let server = &server;
+        async move {
+            server
+                .send_json(Method::PUT, "/api/v1/me", &old, &body)
+                .await
+        }
+    };
+    let new_password = "a-new-password-of-length";
+    change("wrong", new_password)
+        .await
+        .assert_error(401, "ERR_CODE_UNAUTHORIZED");
+    change(&password_of("vera"), "short")
+        .await
+        .assert_error(400, "ERR_CODE_PASSWORD_TOO_SHORT");
+    let reply = change(&password_of("vera"), new_password).await;
+    assert_eq!(reply.status.as_u16(), 204, "{}", reply.body);
+    server
+        .request(Method::GET, "/api/v1/me", &old)
+        .await
+        .assert_error(401, "ERR_CODE_UNAUTHORIZED");
+    server
+        .request(Method::GET, "/api/v1/me", &basic("vera", new_password))
+        .await
+        .assert_data(200);
+
+    // The configured user is changed in the configuration, not here.
+    let reply = server
+        .send_json(
+            Method::PUT,
+            "/api/v1/me",
+            &admin(),
+            &json!({"old_password": ADMIN_PASSWORD, "new_password": "another-long-password"}),
+        )
+        .await;
+    reply.assert_error(409, "ERR_CODE_USER_READ_ONLY");
+    assert!(reply.detail().contains("[api] auth"), "{}", reply.body);
+}
