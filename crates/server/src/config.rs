@@ -36,6 +36,8 @@ pub struct ServerConfig {
     pub server: ServerSection,
     pub api: ApiSection,
     pub logging: LoggingSection,
+    /// `[database]`: where the state is kept; absent, SQLite in `data_dir`.
+    pub database: rport_store::DatabaseSettings,
 }
 
 #[derive(Debug, Clone)]
@@ -248,6 +250,16 @@ struct RawConfig {
     api: RawApi,
     #[serde(default)]
     logging: RawLogging,
+    #[serde(default)]
+    database: RawDatabase,
+}
+
+/// RPort's key names: `db_type`, and `db_name` (for SQLite, the file).
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawDatabase {
+    db_type: Option<String>,
+    db_name: Option<PathBuf>,
 }
 
 #[derive(Deserialize, Default)]
@@ -431,7 +443,22 @@ impl Validator<'_> {
             server: self.server(raw.server)?,
             api: self.api(raw.api)?,
             logging: self.logging(raw.logging)?,
+            database: self.database(raw.database)?,
         })
+    }
+
+    fn database(&self, raw: RawDatabase) -> Result<rport_store::DatabaseSettings, ConfigError> {
+        let path = raw.db_name.filter(|path| !path.as_os_str().is_empty());
+        match raw.db_type.as_deref().unwrap_or("sqlite") {
+            "sqlite" => Ok(rport_store::DatabaseSettings::Sqlite { path }),
+            other => Err(self.error(
+                "database.db_type",
+                format!(
+                    "{other:?} is not a database rportd can keep its state in; use one of: {}",
+                    rport_store::DatabaseSettings::DB_TYPES.join(", ")
+                ),
+            )),
+        }
     }
 
     fn server(&self, raw: RawServer) -> Result<ServerSection, ConfigError> {
@@ -926,6 +953,7 @@ mod tests {
         assert_eq!(config.server.excluded_ports, vec!["1-1024"]);
         assert_eq!(config.server.port_pool.len(), 10001);
         assert_eq!(config.server.url, vec!["http://0.0.0.0:8080"]);
+        assert_eq!(config.database, rport_store::DatabaseSettings::default());
     }
 
     #[test]
@@ -947,9 +975,18 @@ mod tests {
             [logging]
             log_level = "debug"
             log_file = "/tmp/rportd.log"
+            [database]
+            db_type = "sqlite"
+            db_name = "/tmp/x/state.db"
             "#,
         )
         .expect("valid");
+        assert_eq!(
+            config.database,
+            rport_store::DatabaseSettings::Sqlite {
+                path: Some("/tmp/x/state.db".into())
+            }
+        );
         assert!(
             matches!(&config.server.agent_auth, AgentAuth::Single { id, password }
             if id == "clientAuth1" && password.expose() == "1234")
@@ -1043,6 +1080,13 @@ mod tests {
 
         let err = parse("[surver]\n").expect_err("unknown section");
         assert_eq!(err.key, "surver");
+
+        let err = parse("[database]\ndb_type = \"mysql\"\n").expect_err("no such backend");
+        assert_eq!(
+            err.to_string(),
+            "config test.conf: key `database.db_type`: \"mysql\" is not a database rportd can \
+             keep its state in; use one of: sqlite"
+        );
     }
 
     #[test]

@@ -5,7 +5,6 @@ use std::path::Path;
 use std::sync::Arc;
 
 use rport_protocol::Fingerprint;
-use rport_store::{SqliteStore, Store};
 use rport_transport::ServerIdentity;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
@@ -134,17 +133,19 @@ impl Server {
     pub async fn prepare(config: ServerConfig) -> Result<Self, StartError> {
         let data_dir = config.server.data_dir.clone();
         create_data_dir(&data_dir)?;
-        let db = rport_store::default_db_path(&data_dir);
-        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&db)?);
+        let db = config.database.location(&data_dir);
         // A damaged record stops the start; the message names the file it is in.
         let damaged = |err| match err {
             rport_store::StoreError::Corrupt { what, reason } => StartError::Damaged {
-                db: db.display().to_string(),
+                db: db.clone(),
                 what,
                 reason,
             },
             other => StartError::Store(other),
         };
+        let store = rport_store::open(&config.database, &data_dir)
+            .await
+            .map_err(damaged)?;
         let identity = match &config.server.tls {
             None => ServerIdentity::load_or_create(&data_dir)?,
             Some(files) => {

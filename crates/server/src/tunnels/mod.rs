@@ -21,7 +21,9 @@ use rport_protocol::OpenRequest;
 use rport_protocol::StreamProtocol;
 use rport_protocol::ip_rules::Acl;
 use rport_protocol::tunnel_spec::{self, DEFAULT_LOCAL_HOST, Endpoint, TunnelProtocol};
-use rport_store::{Store, StoreError, TunnelCounters, TunnelFilter, TunnelOptions, TunnelRecord};
+use rport_store::{
+    Store, StoreError, TunnelCounters, TunnelFilter, TunnelOptions, TunnelRecord, TunnelStatus,
+};
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -218,6 +220,9 @@ struct ActiveTunnel {
     agent_gone_since_ms: AtomicI64,
     /// Counters moved since the last write to the store.
     dirty: AtomicBool,
+    /// The counters as the store last got them: a write adds only what came since, so
+    /// it cannot undo another write to the row.
+    flushed: Mutex<TunnelCounters>,
     /// Wakes the watcher when something it decides on changed.
     changed: Notify,
 }
@@ -290,6 +295,7 @@ impl ActiveTunnel {
             last_active_ms: AtomicI64::new(last_active.timestamp_millis()),
             agent_gone_since_ms: AtomicI64::new(agent_gone.map_or(0, |t| t.timestamp_millis())),
             dirty: AtomicBool::new(false),
+            flushed: Mutex::new(counters),
             changed: Notify::new(),
             client_id: record.client_id.clone(),
             project: record.project.clone(),
@@ -307,14 +313,27 @@ impl ActiveTunnel {
 
     fn snapshot(&self) -> TunnelRecord {
         let mut record = lock(&self.record).clone();
-        record.counters = TunnelCounters {
+        record.counters = self.counters();
+        record.last_active_at = Some(from_ms(self.last_active_ms.load(Ordering::Relaxed)));
+        record
+    }
+
+    fn counters(&self) -> TunnelCounters {
+        TunnelCounters {
             connections: self.connections.load(Ordering::Relaxed),
             refused: self.refused.load(Ordering::Relaxed),
             bytes_in: self.bytes_in.load(Ordering::Relaxed),
             bytes_out: self.bytes_out.load(Ordering::Relaxed),
-        };
-        record.last_active_at = Some(from_ms(self.last_active_ms.load(Ordering::Relaxed)));
-        record
+        }
+    }
+
+    /// What the counters gained since the last write, counted as written from now on.
+    fn take_unflushed(&self) -> TunnelCounters {
+        let mut flushed = lock(&self.flushed);
+        let now = self.counters();
+        let delta = now.since(*flushed);
+        *flushed = now;
+        delta
     }
 
     fn info(&self) -> TunnelInfo {
@@ -466,8 +485,8 @@ impl ActiveTunnel {
         }
     }
 
-    fn set_status(&self, status: &str) {
-        lock(&self.record).status = status.to_owned();
+    fn set_status(&self, status: TunnelStatus) {
+        lock(&self.record).status = status;
     }
 }
 
@@ -562,11 +581,11 @@ impl TunnelManager {
         };
         match bound {
             Ok(bound) => {
-                record.status = "pending".into();
+                record.status = TunnelStatus::Pending;
                 let tunnel = ActiveTunnel::new(record, acl, Some(Utc::now()));
                 tracing::info!(tunnel = %tunnel.id(), client = %tunnel.client_id(), "tunnel restored, waiting for its agent");
                 let tunnel = self.launch(tunnel, bound).await;
-                self.save(&tunnel).await;
+                self.save_status(&tunnel).await;
             }
             Err(err) => {
                 let why = format!("its port cannot be bound again: {err}");
@@ -680,7 +699,7 @@ impl TunnelManager {
                     let hash =
                         tokio::task::spawn_blocking(move || hash_password(password.expose()))
                             .await
-                            .map_err(|err| StoreError::Worker(err.to_string()))?;
+                            .map_err(|err| StoreError::Backend(Box::new(err)))?;
                     (Some(user), Some(hash))
                 }
             };
@@ -701,7 +720,7 @@ impl TunnelManager {
             scheme: request
                 .scheme
                 .or_else(|| scheme_for_port(request.remote.port).map(str::to_owned)),
-            status: "opened".into(),
+            status: TunnelStatus::Opened,
             created_by: request.created_by,
             created_at: now,
             closed_at: None,
@@ -920,9 +939,13 @@ impl TunnelManager {
         acl: Option<Acl>,
     ) -> Result<(), TunnelError> {
         let tunnel = self.find(client_id, tunnel_id)?;
-        lock(&tunnel.record).options.acl = acl.as_ref().map(ToString::to_string);
+        let options = {
+            let mut record = lock(&tunnel.record);
+            record.options.acl = acl.as_ref().map(ToString::to_string);
+            record.options.clone()
+        };
         *tunnel.acl.write().unwrap_or_else(|p| p.into_inner()) = acl.map(Arc::new);
-        self.store.update_tunnel(&tunnel.snapshot()).await?;
+        self.store.set_tunnel_options(tunnel_id, &options).await?;
         Ok(())
     }
 
@@ -956,15 +979,21 @@ impl TunnelManager {
         for server in servers {
             let _ = server.await;
         }
+        let closed_at = Utc::now();
         {
             let mut record = lock(&tunnel.record);
-            record.status = reason.status().to_owned();
-            record.closed_at = Some(Utc::now());
+            record.status = reason.status();
+            record.closed_at = Some(closed_at);
             record.close_reason = Some(reason.as_str().to_owned());
         }
         let record = tunnel.snapshot();
         tracing::info!(tunnel = %record.id, client = %record.client_id, "tunnel {}: {}", record.status, reason.as_str());
-        if let Err(err) = self.store.update_tunnel(&record).await {
+        self.save(tunnel).await;
+        let ended = self
+            .store
+            .end_tunnel(&record.id, closed_at, record.status, reason.as_str())
+            .await;
+        if let Err(err) = ended {
             tracing::error!(tunnel = %record.id, "saving closed tunnel: {err}");
         }
         // An operator's delete is recorded by the API with the operator's name.
@@ -984,9 +1013,9 @@ impl TunnelManager {
     ) {
         for tunnel in self.tunnels_of(project, client_id) {
             tunnel.agent_gone_since_ms.store(0, Ordering::Relaxed);
-            tunnel.set_status("opened");
+            tunnel.set_status(TunnelStatus::Opened);
             tunnel.changed.notify_one();
-            self.save(&tunnel).await;
+            self.save_status(&tunnel).await;
         }
         self.open_agent_remotes(project, client_id, remotes).await;
     }
@@ -1024,9 +1053,9 @@ impl TunnelManager {
         let now = Utc::now().timestamp_millis();
         for tunnel in self.tunnels_of(project, client_id) {
             tunnel.agent_gone_since_ms.store(now, Ordering::Relaxed);
-            tunnel.set_status("pending");
+            tunnel.set_status(TunnelStatus::Pending);
             tunnel.changed.notify_one();
-            self.save(&tunnel).await;
+            self.save_status(&tunnel).await;
         }
     }
 
@@ -1127,12 +1156,35 @@ impl TunnelManager {
         }
     }
 
+    /// Adds what the tunnel carried since the last write to its stored counters.
     async fn save(&self, tunnel: &ActiveTunnel) {
         tunnel.dirty.store(false, Ordering::Relaxed);
-        let record = tunnel.snapshot();
-        if let Err(err) = self.store.update_tunnel(&record).await {
-            tracing::error!(tunnel = %record.id, "saving tunnel: {err}");
+        let id = tunnel.id();
+        let delta = tunnel.take_unflushed();
+        let last_active = from_ms(tunnel.last_active_ms.load(Ordering::Relaxed));
+        if let Err(err) = self
+            .store
+            .add_tunnel_counters(&id, delta, last_active)
+            .await
+        {
+            tracing::error!(tunnel = %id, "saving tunnel: {err}");
+            // Kept for the next flush.
+            let mut flushed = lock(&tunnel.flushed);
+            *flushed = flushed.since(delta);
+            tunnel.dirty.store(true, Ordering::Relaxed);
         }
+    }
+
+    /// Writes a live tunnel's status as it is in memory, and its counters.
+    async fn save_status(&self, tunnel: &ActiveTunnel) {
+        let (id, status) = {
+            let record = lock(&tunnel.record);
+            (record.id.clone(), record.status)
+        };
+        if let Err(err) = self.store.set_tunnel_status(&id, status).await {
+            tracing::error!(tunnel = %id, "saving tunnel status: {err}");
+        }
+        self.save(tunnel).await;
     }
 
     /// Writes counters and idle times that moved; a crash loses at most one period.
