@@ -2,77 +2,35 @@
 //! damaged rows read as damage, SQLite's errors are said in the store's words. The
 //! contract all backends share is in `tests/conformance`.
 
-use chrono::Utc;
-use rport_protocol::SystemInfo;
+#[path = "conformance/fixtures.rs"]
+mod fixtures;
+
+use fixtures::{client, credential, now, project, tunnel, user};
 use rport_store::{
-    AgentCredentialRecord, ClientRecord, SqliteStore, Store, StoreError, TunnelCounters,
-    TunnelFilter, TunnelOptions, TunnelRecord, TunnelStatus,
+    AgentCredentialRecord, SqliteStore, Store, StoreError, TunnelCounters, TunnelFilter,
+    TunnelOptions, TunnelStatus,
 };
 
-fn client(id: &str) -> ClientRecord {
-    ClientRecord {
-        id: id.into(),
-        auth_id: "rport".into(),
-        info: SystemInfo {
-            hostname: format!("{id}.example"),
-            tags: vec!["Linux".into(), "Office Berlin".into()],
-            ..Default::default()
-        },
-        address: "127.0.0.1:4242".into(),
-        connected: true,
-        connected_at: Some(Utc::now()),
-        disconnected_at: None,
-        project: "default".into(),
-    }
-}
-
-fn tunnel(id: &str, client_id: &str) -> TunnelRecord {
-    TunnelRecord {
-        id: id.into(),
-        client_id: client_id.into(),
-        name: String::new(),
-        protocol: "tcp".into(),
-        lhost: "0.0.0.0".into(),
-        lport: 20001,
-        lport_random: true,
-        rhost: "127.0.0.1".into(),
-        rport: 22,
-        scheme: Some("ssh".into()),
-        status: TunnelStatus::Opened,
-        created_by: "admin".into(),
-        created_at: Utc::now(),
-        closed_at: None,
-        close_reason: None,
-        options: TunnelOptions {
-            acl: Some("127.0.0.1".into()),
-            idle_timeout_minutes: 5,
-            auto_close_secs: 0,
-            check_port: true,
-            ..Default::default()
-        },
-        counters: TunnelCounters {
-            connections: 3,
-            refused: 1,
-            bytes_in: u64::MAX - 1,
-            bytes_out: 42,
-        },
-        last_active_at: None,
-        project: "berlin-office".into(),
-        damage: None,
-    }
-}
-
 #[tokio::test]
-async fn clients_survive_reopen_and_restart_marks_them_disconnected() {
+async fn records_survive_reopen_and_restart_marks_clients_disconnected() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = rport_store::default_db_path(dir.path());
+    let admin = user("admin", true);
     {
         let store = SqliteStore::open(&path).expect("open");
-        store.upsert_client(&client("a")).await.expect("upsert");
-        store.upsert_client(&client("b")).await.expect("upsert");
+        store
+            .upsert_client(&client("a", "default"))
+            .await
+            .expect("upsert");
+        store
+            .upsert_client(&client("b", "default"))
+            .await
+            .expect("upsert");
+        assert!(store.insert_user(&admin).await.expect("user"));
     }
     let store = SqliteStore::open(&path).expect("reopen");
-    let now = Utc::now();
+    assert_eq!(store.get_user("admin").await.expect("get"), Some(admin));
+    let now = now();
     store.mark_all_disconnected(now).await.expect("mark");
     let clients = store.list_clients().await.expect("list");
     assert_eq!(clients.len(), 2);
@@ -143,7 +101,7 @@ async fn a_damaged_tunnel_row_is_marked_not_fatal() {
     );
     assert_eq!(by_id("bad-port").options, tunnel("x", "a").options);
 
-    let at = Utc::now();
+    let at = now();
     assert!(
         store
             .end_tunnel("bad-options", at, TunnelStatus::Terminated, "corrupt_state")
@@ -243,9 +201,8 @@ async fn agent_credentials_move_from_their_setting_into_their_table() {
     );
     let store = SqliteStore::open(&path).expect("upgrade");
     let credential = |id: &str, hash: &str, project: &str| AgentCredentialRecord {
-        id: id.into(),
         hash: hash.into(),
-        project: project.into(),
+        ..credential(id, project)
     };
     assert_eq!(
         store.list_agent_credentials().await.expect("list"),
@@ -308,11 +265,7 @@ async fn a_damaged_credential_row_is_named() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("db");
     let store = SqliteStore::open(&path).expect("open");
-    let record = AgentCredentialRecord {
-        id: "rport".into(),
-        hash: "sha256$aa$bb".into(),
-        project: "default".into(),
-    };
+    let record = credential("rport", "default");
     assert!(
         store
             .insert_agent_credential(&record)
@@ -349,11 +302,7 @@ async fn sqlite_errors_are_said_in_the_stores_words() {
 
     let raw = rusqlite::Connection::open(&path).expect("raw open");
     raw.execute_batch("BEGIN EXCLUSIVE").expect("lock");
-    let project = rport_store::ProjectRecord {
-        key: "p".into(),
-        name: "P".into(),
-        created_at: Utc::now(),
-    };
+    let project = project("p");
     let err = store.insert_project(&project).await.expect_err("locked");
     assert_eq!(
         rport_store::unavailable_reason(&err),

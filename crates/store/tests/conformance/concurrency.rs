@@ -101,46 +101,21 @@ pub async fn of_concurrent_inserts_of_one_key_exactly_one_wins(store: Arc<dyn St
 }
 
 pub async fn of_two_admins_deleted_at_once_one_stays(store: Arc<dyn Store>) {
-    for round in 0..ROUNDS {
-        let names = [format!("a{round}"), format!("b{round}")];
-        for name in &names {
-            assert!(store.insert_user(&user(name, true)).await.expect("insert"));
-        }
-        let mut tasks = JoinSet::new();
-        for name in names.clone() {
-            let store = Arc::clone(&store);
-            tasks.spawn(async move {
-                store
-                    .delete_user(&name, AdminGuard::KeepOne)
-                    .await
-                    .expect("delete")
-            });
-        }
-        let mut outcomes = all(tasks).await;
-        outcomes.sort_by_key(|o| *o == UserWrite::LastAdmin);
-        assert_eq!(outcomes, [UserWrite::Done, UserWrite::LastAdmin]);
-        let admins: Vec<String> = store
-            .list_users()
-            .await
-            .expect("list")
-            .into_iter()
-            .filter(|u| u.is_admin)
-            .map(|u| u.username)
-            .collect();
-        assert_eq!(admins.len(), 1, "{admins:?}");
-        // Clean up for the next round, keeping nothing.
-        let left = &admins[0];
-        assert_eq!(
-            store
-                .delete_user(left, AdminGuard::None)
-                .await
-                .expect("delete"),
-            UserWrite::Done
-        );
-    }
+    two_admins_at_once(store, AdminChange::Delete).await;
 }
 
 pub async fn of_two_admins_demoted_at_once_one_stays(store: Arc<dyn Store>) {
+    two_admins_at_once(store, AdminChange::Demote).await;
+}
+
+#[derive(Clone, Copy)]
+enum AdminChange {
+    Delete,
+    Demote,
+}
+
+/// The only two administrators lose their right at once: exactly one change goes ahead.
+async fn two_admins_at_once(store: Arc<dyn Store>, change: AdminChange) {
     for round in 0..ROUNDS {
         let names = [format!("a{round}"), format!("b{round}")];
         for name in &names {
@@ -150,10 +125,12 @@ pub async fn of_two_admins_demoted_at_once_one_stays(store: Arc<dyn Store>) {
         for name in names.clone() {
             let store = Arc::clone(&store);
             tasks.spawn(async move {
-                store
-                    .update_user(&user(&name, false), AdminGuard::KeepOne)
-                    .await
-                    .expect("update")
+                let guard = AdminGuard::KeepOne;
+                match change {
+                    AdminChange::Delete => store.delete_user(&name, guard).await,
+                    AdminChange::Demote => store.update_user(&user(&name, false), guard).await,
+                }
+                .expect("change")
             });
         }
         let mut outcomes = all(tasks).await;
@@ -167,6 +144,7 @@ pub async fn of_two_admins_demoted_at_once_one_stays(store: Arc<dyn Store>) {
             .filter(|u| u.is_admin)
             .count();
         assert_eq!(admins, 1);
+        // Nothing left for the next round.
         for name in &names {
             store
                 .delete_user(name, AdminGuard::None)
