@@ -145,8 +145,8 @@ pub trait Store: Send + Sync + 'static {
         id: &str,
         options: &TunnelOptions,
     ) -> Result<bool, StoreError>;
-    /// A live tunnel's status (`pending` while its agent is away, `opened`); returns
-    /// whether it exists.
+    /// A live tunnel's status (`pending` while its agent is away, `opened`); an ended
+    /// tunnel stays ended. Returns whether a live tunnel of that id exists.
     async fn set_tunnel_status(&self, id: &str, status: TunnelStatus) -> Result<bool, StoreError>;
     /// Marks one tunnel ended, changing nothing else in its row (a damaged row stays as it
     /// was found, for the operator to look at); returns whether it exists.

@@ -738,7 +738,7 @@ impl Store for SqliteStore {
         let id = id.to_owned();
         self.run(move |conn| {
             Ok(conn.execute(
-                "UPDATE tunnels SET status = ?2 WHERE id = ?1",
+                "UPDATE tunnels SET status = ?2 WHERE id = ?1 AND status IN ('opened', 'pending')",
                 params![id, status.as_str()],
             )? > 0)
         })

@@ -194,6 +194,15 @@ pub async fn options_status_and_end_change_only_themselves(store: Arc<dyn Store>
     assert_eq!(got.options, options);
     assert_eq!(got.counters.connections, t.counters.connections + 2);
     assert!(!got.is_live());
+    assert!(
+        !store
+            .set_tunnel_status("t1", TunnelStatus::Opened)
+            .await
+            .expect("status"),
+        "an ended tunnel stays ended"
+    );
+    let got = store.get_tunnel("t1").await.expect("get").expect("present");
+    assert_eq!(got.status, TunnelStatus::Terminated);
 }
 
 pub async fn changes_to_a_missing_tunnel_report_it(store: Arc<dyn Store>) {
