@@ -524,32 +524,34 @@ fn damaged_agent_credentials_stop_the_start_and_are_left_as_they_are() {
     let db = database(dir.path());
     let read = || -> String {
         db.query_row(
-            "SELECT value FROM settings WHERE key = 'agent_credentials'",
+            "SELECT quote(hash) || ' ' || quote(project) FROM agent_credentials WHERE id = 'rport'",
             [],
             |row| row.get(0),
         )
-        .expect("stored credentials")
+        .expect("stored credential")
     };
     let original = read();
-    let saved: Value = serde_json::from_str(&original).expect("JSON");
-    let hash = saved["rport"]["hash"].as_str().expect("hash of rport");
+    let hash: String = db
+        .query_row(
+            "SELECT hash FROM agent_credentials WHERE id = 'rport'",
+            [],
+            |row| row.get(0),
+        )
+        .expect("hash of rport");
     let db_path = dir.path().join("server-data").join("rportd.db");
 
-    let damaged_hash = json_with_hash(&original, hash, &hash[..hash.len() - 2]);
-    let not_json = original[..original.len() / 2].to_owned();
-    for (damaged, names) in [
-        (damaged_hash, "agent credential \"rport\""),
-        (not_json, "agent credentials"),
-    ] {
-        db.execute(
-            "UPDATE settings SET value = ?1 WHERE key = 'agent_credentials'",
-            [&damaged],
-        )
-        .expect("damage");
+    let truncated_hash = format!(
+        "UPDATE agent_credentials SET hash = '{}' WHERE id = 'rport'",
+        &hash[..hash.len() - 2]
+    );
+    let project_not_text = "UPDATE agent_credentials SET project = x'ff00' WHERE id = 'rport'";
+    for damage in [truncated_hash.as_str(), project_not_text] {
+        db.execute(damage, []).expect("damage");
+        let damaged = read();
         let (exited, stderr) = start_expecting_exit(dir.path());
         assert_eq!(exited, Some(false), "rportd must refuse to start: {stderr}");
         assert!(
-            stderr.contains(names)
+            stderr.contains("agent credential \"rport\"")
                 && stderr.contains("agent_credentials")
                 && stderr.contains(&db_path.display().to_string()),
             "{stderr}"
@@ -559,22 +561,18 @@ fn damaged_agent_credentials_stop_the_start_and_are_left_as_they_are() {
             damaged,
             "the stored credentials are left as they were"
         );
+        db.execute(
+            "UPDATE agent_credentials SET hash = ?1, project = 'default' WHERE id = 'rport'",
+            [&hash],
+        )
+        .expect("repair");
     }
 
     // Repaired, it starts as before, with no credential generated.
-    db.execute(
-        "UPDATE settings SET value = ?1 WHERE key = 'agent_credentials'",
-        [&original],
-    )
-    .expect("repair");
+    assert_eq!(read(), original);
     let server = Rportd::start_with(dir.path(), &settings);
     assert!(server.stdout.find("generated agent credential").is_none());
     assert_eq!(read(), original);
-}
-
-fn json_with_hash(json: &str, hash: &str, replacement: &str) -> String {
-    assert_eq!(json.matches(hash).count(), 1);
-    json.replace(hash, replacement)
 }
 
 #[test]

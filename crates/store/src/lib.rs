@@ -7,32 +7,101 @@ mod records;
 mod sqlite;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 pub use records::{
-    ApiTokenRecord, AuditFilter, AuditRecord, ClientRecord, DEFAULT_PROJECT, ProjectRecord,
-    TunnelCounters, TunnelFilter, TunnelOptions, TunnelRecord, UserRecord,
+    AdminGuard, AgentCredentialRecord, ApiTokenRecord, AuditFilter, AuditRecord, ClientRecord,
+    DEFAULT_PROJECT, ProjectRecord, ProjectRemoval, TunnelCounters, TunnelFilter, TunnelOptions,
+    TunnelRecord, TunnelStatus, UserRecord, UserWrite,
 };
 pub use sqlite::SqliteStore;
 
+/// Any error of a backend, kept with its chain of causes.
+pub type BackendError = Box<dyn std::error::Error + Send + Sync>;
+
+/// What went wrong in the store, in words that do not depend on the backend.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("database {path}: {source}")]
-    Open {
-        path: PathBuf,
+    /// Something the operator can fix (a full disk, a read-only data dir, a database busy
+    /// for too long): `reason` says which, for the operator.
+    #[error("{reason}: {source}")]
+    Unavailable {
+        reason: String,
         #[source]
-        source: rusqlite::Error,
+        source: BackendError,
     },
-    #[error("database: {0}")]
-    Sqlite(#[from] rusqlite::Error),
-    #[error("database schema version {found} is newer than this rportd understands ({known})")]
-    SchemaTooNew { found: i64, known: i64 },
+    /// A record with the same key exists already.
+    #[error("{what} exists already")]
+    Conflict { what: String },
     #[error("stored record {what} is damaged: {reason}")]
     Corrupt { what: String, reason: String },
-    #[error("database worker stopped: {0}")]
-    Worker(String),
+    /// Refused at open: a newer rportd wrote this database.
+    #[error("database schema version {found} is newer than this rportd understands ({known})")]
+    SchemaTooNew { found: i64, known: i64 },
+    /// Anything else, the backend's worker stopping included.
+    #[error("database: {0}")]
+    Backend(#[source] BackendError),
+}
+
+/// What the operator can do about `err` when the store is unavailable: the `reason` of
+/// the first [`StoreError::Unavailable`] in its chain of causes.
+pub fn unavailable_reason<'a>(err: &'a (dyn std::error::Error + 'static)) -> Option<&'a str> {
+    let mut next = Some(err);
+    while let Some(err) = next {
+        if let Some(StoreError::Unavailable { reason, .. }) = err.downcast_ref::<StoreError>() {
+            return Some(reason);
+        }
+        next = err.source();
+    }
+    None
+}
+
+/// The `[database]` section: which backend keeps rportd's state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DatabaseSettings {
+    /// One SQLite file; `None` means `rportd.db` in the data dir.
+    Sqlite { path: Option<PathBuf> },
+}
+
+impl Default for DatabaseSettings {
+    fn default() -> Self {
+        Self::Sqlite { path: None }
+    }
+}
+
+impl DatabaseSettings {
+    /// The values of `db_type` there is a backend for.
+    pub const DB_TYPES: &[&str] = &["sqlite"];
+
+    /// Where the state is, for messages that send the operator there.
+    pub fn location(&self, data_dir: &Path) -> String {
+        match self {
+            Self::Sqlite { path } => path
+                .clone()
+                .unwrap_or_else(|| default_db_path(data_dir))
+                .display()
+                .to_string(),
+        }
+    }
+}
+
+/// Opens the store the settings select, its schema brought up to date.
+pub async fn open(
+    settings: &DatabaseSettings,
+    data_dir: &Path,
+) -> Result<Arc<dyn Store>, StoreError> {
+    match settings {
+        DatabaseSettings::Sqlite { path } => {
+            let path = path.clone().unwrap_or_else(|| default_db_path(data_dir));
+            let store = tokio::task::spawn_blocking(move || SqliteStore::open(&path))
+                .await
+                .map_err(|err| StoreError::Backend(Box::new(err)))??;
+            Ok(Arc::new(store))
+        }
+    }
 }
 
 /// The database file inside a data dir.
@@ -57,26 +126,35 @@ pub trait Store: Send + Sync + 'static {
         cutoff: DateTime<Utc>,
     ) -> Result<Vec<String>, StoreError>;
 
+    /// Fails with [`StoreError::Conflict`] when a tunnel with that id exists.
     async fn insert_tunnel(&self, tunnel: &TunnelRecord) -> Result<(), StoreError>;
-    async fn update_tunnel(&self, tunnel: &TunnelRecord) -> Result<(), StoreError>;
     async fn get_tunnel(&self, id: &str) -> Result<Option<TunnelRecord>, StoreError>;
     /// Newest first.
     async fn list_tunnels(&self, filter: &TunnelFilter) -> Result<Vec<TunnelRecord>, StoreError>;
-    /// Marks every live (`opened` or `pending`) tunnel as ended; returns how many.
-    async fn close_all_open_tunnels(
+    /// Adds what a live tunnel carried since its last flush to its counters, and notes
+    /// when it was last active; nothing else in its row changes. Returns whether it exists.
+    async fn add_tunnel_counters(
         &self,
-        at: DateTime<Utc>,
-        status: &str,
-        reason: &str,
-    ) -> Result<usize, StoreError>;
-
+        id: &str,
+        delta: TunnelCounters,
+        last_active_at: DateTime<Utc>,
+    ) -> Result<bool, StoreError>;
+    /// Replaces the options (the ACL, ...) of a tunnel; returns whether it exists.
+    async fn set_tunnel_options(
+        &self,
+        id: &str,
+        options: &TunnelOptions,
+    ) -> Result<bool, StoreError>;
+    /// A live tunnel's status (`pending` while its agent is away, `opened`); an ended
+    /// tunnel stays ended. Returns whether a live tunnel of that id exists.
+    async fn set_tunnel_status(&self, id: &str, status: TunnelStatus) -> Result<bool, StoreError>;
     /// Marks one tunnel ended, changing nothing else in its row (a damaged row stays as it
     /// was found, for the operator to look at); returns whether it exists.
     async fn end_tunnel(
         &self,
         id: &str,
         at: DateTime<Utc>,
-        status: &str,
+        status: TunnelStatus,
         reason: &str,
     ) -> Result<bool, StoreError>;
 
@@ -84,8 +162,9 @@ pub trait Store: Send + Sync + 'static {
     async fn list_projects(&self) -> Result<Vec<ProjectRecord>, StoreError>;
     /// Returns false when a project with that key exists already.
     async fn insert_project(&self, project: &ProjectRecord) -> Result<bool, StoreError>;
-    /// Deletes the project and every user's role in it.
-    async fn delete_project(&self, key: &str) -> Result<bool, StoreError>;
+    /// Deletes the project and every user's role in it, in one transaction, unless a
+    /// client or a managed agent credential still belongs to it.
+    async fn delete_project_if_empty(&self, key: &str) -> Result<ProjectRemoval, StoreError>;
 
     async fn insert_audit(&self, entry: &AuditRecord) -> Result<(), StoreError>;
     /// Newest first, with the number of entries matching the filter.
@@ -108,14 +187,33 @@ pub trait Store: Send + Sync + 'static {
 
     /// With its roles.
     async fn get_user(&self, username: &str) -> Result<Option<UserRecord>, StoreError>;
-    /// Inserts or replaces a user and all of its roles.
-    async fn upsert_user(&self, user: &UserRecord) -> Result<(), StoreError>;
     /// Returns false, changing nothing, when the user name is taken.
     async fn insert_user(&self, user: &UserRecord) -> Result<bool, StoreError>;
+    /// Replaces an existing user and all of its roles. With [`AdminGuard::KeepOne`] it
+    /// refuses, in the same transaction, to take the last administrator's right away.
+    async fn update_user(
+        &self,
+        user: &UserRecord,
+        guard: AdminGuard,
+    ) -> Result<UserWrite, StoreError>;
     async fn list_users(&self) -> Result<Vec<UserRecord>, StoreError>;
-    /// Deletes the user with its roles and API tokens; returns whether it existed.
-    async fn delete_user(&self, username: &str) -> Result<bool, StoreError>;
+    /// Deletes the user with its roles and API tokens. With [`AdminGuard::KeepOne`] it
+    /// refuses, in the same transaction, to delete the last administrator.
+    async fn delete_user(&self, username: &str, guard: AdminGuard)
+    -> Result<UserWrite, StoreError>;
 
-    async fn get_setting(&self, key: &str) -> Result<Option<String>, StoreError>;
-    async fn set_setting(&self, key: &str, value: &str) -> Result<(), StoreError>;
+    /// Agent credentials rportd manages (not the configured ones), by id.
+    async fn list_agent_credentials(&self) -> Result<Vec<AgentCredentialRecord>, StoreError>;
+    /// Returns false, changing nothing, when the id is taken.
+    async fn insert_agent_credential(
+        &self,
+        credential: &AgentCredentialRecord,
+    ) -> Result<bool, StoreError>;
+    /// Returns whether it existed.
+    async fn delete_agent_credential(&self, id: &str) -> Result<bool, StoreError>;
+
+    /// Stores `value` under `key` unless the key has a value already; returns the value
+    /// stored in the end, so that of two servers generating a secret at once both use
+    /// the same one.
+    async fn setting_or_insert(&self, key: &str, value: &str) -> Result<String, StoreError>;
 }

@@ -47,9 +47,7 @@ pub struct TunnelRecord {
     pub rhost: String,
     pub rport: u16,
     pub scheme: Option<String>,
-    /// `pending` (waiting for its agent), `opened`, `closed` (by an operator) or
-    /// `terminated` (by the system).
-    pub status: String,
+    pub status: TunnelStatus,
     pub created_by: String,
     pub created_at: DateTime<Utc>,
     pub closed_at: Option<DateTime<Utc>>,
@@ -69,7 +67,43 @@ pub struct TunnelRecord {
 impl TunnelRecord {
     /// Still holding (or about to hold again) its port.
     pub fn is_live(&self) -> bool {
-        matches!(self.status.as_str(), "opened" | "pending")
+        matches!(self.status, TunnelStatus::Opened | TunnelStatus::Pending)
+    }
+}
+
+/// Where a tunnel is in its life; the API shows these names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TunnelStatus {
+    /// Holding its port, waiting for its agent.
+    Pending,
+    Opened,
+    /// Ended by an operator.
+    Closed,
+    /// Ended by the system.
+    Terminated,
+}
+
+impl TunnelStatus {
+    pub const ALL: [Self; 4] = [Self::Pending, Self::Opened, Self::Closed, Self::Terminated];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Opened => "opened",
+            Self::Closed => "closed",
+            Self::Terminated => "terminated",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|status| status.as_str() == text)
+    }
+}
+
+impl fmt::Display for TunnelStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -128,6 +162,18 @@ pub struct TunnelCounters {
     pub bytes_out: u64,
 }
 
+impl TunnelCounters {
+    /// What was counted since `earlier`, a reading of the same counters.
+    pub fn since(self, earlier: Self) -> Self {
+        Self {
+            connections: self.connections.wrapping_sub(earlier.connections),
+            refused: self.refused.wrapping_sub(earlier.refused),
+            bytes_in: self.bytes_in.wrapping_sub(earlier.bytes_in),
+            bytes_out: self.bytes_out.wrapping_sub(earlier.bytes_out),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct TunnelFilter {
     pub client_id: Option<String>,
@@ -156,6 +202,55 @@ impl fmt::Debug for UserRecord {
             .field("is_admin", &self.is_admin)
             .field("created_at", &self.created_at)
             .field("roles", &self.roles)
+            .finish()
+    }
+}
+
+/// Whether a change to users must leave the server an administrator in the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AdminGuard {
+    /// Refuse to remove the last one (no administrator is configured elsewhere).
+    KeepOne,
+    /// Another one exists outside the store (the configuration).
+    None,
+}
+
+/// How a change to a user ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UserWrite {
+    Done,
+    NotFound,
+    /// Refused: it would have removed the last administrator.
+    LastAdmin,
+}
+
+/// How deleting a project ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProjectRemoval {
+    Deleted,
+    NotFound,
+    /// Refused: this many clients belong to it.
+    HasClients(u64),
+    /// Refused: managed agent credentials bind agents to it.
+    HasAgentCredentials,
+}
+
+/// An agent credential rportd manages: only a hash of its secret is kept.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AgentCredentialRecord {
+    pub id: String,
+    /// The server's encoding of a salted hash; the store does not read it.
+    pub hash: String,
+    /// The project its agents belong to.
+    pub project: String,
+}
+
+impl fmt::Debug for AgentCredentialRecord {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AgentCredentialRecord")
+            .field("id", &self.id)
+            .field("hash", &"<hidden>")
+            .field("project", &self.project)
             .finish()
     }
 }

@@ -2,16 +2,17 @@
 //! migrations recorded in `PRAGMA user_version`.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use chrono::{DateTime, TimeZone, Utc};
-use rusqlite::{Connection, OptionalExtension, Row, params};
+use rusqlite::{Connection, ErrorCode, OptionalExtension, Row, TransactionBehavior, params};
 
 use crate::{
-    ApiTokenRecord, AuditFilter, AuditRecord, ClientRecord, ProjectRecord, Store, StoreError,
-    TunnelCounters, TunnelFilter, TunnelOptions, TunnelRecord, UserRecord,
+    AdminGuard, AgentCredentialRecord, ApiTokenRecord, AuditFilter, AuditRecord, BackendError,
+    ClientRecord, DEFAULT_PROJECT, ProjectRecord, ProjectRemoval, Store, StoreError,
+    TunnelCounters, TunnelFilter, TunnelOptions, TunnelRecord, TunnelStatus, UserRecord, UserWrite,
 };
 
 /// Each entry moves the schema one version up; never edit one that has shipped.
@@ -115,7 +116,79 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (username, project)
     );
     CREATE INDEX user_roles_project ON user_roles(project);",
+    // 8: managed agent credentials, one row each (they were one JSON value in `settings`,
+    // so that two changes at once could lose one); `move_agent_credentials` moves them
+    "CREATE TABLE agent_credentials (
+        id TEXT PRIMARY KEY,
+        hash TEXT NOT NULL,
+        project TEXT NOT NULL
+    );
+    CREATE INDEX agent_credentials_project ON agent_credentials(project);",
 ];
+
+/// The schema version that gave agent credentials their own table.
+const AGENT_CREDENTIALS_TABLE: usize = 8;
+/// Where versions before it kept them.
+const AGENT_CREDENTIALS_SETTING: &str = "agent_credentials";
+
+/// SQLite's error, said in the store's words by its code: what the operator can fix, a
+/// uniqueness clash, or anything else.
+impl From<rusqlite::Error> for StoreError {
+    fn from(err: rusqlite::Error) -> Self {
+        classify(err, |err| Box::new(err))
+    }
+}
+
+/// An error opening the database file, with its path.
+#[derive(Debug, thiserror::Error)]
+#[error("database {path}: {source}")]
+struct AtPath {
+    path: PathBuf,
+    #[source]
+    source: rusqlite::Error,
+}
+
+fn classify(
+    err: rusqlite::Error,
+    boxed: impl FnOnce(rusqlite::Error) -> BackendError,
+) -> StoreError {
+    let reason = match err.sqlite_error_code() {
+        Some(ErrorCode::DiskFull) => "the server's disk is full",
+        Some(ErrorCode::ReadOnly) => "the server's data_dir is read-only",
+        Some(ErrorCode::SystemIoFailure) => "the server cannot write to its data_dir",
+        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => {
+            "the database stayed locked by another process for too long"
+        }
+        Some(ErrorCode::CannotOpen) => "the server cannot open its database file",
+        Some(ErrorCode::PermissionDenied) => "the server may not access its database file",
+        Some(ErrorCode::ConstraintViolation)
+            if err.sqlite_error().is_some_and(|e| {
+                matches!(
+                    e.extended_code,
+                    rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE
+                        | rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY
+                )
+            }) =>
+        {
+            // "UNIQUE constraint failed: tunnels.id"
+            let columns = match &err {
+                rusqlite::Error::SqliteFailure(_, Some(message)) => message
+                    .split_once(": ")
+                    .map_or(message.as_str(), |(_, columns)| columns)
+                    .to_owned(),
+                _ => "key".to_owned(),
+            };
+            return StoreError::Conflict {
+                what: format!("a record with the same {columns}"),
+            };
+        }
+        _ => return StoreError::Backend(boxed(err)),
+    };
+    StoreError::Unavailable {
+        reason: reason.to_owned(),
+        source: boxed(err),
+    }
+}
 
 pub struct SqliteStore {
     conn: Arc<Mutex<Connection>>,
@@ -124,9 +197,9 @@ pub struct SqliteStore {
 impl SqliteStore {
     /// Opens (creating if needed) the database and brings its schema up to date.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
-        let open_err = |source| StoreError::Open {
-            path: path.to_owned(),
-            source,
+        let open_err = |source| {
+            let path = path.to_owned();
+            classify(source, |source| Box::new(AtPath { path, source }))
         };
         let mut conn = Connection::open(path).map_err(open_err)?;
         // WAL + NORMAL: a crash loses at most the last transactions, never corrupts the file.
@@ -156,7 +229,7 @@ impl SqliteStore {
             f(&mut conn)
         })
         .await
-        .map_err(|err| StoreError::Worker(err.to_string()))?
+        .map_err(|err| StoreError::Backend(Box::new(err)))?
     }
 }
 
@@ -172,10 +245,53 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     for (index, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
         let tx = conn.transaction()?;
         tx.execute_batch(sql)?;
+        if index + 1 == AGENT_CREDENTIALS_TABLE {
+            move_agent_credentials(&tx)?;
+        }
         tx.pragma_update(None, "user_version", index as i64 + 1)?;
         tx.commit()?;
         tracing::info!("database schema migrated to version {}", index + 1);
     }
+    Ok(())
+}
+
+/// Moves the managed agent credentials from their JSON value in `settings` (id ->
+/// `{"hash", "project"}`, or id -> hash in the default project as version 1 saved them)
+/// into their table. One that does not parse stops the migration, leaving it as it is:
+/// dropped, it would lock its agents out.
+fn move_agent_credentials(tx: &rusqlite::Transaction<'_>) -> Result<(), StoreError> {
+    #[derive(serde::Deserialize)]
+    #[serde(untagged)]
+    enum Saved {
+        Bound { hash: String, project: String },
+        Hash(String),
+    }
+    let key = AGENT_CREDENTIALS_SETTING;
+    let json: Option<String> = tx
+        .query_row("SELECT value FROM settings WHERE key = ?1", [key], |row| {
+            row.get(0)
+        })
+        .optional()?;
+    let Some(json) = json else { return Ok(()) };
+    let entries: BTreeMap<String, serde_json::Value> = serde_json::from_str(&json)
+        .map_err(|err| corrupt(&format!("agent credentials (settings key {key})"), err))?;
+    for (id, value) in entries {
+        let (hash, project) = match serde_json::from_value(value) {
+            Ok(Saved::Bound { hash, project }) => (hash, project),
+            Ok(Saved::Hash(hash)) => (hash, DEFAULT_PROJECT.to_owned()),
+            Err(_) => {
+                return Err(corrupt(
+                    &format!("agent credential {id:?} (settings key {key})"),
+                    r#"expected {"hash": "sha256$SALT$DIGEST", "project": "KEY"}"#,
+                ));
+            }
+        };
+        tx.execute(
+            "INSERT INTO agent_credentials (id, hash, project) VALUES (?1, ?2, ?3)",
+            [&id, &hash, &project],
+        )?;
+    }
+    tx.execute("DELETE FROM settings WHERE key = ?1", [key])?;
     Ok(())
 }
 
@@ -236,6 +352,18 @@ impl Columns<'_, '_> {
         time
     }
 
+    /// An unknown status is damage; the record reads as terminated, so nothing reopens it.
+    fn status(&mut self) -> TunnelStatus {
+        let text: String = self.get("status");
+        TunnelStatus::parse(&text).unwrap_or_else(|| {
+            if !self.damage.iter().any(|d| d.starts_with("status")) {
+                self.damage
+                    .push(format!("status: {text:?} is not a tunnel status"));
+            }
+            TunnelStatus::Terminated
+        })
+    }
+
     /// SQLite integers are signed; counters are stored as their two's complement.
     fn counter(&mut self, column: &str) -> u64 {
         self.get::<i64>(column) as u64
@@ -262,7 +390,7 @@ fn tunnel_from_row(row: &Row<'_>) -> rusqlite::Result<(TunnelRecord, String)> {
         rhost: c.get("rhost"),
         rport: c.get("rport"),
         scheme: c.get("scheme"),
-        status: c.get("status"),
+        status: c.status(),
         created_by: c.get("created_by"),
         created_at: created_at.unwrap_or_default(),
         closed_at: c.time("closed_at"),
@@ -357,13 +485,45 @@ fn write_user(tx: &rusqlite::Transaction<'_>, u: &UserRecord) -> Result<(), Stor
     Ok(())
 }
 
+/// Whether a change that takes `username`'s administrator right away (`removes_admin`)
+/// may go ahead: the user must exist and, with [`AdminGuard::KeepOne`], another
+/// administrator must remain. Read inside the caller's transaction.
+fn admin_guarded(
+    tx: &rusqlite::Transaction<'_>,
+    username: &str,
+    guard: AdminGuard,
+    removes_admin: bool,
+) -> Result<UserWrite, StoreError> {
+    let is_admin: Option<bool> = tx
+        .query_row(
+            "SELECT is_admin FROM users WHERE username = ?1",
+            [username],
+            |row| row.get(0),
+        )
+        .optional()?;
+    let Some(is_admin) = is_admin else {
+        return Ok(UserWrite::NotFound);
+    };
+    if is_admin && removes_admin && guard == AdminGuard::KeepOne {
+        let others: i64 = tx.query_row(
+            "SELECT COUNT(*) FROM users WHERE is_admin AND username != ?1",
+            [username],
+            |row| row.get(0),
+        )?;
+        if others == 0 {
+            return Ok(UserWrite::LastAdmin);
+        }
+    }
+    Ok(UserWrite::Done)
+}
+
 const TUNNEL_COLUMNS: &str = "id, client_id, name, protocol, lhost, lport, lport_random, rhost, rport, \
      scheme, status, created_by, created_at, closed_at, close_reason, options, last_active_at, \
      connections, connections_refused, bytes_in, bytes_out, project";
 
-fn write_tunnel(conn: &Connection, sql_verb: &str, t: &TunnelRecord) -> Result<(), StoreError> {
+fn insert_tunnel_row(conn: &Connection, t: &TunnelRecord) -> Result<(), StoreError> {
     let sql = format!(
-        "{sql_verb} INTO tunnels ({TUNNEL_COLUMNS}) \
+        "INSERT INTO tunnels ({TUNNEL_COLUMNS}) \
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, \
          ?18, ?19, ?20, ?21, ?22)"
     );
@@ -382,7 +542,7 @@ fn write_tunnel(conn: &Connection, sql_verb: &str, t: &TunnelRecord) -> Result<(
             t.rhost,
             t.rport,
             t.scheme,
-            t.status,
+            t.status.as_str(),
             t.created_by,
             millis(t.created_at),
             t.closed_at.map(millis),
@@ -495,13 +655,7 @@ impl Store for SqliteStore {
 
     async fn insert_tunnel(&self, tunnel: &TunnelRecord) -> Result<(), StoreError> {
         let t = tunnel.clone();
-        self.run(move |conn| write_tunnel(conn, "INSERT", &t)).await
-    }
-
-    async fn update_tunnel(&self, tunnel: &TunnelRecord) -> Result<(), StoreError> {
-        let t = tunnel.clone();
-        self.run(move |conn| write_tunnel(conn, "INSERT OR REPLACE", &t))
-            .await
+        self.run(move |conn| insert_tunnel_row(conn, &t)).await
     }
 
     async fn get_tunnel(&self, id: &str) -> Result<Option<TunnelRecord>, StoreError> {
@@ -538,19 +692,55 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn close_all_open_tunnels(
+    async fn add_tunnel_counters(
         &self,
-        at: DateTime<Utc>,
-        status: &str,
-        reason: &str,
-    ) -> Result<usize, StoreError> {
-        let (status, reason) = (status.to_owned(), reason.to_owned());
+        id: &str,
+        delta: TunnelCounters,
+        last_active_at: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let id = id.to_owned();
         self.run(move |conn| {
             Ok(conn.execute(
-                "UPDATE tunnels SET status = ?1, close_reason = ?2, closed_at = ?3 \
-                 WHERE status IN ('opened', 'pending')",
-                params![status, reason, millis(at)],
-            )?)
+                "UPDATE tunnels SET connections = connections + ?2, \
+                 connections_refused = connections_refused + ?3, bytes_in = bytes_in + ?4, \
+                 bytes_out = bytes_out + ?5, last_active_at = ?6 WHERE id = ?1",
+                params![
+                    id,
+                    delta.connections as i64,
+                    delta.refused as i64,
+                    delta.bytes_in as i64,
+                    delta.bytes_out as i64,
+                    millis(last_active_at),
+                ],
+            )? > 0)
+        })
+        .await
+    }
+
+    async fn set_tunnel_options(
+        &self,
+        id: &str,
+        options: &TunnelOptions,
+    ) -> Result<bool, StoreError> {
+        let id = id.to_owned();
+        let options = serde_json::to_string(options)
+            .map_err(|err| corrupt(&format!("tunnel {id} options"), err))?;
+        self.run(move |conn| {
+            Ok(conn.execute(
+                "UPDATE tunnels SET options = ?2 WHERE id = ?1",
+                params![id, options],
+            )? > 0)
+        })
+        .await
+    }
+
+    async fn set_tunnel_status(&self, id: &str, status: TunnelStatus) -> Result<bool, StoreError> {
+        let id = id.to_owned();
+        self.run(move |conn| {
+            Ok(conn.execute(
+                "UPDATE tunnels SET status = ?2 WHERE id = ?1 AND status IN ('opened', 'pending')",
+                params![id, status.as_str()],
+            )? > 0)
         })
         .await
     }
@@ -559,14 +749,14 @@ impl Store for SqliteStore {
         &self,
         id: &str,
         at: DateTime<Utc>,
-        status: &str,
+        status: TunnelStatus,
         reason: &str,
     ) -> Result<bool, StoreError> {
-        let (id, status, reason) = (id.to_owned(), status.to_owned(), reason.to_owned());
+        let (id, reason) = (id.to_owned(), reason.to_owned());
         self.run(move |conn| {
             Ok(conn.execute(
                 "UPDATE tunnels SET status = ?1, close_reason = ?2, closed_at = ?3 WHERE id = ?4",
-                params![status, reason, millis(at), id],
+                params![status.as_str(), reason, millis(at), id],
             )? > 0)
         })
         .await
@@ -599,14 +789,32 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn delete_project(&self, key: &str) -> Result<bool, StoreError> {
+    async fn delete_project_if_empty(&self, key: &str) -> Result<ProjectRemoval, StoreError> {
         let key = key.to_owned();
         self.run(move |conn| {
-            let tx = conn.transaction()?;
-            let existed = tx.execute("DELETE FROM projects WHERE key = ?1", [&key])? == 1;
+            // Immediate: the write lock from the first read on, so another process (such
+            // as `rportd user`) cannot add to the project between the check and the delete.
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let count = |table: &str| -> rusqlite::Result<u64> {
+                tx.query_row(
+                    &format!("SELECT COUNT(*) FROM {table} WHERE project = ?1"),
+                    [&key],
+                    |row| row.get(0),
+                )
+            };
+            let clients = count("clients")?;
+            if clients > 0 {
+                return Ok(ProjectRemoval::HasClients(clients));
+            }
+            if count("agent_credentials")? > 0 {
+                return Ok(ProjectRemoval::HasAgentCredentials);
+            }
+            if tx.execute("DELETE FROM projects WHERE key = ?1", [&key])? == 0 {
+                return Ok(ProjectRemoval::NotFound);
+            }
             tx.execute("DELETE FROM user_roles WHERE project = ?1", [&key])?;
             tx.commit()?;
-            Ok(existed)
+            Ok(ProjectRemoval::Deleted)
         })
         .await
     }
@@ -806,13 +1014,20 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn upsert_user(&self, user: &UserRecord) -> Result<(), StoreError> {
+    async fn update_user(
+        &self,
+        user: &UserRecord,
+        guard: AdminGuard,
+    ) -> Result<UserWrite, StoreError> {
         let u = user.clone();
         self.run(move |conn| {
-            let tx = conn.transaction()?;
-            write_user(&tx, &u)?;
-            tx.commit()?;
-            Ok(())
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let outcome = admin_guarded(&tx, &u.username, guard, !u.is_admin)?;
+            if outcome == UserWrite::Done {
+                write_user(&tx, &u)?;
+                tx.commit()?;
+            }
+            Ok(outcome)
         })
         .await
     }
@@ -852,39 +1067,87 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn delete_user(&self, username: &str) -> Result<bool, StoreError> {
+    async fn delete_user(
+        &self,
+        username: &str,
+        guard: AdminGuard,
+    ) -> Result<UserWrite, StoreError> {
         let username = username.to_owned();
         self.run(move |conn| {
-            let tx = conn.transaction()?;
-            let existed = tx.execute("DELETE FROM users WHERE username = ?1", [&username])? > 0;
-            tx.execute("DELETE FROM user_roles WHERE username = ?1", [&username])?;
-            tx.execute("DELETE FROM api_tokens WHERE username = ?1", [&username])?;
-            tx.commit()?;
-            Ok(existed)
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let outcome = admin_guarded(&tx, &username, guard, true)?;
+            if outcome == UserWrite::Done {
+                tx.execute("DELETE FROM users WHERE username = ?1", [&username])?;
+                tx.execute("DELETE FROM user_roles WHERE username = ?1", [&username])?;
+                tx.execute("DELETE FROM api_tokens WHERE username = ?1", [&username])?;
+                tx.commit()?;
+            }
+            Ok(outcome)
         })
         .await
     }
 
-    async fn get_setting(&self, key: &str) -> Result<Option<String>, StoreError> {
-        let key = key.to_owned();
+    async fn list_agent_credentials(&self) -> Result<Vec<AgentCredentialRecord>, StoreError> {
+        self.run(|conn| {
+            let mut stmt =
+                conn.prepare("SELECT id, hash, project FROM agent_credentials ORDER BY id")?;
+            let rows = stmt.query_map([], |row| {
+                let id: String = row.get(0)?;
+                // A column that does not read names its credential rather than failing as
+                // a database error: the server refuses to start on it.
+                let rest = (row.get(1), row.get(2));
+                Ok((id, rest))
+            })?;
+            let mut list = Vec::new();
+            for row in rows {
+                match row? {
+                    (id, (Ok(hash), Ok(project))) => {
+                        list.push(AgentCredentialRecord { id, hash, project })
+                    }
+                    (id, (Err(err), _) | (_, Err(err))) => {
+                        return Err(corrupt(
+                            &format!("agent credential {id:?} (table agent_credentials)"),
+                            err,
+                        ));
+                    }
+                }
+            }
+            Ok(list)
+        })
+        .await
+    }
+
+    async fn insert_agent_credential(
+        &self,
+        credential: &AgentCredentialRecord,
+    ) -> Result<bool, StoreError> {
+        let c = credential.clone();
         self.run(move |conn| {
-            Ok(conn
-                .query_row("SELECT value FROM settings WHERE key = ?1", [key], |row| {
-                    row.get(0)
-                })
-                .optional()?)
+            Ok(conn.execute(
+                "INSERT OR IGNORE INTO agent_credentials (id, hash, project) VALUES (?1, ?2, ?3)",
+                [&c.id, &c.hash, &c.project],
+            )? == 1)
         })
         .await
     }
 
-    async fn set_setting(&self, key: &str, value: &str) -> Result<(), StoreError> {
+    async fn delete_agent_credential(&self, id: &str) -> Result<bool, StoreError> {
+        let id = id.to_owned();
+        self.run(move |conn| {
+            Ok(conn.execute("DELETE FROM agent_credentials WHERE id = ?1", [id])? == 1)
+        })
+        .await
+    }
+
+    async fn setting_or_insert(&self, key: &str, value: &str) -> Result<String, StoreError> {
         let (key, value) = (key.to_owned(), value.to_owned());
         self.run(move |conn| {
-            conn.execute(
-                "INSERT OR REPLACE INTO settings (key, value) VALUES (?1, ?2)",
+            Ok(conn.query_row(
+                "INSERT INTO settings (key, value) VALUES (?1, ?2) \
+                 ON CONFLICT (key) DO UPDATE SET value = value RETURNING value",
                 [key, value],
-            )?;
-            Ok(())
+                |row| row.get(0),
+            )?)
         })
         .await
     }

@@ -1,77 +1,36 @@
-//! The SQLite store against a real file: records survive reopening, restarts mark agents
-//! disconnected, purging and tunnel filters behave.
+//! What only the SQLite backend has: its file survives reopening, its schema migrates,
+//! damaged rows read as damage, SQLite's errors are said in the store's words. The
+//! contract all backends share is in `tests/conformance`.
 
-use chrono::{Duration, Utc};
-use rport_protocol::SystemInfo;
+#[path = "conformance/fixtures.rs"]
+mod fixtures;
+
+use fixtures::{client, credential, now, project, tunnel, user};
 use rport_store::{
-    ApiTokenRecord, ClientRecord, ProjectRecord, SqliteStore, Store, TunnelCounters, TunnelFilter,
-    TunnelOptions, TunnelRecord, UserRecord,
+    AgentCredentialRecord, SqliteStore, Store, StoreError, TunnelCounters, TunnelFilter,
+    TunnelOptions, TunnelStatus,
 };
 
-fn client(id: &str) -> ClientRecord {
-    ClientRecord {
-        id: id.into(),
-        auth_id: "rport".into(),
-        info: SystemInfo {
-            hostname: format!("{id}.example"),
-            tags: vec!["Linux".into(), "Office Berlin".into()],
-            ..Default::default()
-        },
-        address: "127.0.0.1:4242".into(),
-        connected: true,
-        connected_at: Some(Utc::now()),
-        disconnected_at: None,
-        project: "default".into(),
-    }
-}
-
-fn tunnel(id: &str, client_id: &str) -> TunnelRecord {
-    TunnelRecord {
-        id: id.into(),
-        client_id: client_id.into(),
-        name: String::new(),
-        protocol: "tcp".into(),
-        lhost: "0.0.0.0".into(),
-        lport: 20001,
-        lport_random: true,
-        rhost: "127.0.0.1".into(),
-        rport: 22,
-        scheme: Some("ssh".into()),
-        status: "opened".into(),
-        created_by: "admin".into(),
-        created_at: Utc::now(),
-        closed_at: None,
-        close_reason: None,
-        options: TunnelOptions {
-            acl: Some("127.0.0.1".into()),
-            idle_timeout_minutes: 5,
-            auto_close_secs: 0,
-            check_port: true,
-            ..Default::default()
-        },
-        counters: TunnelCounters {
-            connections: 3,
-            refused: 1,
-            bytes_in: u64::MAX - 1,
-            bytes_out: 42,
-        },
-        last_active_at: None,
-        project: "berlin-office".into(),
-        damage: None,
-    }
-}
-
 #[tokio::test]
-async fn clients_survive_reopen_and_restart_marks_them_disconnected() {
+async fn records_survive_reopen_and_restart_marks_clients_disconnected() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = rport_store::default_db_path(dir.path());
+    let admin = user("admin", true);
     {
         let store = SqliteStore::open(&path).expect("open");
-        store.upsert_client(&client("a")).await.expect("upsert");
-        store.upsert_client(&client("b")).await.expect("upsert");
+        store
+            .upsert_client(&client("a", "default"))
+            .await
+            .expect("upsert");
+        store
+            .upsert_client(&client("b", "default"))
+            .await
+            .expect("upsert");
+        assert!(store.insert_user(&admin).await.expect("user"));
     }
     let store = SqliteStore::open(&path).expect("reopen");
-    let now = Utc::now();
+    assert_eq!(store.get_user("admin").await.expect("get"), Some(admin));
+    let now = now();
     store.mark_all_disconnected(now).await.expect("mark");
     let clients = store.list_clients().await.expect("list");
     assert_eq!(clients.len(), 2);
@@ -84,104 +43,6 @@ async fn clients_survive_reopen_and_restart_marks_them_disconnected() {
     assert_eq!(clients[0].info.hostname, "a.example");
 }
 
-#[tokio::test]
-async fn purge_removes_only_long_gone_clients() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let store = SqliteStore::open(&dir.path().join("db")).expect("open");
-    let mut old = client("old");
-    old.connected = false;
-    old.disconnected_at = Some(Utc::now() - Duration::hours(2));
-    store.upsert_client(&old).await.expect("upsert");
-    store.upsert_client(&client("live")).await.expect("upsert");
-    let purged = store
-        .purge_clients_disconnected_before(Utc::now() - Duration::hours(1))
-        .await
-        .expect("purge");
-    assert_eq!(purged, vec!["old".to_owned()]);
-    let left: Vec<String> = store
-        .list_clients()
-        .await
-        .expect("list")
-        .into_iter()
-        .map(|c| c.id)
-        .collect();
-    assert_eq!(left, vec!["live".to_owned()]);
-    assert!(!store.delete_client("old").await.expect("delete"));
-    assert!(store.delete_client("live").await.expect("delete"));
-}
-
-#[tokio::test]
-async fn tunnels_round_trip_and_close_on_restart() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let store = SqliteStore::open(&dir.path().join("db")).expect("open");
-    let t1 = tunnel("t1", "a");
-    store.insert_tunnel(&t1).await.expect("insert");
-    store
-        .insert_tunnel(&tunnel("t2", "b"))
-        .await
-        .expect("insert");
-    assert!(store.insert_tunnel(&t1).await.is_err(), "ids are unique");
-    let got = store.get_tunnel("t1").await.expect("get").expect("present");
-    assert_eq!(got.options, t1.options);
-    assert_eq!(got.project, "berlin-office");
-    let in_project = TunnelFilter {
-        project: Some("berlin-office".into()),
-        ..Default::default()
-    };
-    assert_eq!(
-        store.list_tunnels(&in_project).await.expect("list").len(),
-        2
-    );
-    let elsewhere = TunnelFilter {
-        project: Some("default".into()),
-        ..Default::default()
-    };
-    assert!(
-        store
-            .list_tunnels(&elsewhere)
-            .await
-            .expect("list")
-            .is_empty()
-    );
-    assert_eq!(got.counters, t1.counters);
-    assert_eq!(got.scheme.as_deref(), Some("ssh"));
-
-    let mut pending = tunnel("t3", "b");
-    pending.status = "pending".into();
-    pending.last_active_at = Some(Utc::now());
-    store.insert_tunnel(&pending).await.expect("insert");
-    let live = TunnelFilter {
-        open_only: true,
-        ..Default::default()
-    };
-    assert_eq!(store.list_tunnels(&live).await.expect("list").len(), 3);
-    let got = store.get_tunnel("t3").await.expect("get").expect("present");
-    assert_eq!(
-        got.last_active_at.map(|t| t.timestamp_millis()),
-        pending.last_active_at.map(|t| t.timestamp_millis())
-    );
-
-    let only_a = TunnelFilter {
-        client_id: Some("a".into()),
-        ..Default::default()
-    };
-    assert_eq!(store.list_tunnels(&only_a).await.expect("list").len(), 1);
-
-    let closed = store
-        .close_all_open_tunnels(Utc::now(), "terminated", "server_shutdown")
-        .await
-        .expect("close");
-    assert_eq!(closed, 3);
-    let open = TunnelFilter {
-        open_only: true,
-        ..Default::default()
-    };
-    assert!(store.list_tunnels(&open).await.expect("list").is_empty());
-    let got = store.get_tunnel("t2").await.expect("get").expect("present");
-    assert_eq!(got.status, "terminated");
-    assert_eq!(got.close_reason.as_deref(), Some("server_shutdown"));
-}
-
 /// A row that does not read comes back marked, with the rest of the list intact, and
 /// ending it leaves what was found in place.
 #[tokio::test]
@@ -190,9 +51,9 @@ async fn a_damaged_tunnel_row_is_marked_not_fatal() {
     let path = dir.path().join("db");
     let store = SqliteStore::open(&path).expect("open");
     let mut sound = tunnel("sound", "a");
-    sound.status = "pending".into();
+    sound.status = TunnelStatus::Pending;
     store.insert_tunnel(&sound).await.expect("insert");
-    for id in ["bad-options", "bad-port"] {
+    for id in ["bad-options", "bad-port", "bad-status"] {
         store.insert_tunnel(&tunnel(id, "a")).await.expect("insert");
     }
     let raw = rusqlite::Connection::open(&path).expect("open raw");
@@ -206,6 +67,21 @@ async fn a_damaged_tunnel_row_is_marked_not_fatal() {
         [],
     )
     .expect("damage ports");
+    raw.execute(
+        "UPDATE tunnels SET status = 'exploded' WHERE id = 'bad-status'",
+        [],
+    )
+    .expect("damage status");
+    let unknown = store
+        .get_tunnel("bad-status")
+        .await
+        .expect("get")
+        .expect("present");
+    assert_eq!(
+        unknown.damage.as_deref(),
+        Some("status: \"exploded\" is not a tunnel status")
+    );
+    assert!(!unknown.is_live(), "an unknown status reopens nothing");
 
     let live = TunnelFilter {
         open_only: true,
@@ -225,16 +101,16 @@ async fn a_damaged_tunnel_row_is_marked_not_fatal() {
     );
     assert_eq!(by_id("bad-port").options, tunnel("x", "a").options);
 
-    let at = Utc::now();
+    let at = now();
     assert!(
         store
-            .end_tunnel("bad-options", at, "terminated", "corrupt_state")
+            .end_tunnel("bad-options", at, TunnelStatus::Terminated, "corrupt_state")
             .await
             .expect("end")
     );
     assert!(
         !store
-            .end_tunnel("no-such", at, "terminated", "corrupt_state")
+            .end_tunnel("no-such", at, TunnelStatus::Terminated, "corrupt_state")
             .await
             .expect("end")
     );
@@ -243,7 +119,7 @@ async fn a_damaged_tunnel_row_is_marked_not_fatal() {
         .await
         .expect("get")
         .expect("kept");
-    assert_eq!(ended.status, "terminated");
+    assert_eq!(ended.status, TunnelStatus::Terminated);
     assert_eq!(ended.close_reason.as_deref(), Some("corrupt_state"));
     let options: String = raw
         .query_row(
@@ -253,40 +129,6 @@ async fn a_damaged_tunnel_row_is_marked_not_fatal() {
         )
         .expect("options");
     assert_eq!(options, "{\"acl\": \"127.0.0.1", "the damaged text is kept");
-}
-
-#[tokio::test]
-async fn users_and_settings() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let store = SqliteStore::open(&dir.path().join("db")).expect("open");
-    let user = UserRecord {
-        username: "admin".into(),
-        password_hash: "$argon2id$v=19$secret-hash".into(),
-        is_admin: true,
-        created_at: Utc::now(),
-        roles: Default::default(),
-    };
-    store.upsert_user(&user).await.expect("upsert");
-    assert!(!format!("{user:?}").contains("secret-hash"));
-    assert_eq!(
-        store
-            .get_user("admin")
-            .await
-            .expect("get")
-            .map(|u| u.is_admin),
-        Some(true)
-    );
-    assert_eq!(store.list_users().await.expect("list").len(), 1);
-    assert!(store.delete_user("admin").await.expect("delete"));
-    assert!(store.get_user("admin").await.expect("get").is_none());
-
-    assert_eq!(store.get_setting("k").await.expect("get"), None);
-    store.set_setting("k", "v1").await.expect("set");
-    store.set_setting("k", "v2").await.expect("set");
-    assert_eq!(
-        store.get_setting("k").await.expect("get").as_deref(),
-        Some("v2")
-    );
 }
 
 #[test]
@@ -335,131 +177,138 @@ async fn a_version_1_database_is_upgraded_without_losing_tunnels() {
     assert_eq!(old.project, "default");
 }
 
-#[tokio::test]
-async fn projects_start_with_default() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let store = SqliteStore::open(&dir.path().join("db")).expect("open");
-    let keys = |list: Vec<ProjectRecord>| list.into_iter().map(|p| p.key).collect::<Vec<_>>();
-    assert_eq!(
-        keys(store.list_projects().await.expect("list")),
-        ["default"]
-    );
-    let berlin = ProjectRecord {
-        key: "berlin-office".into(),
-        name: "Berlin office".into(),
-        created_at: Utc::now(),
-    };
-    assert!(store.insert_project(&berlin).await.expect("insert"));
-    assert!(
-        !store.insert_project(&berlin).await.expect("insert"),
-        "keys are unique"
-    );
-    assert_eq!(
-        keys(store.list_projects().await.expect("list")),
-        ["berlin-office", "default"]
-    );
-    assert!(store.delete_project("berlin-office").await.expect("delete"));
-    assert!(!store.delete_project("berlin-office").await.expect("delete"));
+/// A database of schema 7 with managed agent credentials in one JSON setting, in both of
+/// the shapes that were saved.
+fn version_7_with_credentials(path: &std::path::Path, json: &str) {
+    drop(SqliteStore::open(path).expect("create"));
+    let conn = rusqlite::Connection::open(path).expect("raw open");
+    conn.execute_batch("DROP TABLE agent_credentials; PRAGMA user_version = 7;")
+        .expect("back to version 7");
+    conn.execute(
+        "INSERT INTO settings (key, value) VALUES ('agent_credentials', ?1)",
+        [json],
+    )
+    .expect("credentials setting");
 }
 
 #[tokio::test]
-async fn user_roles_follow_their_user_and_project() {
+async fn agent_credentials_move_from_their_setting_into_their_table() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let store = SqliteStore::open(&dir.path().join("db")).expect("open");
-    store
-        .insert_project(&ProjectRecord {
-            key: "berlin".into(),
-            name: "Berlin".into(),
-            created_at: Utc::now(),
-        })
-        .await
-        .expect("project");
-    let mut alice = UserRecord {
-        username: "alice".into(),
-        password_hash: "$argon2id$v=19$hash".into(),
-        is_admin: false,
-        created_at: Utc::now(),
-        roles: [
-            ("default".to_owned(), "viewer".to_owned()),
-            ("berlin".to_owned(), "tunnels".to_owned()),
-        ]
-        .into_iter()
-        .collect(),
+    let path = dir.path().join("db");
+    version_7_with_credentials(
+        &path,
+        r#"{"new": {"hash": "sha256$aa$bb", "project": "berlin"}, "old": "sha256$cc$dd"}"#,
+    );
+    let store = SqliteStore::open(&path).expect("upgrade");
+    let credential = |id: &str, hash: &str, project: &str| AgentCredentialRecord {
+        hash: hash.into(),
+        ..credential(id, project)
     };
-    assert!(store.insert_user(&alice).await.expect("insert"));
-    assert!(
-        !store.insert_user(&alice).await.expect("insert again"),
-        "name taken"
-    );
-    let got = store.get_user("alice").await.expect("get").expect("alice");
-    assert_eq!(got.roles, alice.roles);
     assert_eq!(
-        store.list_users().await.expect("list")[0].roles,
-        alice.roles
+        store.list_agent_credentials().await.expect("list"),
+        [
+            credential("new", "sha256$aa$bb", "berlin"),
+            credential("old", "sha256$cc$dd", "default"),
+        ]
     );
+    let conn = rusqlite::Connection::open(&path).expect("raw open");
+    let left: i64 = conn
+        .query_row(
+            "SELECT COUNT(*) FROM settings WHERE key = 'agent_credentials'",
+            [],
+            |row| row.get(0),
+        )
+        .expect("count");
+    assert_eq!(left, 0, "the setting is gone");
+}
 
-    // Replacing a user replaces its roles, not adds to them.
-    alice.roles = [("berlin".to_owned(), "admin".to_owned())]
-        .into_iter()
-        .collect();
-    store.upsert_user(&alice).await.expect("upsert");
-    assert_eq!(
-        store
-            .get_user("alice")
-            .await
-            .expect("get")
-            .expect("alice")
-            .roles,
-        alice.roles
-    );
+/// Dropped, a damaged credential would lock its agents out: the upgrade stops, naming it,
+/// and leaves the database as it was.
+#[test]
+fn a_damaged_credential_setting_stops_the_upgrade_and_stays() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("db");
+    for (json, names) in [
+        (
+            r#"{"a": "sha256$aa$bb", "b": {"hash": 5}}"#,
+            "agent credential \"b\" (settings key agent_credentials)",
+        ),
+        (
+            r#"{"a": "sha256"#,
+            "agent credentials (settings key agent_credentials)",
+        ),
+    ] {
+        let _ = std::fs::remove_file(&path);
+        version_7_with_credentials(&path, json);
+        match SqliteStore::open(&path) {
+            Err(StoreError::Corrupt { what, .. }) => assert_eq!(what, names),
+            Err(other) => panic!("{json}: {other}"),
+            Ok(_) => panic!("{json}: accepted"),
+        }
+        let conn = rusqlite::Connection::open(&path).expect("raw open");
+        let (version, kept): (i64, String) = conn
+            .query_row(
+                "SELECT (SELECT user_version FROM pragma_user_version), value FROM settings \
+                 WHERE key = 'agent_credentials'",
+                [],
+                |row| Ok((row.get(0)?, row.get(1)?)),
+            )
+            .expect("still there");
+        assert_eq!((version, kept.as_str()), (7, json));
+    }
+}
 
-    // A deleted project takes its roles with it.
+/// A credential row whose columns do not read names itself instead of failing as a
+/// database error.
+#[tokio::test]
+async fn a_damaged_credential_row_is_named() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("db");
+    let store = SqliteStore::open(&path).expect("open");
+    let record = credential("rport", "default");
     assert!(
         store
-            .delete_project("berlin")
+            .insert_agent_credential(&record)
             .await
-            .expect("delete project")
+            .expect("insert")
     );
-    assert!(
-        store
-            .get_user("alice")
-            .await
-            .expect("get")
-            .expect("alice")
-            .roles
-            .is_empty()
-    );
+    let raw = rusqlite::Connection::open(&path).expect("raw open");
+    raw.execute("UPDATE agent_credentials SET project = x'ff00'", [])
+        .expect("damage");
+    match store.list_agent_credentials().await {
+        Err(StoreError::Corrupt { what, .. }) => {
+            assert_eq!(what, "agent credential \"rport\" (table agent_credentials)")
+        }
+        other => panic!("{other:?}"),
+    }
+}
 
-    // A deleted user takes its roles and API tokens with it; a new user of that name starts clean.
-    alice.roles = [("default".to_owned(), "viewer".to_owned())]
-        .into_iter()
-        .collect();
-    store.upsert_user(&alice).await.expect("upsert");
+/// SQLite's errors come out by their code as the store's: a clash of keys as a conflict, a
+/// database locked by another process past the busy timeout as unavailable, with words
+/// for the operator.
+#[tokio::test]
+async fn sqlite_errors_are_said_in_the_stores_words() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("db");
+    let store = SqliteStore::open(&path).expect("open");
     store
-        .insert_api_token(&ApiTokenRecord {
-            id: "t1".into(),
-            username: "alice".into(),
-            name: "ci".into(),
-            scope: "read".into(),
-            project: None,
-            hash: "00".into(),
-            created_at: Utc::now(),
-            expires_at: None,
-            last_used_at: None,
-        })
+        .insert_tunnel(&tunnel("t1", "a"))
         .await
-        .expect("token");
-    assert!(store.delete_user("alice").await.expect("delete"));
-    assert!(store.get_api_token("t1").await.expect("token").is_none());
-    alice.roles.clear();
-    assert!(store.insert_user(&alice).await.expect("insert"));
-    assert!(
-        store
-            .get_user("alice")
-            .await
-            .expect("get")
-            .expect("alice")
-            .roles
-            .is_empty()
+        .expect("insert");
+    match store.insert_tunnel(&tunnel("t1", "a")).await {
+        Err(StoreError::Conflict { what }) => assert!(what.contains("tunnels.id"), "{what}"),
+        other => panic!("{other:?}"),
+    }
+
+    let raw = rusqlite::Connection::open(&path).expect("raw open");
+    raw.execute_batch("BEGIN EXCLUSIVE").expect("lock");
+    let project = project("p");
+    let err = store.insert_project(&project).await.expect_err("locked");
+    assert_eq!(
+        rport_store::unavailable_reason(&err),
+        Some("the database stayed locked by another process for too long")
     );
+    assert!(err.to_string().contains("database is locked"), "{err}");
+    raw.execute_batch("ROLLBACK").expect("unlock");
+    assert!(store.insert_project(&project).await.expect("insert"));
 }

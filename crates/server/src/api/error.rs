@@ -53,19 +53,11 @@ impl ApiError {
         Self::new(StatusCode::BAD_REQUEST, code, title, detail)
     }
 
-    pub fn internal(detail: impl std::fmt::Display) -> Self {
-        let text = detail.to_string();
-        tracing::error!("API internal error: {text}");
-        // SQLite's own words for a storage problem, whichever layer passed the error on:
-        // the operator can fix these, so the caller is told which one it is.
-        let storage = [
-            ("database or disk is full", "the server's disk is full"),
-            ("readonly database", "the server's data_dir is read-only"),
-            ("disk I/O error", "the server cannot write to its data_dir"),
-        ]
-        .into_iter()
-        .find(|(sqlite, _)| text.contains(sqlite));
-        if let Some((_, reason)) = storage {
+    pub fn internal(err: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
+        let err = err.into();
+        tracing::error!("API internal error: {err}");
+        // The operator can fix these, so the caller is told which one it is.
+        if let Some(reason) = rport_store::unavailable_reason(&*err) {
             return Self::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "ERR_CODE_STORAGE_UNAVAILABLE",

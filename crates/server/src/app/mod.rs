@@ -10,7 +10,6 @@ use std::path::Path;
 use std::sync::Arc;
 
 use rport_protocol::Fingerprint;
-use rport_store::{SqliteStore, Store};
 use rport_transport::ServerIdentity;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
@@ -32,6 +31,7 @@ use crate::tunnels::port_pool::PortPool;
 use crate::tunnels::{ProxySetup, TunnelManager, TunnelSettings};
 use data_dir::{create_data_dir, write_fingerprint};
 use housekeeping::{audit_retention_loop, purge_loop, reload_user_file};
+use rport_store::Store;
 use tokio_util::task::TaskTracker;
 
 /// Name of the file in `data_dir` holding the fingerprint agents pin.
@@ -123,11 +123,13 @@ impl Listeners {
 }
 
 impl Server {
-    /// Creates the data dir, opens the store the configuration names, and loads the state.
+    /// Creates the data dir, opens the store the configuration names (`[database]`), and
+    /// loads the state.
     pub async fn prepare(config: ServerConfig) -> Result<Self, StartError> {
         create_data_dir(&config.server.data_dir)?;
-        let db = rport_store::default_db_path(&config.server.data_dir);
-        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&db)?);
+        let store = rport_store::open(&config.database, &config.server.data_dir)
+            .await
+            .map_err(|err| damaged(&config, err))?;
         Self::with_store(config, store).await
     }
 
@@ -139,16 +141,7 @@ impl Server {
     ) -> Result<Self, StartError> {
         let data_dir = config.server.data_dir.clone();
         create_data_dir(&data_dir)?;
-        let db = rport_store::default_db_path(&data_dir);
-        // A damaged record stops the start; the message names the file it is in.
-        let damaged = |err| match err {
-            rport_store::StoreError::Corrupt { what, reason } => StartError::Damaged {
-                db: db.display().to_string(),
-                what,
-                reason,
-            },
-            other => StartError::Store(other),
-        };
+        let damaged = |err| damaged(&config, err);
         let identity = match &config.server.tls {
             None => ServerIdentity::load_or_create(&data_dir)?,
             Some(files) => {
@@ -336,6 +329,18 @@ impl Server {
                 .await;
         }
         Ok(())
+    }
+}
+
+/// A damaged record stops the start; the message names the database it is in.
+fn damaged(config: &ServerConfig, err: rport_store::StoreError) -> StartError {
+    match err {
+        rport_store::StoreError::Corrupt { what, reason } => StartError::Damaged {
+            db: config.database.location(&config.server.data_dir),
+            what,
+            reason,
+        },
+        other => StartError::Store(other),
     }
 }
 

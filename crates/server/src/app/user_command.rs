@@ -7,8 +7,6 @@ use std::collections::BTreeMap;
 use std::io::BufRead;
 use std::sync::Arc;
 
-use rport_store::{SqliteStore, Store};
-
 use crate::app::cli::UserCommand;
 use crate::auth::users::{UserChange, UserError, UserView, Users};
 use crate::config::ServerConfig;
@@ -24,8 +22,7 @@ pub async fn run(
     let data_dir = &config.server.data_dir;
     crate::app::data_dir::create_data_dir(data_dir)
         .map_err(|err| UserError::Invalid(err.to_string()))?;
-    let store: Arc<dyn Store> =
-        Arc::new(SqliteStore::open(&rport_store::default_db_path(data_dir))?);
+    let store = rport_store::open(&config.database, data_dir).await?;
     let users = Users::new(store.as_ref(), &config.api);
     let audit = AuditLog::new(Arc::clone(&store));
     let record = |action: &'static str, name: String, detail: String| {

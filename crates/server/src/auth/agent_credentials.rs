@@ -10,22 +10,19 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 
 use rand::Rng;
-use rport_store::{DEFAULT_PROJECT, Store};
+use rport_store::{AgentCredentialRecord, DEFAULT_PROJECT, Store};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::config::AgentAuth;
 use crate::domain::secrets::{StoredSecret, random_secret};
 
-/// Settings key under which the managed credentials live in the store.
-const MANAGED_KEY: &str = "agent_credentials";
-
 pub struct AgentAuthenticator {
     source: Source,
     /// SHA-256 of (id, password) pairs that passed a slow hash check.
     verified: Mutex<HashMap<[u8; 32], ()>>,
     store: Arc<dyn Store>,
-    /// Serialises changes to the managed credentials and their saving.
+    /// Keeps the store and the map in memory changing in the same order.
     changing: tokio::sync::Mutex<()>,
 }
 
@@ -43,15 +40,6 @@ enum Source {
 struct Managed {
     hash: SaltedHash,
     project: String,
-}
-
-/// How managed credentials are saved: id -> `{"hash", "project"}`. Version 1 saved id ->
-/// hash, all in the default project; that still loads.
-#[derive(serde::Serialize, serde::Deserialize)]
-#[serde(untagged)]
-enum SavedCredential {
-    Bound { hash: String, project: String },
-    Hash(String),
 }
 
 /// A credential as the API shows it: never its secret.
@@ -168,10 +156,7 @@ impl AgentAuthenticator {
                 None,
             ),
             AgentAuth::None => {
-                let mut managed = match store.get_setting(MANAGED_KEY).await? {
-                    None => HashMap::new(),
-                    Some(json) => parse_managed(&json)?,
-                };
+                let mut managed = parse_managed(store.list_agent_credentials().await?)?;
                 let mut generated = None;
                 if managed.is_empty() {
                     let password = random_secret(24);
@@ -179,12 +164,18 @@ impl AgentAuthenticator {
                         hash: SaltedHash::new(&password),
                         project: DEFAULT_PROJECT.to_owned(),
                     };
-                    managed.insert("rport".to_owned(), first);
-                    save(store.as_ref(), &managed).await?;
-                    generated = Some(GeneratedCredential {
-                        id: "rport".to_owned(),
-                        password,
-                    });
+                    // Another server on the same store may have made it first: then its
+                    // password is the one, shown by that server.
+                    if store
+                        .insert_agent_credential(&first.record("rport"))
+                        .await?
+                    {
+                        generated = Some(GeneratedCredential {
+                            id: "rport".to_owned(),
+                            password,
+                        });
+                    }
+                    managed = parse_managed(store.list_agent_credentials().await?)?;
                 }
                 (Source::Managed(RwLock::new(managed)), generated)
             }
@@ -247,18 +238,19 @@ impl AgentAuthenticator {
         project: &str,
     ) -> Result<(), CredentialError> {
         let map = self.managed()?;
-        let _changing = self.changing.lock().await;
-        let mut next = read(map).clone();
-        if next.contains_key(id) {
-            return Err(CredentialError::Exists(id.to_owned()));
-        }
         let credential = Managed {
             hash: SaltedHash::new(password),
             project: project.to_owned(),
         };
-        next.insert(id.to_owned(), credential);
-        save(self.store.as_ref(), &next).await?;
-        *map.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = next;
+        let _changing = self.changing.lock().await;
+        if !self
+            .store
+            .insert_agent_credential(&credential.record(id))
+            .await?
+        {
+            return Err(CredentialError::Exists(id.to_owned()));
+        }
+        write(map).insert(id.to_owned(), credential);
         Ok(())
     }
 
@@ -267,12 +259,10 @@ impl AgentAuthenticator {
     pub async fn remove(&self, id: &str) -> Result<(), CredentialError> {
         let map = self.managed()?;
         let _changing = self.changing.lock().await;
-        let mut next = read(map).clone();
-        if next.remove(id).is_none() {
+        if !self.store.delete_agent_credential(id).await? {
             return Err(CredentialError::NotFound(id.to_owned()));
         }
-        save(self.store.as_ref(), &next).await?;
-        *map.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = next;
+        write(map).remove(id);
         Ok(())
     }
 
@@ -337,41 +327,38 @@ impl AgentAuthenticator {
     }
 }
 
-/// The saved managed credentials, or the first that does not parse. Nothing is skipped:
+impl Managed {
+    fn record(&self, id: &str) -> AgentCredentialRecord {
+        AgentCredentialRecord {
+            id: id.to_owned(),
+            hash: self.hash.encode(),
+            project: self.project.clone(),
+        }
+    }
+}
+
+/// The stored managed credentials, or the first that does not parse. Nothing is skipped:
 /// read leniently, a damaged record would vanish, and with none left a new credential
-/// would be generated and saved over all of them, locking every agent out.
-fn parse_managed(json: &str) -> Result<HashMap<String, Managed>, rport_store::StoreError> {
-    let damaged = |what: String, reason: String| rport_store::StoreError::Corrupt { what, reason };
-    // Entry by entry (in id order), so that the error names the one that is damaged.
-    let entries: std::collections::BTreeMap<String, serde_json::Value> = serde_json::from_str(json)
-        .map_err(|err| {
-            damaged(
-                format!("agent credentials (settings key {MANAGED_KEY})"),
-                err.to_string(),
-            )
-        })?;
-    entries
+/// would be generated, locking every agent out.
+fn parse_managed(
+    records: Vec<AgentCredentialRecord>,
+) -> Result<HashMap<String, Managed>, rport_store::StoreError> {
+    records
         .into_iter()
-        .map(|(id, value)| {
-            let what = || format!("agent credential {id:?} (settings key {MANAGED_KEY})");
-            let (hash, project) = match serde_json::from_value(value) {
-                Ok(SavedCredential::Bound { hash, project }) => (hash, project),
-                Ok(SavedCredential::Hash(hash)) => (hash, DEFAULT_PROJECT.to_owned()),
-                Err(_) => {
-                    return Err(damaged(
-                        what(),
-                        r#"expected {"hash": "sha256$SALT$DIGEST", "project": "KEY"}"#.into(),
-                    ));
+        .map(|record| {
+            let hash = SaltedHash::decode(&record.hash).ok_or_else(|| {
+                rport_store::StoreError::Corrupt {
+                    what: format!("agent credential {:?} (table agent_credentials)", record.id),
+                    reason:
+                        "its hash is not sha256$<32 hex digits of salt>$<64 hex digits of digest>"
+                            .into(),
                 }
-            };
-            let hash = SaltedHash::decode(&hash).ok_or_else(|| {
-                damaged(
-                    what(),
-                    "its hash is not sha256$<32 hex digits of salt>$<64 hex digits of digest>"
-                        .into(),
-                )
             })?;
-            Ok((id, Managed { hash, project }))
+            let managed = Managed {
+                hash,
+                project: record.project,
+            };
+            Ok((record.id, managed))
         })
         .collect()
 }
@@ -380,60 +367,36 @@ fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
     lock.read().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-async fn save(
-    store: &dyn Store,
-    managed: &HashMap<String, Managed>,
-) -> Result<(), rport_store::StoreError> {
-    let saved: HashMap<&String, SavedCredential> = managed
-        .iter()
-        .map(|(id, m)| {
-            let saved = SavedCredential::Bound {
-                hash: m.hash.encode(),
-                project: m.project.clone(),
-            };
-            (id, saved)
-        })
-        .collect();
-    let json = serde_json::to_string(&saved).unwrap_or_default();
-    store.set_setting(MANAGED_KEY, &json).await
+fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    lock.write()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn corrupt_what(json: &str) -> String {
-        match parse_managed(json) {
-            Err(rport_store::StoreError::Corrupt { what, .. }) => what,
-            Err(other) => panic!("{json}: {other}"),
-            Ok(_) => panic!("{json}: accepted"),
-        }
-    }
-
     /// A record that does not parse is an error naming it, never a record left out.
     #[test]
     fn damaged_managed_credentials_are_named_not_dropped() {
         let good = SaltedHash::new("pw").encode();
-        let parsed = parse_managed(&format!(
-            r#"{{"a": {{"hash": "{good}", "project": "p"}}, "old": "{good}"}}"#
-        ))
-        .expect("sound");
+        let record = |id: &str, hash: &str| AgentCredentialRecord {
+            id: id.into(),
+            hash: hash.into(),
+            project: "p".into(),
+        };
+        let parsed = parse_managed(vec![record("a", &good), record("b", &good)]).expect("sound");
         assert_eq!(parsed.len(), 2);
-        assert_eq!(parsed["old"].project, DEFAULT_PROJECT);
         assert!(parsed["a"].hash.verify("pw"));
 
-        assert!(corrupt_what(r#"{"a": {"hash": "#).contains("agent credentials"));
-        assert!(corrupt_what("").contains("agent credentials"));
-        let damaged_hash = &good[..good.len() - 1];
-        assert_eq!(
-            corrupt_what(&format!(
-                r#"{{"a": {{"hash": "{good}", "project": "p"}}, "b": "{damaged_hash}"}}"#
-            )),
-            format!("agent credential \"b\" (settings key {MANAGED_KEY})")
-        );
-        assert!(
-            corrupt_what(&format!(r#"{{"a": {{"hash": 5}}, "b": "{good}"}}"#)).contains("\"a\"")
-        );
+        let damaged = &good[..good.len() - 1];
+        match parse_managed(vec![record("a", &good), record("b", damaged)]) {
+            Err(rport_store::StoreError::Corrupt { what, .. }) => {
+                assert_eq!(what, "agent credential \"b\" (table agent_credentials)")
+            }
+            Err(other) => panic!("{other}"),
+            Ok(_) => panic!("accepted"),
+        }
     }
 
     #[test]

@@ -72,14 +72,10 @@ impl ApiAuth {
     ) -> Result<(Self, Option<GeneratedCredential>), StoreError> {
         let jwt_key = match &api.jwt_secret {
             Some(secret) => secret.expose().as_bytes().to_vec(),
-            None => match store.get_setting(JWT_SECRET_KEY).await? {
-                Some(secret) => secret.into_bytes(),
-                None => {
-                    let secret = random_secret(48);
-                    store.set_setting(JWT_SECRET_KEY, &secret).await?;
-                    secret.into_bytes()
-                }
-            },
+            None => store
+                .setting_or_insert(JWT_SECRET_KEY, &random_secret(48))
+                .await?
+                .into_bytes(),
         };
         let static_user = api
             .auth
@@ -92,19 +88,20 @@ impl ApiAuth {
         let mut generated = None;
         if static_user.is_none() && no_file_users && store.list_users().await?.is_empty() {
             let password = random_secret(20);
-            store
-                .upsert_user(&UserRecord {
-                    username: "admin".into(),
-                    password_hash: hash_password(&password),
-                    is_admin: true,
-                    created_at: chrono::Utc::now(),
-                    roles: Default::default(),
-                })
-                .await?;
-            generated = Some(GeneratedCredential {
-                id: "admin".into(),
-                password,
-            });
+            let admin = UserRecord {
+                username: "admin".into(),
+                password_hash: hash_password(&password),
+                is_admin: true,
+                created_at: chrono::Utc::now(),
+                roles: Default::default(),
+            };
+            // Taken meanwhile (by `rportd user add`): that one stays.
+            if store.insert_user(&admin).await? {
+                generated = Some(GeneratedCredential {
+                    id: "admin".into(),
+                    password,
+                });
+            }
         }
         let revoked = store
             .revoked_tokens(chrono::Utc::now())

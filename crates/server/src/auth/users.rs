@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
-use rport_store::{Store, StoreError, UserRecord};
+use rport_store::{AdminGuard, Store, StoreError, UserRecord, UserWrite};
 
 use crate::config::ApiSection;
 use crate::domain::names::check_username;
@@ -190,12 +190,10 @@ impl<'a> Users<'a> {
             record.roles = self.checked_roles(roles).await?;
         }
         if let Some(is_admin) = change.is_admin {
-            if record.is_admin && !is_admin {
-                self.keep_an_admin(username).await?;
-            }
             record.is_admin = is_admin;
         }
-        self.store.upsert_user(&record).await?;
+        let written = self.store.update_user(&record, self.admin_guard()).await?;
+        written_or_error(username, written)?;
         Ok(stored_view(&record))
     }
 
@@ -203,29 +201,15 @@ impl<'a> Users<'a> {
     /// at once because they name a user that no longer exists.
     pub async fn delete(&self, username: &str) -> Result<(), UserError> {
         self.changeable(username)?;
-        let record = self
-            .store
-            .get_user(username)
-            .await?
-            .ok_or_else(|| UserError::NotFound(username.to_owned()))?;
-        if record.is_admin {
-            self.keep_an_admin(username).await?;
-        }
-        self.store.delete_user(username).await?;
-        Ok(())
+        let written = self.store.delete_user(username, self.admin_guard()).await?;
+        written_or_error(username, written)
     }
 
-    /// Refuses to leave the server without any administrator.
-    async fn keep_an_admin(&self, leaving: &str) -> Result<(), UserError> {
-        let others = self
-            .list()
-            .await?
-            .into_iter()
-            .any(|u| u.is_admin && u.username != leaving);
-        if others {
-            Ok(())
-        } else {
-            Err(UserError::LastAdmin(leaving.to_owned()))
+    /// The store must keep an administrator unless the configuration defines one.
+    fn admin_guard(&self) -> AdminGuard {
+        match self.configured().iter().any(|u| u.is_admin) {
+            true => AdminGuard::None,
+            false => AdminGuard::KeepOne,
         }
     }
 
@@ -247,6 +231,14 @@ impl<'a> Users<'a> {
             }
         }
         Ok(roles)
+    }
+}
+
+fn written_or_error(username: &str, written: UserWrite) -> Result<(), UserError> {
+    match written {
+        UserWrite::Done => Ok(()),
+        UserWrite::NotFound => Err(UserError::NotFound(username.to_owned())),
+        UserWrite::LastAdmin => Err(UserError::LastAdmin(username.to_owned())),
     }
 }
 
@@ -274,5 +266,5 @@ async fn hash_off_runtime(password: &str) -> Result<String, StoreError> {
     let password = password.to_owned();
     tokio::task::spawn_blocking(move || hash_password(&password))
         .await
-        .map_err(|err| StoreError::Worker(err.to_string()))
+        .map_err(|err| StoreError::Backend(Box::new(err)))
 }

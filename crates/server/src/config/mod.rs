@@ -44,6 +44,8 @@ pub struct ServerConfig {
     pub server: ServerSection,
     pub api: ApiSection,
     pub logging: LoggingSection,
+    /// `[database]`: where the state is kept; absent, SQLite in `data_dir`.
+    pub database: rport_store::DatabaseSettings,
 }
 
 #[derive(Debug, Clone)]

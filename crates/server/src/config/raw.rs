@@ -16,6 +16,16 @@ pub(super) struct RawConfig {
     pub(super) api: RawApi,
     #[serde(default)]
     pub(super) logging: RawLogging,
+    #[serde(default)]
+    pub(super) database: RawDatabase,
+}
+
+/// RPort's key names: `db_type`, and `db_name` (for SQLite, the file).
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawDatabase {
+    pub(super) db_type: Option<String>,
+    pub(super) db_name: Option<PathBuf>,
 }
 
 #[derive(Deserialize, Default)]

@@ -17,6 +17,7 @@ fn embedded_default_matches_the_documented_one() {
     assert_eq!(config.server.excluded_ports, vec!["1-1024"]);
     assert_eq!(config.server.port_pool.len(), 10001);
     assert_eq!(config.server.url, vec!["http://0.0.0.0:8080"]);
+    assert_eq!(config.database, rport_store::DatabaseSettings::default());
 }
 
 #[test]
@@ -38,9 +39,18 @@ fn reads_rport_keys() {
         [logging]
         log_level = "debug"
         log_file = "/tmp/rportd.log"
+        [database]
+        db_type = "sqlite"
+        db_name = "/tmp/x/state.db"
         "#,
     )
     .expect("valid");
+    assert_eq!(
+        config.database,
+        rport_store::DatabaseSettings::Sqlite {
+            path: Some("/tmp/x/state.db".into())
+        }
+    );
     assert!(
         matches!(&config.server.agent_auth, AgentAuth::Single { id, password }
         if id == "clientAuth1" && password.expose() == "1234")
@@ -132,6 +142,13 @@ fn errors_name_file_key_and_reason() {
 
     let err = parse("[surver]\n").expect_err("unknown section");
     assert_eq!(err.key, "surver");
+
+    let err = parse("[database]\ndb_type = \"mysql\"\n").expect_err("no such backend");
+    assert_eq!(
+        err.to_string(),
+        "config test.conf: key `database.db_type`: \"mysql\" is not a database rportd can \
+         keep its state in; use one of: sqlite"
+    );
 }
 
 #[test]

@@ -34,7 +34,22 @@ impl Validator<'_> {
             server: self.server(raw.server)?,
             api: self.api(raw.api)?,
             logging: self.logging(raw.logging)?,
+            database: self.database(raw.database)?,
         })
+    }
+
+    fn database(&self, raw: RawDatabase) -> Result<rport_store::DatabaseSettings, ConfigError> {
+        let path = raw.db_name.filter(|path| !path.as_os_str().is_empty());
+        match raw.db_type.as_deref().unwrap_or("sqlite") {
+            "sqlite" => Ok(rport_store::DatabaseSettings::Sqlite { path }),
+            other => Err(self.error(
+                "database.db_type",
+                format!(
+                    "{other:?} is not a database rportd can keep its state in; use one of: {}",
+                    rport_store::DatabaseSettings::DB_TYPES.join(", ")
+                ),
+            )),
+        }
     }
 
     fn server(&self, raw: RawServer) -> Result<ServerSection, ConfigError> {

@@ -10,7 +10,7 @@ use rport_protocol::OpenRequest;
 use rport_protocol::StreamProtocol;
 use rport_protocol::ip_rules::Acl;
 use rport_protocol::tunnel_spec::TunnelProtocol;
-use rport_store::{TunnelCounters, TunnelRecord};
+use rport_store::{TunnelCounters, TunnelRecord, TunnelStatus};
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, Ordering};
@@ -53,6 +53,9 @@ pub(super) struct ActiveTunnel {
     pub(super) agent_gone_since_ms: AtomicI64,
     /// Counters moved since the last write to the store.
     pub(super) dirty: AtomicBool,
+    /// The counters as the store last got them: a write adds only what came since, so
+    /// it cannot undo another write to the row.
+    pub(super) flushed: Mutex<TunnelCounters>,
     /// Wakes the watcher when something it decides on changed.
     pub(super) changed: Notify,
 }
@@ -119,6 +122,7 @@ impl ActiveTunnel {
             last_active_ms: AtomicI64::new(last_active.timestamp_millis()),
             agent_gone_since_ms: AtomicI64::new(agent_gone.map_or(0, |t| t.timestamp_millis())),
             dirty: AtomicBool::new(false),
+            flushed: Mutex::new(counters),
             changed: Notify::new(),
             client_id: record.client_id.clone(),
             project: record.project.clone(),
@@ -136,14 +140,27 @@ impl ActiveTunnel {
 
     pub(super) fn snapshot(&self) -> TunnelRecord {
         let mut record = lock(&self.record).clone();
-        record.counters = TunnelCounters {
+        record.counters = self.counters();
+        record.last_active_at = Some(from_ms(self.last_active_ms.load(Ordering::Relaxed)));
+        record
+    }
+
+    fn counters(&self) -> TunnelCounters {
+        TunnelCounters {
             connections: self.connections.load(Ordering::Relaxed),
             refused: self.refused.load(Ordering::Relaxed),
             bytes_in: self.bytes_in.load(Ordering::Relaxed),
             bytes_out: self.bytes_out.load(Ordering::Relaxed),
-        };
-        record.last_active_at = Some(from_ms(self.last_active_ms.load(Ordering::Relaxed)));
-        record
+        }
+    }
+
+    /// What the counters gained since the last write, counted as written from now on.
+    pub(super) fn take_unflushed(&self) -> TunnelCounters {
+        let mut flushed = lock(&self.flushed);
+        let now = self.counters();
+        let delta = now.since(*flushed);
+        *flushed = now;
+        delta
     }
 
     pub(super) fn info(&self) -> TunnelInfo {
@@ -295,7 +312,7 @@ impl ActiveTunnel {
         }
     }
 
-    pub(super) fn set_status(&self, status: &str) {
-        lock(&self.record).status = status.to_owned();
+    pub(super) fn set_status(&self, status: TunnelStatus) {
+        lock(&self.record).status = status;
     }
 }

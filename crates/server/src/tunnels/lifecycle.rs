@@ -48,10 +48,10 @@ impl CloseReason {
     }
 
     /// `closed` when a person ended it, `terminated` when anything else did.
-    pub fn status(self) -> &'static str {
+    pub fn status(self) -> rport_store::TunnelStatus {
         match self {
-            Self::Deleted => "closed",
-            _ => "terminated",
+            Self::Deleted => rport_store::TunnelStatus::Closed,
+            _ => rport_store::TunnelStatus::Terminated,
         }
     }
 }

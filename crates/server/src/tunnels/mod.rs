@@ -23,7 +23,9 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use rport_protocol::ip_rules::Acl;
 use rport_protocol::tunnel_spec::{DEFAULT_LOCAL_HOST, Endpoint, TunnelProtocol};
-use rport_store::{Store, StoreError, TunnelCounters, TunnelFilter, TunnelOptions, TunnelRecord};
+use rport_store::{
+    Store, StoreError, TunnelCounters, TunnelFilter, TunnelOptions, TunnelRecord, TunnelStatus,
+};
 use tokio::task::JoinHandle;
 
 pub use agent_check::CheckError;
@@ -290,7 +292,7 @@ impl TunnelManager {
                     let hash =
                         tokio::task::spawn_blocking(move || hash_password(password.expose()))
                             .await
-                            .map_err(|err| StoreError::Worker(err.to_string()))?;
+                            .map_err(|err| StoreError::Backend(Box::new(err)))?;
                     (Some(user), Some(hash))
                 }
             };
@@ -311,7 +313,7 @@ impl TunnelManager {
             scheme: request
                 .scheme
                 .or_else(|| scheme_for_port(request.remote.port).map(str::to_owned)),
-            status: "opened".into(),
+            status: TunnelStatus::Opened,
             created_by: request.created_by,
             created_at: now,
             closed_at: None,
@@ -530,9 +532,13 @@ impl TunnelManager {
         acl: Option<Acl>,
     ) -> Result<(), TunnelError> {
         let tunnel = self.find(client_id, tunnel_id)?;
-        lock(&tunnel.record).options.acl = acl.as_ref().map(ToString::to_string);
+        let options = {
+            let mut record = lock(&tunnel.record);
+            record.options.acl = acl.as_ref().map(ToString::to_string);
+            record.options.clone()
+        };
         *tunnel.acl.write().unwrap_or_else(|p| p.into_inner()) = acl.map(Arc::new);
-        self.store.update_tunnel(&tunnel.snapshot()).await?;
+        self.store.set_tunnel_options(tunnel_id, &options).await?;
         Ok(())
     }
 
@@ -566,15 +572,21 @@ impl TunnelManager {
         for server in servers {
             let _ = server.await;
         }
+        let closed_at = Utc::now();
         {
             let mut record = lock(&tunnel.record);
-            record.status = reason.status().to_owned();
-            record.closed_at = Some(Utc::now());
+            record.status = reason.status();
+            record.closed_at = Some(closed_at);
             record.close_reason = Some(reason.as_str().to_owned());
         }
         let record = tunnel.snapshot();
         tracing::info!(tunnel = %record.id, client = %record.client_id, "tunnel {}: {}", record.status, reason.as_str());
-        if let Err(err) = self.store.update_tunnel(&record).await {
+        self.save(tunnel).await;
+        let ended = self
+            .store
+            .end_tunnel(&record.id, closed_at, record.status, reason.as_str())
+            .await;
+        if let Err(err) = ended {
             tracing::error!(tunnel = %record.id, "saving closed tunnel: {err}");
         }
         // An operator's delete is recorded by the API with the operator's name.
@@ -594,9 +606,9 @@ impl TunnelManager {
     ) {
         for tunnel in self.tunnels_of(project, client_id) {
             tunnel.agent_gone_since_ms.store(0, Ordering::Relaxed);
-            tunnel.set_status("opened");
+            tunnel.set_status(TunnelStatus::Opened);
             tunnel.changed.notify_one();
-            self.save(&tunnel).await;
+            self.save_status(&tunnel).await;
         }
         self.open_agent_remotes(project, client_id, remotes).await;
     }
@@ -634,9 +646,9 @@ impl TunnelManager {
         let now = Utc::now().timestamp_millis();
         for tunnel in self.tunnels_of(project, client_id) {
             tunnel.agent_gone_since_ms.store(now, Ordering::Relaxed);
-            tunnel.set_status("pending");
+            tunnel.set_status(TunnelStatus::Pending);
             tunnel.changed.notify_one();
-            self.save(&tunnel).await;
+            self.save_status(&tunnel).await;
         }
     }
 

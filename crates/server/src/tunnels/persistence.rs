@@ -2,9 +2,9 @@
 //! their end recorded.
 
 use super::lifecycle::CloseReason;
-use super::{ActiveTunnel, TunnelManager, stored};
+use super::{ActiveTunnel, TunnelManager, from_ms, lock, stored};
 use chrono::Utc;
-use rport_store::TunnelRecord;
+use rport_store::{TunnelRecord, TunnelStatus};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -45,11 +45,11 @@ impl TunnelManager {
         };
         match bound {
             Ok(bound) => {
-                record.status = "pending".into();
+                record.status = TunnelStatus::Pending;
                 let tunnel = ActiveTunnel::new(record, acl, Some(Utc::now()));
                 tracing::info!(tunnel = %tunnel.id(), client = %tunnel.client_id(), "tunnel restored, waiting for its agent");
                 let tunnel = self.launch(tunnel, bound).await;
-                self.save(&tunnel).await;
+                self.save_status(&tunnel).await;
             }
             Err(err) => {
                 let why = format!("its port cannot be bound again: {err}");
@@ -82,12 +82,35 @@ impl TunnelManager {
         self.audit_end(record, reason, &format!(": {why}")).await;
     }
 
+    /// Adds what the tunnel carried since the last write to its stored counters.
     pub(super) async fn save(&self, tunnel: &ActiveTunnel) {
         tunnel.dirty.store(false, Ordering::Relaxed);
-        let record = tunnel.snapshot();
-        if let Err(err) = self.store.update_tunnel(&record).await {
-            tracing::error!(tunnel = %record.id, "saving tunnel: {err}");
+        let id = tunnel.id();
+        let delta = tunnel.take_unflushed();
+        let last_active = from_ms(tunnel.last_active_ms.load(Ordering::Relaxed));
+        if let Err(err) = self
+            .store
+            .add_tunnel_counters(&id, delta, last_active)
+            .await
+        {
+            tracing::error!(tunnel = %id, "saving tunnel: {err}");
+            // Kept for the next flush.
+            let mut flushed = lock(&tunnel.flushed);
+            *flushed = flushed.since(delta);
+            tunnel.dirty.store(true, Ordering::Relaxed);
         }
+    }
+
+    /// Writes a live tunnel's status as it is in memory, and its counters.
+    pub(super) async fn save_status(&self, tunnel: &ActiveTunnel) {
+        let (id, status) = {
+            let record = lock(&tunnel.record);
+            (record.id.clone(), record.status)
+        };
+        if let Err(err) = self.store.set_tunnel_status(&id, status).await {
+            tracing::error!(tunnel = %id, "saving tunnel status: {err}");
+        }
+        self.save(tunnel).await;
     }
 
     /// Writes counters and idle times that moved; a crash loses at most one period.

@@ -118,7 +118,7 @@ mod tests {
             rhost: "127.0.0.1".into(),
             rport: 53,
             scheme: None,
-            status: "pending".into(),
+            status: rport_store::TunnelStatus::Pending,
             created_by: "admin".into(),
             created_at: Utc::now(),
             closed_at: None,

@@ -396,7 +396,7 @@ pub fn closed_tunnel(id: &str, client_id: &str, project: &str) -> rport_store::T
         rhost: "127.0.0.1".to_owned(),
         rport: 22,
         scheme: None,
-        status: "closed".to_owned(),
+        status: rport_store::TunnelStatus::Closed,
         created_by: ADMIN.to_owned(),
         created_at: now - chrono::Duration::minutes(10),
         closed_at: Some(now),

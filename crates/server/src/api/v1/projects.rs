@@ -5,7 +5,7 @@ use axum::extract::{Path, State as StateExtractor};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use chrono::Utc;
-use rport_store::{DEFAULT_PROJECT, ProjectRecord};
+use rport_store::{DEFAULT_PROJECT, ProjectRecord, ProjectRemoval};
 use serde_json::{Value, json};
 
 use crate::api::{
@@ -134,35 +134,48 @@ pub async fn delete(
             "project \"default\" always exists",
         ));
     }
-    let clients = clients_in(&state, &key);
-    if clients > 0 {
-        return Err(ApiError::new(
+    let has_clients = |clients| {
+        ApiError::new(
             StatusCode::CONFLICT,
             "ERR_CODE_PROJECT_NOT_EMPTY",
             "Project not empty",
             format!("project {key:?} has {clients} client(s); delete them first"),
-        ));
-    }
-    if state.agent_auth.projects().contains(&key) {
-        return Err(ApiError::new(
+        )
+    };
+    let in_use = || {
+        ApiError::new(
             StatusCode::CONFLICT,
             "ERR_CODE_PROJECT_NOT_EMPTY",
             "Project in use",
             format!("agent credentials are bound to project {key:?}; delete them first"),
-        ));
+        )
+    };
+    let clients = clients_in(&state, &key);
+    if clients > 0 {
+        return Err(has_clients(clients as u64));
     }
-    if !state
+    if state.agent_auth.projects().contains(&key) {
+        return Err(in_use());
+    }
+    // Checked again with the delete, in one transaction: a client or credential added
+    // meanwhile keeps the project.
+    match state
         .store
-        .delete_project(&key)
+        .delete_project_if_empty(&key)
         .await
         .map_err(ApiError::internal)?
     {
-        return Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "ERR_CODE_PROJECT_NOT_FOUND",
-            "Project not found",
-            format!("no project {key:?}"),
-        ));
+        ProjectRemoval::Deleted => {}
+        ProjectRemoval::HasClients(clients) => return Err(has_clients(clients)),
+        ProjectRemoval::HasAgentCredentials => return Err(in_use()),
+        ProjectRemoval::NotFound => {
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                "ERR_CODE_PROJECT_NOT_FOUND",
+                "Project not found",
+                format!("no project {key:?}"),
+            ));
+        }
     }
     tracing::info!(project = %key, "project deleted");
     let event = Event::success("project.delete", &key, Some(&key));

@@ -7,7 +7,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use rport_protocol::ip_rules::Acl;
 use rport_protocol::tunnel_spec::{DEFAULT_REMOTE_HOST, Endpoint, TunnelProtocol};
-use rport_store::TunnelFilter;
+use rport_store::{TunnelFilter, TunnelStatus};
 use serde_json::{Value, json};
 
 use crate::api::v1::tunnels::{audit_close, audit_creation, creation_error};
@@ -26,12 +26,12 @@ const MAX_LIMIT: usize = 500;
 const IDLE_TIMEOUT_MINUTES: u32 = 5;
 
 /// v2 names for the lifecycle states.
-fn status_name(status: &str) -> &'static str {
+fn status_name(status: TunnelStatus) -> &'static str {
     match status {
-        "pending" => "Pending",
-        "opened" => "Opened",
-        "closed" => "Closed",
-        _ => "Terminated",
+        TunnelStatus::Pending => "Pending",
+        TunnelStatus::Opened => "Opened",
+        TunnelStatus::Closed => "Closed",
+        TunnelStatus::Terminated => "Terminated",
     }
 }
 
@@ -44,7 +44,7 @@ fn port_tunnel_json(tunnel: &TunnelInfo, server_address: &str) -> Value {
         "allowed_ip": record.options.acl,
         "server_address": server_address,
         "server_port": record.lport,
-        "status": status_name(&record.status),
+        "status": status_name(record.status),
         "created_at": time_json(Some(record.created_at)),
         "closed_at": time_json(record.closed_at),
         "close_reason": record.close_reason,
@@ -304,7 +304,7 @@ pub async fn close(
             "Port tunnel already closed",
             format!(
                 "port tunnel {id:?} is {}",
-                status_name(&tunnel.record.status)
+                status_name(tunnel.record.status)
             ),
         ));
     }

@@ -1,0 +1,77 @@
+//! The contract of every `Store` method, written once for all backends. Each check is a
+//! generic `async fn` given a fresh, empty store; `conformance!` runs every check against
+//! one backend as its own test. SQLite runs now; another backend is one more line at the
+//! bottom, with a function that opens a fresh store of it.
+
+mod clients;
+mod concurrency;
+mod fixtures;
+mod projects;
+mod records;
+mod tunnels;
+mod users;
+
+use std::sync::Arc;
+
+use rport_store::Store;
+
+/// A fresh, empty store, and what must live as long as it (its directory, its database).
+pub struct Fresh {
+    pub store: Arc<dyn Store>,
+    _keep: Box<dyn std::any::Any + Send>,
+}
+
+/// Runs every check of this suite against the backend `$open` opens.
+macro_rules! conformance {
+    ($backend:ident, $open:path) => {
+        mod $backend {
+            conformance!(@checks $open;
+                clients::clients_are_upserted_listed_and_deleted,
+                clients::disconnecting_and_purging_clients,
+                tunnels::tunnels_round_trip_and_filter,
+                tunnels::a_tunnel_id_is_unique,
+                tunnels::counter_deltas_add_up_and_change_nothing_else,
+                tunnels::options_status_and_end_change_only_themselves,
+                tunnels::changes_to_a_missing_tunnel_report_it,
+                projects::projects_start_with_default_and_keys_are_unique,
+                projects::only_an_empty_project_is_deleted_with_its_roles,
+                users::users_round_trip_with_their_roles,
+                users::deleting_a_user_takes_its_roles_and_tokens,
+                users::the_last_administrator_is_kept,
+                records::agent_credentials_are_inserted_listed_and_deleted,
+                records::a_generated_setting_is_inserted_once,
+                records::audit_entries_filter_page_and_purge,
+                records::api_tokens_belong_to_their_user,
+                records::revoked_tokens_are_forgotten_when_expired,
+                concurrency::concurrent_counter_deltas_sum_exactly,
+                concurrency::of_concurrent_inserts_of_one_key_exactly_one_wins,
+                concurrency::of_two_admins_deleted_at_once_one_stays,
+                concurrency::of_two_admins_demoted_at_once_one_stays,
+                concurrency::a_project_gaining_a_client_while_deleted_is_never_left_with_it,
+            );
+        }
+    };
+    (@checks $open:path; $($module:ident :: $check:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn $check() {
+                let fresh: $crate::Fresh = $open().await;
+                $crate::$module::$check(std::sync::Arc::clone(&fresh.store)).await;
+            }
+        )*
+    };
+}
+
+async fn sqlite() -> Fresh {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let settings = rport_store::DatabaseSettings::default();
+    let store = rport_store::open(&settings, dir.path())
+        .await
+        .expect("open SQLite");
+    Fresh {
+        store,
+        _keep: Box::new(dir),
+    }
+}
+
+conformance!(sqlite, crate::sqlite);
