@@ -13,7 +13,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 pub use records::{
-    AdminGuard, AgentCredentialRecord, ApiTokenRecord, AuditFilter, AuditRecord, ClientRecord,
+    AdminGuard, AgentCredentialRecord, AgentRecord, ApiTokenRecord, AuditFilter, AuditRecord,
     DEFAULT_PROJECT, ProjectRecord, ProjectRemoval, TunnelCounters, TunnelFilter, TunnelOptions,
     TunnelRecord, TunnelStatus, UserRecord, UserWrite,
 };
@@ -112,16 +112,15 @@ pub fn default_db_path(data_dir: &Path) -> PathBuf {
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// Inserts or replaces an agent's record.
-    async fn upsert_client(&self, client: &ClientRecord) -> Result<(), StoreError>;
-    async fn mark_client_disconnected(&self, id: &str, at: DateTime<Utc>)
-    -> Result<(), StoreError>;
+    async fn upsert_agent(&self, client: &AgentRecord) -> Result<(), StoreError>;
+    async fn mark_agent_disconnected(&self, id: &str, at: DateTime<Utc>) -> Result<(), StoreError>;
     /// Every connected agent becomes disconnected at `at` (server start after a crash or stop).
     async fn mark_all_disconnected(&self, at: DateTime<Utc>) -> Result<(), StoreError>;
-    async fn list_clients(&self) -> Result<Vec<ClientRecord>, StoreError>;
+    async fn list_agents(&self) -> Result<Vec<AgentRecord>, StoreError>;
     /// Returns whether a record was deleted.
-    async fn delete_client(&self, id: &str) -> Result<bool, StoreError>;
+    async fn delete_agent(&self, id: &str) -> Result<bool, StoreError>;
     /// Deletes disconnected agents gone since before `cutoff`; returns their ids.
-    async fn purge_clients_disconnected_before(
+    async fn purge_agents_disconnected_before(
         &self,
         cutoff: DateTime<Utc>,
     ) -> Result<Vec<String>, StoreError>;

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 /// An agent rportd has seen.
 #[derive(Debug, Clone, PartialEq)]
-pub struct ClientRecord {
+pub struct AgentRecord {
     pub id: String,
     /// The credential id it authenticated with.
     pub auth_id: String,
@@ -38,7 +38,7 @@ pub struct ProjectRecord {
 #[derive(Debug, Clone, PartialEq)]
 pub struct TunnelRecord {
     pub id: String,
-    pub client_id: String,
+    pub agent_id: String,
     pub name: String,
     pub protocol: String,
     pub lhost: String,
@@ -176,7 +176,7 @@ impl TunnelCounters {
 
 #[derive(Debug, Clone, Default)]
 pub struct TunnelFilter {
-    pub client_id: Option<String>,
+    pub agent_id: Option<String>,
     pub project: Option<String>,
     pub open_only: bool,
     pub limit: Option<usize>,
@@ -230,7 +230,7 @@ pub enum ProjectRemoval {
     Deleted,
     NotFound,
     /// Refused: this many clients belong to it.
-    HasClients(u64),
+    HasAgents(u64),
     /// Refused: managed agent credentials bind agents to it.
     HasAgentCredentials,
 }

@@ -10,8 +10,8 @@ use chrono::{DateTime, TimeZone, Utc};
 use rusqlite::{Connection, ErrorCode, OptionalExtension, Row, TransactionBehavior, params};
 
 use crate::{
-    AdminGuard, AgentCredentialRecord, ApiTokenRecord, AuditFilter, AuditRecord, BackendError,
-    ClientRecord, DEFAULT_PROJECT, ProjectRecord, ProjectRemoval, Store, StoreError,
+    AdminGuard, AgentCredentialRecord, AgentRecord, ApiTokenRecord, AuditFilter, AuditRecord,
+    BackendError, DEFAULT_PROJECT, ProjectRecord, ProjectRemoval, Store, StoreError,
     TunnelCounters, TunnelFilter, TunnelOptions, TunnelRecord, TunnelStatus, UserRecord, UserWrite,
 };
 
@@ -310,10 +310,10 @@ fn corrupt(what: &str, reason: impl ToString) -> StoreError {
     }
 }
 
-fn client_from_row(row: &Row<'_>) -> rusqlite::Result<(ClientRecord, String)> {
+fn agent_from_row(row: &Row<'_>) -> rusqlite::Result<(AgentRecord, String)> {
     let info: String = row.get("info")?;
     Ok((
-        ClientRecord {
+        AgentRecord {
             id: row.get("id")?,
             auth_id: row.get("auth_id")?,
             info: Default::default(),
@@ -381,7 +381,7 @@ fn tunnel_from_row(row: &Row<'_>) -> rusqlite::Result<(TunnelRecord, String)> {
         c.damage.push("created_at: missing".to_owned());
     }
     let mut record = TunnelRecord {
-        client_id: c.get("client_id"),
+        agent_id: c.get("client_id"),
         name: c.get("name"),
         protocol: c.get("protocol"),
         lhost: c.get("lhost"),
@@ -533,7 +533,7 @@ fn insert_tunnel_row(conn: &Connection, t: &TunnelRecord) -> Result<(), StoreErr
         &sql,
         params![
             t.id,
-            t.client_id,
+            t.agent_id,
             t.name,
             t.protocol,
             t.lhost,
@@ -561,7 +561,7 @@ fn insert_tunnel_row(conn: &Connection, t: &TunnelRecord) -> Result<(), StoreErr
 
 #[async_trait]
 impl Store for SqliteStore {
-    async fn upsert_client(&self, client: &ClientRecord) -> Result<(), StoreError> {
+    async fn upsert_agent(&self, client: &AgentRecord) -> Result<(), StoreError> {
         let c = client.clone();
         let info = serde_json::to_string(&c.info).map_err(|err| corrupt("client facts", err))?;
         self.run(move |conn| {
@@ -585,11 +585,7 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn mark_client_disconnected(
-        &self,
-        id: &str,
-        at: DateTime<Utc>,
-    ) -> Result<(), StoreError> {
+    async fn mark_agent_disconnected(&self, id: &str, at: DateTime<Utc>) -> Result<(), StoreError> {
         let id = id.to_owned();
         self.run(move |conn| {
             conn.execute(
@@ -612,10 +608,10 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn list_clients(&self) -> Result<Vec<ClientRecord>, StoreError> {
+    async fn list_agents(&self) -> Result<Vec<AgentRecord>, StoreError> {
         self.run(|conn| {
             let mut stmt = conn.prepare("SELECT * FROM clients ORDER BY id")?;
-            let rows = stmt.query_map([], client_from_row)?;
+            let rows = stmt.query_map([], agent_from_row)?;
             let mut list = Vec::new();
             for row in rows {
                 let (mut record, info) = row?;
@@ -628,13 +624,13 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn delete_client(&self, id: &str) -> Result<bool, StoreError> {
+    async fn delete_agent(&self, id: &str) -> Result<bool, StoreError> {
         let id = id.to_owned();
         self.run(move |conn| Ok(conn.execute("DELETE FROM clients WHERE id = ?1", [id])? > 0))
             .await
     }
 
-    async fn purge_clients_disconnected_before(
+    async fn purge_agents_disconnected_before(
         &self,
         cutoff: DateTime<Utc>,
     ) -> Result<Vec<String>, StoreError> {
@@ -684,7 +680,7 @@ impl Store for SqliteStore {
                  ORDER BY created_at DESC, id LIMIT ?3"
             ))?;
             let rows = stmt.query_map(
-                params![filter.client_id, filter.open_only, limit, filter.project],
+                params![filter.agent_id, filter.open_only, limit, filter.project],
                 tunnel_from_row,
             )?;
             rows.map(|row| Ok(finish_tunnel(row?))).collect()
@@ -804,7 +800,7 @@ impl Store for SqliteStore {
             };
             let clients = count("clients")?;
             if clients > 0 {
-                return Ok(ProjectRemoval::HasClients(clients));
+                return Ok(ProjectRemoval::HasAgents(clients));
             }
             if count("agent_credentials")? > 0 {
                 return Ok(ProjectRemoval::HasAgentCredentials);

@@ -12,18 +12,18 @@ use rport_store::{
 };
 
 #[tokio::test]
-async fn records_survive_reopen_and_restart_marks_clients_disconnected() {
+async fn records_survive_reopen_and_restart_marks_agents_disconnected() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = rport_store::default_db_path(dir.path());
     let admin = user("admin", true);
     {
         let store = SqliteStore::open(&path).expect("open");
         store
-            .upsert_client(&client("a", "default"))
+            .upsert_agent(&client("a", "default"))
             .await
             .expect("upsert");
         store
-            .upsert_client(&client("b", "default"))
+            .upsert_agent(&client("b", "default"))
             .await
             .expect("upsert");
         assert!(store.insert_user(&admin).await.expect("user"));
@@ -32,7 +32,7 @@ async fn records_survive_reopen_and_restart_marks_clients_disconnected() {
     assert_eq!(store.get_user("admin").await.expect("get"), Some(admin));
     let now = now();
     store.mark_all_disconnected(now).await.expect("mark");
-    let clients = store.list_clients().await.expect("list");
+    let clients = store.list_agents().await.expect("list");
     assert_eq!(clients.len(), 2);
     assert!(
         clients

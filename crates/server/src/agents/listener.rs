@@ -63,27 +63,27 @@ pub struct CredentialBinding {
 }
 
 impl CredentialBinding {
-    /// Why `client_id` may not log in with `auth_id`, given the known agents.
-    fn refusal(&self, registry: &Registry, client_id: &str, auth_id: &str) -> Option<String> {
-        if self.equal_ids && client_id != auth_id {
+    /// Why `agent_id` may not log in with `auth_id`, given the known agents.
+    fn refusal(&self, registry: &Registry, agent_id: &str, auth_id: &str) -> Option<String> {
+        if self.equal_ids && agent_id != auth_id {
             return Some(format!(
-                "client id {client_id:?} must be its credential id {auth_id:?} on this server ([server] equate_clientauthid_clientid)"
+                "client id {agent_id:?} must be its credential id {auth_id:?} on this server ([server] equate_clientauthid_clientid)"
             ));
         }
         if self.multiuse {
             return None;
         }
-        registry.with_clients(|clients| {
-            if let Some(known) = clients.get(client_id)
+        registry.with_agents(|clients| {
+            if let Some(known) = clients.get(agent_id)
                 && known.record.auth_id != auth_id
             {
                 return Some(format!(
-                    "client id {client_id:?} belongs to another credential ([server] auth_multiuse_creds = false)"
+                    "client id {agent_id:?} belongs to another credential ([server] auth_multiuse_creds = false)"
                 ));
             }
             clients
                 .values()
-                .find(|e| e.record.auth_id == auth_id && e.record.id != client_id)
+                .find(|e| e.record.auth_id == auth_id && e.record.id != agent_id)
                 .map(|other| {
                     format!(
                         "credential {auth_id:?} is used by client {:?} ([server] auth_multiuse_creds = false)",
@@ -206,7 +206,7 @@ impl AgentListener {
             }
         };
         let ControlMessage::Hello {
-            client_id,
+            client_id: agent_id,
             auth_id,
             password,
             info,
@@ -217,7 +217,7 @@ impl AgentListener {
             refuse(&mut tls, RefuseCode::BadRequest, "expected hello".into()).await;
             return None;
         };
-        if let Err(reason) = validate_client_id(&client_id) {
+        if let Err(reason) = validate_agent_id(&agent_id) {
             refuse(&mut tls, RefuseCode::BadRequest, reason).await;
             return None;
         }
@@ -238,7 +238,7 @@ impl AgentListener {
             let ban = self.bans.failed(ip, &shown_auth_id);
             let event = Event {
                 action: "agent.login",
-                resource: &client_id,
+                resource: &agent_id,
                 project: None,
                 success: false,
                 detail: match ban {
@@ -249,7 +249,7 @@ impl AgentListener {
             self.audit
                 .record(&Actor::agent(&shown_auth_id, ip), event)
                 .await;
-            tracing::warn!(%peer, client = %client_id, credential = %shown_auth_id, banned_secs = ban.map(|b| b.as_secs()), "agent authentication failed");
+            tracing::warn!(%peer, client = %agent_id, credential = %shown_auth_id, banned_secs = ban.map(|b| b.as_secs()), "agent authentication failed");
             refuse_for(
                 &mut tls,
                 RefuseCode::AuthFailed,
@@ -260,10 +260,10 @@ impl AgentListener {
             return None;
         };
         self.bans.succeeded(ip, &auth_id);
-        let event = Event::success("agent.login", &client_id, Some(&project));
+        let event = Event::success("agent.login", &agent_id, Some(&project));
         self.audit.record(&Actor::agent(&auth_id, ip), event).await;
-        if let Some(reason) = self.binding.refusal(&self.registry, &client_id, &auth_id) {
-            tracing::warn!(%peer, client = %client_id, credential = %auth_id, "refusing agent: {reason}");
+        if let Some(reason) = self.binding.refusal(&self.registry, &agent_id, &auth_id) {
+            tracing::warn!(%peer, client = %agent_id, credential = %auth_id, "refusing agent: {reason}");
             refuse(&mut tls, RefuseCode::AuthFailed, reason).await;
             return None;
         }
@@ -271,36 +271,36 @@ impl AgentListener {
         // record is gone while a tunnel made for it still lives.
         if let Some(known) = self
             .registry
-            .project_of(&client_id)
-            .or_else(|| self.tunnels.project_holding(&client_id))
+            .project_of(&agent_id)
+            .or_else(|| self.tunnels.project_holding(&agent_id))
             && known != project
         {
-            tracing::warn!(%peer, client = %client_id, credential = %auth_id, "refusing agent: its id belongs to project {known}, its credential to {project}");
+            tracing::warn!(%peer, client = %agent_id, credential = %auth_id, "refusing agent: its id belongs to project {known}, its credential to {project}");
             refuse(
                 &mut tls,
                 RefuseCode::AuthFailed,
                 format!(
-                    "client id {client_id:?} belongs to another project than credential {auth_id:?}"
+                    "client id {agent_id:?} belongs to another project than credential {auth_id:?}"
                 ),
             )
             .await;
             return None;
         }
-        if let Some(existing) = self.registry.session(&client_id) {
+        if let Some(existing) = self.registry.session(&agent_id) {
             if existing.handle.probe(DUPLICATE_PROBE).await {
                 let address = self
                     .registry
-                    .with_clients(|c| c.get(&client_id).map(|e| e.record.address.clone()))
+                    .with_agents(|c| c.get(&agent_id).map(|e| e.record.address.clone()))
                     .unwrap_or_default();
                 tracing::warn!(
-                    %peer, client = %client_id,
+                    %peer, client = %agent_id,
                     "refusing second live session for client id (first one from {address}): cloned device?"
                 );
                 refuse(
                     &mut tls,
                     RefuseCode::DuplicateId,
                     format!(
-                        "client id {client_id:?} is already connected from {address}; if this device is a copy of another, give it its own id (remove client-id from its data_dir)"
+                        "client id {agent_id:?} is already connected from {address}; if this device is a copy of another, give it its own id (remove client-id from its data_dir)"
                     ),
                 )
                 .await;
@@ -320,7 +320,7 @@ impl AgentListener {
         Some(Admitted {
             tls,
             leftover,
-            client_id,
+            agent_id,
             auth_id,
             project,
             info,
@@ -333,7 +333,7 @@ impl AgentListener {
         let Admitted {
             mut tls,
             leftover,
-            client_id,
+            agent_id,
             auth_id,
             project,
             info,
@@ -354,7 +354,7 @@ impl AgentListener {
         let number = self
             .registry
             .attach(
-                &client_id,
+                &agent_id,
                 &auth_id,
                 &project,
                 info,
@@ -362,29 +362,29 @@ impl AgentListener {
                 handle,
             )
             .await;
-        tracing::info!(%peer, client = %client_id, "agent connected");
+        tracing::info!(%peer, client = %agent_id, "agent connected");
         // Runs beside the driver: opening tunnels may talk to the agent. Boxed, so that its
         // state (kilobytes) is freed once it is done instead of living as long as the
         // session, in 10,000 copies.
-        let attached = Box::pin(self.tunnels.client_attached(&project, &client_id, &remotes));
+        let attached = Box::pin(self.tunnels.agent_attached(&project, &agent_id, &remotes));
         let control = async {
             let mut last_info_update: Option<tokio::time::Instant> = None;
             while let Some(payload) = events.control.recv().await {
-                if let Some(info) = facts_update(&client_id, &payload, &mut last_info_update) {
+                if let Some(info) = facts_update(&agent_id, &payload, &mut last_info_update) {
                     // Boxed: the store write's state is needed once a minute at most, not
                     // for the session's whole life in 10,000 copies.
-                    Box::pin(self.registry.update_info(&client_id, number, info)).await;
+                    Box::pin(self.registry.update_info(&agent_id, number, info)).await;
                 }
             }
         };
         // One task per agent: the driver and the control loop share it.
         let (outcome, (), ()) = tokio::join!(driver.run(), control, attached);
-        if self.registry.detach(&client_id, number).await {
-            self.tunnels.client_gone(&project, &client_id).await;
+        if self.registry.detach(&agent_id, number).await {
+            self.tunnels.agent_gone(&project, &agent_id).await;
         }
         match outcome {
-            Ok(()) => tracing::info!(client = %client_id, "agent disconnected"),
-            Err(err) => tracing::info!(client = %client_id, "agent disconnected: {err}"),
+            Ok(()) => tracing::info!(client = %agent_id, "agent disconnected"),
+            Err(err) => tracing::info!(client = %agent_id, "agent disconnected: {err}"),
         }
     }
 }
@@ -392,7 +392,7 @@ impl AgentListener {
 /// What a control message from a connected agent asks the server to store: new facts,
 /// unless they come too soon after the last. Anything else is logged and ignored.
 fn facts_update(
-    client_id: &str,
+    agent_id: &str,
     payload: &[u8],
     last_update: &mut Option<tokio::time::Instant>,
 ) -> Option<rport_protocol::SystemInfo> {
@@ -401,18 +401,18 @@ fn facts_update(
             // Agents report changes once a minute at most; more often would only be an
             // agent making the store write for it.
             if last_update.is_some_and(|at| at.elapsed() < MIN_INFO_UPDATE_INTERVAL) {
-                tracing::debug!(client = %client_id, "ignoring facts sent too soon after the last");
+                tracing::debug!(client = %agent_id, "ignoring facts sent too soon after the last");
                 return None;
             }
             *last_update = Some(tokio::time::Instant::now());
             Some(info)
         }
         Ok(other) => {
-            tracing::debug!(client = %client_id, "ignoring control message {other:?}");
+            tracing::debug!(client = %agent_id, "ignoring control message {other:?}");
             None
         }
         Err(err) => {
-            tracing::debug!(client = %client_id, "undecodable control message: {err}");
+            tracing::debug!(client = %agent_id, "undecodable control message: {err}");
             None
         }
     }
@@ -422,7 +422,7 @@ fn facts_update(
 struct Admitted {
     tls: tokio_rustls::server::TlsStream<ReadCoalescing<TcpStream>>,
     leftover: bytes::BytesMut,
-    client_id: String,
+    agent_id: String,
     auth_id: String,
     project: String,
     info: rport_protocol::SystemInfo,
@@ -456,8 +456,8 @@ async fn refuse_for(
 }
 
 /// Ids end up in URLs and logs: keep them printable and bounded.
-fn validate_client_id(id: &str) -> Result<(), String> {
-    let max = crate::domain::bounded::MAX_CLIENT_ID_LEN;
+fn validate_agent_id(id: &str) -> Result<(), String> {
+    let max = crate::domain::bounded::MAX_AGENT_ID_LEN;
     let ok = !id.is_empty()
         && id.len() <= max
         && id

@@ -50,7 +50,7 @@ pub async fn purge_loop(state: Arc<AppState>, shutdown: CancellationToken) {
         let cutoff = chrono::Utc::now()
             .checked_sub_signed(keep)
             .unwrap_or(chrono::DateTime::<chrono::Utc>::MIN_UTC);
-        let purged = state.tunnels.purge_clients(cutoff).await;
+        let purged = state.tunnels.purge_agents(cutoff).await;
         if purged > 0 {
             tracing::info!("forgot {purged} clients disconnected since before {cutoff}");
         }

@@ -11,7 +11,7 @@ use std::fmt::Write;
 /// The longest valid agent credential id, in bytes (API, `[server] auth`, `auth_file`).
 pub const MAX_CREDENTIAL_ID_LEN: usize = 200;
 /// The longest valid client id, in bytes.
-pub const MAX_CLIENT_ID_LEN: usize = 128;
+pub const MAX_AGENT_ID_LEN: usize = 128;
 /// Longer than any token rportd issues: a login token (JWT) for a 64-byte user name is
 /// about 400 bytes, an API token 53.
 pub const MAX_TOKEN_LEN: usize = 2048;
@@ -67,7 +67,7 @@ mod tests {
         // `/`; those must stay whole too.
         const { assert!(MAX_CREDENTIAL_ID_LEN + "ffff:ffff:ffff:ffff::/64/".len() <= MAX_ID_LEN) };
         const { assert!(crate::domain::names::MAX_USERNAME_LEN + "user:".len() <= MAX_ID_LEN) };
-        const { assert!(MAX_CLIENT_ID_LEN <= MAX_ID_LEN) };
+        const { assert!(MAX_AGENT_ID_LEN <= MAX_ID_LEN) };
         let id = "c".repeat(MAX_ID_LEN);
         assert!(matches!(bounded(&id), Cow::Borrowed(_)));
         assert_eq!(bounded("admin"), "admin");

@@ -10,11 +10,11 @@ use std::sync::{Arc, RwLock};
 
 use chrono::{DateTime, Utc};
 use rport_protocol::SystemInfo;
-use rport_store::{ClientRecord, Store, StoreError};
+use rport_store::{AgentRecord, Store, StoreError};
 use rport_transport::MuxHandle;
 
-pub struct ClientEntry {
-    pub record: ClientRecord,
+pub struct AgentEntry {
+    pub record: AgentRecord,
     pub session: Option<LiveSession>,
 }
 
@@ -27,7 +27,7 @@ pub struct LiveSession {
 }
 
 pub struct Registry {
-    clients: RwLock<HashMap<String, ClientEntry>>,
+    clients: RwLock<HashMap<String, AgentEntry>>,
     store: Arc<dyn Store>,
     next_session: AtomicU64,
 }
@@ -47,13 +47,13 @@ impl Registry {
     pub async fn load(store: Arc<dyn Store>) -> Result<Self, StoreError> {
         store.mark_all_disconnected(Utc::now()).await?;
         let clients = store
-            .list_clients()
+            .list_agents()
             .await?
             .into_iter()
             .map(|record| {
                 (
                     record.id.clone(),
-                    ClientEntry {
+                    AgentEntry {
                         record,
                         session: None,
                     },
@@ -68,14 +68,14 @@ impl Registry {
     }
 
     /// Runs `f` over all entries under a read lock; keep `f` quick.
-    pub fn with_clients<T>(&self, f: impl FnOnce(&HashMap<String, ClientEntry>) -> T) -> T {
+    pub fn with_agents<T>(&self, f: impl FnOnce(&HashMap<String, AgentEntry>) -> T) -> T {
         match self.clients.read() {
             Ok(clients) => f(&clients),
             Err(poisoned) => f(&poisoned.into_inner()),
         }
     }
 
-    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, ClientEntry>> {
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, AgentEntry>> {
         self.clients
             .write()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -83,18 +83,18 @@ impl Registry {
 
     /// The project a known agent belongs to.
     pub fn project_of(&self, id: &str) -> Option<String> {
-        self.with_clients(|clients| clients.get(id).map(|entry| entry.record.project.clone()))
+        self.with_agents(|clients| clients.get(id).map(|entry| entry.record.project.clone()))
     }
 
     pub fn session(&self, id: &str) -> Option<LiveSession> {
-        self.with_clients(|clients| clients.get(id).and_then(|entry| entry.session.clone()))
+        self.with_agents(|clients| clients.get(id).and_then(|entry| entry.session.clone()))
     }
 
     /// The live session of agent `id` if it is in `project`. Whatever belongs to a project
     /// (its tunnels) reaches its agent through this, so an agent of another project that
     /// registers a forgotten id never gets it.
     pub fn session_in(&self, project: &str, id: &str) -> Option<LiveSession> {
-        self.with_clients(|clients| {
+        self.with_agents(|clients| {
             clients
                 .get(id)
                 .filter(|entry| entry.record.project == project)
@@ -104,7 +104,7 @@ impl Registry {
 
     /// The live session of agent `id` and the project it belongs to, read together.
     pub fn session_and_project(&self, id: &str) -> Option<(LiveSession, String)> {
-        self.with_clients(|clients| {
+        self.with_agents(|clients| {
             let entry = clients.get(id)?;
             Some((entry.session.clone()?, entry.record.project.clone()))
         })
@@ -112,7 +112,7 @@ impl Registry {
 
     /// (connected, disconnected)
     pub fn counts(&self) -> (usize, usize) {
-        self.with_clients(|clients| {
+        self.with_agents(|clients| {
             let connected = clients.values().filter(|e| e.session.is_some()).count();
             (connected, clients.len() - connected)
         })
@@ -129,7 +129,7 @@ impl Registry {
         handle: MuxHandle,
     ) -> u64 {
         let number = self.next_session.fetch_add(1, Ordering::Relaxed);
-        let record = ClientRecord {
+        let record = AgentRecord {
             id: id.to_owned(),
             auth_id: auth_id.to_owned(),
             info,
@@ -144,7 +144,7 @@ impl Registry {
             let session = Some(LiveSession { handle, number });
             let previous = clients.insert(
                 id.to_owned(),
-                ClientEntry {
+                AgentEntry {
                     record: record.clone(),
                     session,
                 },
@@ -154,7 +154,7 @@ impl Registry {
         if let Some(old) = previous {
             old.handle.close();
         }
-        if let Err(err) = self.store.upsert_client(&record).await {
+        if let Err(err) = self.store.upsert_agent(&record).await {
             tracing::error!(client = id, "saving client: {err}");
         }
         number
@@ -176,7 +176,7 @@ impl Registry {
                 _ => false,
             }
         };
-        if detached && let Err(err) = self.store.mark_client_disconnected(id, now).await {
+        if detached && let Err(err) = self.store.mark_agent_disconnected(id, now).await {
             tracing::error!(client = id, "saving disconnect: {err}");
         }
         detached
@@ -196,13 +196,13 @@ impl Registry {
                 _ => return,
             }
         };
-        if let Err(err) = self.store.upsert_client(&record).await {
+        if let Err(err) = self.store.upsert_agent(&record).await {
             tracing::error!(client = id, "saving client facts: {err}");
         }
     }
 
     /// Forgets a disconnected agent; returns the project it was in. What belongs to it
-    /// beyond its record (tunnels) is the caller's to end: see `TunnelManager::delete_client`.
+    /// beyond its record (tunnels) is the caller's to end: see `TunnelManager::delete_agent`.
     pub async fn delete(&self, id: &str) -> Result<String, DeleteError> {
         let project = {
             let mut clients = self.write();
@@ -212,14 +212,14 @@ impl Registry {
                 Some(_) => clients.remove(id).map(|entry| entry.record.project),
             }
         };
-        self.store.delete_client(id).await?;
+        self.store.delete_agent(id).await?;
         Ok(project.unwrap_or_default())
     }
 
     /// Forgets agents disconnected before `cutoff`; returns the records forgotten (one
     /// that came back meanwhile is kept).
-    pub async fn purge_disconnected_before(&self, cutoff: DateTime<Utc>) -> Vec<ClientRecord> {
-        let ids = match self.store.purge_clients_disconnected_before(cutoff).await {
+    pub async fn purge_disconnected_before(&self, cutoff: DateTime<Utc>) -> Vec<AgentRecord> {
+        let ids = match self.store.purge_agents_disconnected_before(cutoff).await {
             Ok(ids) => ids,
             Err(err) => {
                 tracing::error!("purging disconnected clients: {err}");
@@ -240,7 +240,7 @@ impl Registry {
 
     /// Known agents that logged in with credential `auth_id`, and how many are connected.
     pub fn using_credential(&self, auth_id: &str) -> (usize, usize) {
-        self.with_clients(|clients| {
+        self.with_agents(|clients| {
             let using = clients.values().filter(|e| e.record.auth_id == auth_id);
             using.fold((0, 0), |(known, connected), entry| {
                 (known + 1, connected + usize::from(entry.session.is_some()))
@@ -250,7 +250,7 @@ impl Registry {
 
     /// Ends the sessions of agents logged in with credential `auth_id`.
     pub fn disconnect_credential(&self, auth_id: &str) {
-        self.with_clients(|clients| {
+        self.with_agents(|clients| {
             for entry in clients.values().filter(|e| e.record.auth_id == auth_id) {
                 if let Some(session) = &entry.session {
                     session.handle.close();
@@ -261,7 +261,7 @@ impl Registry {
 
     /// Sends `payload` as a control message to every live session.
     pub fn tell_all(&self, payload: &bytes::Bytes) {
-        self.with_clients(|clients| {
+        self.with_agents(|clients| {
             for session in clients.values().filter_map(|e| e.session.as_ref()) {
                 let _ = session.handle.send_control(payload.clone());
             }
@@ -270,7 +270,7 @@ impl Registry {
 
     /// Closes every live session (server shutdown).
     pub fn close_all(&self) {
-        self.with_clients(|clients| {
+        self.with_agents(|clients| {
             for entry in clients.values() {
                 if let Some(session) = &entry.session {
                     session.handle.close();

@@ -25,7 +25,7 @@ pub(super) struct ActiveTunnel {
     pub(super) record: Mutex<TunnelRecord>,
     /// The tunnel's owner, which never changes: it reaches only the agent registered under
     /// this id in this project. Kept apart so the per-connection path takes no lock for it.
-    pub(super) client_id: String,
+    pub(super) agent_id: String,
     pub(super) project: String,
     /// Replaced live by `PUT .../acl`; read on every accepted connection.
     pub(super) acl: RwLock<Option<Arc<Acl>>>,
@@ -124,7 +124,7 @@ impl ActiveTunnel {
             dirty: AtomicBool::new(false),
             flushed: Mutex::new(counters),
             changed: Notify::new(),
-            client_id: record.client_id.clone(),
+            agent_id: record.agent_id.clone(),
             project: record.project.clone(),
             record: Mutex::new(record),
         }
@@ -134,8 +134,8 @@ impl ActiveTunnel {
         lock(&self.record).id.clone()
     }
 
-    pub(super) fn client_id(&self) -> &str {
-        &self.client_id
+    pub(super) fn agent_id(&self) -> &str {
+        &self.agent_id
     }
 
     pub(super) fn snapshot(&self) -> TunnelRecord {

@@ -19,14 +19,14 @@ pub enum CloseReason {
     IdleTimeout,
     AutoClose,
     /// Its agent stayed disconnected past the grace period, or stopped asking for it.
-    ClientGone,
+    AgentGone,
     ServerShutdown,
     /// After a restart its port could not be bound again.
     PortUnavailable,
     /// An operator deleted its client, or the client was unknown after a restart.
-    ClientDeleted,
+    AgentDeleted,
     /// Its client was forgotten after `keep_disconnected_clients`.
-    ClientPurged,
+    AgentPurged,
     /// After a restart its stored record did not parse (an ACL, its protocol, its
     /// password hash, ...): it stays closed rather than open with looser rules.
     CorruptState,
@@ -38,11 +38,11 @@ impl CloseReason {
             Self::Deleted => "deleted",
             Self::IdleTimeout => "idle_timeout",
             Self::AutoClose => "auto_close",
-            Self::ClientGone => "client_gone",
+            Self::AgentGone => "client_gone",
             Self::ServerShutdown => "server_shutdown",
             Self::PortUnavailable => "port_unavailable",
-            Self::ClientDeleted => "client_deleted",
-            Self::ClientPurged => "client_purged",
+            Self::AgentDeleted => "client_deleted",
+            Self::AgentPurged => "client_purged",
             Self::CorruptState => "corrupt_state",
         }
     }
@@ -99,7 +99,7 @@ pub fn verdict(limits: &Limits, activity: &Activity, now: DateTime<Utc>) -> Verd
         return Verdict::End(reason);
     }
     if let Some(since) = activity.agent_gone_since
-        && let Some(reason) = consider(after(since, limits.grace_period), CloseReason::ClientGone)
+        && let Some(reason) = consider(after(since, limits.grace_period), CloseReason::AgentGone)
     {
         return Verdict::End(reason);
     }
@@ -222,7 +222,7 @@ mod tests {
         );
         assert_eq!(
             verdict(&limits(), &away, t(130)),
-            Verdict::End(CloseReason::ClientGone)
+            Verdict::End(CloseReason::AgentGone)
         );
     }
 

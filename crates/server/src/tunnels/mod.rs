@@ -42,7 +42,7 @@ use limits::{ConnectionLimits, Full};
 use persistence::flush_periodically;
 
 /// Who created a tunnel that the agent's own configuration asked for.
-pub const CREATED_BY_CLIENT: &str = "client";
+pub const CREATED_BY_AGENT: &str = "client";
 
 /// How tunnels behave, from the server's configuration.
 #[derive(Debug, Clone, Copy)]
@@ -64,7 +64,7 @@ pub struct TunnelSettings {
 /// What an operator (or an agent's configuration) asks for.
 #[derive(Debug, Clone)]
 pub struct TunnelRequest {
-    pub client_id: String,
+    pub agent_id: String,
     /// Server side; `None` picks a random allowed port.
     pub local: Option<Endpoint>,
     pub remote: Endpoint,
@@ -111,7 +111,7 @@ pub struct ProxySetup {
 #[derive(Debug, thiserror::Error)]
 pub enum TunnelError {
     #[error("client {0} not found or not connected")]
-    ClientNotConnected(String),
+    AgentNotConnected(String),
     #[error("tunnel {0} not found")]
     NotFound(String),
     #[error(transparent)]
@@ -213,7 +213,7 @@ impl TunnelManager {
             resource: &record.id,
             project: Some(&record.project),
             success: true,
-            detail: format!("{} (client {}){more}", reason.as_str(), record.client_id),
+            detail: format!("{} (client {}){more}", reason.as_str(), record.agent_id),
         };
         self.audit.record(&Actor::system(), event).await;
     }
@@ -222,30 +222,30 @@ impl TunnelManager {
         lock(&self.active)
     }
 
-    /// The live tunnels of client `client_id` in `project`.
-    fn tunnels_of(&self, project: &str, client_id: &str) -> Vec<Arc<ActiveTunnel>> {
+    /// The live tunnels of client `agent_id` in `project`.
+    fn tunnels_of(&self, project: &str, agent_id: &str) -> Vec<Arc<ActiveTunnel>> {
         self.active()
             .values()
-            .filter(|t| t.client_id == client_id && t.project == project)
+            .filter(|t| t.agent_id == agent_id && t.project == project)
             .cloned()
             .collect()
     }
 
-    /// The live tunnels of client `client_id` in the project the registry knows it in;
+    /// The live tunnels of client `agent_id` in the project the registry knows it in;
     /// none for an unknown id.
-    fn tunnels_of_known(&self, client_id: &str) -> Vec<Arc<ActiveTunnel>> {
-        match self.registry.project_of(client_id) {
-            Some(project) => self.tunnels_of(&project, client_id),
+    fn tunnels_of_known(&self, agent_id: &str) -> Vec<Arc<ActiveTunnel>> {
+        match self.registry.project_of(agent_id) {
+            Some(project) => self.tunnels_of(&project, agent_id),
             None => Vec::new(),
         }
     }
 
-    /// The project of a live tunnel made for `client_id`, whether or not the registry
+    /// The project of a live tunnel made for `agent_id`, whether or not the registry
     /// still knows that id: an agent of another project may not register it meanwhile.
-    pub fn project_holding(&self, client_id: &str) -> Option<String> {
+    pub fn project_holding(&self, agent_id: &str) -> Option<String> {
         self.active()
             .values()
-            .find(|t| t.client_id == client_id)
+            .find(|t| t.agent_id == agent_id)
             .map(|t| t.project.clone())
     }
 
@@ -256,14 +256,14 @@ impl TunnelManager {
     ) -> Result<TunnelInfo, TunnelError> {
         let (session, project) = self
             .registry
-            .session_and_project(&request.client_id)
-            .ok_or_else(|| TunnelError::ClientNotConnected(request.client_id.clone()))?;
+            .session_and_project(&request.agent_id)
+            .ok_or_else(|| TunnelError::AgentNotConnected(request.agent_id.clone()))?;
         if let Some(local) = &request.local {
             self.pool.check_allowed(local.port)?;
         }
         self.check_duplicates(&project, &request)?;
         // The agent checked its own remotes against its allow-list when it loaded them.
-        if request.created_by != CREATED_BY_CLIENT {
+        if request.created_by != CREATED_BY_AGENT {
             let dial_timeout = (request.check_port && request.protocol.has_tcp())
                 .then_some(self.settings.check_port_timeout);
             agent_check::check(&session, &request.remote, dial_timeout).await?;
@@ -299,7 +299,7 @@ impl TunnelManager {
         let now = Utc::now();
         let record = TunnelRecord {
             id: uuid::Uuid::new_v4().to_string(),
-            client_id: request.client_id.clone(),
+            agent_id: request.agent_id.clone(),
             name: request.name,
             protocol: request.protocol.as_str().into(),
             lhost: request
@@ -342,7 +342,7 @@ impl TunnelManager {
         let tunnel = ActiveTunnel::new(record, request.acl, None);
         let info = tunnel.info();
         tracing::info!(
-            tunnel = %info.record.id, client = %info.record.client_id,
+            tunnel = %info.record.id, client = %info.record.agent_id,
             "tunnel opened: {}:{}/{} -> {}:{}", info.record.lhost, info.record.lport,
             info.record.protocol, info.record.rhost, info.record.rport
         );
@@ -352,7 +352,7 @@ impl TunnelManager {
 
     fn check_duplicates(&self, project: &str, request: &TunnelRequest) -> Result<(), TunnelError> {
         let acl = request.acl.as_ref().map(ToString::to_string);
-        for tunnel in self.tunnels_of(project, &request.client_id) {
+        for tunnel in self.tunnels_of(project, &request.agent_id) {
             let record = lock(&tunnel.record);
             let protocol: TunnelProtocol = record.protocol.parse().unwrap_or_default();
             if let Some(local) = &request.local
@@ -458,7 +458,7 @@ impl TunnelManager {
     async fn session_for(&self, tunnel: &ActiveTunnel, wait: Duration) -> Option<LiveSession> {
         let deadline = tokio::time::Instant::now() + wait;
         loop {
-            if let Some(session) = self.registry.session_in(&tunnel.project, &tunnel.client_id) {
+            if let Some(session) = self.registry.session_in(&tunnel.project, &tunnel.agent_id) {
                 return Some(session);
             }
             if tokio::time::Instant::now() >= deadline || tunnel.cancel.is_cancelled() {
@@ -469,8 +469,8 @@ impl TunnelManager {
     }
 
     /// Live tunnels, optionally of one known client, oldest first.
-    pub fn list_open(&self, client_id: Option<&str>) -> Vec<TunnelInfo> {
-        let tunnels = match client_id {
+    pub fn list_open(&self, agent_id: Option<&str>) -> Vec<TunnelInfo> {
+        let tunnels = match agent_id {
             Some(id) => self.tunnels_of_known(id),
             None => self.active().values().cloned().collect(),
         };
@@ -515,11 +515,11 @@ impl TunnelManager {
 
     /// A live tunnel of a known client; the API checked the caller against that client's
     /// project, so a tunnel of the same id in another project is not found.
-    fn find(&self, client_id: &str, tunnel_id: &str) -> Result<Arc<ActiveTunnel>, TunnelError> {
-        let project = self.registry.project_of(client_id);
+    fn find(&self, agent_id: &str, tunnel_id: &str) -> Result<Arc<ActiveTunnel>, TunnelError> {
+        let project = self.registry.project_of(agent_id);
         self.active()
             .get(tunnel_id)
-            .filter(|t| t.client_id == client_id && project.as_deref() == Some(&t.project))
+            .filter(|t| t.agent_id == agent_id && project.as_deref() == Some(&t.project))
             .cloned()
             .ok_or_else(|| TunnelError::NotFound(tunnel_id.to_owned()))
     }
@@ -527,11 +527,11 @@ impl TunnelManager {
     /// Replaces a live tunnel's ACL; connections from then on are checked against it.
     pub async fn set_acl(
         &self,
-        client_id: &str,
+        agent_id: &str,
         tunnel_id: &str,
         acl: Option<Acl>,
     ) -> Result<(), TunnelError> {
-        let tunnel = self.find(client_id, tunnel_id)?;
+        let tunnel = self.find(agent_id, tunnel_id)?;
         let options = {
             let mut record = lock(&tunnel.record);
             record.options.acl = acl.as_ref().map(ToString::to_string);
@@ -542,15 +542,15 @@ impl TunnelManager {
         Ok(())
     }
 
-    /// Closes a tunnel of `client_id` (an operator deleted it). Without `force`, a tunnel
+    /// Closes a tunnel of `agent_id` (an operator deleted it). Without `force`, a tunnel
     /// with TCP connections in progress is left alone.
     pub async fn close(
         &self,
-        client_id: &str,
+        agent_id: &str,
         tunnel_id: &str,
         force: bool,
     ) -> Result<(), TunnelError> {
-        let tunnel = self.find(client_id, tunnel_id)?;
+        let tunnel = self.find(agent_id, tunnel_id)?;
         let busy = tunnel.open_connections.load(Ordering::Relaxed);
         if busy > 0 && !force && tunnel.protocol != TunnelProtocol::Udp {
             return Err(TunnelError::Busy(busy));
@@ -580,7 +580,7 @@ impl TunnelManager {
             record.close_reason = Some(reason.as_str().to_owned());
         }
         let record = tunnel.snapshot();
-        tracing::info!(tunnel = %record.id, client = %record.client_id, "tunnel {}: {}", record.status, reason.as_str());
+        tracing::info!(tunnel = %record.id, client = %record.agent_id, "tunnel {}: {}", record.status, reason.as_str());
         self.save(tunnel).await;
         let ended = self
             .store
@@ -598,43 +598,43 @@ impl TunnelManager {
     /// The agent's session is up: its project's tunnels for its id carry traffic again,
     /// and the tunnels its configuration asks for are opened (those it no longer asks for
     /// end).
-    pub async fn client_attached(
+    pub async fn agent_attached(
         self: &Arc<Self>,
         project: &str,
-        client_id: &str,
+        agent_id: &str,
         remotes: &[String],
     ) {
-        for tunnel in self.tunnels_of(project, client_id) {
+        for tunnel in self.tunnels_of(project, agent_id) {
             tunnel.agent_gone_since_ms.store(0, Ordering::Relaxed);
             tunnel.set_status(TunnelStatus::Opened);
             tunnel.changed.notify_one();
             self.save_status(&tunnel).await;
         }
-        self.open_agent_remotes(project, client_id, remotes).await;
+        self.open_agent_remotes(project, agent_id, remotes).await;
     }
 
     /// Forgets a disconnected client (an operator deleted it) and ends its tunnels: no
     /// agent registering the id later, of any project, picks them up. Returns its project.
-    pub async fn delete_client(&self, client_id: &str) -> Result<String, DeleteError> {
-        let project = self.registry.delete(client_id).await?;
-        self.end_tunnels_of(&project, client_id, CloseReason::ClientDeleted)
+    pub async fn delete_agent(&self, agent_id: &str) -> Result<String, DeleteError> {
+        let project = self.registry.delete(agent_id).await?;
+        self.end_tunnels_of(&project, agent_id, CloseReason::AgentDeleted)
             .await;
         Ok(project)
     }
 
     /// Forgets clients disconnected before `cutoff`, ending their tunnels; returns how
     /// many were forgotten.
-    pub async fn purge_clients(&self, cutoff: DateTime<Utc>) -> usize {
+    pub async fn purge_agents(&self, cutoff: DateTime<Utc>) -> usize {
         let purged = self.registry.purge_disconnected_before(cutoff).await;
         for client in &purged {
-            self.end_tunnels_of(&client.project, &client.id, CloseReason::ClientPurged)
+            self.end_tunnels_of(&client.project, &client.id, CloseReason::AgentPurged)
                 .await;
         }
         purged.len()
     }
 
-    async fn end_tunnels_of(&self, project: &str, client_id: &str, reason: CloseReason) {
-        for tunnel in self.tunnels_of(project, client_id) {
+    async fn end_tunnels_of(&self, project: &str, agent_id: &str, reason: CloseReason) {
+        for tunnel in self.tunnels_of(project, agent_id) {
             if self.active().remove(&tunnel.id()).is_some() {
                 self.finish(&tunnel, reason).await;
             }
@@ -642,9 +642,9 @@ impl TunnelManager {
     }
 
     /// The agent's session ended: its tunnels keep their ports for the grace period.
-    pub async fn client_gone(&self, project: &str, client_id: &str) {
+    pub async fn agent_gone(&self, project: &str, agent_id: &str) {
         let now = Utc::now().timestamp_millis();
-        for tunnel in self.tunnels_of(project, client_id) {
+        for tunnel in self.tunnels_of(project, agent_id) {
             tunnel.agent_gone_since_ms.store(now, Ordering::Relaxed);
             tunnel.set_status(TunnelStatus::Pending);
             tunnel.changed.notify_one();

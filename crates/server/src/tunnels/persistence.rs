@@ -25,13 +25,13 @@ impl TunnelManager {
         };
         // Its client was forgotten while the tunnel was live (by a run that ended before
         // the tunnel did): nobody may pick the tunnel up under that id.
-        if self.registry.project_of(&record.client_id).as_deref() != Some(&record.project) {
+        if self.registry.project_of(&record.agent_id).as_deref() != Some(&record.project) {
             let why = format!(
                 "its client is no longer known in project {:?}",
                 record.project
             );
             return self
-                .end_unrestored(&record, CloseReason::ClientDeleted, &why)
+                .end_unrestored(&record, CloseReason::AgentDeleted, &why)
                 .await;
         }
         // Port 0: a proxy tunnel reached on the shared proxy port only.
@@ -47,7 +47,7 @@ impl TunnelManager {
             Ok(bound) => {
                 record.status = TunnelStatus::Pending;
                 let tunnel = ActiveTunnel::new(record, acl, Some(Utc::now()));
-                tracing::info!(tunnel = %tunnel.id(), client = %tunnel.client_id(), "tunnel restored, waiting for its agent");
+                tracing::info!(tunnel = %tunnel.id(), client = %tunnel.agent_id(), "tunnel restored, waiting for its agent");
                 let tunnel = self.launch(tunnel, bound).await;
                 self.save_status(&tunnel).await;
             }
@@ -68,7 +68,7 @@ impl TunnelManager {
         why: &str,
     ) {
         tracing::error!(
-            tunnel = %record.id, client = %record.client_id,
+            tunnel = %record.id, client = %record.agent_id,
             "tunnel not restored: {why}; it ends as {}",
             reason.as_str()
         );

@@ -2,7 +2,7 @@
 //! opened as tunnels when `[server] allow_client_remotes` permits.
 
 use super::lifecycle::CloseReason;
-use super::{ActiveTunnel, CREATED_BY_CLIENT, TunnelManager, TunnelRequest, lock};
+use super::{ActiveTunnel, CREATED_BY_AGENT, TunnelManager, TunnelRequest, lock};
 use crate::domain::audit::{self, Actor, ActorKind};
 use crate::domain::registry::LiveSession;
 use rport_protocol::tunnel_spec;
@@ -15,10 +15,10 @@ impl TunnelManager {
     pub(super) async fn open_agent_remotes(
         self: &Arc<Self>,
         project: &str,
-        client_id: &str,
+        agent_id: &str,
         remotes: &[String],
     ) {
-        let Some(session) = self.registry.session_in(project, client_id) else {
+        let Some(session) = self.registry.session_in(project, agent_id) else {
             return;
         };
         let mut wanted = Vec::new();
@@ -45,9 +45,9 @@ impl TunnelManager {
             }
         }
         let existing: Vec<Arc<ActiveTunnel>> = self
-            .tunnels_of(project, client_id)
+            .tunnels_of(project, agent_id)
             .into_iter()
-            .filter(|t| lock(&t.record).created_by == CREATED_BY_CLIENT)
+            .filter(|t| lock(&t.record).created_by == CREATED_BY_AGENT)
             .collect();
         let mut kept = Vec::new();
         for tunnel in existing {
@@ -65,20 +65,20 @@ impl TunnelManager {
                 Some(index) => kept.push(wanted.remove(index)),
                 None => {
                     if self.active().remove(&record.id).is_some() {
-                        self.finish(&tunnel, CloseReason::ClientGone).await;
+                        self.finish(&tunnel, CloseReason::AgentGone).await;
                     }
                 }
             }
         }
         for (text, spec) in wanted {
             let request = TunnelRequest {
-                client_id: client_id.to_owned(),
+                agent_id: agent_id.to_owned(),
                 local: spec.local,
                 remote: spec.remote,
                 protocol: spec.protocol,
                 scheme: None,
                 name: String::new(),
-                created_by: CREATED_BY_CLIENT.to_owned(),
+                created_by: CREATED_BY_AGENT.to_owned(),
                 acl: None,
                 idle_timeout_minutes: 0,
                 auto_close: None,
@@ -86,7 +86,7 @@ impl TunnelManager {
                 http_proxy: None,
             };
             let agent = Actor {
-                name: client_id.to_owned(),
+                name: agent_id.to_owned(),
                 kind: ActorKind::Agent,
                 ip: None,
             };
@@ -102,7 +102,7 @@ impl TunnelManager {
                     self.audit.record(&agent, event).await;
                 }
                 Err(err) => {
-                    tracing::warn!(client = %client_id, "agent's tunnel {text} not opened: {err}");
+                    tracing::warn!(client = %agent_id, "agent's tunnel {text} not opened: {err}");
                     refuse_remote(&session, text, &err.to_string());
                 }
             }

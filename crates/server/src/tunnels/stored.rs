@@ -109,7 +109,7 @@ mod tests {
     fn record() -> TunnelRecord {
         TunnelRecord {
             id: "t1".into(),
-            client_id: "c1".into(),
+            agent_id: "c1".into(),
             name: String::new(),
             protocol: "udp".into(),
             lhost: "0.0.0.0".into(),

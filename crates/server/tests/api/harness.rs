@@ -9,7 +9,7 @@ use axum::extract::ConnectInfo;
 use axum::http::{HeaderMap, Method, Request, StatusCode, header};
 use base64::Engine as _;
 use http_body_util::BodyExt as _;
-use rport_store::{ClientRecord, ProjectRecord, SqliteStore, Store};
+use rport_store::{AgentRecord, ProjectRecord, SqliteStore, Store};
 use serde_json::{Value, json};
 use tower::ServiceExt as _;
 
@@ -112,7 +112,7 @@ address = "127.0.0.1:0"
         }
         for (id, project) in setup.clients {
             store
-                .upsert_client(&agent(id, project))
+                .upsert_agent(&agent(id, project))
                 .await
                 .expect("seed client");
         }
@@ -349,9 +349,9 @@ impl Reply {
 }
 
 /// A disconnected agent as the store holds it.
-pub fn agent(id: &str, project: &str) -> ClientRecord {
+pub fn agent(id: &str, project: &str) -> AgentRecord {
     let now = chrono::Utc::now();
-    ClientRecord {
+    AgentRecord {
         id: id.to_owned(),
         auth_id: format!("{project}-credential"),
         info: rport_protocol::SystemInfo {
@@ -383,11 +383,11 @@ pub fn password_of(name: &str) -> String {
 }
 
 /// A tunnel of an earlier run that an operator closed, as the store holds it.
-pub fn closed_tunnel(id: &str, client_id: &str, project: &str) -> rport_store::TunnelRecord {
+pub fn closed_tunnel(id: &str, agent_id: &str, project: &str) -> rport_store::TunnelRecord {
     let now = chrono::Utc::now();
     rport_store::TunnelRecord {
         id: id.to_owned(),
-        client_id: client_id.to_owned(),
+        agent_id: agent_id.to_owned(),
         name: String::new(),
         protocol: "tcp".to_owned(),
         lhost: "0.0.0.0".to_owned(),

@@ -157,7 +157,7 @@ async fn two_admins_at_once(store: Arc<dyn Store>, change: AdminChange) {
 /// Whichever comes first wins: the project is deleted before the client arrives (the
 /// client is then in no project the store knows, for the caller to refuse), or the client
 /// arrives first and the project stays. Never is a project deleted that had a client.
-pub async fn a_project_gaining_a_client_while_deleted_is_never_left_with_it(store: Arc<dyn Store>) {
+pub async fn a_project_gaining_an_agent_while_deleted_is_never_left_with_it(store: Arc<dyn Store>) {
     let mut deleted = 0;
     for round in 0..ROUNDS * 2 {
         let key = format!("p{round}");
@@ -166,7 +166,7 @@ pub async fn a_project_gaining_a_client_while_deleted_is_never_left_with_it(stor
             let (store, key) = (Arc::clone(&store), key.clone());
             tokio::spawn(async move {
                 store
-                    .upsert_client(&client(&format!("c{round}"), &key))
+                    .upsert_agent(&client(&format!("c{round}"), &key))
                     .await
                     .expect("client")
             })
@@ -184,7 +184,7 @@ pub async fn a_project_gaining_a_client_while_deleted_is_never_left_with_it(stor
             .iter()
             .any(|p| p.key == key);
         match outcome {
-            ProjectRemoval::HasClients(1) => assert!(exists, "refused, so kept"),
+            ProjectRemoval::HasAgents(1) => assert!(exists, "refused, so kept"),
             ProjectRemoval::Deleted => {
                 assert!(!exists);
                 deleted += 1;
@@ -195,7 +195,7 @@ pub async fn a_project_gaining_a_client_while_deleted_is_never_left_with_it(stor
         if exists {
             assert_eq!(
                 store.delete_project_if_empty(&key).await.expect("delete"),
-                ProjectRemoval::HasClients(1)
+                ProjectRemoval::HasAgents(1)
             );
         }
     }

@@ -3,8 +3,8 @@
 use chrono::{DateTime, Utc};
 use rport_protocol::SystemInfo;
 use rport_store::{
-    AgentCredentialRecord, ClientRecord, ProjectRecord, TunnelCounters, TunnelOptions,
-    TunnelRecord, TunnelStatus, UserRecord,
+    AgentCredentialRecord, AgentRecord, ProjectRecord, TunnelCounters, TunnelOptions, TunnelRecord,
+    TunnelStatus, UserRecord,
 };
 
 /// Now, to the millisecond that stores keep.
@@ -12,8 +12,8 @@ pub fn now() -> DateTime<Utc> {
     DateTime::from_timestamp_millis(Utc::now().timestamp_millis()).expect("a time")
 }
 
-pub fn client(id: &str, project: &str) -> ClientRecord {
-    ClientRecord {
+pub fn client(id: &str, project: &str) -> AgentRecord {
+    AgentRecord {
         id: id.into(),
         auth_id: "rport".into(),
         info: SystemInfo {
@@ -29,10 +29,10 @@ pub fn client(id: &str, project: &str) -> ClientRecord {
     }
 }
 
-pub fn tunnel(id: &str, client_id: &str) -> TunnelRecord {
+pub fn tunnel(id: &str, agent_id: &str) -> TunnelRecord {
     TunnelRecord {
         id: id.into(),
-        client_id: client_id.into(),
+        agent_id: agent_id.into(),
         name: "ssh".into(),
         protocol: "tcp".into(),
         lhost: "0.0.0.0".into(),

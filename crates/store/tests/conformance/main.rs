@@ -26,8 +26,8 @@ macro_rules! conformance {
     ($backend:ident, $open:path) => {
         mod $backend {
             conformance!(@checks $open;
-                clients::clients_are_upserted_listed_and_deleted,
-                clients::disconnecting_and_purging_clients,
+                clients::agents_are_upserted_listed_and_deleted,
+                clients::disconnecting_and_purging_agents,
                 tunnels::tunnels_round_trip_and_filter,
                 tunnels::a_tunnel_id_is_unique,
                 tunnels::counter_deltas_add_up_and_change_nothing_else,
@@ -47,7 +47,7 @@ macro_rules! conformance {
                 concurrency::of_concurrent_inserts_of_one_key_exactly_one_wins,
                 concurrency::of_two_admins_deleted_at_once_one_stays,
                 concurrency::of_two_admins_demoted_at_once_one_stays,
-                concurrency::a_project_gaining_a_client_while_deleted_is_never_left_with_it,
+                concurrency::a_project_gaining_an_agent_while_deleted_is_never_left_with_it,
             );
         }
     };

@@ -38,11 +38,11 @@ pub async fn only_an_empty_project_is_deleted_with_its_roles(store: Arc<dyn Stor
     );
 
     store
-        .upsert_client(&client("c1", "berlin"))
+        .upsert_agent(&client("c1", "berlin"))
         .await
         .expect("client");
     store
-        .upsert_client(&client("c2", "berlin"))
+        .upsert_agent(&client("c2", "berlin"))
         .await
         .expect("client");
     assert_eq!(
@@ -50,7 +50,7 @@ pub async fn only_an_empty_project_is_deleted_with_its_roles(store: Arc<dyn Stor
             .delete_project_if_empty("berlin")
             .await
             .expect("delete"),
-        ProjectRemoval::HasClients(2)
+        ProjectRemoval::HasAgents(2)
     );
     store
         .insert_agent_credential(&credential("paris-agents", "paris"))
@@ -77,7 +77,7 @@ pub async fn only_an_empty_project_is_deleted_with_its_roles(store: Arc<dyn Stor
     .collect();
     assert!(store.insert_user(&alice).await.expect("user"));
     for id in ["c1", "c2"] {
-        store.delete_client(id).await.expect("delete client");
+        store.delete_agent(id).await.expect("delete client");
     }
     assert_eq!(
         store

@@ -46,7 +46,7 @@ pub async fn tunnels_round_trip_and_filter(store: Arc<dyn Store>) {
     };
     assert_eq!(ids(live).await, ["t2", "t1"], "opened and pending are live");
     let of_b = TunnelFilter {
-        client_id: Some("b".into()),
+        agent_id: Some("b".into()),
         ..Default::default()
     };
     assert_eq!(ids(of_b).await, ["t3", "t2"]);
@@ -73,7 +73,7 @@ pub async fn a_tunnel_id_is_unique(store: Arc<dyn Store>) {
         "{again:?}"
     );
     let kept = store.get_tunnel("t1").await.expect("get").expect("kept");
-    assert_eq!(kept.client_id, "a");
+    assert_eq!(kept.agent_id, "a");
 }
 
 pub async fn counter_deltas_add_up_and_change_nothing_else(store: Arc<dyn Store>) {

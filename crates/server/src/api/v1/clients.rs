@@ -14,7 +14,7 @@ use super::tunnels::tunnel_json;
 use crate::domain::permissions::Role;
 
 use crate::api::{ApiError, Authenticated, Params, State, data, time_json};
-use crate::domain::registry::{ClientEntry, DeleteError};
+use crate::domain::registry::{AgentEntry, DeleteError};
 
 /// Every field a client object has, in the order it is shown.
 const FIELDS: &[&str] = &[
@@ -48,7 +48,7 @@ const DEFAULT_LIMIT: usize = 50;
 const MAX_LIMIT: usize = 500;
 
 /// One field of a client; `tunnels` comes from the tunnel manager.
-fn field(entry: &ClientEntry, name: &str) -> Option<Value> {
+fn field(entry: &AgentEntry, name: &str) -> Option<Value> {
     let record = &entry.record;
     let info = &record.info;
     Some(match name {
@@ -88,7 +88,7 @@ fn field(entry: &ClientEntry, name: &str) -> Option<Value> {
 }
 
 fn client_json(
-    entry: &ClientEntry,
+    entry: &AgentEntry,
     fields: &[&str],
     tunnels: &HashMap<String, Vec<Value>>,
 ) -> Value {
@@ -112,7 +112,7 @@ fn tunnels_by_client(
     let mut map: HashMap<String, Vec<Value>> = HashMap::new();
     for tunnel in state.tunnels.list_open(None) {
         let url = state.tunnels.tunnel_url(&tunnel.record, public_host);
-        map.entry(tunnel.record.client_id.clone())
+        map.entry(tunnel.record.agent_id.clone())
             .or_default()
             .push(tunnel_json(&tunnel, &url));
     }
@@ -284,8 +284,8 @@ pub async fn list(
     } else {
         HashMap::new()
     };
-    let (count, page) = state.registry.with_clients(|clients| {
-        let mut matching: Vec<(&ClientEntry, Vec<Value>)> = clients
+    let (count, page) = state.registry.with_agents(|clients| {
+        let mut matching: Vec<(&AgentEntry, Vec<Value>)> = clients
             .values()
             // Each caller sees the devices of the projects it has a role in.
             .filter(|entry| user.reads(&entry.record.project))
@@ -344,7 +344,7 @@ pub async fn get_one(
     let tunnels = tunnels_by_client(&state, &crate::api::public_host(&state, &headers));
     state
         .registry
-        .with_clients(|clients| {
+        .with_agents(|clients| {
             clients
                 .get(&id)
                 .map(|entry| client_json(entry, &listing.fields, &tunnels))
@@ -361,7 +361,7 @@ pub async fn delete(
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     check_client_access(&state, &user, &id, Role::Admin, "deleting clients")?;
-    match state.tunnels.delete_client(&id).await {
+    match state.tunnels.delete_agent(&id).await {
         Ok(project) => {
             let event = crate::domain::audit::Event::success("client.delete", &id, Some(&project));
             state

@@ -27,7 +27,7 @@ fn project_json(project: &ProjectRecord, clients: usize, role: Option<Role>) -> 
 }
 
 fn clients_in(state: &crate::api::AppState, key: &str) -> usize {
-    state.registry.with_clients(|clients| {
+    state.registry.with_agents(|clients| {
         clients
             .values()
             .filter(|entry| entry.record.project == key)
@@ -166,7 +166,7 @@ pub async fn delete(
         .map_err(ApiError::internal)?
     {
         ProjectRemoval::Deleted => {}
-        ProjectRemoval::HasClients(clients) => return Err(has_clients(clients)),
+        ProjectRemoval::HasAgents(clients) => return Err(has_clients(clients)),
         ProjectRemoval::HasAgentCredentials => return Err(in_use()),
         ProjectRemoval::NotFound => {
             return Err(ApiError::new(

@@ -40,7 +40,7 @@ pub fn tunnel_json(tunnel: &TunnelInfo, tunnel_url: &str) -> Value {
     });
     json!({
         "id": record.id,
-        "client_id": record.client_id,
+        "client_id": record.agent_id,
         "name": record.name,
         "protocol": record.protocol,
         "lhost": record.lhost,
@@ -206,11 +206,11 @@ pub async fn create(
     StateExtractor(state): State,
     Authenticated(user): Authenticated,
     ClientIp(ip): ClientIp,
-    Path(client_id): Path<String>,
+    Path(agent_id): Path<String>,
     params: Params,
     headers: axum::http::HeaderMap,
 ) -> Result<Response, ApiError> {
-    check_client_access(&state, &user, &client_id, Role::Tunnels, "opening tunnels")?;
+    check_client_access(&state, &user, &agent_id, Role::Tunnels, "opening tunnels")?;
     let remote = params.get("remote").filter(|r| !r.is_empty()).ok_or_else(|| {
         ApiError::bad_request(
             "ERR_CODE_INVALID_REQUEST",
@@ -259,7 +259,7 @@ pub async fn create(
         .or_else(|| scheme_for_port(remote.port).map(str::to_owned));
     let http_proxy = parse_http_proxy(&params, effective_scheme.as_deref(), protocol)?;
     let request = TunnelRequest {
-        client_id: client_id.clone(),
+        agent_id: agent_id.clone(),
         local,
         remote,
         protocol,
@@ -275,7 +275,7 @@ pub async fn create(
     let actor = Actor::user(&request.created_by, ip);
     let target = format!("{}:{}", request.remote.host, request.remote.port);
     let created = state.tunnels.create(request).await;
-    audit_creation(&state, &actor, &client_id, &target, &created).await;
+    audit_creation(&state, &actor, &agent_id, &target, &created).await;
     let host = crate::api::public_host(&state, &headers);
     created
         .map(|tunnel| {
@@ -291,7 +291,7 @@ pub async fn create(
 pub async fn audit_creation(
     state: &crate::api::AppState,
     actor: &Actor,
-    client_id: &str,
+    agent_id: &str,
     target: &str,
     created: &Result<TunnelInfo, TunnelError>,
 ) {
@@ -302,13 +302,13 @@ pub async fn audit_creation(
             project: Some(&tunnel.record.project),
             success: true,
             detail: format!(
-                "{}:{} -> client {client_id} {target}",
+                "{}:{} -> client {agent_id} {target}",
                 tunnel.record.lhost, tunnel.record.lport
             ),
         },
         Err(err) => Event {
             action: "tunnel.create",
-            resource: client_id,
+            resource: agent_id,
             project: None,
             success: false,
             detail: format!("to {target}: {err}"),
@@ -320,7 +320,7 @@ pub async fn audit_creation(
 /// The API's answer when a tunnel could not be created, on both faces.
 pub fn creation_error(err: TunnelError) -> ApiError {
     match err {
-        TunnelError::ClientNotConnected(id) => ApiError::new(
+        TunnelError::AgentNotConnected(id) => ApiError::new(
             StatusCode::NOT_FOUND,
             "ERR_CODE_CLIENT_NOT_FOUND",
             "Client not found",
@@ -391,15 +391,15 @@ pub async fn delete(
     StateExtractor(state): State,
     Authenticated(user): Authenticated,
     ClientIp(ip): ClientIp,
-    Path((client_id, tunnel_id)): Path<(String, String)>,
+    Path((agent_id, tunnel_id)): Path<(String, String)>,
     params: Params,
 ) -> Result<StatusCode, ApiError> {
-    check_client_access(&state, &user, &client_id, Role::Tunnels, "closing tunnels")?;
+    check_client_access(&state, &user, &agent_id, Role::Tunnels, "closing tunnels")?;
     let force = match params.get("force").filter(|f| !f.is_empty()) {
         None => false,
         Some(force) => parse_bool("force", force)?,
     };
-    match state.tunnels.close(&client_id, &tunnel_id, force).await {
+    match state.tunnels.close(&agent_id, &tunnel_id, force).await {
         Ok(()) => {
             audit_close(&state, &Actor::user(&user.username, ip), &tunnel_id).await;
             Ok(StatusCode::NO_CONTENT)
@@ -414,14 +414,14 @@ pub async fn delete(
             StatusCode::NOT_FOUND,
             "ERR_CODE_TUNNEL_NOT_FOUND",
             "Tunnel not found",
-            format!("client {client_id:?} has no open tunnel {tunnel_id:?}"),
+            format!("client {agent_id:?} has no open tunnel {tunnel_id:?}"),
         )),
         Err(err) => Err(ApiError::internal(err)),
     }
 }
 
 /// `GET /api/v1/tunnels`: open tunnels; `filter[status]=closed` (or any status) lists past
-/// ones from the store; `filter[client_id]` narrows to one client; `page[limit]` and
+/// ones from the store; `filter[agent_id]` narrows to one client; `page[limit]` and
 /// `page[offset]` page it (all by default, as RPort), with the total in `meta.count`.
 pub async fn list(
     StateExtractor(state): State,
@@ -436,7 +436,7 @@ pub async fn list(
         Some(status) => {
             let wanted: Vec<&str> = status.split(',').map(str::trim).collect();
             let filter = TunnelFilter {
-                client_id: client.map(str::to_owned),
+                agent_id: client.map(str::to_owned),
                 ..Default::default()
             };
             state
@@ -481,13 +481,13 @@ pub async fn set_acl(
     StateExtractor(state): State,
     Authenticated(user): Authenticated,
     ClientIp(ip): ClientIp,
-    Path((client_id, tunnel_id)): Path<(String, String)>,
+    Path((agent_id, tunnel_id)): Path<(String, String)>,
     body: JsonBody<AclChange>,
 ) -> Result<StatusCode, ApiError> {
     check_client_access(
         &state,
         &user,
-        &client_id,
+        &agent_id,
         Role::Tunnels,
         "changing tunnel ACLs",
     )?;
@@ -499,9 +499,9 @@ pub async fn set_acl(
     let shown = acl
         .as_ref()
         .map_or_else(|| "none".to_owned(), ToString::to_string);
-    match state.tunnels.set_acl(&client_id, &tunnel_id, acl).await {
+    match state.tunnels.set_acl(&agent_id, &tunnel_id, acl).await {
         Ok(()) => {
-            let project = state.registry.project_of(&client_id);
+            let project = state.registry.project_of(&agent_id);
             let event = Event {
                 action: "tunnel.acl",
                 resource: &tunnel_id,
@@ -519,7 +519,7 @@ pub async fn set_acl(
             StatusCode::NOT_FOUND,
             "ERR_CODE_TUNNEL_NOT_FOUND",
             "Tunnel not found",
-            format!("client {client_id:?} has no live tunnel {tunnel_id:?}"),
+            format!("client {agent_id:?} has no live tunnel {tunnel_id:?}"),
         )),
         Err(err) => Err(ApiError::internal(err)),
     }

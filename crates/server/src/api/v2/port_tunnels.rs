@@ -39,7 +39,7 @@ fn port_tunnel_json(tunnel: &TunnelInfo, server_address: &str) -> Value {
     let record = &tunnel.record;
     json!({
         "port_tunnel_id": record.id,
-        "device_uuid": record.client_id,
+        "device_uuid": record.agent_id,
         "port": record.rport,
         "allowed_ip": record.options.acl,
         "server_address": server_address,
@@ -157,7 +157,7 @@ pub async fn open(
         ));
     }
     let request = TunnelRequest {
-        client_id: body.device_uuid.clone(),
+        agent_id: body.device_uuid.clone(),
         local: None,
         remote: Endpoint {
             host: DEFAULT_REMOTE_HOST.to_owned(),
@@ -178,7 +178,7 @@ pub async fn open(
     let created = state.tunnels.create(request).await;
     audit_creation(&state, &actor, &body.device_uuid, &target, &created).await;
     let tunnel = created.map_err(|err| match err {
-        TunnelError::ClientNotConnected(_) => ApiError::new(
+        TunnelError::AgentNotConnected(_) => ApiError::new(
             StatusCode::CONFLICT,
             "ERR_CODE_DEVICE_OFFLINE",
             "Device offline",
@@ -310,7 +310,7 @@ pub async fn close(
     }
     match state
         .tunnels
-        .close(&tunnel.record.client_id, &id, true)
+        .close(&tunnel.record.agent_id, &id, true)
         .await
     {
         Ok(()) => {
