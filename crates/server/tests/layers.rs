@@ -111,15 +111,15 @@ fn each_layer_uses_only_those_below_it_and_no_modules_use_each_other() {
                 m.first()
                     .and_then(|top| LAYERS.iter().position(|l| l == top))
             };
-            if let (Some(from), Some(to)) = (rank(module), rank(&target)) {
-                if to > from {
-                    problems.push(format!(
-                        "{}: `{path}`: {} may not use {}, a layer above it",
-                        file.display(),
-                        LAYERS[from],
-                        LAYERS[to]
-                    ));
-                }
+            if let (Some(from), Some(to)) = (rank(module), rank(&target))
+                && to > from
+            {
+                problems.push(format!(
+                    "{}: `{path}`: {} may not use {}, a layer above it",
+                    file.display(),
+                    LAYERS[from],
+                    LAYERS[to]
+                ));
             }
         }
     }
