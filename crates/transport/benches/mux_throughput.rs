@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use divan::counter::BytesCount;
-use rport_transport::ServerPin;
 use rport_transport::mux::{self, MuxConfig, MuxHandle, Role};
 use rport_transport::read_coalescing::ReadCoalescing;
+use rport_transport::tls::ServerPin;
 use rport_transport::tls::{self, ServerIdentity};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};

@@ -7,6 +7,3 @@ pub mod mux;
 pub mod read_coalescing;
 pub mod tls;
 mod write_queue;
-
-pub use mux::{IncomingStream, MuxConfig, MuxError, MuxHandle, MuxStream, Role, StreamError, pipe};
-pub use tls::{ServerIdentity, ServerPin};

@@ -18,7 +18,7 @@ async fn tcp_pair() -> (TcpStream, TcpStream) {
 
 /// A server-role session and an agent-role session connected to each other; the agent
 /// runs `serve` on every stream the server opens.
-async fn session_pair<F, Fut>(keep_alive: Duration, serve: F) -> rport_transport::MuxHandle
+async fn session_pair<F, Fut>(keep_alive: Duration, serve: F) -> rport_transport::mux::MuxHandle
 where
     F: Fn(MuxStream) -> Fut + Send + 'static,
     Fut: Future<Output = ()> + Send + 'static,
@@ -56,7 +56,7 @@ async fn echo(stream: MuxStream) {
 }
 
 /// The agent echoes every stream back.
-async fn echo_pair(keep_alive: Duration) -> rport_transport::MuxHandle {
+async fn echo_pair(keep_alive: Duration) -> rport_transport::mux::MuxHandle {
     session_pair(keep_alive, echo).await
 }
 
@@ -66,7 +66,7 @@ fn pattern(len: usize, seed: u8) -> Vec<u8> {
         .collect()
 }
 
-async fn round_trip(handle: &rport_transport::MuxHandle, len: usize, seed: u8) {
+async fn round_trip(handle: &rport_transport::mux::MuxHandle, len: usize, seed: u8) {
     let stream = handle.open_stream(Bytes::from_static(b"{}")).expect("open");
     let (mut reader, mut writer) = stream.split();
     let data = pattern(len, seed);
@@ -203,7 +203,7 @@ async fn pipe_propagates_half_close() {
 
 /// The agent reads every stream to the end, discarding it, then finishes its side:
 /// traffic flows one way only.
-async fn sink_pair(keep_alive: Duration) -> rport_transport::MuxHandle {
+async fn sink_pair(keep_alive: Duration) -> rport_transport::mux::MuxHandle {
     session_pair(keep_alive, |stream| async move {
         let (mut reader, mut writer) = stream.split();
         let _ = reader.copy_to(&mut tokio::io::sink()).await;
@@ -456,7 +456,7 @@ async fn a_stream_an_agent_opens_is_refused_by_the_server() {
         .await
         .expect("answered at once");
     match answer {
-        Err(rport_transport::StreamError::Reset(reason)) => {
+        Err(rport_transport::mux::StreamError::Reset(reason)) => {
             assert!(reason.contains("agents may not open streams"), "{reason}");
         }
         other => panic!("expected a reset, got {other:?}"),
@@ -522,7 +522,7 @@ struct Flood {
     taken: Option<usize>,
     /// The most the session held queued for the peer meanwhile.
     most_queued: usize,
-    session: rport_transport::MuxHandle,
+    session: rport_transport::mux::MuxHandle,
     peer: TcpStream,
     /// The part of the last batch the session did not take: the rest of a frame, maybe.
     unsent: Bytes,

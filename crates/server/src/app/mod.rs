@@ -10,7 +10,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use rport_protocol::Fingerprint;
-use rport_transport::ServerIdentity;
+use rport_transport::tls::ServerIdentity;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;

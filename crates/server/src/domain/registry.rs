@@ -11,7 +11,7 @@ use std::sync::{Arc, RwLock};
 use chrono::{DateTime, Utc};
 use rport_protocol::SystemInfo;
 use rport_store::{AgentRecord, Store, StoreError};
-use rport_transport::MuxHandle;
+use rport_transport::mux::MuxHandle;
 
 pub struct AgentEntry {
     pub record: AgentRecord,

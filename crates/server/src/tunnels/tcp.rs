@@ -72,7 +72,7 @@ async fn forward(
     };
     let stream = match session.handle.open_stream(open) {
         Ok(stream) => stream,
-        Err(rport_transport::MuxError::TooManyStreams(most)) => {
+        Err(rport_transport::mux::MuxError::TooManyStreams(most)) => {
             tunnel.refuse();
             tunnel.warn_full(peer, super::Full::Agent(most));
             tunnel.connection_closed(peer.ip(), 0, 0);
@@ -86,7 +86,7 @@ async fn forward(
     };
     let counters = stream.counter_handle();
     tokio::select! {
-        result = rport_transport::pipe(stream, socket) => {
+        result = rport_transport::mux::pipe(stream, socket) => {
             if let Err(err) = result {
                 tracing::debug!(tunnel = %tunnel.id(), "tunnel connection ended: {err}");
             }

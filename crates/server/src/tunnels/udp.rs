@@ -10,7 +10,7 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use rport_protocol::StreamProtocol;
 use rport_protocol::datagram::{self, DatagramDecoder};
-use rport_transport::MuxStream;
+use rport_transport::mux::MuxStream;
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;

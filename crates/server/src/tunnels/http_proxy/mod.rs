@@ -343,7 +343,7 @@ impl Connection {
         }
         let (near, far) = tokio::io::duplex(DEVICE_BUFFER);
         tokio::spawn(async move {
-            let _ = rport_transport::pipe(stream, far).await;
+            let _ = rport_transport::mux::pipe(stream, far).await;
         });
         let builder = hyper::client::conn::http1::Builder::new();
         let fail = |err: hyper::Error| format!("talking HTTP to the device: {err}");
