@@ -3,8 +3,6 @@
 //! concurrent connections with checksums and nothing leaked afterwards, a stalled reader
 //! beside a busy tunnel, two thousand stalled readers pinning bounded memory, rportd killed mid-transfer with its database and audit log intact.
 
-mod support;
-
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::Arc;
@@ -12,9 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use support::*;
-
-const ATTACH: Duration = Duration::from_secs(30);
+use crate::support::*;
 
 fn open_fds(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |dir| dir.count())

@@ -1,19 +1,13 @@
-//! End to end: real rportd and rport processes on loopback, the seed's story and its edges.
-
-mod support;
+//! End to end: the basic story (agents attach and are listed, the API logs in, tunnels
+//! carry data, the server restarts, crashes and stops) and its edges (wrong keys and
+//! credentials, damaged records, bad config).
 
 use std::net::TcpStream;
 use std::thread;
 use std::time::Duration;
 
+use crate::support::*;
 use serde_json::Value;
-use support::*;
-
-const ATTACH: Duration = Duration::from_secs(30);
-
-fn tempdir() -> tempfile::TempDir {
-    tempfile::tempdir().expect("tempdir")
-}
 
 #[test]
 fn agent_attaches_and_is_listed_with_its_facts() {

@@ -1,11 +1,9 @@
 //! End to end: bearer tokens expire, `DELETE /api/v1/logout` revokes one at once and for
 //! good, and `[api] max_token_lifetime` bounds what a login may ask for.
 
-mod support;
-
 use std::time::Duration;
 
-use support::*;
+use crate::support::*;
 
 fn token(server: &Rportd, query: &str) -> String {
     let (status, body) = server.request("GET", &format!("/api/v1/login{query}"));

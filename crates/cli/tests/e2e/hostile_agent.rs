@@ -4,23 +4,19 @@
 //! never registers a second client from one session, ignores what it does not expect,
 //! and keeps serving everyone else.
 
-mod support;
-
 use std::net::{SocketAddr, TcpListener};
 use std::time::Duration;
 
+use crate::support::*;
 use bytes::{Bytes, BytesMut};
 use rport_protocol::{ControlMessage, Frame, OpenRequest, RefuseCode, StreamProtocol, SystemInfo};
 use rport_transport::handshake;
 use rport_transport::mux::{self, MuxConfig, MuxHandle, Role};
 use rport_transport::tls::{self, ServerIdentity, ServerPin};
 use serde_json::Value;
-use support::*;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc::Receiver;
-
-const ATTACH: Duration = Duration::from_secs(30);
 
 fn facts(name: &str) -> SystemInfo {
     SystemInfo {

@@ -1,7 +1,7 @@
 //! Test harness: real `rportd` and `rport` processes on loopback, an HTTP client for the
 //! API, and an echo server as a tunnel target.
 
-#![allow(dead_code)] // each test binary uses a different part of the harness
+pub mod web;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -17,6 +17,24 @@ use serde_json::{Value, json};
 pub const AGENT_AUTH: &str = "agent1:agent-pass-1";
 pub const API_USER: &str = "admin";
 pub const API_PASSWORD: &str = "admin-pass-1";
+
+/// How long a test waits for an agent to attach, a state to change or a line to appear:
+/// generous, since the machine may be busy, and only reached when something is wrong.
+pub const ATTACH: Duration = Duration::from_secs(30);
+
+pub fn tempdir() -> tempfile::TempDir {
+    tempfile::tempdir().expect("tempdir")
+}
+
+/// The `code` of the first error in an API error envelope, or "".
+pub fn error_code(body: &Value) -> &str {
+    body["errors"][0]["code"].as_str().unwrap_or_default()
+}
+
+/// The `detail` of the first error in an API error envelope, or "".
+pub fn error_detail(body: &Value) -> &str {
+    body["errors"][0]["detail"].as_str().unwrap_or_default()
+}
 
 /// Polls `check` until it returns Some or `timeout` passes.
 pub fn wait_for<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Option<T>) -> T {

@@ -2,18 +2,12 @@
 //! finish, slowloris API clients, forged X-Forwarded-For, paths and queries crafted as ids,
 //! and fishing for secrets in every answer and log line.
 
-mod support;
-#[path = "support/web.rs"]
-mod web;
-
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
+use crate::support::*;
 use serde_json::{Value, json};
-use support::*;
-
-const ATTACH: Duration = Duration::from_secs(30);
 
 /// Waits until the peer closes `stream` (EOF or reset); returns how long that took, or
 /// `None` if it stayed open for `limit`.

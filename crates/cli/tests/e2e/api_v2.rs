@@ -1,27 +1,11 @@
 //! End to end: projects, and API v2's port tunnels (JFrog Connect's shape) on the same
 //! tunnels as v1.
 
-mod support;
-
 use std::net::TcpStream;
 use std::time::Duration;
 
+use crate::support::*;
 use serde_json::{Value, json};
-use support::*;
-
-const ATTACH: Duration = Duration::from_secs(30);
-
-fn tempdir() -> tempfile::TempDir {
-    tempfile::tempdir().expect("tempdir")
-}
-
-fn error_code(body: &Value) -> &str {
-    body["errors"][0]["code"].as_str().unwrap_or_default()
-}
-
-fn error_detail(body: &Value) -> &str {
-    body["errors"][0]["detail"].as_str().unwrap_or_default()
-}
 
 #[test]
 fn agents_belong_to_their_credentials_project() {

@@ -1,14 +1,8 @@
 //! End to end: the audit log records logins, tunnels and project changes with actor,
 //! actor type and address, and can be filtered and paged.
 
-mod support;
-
-use std::time::Duration;
-
+use crate::support::*;
 use serde_json::{Value, json};
-use support::*;
-
-const ATTACH: Duration = Duration::from_secs(30);
 
 fn entries(server: &Rportd, query: &str) -> (Vec<Value>, u64) {
     let (status, body) = server.request("GET", &format!("/api/v1/auditlog{query}"));

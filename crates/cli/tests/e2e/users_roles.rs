@@ -1,26 +1,12 @@
 //! End to end: users in the store, their roles per project enforced the same way on API v1
 //! and v2, `/api/v1/users`, `rportd user ...`, and RPort user files with bcrypt hashes.
 
-mod support;
-
 use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use crate::support::*;
 use serde_json::{Value, json};
-use support::*;
-
-fn tempdir() -> tempfile::TempDir {
-    tempfile::tempdir().expect("tempdir")
-}
-
-fn error_code(body: &Value) -> &str {
-    body["errors"][0]["code"].as_str().unwrap_or_default()
-}
-
-fn error_detail(body: &Value) -> &str {
-    body["errors"][0]["detail"].as_str().unwrap_or_default()
-}
 
 /// Creates a store user through the API as the bootstrap admin.
 fn add_user(server: &Rportd, name: &str, roles: Value) {

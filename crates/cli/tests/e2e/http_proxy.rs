@@ -4,31 +4,17 @@
 //! several tunnels on one port; the API over HTTPS; agents checking a configured server
 //! certificate against a CA.
 
-mod support;
-#[path = "support/web.rs"]
-mod web;
-
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
+use crate::support::web::{Web, get, request};
+use crate::support::*;
 use bytes::Bytes;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
-use support::*;
-use web::{Web, get, request};
-
-const ATTACH: Duration = Duration::from_secs(30);
 
 fn any_tls() -> std::sync::Arc<rustls::ClientConfig> {
     web::client_tls(&[&rustls::version::TLS13, &rustls::version::TLS12])
-}
-
-fn basic_header(user: &str, password: &str) -> String {
-    basic(user, password)
-}
-
-fn error_detail(body: &Value) -> &str {
-    body["errors"][0]["detail"].as_str().unwrap_or_default()
 }
 
 fn server_with_agent(dir: &std::path::Path, settings: &ServerSettings) -> (Rportd, Rport) {
@@ -61,7 +47,7 @@ fn a_web_server_on_the_device_through_the_proxy() {
         format!("https://127.0.0.1:{}", address.port())
     );
     let public_host = format!("127.0.0.1:{}", address.port());
-    let auth = basic_header("op", "proxy-pass-1");
+    let auth = basic("op", "proxy-pass-1");
 
     let mut client = web
         .connect(address, "localhost", None, any_tls())
@@ -72,7 +58,7 @@ fn a_web_server_on_the_device_through_the_proxy() {
         .expect("answer");
     assert_eq!(got.status, 401);
     assert!(got.header("www-authenticate").starts_with("Basic"));
-    let wrong = basic_header("op", "proxy-pass-2");
+    let wrong = basic("op", "proxy-pass-2");
     let got = web
         .send(
             &mut client,
@@ -534,7 +520,7 @@ fn guessing_a_proxy_password_gets_the_address_banned_for_a_while() {
         .connect(address, "localhost", None, any_tls())
         .expect("TLS");
     let mut ask = |password: &str| {
-        let auth = basic_header("op", password);
+        let auth = basic("op", password);
         web.send(
             &mut client,
             get(&host, "/hello", &[("authorization", &auth)]),

@@ -3,8 +3,6 @@
 //! in SNI and can speak WebSocket. Both run on a tokio runtime of their own, so the tests
 //! stay synchronous like the others.
 
-#![allow(dead_code)]
-
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;

@@ -1,13 +1,9 @@
 //! End to end: failed logins get an address banned for a while, on the API and on the
 //! agent listener, and the ban ends by itself.
 
-mod support;
-
 use std::time::{Duration, Instant};
 
-use support::*;
-
-const ATTACH: Duration = Duration::from_secs(30);
+use crate::support::*;
 
 #[test]
 fn api_logins_are_banned_after_too_many_failures_and_recover() {

@@ -1,21 +1,13 @@
 //! End to end: every tunnel parameter and error code, the agent's allow-list and its own
 //! tunnels, UDP, and tunnels that outlive agent disconnects and server crashes.
 
-mod support;
-
 use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv6Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use crate::support::*;
 use serde_json::{Value, json};
-use support::*;
-
-const ATTACH: Duration = Duration::from_secs(30);
-
-fn tempdir() -> tempfile::TempDir {
-    tempfile::tempdir().expect("tempdir")
-}
 
 /// A server with one connected agent, `client-1`.
 fn server_with_agent(dir: &std::path::Path, extra_server: &str) -> (Rportd, Rport) {
@@ -33,10 +25,6 @@ fn server_with_agent(dir: &std::path::Path, extra_server: &str) -> (Rportd, Rpor
 
 fn put_tunnel(server: &Rportd, query: &str) -> (u16, Value) {
     server.request("PUT", &format!("/api/v1/clients/client-1/tunnels?{query}"))
-}
-
-fn error_code(body: &Value) -> &str {
-    body["errors"][0]["code"].as_str().unwrap_or_default()
 }
 
 fn id(tunnel: &Value) -> String {

@@ -1,0 +1,15 @@
+//! End to end: real `rportd` and `rport` processes on loopback, one module per area, in
+//! one test binary so the harness in `support` is compiled once.
+
+mod api_v2;
+mod audit_log;
+mod basics;
+mod brute_force;
+mod faults;
+mod hostile_agent;
+mod hostile_input;
+mod http_proxy;
+mod sessions;
+mod support;
+mod tunnel_controls;
+mod users_roles;
