@@ -282,10 +282,16 @@ fn tunnel_carries_mebibytes_both_ways_on_fifty_connections_and_closes_on_delete(
 #[test]
 fn tunnel_requests_are_validated() {
     let dir = tempdir();
+    // Two ports the kernel calls free, held until used so that no other test's server
+    // takes them: the tunnel asks for the first, a squatter keeps the second.
+    let asked = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let squatter = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = |l: &std::net::TcpListener| l.local_addr().expect("address").port();
+    let (wanted, busy) = (port(&asked), port(&squatter));
     let server = Rportd::start_with(
         dir.path(),
         &ServerSettings {
-            used_ports: "31000-31099".into(),
+            used_ports: format!("{}-{}", wanted.min(busy), wanted.max(busy)),
             ..Default::default()
         },
     );
@@ -312,29 +318,29 @@ fn tunnel_requests_are_validated() {
     assert_eq!(status, 404);
 
     // A given local port is used as asked; asking again for it is a conflict.
+    drop(asked);
     let tunnel = server.open_tunnel(
         "c1",
-        "remote=22&check_port=0&local=127.0.0.1:31050&name=ssh%20box",
+        &format!("remote=22&check_port=0&local=127.0.0.1:{wanted}&name=ssh%20box"),
     );
-    assert_eq!(tunnel["lport"], "31050");
+    assert_eq!(tunnel["lport"], wanted.to_string());
     assert_eq!(tunnel["lhost"], "127.0.0.1");
     assert_eq!(tunnel["lport_random"], false);
     assert_eq!(tunnel["scheme"], "ssh");
     assert_eq!(tunnel["name"], "ssh box");
     expect_error(
-        "remote=23&check_port=0&local=127.0.0.1:31050",
+        &format!("remote=23&check_port=0&local=127.0.0.1:{wanted}"),
         400,
         "ERR_CODE_TUNNEL_EXIST",
     );
-    // A port another program holds is busy. (Ports below 32768 are never a connection's
-    // ephemeral source port, so nothing else takes these by chance.)
-    let _squatter = std::net::TcpListener::bind("127.0.0.1:31051").expect("bind");
+    // A port another program holds is busy.
     let body = expect_error(
-        "remote=23&check_port=0&local=127.0.0.1:31051",
+        &format!("remote=23&check_port=0&local=127.0.0.1:{busy}"),
         409,
         "ERR_CODE_LOCAL_PORT_IN_USE",
     );
-    assert!(body.to_string().contains("31051"), "{body}");
+    assert!(body.to_string().contains(&busy.to_string()), "{body}");
+    drop(squatter);
 }
 
 #[test]

@@ -334,6 +334,7 @@ fn huge(a: u8, i: usize, len: usize) -> String {
 
 #[test]
 fn a_flood_of_huge_user_names_and_tokens_costs_the_server_next_to_nothing() {
+    let _heavy = heavy();
     let dir = tempfile::tempdir().expect("tempdir");
     // A limit above what any one address sends: every request that gets through to the
     // login check is a failure counted, audited and logged, none is cut short by a ban.

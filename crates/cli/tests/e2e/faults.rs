@@ -67,6 +67,7 @@ fn server_with_agent(dir: &std::path::Path) -> (Rportd, Rport) {
 
 #[test]
 fn a_thousand_concurrent_connections_lose_nothing_and_leak_nothing() {
+    let _heavy = heavy();
     let dir = tempfile::tempdir().expect("tempdir");
     let (server, agent) = server_with_agent(dir.path());
     let echo = echo_server();
@@ -142,6 +143,7 @@ fn never_reading_target() -> SocketAddr {
 
 #[test]
 fn a_stalled_reader_neither_slows_another_tunnel_nor_grows_memory() {
+    let _heavy = heavy();
     let dir = tempfile::tempdir().expect("tempdir");
     let (server, agent) = server_with_agent(dir.path());
     let stalled = server.open_tunnel("c1", &format!("remote={}", never_reading_target().port()));
@@ -287,6 +289,7 @@ fn send_queue_mib(port: u16) -> f64 {
 
 #[test]
 fn two_thousand_stalled_readers_pin_bounded_memory_and_release_it() {
+    let _heavy = heavy();
     // The test holds both ends of every connection (clients and device), rportd and the
     // agent one each.
     if let Ok((soft, _)) = rport_transport::fd_limit::raise_nofile_limit() {

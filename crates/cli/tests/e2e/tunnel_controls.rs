@@ -872,6 +872,7 @@ fn after_a_crash_tunnels_come_back_on_the_same_port() {
 /// a few of them (their DATA overtook their OPEN inside the server), and those hung.
 #[test]
 fn a_thousand_connections_opened_at_once_are_all_carried() {
+    let _heavy = heavy();
     let dir = tempdir();
     let (server, _agent) = server_with_agent(dir.path(), "");
     let echo = echo_server();

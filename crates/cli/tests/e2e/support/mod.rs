@@ -864,3 +864,12 @@ pub fn start_agent(server: &Rportd, id: &str, auth: &str, data_dir: &Path) -> Rp
         &server.agent_address.to_string(),
     ])
 }
+
+/// Taken by the tests that load the whole machine (a thousand connections at once,
+/// thousands of stalled readers, floods of requests), so that in the one test binary they
+/// run one at a time, as they did when each had a binary of its own: one's load must not
+/// starve another's deadlines.
+pub fn heavy() -> std::sync::MutexGuard<'static, ()> {
+    static HEAVY: Mutex<()> = Mutex::new(());
+    HEAVY.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
