@@ -871,5 +871,7 @@ pub fn start_agent(server: &Rportd, id: &str, auth: &str, data_dir: &Path) -> Rp
 /// starve another's deadlines.
 pub fn heavy() -> std::sync::MutexGuard<'static, ()> {
     static HEAVY: Mutex<()> = Mutex::new(());
-    HEAVY.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    HEAVY
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
