@@ -131,7 +131,8 @@ pub trait Store: Send + Sync + 'static {
     /// Newest first.
     async fn list_tunnels(&self, filter: &TunnelFilter) -> Result<Vec<TunnelRecord>, StoreError>;
     /// Adds what a live tunnel carried since its last flush to its counters, and notes
-    /// when it was last active; nothing else in its row changes. Returns whether it exists.
+    /// when it was last active (never moving that back in time, whoever writes);
+    /// nothing else in its row changes. Returns whether it exists.
     async fn add_tunnel_counters(
         &self,
         id: &str,

@@ -699,7 +699,8 @@ impl Store for SqliteStore {
             Ok(conn.execute(
                 "UPDATE tunnels SET connections = connections + ?2, \
                  connections_refused = connections_refused + ?3, bytes_in = bytes_in + ?4, \
-                 bytes_out = bytes_out + ?5, last_active_at = ?6 WHERE id = ?1",
+                 bytes_out = bytes_out + ?5, \
+                 last_active_at = MAX(COALESCE(last_active_at, ?6), ?6) WHERE id = ?1",
                 params![
                     id,
                     delta.connections as i64,

@@ -115,6 +115,15 @@ pub async fn counter_deltas_add_up_and_change_nothing_else(store: Arc<dyn Store>
     expected.last_active_at = got.last_active_at;
     assert_eq!(got, expected, "nothing else changed");
 
+    // A flush that comes late does not move the last activity back.
+    let earlier = at - chrono::Duration::seconds(60);
+    store
+        .add_tunnel_counters("t1", TunnelCounters::default(), earlier)
+        .await
+        .expect("add");
+    let got = store.get_tunnel("t1").await.expect("get").expect("present");
+    assert_eq!(got.last_active_at, Some(at), "last activity kept");
+
     // Counters are full u64s.
     let mut big = tunnel("big", "a");
     big.counters = TunnelCounters {
