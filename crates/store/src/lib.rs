@@ -79,11 +79,14 @@ impl DatabaseSettings {
     /// Where the state is, for messages that send the operator there.
     pub fn location(&self, data_dir: &Path) -> String {
         match self {
-            Self::Sqlite { path } => path
-                .clone()
-                .unwrap_or_else(|| default_db_path(data_dir))
-                .display()
-                .to_string(),
+            Self::Sqlite { .. } => self.sqlite_file(data_dir).display().to_string(),
+        }
+    }
+
+    /// The SQLite file: `db_name`, else `rportd.db` in the data dir.
+    fn sqlite_file(&self, data_dir: &Path) -> PathBuf {
+        match self {
+            Self::Sqlite { path } => path.clone().unwrap_or_else(|| default_db_path(data_dir)),
         }
     }
 }
@@ -94,8 +97,8 @@ pub async fn open(
     data_dir: &Path,
 ) -> Result<Arc<dyn Store>, StoreError> {
     match settings {
-        DatabaseSettings::Sqlite { path } => {
-            let path = path.clone().unwrap_or_else(|| default_db_path(data_dir));
+        DatabaseSettings::Sqlite { .. } => {
+            let path = settings.sqlite_file(data_dir);
             let store = tokio::task::spawn_blocking(move || SqliteStore::open(&path))
                 .await
                 .map_err(|err| StoreError::Backend(Box::new(err)))??;
@@ -112,7 +115,7 @@ pub fn default_db_path(data_dir: &Path) -> PathBuf {
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// Inserts or replaces an agent's record.
-    async fn upsert_agent(&self, client: &AgentRecord) -> Result<(), StoreError>;
+    async fn upsert_agent(&self, agent: &AgentRecord) -> Result<(), StoreError>;
     async fn mark_agent_disconnected(&self, id: &str, at: DateTime<Utc>) -> Result<(), StoreError>;
     /// Every connected agent becomes disconnected at `at` (server start after a crash or stop).
     async fn mark_all_disconnected(&self, at: DateTime<Utc>) -> Result<(), StoreError>;
@@ -163,7 +166,7 @@ pub trait Store: Send + Sync + 'static {
     /// Returns false when a project with that key exists already.
     async fn insert_project(&self, project: &ProjectRecord) -> Result<bool, StoreError>;
     /// Deletes the project and every user's role in it, in one transaction, unless a
-    /// client or a managed agent credential still belongs to it.
+    /// agent or a managed agent credential still belongs to it.
     async fn delete_project_if_empty(&self, key: &str) -> Result<ProjectRemoval, StoreError>;
 
     async fn insert_audit(&self, entry: &AuditRecord) -> Result<(), StoreError>;

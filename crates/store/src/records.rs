@@ -229,7 +229,7 @@ pub enum UserWrite {
 pub enum ProjectRemoval {
     Deleted,
     NotFound,
-    /// Refused: this many clients belong to it.
+    /// Refused: this many agents belong to it.
     HasAgents(u64),
     /// Refused: managed agent credentials bind agents to it.
     HasAgentCredentials,
@@ -268,7 +268,7 @@ pub struct AuditRecord {
     pub actor_ip: Option<String>,
     /// `login`, `tunnel.create`, `tunnel.close`, `project.create`, ...
     pub action: String,
-    /// What it acted on: a tunnel id, a project key, a client id.
+    /// What it acted on: a tunnel id, a project key, an agent id.
     pub resource: String,
     pub project: Option<String>,
     /// `success` or `failure`.

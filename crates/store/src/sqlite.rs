@@ -561,9 +561,9 @@ fn insert_tunnel_row(conn: &Connection, t: &TunnelRecord) -> Result<(), StoreErr
 
 #[async_trait]
 impl Store for SqliteStore {
-    async fn upsert_agent(&self, client: &AgentRecord) -> Result<(), StoreError> {
-        let c = client.clone();
-        let info = serde_json::to_string(&c.info).map_err(|err| corrupt("client facts", err))?;
+    async fn upsert_agent(&self, agent: &AgentRecord) -> Result<(), StoreError> {
+        let c = agent.clone();
+        let info = serde_json::to_string(&c.info).map_err(|err| corrupt("agent facts", err))?;
         self.run(move |conn| {
             conn.execute(
                 "INSERT OR REPLACE INTO clients \

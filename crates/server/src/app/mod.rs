@@ -130,7 +130,7 @@ impl Server {
         let store = rport_store::open(&config.database, &config.server.data_dir)
             .await
             .map_err(|err| damaged(&config, err))?;
-        Self::with_store(config, store).await
+        Self::load(config, store).await
     }
 
     /// Loads the state from `store` and prepares every part, binding nothing: in-process
@@ -139,8 +139,13 @@ impl Server {
         config: ServerConfig,
         store: Arc<dyn Store>,
     ) -> Result<Self, StartError> {
+        create_data_dir(&config.server.data_dir)?;
+        Self::load(config, store).await
+    }
+
+    /// Everything after the data dir exists and the store is open.
+    async fn load(config: ServerConfig, store: Arc<dyn Store>) -> Result<Self, StartError> {
         let data_dir = config.server.data_dir.clone();
-        create_data_dir(&data_dir)?;
         let damaged = |err| damaged(&config, err);
         let identity = match &config.server.tls {
             None => ServerIdentity::load_or_create(&data_dir)?,
