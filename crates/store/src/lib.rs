@@ -1,8 +1,9 @@
 //! Persistent state of rportd (agents, tunnels, API users, settings) behind one interface.
 //!
-//! The server only talks to [`Store`]; [`SqliteStore`] is the single-server backend. A
-//! PostgreSQL backend for several servers can implement the same trait later.
+//! The server only talks to [`Store`]; [`SqliteStore`] is the single-server backend,
+//! [`PostgresStore`] the one several servers share.
 
+mod postgres;
 mod records;
 mod sqlite;
 
@@ -12,6 +13,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
+pub use postgres::{POOL_SIZE as POSTGRES_POOL_SIZE, PostgresStore, PostgresUrl};
 pub use records::{
     AdminGuard, AgentCredentialRecord, AgentRecord, ApiTokenRecord, AuditFilter, AuditRecord,
     DEFAULT_PROJECT, ProjectRecord, ProjectRemoval, TunnelCounters, TunnelFilter, TunnelOptions,
@@ -64,6 +66,8 @@ pub fn unavailable_reason<'a>(err: &'a (dyn std::error::Error + 'static)) -> Opt
 pub enum DatabaseSettings {
     /// One SQLite file; `None` means `rportd.db` in the data dir.
     Sqlite { path: Option<PathBuf> },
+    /// A PostgreSQL database that several servers may share; `Debug` masks its password.
+    Postgres { url: PostgresUrl },
 }
 
 impl Default for DatabaseSettings {
@@ -74,19 +78,13 @@ impl Default for DatabaseSettings {
 
 impl DatabaseSettings {
     /// The values of `db_type` there is a backend for.
-    pub const DB_TYPES: &[&str] = &["sqlite"];
+    pub const DB_TYPES: &[&str] = &["sqlite", "postgres"];
 
     /// Where the state is, for messages that send the operator there.
     pub fn location(&self, data_dir: &Path) -> String {
         match self {
-            Self::Sqlite { .. } => self.sqlite_file(data_dir).display().to_string(),
-        }
-    }
-
-    /// The SQLite file: `db_name`, else `rportd.db` in the data dir.
-    fn sqlite_file(&self, data_dir: &Path) -> PathBuf {
-        match self {
-            Self::Sqlite { path } => path.clone().unwrap_or_else(|| default_db_path(data_dir)),
+            Self::Sqlite { path } => sqlite_file(path.as_deref(), data_dir).display().to_string(),
+            Self::Postgres { url } => url.masked(),
         }
     }
 }
@@ -97,14 +95,20 @@ pub async fn open(
     data_dir: &Path,
 ) -> Result<Arc<dyn Store>, StoreError> {
     match settings {
-        DatabaseSettings::Sqlite { .. } => {
-            let path = settings.sqlite_file(data_dir);
+        DatabaseSettings::Sqlite { path } => {
+            let path = sqlite_file(path.as_deref(), data_dir);
             let store = tokio::task::spawn_blocking(move || SqliteStore::open(&path))
                 .await
                 .map_err(|err| StoreError::Backend(Box::new(err)))??;
             Ok(Arc::new(store))
         }
+        DatabaseSettings::Postgres { url } => Ok(Arc::new(PostgresStore::open(url).await?)),
     }
+}
+
+/// The SQLite file: `db_name`, else `rportd.db` in the data dir.
+fn sqlite_file(path: Option<&Path>, data_dir: &Path) -> PathBuf {
+    path.map_or_else(|| default_db_path(data_dir), Path::to_owned)
 }
 
 /// The database file inside a data dir.

@@ -295,15 +295,15 @@ fn move_agent_credentials(tx: &rusqlite::Transaction<'_>) -> Result<(), StoreErr
     Ok(())
 }
 
-fn millis(time: DateTime<Utc>) -> i64 {
+pub(crate) fn millis(time: DateTime<Utc>) -> i64 {
     time.timestamp_millis()
 }
 
-fn from_millis(value: Option<i64>) -> Option<DateTime<Utc>> {
+pub(crate) fn from_millis(value: Option<i64>) -> Option<DateTime<Utc>> {
     value.and_then(|ms| Utc.timestamp_millis_opt(ms).single())
 }
 
-fn corrupt(what: &str, reason: impl ToString) -> StoreError {
+pub(crate) fn corrupt(what: &str, reason: impl ToString) -> StoreError {
     StoreError::Corrupt {
         what: what.to_owned(),
         reason: reason.to_string(),
@@ -414,7 +414,7 @@ fn tunnel_from_row(row: &Row<'_>) -> rusqlite::Result<(TunnelRecord, String)> {
     Ok((record, options))
 }
 
-fn finish_tunnel((mut record, options): (TunnelRecord, String)) -> TunnelRecord {
+pub(crate) fn finish_tunnel((mut record, options): (TunnelRecord, String)) -> TunnelRecord {
     match serde_json::from_str(&options) {
         Ok(options) => record.options = options,
         Err(err) => {

@@ -1,7 +1,8 @@
 //! The contract of every `Store` method, written once for all backends. Each check is a
 //! generic `async fn` given a fresh, empty store; `conformance!` runs every check against
-//! one backend as its own test. SQLite runs now; another backend is one more line at the
-//! bottom, with a function that opens a fresh store of it.
+//! one backend as its own test: SQLite, and PostgreSQL (a throwaway server for this test
+//! binary, a database per check). Another backend is one more line at the bottom, with a
+//! function that opens a fresh store of it.
 
 mod clients;
 mod concurrency;
@@ -74,4 +75,22 @@ async fn sqlite() -> Fresh {
     }
 }
 
+/// A database of its own on the throwaway server this test binary shares.
+async fn postgres() -> Fresh {
+    let server = rport_test_postgres::TempPostgres::shared().expect("PostgreSQL for tests");
+    let url = server
+        .create_unique_database("conformance")
+        .expect("a database");
+    let url = rport_store::PostgresUrl::parse(&url).expect("the harness's URL");
+    let settings = rport_store::DatabaseSettings::Postgres { url };
+    let store = rport_store::open(&settings, std::path::Path::new("unused"))
+        .await
+        .expect("open PostgreSQL");
+    Fresh {
+        store,
+        _keep: Box::new(()),
+    }
+}
+
 conformance!(sqlite, crate::sqlite);
+conformance!(postgres, crate::postgres);

@@ -1,0 +1,905 @@
+//! PostgreSQL backend, for several rportd nodes sharing one database: the same records
+//! and rules as the SQLite backend, over a bounded pool of connections.
+//!
+//! The driver is tokio-postgres with the deadpool-postgres pool: async all the way (no
+//! blocking thread per query), SQL checked when it runs, so building rportd needs no
+//! database (as sqlx's compile-time checks would), and statements prepared once per
+//! connection.
+
+mod error;
+mod rows;
+mod schema;
+mod url;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use deadpool_postgres::{
+    Client, GenericClient, Manager, ManagerConfig, Pool, RecyclingMethod, Runtime,
+};
+use tokio_postgres::Row;
+use tokio_postgres::types::ToSql;
+
+use self::error::PgError;
+use self::rows::TUNNEL_COLUMNS;
+pub use self::url::PostgresUrl;
+use crate::sqlite::{corrupt, millis};
+use crate::{
+    AdminGuard, AgentCredentialRecord, AgentRecord, ApiTokenRecord, AuditFilter, AuditRecord,
+    ProjectRecord, ProjectRemoval, Store, StoreError, TunnelCounters, TunnelFilter, TunnelOptions,
+    TunnelRecord, TunnelStatus, UserRecord, UserWrite,
+};
+
+/// Connections one rportd holds at most. Each query holds one only while it runs, so 16
+/// carry far more than 16 agents; PostgreSQL's default `max_connections` (100) leaves
+/// room for five nodes and the operator's own tools.
+pub const POOL_SIZE: usize = 16;
+/// How long a query waits for a free connection before the database counts as unavailable.
+const WAIT_TIMEOUT: Duration = Duration::from_secs(30);
+/// Opening a connection (after the URL's `connect_timeout`, 10 s unless set).
+const CREATE_TIMEOUT: Duration = Duration::from_secs(15);
+/// Checking an idle connection before it is handed out again.
+const RECYCLE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Runs of one piece of work that PostgreSQL rolled back for clashing with another
+/// transaction (serialization failure, deadlock) before the error goes to the caller.
+const ATTEMPTS: u32 = 5;
+
+/// Runs `$body` with `$client`, a connection from the pool, again when [`PostgresStore::settle`]
+/// says so; the body's `?` ends only the attempt. A macro rather than a function taking an
+/// async closure, because the futures `async_trait` returns must be `Send`, which the
+/// compiler cannot yet prove for an async closure over a borrowed connection.
+macro_rules! with_client {
+    ($store:expr, |$client:ident| $body:expr) => {{
+        let store: &PostgresStore = $store;
+        let mut attempt = 1;
+        loop {
+            let outcome: Result<_, PgError> = async {
+                let mut pooled = store.pool.get().await?;
+                #[allow(unused_mut)]
+                let $client: &mut Client = &mut pooled;
+                $body
+            }
+            .await;
+            if let Some(result) = store.settle(outcome, &mut attempt).await {
+                break result;
+            }
+        }
+    }};
+}
+
+pub struct PostgresStore {
+    pool: Pool,
+    /// `HOST:PORT`, for messages that send the operator there.
+    endpoint: String,
+    database: String,
+}
+
+impl PostgresStore {
+    /// Connects, and brings the schema up to date (or refuses a newer one).
+    pub async fn open(url: &PostgresUrl) -> Result<Self, StoreError> {
+        let manager = Manager::from_config(
+            url.config().clone(),
+            tls(url)?,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(POOL_SIZE)
+            .runtime(Runtime::Tokio1)
+            .wait_timeout(Some(WAIT_TIMEOUT))
+            .create_timeout(Some(CREATE_TIMEOUT))
+            .recycle_timeout(Some(RECYCLE_TIMEOUT))
+            .build()
+            .map_err(|err| StoreError::Backend(Box::new(err)))?;
+        let store = Self {
+            pool,
+            endpoint: url.endpoint(),
+            database: url
+                .config()
+                .get_dbname()
+                .or(url.config().get_user())
+                .unwrap_or_default()
+                .to_owned(),
+        };
+        with_client!(&store, |client| schema::migrate(client).await)?;
+        Ok(store)
+    }
+
+    /// What one attempt of `with_client!` came to: the result for the caller, or `None`
+    /// to run the work again, when PostgreSQL rolled it back for clashing with another
+    /// transaction and attempts are left.
+    async fn settle<T>(
+        &self,
+        outcome: Result<T, PgError>,
+        attempt: &mut u32,
+    ) -> Option<Result<T, StoreError>> {
+        match outcome {
+            Err(err) if err.is_retryable() && *attempt < ATTEMPTS => {
+                tracing::debug!("PostgreSQL rolled back a transaction; trying again");
+                tokio::time::sleep(Duration::from_millis(5 << *attempt)).await;
+                *attempt += 1;
+                None
+            }
+            outcome => {
+                Some(outcome.map_err(|err| err.into_store_error(&self.endpoint, &self.database)))
+            }
+        }
+    }
+}
+
+/// TLS for connections that ask for it (`sslmode`), checking the server's certificate
+/// against the system's roots.
+fn tls(url: &PostgresUrl) -> Result<tokio_postgres_rustls::MakeRustlsConnect, StoreError> {
+    let mut roots = rustls::RootCertStore::empty();
+    if url.uses_tls() {
+        let found = rustls_native_certs::load_native_certs();
+        for err in &found.errors {
+            tracing::debug!("reading system CA certificates: {err}");
+        }
+        let (added, _) = roots.add_parsable_certificates(found.certs);
+        if added == 0 {
+            return Err(StoreError::Unavailable {
+                reason: format!(
+                    "this system has no CA certificates to check PostgreSQL at {} with \
+                     (install ca-certificates, or set sslmode=disable on a trusted network)",
+                    url.endpoint()
+                ),
+                source: "no system root certificates".into(),
+            });
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|err| StoreError::Backend(Box::new(err)))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(tokio_postgres_rustls::MakeRustlsConnect::new(config))
+}
+
+type Params<'a> = [&'a (dyn ToSql + Sync)];
+
+/// Statements are prepared once per connection and kept.
+async fn execute(
+    client: &impl GenericClient,
+    sql: &str,
+    params: &Params<'_>,
+) -> Result<u64, PgError> {
+    let statement = client.prepare_cached(sql).await?;
+    Ok(client.execute(&statement, params).await?)
+}
+
+async fn query(
+    client: &impl GenericClient,
+    sql: &str,
+    params: &Params<'_>,
+) -> Result<Vec<Row>, PgError> {
+    let statement = client.prepare_cached(sql).await?;
+    Ok(client.query(&statement, params).await?)
+}
+
+async fn query_opt(
+    client: &impl GenericClient,
+    sql: &str,
+    params: &Params<'_>,
+) -> Result<Option<Row>, PgError> {
+    let statement = client.prepare_cached(sql).await?;
+    Ok(client.query_opt(&statement, params).await?)
+}
+
+async fn query_one(
+    client: &impl GenericClient,
+    sql: &str,
+    params: &Params<'_>,
+) -> Result<Row, PgError> {
+    let statement = client.prepare_cached(sql).await?;
+    Ok(client.query_one(&statement, params).await?)
+}
+
+fn each<T>(rows: Vec<Row>, read: fn(&Row) -> Result<T, PgError>) -> Result<Vec<T>, PgError> {
+    rows.iter().map(read).collect()
+}
+
+/// Fills in the roles of users read from the `users` table.
+async fn with_roles(client: &impl GenericClient, users: &mut [UserRecord]) -> Result<(), PgError> {
+    let names: Vec<&str> = users.iter().map(|u| u.username.as_str()).collect();
+    let rows = query(
+        client,
+        "SELECT username, project, role FROM user_roles WHERE username = ANY($1)",
+        &[&names],
+    )
+    .await?;
+    let mut roles: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
+    for row in rows {
+        roles
+            .entry(row.try_get("username")?)
+            .or_default()
+            .insert(row.try_get("project")?, row.try_get("role")?);
+    }
+    for user in users {
+        user.roles = roles.remove(&user.username).unwrap_or_default();
+    }
+    Ok(())
+}
+
+async fn write_user(tx: &impl GenericClient, u: &UserRecord) -> Result<(), PgError> {
+    execute(
+        tx,
+        "INSERT INTO users (username, password_hash, is_admin, created_at) \
+         VALUES ($1, $2, $3, $4) ON CONFLICT (username) DO UPDATE SET \
+         password_hash = EXCLUDED.password_hash, is_admin = EXCLUDED.is_admin, \
+         created_at = EXCLUDED.created_at",
+        &[
+            &u.username,
+            &u.password_hash,
+            &u.is_admin,
+            &millis(u.created_at),
+        ],
+    )
+    .await?;
+    write_roles(tx, u).await
+}
+
+async fn write_roles(tx: &impl GenericClient, u: &UserRecord) -> Result<(), PgError> {
+    execute(
+        tx,
+        "DELETE FROM user_roles WHERE username = $1",
+        &[&u.username],
+    )
+    .await?;
+    for (project, role) in &u.roles {
+        execute(
+            tx,
+            "INSERT INTO user_roles (username, project, role) VALUES ($1, $2, $3)",
+            &[&u.username, project, role],
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// Takes the write lock on `users` that SQLite's immediate transactions take on the whole
+/// file: changes to users wait for each other, so a check and its act see the same admins.
+async fn lock_users(tx: &impl GenericClient) -> Result<(), PgError> {
+    execute(tx, "LOCK TABLE users IN SHARE ROW EXCLUSIVE MODE", &[]).await?;
+    Ok(())
+}
+
+/// Whether a change that takes `username`'s administrator right away (`removes_admin`)
+/// may go ahead: the user must exist and, with [`AdminGuard::KeepOne`], another
+/// administrator must remain. Read inside the caller's transaction, after [`lock_users`].
+async fn admin_guarded(
+    tx: &impl GenericClient,
+    username: &str,
+    guard: AdminGuard,
+    removes_admin: bool,
+) -> Result<UserWrite, PgError> {
+    let Some(row) = query_opt(
+        tx,
+        "SELECT is_admin FROM users WHERE username = $1",
+        &[&username],
+    )
+    .await?
+    else {
+        return Ok(UserWrite::NotFound);
+    };
+    let is_admin: bool = row.try_get(0)?;
+    if is_admin && removes_admin && guard == AdminGuard::KeepOne {
+        let others: i64 = query_one(
+            tx,
+            "SELECT COUNT(*) FROM users WHERE is_admin AND username <> $1",
+            &[&username],
+        )
+        .await?
+        .try_get(0)?;
+        if others == 0 {
+            return Ok(UserWrite::LastAdmin);
+        }
+    }
+    Ok(UserWrite::Done)
+}
+
+fn options_json(id: &str, options: &TunnelOptions) -> Result<String, StoreError> {
+    serde_json::to_string(options).map_err(|err| corrupt(&format!("tunnel {id} options"), err))
+}
+
+#[async_trait]
+impl Store for PostgresStore {
+    async fn upsert_agent(&self, agent: &AgentRecord) -> Result<(), StoreError> {
+        let c = agent;
+        let info = serde_json::to_string(&c.info).map_err(|err| corrupt("agent facts", err))?;
+        with_client!(self, |client| {
+            execute(
+                client,
+                "INSERT INTO clients \
+                 (id, auth_id, info, address, connected, connected_at, disconnected_at, project) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (id) DO UPDATE SET \
+                 auth_id = EXCLUDED.auth_id, info = EXCLUDED.info, address = EXCLUDED.address, \
+                 connected = EXCLUDED.connected, connected_at = EXCLUDED.connected_at, \
+                 disconnected_at = EXCLUDED.disconnected_at, project = EXCLUDED.project",
+                &[
+                    &c.id,
+                    &c.auth_id,
+                    &info,
+                    &c.address,
+                    &c.connected,
+                    &c.connected_at.map(millis),
+                    &c.disconnected_at.map(millis),
+                    &c.project,
+                ],
+            )
+            .await?;
+            Ok(())
+        })
+    }
+
+    async fn mark_agent_disconnected(&self, id: &str, at: DateTime<Utc>) -> Result<(), StoreError> {
+        with_client!(self, |client| {
+            execute(
+                client,
+                "UPDATE clients SET connected = FALSE, disconnected_at = $2 WHERE id = $1",
+                &[&id, &millis(at)],
+            )
+            .await?;
+            Ok(())
+        })
+    }
+
+    async fn mark_all_disconnected(&self, at: DateTime<Utc>) -> Result<(), StoreError> {
+        with_client!(self, |client| {
+            execute(
+                client,
+                "UPDATE clients SET connected = FALSE, disconnected_at = $1 WHERE connected",
+                &[&millis(at)],
+            )
+            .await?;
+            Ok(())
+        })
+    }
+
+    async fn list_agents(&self) -> Result<Vec<AgentRecord>, StoreError> {
+        with_client!(self, |client| {
+            let rows = query(client, "SELECT * FROM clients ORDER BY id", &[]).await?;
+            each(rows, rows::agent)
+        })
+    }
+
+    async fn delete_agent(&self, id: &str) -> Result<bool, StoreError> {
+        with_client!(self, |client| {
+            Ok(execute(client, "DELETE FROM clients WHERE id = $1", &[&id]).await? > 0)
+        })
+    }
+
+    async fn purge_agents_disconnected_before(
+        &self,
+        cutoff: DateTime<Utc>,
+    ) -> Result<Vec<String>, StoreError> {
+        with_client!(self, |client| {
+            let rows = query(
+                client,
+                "DELETE FROM clients WHERE NOT connected AND disconnected_at < $1 RETURNING id",
+                &[&millis(cutoff)],
+            )
+            .await?;
+            rows.iter()
+                .map(|row| Ok(row.try_get(0)?))
+                .collect::<Result<Vec<String>, PgError>>()
+        })
+    }
+
+    async fn insert_tunnel(&self, tunnel: &TunnelRecord) -> Result<(), StoreError> {
+        let t = tunnel;
+        let options = options_json(&t.id, &t.options)?;
+        let sql = format!(
+            "INSERT INTO tunnels ({TUNNEL_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, \
+             $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22)"
+        );
+        with_client!(self, |client| {
+            execute(
+                client,
+                &sql,
+                &[
+                    &t.id,
+                    &t.agent_id,
+                    &t.name,
+                    &t.protocol,
+                    &t.lhost,
+                    &i32::from(t.lport),
+                    &t.lport_random,
+                    &t.rhost,
+                    &i32::from(t.rport),
+                    &t.scheme,
+                    &t.status.as_str(),
+                    &t.created_by,
+                    &millis(t.created_at),
+                    &t.closed_at.map(millis),
+                    &t.close_reason,
+                    &options,
+                    &t.last_active_at.map(millis),
+                    &(t.counters.connections as i64),
+                    &(t.counters.refused as i64),
+                    &(t.counters.bytes_in as i64),
+                    &(t.counters.bytes_out as i64),
+                    &t.project,
+                ],
+            )
+            .await?;
+            Ok(())
+        })
+    }
+
+    async fn get_tunnel(&self, id: &str) -> Result<Option<TunnelRecord>, StoreError> {
+        let sql = format!("SELECT {TUNNEL_COLUMNS} FROM tunnels WHERE id = $1");
+        with_client!(self, |client| {
+            query_opt(client, &sql, &[&id])
+                .await?
+                .as_ref()
+                .map(rows::tunnel)
+                .transpose()
+        })
+    }
+
+    async fn list_tunnels(&self, filter: &TunnelFilter) -> Result<Vec<TunnelRecord>, StoreError> {
+        let sql = format!(
+            "SELECT {TUNNEL_COLUMNS} FROM tunnels \
+             WHERE ($1::TEXT IS NULL OR client_id = $1) \
+             AND (NOT $2 OR status IN ('opened', 'pending')) \
+             AND ($4::TEXT IS NULL OR project = $4) \
+             ORDER BY created_at DESC, id LIMIT $3"
+        );
+        let limit = filter.limit.map(|limit| limit as i64);
+        with_client!(self, |client| {
+            let rows = query(
+                client,
+                &sql,
+                &[&filter.agent_id, &filter.open_only, &limit, &filter.project],
+            )
+            .await?;
+            each(rows, rows::tunnel)
+        })
+    }
+
+    async fn add_tunnel_counters(
+        &self,
+        id: &str,
+        delta: TunnelCounters,
+        last_active_at: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        with_client!(self, |client| {
+            Ok(execute(
+                client,
+                "UPDATE tunnels SET connections = connections + $2, \
+                 connections_refused = connections_refused + $3, bytes_in = bytes_in + $4, \
+                 bytes_out = bytes_out + $5, \
+                 last_active_at = GREATEST(COALESCE(last_active_at, $6), $6) WHERE id = $1",
+                &[
+                    &id,
+                    &(delta.connections as i64),
+                    &(delta.refused as i64),
+                    &(delta.bytes_in as i64),
+                    &(delta.bytes_out as i64),
+                    &millis(last_active_at),
+                ],
+            )
+            .await?
+                > 0)
+        })
+    }
+
+    async fn set_tunnel_options(
+        &self,
+        id: &str,
+        options: &TunnelOptions,
+    ) -> Result<bool, StoreError> {
+        let options = options_json(id, options)?;
+        with_client!(self, |client| {
+            Ok(execute(
+                client,
+                "UPDATE tunnels SET options = $2 WHERE id = $1",
+                &[&id, &options],
+            )
+            .await?
+                > 0)
+        })
+    }
+
+    async fn set_tunnel_status(&self, id: &str, status: TunnelStatus) -> Result<bool, StoreError> {
+        with_client!(self, |client| {
+            Ok(execute(
+                client,
+                "UPDATE tunnels SET status = $2 WHERE id = $1 AND status IN ('opened', 'pending')",
+                &[&id, &status.as_str()],
+            )
+            .await?
+                > 0)
+        })
+    }
+
+    async fn end_tunnel(
+        &self,
+        id: &str,
+        at: DateTime<Utc>,
+        status: TunnelStatus,
+        reason: &str,
+    ) -> Result<bool, StoreError> {
+        with_client!(self, |client| {
+            Ok(execute(
+                client,
+                "UPDATE tunnels SET status = $1, close_reason = $2, closed_at = $3 WHERE id = $4",
+                &[&status.as_str(), &reason, &millis(at), &id],
+            )
+            .await?
+                > 0)
+        })
+    }
+
+    async fn list_projects(&self) -> Result<Vec<ProjectRecord>, StoreError> {
+        with_client!(self, |client| {
+            let rows = query(
+                client,
+                "SELECT key, name, created_at FROM projects ORDER BY key",
+                &[],
+            )
+            .await?;
+            each(rows, rows::project)
+        })
+    }
+
+    async fn insert_project(&self, project: &ProjectRecord) -> Result<bool, StoreError> {
+        let p = project;
+        with_client!(self, |client| {
+            Ok(execute(
+                client,
+                "INSERT INTO projects (key, name, created_at) VALUES ($1, $2, $3) \
+                 ON CONFLICT (key) DO NOTHING",
+                &[&p.key, &p.name, &millis(p.created_at)],
+            )
+            .await?
+                == 1)
+        })
+    }
+
+    async fn delete_project_if_empty(&self, key: &str) -> Result<ProjectRemoval, StoreError> {
+        with_client!(self, |client| {
+            let tx = client.transaction().await?;
+            // Until commit, nobody adds an agent or a credential (to this project or any):
+            // the counts below stay true until the project is gone.
+            execute(
+                &tx,
+                "LOCK TABLE clients, agent_credentials IN SHARE MODE",
+                &[],
+            )
+            .await?;
+            let count = async |table: &str| -> Result<i64, PgError> {
+                let sql = format!("SELECT COUNT(*) FROM {table} WHERE project = $1");
+                Ok(query_one(&tx, &sql, &[&key]).await?.try_get(0)?)
+            };
+            let clients = count("clients").await?;
+            if clients > 0 {
+                return Ok(ProjectRemoval::HasAgents(clients as u64));
+            }
+            if count("agent_credentials").await? > 0 {
+                return Ok(ProjectRemoval::HasAgentCredentials);
+            }
+            if execute(&tx, "DELETE FROM projects WHERE key = $1", &[&key]).await? == 0 {
+                return Ok(ProjectRemoval::NotFound);
+            }
+            execute(&tx, "DELETE FROM user_roles WHERE project = $1", &[&key]).await?;
+            tx.commit().await?;
+            Ok(ProjectRemoval::Deleted)
+        })
+    }
+
+    async fn insert_audit(&self, entry: &AuditRecord) -> Result<(), StoreError> {
+        let e = entry;
+        with_client!(self, |client| {
+            execute(
+                client,
+                "INSERT INTO audit_log \
+                 (at, actor, actor_type, actor_ip, action, resource, project, result, detail) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                &[
+                    &millis(e.at),
+                    &e.actor,
+                    &e.actor_type,
+                    &e.actor_ip,
+                    &e.action,
+                    &e.resource,
+                    &e.project,
+                    &e.result,
+                    &e.detail,
+                ],
+            )
+            .await?;
+            Ok(())
+        })
+    }
+
+    async fn list_audit(
+        &self,
+        filter: &AuditFilter,
+    ) -> Result<(Vec<AuditRecord>, u64), StoreError> {
+        const WHERE: &str = "WHERE ($1::BIGINT IS NULL OR at >= $1) \
+             AND ($2::BIGINT IS NULL OR at <= $2) AND ($3::TEXT IS NULL OR actor = $3) \
+             AND ($4::TEXT IS NULL OR action = $4) AND ($5::TEXT IS NULL OR project = $5)";
+        let f = filter;
+        let since = f.since.map(millis);
+        let until = f.until.map(millis);
+        let (limit, offset) = (f.limit as i64, f.offset as i64);
+        let count = format!("SELECT COUNT(*) FROM audit_log {WHERE}");
+        let list = format!(
+            "SELECT id, at, actor, actor_type, actor_ip, action, resource, project, result, \
+             detail FROM audit_log {WHERE} ORDER BY at DESC, id DESC LIMIT $6 OFFSET $7"
+        );
+        with_client!(self, |client| {
+            let filter: [&(dyn ToSql + Sync); 5] =
+                [&since, &until, &f.actor, &f.action, &f.project];
+            let total: i64 = query_one(client, &count, &filter).await?.try_get(0)?;
+            let mut params = filter.to_vec();
+            params.extend([&limit as &(dyn ToSql + Sync), &offset]);
+            let rows = query(client, &list, &params).await?;
+            Ok((each(rows, rows::audit)?, total as u64))
+        })
+    }
+
+    async fn purge_audit_before(&self, cutoff: DateTime<Utc>) -> Result<usize, StoreError> {
+        with_client!(self, |client| {
+            Ok(execute(
+                client,
+                "DELETE FROM audit_log WHERE at < $1",
+                &[&millis(cutoff)],
+            )
+            .await? as usize)
+        })
+    }
+
+    async fn revoke_token(&self, jti: &str, expires_at: DateTime<Utc>) -> Result<(), StoreError> {
+        with_client!(self, |client| {
+            execute(
+                client,
+                "INSERT INTO revoked_tokens (jti, expires_at) VALUES ($1, $2) \
+                 ON CONFLICT (jti) DO UPDATE SET expires_at = EXCLUDED.expires_at",
+                &[&jti, &millis(expires_at)],
+            )
+            .await?;
+            Ok(())
+        })
+    }
+
+    async fn revoked_tokens(&self, now: DateTime<Utc>) -> Result<Vec<String>, StoreError> {
+        with_client!(self, |client| {
+            execute(
+                client,
+                "DELETE FROM revoked_tokens WHERE expires_at <= $1",
+                &[&millis(now)],
+            )
+            .await?;
+            let rows = query(client, "SELECT jti FROM revoked_tokens", &[]).await?;
+            rows.iter()
+                .map(|row| Ok(row.try_get(0)?))
+                .collect::<Result<Vec<String>, PgError>>()
+        })
+    }
+
+    async fn insert_api_token(&self, token: &ApiTokenRecord) -> Result<(), StoreError> {
+        let t = token;
+        with_client!(self, |client| {
+            execute(
+                client,
+                "INSERT INTO api_tokens (id, username, name, scope, project, hash, created_at, \
+                 expires_at, last_used_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                &[
+                    &t.id,
+                    &t.username,
+                    &t.name,
+                    &t.scope,
+                    &t.project,
+                    &t.hash,
+                    &millis(t.created_at),
+                    &t.expires_at.map(millis),
+                    &t.last_used_at.map(millis),
+                ],
+            )
+            .await?;
+            Ok(())
+        })
+    }
+
+    async fn get_api_token(&self, id: &str) -> Result<Option<ApiTokenRecord>, StoreError> {
+        with_client!(self, |client| {
+            query_opt(client, "SELECT * FROM api_tokens WHERE id = $1", &[&id])
+                .await?
+                .as_ref()
+                .map(rows::api_token)
+                .transpose()
+        })
+    }
+
+    async fn list_api_tokens(&self, username: &str) -> Result<Vec<ApiTokenRecord>, StoreError> {
+        with_client!(self, |client| {
+            let rows = query(
+                client,
+                "SELECT * FROM api_tokens WHERE username = $1 ORDER BY created_at",
+                &[&username],
+            )
+            .await?;
+            each(rows, rows::api_token)
+        })
+    }
+
+    async fn delete_api_token(&self, username: &str, id: &str) -> Result<bool, StoreError> {
+        with_client!(self, |client| {
+            Ok(execute(
+                client,
+                "DELETE FROM api_tokens WHERE username = $1 AND id = $2",
+                &[&username, &id],
+            )
+            .await?
+                == 1)
+        })
+    }
+
+    async fn touch_api_token(&self, id: &str, at: DateTime<Utc>) -> Result<(), StoreError> {
+        with_client!(self, |client| {
+            execute(
+                client,
+                "UPDATE api_tokens SET last_used_at = $2 WHERE id = $1",
+                &[&id, &millis(at)],
+            )
+            .await?;
+            Ok(())
+        })
+    }
+
+    async fn get_user(&self, username: &str) -> Result<Option<UserRecord>, StoreError> {
+        with_client!(self, |client| {
+            let row = query_opt(
+                client,
+                "SELECT * FROM users WHERE username = $1",
+                &[&username],
+            )
+            .await?;
+            let mut users = row
+                .as_ref()
+                .map(rows::user)
+                .transpose()?
+                .into_iter()
+                .collect::<Vec<_>>();
+            with_roles(client, &mut users).await?;
+            Ok(users.pop())
+        })
+    }
+
+    async fn insert_user(&self, user: &UserRecord) -> Result<bool, StoreError> {
+        let u = user;
+        with_client!(self, |client| {
+            let tx = client.transaction().await?;
+            // Of two inserts of one name, the second waits for the first to commit and
+            // then inserts nothing.
+            let inserted = execute(
+                &tx,
+                "INSERT INTO users (username, password_hash, is_admin, created_at) \
+                 VALUES ($1, $2, $3, $4) ON CONFLICT (username) DO NOTHING",
+                &[
+                    &u.username,
+                    &u.password_hash,
+                    &u.is_admin,
+                    &millis(u.created_at),
+                ],
+            )
+            .await?;
+            if inserted == 0 {
+                return Ok(false);
+            }
+            write_roles(&tx, u).await?;
+            tx.commit().await?;
+            Ok(true)
+        })
+    }
+
+    async fn update_user(
+        &self,
+        user: &UserRecord,
+        guard: AdminGuard,
+    ) -> Result<UserWrite, StoreError> {
+        let u = user;
+        with_client!(self, |client| {
+            let tx = client.transaction().await?;
+            lock_users(&tx).await?;
+            let outcome = admin_guarded(&tx, &u.username, guard, !u.is_admin).await?;
+            if outcome == UserWrite::Done {
+                write_user(&tx, u).await?;
+                tx.commit().await?;
+            }
+            Ok(outcome)
+        })
+    }
+
+    async fn list_users(&self) -> Result<Vec<UserRecord>, StoreError> {
+        with_client!(self, |client| {
+            let rows = query(client, "SELECT * FROM users ORDER BY username", &[]).await?;
+            let mut users = each(rows, rows::user)?;
+            with_roles(client, &mut users).await?;
+            Ok(users)
+        })
+    }
+
+    async fn delete_user(
+        &self,
+        username: &str,
+        guard: AdminGuard,
+    ) -> Result<UserWrite, StoreError> {
+        with_client!(self, |client| {
+            let tx = client.transaction().await?;
+            lock_users(&tx).await?;
+            let outcome = admin_guarded(&tx, username, guard, true).await?;
+            if outcome == UserWrite::Done {
+                for table in ["users", "user_roles", "api_tokens"] {
+                    let sql = format!("DELETE FROM {table} WHERE username = $1");
+                    execute(&tx, &sql, &[&username]).await?;
+                }
+                tx.commit().await?;
+            }
+            Ok(outcome)
+        })
+    }
+
+    async fn list_agent_credentials(&self) -> Result<Vec<AgentCredentialRecord>, StoreError> {
+        with_client!(self, |client| {
+            let rows = query(
+                client,
+                "SELECT id, hash, project FROM agent_credentials ORDER BY id",
+                &[],
+            )
+            .await?;
+            each(rows, rows::agent_credential)
+        })
+    }
+
+    async fn insert_agent_credential(
+        &self,
+        credential: &AgentCredentialRecord,
+    ) -> Result<bool, StoreError> {
+        let c = credential;
+        with_client!(self, |client| {
+            Ok(execute(
+                client,
+                "INSERT INTO agent_credentials (id, hash, project) VALUES ($1, $2, $3) \
+                 ON CONFLICT (id) DO NOTHING",
+                &[&c.id, &c.hash, &c.project],
+            )
+            .await?
+                == 1)
+        })
+    }
+
+    async fn delete_agent_credential(&self, id: &str) -> Result<bool, StoreError> {
+        with_client!(self, |client| {
+            Ok(execute(
+                client,
+                "DELETE FROM agent_credentials WHERE id = $1",
+                &[&id],
+            )
+            .await?
+                == 1)
+        })
+    }
+
+    async fn setting_or_insert(&self, key: &str, value: &str) -> Result<String, StoreError> {
+        with_client!(self, |client| {
+            // The no-op update makes RETURNING give the stored value when the key exists.
+            Ok(query_one(
+                client,
+                "INSERT INTO settings (key, value) VALUES ($1, $2) \
+                 ON CONFLICT (key) DO UPDATE SET value = settings.value RETURNING value",
+                &[&key, &value],
+            )
+            .await?
+            .try_get(0)?)
+        })
+    }
+}

@@ -1,0 +1,207 @@
+//! PostgreSQL rows read into the store's records, with the same rules as SQLite's: a
+//! tunnel column that does not read is damage noted on the record, not a failed query.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use tokio_postgres::Row;
+use tokio_postgres::types::FromSql;
+
+use super::error::PgError;
+use super::url::full_message;
+use crate::sqlite::{corrupt, finish_tunnel, from_millis};
+use crate::{
+    AgentCredentialRecord, AgentRecord, ApiTokenRecord, AuditRecord, ProjectRecord, TunnelCounters,
+    TunnelOptions, TunnelRecord, TunnelStatus, UserRecord,
+};
+
+/// The columns [`tunnel`] reads, in the order inserts write them.
+pub(super) const TUNNEL_COLUMNS: &str = "id, client_id, name, protocol, lhost, lport, \
+     lport_random, rhost, rport, scheme, status, created_by, created_at, closed_at, \
+     close_reason, options, last_active_at, connections, connections_refused, bytes_in, \
+     bytes_out, project";
+
+/// A time column that must have a value.
+fn required_time(row: &Row, column: &str) -> Result<DateTime<Utc>, PgError> {
+    Ok(from_millis(Some(row.try_get(column)?)).unwrap_or_default())
+}
+
+fn optional_time(row: &Row, column: &str) -> Result<Option<DateTime<Utc>>, PgError> {
+    Ok(from_millis(row.try_get(column)?))
+}
+
+/// An agent; facts that are not JSON make the record corrupt, as in SQLite.
+pub(super) fn agent(row: &Row) -> Result<AgentRecord, PgError> {
+    let id: String = row.try_get("id")?;
+    let info: String = row.try_get("info")?;
+    let info = serde_json::from_str(&info).map_err(|err| corrupt(&format!("client {id}"), err))?;
+    Ok(AgentRecord {
+        auth_id: row.try_get("auth_id")?,
+        info,
+        address: row.try_get("address")?,
+        connected: row.try_get("connected")?,
+        connected_at: optional_time(row, "connected_at")?,
+        disconnected_at: optional_time(row, "disconnected_at")?,
+        project: row.try_get("project")?,
+        id,
+    })
+}
+
+/// Reads one row column by column, noting each column that does not read instead of
+/// failing the whole query (see [`TunnelRecord::damage`]).
+struct Columns<'r> {
+    row: &'r Row,
+    damage: Vec<String>,
+}
+
+impl<'r> Columns<'r> {
+    fn get<T: FromSql<'r> + Default>(&mut self, column: &str) -> T {
+        self.row.try_get(column).unwrap_or_else(|err| {
+            self.damage
+                .push(format!("{column}: {}", full_message(&err)));
+            T::default()
+        })
+    }
+
+    fn time(&mut self, column: &str) -> Option<DateTime<Utc>> {
+        let ms: Option<i64> = self.get(column);
+        let time = from_millis(ms);
+        if let (Some(ms), None) = (ms, time) {
+            self.damage.push(format!("{column}: {ms} is not a time"));
+        }
+        time
+    }
+
+    /// Ports are INTEGER columns; one outside 0..=65535 is damage.
+    fn port(&mut self, column: &str) -> u16 {
+        let value: i32 = self.get(column);
+        u16::try_from(value).unwrap_or_else(|_| {
+            self.damage.push(format!("{column}: {value} is not a port"));
+            0
+        })
+    }
+
+    /// An unknown status is damage; the record reads as terminated, so nothing reopens it.
+    fn status(&mut self) -> TunnelStatus {
+        let text: String = self.get("status");
+        TunnelStatus::parse(&text).unwrap_or_else(|| {
+            if !self.damage.iter().any(|d| d.starts_with("status")) {
+                self.damage
+                    .push(format!("status: {text:?} is not a tunnel status"));
+            }
+            TunnelStatus::Terminated
+        })
+    }
+
+    /// Counters are u64s kept in BIGINT as their two's complement.
+    fn counter(&mut self, column: &str) -> u64 {
+        self.get::<i64>(column) as u64
+    }
+}
+
+pub(super) fn tunnel(row: &Row) -> Result<TunnelRecord, PgError> {
+    let id: String = row.try_get("id")?;
+    let mut c = Columns {
+        row,
+        damage: Vec::new(),
+    };
+    let created_at = c.time("created_at");
+    if created_at.is_none() && !c.damage.iter().any(|d| d.starts_with("created_at")) {
+        c.damage.push("created_at: missing".to_owned());
+    }
+    let mut record = TunnelRecord {
+        agent_id: c.get("client_id"),
+        name: c.get("name"),
+        protocol: c.get("protocol"),
+        lhost: c.get("lhost"),
+        lport: c.port("lport"),
+        lport_random: c.get("lport_random"),
+        rhost: c.get("rhost"),
+        rport: c.port("rport"),
+        scheme: c.get("scheme"),
+        status: c.status(),
+        created_by: c.get("created_by"),
+        created_at: created_at.unwrap_or_default(),
+        closed_at: c.time("closed_at"),
+        close_reason: c.get("close_reason"),
+        options: TunnelOptions::default(),
+        counters: TunnelCounters {
+            connections: c.counter("connections"),
+            refused: c.counter("connections_refused"),
+            bytes_in: c.counter("bytes_in"),
+            bytes_out: c.counter("bytes_out"),
+        },
+        last_active_at: c.time("last_active_at"),
+        project: c.get("project"),
+        id,
+        damage: None,
+    };
+    let options: String = c.get("options");
+    if !c.damage.is_empty() {
+        record.damage = Some(c.damage.join("; "));
+    }
+    Ok(finish_tunnel((record, options)))
+}
+
+pub(super) fn project(row: &Row) -> Result<ProjectRecord, PgError> {
+    Ok(ProjectRecord {
+        key: row.try_get("key")?,
+        name: row.try_get("name")?,
+        created_at: required_time(row, "created_at")?,
+    })
+}
+
+pub(super) fn audit(row: &Row) -> Result<AuditRecord, PgError> {
+    Ok(AuditRecord {
+        id: row.try_get("id")?,
+        at: required_time(row, "at")?,
+        actor: row.try_get("actor")?,
+        actor_type: row.try_get("actor_type")?,
+        actor_ip: row.try_get("actor_ip")?,
+        action: row.try_get("action")?,
+        resource: row.try_get("resource")?,
+        project: row.try_get("project")?,
+        result: row.try_get("result")?,
+        detail: row.try_get("detail")?,
+    })
+}
+
+pub(super) fn api_token(row: &Row) -> Result<ApiTokenRecord, PgError> {
+    Ok(ApiTokenRecord {
+        id: row.try_get("id")?,
+        username: row.try_get("username")?,
+        name: row.try_get("name")?,
+        scope: row.try_get("scope")?,
+        project: row.try_get("project")?,
+        hash: row.try_get("hash")?,
+        created_at: required_time(row, "created_at")?,
+        expires_at: optional_time(row, "expires_at")?,
+        last_used_at: optional_time(row, "last_used_at")?,
+    })
+}
+
+/// A user without roles; the caller adds them.
+pub(super) fn user(row: &Row) -> Result<UserRecord, PgError> {
+    Ok(UserRecord {
+        username: row.try_get("username")?,
+        password_hash: row.try_get("password_hash")?,
+        is_admin: row.try_get("is_admin")?,
+        created_at: required_time(row, "created_at")?,
+        roles: BTreeMap::new(),
+    })
+}
+
+/// A column that does not read names its credential rather than failing as a database
+/// error: the server refuses to start on it.
+pub(super) fn agent_credential(row: &Row) -> Result<AgentCredentialRecord, PgError> {
+    let id: String = row.try_get("id")?;
+    let damaged = |err: tokio_postgres::Error| {
+        corrupt(
+            &format!("agent credential {id:?} (table agent_credentials)"),
+            full_message(&err),
+        )
+    };
+    let hash = row.try_get("hash").map_err(damaged)?;
+    let project = row.try_get("project").map_err(damaged)?;
+    Ok(AgentCredentialRecord { id, hash, project })
+}
