@@ -20,12 +20,17 @@ pub(super) struct RawConfig {
     pub(super) database: RawDatabase,
 }
 
-/// RPort's key names: `db_type`, and `db_name` (for SQLite, the file).
+/// `url` (PostgreSQL), or RPort's key names: `db_type`, `db_name` (for SQLite, the file),
+/// and for PostgreSQL `db_host`, `db_user`, `db_password`.
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawDatabase {
+    pub(super) url: Option<String>,
     pub(super) db_type: Option<String>,
     pub(super) db_name: Option<PathBuf>,
+    pub(super) db_host: Option<String>,
+    pub(super) db_user: Option<String>,
+    pub(super) db_password: Option<String>,
 }
 
 #[derive(Deserialize, Default)]

@@ -147,8 +147,105 @@ fn errors_name_file_key_and_reason() {
     assert_eq!(
         err.to_string(),
         "config test.conf: key `database.db_type`: \"mysql\" is not a database rportd can \
-         keep its state in; use one of: sqlite"
+         keep its state in; use one of: sqlite, postgres"
     );
+}
+
+#[test]
+fn a_database_url_selects_postgresql_and_is_never_shown_with_its_password() {
+    let config = parse("[database]\nurl = \"postgres://rport:s3cret@db.example.com:5432/rport\"\n")
+        .expect("valid");
+    let rport_store::DatabaseSettings::Postgres { url } = &config.database else {
+        panic!("{:?}", config.database);
+    };
+    assert_eq!(url.endpoint(), "db.example.com:5432");
+    let shown = "postgres://rport:***@db.example.com:5432/rport";
+    assert_eq!(config.database.location(Path::new("/data")), shown);
+    assert_eq!(
+        format!("{:?}", config.database),
+        format!("Postgres {{ url: {shown} }}")
+    );
+    assert!(!format!("{config:?}").contains("s3cret"));
+}
+
+#[test]
+fn rport_keys_build_the_same_postgresql_url() {
+    let from_keys = parse(
+        r#"
+        [database]
+        db_type = "postgres"
+        db_host = "db.example.com:5432"
+        db_user = "rport"
+        db_password = "s3cret"
+        db_name = "rport"
+        "#,
+    )
+    .expect("valid");
+    let from_url = parse(
+        "[database]\nurl = \"postgres://rport:s3cret@db.example.com:5432/rport\"\n\
+         db_type = \"postgres\"\n",
+    )
+    .expect("valid");
+    assert_eq!(from_keys.database, from_url.database);
+    let local =
+        parse("[database]\ndb_type = \"postgres\"\ndb_user = \"rport\"\ndb_name = \"state\"\n")
+            .expect("valid");
+    assert_eq!(
+        local.database.location(Path::new("/data")),
+        "postgres://rport@localhost:5432/state"
+    );
+}
+
+#[test]
+fn database_errors_name_the_key_and_never_the_password() {
+    for (text, key, reason) in [
+        (
+            "url = \"postgres://rport:s3cret@db:port/rport\"",
+            "database.url",
+            "not a valid PostgreSQL URL: invalid connection string: invalid value for option `port`",
+        ),
+        (
+            "url = \"mysql://rport:s3cret@db/rport\"",
+            "database.url",
+            "not a PostgreSQL URL; expected one like",
+        ),
+        (
+            "url = \"postgres://rport:s3cret@db/rport?sslmode=verify-full\"",
+            "database.url",
+            "sslmode \"verify-full\" is not supported",
+        ),
+        (
+            "url = \"postgres://rport:s3cret@db/rport\"\ndb_type = \"sqlite\"",
+            "database.db_type",
+            "\"sqlite\" does not go with `url`",
+        ),
+        (
+            "url = \"postgres://rport:s3cret@db/rport\"\ndb_name = \"x\"",
+            "database.db_name",
+            "set either `url` or",
+        ),
+        (
+            "db_password = \"s3cret\"",
+            "database.db_password",
+            "only PostgreSQL (db_type = \"postgres\") uses it",
+        ),
+        (
+            "db_type = \"postgres\"\ndb_name = \"rport\"\ndb_password = \"s3cret\"",
+            "database.db_user",
+            "PostgreSQL needs the user",
+        ),
+        (
+            "db_type = \"postgres\"\ndb_user = \"rport\"",
+            "database.db_name",
+            "PostgreSQL needs the name",
+        ),
+    ] {
+        let err = parse(&format!("[database]\n{text}\n")).expect_err(text);
+        assert_eq!(err.file, "test.conf");
+        assert_eq!(err.key, key, "{text}");
+        assert!(err.reason.contains(reason), "{text}: {}", err.reason);
+        assert!(!err.to_string().contains("s3cret"), "{err}");
+    }
 }
 
 #[test]
@@ -289,6 +386,8 @@ fn the_shipped_example_is_valid() {
         .collect();
     // auth and auth_file are alternatives; the example shows both.
     let uncommented = uncommented.replace("auth_file = ", "#auth_file = ");
+    // So are a PostgreSQL url and the SQLite keys.
+    let uncommented = uncommented.replace("url = \"postgres", "#url = \"postgres");
     ServerConfig::from_toml_str(&uncommented, "rportd.example.conf (uncommented)")
         .expect("every documented key must be a real key with a valid example value");
 }

@@ -39,14 +39,65 @@ impl Validator<'_> {
     }
 
     fn database(&self, raw: RawDatabase) -> Result<rport_store::DatabaseSettings, ConfigError> {
-        let path = raw.db_name.filter(|path| !path.as_os_str().is_empty());
-        match raw.db_type.as_deref().unwrap_or("sqlite") {
-            "sqlite" => Ok(rport_store::DatabaseSettings::Sqlite { path }),
+        use rport_store::{DatabaseSettings, PostgresUrl};
+        let postgres_keys = [
+            ("database.db_host", raw.db_host.is_some()),
+            ("database.db_user", raw.db_user.is_some()),
+            ("database.db_password", raw.db_password.is_some()),
+        ];
+        let db_type = raw.db_type.as_deref();
+        if let Some(url) = raw.url {
+            if let Some(other) = db_type.filter(|t| *t != "postgres") {
+                return Err(self.error(
+                    "database.db_type",
+                    format!("{other:?} does not go with `url`, a PostgreSQL database; remove one"),
+                ));
+            }
+            let name = ("database.db_name", raw.db_name.is_some());
+            let mut parts = postgres_keys.iter().chain([&name]);
+            if let Some((key, _)) = parts.find(|(_, set)| *set) {
+                return Err(self.error(
+                    key,
+                    "set either `url` or db_host, db_user, db_password and db_name, not both",
+                ));
+            }
+            let url =
+                PostgresUrl::parse(&url).map_err(|reason| self.error("database.url", reason))?;
+            return Ok(DatabaseSettings::Postgres { url });
+        }
+        match db_type.unwrap_or("sqlite") {
+            "sqlite" => {
+                if let Some((key, _)) = postgres_keys.iter().find(|(_, set)| *set) {
+                    return Err(self.error(key, "only PostgreSQL (db_type = \"postgres\") uses it"));
+                }
+                let path = raw.db_name.filter(|path| !path.as_os_str().is_empty());
+                Ok(DatabaseSettings::Sqlite { path })
+            }
+            "postgres" => {
+                let Some(user) = raw.db_user.filter(|user| !user.is_empty()) else {
+                    return Err(self.error(
+                        "database.db_user",
+                        "PostgreSQL needs the user rportd connects as (or set `url`)",
+                    ));
+                };
+                let database = raw.db_name.as_deref().and_then(std::path::Path::to_str);
+                let Some(database) = database.filter(|name| !name.is_empty()) else {
+                    return Err(self.error(
+                        "database.db_name",
+                        "PostgreSQL needs the name of rportd's database (or set `url`)",
+                    ));
+                };
+                let host = raw.db_host.as_deref().unwrap_or("localhost");
+                let url =
+                    PostgresUrl::from_parts(host, &user, raw.db_password.as_deref(), database)
+                        .map_err(|reason| self.error("database.db_host", reason))?;
+                Ok(DatabaseSettings::Postgres { url })
+            }
             other => Err(self.error(
                 "database.db_type",
                 format!(
                     "{other:?} is not a database rportd can keep its state in; use one of: {}",
-                    rport_store::DatabaseSettings::DB_TYPES.join(", ")
+                    DatabaseSettings::DB_TYPES.join(", ")
                 ),
             )),
         }
