@@ -218,8 +218,9 @@ async fn an_agent_with_damaged_facts_is_named() {
     }
 }
 
-/// A clash of keys is a conflict naming the key; a wrong password, a missing database and
-/// a server that is not there are the operator's to fix, said without the password.
+/// A clash of keys is a conflict naming the key; TLS the server does not offer, a wrong
+/// password, a missing database and a server that is not there are the operator's to
+/// fix, said without the password.
 #[tokio::test]
 async fn postgresql_errors_are_said_in_the_stores_words() {
     let server = shared();
@@ -246,7 +247,15 @@ async fn postgresql_errors_are_said_in_the_stores_words() {
         drop(listener);
         format!("postgres://rport:{secret}@127.0.0.1:{port}/rport")
     };
+    let tls_refused = format!("{url}?sslmode=require");
     for (url, reason) in [
+        (
+            tls_refused,
+            format!(
+                "the TLS handshake with PostgreSQL at {endpoint} failed \
+                 (its certificate is checked against the system's roots)"
+            ),
+        ),
         (
             wrong_password,
             format!("PostgreSQL at {endpoint} refused rportd's user or password"),
