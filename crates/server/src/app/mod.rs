@@ -160,6 +160,7 @@ impl Server {
         };
         let fingerprint = identity.fingerprint();
         write_fingerprint(&data_dir, fingerprint)?;
+        let node_id = data_dir::node_id(&data_dir)?;
 
         let (agent_auth, agent_credential) =
             AgentAuthenticator::load(&config.server.agent_auth, &store)
@@ -174,7 +175,11 @@ impl Server {
             store.insert_project(&record).await?;
         }
         let (api_auth, admin_credential) = ApiAuth::load(&config.api, Arc::clone(&store)).await?;
-        let registry = Arc::new(Registry::load(Arc::clone(&store)).await.map_err(damaged)?);
+        let registry = Arc::new(
+            Registry::load(Arc::clone(&store), &node_id)
+                .await
+                .map_err(damaged)?,
+        );
         let pool = PortPool::new(config.server.port_pool.clone());
         let settings = TunnelSettings {
             grace_period: config.server.tunnel_grace_period,

@@ -199,8 +199,17 @@ impl TunnelManager {
             open_only: true,
             ..Default::default()
         };
+        // Only this node's: another node's live tunnels carry traffic there. Those nobody
+        // holds were saved before clusters existed, by a single server: this one.
+        let node = manager.registry.node().to_owned();
         for record in manager.store.list_tunnels(&live).await? {
-            manager.restore(record).await;
+            if record
+                .owner_node
+                .as_deref()
+                .is_none_or(|owner| owner == node)
+            {
+                manager.restore(record, false).await;
+            }
         }
         tokio::spawn(flush_periodically(Arc::downgrade(&manager)));
         Ok(manager)
@@ -336,6 +345,7 @@ impl TunnelManager {
             counters: TunnelCounters::default(),
             last_active_at: Some(now),
             project,
+            owner_node: Some(self.registry.node().to_owned()),
             damage: None,
         };
         self.store.insert_tunnel(&record).await?;
@@ -584,7 +594,13 @@ impl TunnelManager {
         self.save(tunnel).await;
         let ended = self
             .store
-            .end_tunnel(&record.id, closed_at, record.status, reason.as_str())
+            .end_tunnel(
+                &record.id,
+                closed_at,
+                record.status,
+                reason.as_str(),
+                Some(self.registry.node()),
+            )
             .await;
         if let Err(err) = ended {
             tracing::error!(tunnel = %record.id, "saving closed tunnel: {err}");
@@ -604,6 +620,7 @@ impl TunnelManager {
         agent_id: &str,
         remotes: &[String],
     ) {
+        self.adopt(agent_id).await;
         for tunnel in self.tunnels_of(project, agent_id) {
             tunnel.agent_gone_since_ms.store(0, Ordering::Relaxed);
             tunnel.set_status(TunnelStatus::Opened);
@@ -611,6 +628,55 @@ impl TunnelManager {
             self.save_status(&tunnel).await;
         }
         self.open_agent_remotes(project, agent_id, remotes).await;
+    }
+
+    /// Takes over the agent's live tunnels that another node held (it died, or the agent
+    /// left it): their ports open here.
+    async fn adopt(self: &Arc<Self>, agent_id: &str) {
+        let adopted = match self
+            .store
+            .adopt_tunnels(agent_id, self.registry.node())
+            .await
+        {
+            Ok(adopted) => adopted,
+            Err(err) => {
+                tracing::error!(client = %agent_id, "taking over the client's tunnels: {err}");
+                return;
+            }
+        };
+        for record in adopted {
+            if self.active().contains_key(&record.id) {
+                continue;
+            }
+            tracing::info!(tunnel = %record.id, client = %agent_id, from = ?record.owner_node, "taking over tunnel from another node");
+            self.restore(record, true).await;
+        }
+    }
+
+    /// Another node holds the agent now: its tunnels here stop without being ended, for
+    /// that node carries them on. What they carried so far is still counted.
+    pub async fn agent_moved(&self, agent_id: &str) {
+        let moved: Vec<Arc<ActiveTunnel>> = {
+            let mut active = self.active();
+            let ids: Vec<String> = active
+                .values()
+                .filter(|t| t.agent_id == agent_id)
+                .map(|t| t.id())
+                .collect();
+            ids.iter().filter_map(|id| active.remove(id)).collect()
+        };
+        for tunnel in moved {
+            tunnel.cancel.cancel();
+            if let Some(subdomain) = &lock(&tunnel.record).options.subdomain {
+                lock(&self.proxy_routes).remove(subdomain);
+            }
+            let servers = std::mem::take(&mut *lock(&tunnel.servers));
+            for server in servers {
+                let _ = server.await;
+            }
+            self.save(&tunnel).await;
+            tracing::info!(tunnel = %tunnel.id(), client = %agent_id, "tunnel handed over to the node that holds its client now");
+        }
     }
 
     /// Forgets a disconnected client (an operator deleted it) and ends its tunnels: no
