@@ -9,6 +9,7 @@ mod agents;
 mod api;
 mod app;
 mod auth;
+mod cluster;
 mod config;
 mod domain;
 mod net;

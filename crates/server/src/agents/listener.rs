@@ -116,6 +116,14 @@ impl AgentBans {
         }
     }
 
+    /// Both lists, by the name their failures are shared under in a cluster.
+    pub fn lists(&self) -> [(&'static str, &BanList); 2] {
+        [
+            ("agent.credential", &self.credential),
+            ("agent.address", &self.address),
+        ]
+    }
+
     fn address_banned(&self, ip: std::net::IpAddr) -> Option<Duration> {
         self.address.banned_for(&source_key(ip))
     }

@@ -264,17 +264,33 @@ impl ApiAuth {
         (!revoked).then_some(claims)
     }
 
-    /// Revokes a valid token at once (logout); returns the user it belonged to.
-    pub async fn revoke(&self, token: &str) -> Result<Option<String>, StoreError> {
+    /// Revokes a valid token at once (logout); returns the user it belonged to and the
+    /// token's id, which the other nodes of a cluster must hear of.
+    pub async fn revoke(&self, token: &str) -> Result<Option<(String, String)>, StoreError> {
         let Some(claims) = self.verified_claims(token) else {
             return Ok(None);
         };
         let expires_at = chrono::DateTime::from_timestamp(claims.exp, 0).unwrap_or_default();
         self.store.revoke_token(&claims.jti, expires_at).await?;
+        self.revoked_elsewhere(&claims.jti);
+        Ok(Some((claims.username, claims.jti)))
+    }
+
+    /// Another node of the cluster revoked token `jti`.
+    pub fn revoked_elsewhere(&self, jti: &str) {
         if let Ok(mut revoked) = self.revoked.lock() {
-            revoked.insert(claims.jti);
+            revoked.insert(jti.to_owned());
         }
-        Ok(Some(claims.username))
+    }
+
+    /// Reads the revoked tokens from the store again (after this node was away from it).
+    pub async fn reload_revoked(&self) -> Result<(), StoreError> {
+        let now = chrono::Utc::now();
+        let stored = self.store.revoked_tokens(now).await?;
+        if let Ok(mut revoked) = self.revoked.lock() {
+            revoked.extend(stored);
+        }
+        Ok(())
     }
 
     /// Validates a bearer token: signature, expiry, not revoked, and that its user still

@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, OnceLock, RwLock};
 
 use chrono::{DateTime, Utc};
 use rport_protocol::SystemInfo;
@@ -40,6 +40,14 @@ pub struct Registry {
     next_session: AtomicU64,
     /// This node's id: the store records it as the holder of the agents connected here.
     node: String,
+    /// Told of every change to an agent's record that this node writes.
+    changes: OnceLock<Arc<dyn AgentChanges>>,
+}
+
+/// Hears which agent records this node changed, so that the other nodes of a cluster
+/// read them again.
+pub trait AgentChanges: Send + Sync {
+    fn changed(&self, id: &str);
 }
 
 /// Why an agent's session may not be held here.
@@ -94,7 +102,37 @@ impl Registry {
             store,
             next_session: AtomicU64::new(1),
             node: node.to_owned(),
+            changes: OnceLock::new(),
         })
+    }
+
+    /// Tells `changes` of every agent record this node changes from now on.
+    pub fn tell(&self, changes: Arc<dyn AgentChanges>) {
+        let _ = self.changes.set(changes);
+    }
+
+    fn changed(&self, id: &str) {
+        if let Some(changes) = self.changes.get() {
+            changes.changed(id);
+        }
+    }
+
+    /// Reads every agent's record again (after this node was away from the store);
+    /// returns the ids whose sessions here another node holds now.
+    pub async fn resync(&self) -> Result<Vec<String>, StoreError> {
+        let stored = self.store.list_agents().await?;
+        let mut clients = self.write();
+        let mut lost = Vec::new();
+        let present: std::collections::HashSet<String> =
+            stored.iter().map(|r| r.id.clone()).collect();
+        clients.retain(|id, entry| entry.session.is_some() || present.contains(id));
+        for record in stored {
+            let id = record.id.clone();
+            if absorb(&mut clients, &self.node, record) == Refreshed::Lost {
+                lost.push(id);
+            }
+        }
+        Ok(lost)
     }
 
     /// This node's id.
@@ -122,41 +160,7 @@ impl Registry {
             }
             return Ok(Refreshed::Unchanged);
         };
-        let lost = record.connected && record.owner_node.as_deref() != Some(&self.node);
-        match clients.get_mut(id) {
-            Some(entry) if entry.session.is_some() => {
-                if !lost {
-                    return Ok(Refreshed::Unchanged);
-                }
-                if let Some(session) = entry.session.take() {
-                    session.handle.close();
-                }
-                entry.record = record;
-                Ok(Refreshed::Lost)
-            }
-            Some(entry) => {
-                entry.record = record;
-                Ok(if lost {
-                    Refreshed::Lost
-                } else {
-                    Refreshed::Unchanged
-                })
-            }
-            None => {
-                clients.insert(
-                    id.to_owned(),
-                    AgentEntry {
-                        record,
-                        session: None,
-                    },
-                );
-                Ok(if lost {
-                    Refreshed::Lost
-                } else {
-                    Refreshed::Unchanged
-                })
-            }
-        }
+        Ok(absorb(&mut clients, &self.node, record))
     }
 
     /// Records in the store that this node holds agent `id`'s session, unless another
@@ -181,7 +185,10 @@ impl Registry {
             owner_node: Some(self.node.clone()),
         };
         match self.store.claim_agent(&record).await? {
-            AgentClaim::Claimed => Ok(record),
+            AgentClaim::Claimed => {
+                self.changed(id);
+                Ok(record)
+            }
             AgentClaim::HeldBy(node) => Err(ClaimError::HeldBy(node)),
         }
     }
@@ -269,8 +276,11 @@ impl Registry {
                 _ => false,
             }
         };
-        if detached && let Err(err) = self.store.release_agent(id, &self.node, now).await {
-            tracing::error!(client = id, "saving disconnect: {err}");
+        if detached {
+            match self.store.release_agent(id, &self.node, now).await {
+                Ok(_) => self.changed(id),
+                Err(err) => tracing::error!(client = id, "saving disconnect: {err}"),
+            }
         }
         detached
     }
@@ -292,7 +302,7 @@ impl Registry {
         // A claim, not a blind write: a node that lost the agent to another (its lease ran
         // out while the database was away) must not write over the new holder's record.
         match self.store.claim_agent(&record).await {
-            Ok(AgentClaim::Claimed) => {}
+            Ok(AgentClaim::Claimed) => self.changed(id),
             Ok(AgentClaim::HeldBy(node)) => {
                 tracing::warn!(
                     client = id,
@@ -318,6 +328,7 @@ impl Registry {
             }
         };
         self.store.delete_agent(id).await?;
+        self.changed(id);
         Ok(project.unwrap_or_default())
     }
 
@@ -339,6 +350,10 @@ impl Registry {
             {
                 forgotten.push(entry.record);
             }
+        }
+        drop(clients);
+        for id in &ids {
+            self.changed(id);
         }
         forgotten
     }
@@ -382,5 +397,47 @@ impl Registry {
                 }
             }
         });
+    }
+}
+
+/// Takes a record read from the store into the in-memory view; a session here whose
+/// agent another node holds now is closed (it is stale: that node's claim came later).
+fn absorb(clients: &mut HashMap<String, AgentEntry>, node: &str, record: AgentRecord) -> Refreshed {
+    let lost = record.connected && record.owner_node.as_deref() != Some(node);
+    match clients.get_mut(&record.id) {
+        Some(entry) if entry.session.is_some() => {
+            if !lost {
+                return Refreshed::Unchanged;
+            }
+            if let Some(session) = entry.session.take() {
+                session.handle.close();
+            }
+            entry.record = record;
+            Refreshed::Lost
+        }
+        Some(entry) => {
+            // Already held elsewhere by the same node: nothing here to hand over.
+            let moved = !entry.record.connected || entry.record.owner_node != record.owner_node;
+            entry.record = record;
+            if lost && moved {
+                Refreshed::Lost
+            } else {
+                Refreshed::Unchanged
+            }
+        }
+        None => {
+            clients.insert(
+                record.id.clone(),
+                AgentEntry {
+                    record,
+                    session: None,
+                },
+            );
+            if lost {
+                Refreshed::Lost
+            } else {
+                Refreshed::Unchanged
+            }
+        }
     }
 }

@@ -718,6 +718,11 @@ impl TunnelManager {
         }
     }
 
+    /// Wrong basic-auth passwords on proxy tunnels.
+    pub fn auth_bans(&self) -> &crate::auth::bans::BanList {
+        &self.proxy.auth_bans
+    }
+
     /// Where a browser reaches an HTTP proxy tunnel: its subdomain on the shared port, or
     /// its own port at `public_host`. Empty for other tunnels, as in RPort.
     pub fn tunnel_url(&self, record: &TunnelRecord, public_host: &str) -> String {
