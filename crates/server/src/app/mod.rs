@@ -5,6 +5,7 @@ pub mod cli;
 mod cluster_events;
 pub(crate) mod data_dir;
 mod housekeeping;
+pub mod migrate;
 pub mod user_command;
 
 use std::path::Path;

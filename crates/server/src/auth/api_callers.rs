@@ -21,7 +21,7 @@ use crate::config::user_file::UserFile;
 use crate::domain::permissions::parse_roles;
 use crate::domain::secrets::{hash_password, random_secret, verify_password};
 
-const JWT_SECRET_KEY: &str = "jwt_secret";
+pub const JWT_SECRET_KEY: &str = "jwt_secret";
 /// How long a slow password check is remembered, so scripts using basic auth on every
 /// request do not pay an argon2 hash each time.
 const VERIFIED_TTL: Duration = Duration::from_secs(300);
