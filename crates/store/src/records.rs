@@ -226,6 +226,8 @@ pub struct TunnelFilter {
     pub open_only: bool,
     /// Only tunnels held by this node.
     pub owner_node: Option<String>,
+    /// Only the HTTP proxy tunnel at this subdomain of the shared proxy port.
+    pub subdomain: Option<String>,
     pub limit: Option<usize>,
 }
 

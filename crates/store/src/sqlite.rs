@@ -800,6 +800,7 @@ impl Store for SqliteStore {
                 "SELECT {TUNNEL_COLUMNS} FROM tunnels \
                  WHERE (?1 IS NULL OR client_id = ?1) AND (?2 = 0 OR status IN ('opened', 'pending')) \
                  AND (?4 IS NULL OR project = ?4) AND (?5 IS NULL OR owner_node = ?5) \
+                 AND (?6 IS NULL OR json_extract(options, '$.subdomain') = ?6) \
                  ORDER BY created_at DESC, id LIMIT ?3"
             ))?;
             let rows = stmt.query_map(
@@ -808,7 +809,8 @@ impl Store for SqliteStore {
                     filter.open_only,
                     limit,
                     filter.project,
-                    filter.owner_node
+                    filter.owner_node,
+                    filter.subdomain
                 ],
                 tunnel_from_row,
             )?;

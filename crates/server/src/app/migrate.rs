@@ -7,7 +7,6 @@
 //! so that exactly one node opens them again.
 
 use std::path::Path;
-use std::sync::Arc;
 
 use chrono::Utc;
 use rport_store::{
@@ -240,6 +239,7 @@ async fn refuse_unless_empty(target: &dyn Store) -> Result<(), MigrateError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
 
     #[tokio::test]
     async fn everything_is_copied_once_and_a_filled_target_is_refused() {

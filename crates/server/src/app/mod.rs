@@ -434,6 +434,7 @@ fn proxy_setup(config: &ServerConfig, data_dir: &Path) -> Result<ProxySetup, Sta
         ),
         handshake_timeout: server.handshake_timeout,
         header_timeout: config.api.read_header_timeout,
+        relay: std::sync::OnceLock::new(),
     })
 }
 

@@ -106,6 +106,8 @@ pub struct ProxySetup {
     pub handshake_timeout: std::time::Duration,
     /// `[api] read_header_timeout`: one bound on request headers for every HTTP surface.
     pub header_timeout: std::time::Duration,
+    /// Where connections for other nodes' proxy tunnels go, once the peer channel is up.
+    pub relay: std::sync::OnceLock<Arc<dyn http_proxy::ProxyRelay>>,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -189,6 +189,31 @@ pub async fn a_node_adopts_an_agents_live_tunnels(store: Arc<dyn Store>) {
         ["t1"]
     );
 
+    let mut proxy = tunnel("t4", "b");
+    proxy.options.http_proxy = true;
+    proxy.options.subdomain = Some("k3x9".into());
+    store.insert_tunnel(&proxy).await.expect("insert");
+    let at_subdomain = |subdomain: &str| TunnelFilter {
+        open_only: true,
+        subdomain: Some(subdomain.into()),
+        ..Default::default()
+    };
+    let found = store
+        .list_tunnels(&at_subdomain("k3x9"))
+        .await
+        .expect("list");
+    assert_eq!(
+        found.iter().map(|t| t.id.as_str()).collect::<Vec<_>>(),
+        ["t4"]
+    );
+    assert!(
+        store
+            .list_tunnels(&at_subdomain("nope"))
+            .await
+            .expect("list")
+            .is_empty()
+    );
+
     let adopted = store.adopt_tunnels("a", "n2").await.expect("adopt");
     assert_eq!(adopted.len(), 1, "only the live one");
     assert_eq!(adopted[0].id, "t1");
