@@ -121,18 +121,52 @@ impl Registry {
     /// returns the ids whose sessions here another node holds now.
     pub async fn resync(&self) -> Result<Vec<String>, StoreError> {
         let stored = self.store.list_agents().await?;
+        let (mut lost, reassert) = self.absorb_all(stored);
+        for record in reassert {
+            match self.store.claim_agent(&record).await? {
+                AgentClaim::Claimed => self.changed(&record.id),
+                AgentClaim::HeldBy(node) => {
+                    tracing::warn!(client = %record.id, "node {node} holds this client now; closing its session here");
+                    if let Some(session) = self.session(&record.id) {
+                        session.handle.close();
+                    }
+                    lost.push(record.id);
+                }
+            }
+        }
+        Ok(lost)
+    }
+
+    /// Takes every stored record into the view; returns the ids whose sessions here
+    /// another node holds now, and the records of sessions here the store must be told
+    /// of again: a node that found this one's lease run out during an outage marked them
+    /// disconnected.
+    fn absorb_all(&self, stored: Vec<AgentRecord>) -> (Vec<String>, Vec<AgentRecord>) {
         let mut clients = self.write();
         let mut lost = Vec::new();
         let present: std::collections::HashSet<String> =
             stored.iter().map(|r| r.id.clone()).collect();
         clients.retain(|id, entry| entry.session.is_some() || present.contains(id));
+        let mut reassert = Vec::new();
         for record in stored {
             let id = record.id.clone();
-            if absorb(&mut clients, &self.node, record) == Refreshed::Lost {
-                lost.push(id);
+            let ours = record.connected && record.owner_node.as_deref() == Some(&self.node);
+            match absorb(&mut clients, &self.node, record) {
+                Refreshed::Lost => lost.push(id),
+                Refreshed::Unchanged => {
+                    if let Some(entry) = clients.get_mut(&id)
+                        && entry.session.is_some()
+                        && !ours
+                    {
+                        entry.record.connected = true;
+                        entry.record.owner_node = Some(self.node.clone());
+                        entry.record.disconnected_at = None;
+                        reassert.push(entry.record.clone());
+                    }
+                }
             }
         }
-        Ok(lost)
+        (lost, reassert)
     }
 
     /// This node's id.
