@@ -562,7 +562,15 @@ impl TunnelManager {
         tunnel_id: &str,
         force: bool,
     ) -> Result<(), TunnelError> {
-        let tunnel = self.find(agent_id, tunnel_id)?;
+        let tunnel = match self.find(agent_id, tunnel_id) {
+            Ok(tunnel) => tunnel,
+            Err(err) => {
+                return match self.close_unheld(agent_id, tunnel_id).await? {
+                    true => Ok(()),
+                    false => Err(err),
+                };
+            }
+        };
         let busy = tunnel.open_connections.load(Ordering::Relaxed);
         if busy > 0 && !force && tunnel.protocol != TunnelProtocol::Udp {
             return Err(TunnelError::Busy(busy));
@@ -572,6 +580,38 @@ impl TunnelManager {
         }
         self.finish(&tunnel, CloseReason::Deleted).await;
         Ok(())
+    }
+
+    /// Ends a live tunnel of `agent_id` that no live node holds (its node died and its
+    /// agent has not come back yet): nobody carries it, so the store is all there is to
+    /// change. Returns whether there was one.
+    async fn close_unheld(&self, agent_id: &str, tunnel_id: &str) -> Result<bool, StoreError> {
+        let Some(record) = self.store.get_tunnel(tunnel_id).await? else {
+            return Ok(false);
+        };
+        let project = self.registry.project_of(agent_id);
+        if !record.is_live()
+            || record.agent_id != agent_id
+            || project.as_deref() != Some(&record.project)
+        {
+            return Ok(false);
+        }
+        if let Some(holder) = &record.owner_node {
+            let nodes = self.store.list_nodes().await?;
+            let alive = nodes.iter().any(|n| n.id == *holder && n.alive);
+            if alive {
+                return Ok(false);
+            }
+        }
+        let reason = CloseReason::Deleted;
+        let ended = self
+            .store
+            .end_tunnel(tunnel_id, Utc::now(), reason.status(), reason.as_str(), None)
+            .await?;
+        if ended {
+            tracing::info!(tunnel = %tunnel_id, client = %agent_id, holder = ?record.owner_node, "tunnel of a node that is gone ended in the store");
+        }
+        Ok(ended)
     }
 
     /// Stops the tunnel's servers, waits until its port is free and records the end.
