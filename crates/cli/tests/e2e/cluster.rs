@@ -438,3 +438,67 @@ fn a_proxy_tunnel_answers_on_every_nodes_shared_port() {
 fn any_tls() -> Arc<rustls::ClientConfig> {
     web::client_tls(&[&rustls::version::TLS13, &rustls::version::TLS12])
 }
+
+#[test]
+fn a_single_server_moves_to_postgresql_with_its_agents_tunnels_and_tokens() {
+    let dir = tempdir();
+    let agent_dir = tempdir();
+    let mut single = Rportd::start_with(dir.path(), &ServerSettings::default());
+    let agent_port = single.agent_address.port();
+    let _agent = Rport::attach(&single, "mover", agent_dir.path());
+    single.wait_connection_state("mover", "connected", ATTACH);
+    let echo = echo_server();
+    let tunnel = single.open_tunnel("mover", &format!("remote={}", echo.port()));
+    let tunnel_id = tunnel["id"].as_str().expect("id").to_owned();
+    let reply = single.call(
+        "POST",
+        "/api/v1/me/tokens",
+        &single.auth_header,
+        &[],
+        Some(&json!({"name": "ci", "scope": "read"})),
+    );
+    assert!((200..300).contains(&reply.status), "{}", reply.body);
+    let api_token = reply.body["data"]["token"].as_str().expect("token").to_owned();
+    let fingerprint = single.fingerprint.clone();
+    // A crash, so that the tunnel is still live in the copy (an orderly stop ends it).
+    single.kill();
+
+    let database = shared_postgres()
+        .create_unique_database("moved")
+        .expect("database");
+    let settings = ServerSettings {
+        agent_port,
+        ..node_settings(0, &database, "")
+    };
+    let config = write_server_config(dir.path(), &settings);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_rportd"))
+        .arg("-c")
+        .arg(&config)
+        .arg("migrate")
+        .arg("--from-sqlite")
+        .arg(dir.path().join("server-data"))
+        .output()
+        .expect("run rportd migrate");
+    let said = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success(), "{said}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(said.contains("1 clients"), "{said}");
+    let again = std::process::Command::new(env!("CARGO_BIN_EXE_rportd"))
+        .arg("-c")
+        .arg(&config)
+        .arg("migrate")
+        .arg("--from-sqlite")
+        .arg(dir.path().join("server-data"))
+        .output()
+        .expect("run rportd migrate again");
+    assert!(!again.status.success(), "a filled database is refused");
+    assert!(String::from_utf8_lossy(&again.stderr).contains("not empty"));
+
+    let moved = Rportd::start_with(dir.path(), &settings);
+    assert_eq!(moved.fingerprint, fingerprint, "agents' pins still match");
+    moved.wait_connection_state("mover", "connected", ATTACH);
+    let back = moved.wait_tunnel_status(&tunnel_id, "opened", ATTACH);
+    echo_round_trip(tunnel_address(&back), 100_000, 3);
+    let bearer = format!("Bearer {api_token}");
+    assert_eq!(moved.request_as("GET", "/api/v1/status", &bearer).0, 200);
+    eprintln!("cluster: a single SQLite server moved to PostgreSQL: same fingerprint, its agent, tunnel and API token work");
+}
