@@ -18,6 +18,15 @@ pub struct AgentArgs {
     /// The server, `HOST:PORT` or a URL such as `http://rport.example.com:8080`.
     #[arg(value_name = "SERVER")]
     pub server: Option<String>,
+    /// Another server of the same cluster, tried in order when the main one cannot be
+    /// reached; repeat for several. Same forms as SERVER. Replaces the file's
+    /// `fallback_servers`.
+    #[arg(long = "fallback-server", value_name = "ADDR")]
+    pub fallback_servers: Vec<String>,
+    /// While on a fallback server, how often to check whether the main server answers
+    /// again, e.g. `2m`.
+    #[arg(long, value_name = "DURATION")]
+    pub server_switchback_interval: Option<String>,
     /// Tunnels to open whenever connected, `[LHOST:]LPORT:[RHOST:]RPORT[/udp|/tcp+udp]`
     /// (e.g. `2222:22`, `9999:192.168.1.1:80`). Replace the file's `remotes`.
     #[arg(value_name = "REMOTE", requires = "server")]

@@ -16,6 +16,9 @@ use crate::cli::AgentArgs;
 pub const DEFAULT_DATA_DIR: &str = "./rport-data";
 pub const DEFAULT_KEEP_ALIVE: Duration = Duration::from_secs(60);
 pub const DEFAULT_MAX_RETRY_INTERVAL: Duration = Duration::from_secs(300);
+pub const DEFAULT_SERVER_SWITCHBACK_INTERVAL: Duration = Duration::from_secs(120);
+/// Below this, checking for the main server would be a busy loop of connects.
+const MIN_SERVER_SWITCHBACK_INTERVAL: Duration = Duration::from_secs(1);
 const KEEP_ALIVE_RANGE: (Duration, Duration) = (Duration::from_secs(2), Duration::from_secs(3600));
 /// Port assumed when the server is given as a bare host.
 const DEFAULT_SERVER_PORT: u16 = 8080;
@@ -25,6 +28,10 @@ const CLIENT_ID_FILE: &str = "client-id";
 #[derive(Debug, Clone)]
 pub struct AgentConfig {
     pub server: ServerAddress,
+    /// Other servers of the same cluster, tried in this order after `server`.
+    pub fallback_servers: Vec<ServerAddress>,
+    /// While on a fallback, how often to check whether `server` answers again.
+    pub server_switchback_interval: Duration,
     /// `None`: use (or create) the id kept in `data_dir`.
     pub id: Option<String>,
     /// Empty: report the hostname.
@@ -101,6 +108,8 @@ struct RawFile {
 #[serde(deny_unknown_fields)]
 struct RawClient {
     server: Option<String>,
+    fallback_servers: Option<Vec<String>>,
+    server_switchback_interval: Option<String>,
     id: Option<String>,
     name: Option<String>,
     tags: Option<Vec<String>>,
@@ -194,6 +203,17 @@ pub fn load(
         )
     })?;
     let server = parse_server(&server.value).map_err(|reason| invalid(&server.origin, reason))?;
+    let flag_fallbacks = (!args.fallback_servers.is_empty()).then(|| args.fallback_servers.clone());
+    let fallback_servers = match pick([
+        from_file(&file, "client.fallback_servers", client.fallback_servers),
+        None,
+        from_flag("fallback-server", flag_fallbacks),
+    ]) {
+        None => Vec::new(),
+        Some(list) => {
+            parse_fallbacks(&server, &list.value).map_err(|reason| invalid(&list.origin, reason))?
+        }
+    };
 
     let auth = pick([
         from_file(&file, "client.auth", client.auth),
@@ -314,6 +334,31 @@ pub fn load(
         DEFAULT_MAX_RETRY_INTERVAL,
     )?;
 
+    let switchback_layer = pick([
+        from_file(
+            &file,
+            "client.server_switchback_interval",
+            client.server_switchback_interval,
+        ),
+        None,
+        from_flag(
+            "server-switchback-interval",
+            args.server_switchback_interval.clone(),
+        ),
+    ]);
+    let switchback_origin = switchback_layer
+        .as_ref()
+        .map(|l| l.origin.clone())
+        .unwrap_or_default();
+    let server_switchback_interval =
+        duration(switchback_layer, DEFAULT_SERVER_SWITCHBACK_INTERVAL)?;
+    if server_switchback_interval < MIN_SERVER_SWITCHBACK_INTERVAL {
+        return Err(invalid(
+            &switchback_origin,
+            "server_switchback_interval must be at least 1s",
+        ));
+    }
+
     let log_level = pick([
         from_file(&file, "logging.log_level", logging.log_level),
         None,
@@ -356,6 +401,8 @@ pub fn load(
 
     Ok(AgentConfig {
         server,
+        fallback_servers,
+        server_switchback_interval,
         id,
         name: pick([
             from_file(&file, "client.name", client.name),
@@ -460,6 +507,25 @@ pub fn parse_server(text: &str) -> Result<ServerAddress, String> {
         host: host.to_owned(),
         port,
     })
+}
+
+/// Each entry in the grammar of the main server's address. An entry repeating the main
+/// server or an earlier one is refused: the agent would leave a server for itself.
+fn parse_fallbacks(main: &ServerAddress, list: &[String]) -> Result<Vec<ServerAddress>, String> {
+    let mut parsed: Vec<ServerAddress> = Vec::with_capacity(list.len());
+    for entry in list {
+        let address = parse_server(entry)?;
+        if address == *main {
+            return Err(format!(
+                "fallback server {entry:?} is the main server; list only the other servers"
+            ));
+        }
+        if parsed.contains(&address) {
+            return Err(format!("fallback server {entry:?} is listed twice"));
+        }
+        parsed.push(address);
+    }
+    Ok(parsed)
 }
 
 /// The password is never repeated in the reason.
@@ -608,6 +674,103 @@ mod tests {
         assert!(err.origin.ends_with("key `client.sever`"), "{err}");
     }
 
+    fn listed(config: &AgentConfig) -> Vec<String> {
+        config
+            .fallback_servers
+            .iter()
+            .map(ToString::to_string)
+            .collect()
+    }
+
+    #[test]
+    fn fallback_servers_come_from_the_file_or_the_flags() {
+        let plain = load(&args(&["--auth", "a:b", "main:1"]), &no_env).expect("valid");
+        assert!(plain.fallback_servers.is_empty());
+        assert_eq!(
+            plain.server_switchback_interval,
+            Duration::from_secs(120),
+            "RPort's default"
+        );
+
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("rport.conf");
+        std::fs::write(
+            &file,
+            "[client]\nserver = \"main:1\"\nauth = \"a:b\"\n\
+             fallback_servers = [\"second:2\", \"http://third.example:3/\"]\n\
+             server_switchback_interval = \"30s\"\n",
+        )
+        .expect("write");
+        let path = file.display().to_string();
+        let from_file = load(&args(&["-c", &path]), &no_env).expect("valid");
+        assert_eq!(listed(&from_file), ["second:2", "third.example:3"]);
+        assert_eq!(
+            from_file.server_switchback_interval,
+            Duration::from_secs(30)
+        );
+
+        let flagged = load(
+            &args(&[
+                "-c",
+                &path,
+                "--fallback-server",
+                "[::1]:4",
+                "--fallback-server",
+                "fifth:5",
+                "--server-switchback-interval",
+                "2s",
+            ]),
+            &no_env,
+        )
+        .expect("valid");
+        assert_eq!(
+            listed(&flagged),
+            ["[::1]:4", "fifth:5"],
+            "flags replace the file's list"
+        );
+        assert_eq!(flagged.server_switchback_interval, Duration::from_secs(2));
+    }
+
+    #[test]
+    fn bad_fallback_settings_name_the_file_and_the_key() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("rport.conf");
+        let path = file.display().to_string();
+        let load_with = |client: &str| {
+            std::fs::write(
+                &file,
+                format!("[client]\nserver = \"main:1\"\nauth = \"a:b\"\n{client}\n"),
+            )
+            .expect("write");
+            load(&args(&["-c", &path]), &no_env).expect_err("refused")
+        };
+        let key = |name: &str| format!("config {path}: key `client.{name}`");
+
+        let err = load_with("fallback_servers = [\"second:port\"]");
+        assert_eq!(err.origin, key("fallback_servers"));
+        assert!(err.reason.contains("second:port"), "{err}");
+        let err = load_with("fallback_servers = [\"main:1\"]");
+        assert_eq!(err.origin, key("fallback_servers"));
+        assert!(err.reason.contains("is the main server"), "{err}");
+        let err = load_with("fallback_servers = [\"b:2\", \"b:2\"]");
+        assert!(err.reason.contains("listed twice"), "{err}");
+        let err = load_with("fallback_servers = \"b:2\"");
+        assert_eq!(err.origin, key("fallback_servers"), "not a list: {err}");
+        let err = load_with("server_switchback_interval = \"soon\"");
+        assert_eq!(err.origin, key("server_switchback_interval"));
+        assert!(err.reason.contains("not a duration"), "{err}");
+        let err = load_with("server_switchback_interval = \"0\"");
+        assert_eq!(err.origin, key("server_switchback_interval"));
+        assert!(err.reason.contains("at least 1s"), "{err}");
+
+        let err = load(
+            &args(&["--auth", "a:b", "--fallback-server", "ftp://x:1", "main:1"]),
+            &no_env,
+        )
+        .expect_err("bad flag");
+        assert_eq!(err.origin, "flag --fallback-server");
+    }
+
     #[test]
     fn server_forms() {
         let parsed = |t: &str| parse_server(t).map(|s| s.to_string());
@@ -668,6 +831,11 @@ mod tests {
         assert_eq!(config.keep_alive, DEFAULT_KEEP_ALIVE);
         assert_eq!(config.remotes.len(), 3);
         assert_eq!(config.tunnel_allowed.rules().len(), 5);
+        assert_eq!(config.fallback_servers.len(), 2);
+        assert_eq!(
+            config.server_switchback_interval,
+            DEFAULT_SERVER_SWITCHBACK_INTERVAL
+        );
         load(&args(&["-c", &path.display().to_string()]), &no_env).expect("as shipped");
     }
 }

@@ -3,6 +3,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod servers;
 pub mod session;
 pub mod sysinfo;
 pub mod targets;

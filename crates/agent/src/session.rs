@@ -1,5 +1,6 @@
 //! The agent's connection to rportd: connect, verify the server's key, say hello, carry
-//! streams; and when anything fails, try again with backoff, forever.
+//! streams; and when anything fails, try again (the next server, or after a backoff),
+//! forever.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -13,11 +14,14 @@ use rport_transport::mux::{self, MuxConfig, MuxHandle, Role};
 use rport_transport::read_coalescing::ReadCoalescing;
 use rport_transport::tls::{self, ServerPin};
 use rustls::pki_types::ServerName;
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
+use tokio_rustls::client::TlsStream;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{AgentConfig, CaSource};
+use crate::config::{AgentConfig, CaSource, ServerAddress};
+use crate::servers::{self, Next, ServerList};
 use crate::sysinfo;
 use crate::targets;
 
@@ -29,6 +33,16 @@ const STABLE_SESSION: Duration = Duration::from_secs(30);
 const FACTS_REFRESH: Duration = Duration::from_secs(60);
 /// File in data_dir holding a server key pinned on first use.
 const PINNED_FINGERPRINT_FILE: &str = "server-fingerprint";
+
+/// How a session that was up ended, when it ended without an error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SessionEnd {
+    /// The server closed it.
+    Closed,
+    /// The agent closed it, on a fallback server, to go back to the main server, which
+    /// answers again.
+    MainIsBack,
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum SessionError {
@@ -140,15 +154,23 @@ impl Agent {
         self.config.data_dir.join(PINNED_FINGERPRINT_FILE)
     }
 
-    /// Stays connected until `shutdown`: every failure is logged and retried.
+    /// Stays connected until `shutdown`: every failure is logged and retried, on the next
+    /// server of the round (see [`ServerList`]) or after the backoff.
     pub async fn run(self, shutdown: CancellationToken) {
         let this = Arc::new(self);
+        let mut servers = ServerList::new(
+            this.config.server.clone(),
+            this.config.fallback_servers.clone(),
+        );
         let mut backoff = Backoff::new(this.config.max_retry_interval);
         loop {
+            let server = servers.current().clone();
+            let described = servers.describe_current().to_string();
+            let main_to_return_to = servers.main_to_return_to().cloned();
             let started = tokio::time::Instant::now();
             let outcome = tokio::select! {
                 _ = shutdown.cancelled() => return,
-                outcome = Arc::clone(&this).connect_and_serve() => outcome,
+                outcome = Arc::clone(&this).connect_and_serve(&server, &described, main_to_return_to) => outcome,
             };
             if started.elapsed() >= STABLE_SESSION {
                 backoff.reset();
@@ -158,29 +180,53 @@ impl Agent {
             {
                 counters.failed_attempts.fetch_add(1, Ordering::Relaxed);
             }
-            let mut delay = backoff.next_delay();
             let going_away = this.going_away.swap(0, Ordering::Relaxed);
-            match &outcome {
+            let next = match &outcome {
                 _ if going_away > 0 => {
-                    delay = delay.max(Duration::from_secs(going_away));
-                    tracing::warn!("{} is shutting down", this.config.server);
+                    tracing::warn!("{described} is shutting down");
+                    servers.going_away(Duration::from_secs(going_away))
                 }
-                Ok(()) => {
-                    tracing::warn!("connection to {} closed; reconnecting", this.config.server)
+                Ok(SessionEnd::MainIsBack) => servers.main_is_back(),
+                Ok(SessionEnd::Closed) => {
+                    tracing::warn!("connection to {described} closed");
+                    servers.session_ended()
                 }
-                Err(SessionError::Refused {
-                    retry_after: Some(hint),
-                    ..
-                }) => {
-                    delay = delay.max(*hint);
-                    tracing::error!("{}", outcome_message(&outcome));
+                Err(err @ SessionError::Ended(_)) => {
+                    tracing::warn!("{described}: {err}");
+                    servers.session_ended()
                 }
-                Err(SessionError::FingerprintMismatch { .. } | SessionError::Refused { .. }) => {
-                    tracing::error!("{}", outcome_message(&outcome));
+                Err(
+                    err @ SessionError::Refused {
+                        retry_after: Some(hint),
+                        ..
+                    },
+                ) => {
+                    tracing::error!("{described}: {err}");
+                    servers.attempt_failed(Some(*hint))
                 }
-                Err(_) => tracing::warn!("{}", outcome_message(&outcome)),
-            }
-            tracing::info!("reconnecting in {:.1}s", delay.as_secs_f64());
+                Err(
+                    err @ (SessionError::FingerprintMismatch { .. } | SessionError::Refused { .. }),
+                ) => {
+                    tracing::error!("{described}: {err}");
+                    servers.attempt_failed(None)
+                }
+                Err(err) => {
+                    tracing::warn!("{described}: {err}");
+                    servers.attempt_failed(None)
+                }
+            };
+            let delay = match next {
+                Next::Now => {
+                    tracing::info!("trying {} now", servers.describe_current());
+                    continue;
+                }
+                Next::AfterBackoff { at_least } => backoff.next_delay().max(at_least),
+            };
+            tracing::info!(
+                "next: {}; reconnecting in {:.1}s",
+                servers.describe_current(),
+                delay.as_secs_f64()
+            );
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 _ = tokio::time::sleep(delay) => {}
@@ -203,6 +249,7 @@ impl Agent {
     /// replaced CA file counts without a restart).
     fn tls_setup(
         &self,
+        server: &ServerAddress,
         pin: ServerPin,
     ) -> Result<
         (
@@ -231,18 +278,23 @@ impl Agent {
                 roots
             }
         };
-        let name = ServerName::try_from(self.config.server.host.clone())
-            .map_err(|_| SessionError::BadServerName(self.config.server.host.clone()))?;
+        let name = ServerName::try_from(server.host.clone())
+            .map_err(|_| SessionError::BadServerName(server.host.clone()))?;
         Ok((tls::client_config_with_roots(roots)?, None, name))
     }
 
-    async fn connect_and_serve(self: Arc<Self>) -> Result<(), SessionError> {
-        let server = self.config.server.to_string();
+    /// TCP and TLS to `address`, its key checked against the pin (one pin for every server:
+    /// the nodes of a cluster share one identity) or its certificate against the CA roots.
+    async fn open_tls(
+        &self,
+        address: &ServerAddress,
+    ) -> Result<TlsStream<ReadCoalescing<TcpStream>>, SessionError> {
+        let server = address.to_string();
         let pin = self.pin();
-        let (tls_config, seen, server_name) = self.tls_setup(pin)?;
+        let (tls_config, seen, server_name) = self.tls_setup(address, pin)?;
         let socket = tokio::time::timeout(
             CONNECT_TIMEOUT,
-            TcpStream::connect((self.config.server.host.as_str(), self.config.server.port)),
+            TcpStream::connect((address.host.as_str(), address.port)),
         )
         .await
         .unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into()))
@@ -259,7 +311,7 @@ impl Agent {
         .await
         .unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into()));
         let presented = seen.as_ref().and_then(tls::SeenFingerprint::get);
-        let mut tls_stream = match (tls_result, pin, presented) {
+        let tls_stream = match (tls_result, pin, presented) {
             (Ok(stream), _, _) => stream,
             (Err(_), ServerPin::Exact(expected), Some(presented)) if expected != presented => {
                 return Err(SessionError::FingerprintMismatch {
@@ -278,6 +330,44 @@ impl Agent {
                 tracing::error!("saving the pinned fingerprint: {err}");
             }
         }
+        Ok(tls_stream)
+    }
+
+    /// Whether the main server answers again, checked by a TCP connect and a TLS handshake
+    /// with the pin, not a whole session. The handshake proves that rportd with the pinned
+    /// key listens there; a hello would go further and register this agent on the main
+    /// server while its session on the fallback is still up (in a cluster, two nodes
+    /// claiming one agent), and would send the credential to a server only being looked
+    /// at. What it cannot tell is whether the main server would accept the session: if it
+    /// refuses, the round goes on to the fallbacks at once, a short interruption.
+    async fn main_answers(&self, main: &ServerAddress) -> bool {
+        match self.open_tls(main).await {
+            Ok(mut tls) => {
+                // close_notify, so the server sees an orderly goodbye and not an error.
+                let _ = tokio::time::timeout(CONNECT_TIMEOUT, tls.shutdown()).await;
+                true
+            }
+            Err(err @ SessionError::FingerprintMismatch { .. }) => {
+                tracing::warn!("main server {main} answers, but not as the pinned server: {err}");
+                false
+            }
+            Err(err) => {
+                tracing::debug!("main server {main} does not answer yet: {err}");
+                false
+            }
+        }
+    }
+
+    /// One attempt at `address` and, when the server welcomes the agent, the session until
+    /// it ends. On a fallback (`main_to_return_to` is set), the session is closed in order
+    /// once the main server answers again.
+    async fn connect_and_serve(
+        self: Arc<Self>,
+        address: &ServerAddress,
+        described: &str,
+        main_to_return_to: Option<ServerAddress>,
+    ) -> Result<SessionEnd, SessionError> {
+        let mut tls_stream = self.open_tls(address).await?;
 
         let info = self.facts();
         let hello = ControlMessage::Hello {
@@ -316,7 +406,7 @@ impl Agent {
                 .into());
             }
         };
-        tracing::info!(client = %self.client_id, "connected to {server}");
+        tracing::info!(client = %self.client_id, "connected to {described}");
         let _connected = self.counters.as_ref().map(ConnectedGuard::new);
 
         tls_stream
@@ -338,8 +428,37 @@ impl Agent {
             Arc::clone(&self.going_away),
         ));
         let allowed = Arc::new(self.config.tunnel_allowed.clone());
-        while let Some(incoming) = events.incoming.recv().await {
-            tokio::spawn(targets::serve_stream(*incoming, Arc::clone(&allowed)));
+        let switchback = async {
+            match &main_to_return_to {
+                Some(main) => {
+                    servers::wait_for_main(self.config.server_switchback_interval, || {
+                        self.main_answers(main)
+                    })
+                    .await;
+                    tracing::info!(
+                        "main server {main} answers again: closing the session on {described} to go back to it"
+                    );
+                }
+                None => std::future::pending().await,
+            }
+        };
+        tokio::pin!(switchback);
+        let mut leaving_for_main = false;
+        loop {
+            tokio::select! {
+                incoming = events.incoming.recv() => match incoming {
+                    Some(incoming) => {
+                        tokio::spawn(targets::serve_stream(*incoming, Arc::clone(&allowed)));
+                    }
+                    None => break,
+                },
+                () = &mut switchback, if !leaving_for_main => {
+                    // Flushes what is queued and ends the session; the loop goes on until
+                    // the driver has said goodbye and closed the stream of new streams.
+                    handle.close();
+                    leaving_for_main = true;
+                }
+            }
         }
         if let Some(facts) = facts {
             facts.abort();
@@ -348,8 +467,13 @@ impl Agent {
         // The driver is gone, so the control channel is closed: the notices task reads what
         // the server said last (a going-away notice) and ends.
         let _ = control.await;
+        if leaving_for_main {
+            return Ok(SessionEnd::MainIsBack);
+        }
         match ended {
-            Ok(result) => result.map_err(SessionError::from),
+            Ok(result) => result
+                .map(|()| SessionEnd::Closed)
+                .map_err(SessionError::from),
             Err(join) => Err(mux::MuxError::Io(std::io::Error::other(join.to_string())).into()),
         }
     }
@@ -401,13 +525,6 @@ async fn log_server_notices(
             Ok(other) => tracing::debug!("control message {other:?}"),
             Err(err) => tracing::debug!("undecodable control message: {err}"),
         }
-    }
-}
-
-fn outcome_message(outcome: &Result<(), SessionError>) -> String {
-    match outcome {
-        Ok(()) => "connection closed".into(),
-        Err(err) => err.to_string(),
     }
 }
 

@@ -40,6 +40,18 @@ async fn run() -> anyhow::Result<()> {
         None => config::load_or_create_client_id(&config.data_dir)?,
     };
     tracing::info!(client = %client_id, "rport {} starting, server {}", env!("CARGO_PKG_VERSION"), config.server);
+    if !config.fallback_servers.is_empty() {
+        let fallbacks: Vec<String> = config
+            .fallback_servers
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        tracing::info!(
+            "fallback servers, in order: {}; while on one, the main server is checked every {:?}",
+            fallbacks.join(", "),
+            config.server_switchback_interval
+        );
+    }
     Agent::new(config, client_id)
         .run(process::shutdown_on_signal())
         .await;

@@ -9,7 +9,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use anyhow::Context;
 use clap::Parser;
-use rport_server::{Command, Listeners, Server, ServerArgs, ServerConfig, user_command};
+use rport_server::{Command, Listeners, Server, ServerArgs, ServerConfig, migrate, user_command};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -24,10 +24,17 @@ async fn main() -> anyhow::Result<()> {
     if let Some(level) = args.log_level {
         config.logging.log_level = level;
     }
-    if let Some(Command::User(command)) = args.command {
-        let out = user_command::run(&config, command, std::io::stdin().lock()).await?;
-        print!("{out}");
-        return Ok(());
+    match args.command {
+        Some(Command::User(command)) => {
+            let out = user_command::run(&config, command, std::io::stdin().lock()).await?;
+            print!("{out}");
+            return Ok(());
+        }
+        Some(Command::Migrate { from_sqlite }) => {
+            print!("{}", migrate::run(&config, &from_sqlite).await?);
+            return Ok(());
+        }
+        None => {}
     }
     process::init_logging(
         &config.logging.log_level,

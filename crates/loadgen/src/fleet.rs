@@ -85,6 +85,8 @@ impl FleetSpec {
         let id = self.naming.id(n);
         let config = AgentConfig {
             server: self.server.clone(),
+            fallback_servers: Vec::new(),
+            server_switchback_interval: rport_agent::config::DEFAULT_SERVER_SWITCHBACK_INTERVAL,
             id: Some(id.clone()),
             name: id.clone(),
             tags: self.tags.clone(),

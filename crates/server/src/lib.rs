@@ -9,14 +9,15 @@ mod agents;
 mod api;
 mod app;
 mod auth;
+mod cluster;
 mod config;
 mod domain;
 mod net;
 mod tunnels;
 
 pub use app::cli::{Command, ServerArgs, UserCommand};
-pub use app::user_command;
 pub use app::{Listeners, Server, StartError};
+pub use app::{migrate, user_command};
 pub use auth::credentials::{Credentials, credentials};
 pub use config::{ConfigError, ServerConfig};
 /// The pure core of the HTTP proxy's request rewriting, for fuzzing.

@@ -9,15 +9,16 @@ mod sqlite;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 pub use postgres::{POOL_SIZE as POSTGRES_POOL_SIZE, PostgresStore, PostgresUrl};
 pub use records::{
-    AdminGuard, AgentCredentialRecord, AgentRecord, ApiTokenRecord, AuditFilter, AuditRecord,
-    DEFAULT_PROJECT, ProjectRecord, ProjectRemoval, TunnelCounters, TunnelFilter, TunnelOptions,
-    TunnelRecord, TunnelStatus, UserRecord, UserWrite,
+    AdminGuard, AgentClaim, AgentCredentialRecord, AgentRecord, ApiTokenRecord, AuditFilter,
+    AuditRecord, ClusterEvent, DEFAULT_PROJECT, NodeRecord, ProjectRecord, ProjectRemoval,
+    TunnelCounters, TunnelFilter, TunnelOptions, TunnelRecord, TunnelStatus, UserRecord, UserWrite,
 };
 pub use sqlite::SqliteStore;
 
@@ -120,9 +121,29 @@ pub fn default_db_path(data_dir: &Path) -> PathBuf {
 pub trait Store: Send + Sync + 'static {
     /// Inserts or replaces an agent's record.
     async fn upsert_agent(&self, agent: &AgentRecord) -> Result<(), StoreError>;
-    async fn mark_agent_disconnected(&self, id: &str, at: DateTime<Utc>) -> Result<(), StoreError>;
-    /// Every connected agent becomes disconnected at `at` (server start after a crash or stop).
-    async fn mark_all_disconnected(&self, at: DateTime<Utc>) -> Result<(), StoreError>;
+    /// Records `agent` (its `owner_node` set) as connected through that node, unless
+    /// another node whose lease runs holds its live session. Of several nodes claiming
+    /// one agent at once, exactly one wins.
+    async fn claim_agent(&self, agent: &AgentRecord) -> Result<AgentClaim, StoreError>;
+    /// Marks the agent disconnected at `at` if node `node` holds its session; returns
+    /// whether it did.
+    async fn release_agent(
+        &self,
+        id: &str,
+        node: &str,
+        at: DateTime<Utc>,
+    ) -> Result<bool, StoreError>;
+    /// Marks disconnected every agent whose session node `node` held, or nobody holds (a
+    /// node starting after a crash or stop); returns their ids. Other nodes' agents stay.
+    async fn release_node_agents(
+        &self,
+        node: &str,
+        at: DateTime<Utc>,
+    ) -> Result<Vec<String>, StoreError>;
+    /// Marks disconnected every agent held by a node whose lease ran out; returns their ids.
+    async fn release_dead_nodes_agents(&self, at: DateTime<Utc>)
+    -> Result<Vec<String>, StoreError>;
+    async fn get_agent(&self, id: &str) -> Result<Option<AgentRecord>, StoreError>;
     async fn list_agents(&self) -> Result<Vec<AgentRecord>, StoreError>;
     /// Returns whether a record was deleted.
     async fn delete_agent(&self, id: &str) -> Result<bool, StoreError>;
@@ -152,18 +173,37 @@ pub trait Store: Send + Sync + 'static {
         id: &str,
         options: &TunnelOptions,
     ) -> Result<bool, StoreError>;
-    /// A live tunnel's status (`pending` while its agent is away, `opened`); an ended
-    /// tunnel stays ended. Returns whether a live tunnel of that id exists.
-    async fn set_tunnel_status(&self, id: &str, status: TunnelStatus) -> Result<bool, StoreError>;
+    /// A live tunnel's status (`pending` while its agent is away, `opened`), written only
+    /// while node `node` holds it (or nobody does); an ended tunnel stays ended. Returns
+    /// whether it was written.
+    async fn set_tunnel_status(
+        &self,
+        id: &str,
+        status: TunnelStatus,
+        node: &str,
+    ) -> Result<bool, StoreError>;
     /// Marks one tunnel ended, changing nothing else in its row (a damaged row stays as it
-    /// was found, for the operator to look at); returns whether it exists.
+    /// was found, for the operator to look at). With `holder`, only while that node holds
+    /// it (or nobody does): a node that lost a tunnel to another never ends it there.
+    /// Returns whether it was written.
     async fn end_tunnel(
         &self,
         id: &str,
         at: DateTime<Utc>,
         status: TunnelStatus,
         reason: &str,
+        holder: Option<&str>,
     ) -> Result<bool, StoreError>;
+    /// A live tunnel adopted by a node where its port was taken gets another one there;
+    /// returns whether it exists.
+    async fn set_tunnel_port(&self, id: &str, lport: u16) -> Result<bool, StoreError>;
+    /// Node `node` takes over the live tunnels of agent `agent_id` (it holds the agent's
+    /// session now); returns them.
+    async fn adopt_tunnels(
+        &self,
+        agent_id: &str,
+        node: &str,
+    ) -> Result<Vec<TunnelRecord>, StoreError>;
 
     /// By key; `default` always exists.
     async fn list_projects(&self) -> Result<Vec<ProjectRecord>, StoreError>;
@@ -223,4 +263,23 @@ pub trait Store: Send + Sync + 'static {
     /// stored in the end, so that of two servers generating a secret at once both use
     /// the same one.
     async fn setting_or_insert(&self, key: &str, value: &str) -> Result<String, StoreError>;
+
+    /// Records that `node` is alive until `lease` from now by the store's clock, so that
+    /// nodes never compare their own clocks.
+    async fn renew_node(&self, node: &NodeRecord, lease: Duration) -> Result<(), StoreError>;
+    /// Every node that ever renewed, by id, with whether its lease runs now.
+    async fn list_nodes(&self) -> Result<Vec<NodeRecord>, StoreError>;
+    /// An orderly stop: the node's lease ends now.
+    async fn retire_node(&self, id: &str) -> Result<(), StoreError>;
+
+    /// Appends an event for the other nodes; returns its number.
+    async fn publish_event(&self, topic: &str, key: &str, origin: &str) -> Result<i64, StoreError>;
+    /// Events numbered above `after`, oldest first, at most `limit`. Numbers increase but
+    /// may have gaps, and one may become visible after a higher one (PostgreSQL commits
+    /// out of order): readers look back a little.
+    async fn events_after(&self, after: i64, limit: u32) -> Result<Vec<ClusterEvent>, StoreError>;
+    /// The highest event number so far; 0 when there is none.
+    async fn last_event_seq(&self) -> Result<i64, StoreError>;
+    /// Deletes events older than `cutoff`; returns how many.
+    async fn purge_events_before(&self, cutoff: DateTime<Utc>) -> Result<usize, StoreError>;
 }

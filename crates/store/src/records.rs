@@ -22,6 +22,49 @@ pub struct AgentRecord {
     pub disconnected_at: Option<DateTime<Utc>>,
     /// The project its credential binds it to; the agent cannot choose it.
     pub project: String,
+    /// The node of a cluster that holds (or last held) its session.
+    pub owner_node: Option<String>,
+}
+
+/// How a node's claim on an agent's session ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AgentClaim {
+    /// The agent is now connected through the claiming node.
+    Claimed,
+    /// Another node, whose lease runs, holds its live session.
+    HeldBy(String),
+}
+
+/// One rportd process of a cluster sharing the store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeRecord {
+    /// Stable across restarts of the same node (kept in its data dir).
+    pub id: String,
+    /// Where other nodes reach its peer channel (`host:port`).
+    pub peer_address: String,
+    /// The host its tunnels are reached at.
+    pub public_host: String,
+    /// Its API address, for operators.
+    pub api_address: String,
+    pub started_at: DateTime<Utc>,
+    /// Until when it counts as alive unless it renews; set by the store. Ignored on renew.
+    pub lease_until: DateTime<Utc>,
+    /// Whether its lease was running when it was read, by the store's clock. Ignored on
+    /// renew.
+    pub alive: bool,
+}
+
+/// A change one node tells the others about: what changed (`topic`) and which record
+/// (`key`). Events carry no secrets; nodes read the record itself when they need it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterEvent {
+    /// Assigned by the store, increasing; ignored on publish.
+    pub seq: i64,
+    pub at: DateTime<Utc>,
+    pub topic: String,
+    pub key: String,
+    /// The node that published it.
+    pub origin: String,
 }
 
 /// The project every agent and tunnel belongs to unless its credential says otherwise.
@@ -58,6 +101,8 @@ pub struct TunnelRecord {
     pub last_active_at: Option<DateTime<Utc>>,
     /// Its agent's project when it was created.
     pub project: String,
+    /// The node of a cluster holding its port, and so carrying its traffic.
+    pub owner_node: Option<String>,
     /// Set by the store when part of the stored row did not read (a column of the wrong
     /// type, options that are not JSON): what did not, column by column. The fields it
     /// names hold defaults, so such a record must not be trusted to open anything.
@@ -179,6 +224,10 @@ pub struct TunnelFilter {
     pub agent_id: Option<String>,
     pub project: Option<String>,
     pub open_only: bool,
+    /// Only tunnels held by this node.
+    pub owner_node: Option<String>,
+    /// Only the HTTP proxy tunnel at this subdomain of the shared proxy port.
+    pub subdomain: Option<String>,
     pub limit: Option<usize>,
 }
 

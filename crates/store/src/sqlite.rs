@@ -4,15 +4,17 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, TimeZone, Utc};
 use rusqlite::{Connection, ErrorCode, OptionalExtension, Row, TransactionBehavior, params};
 
 use crate::{
-    AdminGuard, AgentCredentialRecord, AgentRecord, ApiTokenRecord, AuditFilter, AuditRecord,
-    BackendError, DEFAULT_PROJECT, ProjectRecord, ProjectRemoval, Store, StoreError,
-    TunnelCounters, TunnelFilter, TunnelOptions, TunnelRecord, TunnelStatus, UserRecord, UserWrite,
+    AdminGuard, AgentClaim, AgentCredentialRecord, AgentRecord, ApiTokenRecord, AuditFilter,
+    AuditRecord, BackendError, ClusterEvent, DEFAULT_PROJECT, NodeRecord, ProjectRecord,
+    ProjectRemoval, Store, StoreError, TunnelCounters, TunnelFilter, TunnelOptions, TunnelRecord,
+    TunnelStatus, UserRecord, UserWrite,
 };
 
 /// Each entry moves the schema one version up; never edit one that has shipped.
@@ -124,6 +126,28 @@ const MIGRATIONS: &[&str] = &[
         project TEXT NOT NULL
     );
     CREATE INDEX agent_credentials_project ON agent_credentials(project);",
+    // 9: clusters: which node holds each agent and live tunnel, the nodes with their
+    // leases, and the events nodes tell each other
+    "ALTER TABLE clients ADD COLUMN owner_node TEXT;
+    ALTER TABLE tunnels ADD COLUMN owner_node TEXT;
+    CREATE INDEX clients_owner_node ON clients(owner_node) WHERE connected = 1;
+    CREATE INDEX tunnels_live_client ON tunnels(client_id) WHERE status IN ('opened', 'pending');
+    CREATE TABLE cluster_nodes (
+        id TEXT PRIMARY KEY,
+        peer_address TEXT NOT NULL,
+        public_host TEXT NOT NULL,
+        api_address TEXT NOT NULL,
+        started_at INTEGER NOT NULL,
+        lease_until INTEGER NOT NULL
+    );
+    CREATE TABLE cluster_events (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        at INTEGER NOT NULL,
+        topic TEXT NOT NULL,
+        key TEXT NOT NULL,
+        origin TEXT NOT NULL
+    );
+    CREATE INDEX cluster_events_at ON cluster_events(at);",
 ];
 
 /// The schema version that gave agent credentials their own table.
@@ -322,6 +346,7 @@ fn agent_from_row(row: &Row<'_>) -> rusqlite::Result<(AgentRecord, String)> {
             connected_at: from_millis(row.get("connected_at")?),
             disconnected_at: from_millis(row.get("disconnected_at")?),
             project: row.get("project")?,
+            owner_node: row.get("owner_node")?,
         },
         info,
     ))
@@ -404,6 +429,7 @@ fn tunnel_from_row(row: &Row<'_>) -> rusqlite::Result<(TunnelRecord, String)> {
         },
         last_active_at: c.time("last_active_at"),
         project: c.get("project"),
+        owner_node: c.get("owner_node"),
         id,
         damage: None,
     };
@@ -519,13 +545,13 @@ fn admin_guarded(
 
 const TUNNEL_COLUMNS: &str = "id, client_id, name, protocol, lhost, lport, lport_random, rhost, rport, \
      scheme, status, created_by, created_at, closed_at, close_reason, options, last_active_at, \
-     connections, connections_refused, bytes_in, bytes_out, project";
+     connections, connections_refused, bytes_in, bytes_out, project, owner_node";
 
 fn insert_tunnel_row(conn: &Connection, t: &TunnelRecord) -> Result<(), StoreError> {
     let sql = format!(
         "INSERT INTO tunnels ({TUNNEL_COLUMNS}) \
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, \
-         ?18, ?19, ?20, ?21, ?22)"
+         ?18, ?19, ?20, ?21, ?22, ?23)"
     );
     let options = serde_json::to_string(&t.options)
         .map_err(|err| corrupt(&format!("tunnel {} options", t.id), err))?;
@@ -554,6 +580,7 @@ fn insert_tunnel_row(conn: &Connection, t: &TunnelRecord) -> Result<(), StoreErr
             t.counters.bytes_in as i64,
             t.counters.bytes_out as i64,
             t.project,
+            t.owner_node,
         ],
     )?;
     Ok(())
@@ -567,8 +594,8 @@ impl Store for SqliteStore {
         self.run(move |conn| {
             conn.execute(
                 "INSERT OR REPLACE INTO clients \
-                 (id, auth_id, info, address, connected, connected_at, disconnected_at, project) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                 (id, auth_id, info, address, connected, connected_at, disconnected_at, project, \
+                 owner_node) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
                 params![
                     c.id,
                     c.auth_id,
@@ -578,6 +605,7 @@ impl Store for SqliteStore {
                     c.connected_at.map(millis),
                     c.disconnected_at.map(millis),
                     c.project,
+                    c.owner_node,
                 ],
             )?;
             Ok(())
@@ -585,25 +613,120 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn mark_agent_disconnected(&self, id: &str, at: DateTime<Utc>) -> Result<(), StoreError> {
-        let id = id.to_owned();
+    async fn claim_agent(&self, agent: &AgentRecord) -> Result<AgentClaim, StoreError> {
+        let c = agent.clone();
+        let info = serde_json::to_string(&c.info).map_err(|err| corrupt("agent facts", err))?;
         self.run(move |conn| {
-            conn.execute(
-                "UPDATE clients SET connected = 0, disconnected_at = ?2 WHERE id = ?1",
-                params![id, millis(at)],
+            let now = millis(Utc::now());
+            // One write transaction: SQLite serialises them, so of two claims one sees the
+            // other's row.
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let written = tx.execute(
+                "INSERT INTO clients \
+                 (id, auth_id, info, address, connected, connected_at, disconnected_at, project, \
+                 owner_node) VALUES (?1, ?2, ?3, ?4, 1, ?5, NULL, ?6, ?7) \
+                 ON CONFLICT (id) DO UPDATE SET auth_id = excluded.auth_id, info = excluded.info, \
+                 address = excluded.address, connected = 1, connected_at = excluded.connected_at, \
+                 disconnected_at = NULL, project = excluded.project, owner_node = excluded.owner_node \
+                 WHERE clients.connected = 0 OR clients.owner_node IS NULL \
+                 OR clients.owner_node = excluded.owner_node \
+                 OR NOT EXISTS (SELECT 1 FROM cluster_nodes n \
+                     WHERE n.id = clients.owner_node AND n.lease_until > ?8)",
+                params![
+                    c.id,
+                    c.auth_id,
+                    info,
+                    c.address,
+                    c.connected_at.map(millis),
+                    c.project,
+                    c.owner_node,
+                    now,
+                ],
             )?;
-            Ok(())
+            let claim = if written > 0 {
+                AgentClaim::Claimed
+            } else {
+                let holder: Option<String> = tx.query_row(
+                    "SELECT owner_node FROM clients WHERE id = ?1",
+                    [&c.id],
+                    |row| row.get(0),
+                )?;
+                AgentClaim::HeldBy(holder.unwrap_or_default())
+            };
+            tx.commit()?;
+            Ok(claim)
         })
         .await
     }
 
-    async fn mark_all_disconnected(&self, at: DateTime<Utc>) -> Result<(), StoreError> {
+    async fn release_agent(
+        &self,
+        id: &str,
+        node: &str,
+        at: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let (id, node) = (id.to_owned(), node.to_owned());
         self.run(move |conn| {
-            conn.execute(
-                "UPDATE clients SET connected = 0, disconnected_at = ?1 WHERE connected = 1",
-                params![millis(at)],
+            Ok(conn.execute(
+                "UPDATE clients SET connected = 0, disconnected_at = ?3 \
+                 WHERE id = ?1 AND connected = 1 AND (owner_node = ?2 OR owner_node IS NULL)",
+                params![id, node, millis(at)],
+            )? > 0)
+        })
+        .await
+    }
+
+    async fn release_node_agents(
+        &self,
+        node: &str,
+        at: DateTime<Utc>,
+    ) -> Result<Vec<String>, StoreError> {
+        let node = node.to_owned();
+        self.run(move |conn| {
+            let mut stmt = conn.prepare(
+                "UPDATE clients SET connected = 0, disconnected_at = ?2 \
+                 WHERE connected = 1 AND (owner_node = ?1 OR owner_node IS NULL) RETURNING id",
             )?;
-            Ok(())
+            let ids = stmt
+                .query_map(params![node, millis(at)], |row| row.get::<_, String>(0))?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(ids)
+        })
+        .await
+    }
+
+    async fn release_dead_nodes_agents(
+        &self,
+        at: DateTime<Utc>,
+    ) -> Result<Vec<String>, StoreError> {
+        self.run(move |conn| {
+            let now = millis(Utc::now());
+            let mut stmt = conn.prepare(
+                "UPDATE clients SET connected = 0, disconnected_at = ?1 \
+                 WHERE connected = 1 AND owner_node IS NOT NULL \
+                 AND NOT EXISTS (SELECT 1 FROM cluster_nodes n \
+                     WHERE n.id = clients.owner_node AND n.lease_until > ?2) RETURNING id",
+            )?;
+            let ids = stmt
+                .query_map(params![millis(at), now], |row| row.get::<_, String>(0))?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(ids)
+        })
+        .await
+    }
+
+    async fn get_agent(&self, id: &str) -> Result<Option<AgentRecord>, StoreError> {
+        let id = id.to_owned();
+        self.run(move |conn| {
+            let row = conn
+                .query_row("SELECT * FROM clients WHERE id = ?1", [&id], agent_from_row)
+                .optional()?;
+            row.map(|(mut record, info)| {
+                record.info = serde_json::from_str(&info)
+                    .map_err(|err| corrupt(&format!("client {}", record.id), err))?;
+                Ok(record)
+            })
+            .transpose()
         })
         .await
     }
@@ -676,11 +799,19 @@ impl Store for SqliteStore {
             let mut stmt = conn.prepare(&format!(
                 "SELECT {TUNNEL_COLUMNS} FROM tunnels \
                  WHERE (?1 IS NULL OR client_id = ?1) AND (?2 = 0 OR status IN ('opened', 'pending')) \
-                 AND (?4 IS NULL OR project = ?4) \
+                 AND (?4 IS NULL OR project = ?4) AND (?5 IS NULL OR owner_node = ?5) \
+                 AND (?6 IS NULL OR json_extract(options, '$.subdomain') = ?6) \
                  ORDER BY created_at DESC, id LIMIT ?3"
             ))?;
             let rows = stmt.query_map(
-                params![filter.agent_id, filter.open_only, limit, filter.project],
+                params![
+                    filter.agent_id,
+                    filter.open_only,
+                    limit,
+                    filter.project,
+                    filter.owner_node,
+                    filter.subdomain
+                ],
                 tunnel_from_row,
             )?;
             rows.map(|row| Ok(finish_tunnel(row?))).collect()
@@ -731,12 +862,18 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn set_tunnel_status(&self, id: &str, status: TunnelStatus) -> Result<bool, StoreError> {
-        let id = id.to_owned();
+    async fn set_tunnel_status(
+        &self,
+        id: &str,
+        status: TunnelStatus,
+        node: &str,
+    ) -> Result<bool, StoreError> {
+        let (id, node) = (id.to_owned(), node.to_owned());
         self.run(move |conn| {
             Ok(conn.execute(
-                "UPDATE tunnels SET status = ?2 WHERE id = ?1 AND status IN ('opened', 'pending')",
-                params![id, status.as_str()],
+                "UPDATE tunnels SET status = ?2 WHERE id = ?1 AND status IN ('opened', 'pending') \
+                 AND (owner_node = ?3 OR owner_node IS NULL)",
+                params![id, status.as_str(), node],
             )? > 0)
         })
         .await
@@ -748,13 +885,44 @@ impl Store for SqliteStore {
         at: DateTime<Utc>,
         status: TunnelStatus,
         reason: &str,
+        holder: Option<&str>,
     ) -> Result<bool, StoreError> {
-        let (id, reason) = (id.to_owned(), reason.to_owned());
+        let (id, reason, holder) = (id.to_owned(), reason.to_owned(), holder.map(str::to_owned));
         self.run(move |conn| {
             Ok(conn.execute(
-                "UPDATE tunnels SET status = ?1, close_reason = ?2, closed_at = ?3 WHERE id = ?4",
-                params![status.as_str(), reason, millis(at), id],
+                "UPDATE tunnels SET status = ?1, close_reason = ?2, closed_at = ?3 WHERE id = ?4 \
+                 AND (?5 IS NULL OR owner_node = ?5 OR owner_node IS NULL)",
+                params![status.as_str(), reason, millis(at), id, holder],
             )? > 0)
+        })
+        .await
+    }
+
+    async fn set_tunnel_port(&self, id: &str, lport: u16) -> Result<bool, StoreError> {
+        let id = id.to_owned();
+        self.run(move |conn| {
+            Ok(conn.execute(
+                "UPDATE tunnels SET lport = ?2, lport_random = 1 WHERE id = ?1",
+                params![id, lport],
+            )? > 0)
+        })
+        .await
+    }
+
+    async fn adopt_tunnels(
+        &self,
+        agent_id: &str,
+        node: &str,
+    ) -> Result<Vec<TunnelRecord>, StoreError> {
+        let (agent_id, node) = (agent_id.to_owned(), node.to_owned());
+        self.run(move |conn| {
+            let mut stmt = conn.prepare(&format!(
+                "UPDATE tunnels SET owner_node = ?2 \
+                 WHERE client_id = ?1 AND status IN ('opened', 'pending') \
+                 RETURNING {TUNNEL_COLUMNS}"
+            ))?;
+            let rows = stmt.query_map(params![agent_id, node], tunnel_from_row)?;
+            rows.map(|row| Ok(finish_tunnel(row?))).collect()
         })
         .await
     }
@@ -1145,6 +1313,119 @@ impl Store for SqliteStore {
                 [key, value],
                 |row| row.get(0),
             )?)
+        })
+        .await
+    }
+
+    async fn renew_node(&self, node: &NodeRecord, lease: Duration) -> Result<(), StoreError> {
+        let n = node.clone();
+        let lease = i64::try_from(lease.as_millis()).unwrap_or(i64::MAX);
+        self.run(move |conn| {
+            let until = millis(Utc::now()).saturating_add(lease);
+            conn.execute(
+                "INSERT INTO cluster_nodes \
+                 (id, peer_address, public_host, api_address, started_at, lease_until) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (id) DO UPDATE SET \
+                 peer_address = excluded.peer_address, public_host = excluded.public_host, \
+                 api_address = excluded.api_address, started_at = excluded.started_at, \
+                 lease_until = excluded.lease_until",
+                params![
+                    n.id,
+                    n.peer_address,
+                    n.public_host,
+                    n.api_address,
+                    millis(n.started_at),
+                    until
+                ],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn list_nodes(&self) -> Result<Vec<NodeRecord>, StoreError> {
+        self.run(|conn| {
+            let now = millis(Utc::now());
+            let mut stmt = conn.prepare(
+                "SELECT id, peer_address, public_host, api_address, started_at, lease_until \
+                 FROM cluster_nodes ORDER BY id",
+            )?;
+            let rows = stmt.query_map([], |row| {
+                let lease_until: i64 = row.get(5)?;
+                Ok(NodeRecord {
+                    id: row.get(0)?,
+                    peer_address: row.get(1)?,
+                    public_host: row.get(2)?,
+                    api_address: row.get(3)?,
+                    started_at: from_millis(row.get(4)?).unwrap_or_default(),
+                    lease_until: from_millis(Some(lease_until)).unwrap_or_default(),
+                    alive: lease_until > now,
+                })
+            })?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .await
+    }
+
+    async fn retire_node(&self, id: &str) -> Result<(), StoreError> {
+        let id = id.to_owned();
+        self.run(move |conn| {
+            conn.execute(
+                "UPDATE cluster_nodes SET lease_until = ?2 WHERE id = ?1",
+                params![id, millis(Utc::now())],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn publish_event(&self, topic: &str, key: &str, origin: &str) -> Result<i64, StoreError> {
+        let (topic, key, origin) = (topic.to_owned(), key.to_owned(), origin.to_owned());
+        self.run(move |conn| {
+            Ok(conn.query_row(
+                "INSERT INTO cluster_events (at, topic, key, origin) VALUES (?1, ?2, ?3, ?4) \
+                 RETURNING seq",
+                params![millis(Utc::now()), topic, key, origin],
+                |row| row.get(0),
+            )?)
+        })
+        .await
+    }
+
+    async fn events_after(&self, after: i64, limit: u32) -> Result<Vec<ClusterEvent>, StoreError> {
+        self.run(move |conn| {
+            let mut stmt = conn.prepare(
+                "SELECT seq, at, topic, key, origin FROM cluster_events WHERE seq > ?1 \
+                 ORDER BY seq LIMIT ?2",
+            )?;
+            let rows = stmt.query_map(params![after, limit], |row| {
+                Ok(ClusterEvent {
+                    seq: row.get(0)?,
+                    at: from_millis(row.get(1)?).unwrap_or_default(),
+                    topic: row.get(2)?,
+                    key: row.get(3)?,
+                    origin: row.get(4)?,
+                })
+            })?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .await
+    }
+
+    async fn last_event_seq(&self) -> Result<i64, StoreError> {
+        self.run(|conn| {
+            Ok(conn.query_row(
+                "SELECT COALESCE(MAX(seq), 0) FROM cluster_events",
+                [],
+                |row| row.get(0),
+            )?)
+        })
+        .await
+    }
+
+    async fn purge_events_before(&self, cutoff: DateTime<Utc>) -> Result<usize, StoreError> {
+        self.run(move |conn| {
+            Ok(conn.execute("DELETE FROM cluster_events WHERE at < ?1", [millis(cutoff)])?)
         })
         .await
     }

@@ -31,7 +31,10 @@ async fn records_survive_reopen_and_restart_marks_agents_disconnected() {
     let store = SqliteStore::open(&path).expect("reopen");
     assert_eq!(store.get_user("admin").await.expect("get"), Some(admin));
     let now = now();
-    store.mark_all_disconnected(now).await.expect("mark");
+    store
+        .release_node_agents("node-1", now)
+        .await
+        .expect("release");
     let clients = store.list_agents().await.expect("list");
     assert_eq!(clients.len(), 2);
     assert!(
@@ -104,13 +107,25 @@ async fn a_damaged_tunnel_row_is_marked_not_fatal() {
     let at = now();
     assert!(
         store
-            .end_tunnel("bad-options", at, TunnelStatus::Terminated, "corrupt_state")
+            .end_tunnel(
+                "bad-options",
+                at,
+                TunnelStatus::Terminated,
+                "corrupt_state",
+                None
+            )
             .await
             .expect("end")
     );
     assert!(
         !store
-            .end_tunnel("no-such", at, TunnelStatus::Terminated, "corrupt_state")
+            .end_tunnel(
+                "no-such",
+                at,
+                TunnelStatus::Terminated,
+                "corrupt_state",
+                None
+            )
             .await
             .expect("end")
     );
@@ -182,8 +197,13 @@ async fn a_version_1_database_is_upgraded_without_losing_tunnels() {
 fn version_7_with_credentials(path: &std::path::Path, json: &str) {
     drop(SqliteStore::open(path).expect("create"));
     let conn = rusqlite::Connection::open(path).expect("raw open");
-    conn.execute_batch("DROP TABLE agent_credentials; PRAGMA user_version = 7;")
-        .expect("back to version 7");
+    conn.execute_batch(
+        "DROP TABLE agent_credentials; DROP TABLE cluster_nodes; DROP TABLE cluster_events;
+        DROP INDEX clients_owner_node; DROP INDEX tunnels_live_client;
+        ALTER TABLE clients DROP COLUMN owner_node; ALTER TABLE tunnels DROP COLUMN owner_node;
+        PRAGMA user_version = 7;",
+    )
+    .expect("back to version 7");
     conn.execute(
         "INSERT INTO settings (key, value) VALUES ('agent_credentials', ?1)",
         [json],

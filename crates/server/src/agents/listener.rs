@@ -22,11 +22,16 @@ use tokio_util::task::TaskTracker;
 use crate::auth::agent_credentials::AgentAuthenticator;
 use crate::auth::bans::BanList;
 use crate::domain::audit::{Actor, AuditLog, Event};
-use crate::domain::registry::Registry;
+use crate::domain::registry::{ClaimError, Registry};
 use crate::domain::source::source_key;
 use crate::tunnels::TunnelManager;
 
 /// Keepalive bounds: an agent may ask for anything in between.
+/// How long an agent refused because another node still holds its id waits before it
+/// knocks again: that node's lease runs out within `cluster::LEASE` of its death.
+const HELD_ELSEWHERE_RETRY: Duration = Duration::from_secs(2);
+/// How long an agent waits when its session cannot be recorded (the database is away).
+const STORE_UNAVAILABLE_RETRY: Duration = Duration::from_secs(5);
 const MIN_KEEP_ALIVE: Duration = Duration::from_secs(2);
 const MAX_KEEP_ALIVE: Duration = Duration::from_secs(3600);
 /// How long an existing session with the same id gets to prove it is alive.
@@ -109,6 +114,14 @@ impl AgentBans {
             credential: BanList::new(max_failed_login, ban_time),
             address: BanList::new(max_failed_login.saturating_mul(10), ban_time),
         }
+    }
+
+    /// Both lists, by the name their failures are shared under in a cluster.
+    pub fn lists(&self) -> [(&'static str, &BanList); 2] {
+        [
+            ("agent.credential", &self.credential),
+            ("agent.address", &self.address),
+        ]
     }
 
     fn address_banned(&self, ip: std::net::IpAddr) -> Option<Duration> {
@@ -308,6 +321,41 @@ impl AgentListener {
             }
             existing.handle.close();
         }
+        // Recorded before the welcome: of two nodes admitting one id at once, the store
+        // lets one hold it, and the other refuses it before the agent thinks it is in.
+        let claimed = self
+            .registry
+            .claim(&agent_id, &auth_id, &project, info, peer.to_string())
+            .await;
+        let record = match claimed {
+            Ok(record) => record,
+            Err(ClaimError::HeldBy(node)) => {
+                tracing::info!(%peer, client = %agent_id, "refusing agent for now: node {node} of this cluster holds its session");
+                let message = format!(
+                    "client id {agent_id:?} is held by node {node} of this cluster; retrying shortly"
+                );
+                refuse_for(
+                    &mut tls,
+                    RefuseCode::Busy,
+                    message,
+                    Some(HELD_ELSEWHERE_RETRY),
+                )
+                .await;
+                return None;
+            }
+            Err(ClaimError::Store(err)) => {
+                tracing::error!(%peer, client = %agent_id, "refusing agent for now: recording its session: {err}");
+                let message = "the server cannot record the session now (its database is unavailable); retrying shortly".to_owned();
+                refuse_for(
+                    &mut tls,
+                    RefuseCode::Busy,
+                    message,
+                    Some(STORE_UNAVAILABLE_RETRY),
+                )
+                .await;
+                return None;
+            }
+        };
         let keep_alive = Duration::from_secs(keep_alive_secs).clamp(MIN_KEEP_ALIVE, MAX_KEEP_ALIVE);
         let welcome = ControlMessage::Welcome {
             server_version: env!("CARGO_PKG_VERSION").to_owned(),
@@ -321,9 +369,8 @@ impl AgentListener {
             tls,
             leftover,
             agent_id,
-            auth_id,
             project,
-            info,
+            record,
             keep_alive,
             remotes,
         })
@@ -334,9 +381,8 @@ impl AgentListener {
             mut tls,
             leftover,
             agent_id,
-            auth_id,
             project,
-            info,
+            record,
             keep_alive,
             remotes,
         } = admitted;
@@ -351,17 +397,7 @@ impl AgentListener {
             ..MuxConfig::new(Role::Server, keep_alive)
         };
         let (handle, mut events, driver) = mux::start(tls, leftover, config);
-        let number = self
-            .registry
-            .attach(
-                &agent_id,
-                &auth_id,
-                &project,
-                info,
-                peer.to_string(),
-                handle,
-            )
-            .await;
+        let number = self.registry.attach(record, handle);
         tracing::info!(%peer, client = %agent_id, "agent connected");
         // Runs beside the driver: opening tunnels may talk to the agent. Boxed, so that its
         // state (kilobytes) is freed once it is done instead of living as long as the
@@ -423,9 +459,9 @@ struct Admitted {
     tls: tokio_rustls::server::TlsStream<ReadCoalescing<TcpStream>>,
     leftover: bytes::BytesMut,
     agent_id: String,
-    auth_id: String,
     project: String,
-    info: rport_protocol::SystemInfo,
+    /// As claimed in the store.
+    record: rport_store::AgentRecord,
     keep_alive: Duration,
     /// Tunnels the agent's configuration asks for.
     remotes: Vec<String>,

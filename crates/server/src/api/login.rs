@@ -37,7 +37,9 @@ pub async fn check_login(
     if let Some(remaining) = state.api_bans.banned_for(&ip_key) {
         return Err(ApiError::banned(remaining));
     }
-    if let Some(user) = state.auth.check_password(username, password).await {
+    // A store that does not answer is the server's trouble, not a wrong password.
+    let checked = state.auth.check_password(username, password).await;
+    if let Some(user) = checked.map_err(ApiError::internal)? {
         state.api_bans.record_success(&ip_key);
         return Ok(user);
     }
@@ -86,7 +88,8 @@ pub(super) async fn check_bearer(
     if let Some(remaining) = state.api_bans.banned_for(&ip_key) {
         return Err(ApiError::banned(remaining));
     }
-    if let Some(user) = state.auth.check_token(token).await {
+    let checked = state.auth.check_token(token).await;
+    if let Some(user) = checked.map_err(ApiError::internal)? {
         return Ok(user);
     }
     match state.api_bans.record_failure(&ip_key) {

@@ -48,6 +48,8 @@ pub struct AppState {
     /// Failed API logins and the addresses banned for them.
     pub api_bans: BanList,
     pub audit: Arc<AuditLog>,
+    /// This node's place in the cluster (a cluster of one on SQLite).
+    pub cluster: Arc<crate::cluster::Cluster>,
 }
 
 pub type State = axum::extract::State<Arc<AppState>>;

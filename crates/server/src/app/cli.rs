@@ -30,6 +30,12 @@ pub enum Command {
     /// Manage API users in the data dir's database, for when the API is out of reach.
     #[command(subcommand)]
     User(UserCommand),
+    /// Copy a single server's SQLite database (its data dir or rportd.db) into the empty
+    /// database `[database]` names, to move to PostgreSQL and a cluster.
+    Migrate {
+        #[arg(long, value_name = "PATH")]
+        from_sqlite: std::path::PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]

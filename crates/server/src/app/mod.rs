@@ -2,8 +2,10 @@
 //! housekeeping, and an orderly shutdown.
 
 pub mod cli;
+mod cluster_events;
 pub(crate) mod data_dir;
 mod housekeeping;
+pub mod migrate;
 pub mod user_command;
 
 use std::path::Path;
@@ -22,6 +24,7 @@ use crate::api::{self, AppState};
 use crate::auth::agent_credentials::{AgentAuthenticator, GeneratedCredential};
 use crate::auth::api_callers::ApiAuth;
 use crate::auth::bans::BanList;
+use crate::cluster::Cluster;
 use crate::config::ServerConfig;
 use crate::domain::audit::AuditLog;
 use crate::domain::registry::Registry;
@@ -160,6 +163,8 @@ impl Server {
         };
         let fingerprint = identity.fingerprint();
         write_fingerprint(&data_dir, fingerprint)?;
+        let node_id = data_dir::node_id(&data_dir)?;
+        let cluster = Cluster::join(Arc::clone(&store), node_record(&config, &node_id)).await?;
 
         let (agent_auth, agent_credential) =
             AgentAuthenticator::load(&config.server.agent_auth, &store)
@@ -174,7 +179,11 @@ impl Server {
             store.insert_project(&record).await?;
         }
         let (api_auth, admin_credential) = ApiAuth::load(&config.api, Arc::clone(&store)).await?;
-        let registry = Arc::new(Registry::load(Arc::clone(&store)).await.map_err(damaged)?);
+        let registry = Arc::new(
+            Registry::load(Arc::clone(&store), &node_id)
+                .await
+                .map_err(damaged)?,
+        );
         let pool = PortPool::new(config.server.port_pool.clone());
         let settings = TunnelSettings {
             grace_period: config.server.tunnel_grace_period,
@@ -231,6 +240,8 @@ impl Server {
             max_streams: config.server.max_connections_per_agent as usize,
         });
         let api_bans = BanList::new(config.api.max_failed_login, config.api.ban_time);
+        let publisher = Arc::new(cluster_events::Publisher(Arc::clone(&cluster)));
+        registry.tell(Arc::clone(&publisher) as _);
         let state = Arc::new(AppState {
             config,
             fingerprint,
@@ -241,7 +252,11 @@ impl Server {
             agent_auth,
             api_bans,
             audit,
+            cluster,
         });
+        for (name, bans) in cluster_events::ban_lists(&state, &agent_listener) {
+            bans.share(name, Arc::clone(&publisher) as _);
+        }
         Ok(Self {
             state,
             agent_listener,
@@ -290,6 +305,14 @@ impl Server {
     ) -> std::io::Result<()> {
         let agents =
             tokio::spawn(Arc::clone(&self.agent_listener).run(listeners.agents, shutdown.clone()));
+        let (events_in, events_out) = tokio::sync::mpsc::channel(crate::cluster::QUEUE);
+        let cluster =
+            tokio::spawn(Arc::clone(&self.state.cluster).run(events_in, shutdown.clone()));
+        tokio::spawn(cluster_events::apply(
+            Arc::clone(&self.state),
+            Arc::clone(&self.agent_listener),
+            events_out,
+        ));
         let purge = tokio::spawn(purge_loop(Arc::clone(&self.state), shutdown.clone()));
         let audit_retention = tokio::spawn(audit_retention_loop(
             Arc::clone(&self.state),
@@ -321,6 +344,8 @@ impl Server {
         self.state.tunnels.shutdown().await;
         self.state.registry.close_all();
         let _ = agents.await;
+        // After the sessions closed (their agents released): the lease ends last.
+        let _ = cluster.await;
         let _ = purge.await;
         let _ = audit_retention.await;
         if let Some(proxy) = proxy {
@@ -334,6 +359,25 @@ impl Server {
                 .await;
         }
         Ok(())
+    }
+}
+
+/// This node as it announces itself to the others.
+fn node_record(config: &ServerConfig, id: &str) -> rport_store::NodeRecord {
+    let now = chrono::Utc::now();
+    let server = &config.server;
+    rport_store::NodeRecord {
+        id: id.to_owned(),
+        peer_address: config.cluster.peer_address.clone().unwrap_or_default(),
+        public_host: server
+            .tunnel_host
+            .clone()
+            .or_else(|| server.url_host())
+            .unwrap_or_default(),
+        api_address: config.api.address.clone().unwrap_or_default(),
+        started_at: now,
+        lease_until: now,
+        alive: true,
     }
 }
 
@@ -390,6 +434,7 @@ fn proxy_setup(config: &ServerConfig, data_dir: &Path) -> Result<ProxySetup, Sta
         ),
         handshake_timeout: server.handshake_timeout,
         header_timeout: config.api.read_header_timeout,
+        relay: std::sync::OnceLock::new(),
     })
 }
 

@@ -191,6 +191,28 @@ impl AgentAuthenticator {
         ))
     }
 
+    /// Reads the managed credentials from the store again, after another node of the
+    /// cluster changed them; returns the ids that are gone, whose agents must go too.
+    pub async fn reload(&self) -> Result<Vec<String>, CredentialError> {
+        let Source::Managed(map) = &self.source else {
+            return Ok(Vec::new());
+        };
+        let _changing = self.changing.lock().await;
+        let fresh = parse_managed(self.store.list_agent_credentials().await?)?;
+        let mut current = write(map);
+        let gone: Vec<String> = current
+            .keys()
+            .filter(|id| !fresh.contains_key(*id))
+            .cloned()
+            .collect();
+        *current = fresh;
+        drop(current);
+        if let Ok(mut verified) = self.verified.lock() {
+            verified.clear();
+        }
+        Ok(gone)
+    }
+
     /// Every credential, by id.
     pub fn list(&self) -> Vec<CredentialView> {
         let mut views: Vec<CredentialView> = match &self.source {

@@ -21,7 +21,7 @@ use crate::config::user_file::UserFile;
 use crate::domain::permissions::parse_roles;
 use crate::domain::secrets::{hash_password, random_secret, verify_password};
 
-const JWT_SECRET_KEY: &str = "jwt_secret";
+pub const JWT_SECRET_KEY: &str = "jwt_secret";
 /// How long a slow password check is remembered, so scripts using basic auth on every
 /// request do not pay an argon2 hash each time.
 const VERIFIED_TTL: Duration = Duration::from_secs(300);
@@ -124,44 +124,53 @@ impl ApiAuth {
 
     /// The user of that name and the hash its password must match; `None` for the
     /// `[api] auth` user, whose password is compared as configured.
-    async fn find(&self, username: &str) -> Option<(AuthUser, Option<String>)> {
+    /// A store that does not answer is an error, not "no such user": the caller gets a
+    /// 503 instead of a 401 counted as a failed login.
+    async fn find(&self, username: &str) -> Result<Option<(AuthUser, Option<String>)>, StoreError> {
         if let Some((user, _)) = &self.static_user
             && user == username
         {
-            return Some((AuthUser::new(user.clone(), true, Default::default()), None));
+            return Ok(Some((
+                AuthUser::new(user.clone(), true, Default::default()),
+                None,
+            )));
         }
         if let Some(file) = &self.user_file
             && let Some(user) = file.users().iter().find(|u| u.username == username)
         {
             let found = AuthUser::new(user.username.clone(), user.is_admin, user.roles.clone());
-            return Some((found, Some(user.password_hash.expose().to_owned())));
+            return Ok(Some((found, Some(user.password_hash.expose().to_owned()))));
         }
-        let record = match self.store.get_user(username).await {
-            Ok(record) => record?,
-            Err(err) => {
-                tracing::error!("looking up API user: {err}");
-                return None;
-            }
+        let Some(record) = self.store.get_user(username).await? else {
+            return Ok(None);
         };
         let found = AuthUser::new(record.username, record.is_admin, parse_roles(&record.roles));
-        Some((found, Some(record.password_hash)))
+        Ok(Some((found, Some(record.password_hash))))
     }
 
     /// The user of that name as it is now, for a token that names it.
-    async fn user(&self, username: &str) -> Option<AuthUser> {
-        self.find(username).await.map(|(user, _)| user)
+    async fn user(&self, username: &str) -> Result<Option<AuthUser>, StoreError> {
+        Ok(self.find(username).await?.map(|(user, _)| user))
     }
 
     /// Checks a username and password: `[api] auth`, then `[api] auth_file`, then the store.
     /// A name longer than any valid one is refused unlooked-up.
-    pub async fn check_password(&self, username: &str, password: &str) -> Option<AuthUser> {
+    pub async fn check_password(
+        &self,
+        username: &str,
+        password: &str,
+    ) -> Result<Option<AuthUser>, StoreError> {
         if username.len() > crate::domain::names::MAX_USERNAME_LEN {
-            return None;
+            return Ok(None);
         }
-        let (user, hash) = self.find(username).await?;
+        let Some((user, hash)) = self.find(username).await? else {
+            return Ok(None);
+        };
         let Some(hash) = hash else {
-            let expected = self.static_user.as_ref().map(|(_, p)| p.as_bytes())?;
-            return bool::from(password.as_bytes().ct_eq(expected)).then_some(user);
+            let Some(expected) = self.static_user.as_ref().map(|(_, p)| p.as_bytes()) else {
+                return Ok(None);
+            };
+            return Ok(bool::from(password.as_bytes().ct_eq(expected)).then_some(user));
         };
         let cache_entry = self.cache_digest(username, password);
         if let Ok(cache) = self.verified.lock()
@@ -169,7 +178,7 @@ impl ApiAuth {
             && at.elapsed() < VERIFIED_TTL
             && *cached_hash == hash
         {
-            return Some(user);
+            return Ok(Some(user));
         }
         let password = password.to_owned();
         let checked = hash.clone();
@@ -177,13 +186,13 @@ impl ApiAuth {
             .await
             .unwrap_or(false);
         if !ok {
-            return None;
+            return Ok(None);
         }
         if let Ok(mut cache) = self.verified.lock() {
             cache.retain(|_, (_, at)| at.elapsed() < VERIFIED_TTL);
             cache.insert(cache_entry, (hash, Instant::now()));
         }
-        Some(user)
+        Ok(Some(user))
     }
 
     fn cache_digest(&self, username: &str, password: &str) -> [u8; 32] {
@@ -197,24 +206,35 @@ impl ApiAuth {
 
     /// A short keyed digest of the user's current password hash (or, for `[api] auth`,
     /// password); `None` when the user no longer exists.
-    async fn credential_stamp(&self, username: &str) -> Option<(AuthUser, String)> {
-        let (user, hash) = self.find(username).await?;
-        let secret = match hash {
-            Some(hash) => hash,
-            None => self.static_user.as_ref()?.1.clone(),
+    async fn credential_stamp(
+        &self,
+        username: &str,
+    ) -> Result<Option<(AuthUser, String)>, StoreError> {
+        let Some((user, hash)) = self.find(username).await? else {
+            return Ok(None);
         };
-        let mut mac = Hmac::<Sha256>::new_from_slice(&self.jwt_key).ok()?;
+        let secret = match (hash, &self.static_user) {
+            (Some(hash), _) => hash,
+            (None, Some((_, password))) => password.clone(),
+            (None, None) => return Ok(None),
+        };
+        let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(&self.jwt_key) else {
+            return Ok(None);
+        };
         mac.update(b"credential-stamp\0");
         mac.update(username.as_bytes());
         mac.update(b"\0");
         mac.update(secret.as_bytes());
-        Some((user, hex::encode(&mac.finalize().into_bytes()[..12])))
+        Ok(Some((
+            user,
+            hex::encode(&mac.finalize().into_bytes()[..12]),
+        )))
     }
 
     /// Issues a signed token for `user`, valid for `lifetime`; `None` if the user was
     /// deleted meanwhile.
     pub async fn issue_token(&self, user: &AuthUser, lifetime: Duration) -> Option<String> {
-        let (_, stamp) = self.credential_stamp(&user.username).await?;
+        let (_, stamp) = self.credential_stamp(&user.username).await.ok()??;
         let now = chrono::Utc::now().timestamp();
         let claims = Claims {
             username: user.username.clone(),
@@ -264,31 +284,51 @@ impl ApiAuth {
         (!revoked).then_some(claims)
     }
 
-    /// Revokes a valid token at once (logout); returns the user it belonged to.
-    pub async fn revoke(&self, token: &str) -> Result<Option<String>, StoreError> {
+    /// Revokes a valid token at once (logout); returns the user it belonged to and the
+    /// token's id, which the other nodes of a cluster must hear of.
+    pub async fn revoke(&self, token: &str) -> Result<Option<(String, String)>, StoreError> {
         let Some(claims) = self.verified_claims(token) else {
             return Ok(None);
         };
         let expires_at = chrono::DateTime::from_timestamp(claims.exp, 0).unwrap_or_default();
         self.store.revoke_token(&claims.jti, expires_at).await?;
+        self.revoked_elsewhere(&claims.jti);
+        Ok(Some((claims.username, claims.jti)))
+    }
+
+    /// Another node of the cluster revoked token `jti`.
+    pub fn revoked_elsewhere(&self, jti: &str) {
         if let Ok(mut revoked) = self.revoked.lock() {
-            revoked.insert(claims.jti);
+            revoked.insert(jti.to_owned());
         }
-        Ok(Some(claims.username))
+    }
+
+    /// Reads the revoked tokens from the store again (after this node was away from it).
+    pub async fn reload_revoked(&self) -> Result<(), StoreError> {
+        let now = chrono::Utc::now();
+        let stored = self.store.revoked_tokens(now).await?;
+        if let Ok(mut revoked) = self.revoked.lock() {
+            revoked.extend(stored);
+        }
+        Ok(())
     }
 
     /// Validates a bearer token: signature, expiry, not revoked, and that its user still
     /// exists. One longer than any rportd issues is refused unread.
-    pub async fn check_token(&self, token: &str) -> Option<AuthUser> {
+    pub async fn check_token(&self, token: &str) -> Result<Option<AuthUser>, StoreError> {
         if token.len() > crate::domain::bounded::MAX_TOKEN_LEN {
-            return None;
+            return Ok(None);
         }
         if let Some(rest) = token.strip_prefix(API_TOKEN_PREFIX) {
             return self.check_api_token(rest).await;
         }
-        let claims = self.verified_claims(token)?;
-        let (user, stamp) = self.credential_stamp(&claims.username).await?;
-        bool::from(stamp.as_bytes().ct_eq(claims.pw.as_bytes())).then_some(user)
+        let Some(claims) = self.verified_claims(token) else {
+            return Ok(None);
+        };
+        let Some((user, stamp)) = self.credential_stamp(&claims.username).await? else {
+            return Ok(None);
+        };
+        Ok(bool::from(stamp.as_bytes().ct_eq(claims.pw.as_bytes())).then_some(user))
     }
 
     /// Makes an API token for `user`; returns its record and, once, the token itself.
@@ -318,18 +358,24 @@ impl ApiAuth {
     }
 
     /// Checks `<id>_<secret>` (the part after the prefix) of an API token.
-    async fn check_api_token(&self, rest: &str) -> Option<AuthUser> {
-        let (id, secret) = rest.split_once('_')?;
-        let record = self.store.get_api_token(id).await.ok()??;
+    async fn check_api_token(&self, rest: &str) -> Result<Option<AuthUser>, StoreError> {
+        let Some((id, secret)) = rest.split_once('_') else {
+            return Ok(None);
+        };
+        let Some(record) = self.store.get_api_token(id).await? else {
+            return Ok(None);
+        };
         let presented = hex::encode(Sha256::digest(secret.as_bytes()));
         if !bool::from(presented.as_bytes().ct_eq(record.hash.as_bytes())) {
-            return None;
+            return Ok(None);
         }
         let now = chrono::Utc::now();
         if record.expires_at.is_some_and(|at| at <= now) {
-            return None;
+            return Ok(None);
         }
-        let mut user = self.user(&record.username).await?;
+        let Some(mut user) = self.user(&record.username).await? else {
+            return Ok(None);
+        };
         let stale = record
             .last_used_at
             .is_none_or(|at| (now - at).to_std().unwrap_or_default() >= TOUCH_EVERY);
@@ -339,6 +385,6 @@ impl ApiAuth {
         user.read_only = record.scope == "read";
         user.project = record.project;
         user.api_token = true;
-        Some(user)
+        Ok(Some(user))
     }
 }

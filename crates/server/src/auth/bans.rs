@@ -5,7 +5,7 @@
 //! at most [`CAPACITY`] keys and [`KEY_BYTES`] bytes of them.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -21,6 +21,15 @@ pub struct BanList {
     max_failures: u32,
     ban_time: Duration,
     entries: Mutex<Table>,
+    /// Where failures counted here are told to the other nodes of a cluster, under this
+    /// list's name.
+    sink: OnceLock<(&'static str, Arc<dyn FailureSink>)>,
+}
+
+/// Hears of every failure a [`BanList`] counts, so that the other nodes of a cluster
+/// count it too: an attacker spreading guesses over the nodes is banned as soon as on one.
+pub trait FailureSink: Send + Sync {
+    fn failed(&self, list: &'static str, key: &str, count: u32);
 }
 
 #[derive(Default)]
@@ -74,7 +83,18 @@ impl BanList {
             max_failures,
             ban_time,
             entries: Mutex::new(Table::default()),
+            sink: OnceLock::new(),
         }
+    }
+
+    /// Tells `sink` of every failure counted here from now on, as list `name`.
+    pub fn share(&self, name: &'static str, sink: Arc<dyn FailureSink>) {
+        let _ = self.sink.set((name, sink));
+    }
+
+    /// Counts failures another node counted; they are not told on again.
+    pub fn count_elsewhere(&self, key: &str, count: u32) {
+        self.count(key, count);
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Table> {
@@ -105,6 +125,15 @@ impl BanList {
 
     /// Counts `count` failures at once (a ban at the first failure uses the limit).
     pub fn record_failures(&self, key: &str, count: u32) -> Option<Duration> {
+        if self.max_failures != 0
+            && let Some((name, sink)) = self.sink.get()
+        {
+            sink.failed(name, key, count);
+        }
+        self.count(key, count)
+    }
+
+    fn count(&self, key: &str, count: u32) -> Option<Duration> {
         if self.max_failures == 0 {
             return None;
         }

@@ -46,6 +46,15 @@ pub struct ServerConfig {
     pub logging: LoggingSection,
     /// `[database]`: where the state is kept; absent, SQLite in `data_dir`.
     pub database: rport_store::DatabaseSettings,
+    pub cluster: ClusterSection,
+}
+
+/// `[cluster]`: this node's part in a cluster of nodes sharing one database.
+#[derive(Debug, Clone, Default)]
+pub struct ClusterSection {
+    /// `host:port` where the other nodes reach this one's peer channel (and where it
+    /// listens for them).
+    pub peer_address: Option<String>,
 }
 
 #[derive(Debug, Clone)]

@@ -18,6 +18,15 @@ pub(super) struct RawConfig {
     pub(super) logging: RawLogging,
     #[serde(default)]
     pub(super) database: RawDatabase,
+    #[serde(default)]
+    pub(super) cluster: RawCluster,
+}
+
+/// `[cluster]`: what one node of several sharing a database needs besides it.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawCluster {
+    pub(super) peer_address: Option<String>,
 }
 
 /// `url` (PostgreSQL), or RPort's key names: `db_type`, `db_name` (for SQLite, the file),

@@ -35,6 +35,9 @@ impl Validator<'_> {
             api: self.api(raw.api)?,
             logging: self.logging(raw.logging)?,
             database: self.database(raw.database)?,
+            cluster: ClusterSection {
+                peer_address: raw.cluster.peer_address,
+            },
         })
     }
 

@@ -6,16 +6,24 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, OnceLock, RwLock};
 
 use chrono::{DateTime, Utc};
 use rport_protocol::SystemInfo;
-use rport_store::{AgentRecord, Store, StoreError};
+use rport_store::{AgentClaim, AgentRecord, Store, StoreError};
 use rport_transport::mux::MuxHandle;
 
 pub struct AgentEntry {
     pub record: AgentRecord,
+    /// Its session when it is connected to this node.
     pub session: Option<LiveSession>,
+}
+
+impl AgentEntry {
+    /// Connected to this node or, as the store says, to another node of the cluster.
+    pub fn is_connected(&self) -> bool {
+        self.session.is_some() || self.record.connected
+    }
 }
 
 /// A connected agent's session. The number tells sessions of the same id apart, so the
@@ -30,6 +38,34 @@ pub struct Registry {
     clients: RwLock<HashMap<String, AgentEntry>>,
     store: Arc<dyn Store>,
     next_session: AtomicU64,
+    /// This node's id: the store records it as the holder of the agents connected here.
+    node: String,
+    /// Told of every change to an agent's record that this node writes.
+    changes: OnceLock<Arc<dyn AgentChanges>>,
+}
+
+/// Hears which agent records this node changed, so that the other nodes of a cluster
+/// read them again.
+pub trait AgentChanges: Send + Sync {
+    fn changed(&self, id: &str);
+}
+
+/// Why an agent's session may not be held here.
+#[derive(Debug, thiserror::Error)]
+pub enum ClaimError {
+    #[error("another node of this cluster ({0}) holds its live session")]
+    HeldBy(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// What reading an agent's record again found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Refreshed {
+    /// Nothing this node must act on.
+    Unchanged,
+    /// Another node holds the agent now: this node's session and tunnels of it are stale.
+    Lost,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -43,9 +79,10 @@ pub enum DeleteError {
 }
 
 impl Registry {
-    /// Loads known agents; all are disconnected until they come back.
-    pub async fn load(store: Arc<dyn Store>) -> Result<Self, StoreError> {
-        store.mark_all_disconnected(Utc::now()).await?;
+    /// Loads known agents. Those this node held are disconnected until they come back;
+    /// other nodes' agents stay as those nodes recorded them.
+    pub async fn load(store: Arc<dyn Store>, node: &str) -> Result<Self, StoreError> {
+        store.release_node_agents(node, Utc::now()).await?;
         let clients = store
             .list_agents()
             .await?
@@ -64,7 +101,130 @@ impl Registry {
             clients: RwLock::new(clients),
             store,
             next_session: AtomicU64::new(1),
+            node: node.to_owned(),
+            changes: OnceLock::new(),
         })
+    }
+
+    /// Tells `changes` of every agent record this node changes from now on.
+    pub fn tell(&self, changes: Arc<dyn AgentChanges>) {
+        let _ = self.changes.set(changes);
+    }
+
+    fn changed(&self, id: &str) {
+        if let Some(changes) = self.changes.get() {
+            changes.changed(id);
+        }
+    }
+
+    /// Reads every agent's record again (after this node was away from the store);
+    /// returns the ids whose sessions here another node holds now.
+    pub async fn resync(&self) -> Result<Vec<String>, StoreError> {
+        let stored = self.store.list_agents().await?;
+        let (mut lost, reassert) = self.absorb_all(stored);
+        for record in reassert {
+            match self.store.claim_agent(&record).await? {
+                AgentClaim::Claimed => self.changed(&record.id),
+                AgentClaim::HeldBy(node) => {
+                    tracing::warn!(client = %record.id, "node {node} holds this client now; closing its session here");
+                    if let Some(session) = self.session(&record.id) {
+                        session.handle.close();
+                    }
+                    lost.push(record.id);
+                }
+            }
+        }
+        Ok(lost)
+    }
+
+    /// Takes every stored record into the view; returns the ids whose sessions here
+    /// another node holds now, and the records of sessions here the store must be told
+    /// of again: a node that found this one's lease run out during an outage marked them
+    /// disconnected.
+    fn absorb_all(&self, stored: Vec<AgentRecord>) -> (Vec<String>, Vec<AgentRecord>) {
+        let mut clients = self.write();
+        let mut lost = Vec::new();
+        let present: std::collections::HashSet<String> =
+            stored.iter().map(|r| r.id.clone()).collect();
+        clients.retain(|id, entry| entry.session.is_some() || present.contains(id));
+        let mut reassert = Vec::new();
+        for record in stored {
+            let id = record.id.clone();
+            let ours = record.connected && record.owner_node.as_deref() == Some(&self.node);
+            match absorb(&mut clients, &self.node, record) {
+                Refreshed::Lost => lost.push(id),
+                Refreshed::Unchanged => {
+                    if let Some(entry) = clients.get_mut(&id)
+                        && entry.session.is_some()
+                        && !ours
+                    {
+                        entry.record.connected = true;
+                        entry.record.owner_node = Some(self.node.clone());
+                        entry.record.disconnected_at = None;
+                        reassert.push(entry.record.clone());
+                    }
+                }
+            }
+        }
+        (lost, reassert)
+    }
+
+    /// This node's id.
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
+    /// The node holding agent `id`'s live session when it is another one.
+    pub fn held_elsewhere(&self, id: &str) -> Option<String> {
+        self.with_agents(|clients| {
+            let entry = clients.get(id)?;
+            let owner = entry.record.owner_node.as_ref()?;
+            (entry.session.is_none() && entry.record.connected && *owner != self.node)
+                .then(|| owner.clone())
+        })
+    }
+
+    /// Reads agent `id`'s record again after another node changed it.
+    pub async fn refresh(&self, id: &str) -> Result<Refreshed, StoreError> {
+        let stored = self.store.get_agent(id).await?;
+        let mut clients = self.write();
+        let Some(record) = stored else {
+            if clients.get(id).is_some_and(|entry| entry.session.is_none()) {
+                clients.remove(id);
+            }
+            return Ok(Refreshed::Unchanged);
+        };
+        Ok(absorb(&mut clients, &self.node, record))
+    }
+
+    /// Records in the store that this node holds agent `id`'s session, unless another
+    /// live node does; returns the record to [`Registry::attach`].
+    pub async fn claim(
+        &self,
+        id: &str,
+        auth_id: &str,
+        project: &str,
+        info: SystemInfo,
+        address: String,
+    ) -> Result<AgentRecord, ClaimError> {
+        let record = AgentRecord {
+            id: id.to_owned(),
+            auth_id: auth_id.to_owned(),
+            info,
+            address,
+            connected: true,
+            connected_at: Some(Utc::now()),
+            disconnected_at: None,
+            project: project.to_owned(),
+            owner_node: Some(self.node.clone()),
+        };
+        match self.store.claim_agent(&record).await? {
+            AgentClaim::Claimed => {
+                self.changed(id);
+                Ok(record)
+            }
+            AgentClaim::HeldBy(node) => Err(ClaimError::HeldBy(node)),
+        }
     }
 
     /// Runs `f` over all entries under a read lock; keep `f` quick.
@@ -110,52 +270,26 @@ impl Registry {
         })
     }
 
-    /// (connected, disconnected)
+    /// (connected, disconnected), through any node of the cluster.
     pub fn counts(&self) -> (usize, usize) {
         self.with_agents(|clients| {
-            let connected = clients.values().filter(|e| e.session.is_some()).count();
+            let connected = clients.values().filter(|e| e.is_connected()).count();
             (connected, clients.len() - connected)
         })
     }
 
-    /// Records a new live session for an agent, replacing (and closing) any previous one.
-    pub async fn attach(
-        &self,
-        id: &str,
-        auth_id: &str,
-        project: &str,
-        info: SystemInfo,
-        address: String,
-        handle: MuxHandle,
-    ) -> u64 {
+    /// Records a new live session for an agent [`Registry::claim`]ed, replacing (and
+    /// closing) any previous one.
+    pub fn attach(&self, record: AgentRecord, handle: MuxHandle) -> u64 {
         let number = self.next_session.fetch_add(1, Ordering::Relaxed);
-        let record = AgentRecord {
-            id: id.to_owned(),
-            auth_id: auth_id.to_owned(),
-            info,
-            address,
-            connected: true,
-            connected_at: Some(Utc::now()),
-            disconnected_at: None,
-            project: project.to_owned(),
-        };
         let previous = {
             let mut clients = self.write();
             let session = Some(LiveSession { handle, number });
-            let previous = clients.insert(
-                id.to_owned(),
-                AgentEntry {
-                    record: record.clone(),
-                    session,
-                },
-            );
+            let previous = clients.insert(record.id.clone(), AgentEntry { record, session });
             previous.and_then(|entry| entry.session)
         };
         if let Some(old) = previous {
             old.handle.close();
-        }
-        if let Err(err) = self.store.upsert_agent(&record).await {
-            tracing::error!(client = id, "saving client: {err}");
         }
         number
     }
@@ -176,8 +310,11 @@ impl Registry {
                 _ => false,
             }
         };
-        if detached && let Err(err) = self.store.mark_agent_disconnected(id, now).await {
-            tracing::error!(client = id, "saving disconnect: {err}");
+        if detached {
+            match self.store.release_agent(id, &self.node, now).await {
+                Ok(_) => self.changed(id),
+                Err(err) => tracing::error!(client = id, "saving disconnect: {err}"),
+            }
         }
         detached
     }
@@ -196,8 +333,20 @@ impl Registry {
                 _ => return,
             }
         };
-        if let Err(err) = self.store.upsert_agent(&record).await {
-            tracing::error!(client = id, "saving client facts: {err}");
+        // A claim, not a blind write: a node that lost the agent to another (its lease ran
+        // out while the database was away) must not write over the new holder's record.
+        match self.store.claim_agent(&record).await {
+            Ok(AgentClaim::Claimed) => self.changed(id),
+            Ok(AgentClaim::HeldBy(node)) => {
+                tracing::warn!(
+                    client = id,
+                    "node {node} holds this client now; closing its session here"
+                );
+                if let Some(session) = self.session(id) {
+                    session.handle.close();
+                }
+            }
+            Err(err) => tracing::error!(client = id, "saving client facts: {err}"),
         }
     }
 
@@ -208,11 +357,12 @@ impl Registry {
             let mut clients = self.write();
             match clients.get(id) {
                 None => return Err(DeleteError::NotFound),
-                Some(entry) if entry.session.is_some() => return Err(DeleteError::Connected),
+                Some(entry) if entry.is_connected() => return Err(DeleteError::Connected),
                 Some(_) => clients.remove(id).map(|entry| entry.record.project),
             }
         };
         self.store.delete_agent(id).await?;
+        self.changed(id);
         Ok(project.unwrap_or_default())
     }
 
@@ -234,6 +384,10 @@ impl Registry {
             {
                 forgotten.push(entry.record);
             }
+        }
+        drop(clients);
+        for id in &ids {
+            self.changed(id);
         }
         forgotten
     }
@@ -277,5 +431,47 @@ impl Registry {
                 }
             }
         });
+    }
+}
+
+/// Takes a record read from the store into the in-memory view; a session here whose
+/// agent another node holds now is closed (it is stale: that node's claim came later).
+fn absorb(clients: &mut HashMap<String, AgentEntry>, node: &str, record: AgentRecord) -> Refreshed {
+    let lost = record.connected && record.owner_node.as_deref() != Some(node);
+    match clients.get_mut(&record.id) {
+        Some(entry) if entry.session.is_some() => {
+            if !lost {
+                return Refreshed::Unchanged;
+            }
+            if let Some(session) = entry.session.take() {
+                session.handle.close();
+            }
+            entry.record = record;
+            Refreshed::Lost
+        }
+        Some(entry) => {
+            // Already held elsewhere by the same node: nothing here to hand over.
+            let moved = !entry.record.connected || entry.record.owner_node != record.owner_node;
+            entry.record = record;
+            if lost && moved {
+                Refreshed::Lost
+            } else {
+                Refreshed::Unchanged
+            }
+        }
+        None => {
+            clients.insert(
+                record.id.clone(),
+                AgentEntry {
+                    record,
+                    session: None,
+                },
+            );
+            if lost {
+                Refreshed::Lost
+            } else {
+                Refreshed::Unchanged
+            }
+        }
     }
 }

@@ -106,6 +106,8 @@ pub struct ProxySetup {
     pub handshake_timeout: std::time::Duration,
     /// `[api] read_header_timeout`: one bound on request headers for every HTTP surface.
     pub header_timeout: std::time::Duration,
+    /// Where connections for other nodes' proxy tunnels go, once the peer channel is up.
+    pub relay: std::sync::OnceLock<Arc<dyn http_proxy::ProxyRelay>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -199,8 +201,17 @@ impl TunnelManager {
             open_only: true,
             ..Default::default()
         };
+        // Only this node's: another node's live tunnels carry traffic there. Those nobody
+        // holds were saved before clusters existed, by a single server: this one.
+        let node = manager.registry.node().to_owned();
         for record in manager.store.list_tunnels(&live).await? {
-            manager.restore(record).await;
+            if record
+                .owner_node
+                .as_deref()
+                .is_none_or(|owner| owner == node)
+            {
+                manager.restore(record, false).await;
+            }
         }
         tokio::spawn(flush_periodically(Arc::downgrade(&manager)));
         Ok(manager)
@@ -336,6 +347,7 @@ impl TunnelManager {
             counters: TunnelCounters::default(),
             last_active_at: Some(now),
             project,
+            owner_node: Some(self.registry.node().to_owned()),
             damage: None,
         };
         self.store.insert_tunnel(&record).await?;
@@ -550,7 +562,15 @@ impl TunnelManager {
         tunnel_id: &str,
         force: bool,
     ) -> Result<(), TunnelError> {
-        let tunnel = self.find(agent_id, tunnel_id)?;
+        let tunnel = match self.find(agent_id, tunnel_id) {
+            Ok(tunnel) => tunnel,
+            Err(err) => {
+                return match self.close_unheld(agent_id, tunnel_id).await? {
+                    true => Ok(()),
+                    false => Err(err),
+                };
+            }
+        };
         let busy = tunnel.open_connections.load(Ordering::Relaxed);
         if busy > 0 && !force && tunnel.protocol != TunnelProtocol::Udp {
             return Err(TunnelError::Busy(busy));
@@ -560,6 +580,38 @@ impl TunnelManager {
         }
         self.finish(&tunnel, CloseReason::Deleted).await;
         Ok(())
+    }
+
+    /// Ends a live tunnel of `agent_id` that no live node holds (its node died and its
+    /// agent has not come back yet): nobody carries it, so the store is all there is to
+    /// change. Returns whether there was one.
+    async fn close_unheld(&self, agent_id: &str, tunnel_id: &str) -> Result<bool, StoreError> {
+        let Some(record) = self.store.get_tunnel(tunnel_id).await? else {
+            return Ok(false);
+        };
+        let project = self.registry.project_of(agent_id);
+        if !record.is_live()
+            || record.agent_id != agent_id
+            || project.as_deref() != Some(&record.project)
+        {
+            return Ok(false);
+        }
+        if let Some(holder) = &record.owner_node {
+            let nodes = self.store.list_nodes().await?;
+            let alive = nodes.iter().any(|n| n.id == *holder && n.alive);
+            if alive {
+                return Ok(false);
+            }
+        }
+        let reason = CloseReason::Deleted;
+        let ended = self
+            .store
+            .end_tunnel(tunnel_id, Utc::now(), reason.status(), reason.as_str(), None)
+            .await?;
+        if ended {
+            tracing::info!(tunnel = %tunnel_id, client = %agent_id, holder = ?record.owner_node, "tunnel of a node that is gone ended in the store");
+        }
+        Ok(ended)
     }
 
     /// Stops the tunnel's servers, waits until its port is free and records the end.
@@ -584,7 +636,13 @@ impl TunnelManager {
         self.save(tunnel).await;
         let ended = self
             .store
-            .end_tunnel(&record.id, closed_at, record.status, reason.as_str())
+            .end_tunnel(
+                &record.id,
+                closed_at,
+                record.status,
+                reason.as_str(),
+                Some(self.registry.node()),
+            )
             .await;
         if let Err(err) = ended {
             tracing::error!(tunnel = %record.id, "saving closed tunnel: {err}");
@@ -604,6 +662,7 @@ impl TunnelManager {
         agent_id: &str,
         remotes: &[String],
     ) {
+        self.adopt(agent_id).await;
         for tunnel in self.tunnels_of(project, agent_id) {
             tunnel.agent_gone_since_ms.store(0, Ordering::Relaxed);
             tunnel.set_status(TunnelStatus::Opened);
@@ -611,6 +670,55 @@ impl TunnelManager {
             self.save_status(&tunnel).await;
         }
         self.open_agent_remotes(project, agent_id, remotes).await;
+    }
+
+    /// Takes over the agent's live tunnels that another node held (it died, or the agent
+    /// left it): their ports open here.
+    async fn adopt(self: &Arc<Self>, agent_id: &str) {
+        let adopted = match self
+            .store
+            .adopt_tunnels(agent_id, self.registry.node())
+            .await
+        {
+            Ok(adopted) => adopted,
+            Err(err) => {
+                tracing::error!(client = %agent_id, "taking over the client's tunnels: {err}");
+                return;
+            }
+        };
+        for record in adopted {
+            if self.active().contains_key(&record.id) {
+                continue;
+            }
+            tracing::info!(tunnel = %record.id, client = %agent_id, from = ?record.owner_node, "taking over tunnel from another node");
+            self.restore(record, true).await;
+        }
+    }
+
+    /// Another node holds the agent now: its tunnels here stop without being ended, for
+    /// that node carries them on. What they carried so far is still counted.
+    pub async fn agent_moved(&self, agent_id: &str) {
+        let moved: Vec<Arc<ActiveTunnel>> = {
+            let mut active = self.active();
+            let ids: Vec<String> = active
+                .values()
+                .filter(|t| t.agent_id == agent_id)
+                .map(|t| t.id())
+                .collect();
+            ids.iter().filter_map(|id| active.remove(id)).collect()
+        };
+        for tunnel in moved {
+            tunnel.cancel.cancel();
+            if let Some(subdomain) = &lock(&tunnel.record).options.subdomain {
+                lock(&self.proxy_routes).remove(subdomain);
+            }
+            let servers = std::mem::take(&mut *lock(&tunnel.servers));
+            for server in servers {
+                let _ = server.await;
+            }
+            self.save(&tunnel).await;
+            tracing::info!(tunnel = %tunnel.id(), client = %agent_id, "tunnel handed over to the node that holds its client now");
+        }
     }
 
     /// Forgets a disconnected client (an operator deleted it) and ends its tunnels: no
@@ -650,6 +758,11 @@ impl TunnelManager {
             tunnel.changed.notify_one();
             self.save_status(&tunnel).await;
         }
+    }
+
+    /// Wrong basic-auth passwords on proxy tunnels.
+    pub fn auth_bans(&self) -> &crate::auth::bans::BanList {
+        &self.proxy.auth_bans
     }
 
     /// Where a browser reaches an HTTP proxy tunnel: its subdomain on the shared port, or

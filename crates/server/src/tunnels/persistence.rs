@@ -13,7 +13,10 @@ use std::time::Duration;
 const FLUSH_EVERY: Duration = Duration::from_secs(30);
 
 impl TunnelManager {
-    pub(super) async fn restore(self: &Arc<Self>, mut record: TunnelRecord) {
+    /// Opens a live tunnel of the store here again: at start one this node held, or one
+    /// it takes over with its agent (`adopted`), which gets another port where its own is
+    /// taken here.
+    pub(super) async fn restore(self: &Arc<Self>, mut record: TunnelRecord, adopted: bool) {
         let (protocol, acl) = match stored::check(&record) {
             Ok(stored::Restorable { protocol, acl }) => (protocol, acl),
             Err(why) => {
@@ -35,7 +38,7 @@ impl TunnelManager {
                 .await;
         }
         // Port 0: a proxy tunnel reached on the shared proxy port only.
-        let bound = match record.lport {
+        let mut bound = match record.lport {
             0 => Ok(None),
             port => self
                 .pool
@@ -43,6 +46,28 @@ impl TunnelManager {
                 .await
                 .map(Some),
         };
+        if adopted && let Err(err) = &bound {
+            let old = record.lport;
+            bound = self.move_port(&mut record, protocol, err).await.map(Some);
+            if bound.is_ok() {
+                let detail = format!(
+                    "port_changed (client {}): port {old} is not free on node {}, now {}",
+                    record.agent_id,
+                    self.registry.node(),
+                    record.lport
+                );
+                let event = crate::domain::audit::Event {
+                    action: "tunnel.move",
+                    resource: &record.id,
+                    project: Some(&record.project),
+                    success: true,
+                    detail,
+                };
+                self.audit
+                    .record(&crate::domain::audit::Actor::system(), event)
+                    .await;
+            }
+        }
         match bound {
             Ok(bound) => {
                 record.status = TunnelStatus::Pending;
@@ -57,6 +82,28 @@ impl TunnelManager {
                     .await;
             }
         }
+    }
+
+    /// Binds a random port of this node's pool for an adopted tunnel whose port is taken
+    /// here, and records it.
+    async fn move_port(
+        &self,
+        record: &mut TunnelRecord,
+        protocol: rport_protocol::tunnel_spec::TunnelProtocol,
+        why: &super::PoolError,
+    ) -> Result<super::BoundPort, super::PoolError> {
+        let bound = self.pool.bind_random(&record.lhost, protocol).await?;
+        let port = bound.lease.port();
+        tracing::warn!(
+            tunnel = %record.id, client = %record.agent_id,
+            "port {} is not free on this node ({why}); the tunnel moves to port {port}", record.lport
+        );
+        record.lport = port;
+        record.lport_random = true;
+        if let Err(err) = self.store.set_tunnel_port(&record.id, port).await {
+            tracing::error!(tunnel = %record.id, "saving the tunnel's new port: {err}");
+        }
+        Ok(bound)
     }
 
     /// Ends a live tunnel of the previous run that does not open again. Its row is kept as
@@ -74,7 +121,13 @@ impl TunnelManager {
         );
         let ended = self
             .store
-            .end_tunnel(&record.id, Utc::now(), reason.status(), reason.as_str())
+            .end_tunnel(
+                &record.id,
+                Utc::now(),
+                reason.status(),
+                reason.as_str(),
+                Some(self.registry.node()),
+            )
             .await;
         if let Err(err) = ended {
             tracing::error!(tunnel = %record.id, "saving tunnel: {err}");
@@ -107,7 +160,11 @@ impl TunnelManager {
             let record = lock(&tunnel.record);
             (record.id.clone(), record.status)
         };
-        if let Err(err) = self.store.set_tunnel_status(&id, status).await {
+        if let Err(err) = self
+            .store
+            .set_tunnel_status(&id, status, self.registry.node())
+            .await
+        {
             tracing::error!(tunnel = %id, "saving tunnel status: {err}");
         }
         self.save(tunnel).await;

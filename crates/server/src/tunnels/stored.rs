@@ -131,6 +131,7 @@ mod tests {
             counters: TunnelCounters::default(),
             last_active_at: None,
             project: "default".into(),
+            owner_node: None,
             damage: None,
         }
     }

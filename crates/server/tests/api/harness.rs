@@ -364,6 +364,7 @@ pub fn agent(id: &str, project: &str) -> AgentRecord {
         connected_at: Some(now - chrono::Duration::minutes(5)),
         disconnected_at: Some(now),
         project: project.to_owned(),
+        owner_node: None,
     }
 }
 
@@ -408,6 +409,7 @@ pub fn closed_tunnel(id: &str, agent_id: &str, project: &str) -> rport_store::Tu
         counters: Default::default(),
         last_active_at: None,
         project: project.to_owned(),
+        owner_node: None,
         damage: None,
     }
 }

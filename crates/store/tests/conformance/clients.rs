@@ -37,7 +37,7 @@ pub async fn disconnecting_and_purging_agents(store: Arc<dyn Store>) {
     }
     let gone_at = now() - Duration::hours(2);
     store
-        .mark_agent_disconnected("a", gone_at)
+        .release_agent("a", "node-1", gone_at)
         .await
         .expect("disconnect a");
     let purged = store
@@ -47,7 +47,10 @@ pub async fn disconnecting_and_purging_agents(store: Arc<dyn Store>) {
     assert_eq!(purged, ["a"], "only the one gone before the cutoff");
 
     let at = now();
-    store.mark_all_disconnected(at).await.expect("mark all");
+    store
+        .release_node_agents("node-1", at)
+        .await
+        .expect("release all");
     let listed = store.list_agents().await.expect("list");
     assert_eq!(listed.len(), 2);
     assert!(

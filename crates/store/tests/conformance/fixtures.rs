@@ -3,8 +3,8 @@
 use chrono::{DateTime, Utc};
 use rport_protocol::SystemInfo;
 use rport_store::{
-    AgentCredentialRecord, AgentRecord, ProjectRecord, TunnelCounters, TunnelOptions, TunnelRecord,
-    TunnelStatus, UserRecord,
+    AgentCredentialRecord, AgentRecord, NodeRecord, ProjectRecord, TunnelCounters, TunnelOptions,
+    TunnelRecord, TunnelStatus, UserRecord,
 };
 
 /// Now, to the millisecond that stores keep.
@@ -26,6 +26,7 @@ pub fn client(id: &str, project: &str) -> AgentRecord {
         connected_at: Some(now()),
         disconnected_at: None,
         project: project.into(),
+        owner_node: Some("node-1".into()),
     }
 }
 
@@ -60,7 +61,21 @@ pub fn tunnel(id: &str, agent_id: &str) -> TunnelRecord {
         },
         last_active_at: None,
         project: "berlin-office".into(),
+        owner_node: Some("node-1".into()),
         damage: None,
+    }
+}
+
+/// A node of a cluster, alive from its first renewal.
+pub fn node(id: &str) -> NodeRecord {
+    NodeRecord {
+        id: id.into(),
+        peer_address: format!("{id}.example:8443"),
+        public_host: format!("{id}.example"),
+        api_address: format!("{id}.example:3000"),
+        started_at: now(),
+        lease_until: now(),
+        alive: true,
     }
 }
 

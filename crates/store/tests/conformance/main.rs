@@ -5,6 +5,7 @@
 //! function that opens a fresh store of it.
 
 mod clients;
+mod cluster;
 mod concurrency;
 mod fixtures;
 mod projects;
@@ -49,6 +50,12 @@ macro_rules! conformance {
                 concurrency::of_two_admins_deleted_at_once_one_stays,
                 concurrency::of_two_admins_demoted_at_once_one_stays,
                 concurrency::a_project_gaining_an_agent_while_deleted_is_never_left_with_it,
+                cluster::nodes_renew_and_expire_by_the_store_clock,
+                cluster::an_agent_is_held_by_one_live_node,
+                cluster::a_starting_node_releases_only_its_own_agents,
+                cluster::of_nodes_claiming_one_agent_at_once_one_wins,
+                cluster::a_node_adopts_an_agents_live_tunnels,
+                cluster::events_are_numbered_read_after_and_purged,
             );
         }
     };

@@ -181,7 +181,7 @@ pub async fn options_status_and_end_change_only_themselves(store: Arc<dyn Store>
 
     assert!(
         store
-            .set_tunnel_status("t1", TunnelStatus::Pending)
+            .set_tunnel_status("t1", TunnelStatus::Pending, "node-1")
             .await
             .expect("status")
     );
@@ -192,7 +192,13 @@ pub async fn options_status_and_end_change_only_themselves(store: Arc<dyn Store>
     let at = now();
     assert!(
         store
-            .end_tunnel("t1", at, TunnelStatus::Terminated, "server_shutdown")
+            .end_tunnel(
+                "t1",
+                at,
+                TunnelStatus::Terminated,
+                "server_shutdown",
+                Some("node-1")
+            )
             .await
             .expect("end")
     );
@@ -205,7 +211,7 @@ pub async fn options_status_and_end_change_only_themselves(store: Arc<dyn Store>
     assert!(!got.is_live());
     assert!(
         !store
-            .set_tunnel_status("t1", TunnelStatus::Opened)
+            .set_tunnel_status("t1", TunnelStatus::Opened, "node-1")
             .await
             .expect("status"),
         "an ended tunnel stays ended"
@@ -231,13 +237,13 @@ pub async fn changes_to_a_missing_tunnel_report_it(store: Arc<dyn Store>) {
     );
     assert!(
         !store
-            .set_tunnel_status(none, TunnelStatus::Opened)
+            .set_tunnel_status(none, TunnelStatus::Opened, "node-1")
             .await
             .expect("status")
     );
     assert!(
         !store
-            .end_tunnel(none, at, TunnelStatus::Closed, "deleted")
+            .end_tunnel(none, at, TunnelStatus::Closed, "deleted", None)
             .await
             .expect("end")
     );

@@ -114,6 +114,8 @@ pub struct ServerSettings {
     pub extra_server: String,
     /// More `[api]` keys.
     pub extra_api: String,
+    /// Whole sections after the others (`[database]`, `[cluster]`).
+    pub extra_sections: String,
     pub log_level: String,
 }
 
@@ -127,6 +129,7 @@ impl Default for ServerSettings {
             api_auth: Some(format!("{API_USER}:{API_PASSWORD}")),
             extra_server: String::new(),
             extra_api: String::new(),
+            extra_sections: String::new(),
             log_level: "info".into(),
         }
     }
@@ -208,6 +211,7 @@ address = "127.0.0.1:0"
 {api_auth}{extra_api}
 [logging]
 log_level = "{log_level}"
+{extra_sections}
 "#,
         host = settings.agent_host,
         port = settings.agent_port,
@@ -216,6 +220,7 @@ log_level = "{log_level}"
         extra = settings.extra_server,
         extra_api = settings.extra_api,
         log_level = settings.log_level,
+        extra_sections = settings.extra_sections,
     );
     let path = dir.join("rportd.conf");
     std::fs::write(&path, config).expect("write config");

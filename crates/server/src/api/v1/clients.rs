@@ -72,13 +72,13 @@ fn field(entry: &AgentEntry, name: &str) -> Option<Value> {
         "address" => json!(record.address),
         "client_auth_id" => json!(record.auth_id),
         "project" => json!(record.project),
-        "connection_state" => json!(if entry.session.is_some() {
+        "connection_state" => json!(if entry.is_connected() {
             "connected"
         } else {
             "disconnected"
         }),
         "connected_at" => time_json(record.connected_at),
-        "disconnected_at" => time_json(if entry.session.is_some() {
+        "disconnected_at" => time_json(if entry.is_connected() {
             None
         } else {
             record.disconnected_at

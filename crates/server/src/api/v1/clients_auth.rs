@@ -142,6 +142,10 @@ pub async fn create(
         .add(&body.id, &password, &project)
         .await
         .map_err(credential_error)?;
+    state
+        .cluster
+        .publish(crate::cluster::topic::CREDENTIAL, &body.id)
+        .await;
     tracing::info!(credential = %body.id, %project, by = %user.username, "agent credential created");
     let event = Event::success("clientauth.create", &body.id, Some(&project));
     state
@@ -196,6 +200,10 @@ pub async fn delete(
     if force {
         state.registry.disconnect_credential(&id);
     }
+    state
+        .cluster
+        .publish(crate::cluster::topic::CREDENTIAL, &id)
+        .await;
     tracing::info!(credential = %id, %project, by = %user.username, "agent credential deleted");
     let event = Event {
         action: "clientauth.delete",

@@ -136,7 +136,7 @@ pub async fn logout(
             "logout revokes the bearer token sent with it; basic auth has no session",
         ));
     };
-    let Some(username) = state
+    let Some((username, jti)) = state
         .auth
         .revoke(&token)
         .await
@@ -144,6 +144,10 @@ pub async fn logout(
     else {
         return Err(ApiError::unauthorized());
     };
+    state
+        .cluster
+        .publish(crate::cluster::topic::TOKEN_REVOKED, &jti)
+        .await;
     let event = crate::domain::audit::Event::success("logout", &username, None);
     state
         .audit

@@ -28,6 +28,21 @@ use tokio_util::sync::CancellationToken;
 pub mod request;
 mod shared_port;
 
+pub use shared_port::{Arrival, MAX_CLIENT_HELLO};
+
+/// A connection's two directions, whatever carries it.
+pub trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+
+/// Carries a proxy connection to the node of the cluster that holds its tunnel.
+#[async_trait::async_trait]
+pub trait ProxyRelay: Send + Sync {
+    /// Sends `first` (what was read of the connection so far) and then everything else
+    /// both ways between `io` and node `node`'s shared proxy port, as if `peer` had
+    /// connected there.
+    async fn relay(&self, node: &str, io: Box<dyn Io>, first: Vec<u8>, peer: SocketAddr);
+}
+
 use super::{ActiveTunnel, TunnelManager};
 use crate::domain::secrets::verify_password;
 use crate::net::http_serve::{self, Stop};
