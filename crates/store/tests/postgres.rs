@@ -176,11 +176,29 @@ async fn a_damaged_tunnel_row_is_marked_not_fatal() {
         damage,
         "lport: -1 is not a port; rport: 70000 is not a port"
     );
+    let by_subdomain = TunnelFilter {
+        open_only: true,
+        subdomain: Some("k3x9".into()),
+        ..Default::default()
+    };
+    assert!(
+        store
+            .list_tunnels(&by_subdomain)
+            .await
+            .expect("options that do not parse fail no lookup by subdomain")
+            .is_empty()
+    );
 
     let at = now();
     assert!(
         store
-            .end_tunnel("bad-options", at, TunnelStatus::Terminated, "corrupt_state")
+            .end_tunnel(
+                "bad-options",
+                at,
+                TunnelStatus::Terminated,
+                "corrupt_state",
+                None
+            )
             .await
             .expect("end")
     );

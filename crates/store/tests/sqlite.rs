@@ -3,6 +3,7 @@
 //! contract all backends share is in `tests/conformance`.
 
 #[path = "conformance/fixtures.rs"]
+#[allow(dead_code)] // shared with the suite, which uses the rest
 mod fixtures;
 
 use fixtures::{client, credential, now, project, tunnel, user};

@@ -28,9 +28,9 @@ use self::rows::TUNNEL_COLUMNS;
 pub use self::url::PostgresUrl;
 use crate::sqlite::{corrupt, millis};
 use crate::{
-    AdminGuard, AgentCredentialRecord, AgentRecord, ApiTokenRecord, AuditFilter, AuditRecord,
-    ProjectRecord, ProjectRemoval, Store, StoreError, TunnelCounters, TunnelFilter, TunnelOptions,
-    TunnelRecord, TunnelStatus, UserRecord, UserWrite,
+    AdminGuard, AgentClaim, AgentCredentialRecord, AgentRecord, ApiTokenRecord, AuditFilter,
+    AuditRecord, ClusterEvent, NodeRecord, ProjectRecord, ProjectRemoval, Store, StoreError,
+    TunnelCounters, TunnelFilter, TunnelOptions, TunnelRecord, TunnelStatus, UserRecord, UserWrite,
 };
 
 /// Connections one rportd holds at most. Each query holds one only while it runs, so 16
@@ -46,6 +46,9 @@ const RECYCLE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Runs of one piece of work that PostgreSQL rolled back for clashing with another
 /// transaction (serialization failure, deadlock) before the error goes to the caller.
 const ATTEMPTS: u32 = 5;
+/// Now in milliseconds by PostgreSQL's clock: leases are compared with the store's clock
+/// only, so that nodes never compare their own.
+const NOW_MS: &str = "(EXTRACT(EPOCH FROM clock_timestamp()) * 1000)::BIGINT";
 
 /// Runs `$body` with `$client`, a connection from the pool, again when [`PostgresStore::settle`]
 /// says so; the body's `?` ends only the attempt. A macro rather than a function taking an
@@ -204,6 +207,11 @@ fn each<T>(rows: Vec<Row>, read: fn(&Row) -> Result<T, PgError>) -> Result<Vec<T
     rows.iter().map(read).collect()
 }
 
+/// The first column of each row: the ids a `RETURNING id` gave.
+fn ids(rows: Vec<Row>) -> Result<Vec<String>, PgError> {
+    rows.iter().map(|row| Ok(row.try_get(0)?)).collect()
+}
+
 /// Fills in the roles of users read from the `users` table.
 async fn with_roles(client: &impl GenericClient, users: &mut [UserRecord]) -> Result<(), PgError> {
     let names: Vec<&str> = users.iter().map(|u| u.username.as_str()).collect();
@@ -315,12 +323,13 @@ impl Store for PostgresStore {
         with_client!(self, |client| {
             execute(
                 client,
-                "INSERT INTO clients \
-                 (id, auth_id, info, address, connected, connected_at, disconnected_at, project) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (id) DO UPDATE SET \
+                "INSERT INTO clients (id, auth_id, info, address, connected, connected_at, \
+                 disconnected_at, project, owner_node) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
+                 ON CONFLICT (id) DO UPDATE SET \
                  auth_id = EXCLUDED.auth_id, info = EXCLUDED.info, address = EXCLUDED.address, \
                  connected = EXCLUDED.connected, connected_at = EXCLUDED.connected_at, \
-                 disconnected_at = EXCLUDED.disconnected_at, project = EXCLUDED.project",
+                 disconnected_at = EXCLUDED.disconnected_at, project = EXCLUDED.project, \
+                 owner_node = EXCLUDED.owner_node",
                 &[
                     &c.id,
                     &c.auth_id,
@@ -330,6 +339,7 @@ impl Store for PostgresStore {
                     &c.connected_at.map(millis),
                     &c.disconnected_at.map(millis),
                     &c.project,
+                    &c.owner_node,
                 ],
             )
             .await?;
@@ -337,27 +347,111 @@ impl Store for PostgresStore {
         })
     }
 
-    async fn mark_agent_disconnected(&self, id: &str, at: DateTime<Utc>) -> Result<(), StoreError> {
+    async fn claim_agent(&self, agent: &AgentRecord) -> Result<AgentClaim, StoreError> {
+        let c = agent;
+        let info = serde_json::to_string(&c.info).map_err(|err| corrupt("agent facts", err))?;
+        // Of claims at once, the first inserts or updates the row; the others wait for its
+        // lock, then find it held by a live node, so their condition fails.
+        let claim = format!(
+            "INSERT INTO clients (id, auth_id, info, address, connected, connected_at, \
+             disconnected_at, project, owner_node) VALUES ($1, $2, $3, $4, TRUE, $5, NULL, $6, $7) \
+             ON CONFLICT (id) DO UPDATE SET auth_id = EXCLUDED.auth_id, info = EXCLUDED.info, \
+             address = EXCLUDED.address, connected = TRUE, connected_at = EXCLUDED.connected_at, \
+             disconnected_at = NULL, project = EXCLUDED.project, owner_node = EXCLUDED.owner_node \
+             WHERE NOT clients.connected OR clients.owner_node IS NULL \
+             OR clients.owner_node = EXCLUDED.owner_node \
+             OR NOT EXISTS (SELECT 1 FROM cluster_nodes n \
+                 WHERE n.id = clients.owner_node AND n.lease_until > {NOW_MS})"
+        );
         with_client!(self, |client| {
-            execute(
+            let written = execute(
                 client,
-                "UPDATE clients SET connected = FALSE, disconnected_at = $2 WHERE id = $1",
-                &[&id, &millis(at)],
+                &claim,
+                &[
+                    &c.id,
+                    &c.auth_id,
+                    &info,
+                    &c.address,
+                    &c.connected_at.map(millis),
+                    &c.project,
+                    &c.owner_node,
+                ],
             )
             .await?;
-            Ok(())
+            if written > 0 {
+                return Ok(AgentClaim::Claimed);
+            }
+            let holder: Option<String> = query_opt(
+                client,
+                "SELECT owner_node FROM clients WHERE id = $1",
+                &[&c.id],
+            )
+            .await?
+            .map(|row| row.try_get(0))
+            .transpose()?
+            .flatten();
+            Ok(AgentClaim::HeldBy(holder.unwrap_or_default()))
         })
     }
 
-    async fn mark_all_disconnected(&self, at: DateTime<Utc>) -> Result<(), StoreError> {
+    async fn release_agent(
+        &self,
+        id: &str,
+        node: &str,
+        at: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
         with_client!(self, |client| {
-            execute(
+            Ok(execute(
                 client,
-                "UPDATE clients SET connected = FALSE, disconnected_at = $1 WHERE connected",
-                &[&millis(at)],
+                "UPDATE clients SET connected = FALSE, disconnected_at = $3 \
+                 WHERE id = $1 AND connected AND (owner_node = $2 OR owner_node IS NULL)",
+                &[&id, &node, &millis(at)],
+            )
+            .await?
+                > 0)
+        })
+    }
+
+    async fn release_node_agents(
+        &self,
+        node: &str,
+        at: DateTime<Utc>,
+    ) -> Result<Vec<String>, StoreError> {
+        with_client!(self, |client| {
+            let rows = query(
+                client,
+                "UPDATE clients SET connected = FALSE, disconnected_at = $2 \
+                 WHERE connected AND (owner_node = $1 OR owner_node IS NULL) RETURNING id",
+                &[&node, &millis(at)],
             )
             .await?;
-            Ok(())
+            ids(rows)
+        })
+    }
+
+    async fn release_dead_nodes_agents(
+        &self,
+        at: DateTime<Utc>,
+    ) -> Result<Vec<String>, StoreError> {
+        let sql = format!(
+            "UPDATE clients SET connected = FALSE, disconnected_at = $1 \
+             WHERE connected AND owner_node IS NOT NULL \
+             AND NOT EXISTS (SELECT 1 FROM cluster_nodes n \
+                 WHERE n.id = clients.owner_node AND n.lease_until > {NOW_MS}) RETURNING id"
+        );
+        with_client!(self, |client| {
+            let rows = query(client, &sql, &[&millis(at)]).await?;
+            ids(rows)
+        })
+    }
+
+    async fn get_agent(&self, id: &str) -> Result<Option<AgentRecord>, StoreError> {
+        with_client!(self, |client| {
+            query_opt(client, "SELECT * FROM clients WHERE id = $1", &[&id])
+                .await?
+                .as_ref()
+                .map(rows::agent)
+                .transpose()
         })
     }
 
@@ -385,9 +479,7 @@ impl Store for PostgresStore {
                 &[&millis(cutoff)],
             )
             .await?;
-            rows.iter()
-                .map(|row| Ok(row.try_get(0)?))
-                .collect::<Result<Vec<String>, PgError>>()
+            ids(rows)
         })
     }
 
@@ -395,8 +487,8 @@ impl Store for PostgresStore {
         let t = tunnel;
         let options = options_json(&t.id, &t.options)?;
         let sql = format!(
-            "INSERT INTO tunnels ({TUNNEL_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, \
-             $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22)"
+            "INSERT INTO tunnels ({TUNNEL_COLUMNS}, subdomain) VALUES ($1, $2, $3, $4, $5, $6, \
+             $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24)"
         );
         with_client!(self, |client| {
             execute(
@@ -425,6 +517,8 @@ impl Store for PostgresStore {
                     &(t.counters.bytes_in as i64),
                     &(t.counters.bytes_out as i64),
                     &t.project,
+                    &t.owner_node,
+                    &t.options.subdomain,
                 ],
             )
             .await?;
@@ -448,7 +542,8 @@ impl Store for PostgresStore {
             "SELECT {TUNNEL_COLUMNS} FROM tunnels \
              WHERE ($1::TEXT IS NULL OR client_id = $1) \
              AND (NOT $2 OR status IN ('opened', 'pending')) \
-             AND ($4::TEXT IS NULL OR project = $4) \
+             AND ($4::TEXT IS NULL OR project = $4) AND ($5::TEXT IS NULL OR owner_node = $5) \
+             AND ($6::TEXT IS NULL OR subdomain = $6) \
              ORDER BY created_at DESC, id LIMIT $3"
         );
         let limit = filter.limit.map(|limit| limit as i64);
@@ -456,7 +551,14 @@ impl Store for PostgresStore {
             let rows = query(
                 client,
                 &sql,
-                &[&filter.agent_id, &filter.open_only, &limit, &filter.project],
+                &[
+                    &filter.agent_id,
+                    &filter.open_only,
+                    &limit,
+                    &filter.project,
+                    &filter.owner_node,
+                    &filter.subdomain,
+                ],
             )
             .await?;
             each(rows, rows::tunnel)
@@ -495,24 +597,31 @@ impl Store for PostgresStore {
         id: &str,
         options: &TunnelOptions,
     ) -> Result<bool, StoreError> {
+        let subdomain = &options.subdomain;
         let options = options_json(id, options)?;
         with_client!(self, |client| {
             Ok(execute(
                 client,
-                "UPDATE tunnels SET options = $2 WHERE id = $1",
-                &[&id, &options],
+                "UPDATE tunnels SET options = $2, subdomain = $3 WHERE id = $1",
+                &[&id, &options, subdomain],
             )
             .await?
                 > 0)
         })
     }
 
-    async fn set_tunnel_status(&self, id: &str, status: TunnelStatus) -> Result<bool, StoreError> {
+    async fn set_tunnel_status(
+        &self,
+        id: &str,
+        status: TunnelStatus,
+        node: &str,
+    ) -> Result<bool, StoreError> {
         with_client!(self, |client| {
             Ok(execute(
                 client,
-                "UPDATE tunnels SET status = $2 WHERE id = $1 AND status IN ('opened', 'pending')",
-                &[&id, &status.as_str()],
+                "UPDATE tunnels SET status = $2 WHERE id = $1 AND status IN ('opened', 'pending') \
+                 AND (owner_node = $3 OR owner_node IS NULL)",
+                &[&id, &status.as_str(), &node],
             )
             .await?
                 > 0)
@@ -525,15 +634,44 @@ impl Store for PostgresStore {
         at: DateTime<Utc>,
         status: TunnelStatus,
         reason: &str,
+        holder: Option<&str>,
     ) -> Result<bool, StoreError> {
         with_client!(self, |client| {
             Ok(execute(
                 client,
-                "UPDATE tunnels SET status = $1, close_reason = $2, closed_at = $3 WHERE id = $4",
-                &[&status.as_str(), &reason, &millis(at), &id],
+                "UPDATE tunnels SET status = $1, close_reason = $2, closed_at = $3 WHERE id = $4 \
+                 AND ($5::TEXT IS NULL OR owner_node = $5 OR owner_node IS NULL)",
+                &[&status.as_str(), &reason, &millis(at), &id, &holder],
             )
             .await?
                 > 0)
+        })
+    }
+
+    async fn set_tunnel_port(&self, id: &str, lport: u16) -> Result<bool, StoreError> {
+        with_client!(self, |client| {
+            Ok(execute(
+                client,
+                "UPDATE tunnels SET lport = $2, lport_random = TRUE WHERE id = $1",
+                &[&id, &i32::from(lport)],
+            )
+            .await?
+                > 0)
+        })
+    }
+
+    async fn adopt_tunnels(
+        &self,
+        agent_id: &str,
+        node: &str,
+    ) -> Result<Vec<TunnelRecord>, StoreError> {
+        let sql = format!(
+            "UPDATE tunnels SET owner_node = $2 \
+             WHERE client_id = $1 AND status IN ('opened', 'pending') RETURNING {TUNNEL_COLUMNS}"
+        );
+        with_client!(self, |client| {
+            let rows = query(client, &sql, &[&agent_id, &node]).await?;
+            each(rows, rows::tunnel)
         })
     }
 
@@ -900,6 +1038,102 @@ impl Store for PostgresStore {
             )
             .await?
             .try_get(0)?)
+        })
+    }
+
+    async fn renew_node(&self, node: &NodeRecord, lease: Duration) -> Result<(), StoreError> {
+        let n = node;
+        let lease = i64::try_from(lease.as_millis()).unwrap_or(i64::MAX);
+        let sql = format!(
+            "INSERT INTO cluster_nodes \
+             (id, peer_address, public_host, api_address, started_at, lease_until) \
+             VALUES ($1, $2, $3, $4, $5, {NOW_MS} + $6) ON CONFLICT (id) DO UPDATE SET \
+             peer_address = EXCLUDED.peer_address, public_host = EXCLUDED.public_host, \
+             api_address = EXCLUDED.api_address, started_at = EXCLUDED.started_at, \
+             lease_until = EXCLUDED.lease_until"
+        );
+        with_client!(self, |client| {
+            execute(
+                client,
+                &sql,
+                &[
+                    &n.id,
+                    &n.peer_address,
+                    &n.public_host,
+                    &n.api_address,
+                    &millis(n.started_at),
+                    &lease,
+                ],
+            )
+            .await?;
+            Ok(())
+        })
+    }
+
+    async fn list_nodes(&self) -> Result<Vec<NodeRecord>, StoreError> {
+        let sql = format!(
+            "SELECT id, peer_address, public_host, api_address, started_at, lease_until, \
+             lease_until > {NOW_MS} AS alive FROM cluster_nodes ORDER BY id"
+        );
+        with_client!(self, |client| {
+            let rows = query(client, &sql, &[]).await?;
+            each(rows, rows::node)
+        })
+    }
+
+    async fn retire_node(&self, id: &str) -> Result<(), StoreError> {
+        let sql = format!("UPDATE cluster_nodes SET lease_until = {NOW_MS} WHERE id = $1");
+        with_client!(self, |client| {
+            execute(client, &sql, &[&id]).await?;
+            Ok(())
+        })
+    }
+
+    async fn publish_event(&self, topic: &str, key: &str, origin: &str) -> Result<i64, StoreError> {
+        let sql = format!(
+            "INSERT INTO cluster_events (at, topic, key, origin) VALUES ({NOW_MS}, $1, $2, $3) \
+             RETURNING seq"
+        );
+        with_client!(self, |client| {
+            Ok(query_one(client, &sql, &[&topic, &key, &origin])
+                .await?
+                .try_get(0)?)
+        })
+    }
+
+    async fn events_after(&self, after: i64, limit: u32) -> Result<Vec<ClusterEvent>, StoreError> {
+        with_client!(self, |client| {
+            let rows = query(
+                client,
+                "SELECT seq, at, topic, key, origin FROM cluster_events WHERE seq > $1 \
+                 ORDER BY seq LIMIT $2",
+                &[&after, &i64::from(limit)],
+            )
+            .await?;
+            each(rows, rows::event)
+        })
+    }
+
+    async fn last_event_seq(&self) -> Result<i64, StoreError> {
+        with_client!(self, |client| {
+            Ok(query_one(
+                client,
+                "SELECT COALESCE(MAX(seq), 0)::BIGINT FROM cluster_events",
+                &[],
+            )
+            .await?
+            .try_get(0)?)
+        })
+    }
+
+    async fn purge_events_before(&self, cutoff: DateTime<Utc>) -> Result<usize, StoreError> {
+        with_client!(self, |client| {
+            Ok(execute(
+                client,
+                "DELETE FROM cluster_events WHERE at < $1",
+                &[&millis(cutoff)],
+            )
+            .await? as usize)
         })
     }
 }

@@ -11,15 +11,15 @@ use super::error::PgError;
 use super::url::full_message;
 use crate::sqlite::{corrupt, finish_tunnel, from_millis};
 use crate::{
-    AgentCredentialRecord, AgentRecord, ApiTokenRecord, AuditRecord, ProjectRecord, TunnelCounters,
-    TunnelOptions, TunnelRecord, TunnelStatus, UserRecord,
+    AgentCredentialRecord, AgentRecord, ApiTokenRecord, AuditRecord, ClusterEvent, NodeRecord,
+    ProjectRecord, TunnelCounters, TunnelOptions, TunnelRecord, TunnelStatus, UserRecord,
 };
 
 /// The columns [`tunnel`] reads, in the order inserts write them.
 pub(super) const TUNNEL_COLUMNS: &str = "id, client_id, name, protocol, lhost, lport, \
      lport_random, rhost, rport, scheme, status, created_by, created_at, closed_at, \
      close_reason, options, last_active_at, connections, connections_refused, bytes_in, \
-     bytes_out, project";
+     bytes_out, project, owner_node";
 
 /// A time column that must have a value.
 fn required_time(row: &Row, column: &str) -> Result<DateTime<Utc>, PgError> {
@@ -43,6 +43,7 @@ pub(super) fn agent(row: &Row) -> Result<AgentRecord, PgError> {
         connected_at: optional_time(row, "connected_at")?,
         disconnected_at: optional_time(row, "disconnected_at")?,
         project: row.try_get("project")?,
+        owner_node: row.try_get("owner_node")?,
         id,
     })
 }
@@ -133,6 +134,7 @@ pub(super) fn tunnel(row: &Row) -> Result<TunnelRecord, PgError> {
         },
         last_active_at: c.time("last_active_at"),
         project: c.get("project"),
+        owner_node: c.get("owner_node"),
         id,
         damage: None,
     };
@@ -204,4 +206,27 @@ pub(super) fn agent_credential(row: &Row) -> Result<AgentCredentialRecord, PgErr
     let hash = row.try_get("hash").map_err(damaged)?;
     let project = row.try_get("project").map_err(damaged)?;
     Ok(AgentCredentialRecord { id, hash, project })
+}
+
+/// A node, with `alive` worked out by the query (`lease_until > now` by the store's clock).
+pub(super) fn node(row: &Row) -> Result<NodeRecord, PgError> {
+    Ok(NodeRecord {
+        id: row.try_get("id")?,
+        peer_address: row.try_get("peer_address")?,
+        public_host: row.try_get("public_host")?,
+        api_address: row.try_get("api_address")?,
+        started_at: required_time(row, "started_at")?,
+        lease_until: required_time(row, "lease_until")?,
+        alive: row.try_get("alive")?,
+    })
+}
+
+pub(super) fn event(row: &Row) -> Result<ClusterEvent, PgError> {
+    Ok(ClusterEvent {
+        seq: row.try_get("seq")?,
+        at: required_time(row, "at")?,
+        topic: row.try_get("topic")?,
+        key: row.try_get("key")?,
+        origin: row.try_get("origin")?,
+    })
 }
