@@ -357,7 +357,8 @@ impl TempPostgres {
             .arg(self.socket_dir())
             // Durability is under test: commits reach the disk before they are answered.
             .args(["-c", "fsync=on", "-c", "synchronous_commit=on"])
-            .args(["-c", "max_connections=200", "-c", "shared_buffers=32MB"])
+            // Room for a cluster test's nodes (a pool of 16 each) and parallel tests.
+            .args(["-c", "max_connections=300", "-c", "shared_buffers=32MB"])
             .stdin(Stdio::null())
             .stdout(log.try_clone().map_err(io("log file"))?)
             .stderr(log)
