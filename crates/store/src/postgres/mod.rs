@@ -24,7 +24,7 @@ use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
 
 use self::error::PgError;
-use self::rows::TUNNEL_COLUMNS;
+use self::rows::{AGENT_COLUMNS, API_TOKEN_COLUMNS, TUNNEL_COLUMNS, USER_COLUMNS};
 pub use self::url::PostgresUrl;
 use crate::sqlite::{corrupt, millis};
 use crate::{
@@ -447,17 +447,22 @@ impl Store for PostgresStore {
 
     async fn get_agent(&self, id: &str) -> Result<Option<AgentRecord>, StoreError> {
         with_client!(self, |client| {
-            query_opt(client, "SELECT * FROM clients WHERE id = $1", &[&id])
-                .await?
-                .as_ref()
-                .map(rows::agent)
-                .transpose()
+            query_opt(
+                client,
+                &format!("SELECT {AGENT_COLUMNS} FROM clients WHERE id = $1"),
+                &[&id],
+            )
+            .await?
+            .as_ref()
+            .map(rows::agent)
+            .transpose()
         })
     }
 
     async fn list_agents(&self) -> Result<Vec<AgentRecord>, StoreError> {
         with_client!(self, |client| {
-            let rows = query(client, "SELECT * FROM clients ORDER BY id", &[]).await?;
+            let sql = format!("SELECT {AGENT_COLUMNS} FROM clients ORDER BY id");
+            let rows = query(client, &sql, &[]).await?;
             each(rows, rows::agent)
         })
     }
@@ -849,11 +854,15 @@ impl Store for PostgresStore {
 
     async fn get_api_token(&self, id: &str) -> Result<Option<ApiTokenRecord>, StoreError> {
         with_client!(self, |client| {
-            query_opt(client, "SELECT * FROM api_tokens WHERE id = $1", &[&id])
-                .await?
-                .as_ref()
-                .map(rows::api_token)
-                .transpose()
+            query_opt(
+                client,
+                &format!("SELECT {API_TOKEN_COLUMNS} FROM api_tokens WHERE id = $1"),
+                &[&id],
+            )
+            .await?
+            .as_ref()
+            .map(rows::api_token)
+            .transpose()
         })
     }
 
@@ -861,7 +870,10 @@ impl Store for PostgresStore {
         with_client!(self, |client| {
             let rows = query(
                 client,
-                "SELECT * FROM api_tokens WHERE username = $1 ORDER BY created_at",
+                &format!(
+                    "SELECT {API_TOKEN_COLUMNS} FROM api_tokens WHERE username = $1 \
+                     ORDER BY created_at"
+                ),
                 &[&username],
             )
             .await?;
@@ -897,7 +909,7 @@ impl Store for PostgresStore {
         with_client!(self, |client| {
             let row = query_opt(
                 client,
-                "SELECT * FROM users WHERE username = $1",
+                &format!("SELECT {USER_COLUMNS} FROM users WHERE username = $1"),
                 &[&username],
             )
             .await?;
@@ -959,7 +971,8 @@ impl Store for PostgresStore {
 
     async fn list_users(&self) -> Result<Vec<UserRecord>, StoreError> {
         with_client!(self, |client| {
-            let rows = query(client, "SELECT * FROM users ORDER BY username", &[]).await?;
+            let sql = format!("SELECT {USER_COLUMNS} FROM users ORDER BY username");
+            let rows = query(client, &sql, &[]).await?;
             let mut users = each(rows, rows::user)?;
             with_roles(client, &mut users).await?;
             Ok(users)

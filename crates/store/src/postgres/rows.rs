@@ -15,6 +15,18 @@ use crate::{
     ProjectRecord, TunnelCounters, TunnelOptions, TunnelRecord, TunnelStatus, UserRecord,
 };
 
+// Queries name their columns, never `*`: a statement prepared by a node running while
+// another migrates would fail once a column is added ("cached plan must not change
+// result type").
+
+/// The columns [`agent`] reads.
+pub(super) const AGENT_COLUMNS: &str = "id, auth_id, info, address, connected, connected_at, \
+     disconnected_at, project, owner_node";
+/// The columns [`api_token`] reads.
+pub(super) const API_TOKEN_COLUMNS: &str =
+    "id, username, name, scope, project, hash, created_at, expires_at, last_used_at";
+/// The columns [`user`] reads.
+pub(super) const USER_COLUMNS: &str = "username, password_hash, is_admin, created_at";
 /// The columns [`tunnel`] reads, in the order inserts write them.
 pub(super) const TUNNEL_COLUMNS: &str = "id, client_id, name, protocol, lhost, lport, \
      lport_random, rhost, rport, scheme, status, created_by, created_at, closed_at, \
