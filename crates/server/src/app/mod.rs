@@ -4,13 +4,13 @@
 pub mod cli;
 pub(crate) mod data_dir;
 mod housekeeping;
+mod identity;
 pub mod user_command;
 
 use std::path::Path;
 use std::sync::Arc;
 
 use rport_protocol::Fingerprint;
-use rport_transport::tls::ServerIdentity;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
@@ -147,17 +147,7 @@ impl Server {
     async fn load(config: ServerConfig, store: Arc<dyn Store>) -> Result<Self, StartError> {
         let data_dir = config.server.data_dir.clone();
         let damaged = |err| damaged(&config, err);
-        let identity = match &config.server.tls {
-            None => ServerIdentity::load_or_create(&data_dir)?,
-            Some(files) => {
-                ServerIdentity::from_files(&files.cert, &files.key).map_err(|source| {
-                    StartError::Certificate {
-                        what: "[server] cert_file / key_file",
-                        source,
-                    }
-                })?
-            }
-        };
+        let identity = identity::load(&config, &*store).await?;
         let fingerprint = identity.fingerprint();
         write_fingerprint(&data_dir, fingerprint)?;
         let node_id = data_dir::node_id(&data_dir)?;
