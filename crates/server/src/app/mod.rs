@@ -22,6 +22,8 @@ use crate::api::{self, AppState};
 use crate::auth::agent_credentials::{AgentAuthenticator, GeneratedCredential};
 use crate::auth::api_callers::ApiAuth;
 use crate::auth::bans::BanList;
+use crate::cluster::Cluster;
+use crate::cluster::peer::{self, PeerClient, PeerServer};
 use crate::config::ServerConfig;
 use crate::domain::audit::AuditLog;
 use crate::domain::registry::Registry;
@@ -75,6 +77,8 @@ pub struct Server {
     agent_listener: Arc<AgentListener>,
     /// Set when the API speaks HTTPS.
     api_tls: Option<TlsAcceptor>,
+    /// Serves the other nodes on `Listeners::peer`.
+    peer_server: PeerServer,
     /// Credentials created on this first start; the caller shows them once.
     pub generated: Vec<GeneratedCredential>,
 }
@@ -85,6 +89,9 @@ pub struct Listeners {
     pub api: Option<TcpListener>,
     /// `[server] tunnel_proxy_address`: the shared port of HTTP proxy tunnels.
     pub tunnel_proxy: Option<TcpListener>,
+    /// `[cluster] peer_address` (or its default, see `cluster::peer::peer_address`): the
+    /// channel the other nodes of a cluster use.
+    pub peer: Option<TcpListener>,
 }
 
 impl Listeners {
@@ -116,6 +123,12 @@ impl Listeners {
                     )
                     .await?,
                 ),
+                None => None,
+            },
+            peer: match peer::peer_address(config) {
+                Some(address) => {
+                    Some(bind("the peer channel ([cluster] peer_address)", address.listen).await?)
+                }
                 None => None,
             },
         })
@@ -170,6 +183,33 @@ impl Server {
                 .await
                 .map_err(damaged)?,
         );
+        let peer_address = peer::peer_address(&config);
+        let me = rport_store::NodeRecord {
+            id: node_id.clone(),
+            peer_address: peer_address
+                .as_ref()
+                .map(|address| address.advertised.clone())
+                .unwrap_or_default(),
+            public_host: config
+                .server
+                .tunnel_host
+                .clone()
+                .or_else(|| config.server.url_host())
+                .unwrap_or_default(),
+            api_address: config.api.address.clone().unwrap_or_default(),
+            started_at: chrono::Utc::now(),
+            lease_until: chrono::Utc::now(),
+            alive: true,
+        };
+        if let Some(address) = &peer_address {
+            tracing::info!(
+                "node {node_id}: the other nodes of this cluster reach this one at {} ([cluster] peer_address)",
+                address.advertised
+            );
+        }
+        let cluster = Cluster::join(Arc::clone(&store), me).await?;
+        let peers = Arc::new(PeerClient::new(&identity)?);
+        let peer_server = PeerServer::new(&identity, &node_id)?;
         let pool = PortPool::new(config.server.port_pool.clone());
         let settings = TunnelSettings {
             grace_period: config.server.tunnel_grace_period,
@@ -236,11 +276,14 @@ impl Server {
             agent_auth,
             api_bans,
             audit,
+            cluster,
+            peers,
         });
         Ok(Self {
             state,
             agent_listener,
             api_tls,
+            peer_server,
             generated: admin_credential
                 .into_iter()
                 .chain(agent_credential)
@@ -301,6 +344,19 @@ impl Server {
                 api_connections.clone(),
             ))
         });
+        let cluster = tokio::spawn(Arc::clone(&self.state.cluster).run(shutdown.clone()));
+        let peer_connections = TaskTracker::new();
+        let peer = listeners.peer.map(|listener| {
+            tokio::spawn(self.peer_server.serve(
+                listener,
+                api::router(Arc::clone(&self.state)),
+                shutdown.clone(),
+                peer_connections.clone(),
+            ))
+        });
+        let watch = tokio::spawn(
+            Arc::clone(&self.state.peers).watch(Arc::clone(&self.state.cluster), shutdown.clone()),
+        );
         let proxy = listeners.tunnel_proxy.map(|listener| {
             tokio::spawn(
                 Arc::clone(&self.state.tunnels).serve_proxy_port(listener, shutdown.clone()),
@@ -321,6 +377,15 @@ impl Server {
         if let Some(proxy) = proxy {
             let _ = proxy.await;
         }
+        let _ = watch.await;
+        if let Some(peer) = peer {
+            let _ = peer.await;
+            peer_connections.close();
+            let _ =
+                tokio::time::timeout(std::time::Duration::from_secs(5), peer_connections.wait())
+                    .await;
+        }
+        let _ = cluster.await;
         if let Some(api) = api {
             let _ = api.await;
             // In-flight requests get a moment; keep-alive connections must not hold us up.
