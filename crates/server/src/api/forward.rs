@@ -218,6 +218,8 @@ const HOP_BY_HOP: &[HeaderName] = &[
     header::UPGRADE,
     header::CONTENT_LENGTH,
     header::PROXY_AUTHORIZATION,
+    // The body is read whole before it is sent on.
+    header::EXPECT,
 ];
 
 /// Sends the request to `node` as the original client made it (the client's address,
