@@ -138,6 +138,12 @@ peer_address = "{peer}"
         (status, value)
     }
 
+    /// `GET /api/v1/tunnels` of one agent, as the admin.
+    async fn live_tunnels(&self, agent: &str) -> (StatusCode, Value) {
+        let path = format!("/api/v1/tunnels?filter[client_id]={agent}");
+        self.call(Method::GET, &path, &admin(), None).await
+    }
+
     /// Waits (bounded) until `check` holds for this node's status as the admin sees it.
     async fn until_status(&self, what: &str, check: impl Fn(&Value) -> bool) {
         for _ in 0..100 {
@@ -301,14 +307,7 @@ async fn any_node_answers_for_an_agent_held_by_another() {
     assert_eq!(status, StatusCode::NO_CONTENT, "{answer}");
 
     // Its live tunnels read through A are B's.
-    let (status, live) = a
-        .call(
-            Method::GET,
-            "/api/v1/tunnels?filter[client_id]=dev-1",
-            &admin(),
-            None,
-        )
-        .await;
+    let (status, live) = a.live_tunnels("dev-1").await;
     assert_eq!(status, StatusCode::OK, "{live}");
     assert_eq!(live["data"][0]["id"], tunnel_id.as_str(), "{live}");
 
@@ -322,14 +321,7 @@ async fn any_node_answers_for_an_agent_held_by_another() {
         )
         .await;
     assert_eq!(status, StatusCode::NO_CONTENT, "{answer}");
-    let (_, live) = b
-        .call(
-            Method::GET,
-            "/api/v1/tunnels?filter[client_id]=dev-1",
-            &admin(),
-            None,
-        )
-        .await;
+    let (_, live) = b.live_tunnels("dev-1").await;
     assert_eq!(live["data"][0]["acl"], "127.0.0.0/8", "{live}");
 
     // It closes through A.
@@ -342,14 +334,7 @@ async fn any_node_answers_for_an_agent_held_by_another() {
         )
         .await;
     assert_eq!(status, StatusCode::NO_CONTENT, "{answer}");
-    let (_, live) = b
-        .call(
-            Method::GET,
-            "/api/v1/tunnels?filter[client_id]=dev-1",
-            &admin(),
-            None,
-        )
-        .await;
+    let (_, live) = b.live_tunnels("dev-1").await;
     assert_eq!(live["data"], json!([]), "{live}");
 
     // One audit entry per action, written by B with the operator's address.

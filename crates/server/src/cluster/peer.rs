@@ -456,16 +456,7 @@ impl PeerClient {
             return Err(PeerError::RequestTooLarge);
         }
         let peer = self.peer(&node.id);
-        let outcome = tokio::time::timeout(REQUEST_TIMEOUT, self.exchange(&peer, node, request))
-            .await
-            .unwrap_or_else(|_| {
-                Err(PeerError::NoAnswer(format!(
-                    "no answer within {} s",
-                    REQUEST_TIMEOUT.as_secs()
-                )))
-            });
-        peer.note(node, outcome.as_ref().err());
-        outcome
+        peer.timed(node, self.exchange(&peer, node, request)).await
     }
 
     /// Asks `node` to turn a new connection into a raw byte stream ([`UPGRADE_PROTOCOL`]),
@@ -496,16 +487,7 @@ impl PeerClient {
                 .map_err(|err| PeerError::NoAnswer(err.to_string()))?;
             Ok(Upgrade::Stream(TokioIo::new(upgraded)))
         };
-        let outcome = tokio::time::timeout(REQUEST_TIMEOUT, attempt)
-            .await
-            .unwrap_or_else(|_| {
-                Err(PeerError::NoAnswer(format!(
-                    "no answer within {} s",
-                    REQUEST_TIMEOUT.as_secs()
-                )))
-            });
-        peer.note(node, outcome.as_ref().err());
-        outcome
+        peer.timed(node, attempt).await
     }
 
     /// Whether `node` answers, and that it is that node; remembered for
@@ -644,6 +626,25 @@ impl PeerClient {
 }
 
 impl Peer {
+    /// Runs one exchange with the node within [`REQUEST_TIMEOUT`], and remembers what it
+    /// found.
+    async fn timed<T>(
+        &self,
+        node: &NodeRecord,
+        exchange: impl Future<Output = Result<T, PeerError>>,
+    ) -> Result<T, PeerError> {
+        let outcome = tokio::time::timeout(REQUEST_TIMEOUT, exchange)
+            .await
+            .unwrap_or_else(|_| {
+                Err(PeerError::NoAnswer(format!(
+                    "no answer within {} s",
+                    REQUEST_TIMEOUT.as_secs()
+                )))
+            });
+        self.note(node, outcome.as_ref().err());
+        outcome
+    }
+
     /// The most recently used idle connection that may still be open.
     fn take_idle(&self) -> Option<IdleConnection> {
         let mut idle = lock(&self.idle);
