@@ -6,6 +6,7 @@
 
 mod error;
 mod extract;
+mod forward;
 mod login;
 mod openapi;
 mod reply;
@@ -24,6 +25,8 @@ use rport_store::Store;
 use crate::auth::agent_credentials::AgentAuthenticator;
 use crate::auth::api_callers::ApiAuth;
 use crate::auth::bans::BanList;
+use crate::cluster::Cluster;
+use crate::cluster::peer::PeerClient;
 use crate::config::ServerConfig;
 use crate::domain::audit::AuditLog;
 use crate::domain::registry::Registry;
@@ -48,8 +51,10 @@ pub struct AppState {
     /// Failed API logins and the addresses banned for them.
     pub api_bans: BanList,
     pub audit: Arc<AuditLog>,
-    /// This node's place in the cluster (a cluster of one on SQLite).
-    pub cluster: Arc<crate::cluster::Cluster>,
+    /// The nodes sharing the store, this one among them.
+    pub cluster: Arc<Cluster>,
+    /// Requests to the other nodes (`forward`).
+    pub peers: Arc<PeerClient>,
 }
 
 pub type State = axum::extract::State<Arc<AppState>>;
@@ -65,6 +70,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(axum::middleware::from_fn(errors_in_the_envelope))
         .layer(axum::middleware::from_fn(refuse_cross_site))
+        // For `forward`, whose middleware sits on single routes, below `with_state`.
+        .layer(axum::Extension(Arc::clone(&state)))
         .with_state(state)
 }
 

@@ -7,6 +7,7 @@
 //! rportd on SQLite is a cluster of one and runs the same code.
 
 pub mod events;
+pub mod peer;
 
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};

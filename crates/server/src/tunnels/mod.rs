@@ -606,7 +606,13 @@ impl TunnelManager {
         let reason = CloseReason::Deleted;
         let ended = self
             .store
-            .end_tunnel(tunnel_id, Utc::now(), reason.status(), reason.as_str(), None)
+            .end_tunnel(
+                tunnel_id,
+                Utc::now(),
+                reason.status(),
+                reason.as_str(),
+                None,
+            )
             .await?;
         if ended {
             tracing::info!(tunnel = %tunnel_id, client = %agent_id, holder = ?record.owner_node, "tunnel of a node that is gone ended in the store");
