@@ -9,6 +9,7 @@ mod extract;
 mod forward;
 mod login;
 mod openapi;
+pub mod peer_relay;
 mod reply;
 mod routes;
 pub mod v1;
@@ -65,6 +66,10 @@ const MAX_BODY_BYTES: usize = 64 * 1024;
 pub fn router(state: Arc<AppState>) -> Router {
     routes()
         .router
+        .route(
+            peer_relay::PROXY_RELAY_PATH,
+            axum::routing::post(peer_relay::proxy_relay),
+        )
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))

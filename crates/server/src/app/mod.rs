@@ -7,6 +7,7 @@ pub(crate) mod data_dir;
 mod housekeeping;
 mod identity;
 pub mod migrate;
+mod proxy_relay;
 pub mod user_command;
 
 use std::path::Path;
@@ -254,6 +255,10 @@ impl Server {
         let api_bans = BanList::new(config.api.max_failed_login, config.api.ban_time);
         let publisher = Arc::new(cluster_events::Publisher(Arc::clone(&cluster)));
         registry.tell(Arc::clone(&publisher) as _);
+        tunnels.relay_through(Arc::new(proxy_relay::PeerRelay {
+            peers: Arc::clone(&peers),
+            cluster: Arc::clone(&cluster),
+        }));
         let state = Arc::new(AppState {
             config,
             fingerprint,

@@ -73,11 +73,6 @@ impl Cluster {
         &self.me.id
     }
 
-    /// This node as it announces itself.
-    pub fn me(&self) -> &NodeRecord {
-        &self.me
-    }
-
     /// Node `id` as last read, with whether its lease ran then.
     pub fn node(&self, id: &str) -> Option<NodeRecord> {
         self.read_nodes(|nodes| nodes.iter().find(|n| n.id == id).cloned())

@@ -65,7 +65,6 @@ pub const NODE_HEADER: &str = "x-rport-peer-node";
 /// Answers `{"node": ID}`: how nodes tell whether they reach each other.
 pub const PING_PATH: &str = "/_peer/ping";
 /// The `Upgrade` protocol of the raw streams.
-#[allow(dead_code, reason = "for the shared proxy port's relay between nodes")]
 pub const UPGRADE_PROTOCOL: &str = "rport-relay";
 
 /// Connections the peer listener serves at once; more are closed at once.
@@ -303,7 +302,6 @@ fn json_response(status: StatusCode, body: String, node_id: &str) -> axum::respo
 
 /// In a handler of the peer router: when the request asks for [`UPGRADE_PROTOCOL`], the
 /// `101` answer to return and the stream, ready once that answer is sent.
-#[allow(dead_code, reason = "for the shared proxy port's relay between nodes")]
 pub fn accept_upgrade(
     request: &mut Request<Body>,
 ) -> Option<(axum::response::Response, PendingStream)> {
@@ -328,14 +326,10 @@ pub fn accept_upgrade(
 }
 
 /// A raw byte stream to or from another node, over the peer channel's TLS.
-#[allow(dead_code, reason = "for the shared proxy port's relay between nodes")]
 pub type PeerStream = TokioIo<hyper::upgrade::Upgraded>;
 
 /// The server's side of an upgrade, until its `101` is sent.
-#[allow(dead_code, reason = "for the shared proxy port's relay between nodes")]
 pub struct PendingStream(hyper::upgrade::OnUpgrade);
-
-#[allow(dead_code, reason = "for the shared proxy port's relay between nodes")]
 impl PendingStream {
     pub async fn ready(self) -> Result<PeerStream, PeerError> {
         self.0
@@ -346,7 +340,6 @@ impl PendingStream {
 }
 
 /// What an upgrade request came to.
-#[allow(dead_code, reason = "for the shared proxy port's relay between nodes")]
 pub enum Upgrade {
     /// The other node switched: bytes flow both ways.
     Stream(PeerStream),
@@ -461,7 +454,6 @@ impl PeerClient {
 
     /// Asks `node` to turn a new connection into a raw byte stream ([`UPGRADE_PROTOCOL`]),
     /// answered by a handler of its peer router that calls [`accept_upgrade`].
-    #[allow(dead_code, reason = "for the shared proxy port's relay between nodes")]
     pub async fn upgrade(
         &self,
         node: &NodeRecord,

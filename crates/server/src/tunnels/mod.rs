@@ -766,6 +766,12 @@ impl TunnelManager {
         }
     }
 
+    /// Sends connections of the shared proxy port for other nodes' tunnels through
+    /// `relay` from now on.
+    pub fn relay_through(&self, relay: Arc<dyn http_proxy::ProxyRelay>) {
+        let _ = self.proxy.relay.set(relay);
+    }
+
     /// Wrong basic-auth passwords on proxy tunnels.
     pub fn auth_bans(&self) -> &crate::auth::bans::BanList {
         &self.proxy.auth_bans
