@@ -140,6 +140,19 @@ async fn refuse_cross_site(
     next.run(request).await
 }
 
+/// The host users reach `tunnel`'s port at: its node's, when another node holds it.
+pub fn host_of_tunnel(
+    state: &AppState,
+    tunnel: &rport_store::TunnelRecord,
+    public_host: &str,
+) -> String {
+    tunnel
+        .owner_node
+        .as_deref()
+        .and_then(|node| state.cluster.public_host_of(node))
+        .unwrap_or_else(|| public_host.to_owned())
+}
+
 /// The host users reach tunnel ports at: `[server] tunnel_host`, else the host of the first
 /// `[server] url`, else (when that is a wildcard address) the host this request was sent to.
 pub fn public_host(state: &AppState, headers: &HeaderMap) -> String {

@@ -78,6 +78,21 @@ impl Cluster {
         self.read_nodes(|nodes| nodes.iter().find(|n| n.id == id).cloned())
     }
 
+    /// Whether another node's lease ran when the node list was last read.
+    pub fn has_others(&self) -> bool {
+        self.read_nodes(|nodes| nodes.iter().any(|n| n.alive && n.id != self.me.id))
+    }
+
+    /// The host node `id`'s tunnels are reached at, when it is another node that said.
+    pub fn public_host_of(&self, id: &str) -> Option<String> {
+        if id == self.me.id {
+            return None;
+        }
+        self.node(id)
+            .map(|n| n.public_host)
+            .filter(|h| !h.is_empty())
+    }
+
     /// Every node as last read, by id.
     pub fn nodes(&self) -> Vec<NodeRecord> {
         self.read_nodes(|nodes| nodes.clone())
