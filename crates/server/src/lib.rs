@@ -2,7 +2,8 @@
 //!
 //! The modules are layers, each using only those below it (ARCHITECTURE.md draws the map):
 //! `domain` (names, secrets, roles, audit, the agent registry), `config`, `net`, `auth`,
-//! `tunnels`, `agents`, `api`, and `app`, which wires them into a [`Server`]. What other
+//! `cluster` (the nodes sharing a database and the channel between them), `tunnels`,
+//! `agents`, `api`, and `app`, which wires them into a [`Server`]. What other
 //! crates use is the list below, each under one path.
 
 mod agents;

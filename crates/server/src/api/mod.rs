@@ -6,8 +6,10 @@
 
 mod error;
 mod extract;
+mod forward;
 mod login;
 mod openapi;
+pub mod peer_relay;
 mod reply;
 mod routes;
 pub mod v1;
@@ -24,6 +26,8 @@ use rport_store::Store;
 use crate::auth::agent_credentials::AgentAuthenticator;
 use crate::auth::api_callers::ApiAuth;
 use crate::auth::bans::BanList;
+use crate::cluster::Cluster;
+use crate::cluster::peer::PeerClient;
 use crate::config::ServerConfig;
 use crate::domain::audit::AuditLog;
 use crate::domain::registry::Registry;
@@ -48,8 +52,10 @@ pub struct AppState {
     /// Failed API logins and the addresses banned for them.
     pub api_bans: BanList,
     pub audit: Arc<AuditLog>,
-    /// This node's place in the cluster (a cluster of one on SQLite).
-    pub cluster: Arc<crate::cluster::Cluster>,
+    /// The nodes sharing the store, this one among them.
+    pub cluster: Arc<Cluster>,
+    /// Requests to the other nodes (`forward`).
+    pub peers: Arc<PeerClient>,
 }
 
 pub type State = axum::extract::State<Arc<AppState>>;
@@ -60,11 +66,17 @@ const MAX_BODY_BYTES: usize = 64 * 1024;
 pub fn router(state: Arc<AppState>) -> Router {
     routes()
         .router
+        .route(
+            peer_relay::PROXY_RELAY_PATH,
+            axum::routing::post(peer_relay::proxy_relay),
+        )
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(axum::middleware::from_fn(errors_in_the_envelope))
         .layer(axum::middleware::from_fn(refuse_cross_site))
+        // For `forward`, whose middleware sits on single routes, below `with_state`.
+        .layer(axum::Extension(Arc::clone(&state)))
         .with_state(state)
 }
 
@@ -126,6 +138,19 @@ async fn refuse_cross_site(
         }
     }
     next.run(request).await
+}
+
+/// The host users reach `tunnel`'s port at: its node's, when another node holds it.
+pub fn host_of_tunnel(
+    state: &AppState,
+    tunnel: &rport_store::TunnelRecord,
+    public_host: &str,
+) -> String {
+    tunnel
+        .owner_node
+        .as_deref()
+        .and_then(|node| state.cluster.public_host_of(node))
+        .unwrap_or_else(|| public_host.to_owned())
 }
 
 /// The host users reach tunnel ports at: `[server] tunnel_host`, else the host of the first

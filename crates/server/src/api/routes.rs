@@ -7,6 +7,7 @@ use axum::Router;
 use axum::http::{Method, StatusCode};
 use axum::routing::{MethodFilter, on};
 
+use super::forward::{self, Owner};
 use super::v1::{api_tokens, audit_log, clients, clients_auth, projects, session, tunnels, users};
 use super::v2::port_tunnels;
 use super::{ApiError, AppState, openapi};
@@ -19,7 +20,37 @@ pub struct Routes {
 }
 
 impl Routes {
-    fn add<H, T>(mut self, method: Method, path: &'static str, handler: H) -> Self
+    fn add<H, T>(self, method: Method, path: &'static str, handler: H) -> Self
+    where
+        H: axum::handler::Handler<T, Arc<AppState>>,
+        T: 'static,
+    {
+        self.add_with(method, path, handler, None)
+    }
+
+    /// A route that runs on the node holding the agent or tunnel `owner` names; another
+    /// node forwards it there (`forward`).
+    fn add_at_owner<H, T>(
+        self,
+        method: Method,
+        path: &'static str,
+        handler: H,
+        owner: Owner,
+    ) -> Self
+    where
+        H: axum::handler::Handler<T, Arc<AppState>>,
+        T: 'static,
+    {
+        self.add_with(method, path, handler, Some(owner))
+    }
+
+    fn add_with<H, T>(
+        mut self,
+        method: Method,
+        path: &'static str,
+        handler: H,
+        owner: Option<Owner>,
+    ) -> Self
     where
         H: axum::handler::Handler<T, Arc<AppState>>,
         T: 'static,
@@ -31,7 +62,14 @@ impl Routes {
             Method::DELETE => MethodFilter::DELETE,
             _ => MethodFilter::PATCH,
         };
-        self.router = self.router.route(path, on(filter, handler));
+        let mut route = on(filter, handler);
+        if let Some(owner) = owner {
+            route = route.route_layer(axum::middleware::from_fn_with_state(
+                owner,
+                forward::to_owner,
+            ));
+        }
+        self.router = self.router.route(path, route);
         self.served.push((method, path));
         self
     }
@@ -63,22 +101,30 @@ pub fn routes() -> Routes {
             "/api/v1/clients/{client_id}",
             clients::delete,
         )
-        .add(
+        .add_at_owner(
             Method::PUT,
             "/api/v1/clients/{client_id}/tunnels",
             tunnels::create,
+            Owner::Agent,
         )
-        .add(
+        .add_at_owner(
             Method::DELETE,
             "/api/v1/clients/{client_id}/tunnels/{tunnel_id}",
             tunnels::delete,
+            Owner::Tunnel,
         )
-        .add(
+        .add_at_owner(
             Method::PUT,
             "/api/v1/clients/{client_id}/tunnels/{tunnel_id}/acl",
             tunnels::set_acl,
+            Owner::Tunnel,
         )
-        .add(Method::GET, "/api/v1/tunnels", tunnels::list)
+        .add_at_owner(
+            Method::GET,
+            "/api/v1/tunnels",
+            tunnels::list,
+            Owner::LiveTunnelsOfAgent,
+        )
         .add(Method::GET, "/api/v1/projects", projects::list)
         .add(Method::POST, "/api/v1/projects", projects::create)
         .add(
@@ -105,20 +151,22 @@ pub fn routes() -> Routes {
             "/api/v2/{project_key}/port_tunnel",
             port_tunnels::list,
         )
-        .add(
+        .add_at_owner(
             Method::POST,
             "/api/v2/{project_key}/port_tunnel",
             port_tunnels::open,
+            Owner::DeviceInBody,
         )
         .add(
             Method::GET,
             "/api/v2/{project_key}/port_tunnel/{port_tunnel_id}",
             port_tunnels::get_one,
         )
-        .add(
+        .add_at_owner(
             Method::DELETE,
             "/api/v2/{project_key}/port_tunnel/{port_tunnel_id}",
             port_tunnels::close,
+            Owner::PortTunnel,
         )
 }
 

@@ -5,14 +5,15 @@ pub mod cli;
 mod cluster_events;
 pub(crate) mod data_dir;
 mod housekeeping;
+mod identity;
 pub mod migrate;
+mod proxy_relay;
 pub mod user_command;
 
 use std::path::Path;
 use std::sync::Arc;
 
 use rport_protocol::Fingerprint;
-use rport_transport::tls::ServerIdentity;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
@@ -25,6 +26,7 @@ use crate::auth::agent_credentials::{AgentAuthenticator, GeneratedCredential};
 use crate::auth::api_callers::ApiAuth;
 use crate::auth::bans::BanList;
 use crate::cluster::Cluster;
+use crate::cluster::peer::{self, PeerClient, PeerServer};
 use crate::config::ServerConfig;
 use crate::domain::audit::AuditLog;
 use crate::domain::registry::Registry;
@@ -78,6 +80,8 @@ pub struct Server {
     agent_listener: Arc<AgentListener>,
     /// Set when the API speaks HTTPS.
     api_tls: Option<TlsAcceptor>,
+    /// Serves the other nodes on `Listeners::peer`.
+    peer_server: PeerServer,
     /// Credentials created on this first start; the caller shows them once.
     pub generated: Vec<GeneratedCredential>,
 }
@@ -88,6 +92,9 @@ pub struct Listeners {
     pub api: Option<TcpListener>,
     /// `[server] tunnel_proxy_address`: the shared port of HTTP proxy tunnels.
     pub tunnel_proxy: Option<TcpListener>,
+    /// `[cluster] peer_address` (or its default, see `cluster::peer::peer_address`): the
+    /// channel the other nodes of a cluster use.
+    pub peer: Option<TcpListener>,
 }
 
 impl Listeners {
@@ -121,6 +128,12 @@ impl Listeners {
                 ),
                 None => None,
             },
+            peer: match peer::peer_address(config) {
+                Some(address) => {
+                    Some(bind("the peer channel ([cluster] peer_address)", address.listen).await?)
+                }
+                None => None,
+            },
         })
     }
 }
@@ -150,21 +163,10 @@ impl Server {
     async fn load(config: ServerConfig, store: Arc<dyn Store>) -> Result<Self, StartError> {
         let data_dir = config.server.data_dir.clone();
         let damaged = |err| damaged(&config, err);
-        let identity = match &config.server.tls {
-            None => ServerIdentity::load_or_create(&data_dir)?,
-            Some(files) => {
-                ServerIdentity::from_files(&files.cert, &files.key).map_err(|source| {
-                    StartError::Certificate {
-                        what: "[server] cert_file / key_file",
-                        source,
-                    }
-                })?
-            }
-        };
+        let identity = identity::load(&config, &*store).await?;
         let fingerprint = identity.fingerprint();
         write_fingerprint(&data_dir, fingerprint)?;
         let node_id = data_dir::node_id(&data_dir)?;
-        let cluster = Cluster::join(Arc::clone(&store), node_record(&config, &node_id)).await?;
 
         let (agent_auth, agent_credential) =
             AgentAuthenticator::load(&config.server.agent_auth, &store)
@@ -184,6 +186,17 @@ impl Server {
                 .await
                 .map_err(damaged)?,
         );
+        let peer_address = peer::peer_address(&config);
+        let me = node_record(&config, &node_id, peer_address.as_ref());
+        if let Some(address) = &peer_address {
+            tracing::info!(
+                "node {node_id}: the other nodes of this cluster reach this one at {} ([cluster] peer_address)",
+                address.advertised
+            );
+        }
+        let cluster = Cluster::join(Arc::clone(&store), me).await?;
+        let peers = Arc::new(PeerClient::new(&identity)?);
+        let peer_server = PeerServer::new(&identity, &node_id)?;
         let pool = PortPool::new(config.server.port_pool.clone());
         let settings = TunnelSettings {
             grace_period: config.server.tunnel_grace_period,
@@ -242,6 +255,10 @@ impl Server {
         let api_bans = BanList::new(config.api.max_failed_login, config.api.ban_time);
         let publisher = Arc::new(cluster_events::Publisher(Arc::clone(&cluster)));
         registry.tell(Arc::clone(&publisher) as _);
+        tunnels.relay_through(Arc::new(proxy_relay::PeerRelay {
+            peers: Arc::clone(&peers),
+            cluster: Arc::clone(&cluster),
+        }));
         let state = Arc::new(AppState {
             config,
             fingerprint,
@@ -253,6 +270,7 @@ impl Server {
             api_bans,
             audit,
             cluster,
+            peers,
         });
         for (name, bans) in cluster_events::ban_lists(&state, &agent_listener) {
             bans.share(name, Arc::clone(&publisher) as _);
@@ -261,6 +279,7 @@ impl Server {
             state,
             agent_listener,
             api_tls,
+            peer_server,
             generated: admin_credential
                 .into_iter()
                 .chain(agent_credential)
@@ -329,6 +348,18 @@ impl Server {
                 api_connections.clone(),
             ))
         });
+        let peer_connections = TaskTracker::new();
+        let peer = listeners.peer.map(|listener| {
+            tokio::spawn(self.peer_server.serve(
+                listener,
+                api::router(Arc::clone(&self.state)),
+                shutdown.clone(),
+                peer_connections.clone(),
+            ))
+        });
+        let watch = tokio::spawn(
+            Arc::clone(&self.state.peers).watch(Arc::clone(&self.state.cluster), shutdown.clone()),
+        );
         let proxy = listeners.tunnel_proxy.map(|listener| {
             tokio::spawn(
                 Arc::clone(&self.state.tunnels).serve_proxy_port(listener, shutdown.clone()),
@@ -351,6 +382,14 @@ impl Server {
         if let Some(proxy) = proxy {
             let _ = proxy.await;
         }
+        let _ = watch.await;
+        if let Some(peer) = peer {
+            let _ = peer.await;
+            peer_connections.close();
+            let _ =
+                tokio::time::timeout(std::time::Duration::from_secs(5), peer_connections.wait())
+                    .await;
+        }
         if let Some(api) = api {
             let _ = api.await;
             // In-flight requests get a moment; keep-alive connections must not hold us up.
@@ -363,12 +402,18 @@ impl Server {
 }
 
 /// This node as it announces itself to the others.
-fn node_record(config: &ServerConfig, id: &str) -> rport_store::NodeRecord {
+fn node_record(
+    config: &ServerConfig,
+    id: &str,
+    peer_address: Option<&peer::PeerAddress>,
+) -> rport_store::NodeRecord {
     let now = chrono::Utc::now();
     let server = &config.server;
     rport_store::NodeRecord {
         id: id.to_owned(),
-        peer_address: config.cluster.peer_address.clone().unwrap_or_default(),
+        peer_address: peer_address
+            .map(|address| address.advertised.clone())
+            .unwrap_or_default(),
         public_host: server
             .tunnel_host
             .clone()

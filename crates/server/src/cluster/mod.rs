@@ -7,6 +7,7 @@
 //! rportd on SQLite is a cluster of one and runs the same code.
 
 pub mod events;
+pub mod peer;
 
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
@@ -72,14 +73,24 @@ impl Cluster {
         &self.me.id
     }
 
-    /// This node as it announces itself.
-    pub fn me(&self) -> &NodeRecord {
-        &self.me
-    }
-
     /// Node `id` as last read, with whether its lease ran then.
     pub fn node(&self, id: &str) -> Option<NodeRecord> {
         self.read_nodes(|nodes| nodes.iter().find(|n| n.id == id).cloned())
+    }
+
+    /// Whether another node's lease ran when the node list was last read.
+    pub fn has_others(&self) -> bool {
+        self.read_nodes(|nodes| nodes.iter().any(|n| n.alive && n.id != self.me.id))
+    }
+
+    /// The host node `id`'s tunnels are reached at, when it is another node that said.
+    pub fn public_host_of(&self, id: &str) -> Option<String> {
+        if id == self.me.id {
+            return None;
+        }
+        self.node(id)
+            .map(|n| n.public_host)
+            .filter(|h| !h.is_empty())
     }
 
     /// Every node as last read, by id.

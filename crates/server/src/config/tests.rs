@@ -391,3 +391,23 @@ fn the_shipped_example_is_valid() {
     ServerConfig::from_toml_str(&uncommented, "rportd.example.conf (uncommented)")
         .expect("every documented key must be a real key with a valid example value");
 }
+
+#[test]
+fn cluster_peer_address_is_host_and_a_fixed_port() {
+    let config = parse("[cluster]\npeer_address = \"10.0.0.5:8443\"\n").expect("valid");
+    assert_eq!(
+        config.cluster.peer_address.as_deref(),
+        Some("10.0.0.5:8443")
+    );
+    assert!(parse("").expect("empty").cluster.peer_address.is_none());
+    for (bad, reason) in [
+        ("10.0.0.5", "is not host:port"),
+        (":8443", "is not host:port"),
+        ("10.0.0.5:0", "port 0"),
+    ] {
+        let err = parse(&format!("[cluster]\npeer_address = {bad:?}\n")).expect_err(bad);
+        assert_eq!(err.key, "cluster.peer_address", "{bad}");
+        assert!(err.reason.contains(reason), "{bad}: {err}");
+        assert!(err.to_string().contains("test.conf"), "{err}");
+    }
+}

@@ -35,10 +35,28 @@ impl Validator<'_> {
             api: self.api(raw.api)?,
             logging: self.logging(raw.logging)?,
             database: self.database(raw.database)?,
-            cluster: ClusterSection {
-                peer_address: raw.cluster.peer_address,
-            },
+            cluster: self.cluster(raw.cluster)?,
         })
+    }
+
+    fn cluster(&self, raw: RawCluster) -> Result<ClusterSection, ConfigError> {
+        let key = "cluster.peer_address";
+        let peer_address = match raw.peer_address.filter(|a| !a.trim().is_empty()) {
+            None => None,
+            Some(address) => {
+                self.check_address(key, &address)?;
+                if address.ends_with(":0") {
+                    return Err(self.error(
+                        key,
+                        format!(
+                            "{address:?}: port 0 cannot be given to the other nodes; choose a port"
+                        ),
+                    ));
+                }
+                Some(address)
+            }
+        };
+        Ok(ClusterSection { peer_address })
     }
 
     fn database(&self, raw: RawDatabase) -> Result<rport_store::DatabaseSettings, ConfigError> {

@@ -493,6 +493,46 @@ impl TunnelManager {
         list
     }
 
+    /// Live tunnels of every node of the cluster, optionally of one known client, oldest
+    /// first: this node's with their current counters, the others' as last flushed to
+    /// the store. With `others` false (no other node is alive) the store is not asked.
+    pub async fn list_live(
+        &self,
+        agent_id: Option<&str>,
+        others: bool,
+    ) -> Result<Vec<TunnelInfo>, StoreError> {
+        let mut list = self.list_open(agent_id);
+        if !others {
+            return Ok(list);
+        }
+        let project = agent_id.map(|id| self.registry.project_of(id));
+        let filter = TunnelFilter {
+            agent_id: agent_id.map(str::to_owned),
+            open_only: true,
+            ..Default::default()
+        };
+        let stored = self.store.list_tunnels(&filter).await?;
+        let node = self.registry.node();
+        list.extend(
+            stored
+                .into_iter()
+                .filter(|r| r.owner_node.as_deref().is_some_and(|owner| owner != node))
+                .filter(|r| {
+                    project
+                        .as_ref()
+                        .is_none_or(|p| p.as_deref() == Some(&r.project))
+                })
+                .map(|record| TunnelInfo {
+                    record,
+                    active_connections: 0,
+                }),
+        );
+        list.sort_by(|a, b| {
+            (a.record.created_at, &a.record.id).cmp(&(b.record.created_at, &b.record.id))
+        });
+        Ok(list)
+    }
+
     /// Past and live tunnels from the store, live ones with their current counters.
     pub async fn list_all(&self, filter: &TunnelFilter) -> Result<Vec<TunnelInfo>, StoreError> {
         let stored = self.store.list_tunnels(filter).await?;
@@ -764,6 +804,12 @@ impl TunnelManager {
             tunnel.changed.notify_one();
             self.save_status(&tunnel).await;
         }
+    }
+
+    /// Sends connections of the shared proxy port for other nodes' tunnels through
+    /// `relay` from now on.
+    pub fn relay_through(&self, relay: Arc<dyn http_proxy::ProxyRelay>) {
+        let _ = self.proxy.relay.set(relay);
     }
 
     /// Wrong basic-auth passwords on proxy tunnels.

@@ -135,10 +135,53 @@ async fn status_shows_the_server_and_the_process_only_to_admins() {
     assert_eq!(data["used_ports"], json!(["20000-20100"]));
     assert!(data["fingerprint"].as_str().is_some_and(|f| !f.is_empty()));
     assert!(data["runtime"]["tasks"].is_u64(), "{data}");
+    // A single server is a cluster of one: itself, always reachable.
+    let node_id = data["cluster"]["node_id"].as_str().expect("node id");
+    let nodes = data["cluster"]["nodes"].as_array().expect("nodes");
+    assert_eq!(nodes.len(), 1, "{data}");
+    assert_eq!(nodes[0]["id"], node_id);
+    assert_eq!(nodes[0]["this_node"], true);
+    assert_eq!(nodes[0]["alive"], true);
+    assert_eq!(nodes[0]["reachable"], true);
 
     let nobody = server.user("nobody", json!({})).await;
     let reply = server.request(Method::GET, "/api/v1/status", &nobody).await;
-    assert_eq!(reply.assert_data(200)["runtime"], serde_json::Value::Null);
+    let data = reply.assert_data(200);
+    assert_eq!(data["runtime"], serde_json::Value::Null);
+    assert_eq!(data["cluster"]["node_id"], node_id);
+    assert_eq!(data["cluster"]["nodes"], serde_json::Value::Null);
+}
+
+#[tokio::test]
+async fn the_peer_channels_client_address_header_means_nothing_on_the_public_api() {
+    let server = TestServer::start().await;
+    let reply = server
+        .call(Method::GET, "/api/v1/me")
+        .auth(&admin())
+        .header("x-rport-peer-client", "203.0.113.9")
+        .send()
+        .await;
+    reply.assert_data(200);
+    // A failed login is audited with the address it came from: the TCP peer's.
+    let reply = server
+        .call(Method::GET, "/api/v1/login")
+        .auth(&basic(ADMIN, "wrong-password-1"))
+        .header("x-rport-peer-client", "203.0.113.9")
+        .send()
+        .await;
+    reply.assert_error(401, "ERR_CODE_UNAUTHORIZED");
+    let reply = server
+        .request(
+            Method::GET,
+            "/api/v1/auditlog?filter[action]=login",
+            &admin(),
+        )
+        .await;
+    let entries = reply.assert_data(200).as_array().expect("entries").clone();
+    assert!(!entries.is_empty(), "{}", reply.body);
+    for entry in entries {
+        assert_eq!(entry["actor_ip"], "127.0.0.1", "{entry}");
+    }
 }
 
 #[tokio::test]

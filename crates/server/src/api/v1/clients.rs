@@ -105,18 +105,24 @@ fn client_json(
 }
 
 /// Live tunnels as the API shows them, by client; `public_host` for their URLs.
-fn tunnels_by_client(
+async fn tunnels_by_client(
     state: &crate::api::AppState,
     public_host: &str,
-) -> HashMap<String, Vec<Value>> {
+) -> Result<HashMap<String, Vec<Value>>, ApiError> {
     let mut map: HashMap<String, Vec<Value>> = HashMap::new();
-    for tunnel in state.tunnels.list_open(None) {
-        let url = state.tunnels.tunnel_url(&tunnel.record, public_host);
+    let live = state
+        .tunnels
+        .list_live(None, state.cluster.has_others())
+        .await
+        .map_err(ApiError::internal)?;
+    for tunnel in live {
+        let host = crate::api::host_of_tunnel(state, &tunnel.record, public_host);
+        let url = state.tunnels.tunnel_url(&tunnel.record, &host);
         map.entry(tunnel.record.agent_id.clone())
             .or_default()
             .push(tunnel_json(&tunnel, &url));
     }
-    map
+    Ok(map)
 }
 
 fn invalid(code: &'static str, title: &str, detail: String) -> ApiError {
@@ -280,7 +286,7 @@ pub async fn list(
 ) -> Result<Response, ApiError> {
     let listing = parse_listing(&params)?;
     let tunnels = if listing.fields.contains(&"tunnels") {
-        tunnels_by_client(&state, &crate::api::public_host(&state, &headers))
+        tunnels_by_client(&state, &crate::api::public_host(&state, &headers)).await?
     } else {
         HashMap::new()
     };
@@ -341,7 +347,7 @@ pub async fn get_one(
 ) -> Result<Response, ApiError> {
     check_client_access(&state, &user, &id, Role::Viewer, "reading clients")?;
     let listing = parse_listing(&params)?;
-    let tunnels = tunnels_by_client(&state, &crate::api::public_host(&state, &headers));
+    let tunnels = tunnels_by_client(&state, &crate::api::public_host(&state, &headers)).await?;
     state
         .registry
         .with_agents(|clients| {

@@ -33,6 +33,9 @@ pub async fn status(StateExtractor(state): State, Authenticated(user): Authentic
                 "open_files": rport_transport::fd_limit::open_files(),
             })
         });
+    let is_admin = user
+        .require_server_admin("reading the cluster's nodes")
+        .is_ok();
     data(json!({
         "version": env!("CARGO_PKG_VERSION"),
         "fingerprint": state.fingerprint.to_string(),
@@ -44,7 +47,38 @@ pub async fn status(StateExtractor(state): State, Authenticated(user): Authentic
         "used_ports": server.used_ports,
         "excluded_ports": server.excluded_ports,
         "runtime": runtime,
+        "cluster": cluster_json(&state, is_admin),
     }))
+}
+
+/// This node's id and, for server admins (addresses and errors are the network's
+/// insides), every node of the cluster: whether its lease runs and whether this node
+/// reaches it over the peer channel (`null` until it has tried).
+fn cluster_json(state: &crate::api::AppState, is_admin: bool) -> serde_json::Value {
+    let this = state.cluster.node_id();
+    let nodes = is_admin.then(|| {
+        state
+            .cluster
+            .nodes()
+            .iter()
+            .map(|node| {
+                let reach = state.peers.reachability(&node.id);
+                let this_node = node.id == this;
+                json!({
+                    "id": node.id,
+                    "this_node": this_node,
+                    "peer_address": node.peer_address,
+                    "public_host": node.public_host,
+                    "api_address": node.api_address,
+                    "alive": node.alive,
+                    "reachable": if this_node { Some(true) } else { reach.as_ref().map(|r| r.reachable) },
+                    "reachable_since": crate::api::time_json(reach.as_ref().map(|r| r.since)),
+                    "last_error": reach.and_then(|r| r.last_error),
+                })
+            })
+            .collect::<Vec<_>>()
+    });
+    json!({ "node_id": this, "nodes": nodes })
 }
 
 const DEFAULT_TOKEN_LIFETIME: Duration = Duration::from_secs(600);

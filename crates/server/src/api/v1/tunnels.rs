@@ -432,7 +432,11 @@ pub async fn list(
     let host = crate::api::public_host(&state, &headers);
     let client = params.get("filter[client_id]").filter(|c| !c.is_empty());
     let tunnels = match params.get("filter[status]").filter(|s| !s.is_empty()) {
-        None | Some("live") => state.tunnels.list_open(client),
+        None | Some("live") => state
+            .tunnels
+            .list_live(client, state.cluster.has_others())
+            .await
+            .map_err(ApiError::internal)?,
         Some(status) => {
             let wanted: Vec<&str> = status.split(',').map(str::trim).collect();
             let filter = TunnelFilter {
@@ -460,7 +464,10 @@ pub async fn list(
         .iter()
         .skip(offset)
         .take(limit)
-        .map(|t| tunnel_json(t, &state.tunnels.tunnel_url(&t.record, &host)))
+        .map(|t| {
+            let host = crate::api::host_of_tunnel(&state, &t.record, &host);
+            tunnel_json(t, &state.tunnels.tunnel_url(&t.record, &host))
+        })
         .collect();
     Ok(axum::Json(json!({"data": page, "meta": {"count": visible.len()}})).into_response())
 }

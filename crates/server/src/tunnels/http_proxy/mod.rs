@@ -28,7 +28,7 @@ use tokio_util::sync::CancellationToken;
 pub mod request;
 mod shared_port;
 
-pub use shared_port::{Arrival, MAX_CLIENT_HELLO};
+pub use shared_port::Arrival;
 
 /// A connection's two directions, whatever carries it.
 pub trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
