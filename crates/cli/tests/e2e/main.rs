@@ -5,6 +5,7 @@ mod api_v2;
 mod audit_log;
 mod basics;
 mod brute_force;
+mod cluster;
 mod fallback;
 mod faults;
 mod hostile_agent;

@@ -88,11 +88,11 @@ pub async fn to_owner(State(owner): State<Owner>, request: Request, next: Next) 
         Err(err) => return err.into_response(),
     };
     let may_know = elsewhere.project.as_deref().is_none_or(|p| user.sees(p));
-    let node = state
-        .cluster
-        .node(&elsewhere.node)
-        .filter(|node| node.alive);
-    let Some(node) = node.filter(|_| may_know) else {
+    let node = match may_know {
+        true => state.cluster.live_node(&elsewhere.node).await,
+        false => None,
+    };
+    let Some(node) = node else {
         // Its node is gone (its agents come back elsewhere), or the caller may not know
         // of it: this node's handler gives the answer any node would.
         return next.run(Request::from_parts(parts, body)).await;

@@ -13,6 +13,7 @@ use rport_store::{
     AuditFilter, DEFAULT_PROJECT, DatabaseSettings, Store, StoreError, TunnelFilter,
 };
 
+use crate::app::identity::IDENTITY_SETTING;
 use crate::auth::api_callers::JWT_SECRET_KEY;
 use crate::config::ServerConfig;
 use crate::domain::secrets::random_secret;
@@ -32,6 +33,8 @@ pub enum MigrateError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Start(#[from] crate::app::StartError),
+    #[error("the key pair in the data dir: {0}")]
+    Identity(#[from] rport_transport::tls::TlsError),
 }
 
 /// Copies the SQLite database at `from` (a data dir or the database file) into the store
@@ -62,9 +65,29 @@ pub async fn run(config: &ServerConfig, from: &Path) -> Result<String, MigrateEr
     let source = rport_store::open(&source_settings, data_dir).await?;
     let target = rport_store::open(&config.database, &config.server.data_dir).await?;
     let holder = crate::app::data_dir::node_id(data_dir)?;
-    let copied = copy(source.as_ref(), target.as_ref(), &holder).await?;
+    // Users of the configuration have API tokens in the store too.
+    let mut configured: Vec<String> = config
+        .api
+        .auth
+        .iter()
+        .map(|(name, _)| name.clone())
+        .collect();
+    if let Some(file) = &config.api.auth_file {
+        configured.extend(file.users().iter().map(|u| u.username.clone()));
+    }
+    let copied = copy(source.as_ref(), target.as_ref(), &holder, &configured).await?;
+    // The key pair agents pin, so that every node of the cluster presents it.
+    let identity = match rport_transport::tls::IdentityPem::read_files(data_dir)? {
+        Some(pem) => {
+            target
+                .setting_or_insert(IDENTITY_SETTING, pem.as_text())
+                .await?;
+            "the key pair agents pin"
+        }
+        None => "no key pair (the data dir has none; the first node to start makes one)",
+    };
     Ok(format!(
-        "copied {} into {}: {copied}\nlive tunnels are held by node {holder}: start that data dir's rportd on the new database first\n",
+        "copied {} into {}: {copied}, and {identity}\nlive tunnels are held by node {holder}: start that data dir's rportd on the new database first\n",
         file.display(),
         config.database.location(&config.server.data_dir),
     ))
@@ -101,11 +124,13 @@ impl std::fmt::Display for Copied {
 }
 
 /// Copies everything from `source` into the empty `target`; live tunnels become held by
-/// node `holder`.
+/// node `holder`. `configured` names the users defined outside the store, whose API
+/// tokens are in it.
 pub async fn copy(
     source: &dyn Store,
     target: &dyn Store,
     holder: &str,
+    configured: &[String],
 ) -> Result<Copied, MigrateError> {
     refuse_unless_empty(target).await?;
     let mut copied = Copied::default();
@@ -114,10 +139,16 @@ pub async fn copy(
             copied.projects += 1;
         }
     }
+    let mut token_owners: Vec<String> = configured.to_vec();
     for user in source.list_users().await? {
         target.insert_user(&user).await?;
         copied.users += 1;
-        for token in source.list_api_tokens(&user.username).await? {
+        token_owners.push(user.username);
+    }
+    token_owners.sort();
+    token_owners.dedup();
+    for username in &token_owners {
+        for token in source.list_api_tokens(username).await? {
             target.insert_api_token(&token).await?;
             copied.api_tokens += 1;
         }
@@ -255,7 +286,7 @@ mod tests {
         let target: Arc<dyn Store> = open("target.db").await;
         seed(source.as_ref()).await;
 
-        let copied = copy(source.as_ref(), target.as_ref(), "node-a")
+        let copied = copy(source.as_ref(), target.as_ref(), "node-a", &[])
             .await
             .expect("copy");
         assert_eq!(
@@ -311,7 +342,7 @@ mod tests {
             secret(Arc::clone(&source)).await
         );
 
-        let again = copy(source.as_ref(), target.as_ref(), "node-a").await;
+        let again = copy(source.as_ref(), target.as_ref(), "node-a", &[]).await;
         let Err(MigrateError::Refused(why)) = again else {
             panic!("a filled target must be refused: {again:?}");
         };

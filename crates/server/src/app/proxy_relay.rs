@@ -21,7 +21,7 @@ pub struct PeerRelay {
 #[async_trait::async_trait]
 impl ProxyRelay for PeerRelay {
     async fn relay(&self, node: &str, mut io: Box<dyn Io>, first: Vec<u8>, peer: SocketAddr) {
-        let Some(holder) = self.cluster.node(node).filter(|n| n.alive) else {
+        let Some(holder) = self.cluster.live_node(node).await else {
             tracing::debug!(node, %peer, "proxy connection for a tunnel of a node that is gone: closed");
             return;
         };

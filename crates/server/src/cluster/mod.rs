@@ -78,6 +78,24 @@ impl Cluster {
         self.read_nodes(|nodes| nodes.iter().find(|n| n.id == id).cloned())
     }
 
+    /// Node `id` if its lease runs: from the list as last read, or, when that does not
+    /// show it alive (it started since), from the store.
+    pub async fn live_node(&self, id: &str) -> Option<NodeRecord> {
+        if let Some(node) = self.node(id).filter(|n| n.alive) {
+            return Some(node);
+        }
+        let nodes = match self.store.list_nodes().await {
+            Ok(nodes) => nodes,
+            Err(err) => {
+                tracing::warn!(node = id, "reading the cluster's nodes: {err}");
+                return None;
+            }
+        };
+        let found = nodes.iter().find(|n| n.id == id && n.alive).cloned();
+        *self.nodes.write().unwrap_or_else(|p| p.into_inner()) = nodes;
+        found
+    }
+
     /// Whether another node's lease ran when the node list was last read.
     pub fn has_others(&self) -> bool {
         self.read_nodes(|nodes| nodes.iter().any(|n| n.alive && n.id != self.me.id))
