@@ -506,14 +506,17 @@ fn a_single_server_moves_to_postgresql_with_its_agents_tunnels_and_tokens() {
         ..node_settings(0, &database, "")
     };
     let config = write_server_config(dir.path(), &settings);
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_rportd"))
-        .arg("-c")
-        .arg(&config)
-        .arg("migrate")
-        .arg("--from-sqlite")
-        .arg(dir.path().join("server-data"))
-        .output()
-        .expect("run rportd migrate");
+    let migrate = || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_rportd"))
+            .arg("-c")
+            .arg(&config)
+            .arg("migrate")
+            .arg("--from-sqlite")
+            .arg(dir.path().join("server-data"))
+            .output()
+            .expect("run rportd migrate")
+    };
+    let out = migrate();
     let said = String::from_utf8_lossy(&out.stdout).to_string();
     assert!(
         out.status.success(),
@@ -521,14 +524,7 @@ fn a_single_server_moves_to_postgresql_with_its_agents_tunnels_and_tokens() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(said.contains("1 clients"), "{said}");
-    let again = std::process::Command::new(env!("CARGO_BIN_EXE_rportd"))
-        .arg("-c")
-        .arg(&config)
-        .arg("migrate")
-        .arg("--from-sqlite")
-        .arg(dir.path().join("server-data"))
-        .output()
-        .expect("run rportd migrate again");
+    let again = migrate();
     assert!(!again.status.success(), "a filled database is refused");
     assert!(String::from_utf8_lossy(&again.stderr).contains("not empty"));
 

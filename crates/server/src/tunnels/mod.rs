@@ -660,8 +660,8 @@ impl TunnelManager {
         Ok(ended)
     }
 
-    /// Stops the tunnel's servers, waits until its port is free and records the end.
-    async fn finish(&self, tunnel: &ActiveTunnel, reason: CloseReason) {
+    /// Stops the tunnel's servers and waits until its port is free.
+    async fn stop_serving(&self, tunnel: &ActiveTunnel) {
         tunnel.cancel.cancel();
         if let Some(subdomain) = &lock(&tunnel.record).options.subdomain {
             lock(&self.proxy_routes).remove(subdomain);
@@ -670,6 +670,11 @@ impl TunnelManager {
         for server in servers {
             let _ = server.await;
         }
+    }
+
+    /// Stops the tunnel's servers, waits until its port is free and records the end.
+    async fn finish(&self, tunnel: &ActiveTunnel, reason: CloseReason) {
+        self.stop_serving(tunnel).await;
         let closed_at = Utc::now();
         {
             let mut record = lock(&tunnel.record);
@@ -754,14 +759,7 @@ impl TunnelManager {
             ids.iter().filter_map(|id| active.remove(id)).collect()
         };
         for tunnel in moved {
-            tunnel.cancel.cancel();
-            if let Some(subdomain) = &lock(&tunnel.record).options.subdomain {
-                lock(&self.proxy_routes).remove(subdomain);
-            }
-            let servers = std::mem::take(&mut *lock(&tunnel.servers));
-            for server in servers {
-                let _ = server.await;
-            }
+            self.stop_serving(&tunnel).await;
             self.save(&tunnel).await;
             tracing::info!(tunnel = %tunnel.id(), client = %agent_id, "tunnel handed over to the node that holds its client now");
         }

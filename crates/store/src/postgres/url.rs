@@ -87,6 +87,11 @@ impl PostgresUrl {
         if config.get_application_name().is_none() {
             config.application_name("rportd");
         }
+        // The server's NOTICEs ("relation ... already exists, skipping" from the idempotent
+        // migrations) would reach the log at info level on every start.
+        if config.get_options().is_none() {
+            config.options("-c client_min_messages=warning");
+        }
         Ok(Self {
             text: text.to_owned(),
             config: Box::new(config),
