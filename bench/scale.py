@@ -739,9 +739,9 @@ class TempPostgres:
                 pass
         self.watchdog = None
 
-    def stop(self):
+    def stop(self, keep=False):
         """Fast shutdown (SIGINT), bounded; the watchdog first, so that it never signals a
-        PID that may have been reused."""
+        PID that may have been reused. Its dir (data and log) stays with `keep`."""
         self.end_watchdog()
         if self.postmaster is not None and self.postmaster.poll() is None:
             self.postmaster.send_signal(signal.SIGINT)
@@ -751,7 +751,9 @@ class TempPostgres:
                 log(f"postgres (pid {self.postmaster.pid}) did not stop in 60 s; killing it")
                 self.postmaster.kill()
                 self.postmaster.wait(timeout=10)
-        if not self.keep:
+        if keep or self.keep:
+            log(f"  kept {self.dir}")
+        else:
             shutil.rmtree(self.dir, ignore_errors=True)
 
 
@@ -1163,7 +1165,7 @@ class ClusterRun:
         for node in self.nodes:
             stop(node["proc"], f"rportd node {node['index']}")
         if self.postgres is not None:
-            self.postgres.stop()
+            self.postgres.stop(keep="error" in self.results)
         for handle in self.log_files:
             handle.close()
 
