@@ -12,15 +12,24 @@ measures:
 - after SIGKILL and a restart of rportd with the same config and data dir: the time until
   all N are connected again, the peak RSS and the CPU seconds of that reconnection.
 
+With `--cluster K` (issue #16) it starts a throwaway PostgreSQL (initdb in a temp dir, a free
+loopback port, as `nobody` when run as root), K rportd nodes on it and K rport-loadgen
+processes (loadgen k's agents start on node k, the other nodes their fallback servers), and
+measures each node's RSS at rest, `GET clients` p50/p99 on every node, tunnel creation on
+the agent's own node and through another node (forwarded), the time until a SIGKILLed
+node's agents are all connected elsewhere, and PostgreSQL's CPU and connections at rest.
+
 It builds nothing: run `cargo build --release -p rport-cli -p rport-loadgen` first.
 Python 3 standard library only. Every wait is bounded; only processes this script started
 are signalled, by their PID.
 
     python3 bench/scale.py --agents 1000,5000,10000 --markdown-out docs/scale.md
+    python3 bench/scale.py --cluster 3 --agents 10000 --markdown-out docs/scale.md
 """
 
 import argparse
 import base64
+import datetime
 import http.client
 import json
 import math
@@ -46,6 +55,8 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 MIB = 1024 * 1024
 RESULTS_START = "<!-- scale.py results: start -->"
 RESULTS_END = "<!-- scale.py results: end -->"
+CLUSTER_START = "<!-- scale.py cluster results: start -->"
+CLUSTER_END = "<!-- scale.py cluster results: end -->"
 
 TARGET_RSS_MIB = 300
 TARGET_LIST_P99_MS = 100
@@ -54,7 +65,7 @@ TARGET_RECONNECT_S = 60
 
 
 def log(message):
-    print(f"[scale] {message}", flush=True)
+    print(f"[scale {time.strftime('%H:%M:%S')}] {message}", flush=True)
 
 
 # ---------------------------------------------------------------- processes and /proc
@@ -493,19 +504,7 @@ class Run:
             r["reconnect_sessions"] = counts["sessions"] - r["sessions_before_kill"]
 
     def loadgen_counts(self):
-        """The loadgen's last status line as numbers (sessions, failed_attempts, ...)."""
-        try:
-            lines = (self.tmp / "loadgen.out").read_text().splitlines()
-        except OSError:
-            return None
-        for line in reversed(lines):
-            if " connected=" in line:
-                fields = dict(part.split("=", 1) for part in line.split() if "=" in part)
-                try:
-                    return {k: int(v) for k, v in fields.items() if k != "t"}
-                except ValueError:
-                    return None
-        return None
+        return last_loadgen_counts(self.tmp / "loadgen.out")
 
     def execute(self):
         args = self.args
@@ -552,6 +551,644 @@ class Run:
         stop(self.rportd, "rportd")
         for handle in self.log_files:
             handle.close()
+
+
+# ---------------------------------------------------------------- throwaway PostgreSQL
+
+# Kills the postmaster ($1) and removes its dir ($2) once its standard input closes, that is
+# when this script has ended however it ended (as crates/test-postgres does).
+PG_WATCHDOG = r"""trap '' INT TERM HUP
+read -r _ || true
+kill -KILL "$1" 2>/dev/null
+for _ in 1 2 3 4 5 6 7 8 9 10; do kill -0 "$1" 2>/dev/null || break; sleep 0.2; done
+rm -rf -- "$2"
+"""
+
+
+def newest_postgres_bin():
+    """Debian's newest /usr/lib/postgresql/<major>/bin with initdb and postgres."""
+    found = []
+    for entry in Path("/usr/lib/postgresql").glob("*/bin"):
+        if entry.parent.name.isdigit() and all((entry / p).is_file() for p in ("initdb", "postgres")):
+            found.append((int(entry.parent.name), entry))
+    if not found:
+        raise RuntimeError("PostgreSQL is not installed (no /usr/lib/postgresql/*/bin/postgres): "
+                           "apt-get install postgresql")
+    return max(found)[1]
+
+
+class TempPostgres:
+    """initdb into a fresh temp dir and a postmaster on a free loopback port, as `nobody`
+    when this runs as root (initdb refuses root). Never the machine's own cluster."""
+
+    SUPERUSER = "postgres"
+    ROLE = "rport"
+
+    def __init__(self, keep=False):
+        self.bin = newest_postgres_bin()
+        self.dir = Path(tempfile.mkdtemp(prefix="rport-scale-postgres-"))
+        self.keep = keep
+        self.unprivileged = os.geteuid() == 0
+        self.superuser_password = secrets.token_hex(16)
+        self.password = secrets.token_hex(16)
+        self.postmaster = None
+        self.watchdog = None
+        self.port = 0
+        self.psql_bin = self.bin / "psql" if (self.bin / "psql").is_file() else Path("psql")
+
+    def command(self, program, *args):
+        command = [str(self.bin / program), *map(str, args)]
+        if self.unprivileged:
+            command = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", "--"] + command
+        return command
+
+    def log(self):
+        return open(self.dir / "postgres.log", "ab")
+
+    def start(self):
+        (self.dir / "socket").mkdir()
+        password_file = self.dir / "superuser-password"
+        password_file.write_text(self.superuser_password)
+        if self.unprivileged:
+            subprocess.run(["chown", "-R", "nobody:nogroup", str(self.dir)], check=True, timeout=30)
+        env = dict(os.environ, LC_ALL="C")
+        env.pop("PGDATA", None)
+        with self.log() as log_file:
+            done = subprocess.run(
+                self.command("initdb", "-D", self.dir / "data", "-U", self.SUPERUSER,
+                             "--auth-local=trust", "--auth-host=scram-sha-256", "-E", "UTF8",
+                             "--locale=C", f"--pwfile={password_file}", "--no-sync"),
+                stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT, env=env,
+                timeout=120)
+        password_file.unlink(missing_ok=True)
+        if done.returncode != 0:
+            raise RuntimeError(f"initdb failed ({done.returncode}); see {self.dir}/postgres.log")
+        for _ in range(5):
+            self.port = free_port()
+            if self.launch(env):
+                break
+        else:
+            raise RuntimeError("PostgreSQL found no free port in 5 attempts")
+        self.sql(f"CREATE ROLE {self.ROLE} LOGIN PASSWORD '{self.password}'")
+        self.sql(f"CREATE DATABASE {self.ROLE} OWNER {self.ROLE}")
+
+    def launch(self, env):
+        """Starts the postmaster; False when another process took the port first."""
+        log_start = (self.dir / "postgres.log").stat().st_size
+        with self.log() as log_file:
+            # PostgreSQL's defaults otherwise (shared_buffers 128MB, max_connections 100),
+            # fsync and synchronous_commit on: what a deployment would have.
+            self.postmaster = subprocess.Popen(
+                self.command("postgres", "-D", self.dir / "data", "-h", "127.0.0.1",
+                             "-p", self.port, "-k", self.dir / "socket"),
+                stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT, env=env)
+        self.watchdog = subprocess.Popen(
+            ["sh", "-c", PG_WATCHDOG, "rport-scale-postgres-watchdog", str(self.postmaster.pid),
+             "/nonexistent" if self.keep else str(self.dir)],
+            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if self.postmaster.poll() is not None:
+                self.end_watchdog()
+                with open(self.dir / "postgres.log", "rb") as f:
+                    f.seek(log_start)
+                    text = f.read().decode(errors="replace")
+                if "could not bind" in text or "Address already in use" in text:
+                    return False
+                raise RuntimeError(f"postgres exited at start; see {self.dir}/postgres.log")
+            try:
+                self.sql("SELECT 1", timeout=5)
+                return True
+            except RuntimeError:
+                time.sleep(0.1)
+        raise RuntimeError("PostgreSQL did not accept connections within 60 s")
+
+    def sql(self, statement, timeout=30):
+        """One statement as the superuser through psql, over TCP; its output, unaligned."""
+        env = dict(os.environ, PGPASSWORD=self.superuser_password, PGCONNECT_TIMEOUT="5")
+        try:
+            done = subprocess.run(
+                [str(self.psql_bin), "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1",
+                 "-h", "127.0.0.1", "-p", str(self.port), "-U", self.SUPERUSER, "-d", "postgres",
+                 "-c", statement],
+                capture_output=True, text=True, env=env, timeout=timeout)
+        except subprocess.TimeoutExpired as err:
+            raise RuntimeError(f"psql timed out after {timeout}s") from err
+        if done.returncode != 0:
+            # Not the statement: it may hold a password.
+            raise RuntimeError(f"psql failed: {done.stderr.strip()[:300]}")
+        return done.stdout.strip()
+
+    def url(self):
+        return f"postgres://{self.ROLE}:{self.password}@127.0.0.1:{self.port}/{self.ROLE}"
+
+    def pids(self):
+        """The postmaster and its children (the backends and background workers)."""
+        if self.postmaster is None or self.postmaster.poll() is not None:
+            return []
+        pids = [self.postmaster.pid]
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+            except (OSError, IndexError):
+                continue
+            if fields[1] == str(self.postmaster.pid):
+                pids.append(int(stat.parent.name))
+        return pids
+
+    def cpu_seconds(self):
+        """CPU seconds of every PostgreSQL process so far: the live ones, and through the
+        postmaster's cutime/cstime the backends that have exited."""
+        total = 0.0
+        for pid in self.pids():
+            total += cpu_seconds(pid)
+        if self.postmaster is not None:
+            try:
+                fields = Path(f"/proc/{self.postmaster.pid}/stat").read_text().rsplit(")", 1)[1].split()
+                total += (int(fields[13]) + int(fields[14])) / CLK_TCK
+            except (OSError, IndexError, ValueError):
+                pass
+        return total
+
+    def pss(self):
+        """Proportional set size summed over its processes: shared buffers counted once."""
+        total = 0
+        for pid in self.pids():
+            try:
+                for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+                    if line.startswith("Pss:"):
+                        total += int(line.split()[1]) * 1024
+                        break
+            except (OSError, ValueError, IndexError):
+                pass
+        return total
+
+    def connections(self):
+        """(client backends other than this query's, every row of pg_stat_activity)."""
+        row = self.sql("SELECT count(*) FILTER (WHERE backend_type = 'client backend' "
+                       "AND pid <> pg_backend_pid()), count(*) FROM pg_stat_activity")
+        clients, everything = row.split("|")
+        return int(clients), int(everything)
+
+    def end_watchdog(self):
+        if self.watchdog is not None and self.watchdog.poll() is None:
+            self.watchdog.kill()
+            try:
+                self.watchdog.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                pass
+        self.watchdog = None
+
+    def stop(self, keep=False):
+        """Fast shutdown (SIGINT), bounded; the watchdog first, so that it never signals a
+        PID that may have been reused. Its dir (data and log) stays with `keep`."""
+        self.end_watchdog()
+        if self.postmaster is not None and self.postmaster.poll() is None:
+            self.postmaster.send_signal(signal.SIGINT)
+            try:
+                self.postmaster.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                log(f"postgres (pid {self.postmaster.pid}) did not stop in 60 s; killing it")
+                self.postmaster.kill()
+                self.postmaster.wait(timeout=10)
+        if keep or self.keep:
+            log(f"  kept {self.dir}")
+        else:
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+
+# ---------------------------------------------------------------- a cluster on one PostgreSQL
+
+
+class ClusterRun:
+    """`--cluster K`: K rportd nodes on one throwaway PostgreSQL, N agents spread over them
+    by K rport-loadgen processes (loadgen k's agents, load<k>-NNNNN, start on node k and
+    have the other nodes as fallback servers)."""
+
+    def __init__(self, args, count, tmp):
+        self.args = args
+        self.count = count
+        self.size = args.cluster
+        self.tmp = tmp
+        self.bin = Path(args.bin_dir)
+        self.postgres = None
+        self.nodes = []
+        self.loadgens = []
+        self.log_files = []
+        self.shares = [count // self.size + (1 if k < count % self.size else 0) for k in range(self.size)]
+        self.results = {"agents": count, "nodes": self.size, "shares": self.shares}
+        self.auth_file = tmp / "auth.json"
+
+    def open_log(self, name):
+        handle = open(self.tmp / name, "ab")
+        self.log_files.append(handle)
+        return handle
+
+    def prefix(self, k):
+        return f"load{k}-"
+
+    def agent_id(self, k, n):
+        return f"{self.prefix(k)}{n:05d}"
+
+    def write_auth_file(self):
+        merged = {}
+        for k, share in enumerate(self.shares):
+            part = self.tmp / f"auth-{k}.json"
+            subprocess.run(
+                [str(self.bin / "rport-loadgen"), "--count", str(share), "--id-prefix", self.prefix(k),
+                 "--write-auth-file", str(part)],
+                check=True, stdout=subprocess.DEVNULL, timeout=60)
+            merged.update(json.loads(part.read_text()))
+            part.unlink()
+        fd = os.open(self.auth_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump(merged, f)
+
+    def start_nodes(self):
+        low, high = tunnel_port_range(self.args.tunnels)
+        width = (high - low + 1)
+        ranges = [(low + k * width, low + (k + 1) * width - 1) for k in range(self.size)]
+        ephemeral = 32768
+        try:
+            ephemeral = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            pass
+        if ranges[-1][1] >= ephemeral and low > 1024:
+            raise RuntimeError(f"the nodes' tunnel ports {ranges} reach the ephemeral range")
+        password = secrets.token_hex(12)
+        for k in range(self.size):
+            node = {"index": k, "agent_port": free_port(), "api_port": free_port(),
+                    "peer_port": free_port(), "range": ranges[k], "data_dir": self.tmp / f"node{k}"}
+            node["data_dir"].mkdir()
+            config = self.tmp / f"node{k}.toml"
+            lines = [
+                "[server]",
+                f'address = "127.0.0.1:{node["agent_port"]}"',
+                f'url = "http://127.0.0.1:{node["agent_port"]}"',
+                f'data_dir = "{node["data_dir"]}"',
+                f'auth_file = "{self.auth_file}"',
+                f'used_ports = ["{ranges[k][0]}-{ranges[k][1]}"]',
+            ]
+            if self.args.max_concurrent_handshakes:
+                lines.append(f"max_concurrent_handshakes = {self.args.max_concurrent_handshakes}")
+            lines += [
+                "", "[api]", f'address = "127.0.0.1:{node["api_port"]}"', f'auth = "admin:{password}"',
+                "", "[database]", f'url = "{self.postgres.url()}"',
+                "", "[cluster]", f'peer_address = "127.0.0.1:{node["peer_port"]}"',
+                "", "[logging]", f'log_level = "{self.args.log_level}"', f'log_file = "{self.tmp / f"node{k}.log"}"', "",
+            ]
+            config.write_text("\n".join(lines))
+            config.chmod(0o600)
+            out = self.open_log(f"node{k}.out")
+            # One after another: the first makes the cluster's key pair in the database.
+            node["proc"] = subprocess.Popen(
+                [str(self.bin / "rportd"), "-c", str(config)], stdout=out, stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL, preexec_fn=raise_nofile)
+            node["api"] = Api(node["api_port"], "admin", password)
+            self.nodes.append(node)
+            deadline = time.monotonic() + 60
+            while True:
+                if node["proc"].poll() is not None:
+                    raise RuntimeError(f"node {k} exited with {node['proc'].returncode}; see {self.tmp}/node{k}.out")
+                if node["api"].connected()[0] is not None:
+                    break
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"node {k}'s API did not answer within 60 s")
+                time.sleep(0.1)
+            node["rss_empty"] = rss(node["proc"].pid)
+        fingerprints = {(n["data_dir"] / "rportd-fingerprint.txt").read_text().strip() for n in self.nodes}
+        if len(fingerprints) != 1:
+            raise RuntimeError(f"the nodes pin different keys: {fingerprints}")
+        self.fingerprint = fingerprints.pop()
+        # Forwarding needs every node to know the others alive and reachable.
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if all(self.sees_all_alive(n) for n in self.nodes):
+                return
+            time.sleep(0.25)
+        raise RuntimeError("the nodes did not see each other alive and reachable within 60 s")
+
+    def cluster_status(self, node):
+        try:
+            status, body, _ = node["api"].request("GET", "/api/v1/status", fresh=True, timeout=5)
+        except (OSError, http.client.HTTPException):
+            return None
+        if status != 200 or not body:
+            return None
+        return body.get("data", {})
+
+    def sees_all_alive(self, node):
+        data = self.cluster_status(node) or {}
+        nodes = (data.get("cluster") or {}).get("nodes") or []
+        return len(nodes) == self.size and all(n.get("alive") and n.get("reachable") for n in nodes)
+
+    def start_loadgens(self):
+        ramp = max(1, self.args.ramp // self.size)
+        for k, share in enumerate(self.shares):
+            fallbacks = []
+            for other in range(self.size):
+                if other != k:
+                    fallbacks += ["--fallback-server", f"127.0.0.1:{self.nodes[other]['agent_port']}"]
+            command = [
+                str(self.bin / "rport-loadgen"),
+                "--server", f"127.0.0.1:{self.nodes[k]['agent_port']}", *fallbacks,
+                "--fingerprint", self.fingerprint,
+                "--count", str(share), "--id-prefix", self.prefix(k),
+                "--ramp", str(ramp),
+                "--keep-alive", self.args.keep_alive,
+                "--max-retry-interval", self.args.max_retry_interval,
+                "--log-level", "error", "--status-interval", "1s",
+            ]
+            self.loadgens.append(subprocess.Popen(
+                command, stdout=self.open_log(f"loadgen{k}.out"), stderr=self.open_log(f"loadgen{k}.log"),
+                stdin=subprocess.DEVNULL, preexec_fn=raise_nofile))
+
+    def loadgen_counts(self, k):
+        return last_loadgen_counts(self.tmp / f"loadgen{k}.out")
+
+    def check_alive(self, skip=None):
+        for node in self.nodes:
+            if node["index"] != skip and node["proc"].poll() is not None:
+                raise RuntimeError(f"node {node['index']} died (exit {node['proc'].returncode}); see {self.tmp}")
+        for k, loadgen in enumerate(self.loadgens):
+            if loadgen.poll() is not None:
+                raise RuntimeError(f"loadgen {k} died (exit {loadgen.returncode}); see {self.tmp}")
+        if self.postgres.postmaster.poll() is not None:
+            raise RuntimeError(f"PostgreSQL died; see {self.postgres.dir}/postgres.log")
+
+    def wait_all_connected(self, timeout):
+        """Until every node's /status counts all N connected and every loadgen has all its
+        sessions up."""
+        started = time.monotonic()
+        last_report = started
+        while time.monotonic() < started + timeout:
+            self.check_alive()
+            seen = [n["api"].connected()[0] for n in self.nodes]
+            counts = [self.loadgen_counts(k) or {} for k in range(self.size)]
+            up = [c.get("connected", 0) for c in counts]
+            if all(s == self.count for s in seen) and up == self.shares:
+                return time.monotonic() - started
+            if time.monotonic() - last_report >= 5:
+                log(f"  nodes see {seen} connected, loadgens hold {up}, after {time.monotonic() - started:.0f}s")
+                last_report = time.monotonic()
+            time.sleep(0.25)
+        return None
+
+    def measure_rest(self):
+        r = self.results
+        time.sleep(self.args.settle)
+        window = self.args.idle_window
+        before = [cpu_seconds(n["proc"].pid) for n in self.nodes]
+        pg_before = self.postgres.cpu_seconds()
+        time.sleep(window)
+        r["node_idle_cpu_pct"] = [100 * (cpu_seconds(n["proc"].pid) - b) / window
+                                  for n, b in zip(self.nodes, before)]
+        pg_after = self.postgres.cpu_seconds()
+        r["pg_idle_cpu_pct"] = 100 * (pg_after - pg_before) / window
+        r["pg_cpu_total"] = pg_after
+        r["pg_connections"], r["pg_activity_rows"] = self.postgres.connections()
+        r["pg_processes"] = len(self.postgres.pids())
+        r["pg_pss"] = self.postgres.pss()
+        r["node_rss"] = [rss(n["proc"].pid) for n in self.nodes]
+        r["node_rss_empty"] = [n["rss_empty"] for n in self.nodes]
+        r["node_cpu_connect"] = before
+        r["loadgen_rss"] = [rss(p.pid) for p in self.loadgens]
+
+    def measure_list(self):
+        path = "/api/v1/clients?page%5Blimit%5D=100"
+        p50, p99 = [], []
+        for node in self.nodes:
+            times = []
+            for _ in range(self.args.api_requests):
+                status, body, elapsed = node["api"].request("GET", path)
+                if status != 200 or not body or len(body.get("data", [])) != 100:
+                    raise RuntimeError(f"GET clients on node {node['index']}: HTTP {status}, {str(body)[:200]}")
+                times.append(elapsed)
+            p50.append(percentile(times, 50))
+            p99.append(percentile(times, 99))
+        self.results["list_p50"] = p50
+        self.results["list_p99"] = p99
+
+    def holder_of(self, port):
+        for node in self.nodes:
+            if node["range"][0] <= port <= node["range"][1]:
+                return node["index"]
+        return None
+
+    def measure_tunnels(self):
+        """`--tunnels` tunnels created on the holder node itself (the baseline) and as many
+        created through another node (forwarded), interleaved; each checked with an echo
+        round trip, then deleted through the node that created it."""
+        echo = EchoServer(("127.0.0.1", 0), EchoHandler)
+        threading.Thread(target=echo.serve_forever, daemon=True).start()
+        echo_port = echo.server_address[1]
+        wanted = self.args.tunnels
+        per_node = -(-wanted // self.size)
+        if 2 * per_node > min(self.shares):
+            raise RuntimeError(f"{wanted} tunnels of each kind need {2 * per_node} agents per node")
+        times = {"local": [], "cross": []}
+        deletes = {"local": [], "cross": []}
+        created = []
+        try:
+            for i in range(wanted):
+                holder = i % self.size
+                for kind in ("local", "cross"):
+                    number = 1 + i // self.size + (per_node if kind == "cross" else 0)
+                    agent = self.agent_id(holder, number)
+                    via = holder if kind == "local" else (holder + 1 + (i // self.size) % (self.size - 1)) % self.size
+                    api = self.nodes[via]["api"]
+                    status, body, elapsed = api.request(
+                        "PUT", f"/api/v1/clients/{agent}/tunnels?remote=127.0.0.1:{echo_port}")
+                    if status != 200 or not body or "data" not in body:
+                        raise RuntimeError(f"PUT tunnel for {agent} via node {via}: HTTP {status}, {str(body)[:200]}")
+                    lport = int(body["data"]["lport"])
+                    created.append((via, agent, body["data"]["id"], kind))
+                    if self.holder_of(lport) != holder:
+                        raise RuntimeError(f"tunnel for {agent} (node {holder}) opened on port {lport}, "
+                                           f"node {self.holder_of(lport)}'s range")
+                    times[kind].append(elapsed)
+                    with socket.create_connection(("127.0.0.1", lport), timeout=15) as s:
+                        message = f"{kind} tunnel {i} via node {via}\n".encode()
+                        s.sendall(message)
+                        received = b""
+                        while len(received) < len(message):
+                            chunk = s.recv(len(message) - len(received))
+                            if not chunk:
+                                break
+                            received += chunk
+                    if received != message:
+                        raise RuntimeError(f"tunnel for {agent} on port {lport} did not echo: {received!r}")
+            while created:
+                via, agent, tunnel_id, kind = created.pop()
+                status, body, elapsed = self.nodes[via]["api"].request(
+                    "DELETE", f"/api/v1/clients/{agent}/tunnels/{tunnel_id}")
+                if status != 204:
+                    raise RuntimeError(f"DELETE tunnel {tunnel_id} via node {via}: HTTP {status}, {str(body)[:200]}")
+                deletes[kind].append(elapsed)
+        finally:
+            for via, agent, tunnel_id, _ in created:
+                try:
+                    self.nodes[via]["api"].request("DELETE", f"/api/v1/clients/{agent}/tunnels/{tunnel_id}")
+                except (OSError, http.client.HTTPException):
+                    pass
+            echo.shutdown()
+            echo.server_close()
+        r = self.results
+        for kind in ("local", "cross"):
+            r[f"{kind}_create_p50"] = percentile(times[kind], 50)
+            r[f"{kind}_create_p99"] = percentile(times[kind], 99)
+            r[f"{kind}_delete_p50"] = percentile(deletes[kind], 50)
+            r[f"{kind}_delete_p99"] = percentile(deletes[kind], 99)
+        r["tunnel_count"] = wanted
+
+    def back_elsewhere(self, survivor, victim, since):
+        """How many of the victim's agents the survivor lists connected since `since` (a
+        session begun after the kill can only be on a surviving node)."""
+        back = 0
+        offset = 0
+        while True:
+            path = (f"/api/v1/clients?filter%5Bid%5D={self.prefix(victim)}*"
+                    f"&filter%5Bconnection_state%5D=connected&fields%5Bclients%5D=id,connected_at"
+                    f"&page%5Blimit%5D=500&page%5Boffset%5D={offset}")
+            status, body, _ = survivor["api"].request("GET", path, timeout=10)
+            if status != 200 or not body:
+                raise RuntimeError(f"GET clients on node {survivor['index']}: HTTP {status}")
+            page = body.get("data", [])
+            for client in page:
+                at = client.get("connected_at")
+                if at and parse_time(at) >= since:
+                    back += 1
+            offset += len(page)
+            if not page or offset >= body.get("meta", {}).get("count", 0):
+                return back
+
+    def kill_one_node(self):
+        r = self.results
+        victim = self.size - 1
+        node = self.nodes[victim]
+        survivor = self.nodes[0]
+        share = self.shares[victim]
+        before = self.loadgen_counts(victim) or {}
+        log(f"  SIGKILL node {victim} (pid {node['proc'].pid}), holding {share} agents")
+        killed_wall = time.time()
+        killed_at = time.monotonic()
+        node["proc"].kill()
+        node["proc"].wait(timeout=10)
+        deadline = killed_at + self.args.reconnect_timeout
+        r["failover_dead_seen_s"] = None
+        r["failover_agents_s"] = None
+        r["failover_s"] = None
+        peak = [0] * self.size
+        back = 0
+        last_report = killed_at
+        while time.monotonic() < deadline:
+            self.check_alive(skip=victim)
+            now = time.monotonic() - killed_at
+            for k, n in enumerate(self.nodes):
+                if k != victim:
+                    peak[k] = max(peak[k], rss(n["proc"].pid))
+            if r["failover_dead_seen_s"] is None:
+                nodes = ((self.cluster_status(survivor) or {}).get("cluster") or {}).get("nodes") or []
+                if any(not n.get("alive") for n in nodes):
+                    r["failover_dead_seen_s"] = now
+            counts = self.loadgen_counts(victim) or {}
+            if r["failover_agents_s"] is None and counts.get("connected") == share \
+                    and counts.get("sessions", 0) - before.get("sessions", 0) >= share:
+                r["failover_agents_s"] = now
+            if r["failover_s"] is None:
+                back = self.back_elsewhere(survivor, victim, killed_wall)
+                if back == share:
+                    r["failover_s"] = time.monotonic() - killed_at
+            # The loadgen prints its count once a second: wait for that too, a little.
+            if r["failover_s"] is not None and (r["failover_agents_s"] is not None
+                                                or now > r["failover_s"] + 5):
+                break
+            if time.monotonic() - last_report >= 5:
+                log(f"  {back} of {share} back on other nodes after {now:.0f}s "
+                    f"(loadgen: {counts.get('connected')} connected)")
+                last_report = time.monotonic()
+            time.sleep(0.5)
+        r["failover_back"] = back
+        counts = self.loadgen_counts(victim) or {}
+        r["failover_failed_attempts"] = counts.get("failed_attempts", 0) - before.get("failed_attempts", 0)
+        r["failover_peak_rss"] = [p if k != victim else None for k, p in enumerate(peak)]
+        time.sleep(self.args.settle)
+        r["rss_after_failover"] = [rss(n["proc"].pid) if k != victim else None
+                                   for k, n in enumerate(self.nodes)]
+        r["connected_after_failover"] = [n["api"].connected()[0] if k != victim else None
+                                         for k, n in enumerate(self.nodes)]
+
+    def execute(self):
+        args = self.args
+        self.write_auth_file()
+        self.postgres = TempPostgres(keep=args.keep_tmp)
+        self.postgres.start()
+        log(f"  PostgreSQL ({self.postgres.bin.parent.name}) pid {self.postgres.postmaster.pid} "
+            f"on 127.0.0.1:{self.postgres.port}, dir {self.postgres.dir}")
+        self.start_nodes()
+        for n in self.nodes:
+            log(f"  node {n['index']}: pid {n['proc'].pid}, agents 127.0.0.1:{n['agent_port']}, "
+                f"API 127.0.0.1:{n['api_port']}, peer 127.0.0.1:{n['peer_port']}, ports {n['range']}")
+        r = self.results
+        r["pg_cpu_start"] = self.postgres.cpu_seconds()
+        self.start_loadgens()
+        bound = self.count / max(args.ramp, 1) + 120
+        took = self.wait_all_connected(bound)
+        if took is None:
+            raise RuntimeError(f"not all {self.count} agents connected within {bound:.0f}s")
+        r["connect_s"] = took
+        r["pg_cpu_connect"] = self.postgres.cpu_seconds() - r["pg_cpu_start"]
+        log(f"  all {self.count} connected after {took:.1f}s ({self.shares} per node)")
+        self.measure_rest()
+        log(f"  at rest: node RSS {[round(v / MIB, 1) for v in r['node_rss']]} MiB; PostgreSQL "
+            f"{r['pg_connections']} connections, {r['pg_idle_cpu_pct']:.1f}% CPU idle, "
+            f"{r['pg_cpu_total']:.1f} CPU s so far")
+        self.measure_list()
+        log(f"  GET clients p50 {[round(v * 1000, 2) for v in r['list_p50']]} ms, "
+            f"p99 {[round(v * 1000, 2) for v in r['list_p99']]} ms")
+        self.measure_tunnels()
+        log(f"  tunnel create on the holder p50/p99 {r['local_create_p50'] * 1000:.2f}/"
+            f"{r['local_create_p99'] * 1000:.2f} ms, through another node "
+            f"{r['cross_create_p50'] * 1000:.2f}/{r['cross_create_p99'] * 1000:.2f} ms")
+        self.kill_one_node()
+        if r["failover_s"] is None:
+            log(f"  only {r['failover_back']} of {self.shares[-1]} back within {args.reconnect_timeout}s")
+        else:
+            log(f"  all {self.shares[-1]} back on the other nodes {r['failover_s']:.1f}s after the kill")
+        return r
+
+    def cleanup(self):
+        for node in self.nodes:
+            node["api"].close()
+        for k, loadgen in enumerate(self.loadgens):
+            stop(loadgen, f"rport-loadgen {k}")
+        for node in self.nodes:
+            stop(node["proc"], f"rportd node {node['index']}")
+        if self.postgres is not None:
+            self.postgres.stop(keep="error" in self.results)
+        for handle in self.log_files:
+            handle.close()
+
+
+def parse_time(text):
+    """Seconds since the epoch of an RFC 3339 time as the API writes it."""
+    return datetime.datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+def last_loadgen_counts(path):
+    """A loadgen's last status line as numbers (started, connected, sessions, ...)."""
+    try:
+        lines = Path(path).read_text().splitlines()
+    except OSError:
+        return None
+    for line in reversed(lines):
+        if " connected=" in line:
+            fields = dict(part.split("=", 1) for part in line.split() if "=" in part)
+            try:
+                return {k: int(v) for k, v in fields.items() if k != "t"}
+            except ValueError:
+                return None
+    return None
 
 
 # ---------------------------------------------------------------- reporting
@@ -649,6 +1286,112 @@ def table(results, markdown):
     return "\n".join(out)
 
 
+
+def per_node(values, formatter, victim=None):
+    cells = []
+    for k, value in enumerate(values or []):
+        if value is None:
+            cells.append("killed" if k == victim else "–")
+        else:
+            cells.append(formatter(value))
+    return cells
+
+
+def cluster_tables(r, markdown):
+    """Two tables for one cluster run: per node, and for the cluster as a whole."""
+    size = r["nodes"]
+    victim = size - 1
+    node_rows = [
+        ("agents started on it (its loadgen's)", [f"{v:,}" for v in r["shares"]]),
+        ("RSS, no agents, MiB", per_node(r.get("node_rss_empty"), fmt_mib)),
+        ("RSS, all connected, at rest, MiB", per_node(r.get("node_rss"), fmt_mib)),
+        ("CPU at rest, % of one core", per_node(r.get("node_idle_cpu_pct"), lambda v: f"{v:.1f}")),
+        ("CPU to connect all, s", per_node(r.get("node_cpu_connect"), lambda v: f"{v:.1f}")),
+        ("GET clients?page[limit]=100 p50, ms", per_node(r.get("list_p50"), fmt_ms)),
+        ("GET clients?page[limit]=100 p99, ms", per_node(r.get("list_p99"), fmt_ms)),
+        (f"after node {victim} was killed: peak RSS, MiB", per_node(r.get("failover_peak_rss"), fmt_mib, victim)),
+        ("  … RSS once settled, MiB", per_node(r.get("rss_after_failover"), fmt_mib, victim)),
+        ("  … connected agents it counts", per_node(r.get("connected_after_failover"), lambda v: f"{v:,}", victim)),
+        ("rport-loadgen RSS, MiB", per_node(r.get("loadgen_rss"), fmt_mib)),
+    ]
+    n = r.get("tunnel_count", "?")
+    whole_rows = [
+        ("time until all connected (ramp), s", fmt_s(r.get("connect_s"))),
+        (f"create tunnel on the holder node p50 / p99, ms ({n})",
+         f"{fmt_ms(r.get('local_create_p50'))} / {fmt_ms(r.get('local_create_p99'))}"),
+        (f"create tunnel through another node p50 / p99, ms ({n})",
+         f"{fmt_ms(r.get('cross_create_p50'))} / {fmt_ms(r.get('cross_create_p99'))}"),
+        ("delete tunnel on the holder node p50 / p99, ms",
+         f"{fmt_ms(r.get('local_delete_p50'))} / {fmt_ms(r.get('local_delete_p99'))}"),
+        ("delete tunnel through another node p50 / p99, ms",
+         f"{fmt_ms(r.get('cross_delete_p50'))} / {fmt_ms(r.get('cross_delete_p99'))}"),
+        (f"SIGKILL node {victim}: a survivor shows it dead after, s", fmt_s(r.get("failover_dead_seen_s"))),
+        ("  … its agents all connected again (loadgen's count) after, s", fmt_s(r.get("failover_agents_s"))),
+        ("  … all listed connected since the kill by node 0's API after, s", fmt_s(r.get("failover_s"))),
+        ("  … agent attempts that failed meanwhile", str(r.get("failover_failed_attempts", "–"))),
+        ("PostgreSQL client connections at rest", str(r.get("pg_connections", "–"))),
+        ("  … rows in pg_stat_activity / processes", f"{r.get('pg_activity_rows', '–')} / {r.get('pg_processes', '–')}"),
+        ("PostgreSQL CPU at rest, % of one core",
+         "–" if r.get("pg_idle_cpu_pct") is None else f"{r['pg_idle_cpu_pct']:.1f}"),
+        ("PostgreSQL CPU to connect all agents, s",
+         "–" if r.get("pg_cpu_connect") is None else f"{r['pg_cpu_connect']:.1f}"),
+        ("PostgreSQL CPU from its start until at rest, s",
+         "–" if r.get("pg_cpu_total") is None else f"{r['pg_cpu_total']:.1f}"),
+        ("PostgreSQL memory at rest (PSS summed over its processes), MiB", fmt_mib(r.get("pg_pss"))),
+    ]
+    header = ["metric"] + [f"node {k}" for k in range(size)]
+    first = [header] + [[label] + cells for label, cells in node_rows]
+    second = [["metric", f"{r['agents']:,} agents, {size} nodes"]] + [[a, b] for a, b in whole_rows]
+    return render(first, markdown) + "\n\n" + render(second, markdown)
+
+
+def render(rows, markdown):
+    if markdown:
+        lines = ["| " + " | ".join(rows[0]) + " |", "|" + "|".join(["---"] + ["--:"] * (len(rows[0]) - 1)) + "|"]
+        lines += ["| " + " | ".join(row) + " |" for row in rows[1:]]
+        return "\n".join(lines)
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(text.ljust(widths[i]) if i == 0 else text.rjust(widths[i])
+                               for i, text in enumerate(row)) for row in rows)
+
+
+def cluster_markdown_section(results, args, facts, command, postgres_version):
+    lines = [
+        CLUSTER_START,
+        "",
+        f"Measured {time.strftime('%Y-%m-%d %H:%M %Z')} with:",
+        "",
+        "```sh",
+        command,
+        "```",
+        "",
+        f"- Machine: {facts['cpu']}, {facts['memory']} RAM, {facts['kernel']}; PostgreSQL, "
+        f"the {args.cluster} rportd nodes and the {args.cluster} rport-loadgen processes all share it.",
+        f"- Build: {facts['rustc']}, release profile, from {facts['commit']}.",
+        f"- PostgreSQL: {postgres_version}, a throwaway server (initdb in a temp dir, run as "
+        f"nobody when root, a free port on 127.0.0.1), its defaults (fsync and synchronous_commit "
+        f"on, shared_buffers 128MB).",
+        f"- Open files: {facts['nofile']}.",
+        f"- Agents: loadgen k starts its share on node k at {max(1, args.ramp // args.cluster)}/s with the "
+        f"other nodes as fallback servers; keep_alive {args.keep_alive}, max_retry_interval "
+        f"{args.max_retry_interval}, plain passwords in one auth_file all nodes read.",
+        f"- {args.api_requests} sequential GETs per node on one keep-alive connection. {args.tunnels} "
+        f"tunnels created on the node holding the agent (the baseline) and {args.tunnels} through "
+        f"another node (forwarded over the peer channel), interleaved, one agent each, each checked "
+        f"with an echo round trip; the server picks the port.",
+        f"- The last node is SIGKILLed; its agents count as back once node 0's API lists them "
+        f"connected with `connected_at` after the kill (bounded by {args.reconnect_timeout:g} s).",
+        "",
+    ]
+    for r in results:
+        if "error" in r:
+            lines.append(f"- {r['agents']} agents: run failed: {r['error']}")
+            lines.append("")
+        lines += [cluster_tables(r, markdown=True), ""]
+    lines += [CLUSTER_END]
+    return "\n".join(lines)
+
+
 def machine_facts():
     def first(path, key):
         try:
@@ -710,15 +1453,18 @@ def markdown_section(results, args, facts, command):
     return "\n".join(lines)
 
 
-def write_markdown(path, section):
+def write_markdown(path, section, start=RESULTS_START, end=RESULTS_END):
+    """Replaces the text between the markers; without them, appends the section."""
     path = Path(path)
     if path.exists():
         text = path.read_text()
-        if RESULTS_START in text and RESULTS_END in text:
-            before = text.split(RESULTS_START, 1)[0]
-            after = text.split(RESULTS_END, 1)[1]
+        if start in text and end in text:
+            before = text.split(start, 1)[0]
+            after = text.split(end, 1)[1]
             path.write_text(before + section + after)
             return
+        path.write_text(text.rstrip("\n") + "\n\n" + section + "\n")
+        return
     path.write_text("# Scale: many agents on one rportd\n\n" + section + "\n")
 
 
@@ -740,6 +1486,10 @@ def main():
     parser.add_argument("--idle-window", type=float, default=10.0, help="seconds over which idle CPU is measured")
     parser.add_argument("--down-time", type=float, default=2.0, help="seconds rportd stays down after SIGKILL")
     parser.add_argument("--reconnect-timeout", type=float, default=120.0, help="bound on waiting for all to come back")
+    parser.add_argument("--log-level", default="warn", help="the cluster nodes' log_level")
+    parser.add_argument("--cluster", type=int, default=0,
+                        help="run K rportd nodes on one throwaway PostgreSQL instead of one rportd "
+                             "(0: single node, the default)")
     parser.add_argument("--bin-dir", default=str(REPO / "target" / "release"))
     parser.add_argument("--markdown-out", help="write the results (with machine facts and command) here")
     parser.add_argument("--source",
@@ -760,6 +1510,8 @@ def main():
         sys.exit(f"open-file limit {soft} (hard {hard}) is below the {need} the largest run needs")
     if max(counts) > 99999:
         sys.exit("the loadgen's ids have 5 digits: at most 99,999 agents")
+    if args.cluster == 1 or args.cluster < 0:
+        sys.exit("--cluster needs at least 2 nodes (0 runs the single-node benchmark)")
 
     command = "python3 bench/scale.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     # Run copies, so that a rebuild of target/release during the run changes nothing.
@@ -774,24 +1526,42 @@ def main():
         shutil.rmtree(snapshot, ignore_errors=True)
 
     print()
-    print(table(results, markdown=False))
+    if args.cluster:
+        for r in results:
+            print(cluster_tables(r, markdown=False) + "\n")
+            if "error" in r:
+                print(f"run failed: {r['error']}\n")
+    else:
+        print(table(results, markdown=False))
     if args.json_out:
         Path(args.json_out).write_text(json.dumps(results, indent=2) + "\n")
     if args.markdown_out:
         facts = machine_facts()
         if args.source:
             facts["commit"] = args.source
-        section = markdown_section(results, args, facts, command)
-        write_markdown(args.markdown_out, section)
+        if args.cluster:
+            section = cluster_markdown_section(results, args, facts, command, postgres_version())
+            write_markdown(args.markdown_out, section, CLUSTER_START, CLUSTER_END)
+        else:
+            section = markdown_section(results, args, facts, command)
+            write_markdown(args.markdown_out, section)
         log(f"wrote {args.markdown_out}")
     return 1 if any("error" in r for r in results) else 0
+
+
+def postgres_version():
+    try:
+        return subprocess.run([str(newest_postgres_bin() / "postgres"), "--version"], capture_output=True,
+                              text=True, timeout=10).stdout.strip() or "?"
+    except (OSError, RuntimeError, subprocess.SubprocessError):
+        return "?"
 
 
 def run_all(args, counts, results):
     for count in counts:
         tmp = Path(tempfile.mkdtemp(prefix=f"rport-scale-{count}-"))
-        log(f"{count} agents (work dir {tmp})")
-        run = Run(args, count, tmp)
+        log(f"{count} agents{f' on {args.cluster} nodes' if args.cluster else ''} (work dir {tmp})")
+        run = ClusterRun(args, count, tmp) if args.cluster else Run(args, count, tmp)
         try:
             results.append(run.execute())
         except (RuntimeError, OSError, subprocess.SubprocessError, http.client.HTTPException) as err:

@@ -68,6 +68,9 @@ pub fn write_auth_file(path: &Path, naming: &Naming, count: usize) -> anyhow::Re
 /// What every agent of the fleet shares.
 pub struct FleetSpec {
     pub server: ServerAddress,
+    /// Where each agent goes when `server` refuses it or is down (the other nodes of a
+    /// cluster), in order.
+    pub fallback_servers: Vec<ServerAddress>,
     pub fingerprint: Fingerprint,
     pub naming: Naming,
     pub count: usize,
@@ -85,7 +88,7 @@ impl FleetSpec {
         let id = self.naming.id(n);
         let config = AgentConfig {
             server: self.server.clone(),
-            fallback_servers: Vec::new(),
+            fallback_servers: self.fallback_servers.clone(),
             server_switchback_interval: rport_agent::config::DEFAULT_SERVER_SWITCHBACK_INTERVAL,
             id: Some(id.clone()),
             name: id.clone(),

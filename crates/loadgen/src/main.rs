@@ -1,5 +1,6 @@
 //! rport-loadgen: runs N real agent sessions (TLS 1.3, pinned key, each with its own id and
-//! password) in one process against one rportd, for the scale benchmark (`bench/scale.py`).
+//! password) in one process against one rportd (falling back to the other nodes of a
+//! cluster), for the scale benchmark (`bench/scale.py`).
 
 mod fleet;
 
@@ -29,6 +30,10 @@ struct Args {
     /// rportd's agent address, HOST:PORT. Without it, only --write-auth-file is done.
     #[arg(long)]
     server: Option<String>,
+    /// Another rportd agent address (HOST:PORT) each agent falls back to, as the agent's
+    /// `--fallback-server`: the other nodes of a cluster. Repeat for several.
+    #[arg(long = "fallback-server", value_name = "ADDR")]
+    fallback_servers: Vec<String>,
     /// The server's key fingerprint as rportd prints it; every session pins it.
     #[arg(long, value_name = "FP")]
     fingerprint: Option<String>,
@@ -104,6 +109,14 @@ async fn main() -> anyhow::Result<()> {
         return Ok(());
     };
     let server = parse_server(server).map_err(|reason| anyhow::anyhow!("--server: {reason}"))?;
+    let fallback_servers = args
+        .fallback_servers
+        .iter()
+        .map(|text| {
+            parse_server(text)
+                .map_err(|reason| anyhow::anyhow!("--fallback-server {text}: {reason}"))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let fingerprint: Fingerprint = args
         .fingerprint
         .as_deref()
@@ -129,6 +142,7 @@ async fn main() -> anyhow::Result<()> {
 
     let spec = Arc::new(FleetSpec {
         server,
+        fallback_servers,
         fingerprint,
         naming,
         count: args.count,
@@ -144,10 +158,11 @@ async fn main() -> anyhow::Result<()> {
     let started = Arc::new(AtomicUsize::new(0));
     let shutdown = shutdown_on_signal();
     println!(
-        "rport-loadgen: {} agents ({}..) -> {}, ramp {}/s, keep_alive {:?}, max_retry_interval {:?}",
+        "rport-loadgen: {} agents ({}..) -> {} (fallbacks: {}), ramp {}/s, keep_alive {:?}, max_retry_interval {:?}",
         spec.count,
         spec.naming.id(1),
         spec.server,
+        spec.fallback_servers.len(),
         spec.ramp,
         spec.keep_alive,
         spec.max_retry_interval
