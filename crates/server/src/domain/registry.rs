@@ -121,7 +121,18 @@ impl Registry {
     /// returns the ids whose sessions here another node holds now.
     pub async fn resync(&self) -> Result<Vec<String>, StoreError> {
         let stored = self.store.list_agents().await?;
-        let (mut lost, reassert) = self.absorb_all(stored);
+        let (lost, reassert) = self.absorb_all(stored, true);
+        self.reassert(lost, reassert).await
+    }
+
+    /// Tells the store again of sessions held here that it shows as disconnected (a node
+    /// that found this one's lease run out, say while the database stalled, marked them
+    /// so); one another node holds meanwhile is closed here and added to `lost`.
+    async fn reassert(
+        &self,
+        mut lost: Vec<String>,
+        reassert: Vec<AgentRecord>,
+    ) -> Result<Vec<String>, StoreError> {
         for record in reassert {
             match self.store.claim_agent(&record).await? {
                 AgentClaim::Claimed => self.changed(&record.id),
@@ -141,12 +152,15 @@ impl Registry {
     /// another node holds now, and the records of sessions here the store must be told
     /// of again: a node that found this one's lease run out during an outage marked them
     /// disconnected.
-    fn absorb_all(&self, stored: Vec<AgentRecord>) -> (Vec<String>, Vec<AgentRecord>) {
+    /// With `whole`, `stored` is every record, and entries without one are forgotten.
+    fn absorb_all(&self, stored: Vec<AgentRecord>, whole: bool) -> (Vec<String>, Vec<AgentRecord>) {
         let mut clients = self.write();
         let mut lost = Vec::new();
-        let present: std::collections::HashSet<String> =
-            stored.iter().map(|r| r.id.clone()).collect();
-        clients.retain(|id, entry| entry.session.is_some() || present.contains(id));
+        if whole {
+            let present: std::collections::HashSet<&str> =
+                stored.iter().map(|r| r.id.as_str()).collect();
+            clients.retain(|id, entry| entry.session.is_some() || present.contains(id.as_str()));
+        }
         let mut reassert = Vec::new();
         for record in stored {
             let id = record.id.clone();
@@ -186,15 +200,20 @@ impl Registry {
 
     /// Reads agent `id`'s record again after another node changed it.
     pub async fn refresh(&self, id: &str) -> Result<Refreshed, StoreError> {
-        let stored = self.store.get_agent(id).await?;
-        let mut clients = self.write();
-        let Some(record) = stored else {
+        let Some(record) = self.store.get_agent(id).await? else {
+            let mut clients = self.write();
             if clients.get(id).is_some_and(|entry| entry.session.is_none()) {
                 clients.remove(id);
             }
             return Ok(Refreshed::Unchanged);
         };
-        Ok(absorb(&mut clients, &self.node, record))
+        let (lost, reassert) = self.absorb_all(vec![record], false);
+        let lost = self.reassert(lost, reassert).await?;
+        Ok(if lost.is_empty() {
+            Refreshed::Unchanged
+        } else {
+            Refreshed::Lost
+        })
     }
 
     /// Records in the store that this node holds agent `id`'s session, unless another

@@ -37,6 +37,8 @@ use crate::{
 /// carry far more than 16 agents; PostgreSQL's default `max_connections` (100) leaves
 /// room for five nodes and the operator's own tools.
 pub const POOL_SIZE: usize = 16;
+/// Connections for renewing the node's lease and reading the node list, beside the pool.
+pub const LEASE_POOL_SIZE: usize = 1;
 /// How long a query waits for a free connection before the database counts as unavailable.
 const WAIT_TIMEOUT: Duration = Duration::from_secs(30);
 /// Opening a connection (after the URL's `connect_timeout`, 10 s unless set).
@@ -55,12 +57,15 @@ const NOW_MS: &str = "(EXTRACT(EPOCH FROM clock_timestamp()) * 1000)::BIGINT";
 /// async closure, because the futures `async_trait` returns must be `Send`, which the
 /// compiler cannot yet prove for an async closure over a borrowed connection.
 macro_rules! with_client {
-    ($store:expr, |$client:ident| $body:expr) => {{
+    ($store:expr, |$client:ident| $body:expr) => {
+        with_client!($store, pool, |$client| $body)
+    };
+    ($store:expr, $pool:ident, |$client:ident| $body:expr) => {{
         let store: &PostgresStore = $store;
         let mut attempt = 1;
         loop {
             let outcome: Result<_, PgError> = async {
-                let mut pooled = store.pool.get().await?;
+                let mut pooled = store.$pool.get().await?;
                 #[allow(unused_mut)]
                 let $client: &mut Client = &mut pooled;
                 $body
@@ -75,6 +80,10 @@ macro_rules! with_client {
 
 pub struct PostgresStore {
     pool: Pool,
+    /// Connections kept for the node's lease alone ([`LEASE_POOL_SIZE`]): a burst of work
+    /// (thousands of agents connecting at once) waiting for `pool` must never make the
+    /// lease run out, or the other nodes would count this one dead while it lives.
+    lease_pool: Pool,
     /// `HOST:PORT`, for messages that send the operator there.
     endpoint: String,
     database: String,
@@ -90,16 +99,26 @@ impl PostgresStore {
                 recycling_method: RecyclingMethod::Fast,
             },
         );
-        let pool = Pool::builder(manager)
-            .max_size(POOL_SIZE)
-            .runtime(Runtime::Tokio1)
-            .wait_timeout(Some(WAIT_TIMEOUT))
-            .create_timeout(Some(CREATE_TIMEOUT))
-            .recycle_timeout(Some(RECYCLE_TIMEOUT))
-            .build()
-            .map_err(|err| StoreError::Backend(Box::new(err)))?;
+        let build = |manager, size| {
+            Pool::builder(manager)
+                .max_size(size)
+                .runtime(Runtime::Tokio1)
+                .wait_timeout(Some(WAIT_TIMEOUT))
+                .create_timeout(Some(CREATE_TIMEOUT))
+                .recycle_timeout(Some(RECYCLE_TIMEOUT))
+                .build()
+                .map_err(|err| StoreError::Backend(Box::new(err)))
+        };
+        let lease_manager = Manager::from_config(
+            url.config().clone(),
+            tls(url)?,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
         let store = Self {
-            pool,
+            pool: build(manager, POOL_SIZE)?,
+            lease_pool: build(lease_manager, LEASE_POOL_SIZE)?,
             endpoint: url.endpoint(),
             database: url
                 .config()
@@ -1065,7 +1084,7 @@ impl Store for PostgresStore {
              api_address = EXCLUDED.api_address, started_at = EXCLUDED.started_at, \
              lease_until = EXCLUDED.lease_until"
         );
-        with_client!(self, |client| {
+        with_client!(self, lease_pool, |client| {
             execute(
                 client,
                 &sql,
@@ -1088,7 +1107,7 @@ impl Store for PostgresStore {
             "SELECT id, peer_address, public_host, api_address, started_at, lease_until, \
              lease_until > {NOW_MS} AS alive FROM cluster_nodes ORDER BY id"
         );
-        with_client!(self, |client| {
+        with_client!(self, lease_pool, |client| {
             let rows = query(client, &sql, &[]).await?;
             each(rows, rows::node)
         })
