@@ -129,6 +129,19 @@ def free_port():
         return s.getsockname()[1]
 
 
+def echo_check(sock, message, what):
+    """Sends `message` through a tunnel to the echo listener and checks it comes back."""
+    sock.sendall(message)
+    received = b""
+    while len(received) < len(message):
+        chunk = sock.recv(len(message) - len(received))
+        if not chunk:
+            break
+        received += chunk
+    if received != message:
+        raise RuntimeError(f"{what} did not echo: {received!r}")
+
+
 def port_is_free(port):
     with socket.socket() as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -427,16 +440,7 @@ class Run:
                 for i, (_, _, lport) in enumerate(created):
                     s = socket.create_connection(("127.0.0.1", lport), timeout=15)
                     sockets.append(s)
-                    message = f"hello through tunnel {i}\n".encode()
-                    s.sendall(message)
-                    received = b""
-                    while len(received) < len(message):
-                        chunk = s.recv(len(message) - len(received))
-                        if not chunk:
-                            break
-                        received += chunk
-                    if received != message:
-                        raise RuntimeError(f"tunnel {i} on port {lport} did not echo: {received!r}")
+                    echo_check(s, f"hello through tunnel {i}\n".encode(), f"tunnel {i} on port {lport}")
                 time.sleep(1)
                 r["rss_tunnel_conns"] = rss(pid)
                 window = self.args.idle_window / 2
@@ -1008,16 +1012,8 @@ class ClusterRun:
                                            f"node {self.holder_of(lport)}'s range")
                     times[kind].append(elapsed)
                     with socket.create_connection(("127.0.0.1", lport), timeout=15) as s:
-                        message = f"{kind} tunnel {i} via node {via}\n".encode()
-                        s.sendall(message)
-                        received = b""
-                        while len(received) < len(message):
-                            chunk = s.recv(len(message) - len(received))
-                            if not chunk:
-                                break
-                            received += chunk
-                    if received != message:
-                        raise RuntimeError(f"tunnel for {agent} on port {lport} did not echo: {received!r}")
+                        echo_check(s, f"{kind} tunnel {i} via node {via}\n".encode(),
+                                   f"tunnel for {agent} on port {lport}")
             while created:
                 via, agent, tunnel_id, kind = created.pop()
                 status, body, elapsed = self.nodes[via]["api"].request(

@@ -6,6 +6,7 @@
 mod postgres;
 mod records;
 mod sqlite;
+mod tunnel_row;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

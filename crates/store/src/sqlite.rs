@@ -7,9 +7,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use chrono::{DateTime, TimeZone, Utc};
+use chrono::{DateTime, Utc};
 use rusqlite::{Connection, ErrorCode, OptionalExtension, Row, TransactionBehavior, params};
 
+use crate::tunnel_row::{self, from_millis};
 use crate::{
     AdminGuard, AgentClaim, AgentCredentialRecord, AgentRecord, ApiTokenRecord, AuditFilter,
     AuditRecord, BackendError, ClusterEvent, DEFAULT_PROJECT, NodeRecord, ProjectRecord,
@@ -323,10 +324,6 @@ pub(crate) fn millis(time: DateTime<Utc>) -> i64 {
     time.timestamp_millis()
 }
 
-pub(crate) fn from_millis(value: Option<i64>) -> Option<DateTime<Utc>> {
-    value.and_then(|ms| Utc.timestamp_millis_opt(ms).single())
-}
-
 pub(crate) fn corrupt(what: &str, reason: impl ToString) -> StoreError {
     StoreError::Corrupt {
         what: what.to_owned(),
@@ -352,106 +349,23 @@ fn agent_from_row(row: &Row<'_>) -> rusqlite::Result<(AgentRecord, String)> {
     ))
 }
 
-/// Reads one stored row column by column, noting each column that does not read instead
-/// of failing the whole query: one damaged row must neither hide every other tunnel nor
-/// come back looking sound (see [`TunnelRecord::damage`]).
-struct Columns<'a, 'r> {
-    row: &'a Row<'r>,
-    damage: Vec<String>,
-}
-
-impl Columns<'_, '_> {
-    fn get<T: rusqlite::types::FromSql + Default>(&mut self, column: &str) -> T {
-        self.row.get(column).unwrap_or_else(|err| {
-            self.damage.push(format!("{column}: {err}"));
-            T::default()
-        })
+impl tunnel_row::Cells for Row<'_> {
+    fn text(&self, column: &str) -> Result<Option<String>, String> {
+        self.get(column).map_err(|err| err.to_string())
     }
 
-    fn time(&mut self, column: &str) -> Option<DateTime<Utc>> {
-        let ms: Option<i64> = self.get(column);
-        let time = from_millis(ms);
-        if let (Some(ms), None) = (ms, time) {
-            self.damage.push(format!("{column}: {ms} is not a time"));
-        }
-        time
+    fn integer(&self, column: &str) -> Result<Option<i64>, String> {
+        self.get(column).map_err(|err| err.to_string())
     }
 
-    /// An unknown status is damage; the record reads as terminated, so nothing reopens it.
-    fn status(&mut self) -> TunnelStatus {
-        let text: String = self.get("status");
-        TunnelStatus::parse(&text).unwrap_or_else(|| {
-            if !self.damage.iter().any(|d| d.starts_with("status")) {
-                self.damage
-                    .push(format!("status: {text:?} is not a tunnel status"));
-            }
-            TunnelStatus::Terminated
-        })
-    }
-
-    /// SQLite integers are signed; counters are stored as their two's complement.
-    fn counter(&mut self, column: &str) -> u64 {
-        self.get::<i64>(column) as u64
+    fn flag(&self, column: &str) -> Result<Option<bool>, String> {
+        self.get(column).map_err(|err| err.to_string())
     }
 }
 
-fn tunnel_from_row(row: &Row<'_>) -> rusqlite::Result<(TunnelRecord, String)> {
+fn tunnel_from_row(row: &Row<'_>) -> rusqlite::Result<TunnelRecord> {
     let id: String = row.get("id")?;
-    let mut c = Columns {
-        row,
-        damage: Vec::new(),
-    };
-    let created_at = c.time("created_at");
-    if created_at.is_none() && !c.damage.iter().any(|d| d.starts_with("created_at")) {
-        c.damage.push("created_at: missing".to_owned());
-    }
-    let mut record = TunnelRecord {
-        agent_id: c.get("client_id"),
-        name: c.get("name"),
-        protocol: c.get("protocol"),
-        lhost: c.get("lhost"),
-        lport: c.get("lport"),
-        lport_random: c.get("lport_random"),
-        rhost: c.get("rhost"),
-        rport: c.get("rport"),
-        scheme: c.get("scheme"),
-        status: c.status(),
-        created_by: c.get("created_by"),
-        created_at: created_at.unwrap_or_default(),
-        closed_at: c.time("closed_at"),
-        close_reason: c.get("close_reason"),
-        options: TunnelOptions::default(),
-        counters: TunnelCounters {
-            connections: c.counter("connections"),
-            refused: c.counter("connections_refused"),
-            bytes_in: c.counter("bytes_in"),
-            bytes_out: c.counter("bytes_out"),
-        },
-        last_active_at: c.time("last_active_at"),
-        project: c.get("project"),
-        owner_node: c.get("owner_node"),
-        id,
-        damage: None,
-    };
-    let options: String = c.get("options");
-    if !c.damage.is_empty() {
-        record.damage = Some(c.damage.join("; "));
-    }
-    Ok((record, options))
-}
-
-pub(crate) fn finish_tunnel((mut record, options): (TunnelRecord, String)) -> TunnelRecord {
-    match serde_json::from_str(&options) {
-        Ok(options) => record.options = options,
-        Err(err) => {
-            let damage = format!("options: {err}");
-            record.damage = Some(match record.damage.take() {
-                Some(earlier) => format!("{earlier}; {damage}"),
-                None => damage,
-            });
-        }
-    }
-    record
+    Ok(tunnel_row::read(row, id))
 }
 
 fn api_token_from_row(row: &Row<'_>) -> rusqlite::Result<ApiTokenRecord> {
@@ -786,8 +700,7 @@ impl Store for SqliteStore {
                     [id],
                     tunnel_from_row,
                 )
-                .optional()?
-                .map(finish_tunnel))
+                .optional()?)
         })
         .await
     }
@@ -814,7 +727,7 @@ impl Store for SqliteStore {
                 ],
                 tunnel_from_row,
             )?;
-            rows.map(|row| Ok(finish_tunnel(row?))).collect()
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
         })
         .await
     }
@@ -922,7 +835,7 @@ impl Store for SqliteStore {
                  RETURNING {TUNNEL_COLUMNS}"
             ))?;
             let rows = stmt.query_map(params![agent_id, node], tunnel_from_row)?;
-            rows.map(|row| Ok(finish_tunnel(row?))).collect()
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
         })
         .await
     }

@@ -5,14 +5,14 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use tokio_postgres::Row;
-use tokio_postgres::types::FromSql;
 
 use super::error::PgError;
 use super::url::full_message;
-use crate::sqlite::{corrupt, finish_tunnel, from_millis};
+use crate::sqlite::corrupt;
+use crate::tunnel_row::{self, from_millis};
 use crate::{
     AgentCredentialRecord, AgentRecord, ApiTokenRecord, AuditRecord, ClusterEvent, NodeRecord,
-    ProjectRecord, TunnelCounters, TunnelOptions, TunnelRecord, TunnelStatus, UserRecord,
+    ProjectRecord, TunnelRecord, UserRecord,
 };
 
 // Queries name their columns, never `*`: a statement prepared by a node running while
@@ -60,101 +60,28 @@ pub(super) fn agent(row: &Row) -> Result<AgentRecord, PgError> {
     })
 }
 
-/// Reads one row column by column, noting each column that does not read instead of
-/// failing the whole query (see [`TunnelRecord::damage`]).
-struct Columns<'r> {
-    row: &'r Row,
-    damage: Vec<String>,
-}
+impl tunnel_row::Cells for Row {
+    fn text(&self, column: &str) -> Result<Option<String>, String> {
+        self.try_get(column).map_err(|err| full_message(&err))
+    }
 
-impl<'r> Columns<'r> {
-    fn get<T: FromSql<'r> + Default>(&mut self, column: &str) -> T {
-        self.row.try_get(column).unwrap_or_else(|err| {
-            self.damage
-                .push(format!("{column}: {}", full_message(&err)));
-            T::default()
+    /// INTEGER (ports) and BIGINT (times, counters) columns alike.
+    fn integer(&self, column: &str) -> Result<Option<i64>, String> {
+        self.try_get::<_, Option<i64>>(column).or_else(|err| {
+            self.try_get::<_, Option<i32>>(column)
+                .map(|value| value.map(i64::from))
+                .map_err(|_| full_message(&err))
         })
     }
 
-    fn time(&mut self, column: &str) -> Option<DateTime<Utc>> {
-        let ms: Option<i64> = self.get(column);
-        let time = from_millis(ms);
-        if let (Some(ms), None) = (ms, time) {
-            self.damage.push(format!("{column}: {ms} is not a time"));
-        }
-        time
-    }
-
-    /// Ports are INTEGER columns; one outside 0..=65535 is damage.
-    fn port(&mut self, column: &str) -> u16 {
-        let value: i32 = self.get(column);
-        u16::try_from(value).unwrap_or_else(|_| {
-            self.damage.push(format!("{column}: {value} is not a port"));
-            0
-        })
-    }
-
-    /// An unknown status is damage; the record reads as terminated, so nothing reopens it.
-    fn status(&mut self) -> TunnelStatus {
-        let text: String = self.get("status");
-        TunnelStatus::parse(&text).unwrap_or_else(|| {
-            if !self.damage.iter().any(|d| d.starts_with("status")) {
-                self.damage
-                    .push(format!("status: {text:?} is not a tunnel status"));
-            }
-            TunnelStatus::Terminated
-        })
-    }
-
-    /// Counters are u64s kept in BIGINT as their two's complement.
-    fn counter(&mut self, column: &str) -> u64 {
-        self.get::<i64>(column) as u64
+    fn flag(&self, column: &str) -> Result<Option<bool>, String> {
+        self.try_get(column).map_err(|err| full_message(&err))
     }
 }
 
 pub(super) fn tunnel(row: &Row) -> Result<TunnelRecord, PgError> {
     let id: String = row.try_get("id")?;
-    let mut c = Columns {
-        row,
-        damage: Vec::new(),
-    };
-    let created_at = c.time("created_at");
-    if created_at.is_none() && !c.damage.iter().any(|d| d.starts_with("created_at")) {
-        c.damage.push("created_at: missing".to_owned());
-    }
-    let mut record = TunnelRecord {
-        agent_id: c.get("client_id"),
-        name: c.get("name"),
-        protocol: c.get("protocol"),
-        lhost: c.get("lhost"),
-        lport: c.port("lport"),
-        lport_random: c.get("lport_random"),
-        rhost: c.get("rhost"),
-        rport: c.port("rport"),
-        scheme: c.get("scheme"),
-        status: c.status(),
-        created_by: c.get("created_by"),
-        created_at: created_at.unwrap_or_default(),
-        closed_at: c.time("closed_at"),
-        close_reason: c.get("close_reason"),
-        options: TunnelOptions::default(),
-        counters: TunnelCounters {
-            connections: c.counter("connections"),
-            refused: c.counter("connections_refused"),
-            bytes_in: c.counter("bytes_in"),
-            bytes_out: c.counter("bytes_out"),
-        },
-        last_active_at: c.time("last_active_at"),
-        project: c.get("project"),
-        owner_node: c.get("owner_node"),
-        id,
-        damage: None,
-    };
-    let options: String = c.get("options");
-    if !c.damage.is_empty() {
-        record.damage = Some(c.damage.join("; "));
-    }
-    Ok(finish_tunnel((record, options)))
+    Ok(tunnel_row::read(row, id))
 }
 
 pub(super) fn project(row: &Row) -> Result<ProjectRecord, PgError> {
