@@ -8,6 +8,7 @@ mod harness;
 mod audit_log;
 mod clients;
 mod clients_auth;
+mod compatibility;
 mod errors;
 mod permissions;
 mod port_tunnels;
