@@ -84,7 +84,7 @@ const TUNNEL_QUERY: &[(&str, &str, &str)] = &[
     (
         "acl",
         "string",
-        "comma list of addresses and networks allowed to connect",
+        "comma list of addresses and networks allowed to connect; left out: anyone; empty: refused",
     ),
     (
         "idle-timeout-minutes",

@@ -99,7 +99,11 @@ async fn the_table_of_rport_operations_says_what_is_served() {
             ));
         }
     }
-    assert!(wrong.is_empty(), "docs/compatibility.md:\n{}", wrong.join("\n"));
+    assert!(
+        wrong.is_empty(),
+        "docs/compatibility.md:\n{}",
+        wrong.join("\n")
+    );
     let count = rows.iter().filter(|row| row.served).count();
     assert!(
         count >= AT_LEAST_SERVED,

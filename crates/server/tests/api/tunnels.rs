@@ -104,6 +104,8 @@ async fn bad_tunnel_specs_are_400_with_rports_codes() {
             "ERR_CODE_INVALID_ACL",
             "acl:",
         ),
+        // RPort's web UI sends an empty acl when it meant "only my address".
+        ("remote=22&acl=", "ERR_CODE_INVALID_ACL", "acl is empty"),
         (
             "remote=22&check_port=yes",
             "ERR_CODE_INVALID_REQUEST",

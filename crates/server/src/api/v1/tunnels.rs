@@ -246,8 +246,19 @@ pub async fn create(
     }
     let idle_timeout_minutes = parse_idle_timeout(&params)?;
     let auto_close = parse_auto_close(&params)?;
-    let acl = match params.get("acl").filter(|a| !a.is_empty()) {
+    // An `acl` that is present but empty is refused, not read as "no ACL": RPort's web UI
+    // sends `acl=` when it could not learn the operator's address, meaning "only me", and
+    // opening that tunnel to everyone would be the worst reading of it.
+    let acl = match params.get("acl") {
         None => None,
+        Some(acl) if acl.trim().is_empty() => {
+            return Err(ApiError::bad_request(
+                "ERR_CODE_INVALID_ACL",
+                "Empty ACL",
+                "acl is empty: give the addresses or networks allowed to connect, or leave \
+                 acl out for a tunnel open to everyone",
+            ));
+        }
         Some(acl) => Some(Acl::parse(acl).map_err(invalid_acl)?),
     };
     let check_port = match params.get("check_port").filter(|c| !c.is_empty()) {
