@@ -17,9 +17,10 @@ use chrono::{DateTime, Utc};
 
 pub use postgres::{POOL_SIZE as POSTGRES_POOL_SIZE, PostgresStore, PostgresUrl};
 pub use records::{
-    AdminGuard, AgentClaim, AgentCredentialRecord, AgentRecord, ApiTokenRecord, AuditFilter,
-    AuditRecord, ClusterEvent, DEFAULT_PROJECT, NodeRecord, ProjectRecord, ProjectRemoval,
-    TunnelCounters, TunnelFilter, TunnelOptions, TunnelRecord, TunnelStatus, UserRecord, UserWrite,
+    AdminGuard, AgentClaim, AgentCredentialRecord, AgentRecord, ApiTokenChange, ApiTokenRecord,
+    AuditFilter, AuditRecord, ClusterEvent, DEFAULT_PROJECT, NodeRecord, ProjectRecord,
+    ProjectRemoval, TunnelCounters, TunnelFilter, TunnelOptions, TunnelRecord, TunnelStatus,
+    UserRecord, UserWrite,
 };
 pub use sqlite::SqliteStore;
 
@@ -232,6 +233,14 @@ pub trait Store: Send + Sync + 'static {
     /// Returns whether the user had that token.
     async fn delete_api_token(&self, username: &str, id: &str) -> Result<bool, StoreError>;
     async fn touch_api_token(&self, id: &str, at: DateTime<Utc>) -> Result<(), StoreError>;
+    /// Sets a token's name, scope and expiry (its secret stays); returns whether the user
+    /// had that token.
+    async fn update_api_token(
+        &self,
+        username: &str,
+        id: &str,
+        change: &ApiTokenChange,
+    ) -> Result<bool, StoreError>;
 
     /// With its roles.
     async fn get_user(&self, username: &str) -> Result<Option<UserRecord>, StoreError>;
@@ -249,6 +258,9 @@ pub trait Store: Send + Sync + 'static {
     /// refuses, in the same transaction, to delete the last administrator.
     async fn delete_user(&self, username: &str, guard: AdminGuard)
     -> Result<UserWrite, StoreError>;
+    /// Gives a user another name, with its roles and API tokens, in one transaction:
+    /// [`UserWrite::Taken`] when `to` exists, [`UserWrite::NotFound`] when `from` does not.
+    async fn rename_user(&self, from: &str, to: &str) -> Result<UserWrite, StoreError>;
 
     /// Agent credentials rportd manages (not the configured ones), by id.
     async fn list_agent_credentials(&self) -> Result<Vec<AgentCredentialRecord>, StoreError>;

@@ -241,6 +241,10 @@ pub struct UserRecord {
     pub created_at: DateTime<Utc>,
     /// Project key -> role name (`admin`, `tunnels`, `viewer`); the server gives them meaning.
     pub roles: BTreeMap<String, String>,
+    /// RPort's `password_expired`: the user must choose a new password before anything else.
+    pub password_expired: bool,
+    /// RPort's `two_fa_send_to` (an e-mail address or a Pushover key), kept as given.
+    pub two_fa_send_to: String,
 }
 
 impl fmt::Debug for UserRecord {
@@ -251,7 +255,8 @@ impl fmt::Debug for UserRecord {
             .field("is_admin", &self.is_admin)
             .field("created_at", &self.created_at)
             .field("roles", &self.roles)
-            .finish()
+            .field("password_expired", &self.password_expired)
+            .finish_non_exhaustive()
     }
 }
 
@@ -271,6 +276,8 @@ pub enum UserWrite {
     NotFound,
     /// Refused: it would have removed the last administrator.
     LastAdmin,
+    /// Refused: the new name of a renamed user is taken.
+    Taken,
 }
 
 /// How deleting a project ended.
@@ -342,7 +349,7 @@ pub struct ApiTokenRecord {
     pub id: String,
     pub username: String,
     pub name: String,
-    /// `read` or `read+write`.
+    /// `read`, `read+write` or `clients-auth`.
     pub scope: String,
     /// Limits the token to one project.
     pub project: Option<String>,
@@ -351,6 +358,14 @@ pub struct ApiTokenRecord {
     pub created_at: DateTime<Utc>,
     pub expires_at: Option<DateTime<Utc>>,
     pub last_used_at: Option<DateTime<Utc>>,
+}
+
+/// What [`crate::Store::update_api_token`] sets on a token: all three, as given.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApiTokenChange {
+    pub name: String,
+    pub scope: String,
+    pub expires_at: Option<DateTime<Utc>>,
 }
 
 impl fmt::Debug for ApiTokenRecord {

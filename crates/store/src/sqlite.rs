@@ -12,10 +12,10 @@ use rusqlite::{Connection, ErrorCode, OptionalExtension, Row, TransactionBehavio
 
 use crate::tunnel_row::{self, from_millis};
 use crate::{
-    AdminGuard, AgentClaim, AgentCredentialRecord, AgentRecord, ApiTokenRecord, AuditFilter,
-    AuditRecord, BackendError, ClusterEvent, DEFAULT_PROJECT, NodeRecord, ProjectRecord,
-    ProjectRemoval, Store, StoreError, TunnelCounters, TunnelFilter, TunnelOptions, TunnelRecord,
-    TunnelStatus, UserRecord, UserWrite,
+    AdminGuard, AgentClaim, AgentCredentialRecord, AgentRecord, ApiTokenChange, ApiTokenRecord,
+    AuditFilter, AuditRecord, BackendError, ClusterEvent, DEFAULT_PROJECT, NodeRecord,
+    ProjectRecord, ProjectRemoval, Store, StoreError, TunnelCounters, TunnelFilter, TunnelOptions,
+    TunnelRecord, TunnelStatus, UserRecord, UserWrite,
 };
 
 /// Each entry moves the schema one version up; never edit one that has shipped.
@@ -149,6 +149,10 @@ const MIGRATIONS: &[&str] = &[
         origin TEXT NOT NULL
     );
     CREATE INDEX cluster_events_at ON cluster_events(at);",
+    // 10: RPort's user fields: an expired password must be changed at the next login;
+    // where a second factor would be sent (kept, not used)
+    "ALTER TABLE users ADD COLUMN password_expired INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE users ADD COLUMN two_fa_send_to TEXT NOT NULL DEFAULT '';",
 ];
 
 /// The schema version that gave agent credentials their own table.
@@ -389,6 +393,8 @@ fn user_from_row(row: &Row<'_>) -> rusqlite::Result<UserRecord> {
         is_admin: row.get("is_admin")?,
         created_at: from_millis(Some(row.get("created_at")?)).unwrap_or_default(),
         roles: BTreeMap::new(),
+        password_expired: row.get("password_expired")?,
+        two_fa_send_to: row.get("two_fa_send_to")?,
     })
 }
 
@@ -406,13 +412,15 @@ fn with_roles(conn: &Connection, users: &mut [UserRecord]) -> Result<(), StoreEr
 
 fn write_user(tx: &rusqlite::Transaction<'_>, u: &UserRecord) -> Result<(), StoreError> {
     tx.execute(
-        "INSERT OR REPLACE INTO users (username, password_hash, is_admin, created_at) \
-         VALUES (?1, ?2, ?3, ?4)",
+        "INSERT OR REPLACE INTO users (username, password_hash, is_admin, created_at, \
+         password_expired, two_fa_send_to) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
         params![
             u.username,
             u.password_hash,
             u.is_admin,
-            millis(u.created_at)
+            millis(u.created_at),
+            u.password_expired,
+            u.two_fa_send_to,
         ],
     )?;
     tx.execute("DELETE FROM user_roles WHERE username = ?1", [&u.username])?;
@@ -1063,6 +1071,30 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn update_api_token(
+        &self,
+        username: &str,
+        id: &str,
+        change: &ApiTokenChange,
+    ) -> Result<bool, StoreError> {
+        let (username, id, change) = (username.to_owned(), id.to_owned(), change.clone());
+        self.run(move |conn| {
+            let changed = conn.execute(
+                "UPDATE api_tokens SET name = ?3, scope = ?4, expires_at = ?5 \
+                 WHERE username = ?1 AND id = ?2",
+                params![
+                    username,
+                    id,
+                    change.name,
+                    change.scope,
+                    change.expires_at.map(millis)
+                ],
+            )?;
+            Ok(changed == 1)
+        })
+        .await
+    }
+
     async fn touch_api_token(&self, id: &str, at: DateTime<Utc>) -> Result<(), StoreError> {
         let id = id.to_owned();
         self.run(move |conn| {
@@ -1161,6 +1193,37 @@ impl Store for SqliteStore {
                 tx.commit()?;
             }
             Ok(outcome)
+        })
+        .await
+    }
+
+    async fn rename_user(&self, from: &str, to: &str) -> Result<UserWrite, StoreError> {
+        let (from, to) = (from.to_owned(), to.to_owned());
+        self.run(move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let exists = |name: &str| {
+                tx.query_row(
+                    "SELECT 1 FROM users WHERE username = ?1",
+                    [name],
+                    |_| Ok(()),
+                )
+                .optional()
+                .map(|row| row.is_some())
+            };
+            if !exists(&from)? {
+                return Ok(UserWrite::NotFound);
+            }
+            if exists(&to)? {
+                return Ok(UserWrite::Taken);
+            }
+            for table in ["users", "user_roles", "api_tokens"] {
+                tx.execute(
+                    &format!("UPDATE {table} SET username = ?2 WHERE username = ?1"),
+                    [&from, &to],
+                )?;
+            }
+            tx.commit()?;
+            Ok(UserWrite::Done)
         })
         .await
     }

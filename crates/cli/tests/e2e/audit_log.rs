@@ -111,7 +111,7 @@ fn audit_log_records_who_did_what_from_where() {
         &[],
         Some(&json!({"name": "ci", "scope": "read"})),
     );
-    assert_eq!(reply.status, 201, "{}", reply.body);
+    assert_eq!(reply.status, 200, "{}", reply.body);
     let token_id = reply.body["data"]["id"].as_str().expect("id").to_owned();
     let token = reply.body["data"]["token"]
         .as_str()
@@ -134,7 +134,7 @@ fn audit_log_records_who_did_what_from_where() {
         &[],
         Some(&json!({"password": "ops-long-password-2"})),
     );
-    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert_eq!(reply.status, 204, "{}", reply.body);
     let (status, _) = server.request("DELETE", "/api/v1/users/ops");
     assert_eq!(status, 204);
     let (status, _) = server.request("DELETE", "/api/v1/projects/lab");

@@ -11,6 +11,7 @@ mod faults;
 mod hostile_agent;
 mod hostile_input;
 mod http_proxy;
+mod rport_clients;
 mod sessions;
 mod support;
 mod tunnel_controls;

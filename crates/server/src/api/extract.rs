@@ -1,4 +1,5 @@
-//! Extractors: who is calling (and how), from which address, with which query and body.
+//! Extractors: who is calling (and how), from which address, with which query and body
+//! (JSON, or a form where RPort's clients send one).
 
 use std::marker::PhantomData;
 use std::sync::Arc;
@@ -11,7 +12,7 @@ use axum::http::request::Parts;
 use crate::auth::credentials::{Credentials, credentials};
 use crate::domain::permissions::AuthUser;
 
-use super::login::{check_bearer, check_login, check_scope};
+use super::login::{check_basic, check_bearer, check_scope};
 use super::{ApiError, AppState};
 
 /// An authenticated API user: extracting it refuses the request with 401 otherwise.
@@ -27,12 +28,12 @@ impl FromRequestParts<Arc<AppState>> for Authenticated {
         let ClientIp(ip) = ClientIp::from_request_parts(parts, state).await?;
         match credentials(&parts.headers) {
             Some(Credentials::Basic(user, password)) => {
-                check_login(state, ip, &user, &password).await
+                check_basic(state, ip, &user, &password).await
             }
             Some(Credentials::Bearer(token)) => check_bearer(state, ip, &token).await,
             None => Err(ApiError::unauthorized()),
         }
-        .and_then(|user| check_scope(user, &parts.method))
+        .and_then(|user| check_scope(user, &parts.method, parts.uri.path()))
         .map(Authenticated)
     }
 }
@@ -52,7 +53,7 @@ impl FromRequestParts<Arc<AppState>> for BearerAuthenticated {
         match credentials(&parts.headers) {
             Some(Credentials::Bearer(token)) => check_bearer(state, ip, &token)
                 .await
-                .and_then(|user| check_scope(user, &parts.method))
+                .and_then(|user| check_scope(user, &parts.method, parts.uri.path()))
                 .map(BearerAuthenticated),
             _ => Err(ApiError::new(
                 StatusCode::UNAUTHORIZED,
@@ -171,6 +172,67 @@ impl<S: Send + Sync, T> FromRequest<S> for JsonBody<T> {
         let bytes = Bytes::from_request(request, state).await?;
         Ok(Self {
             bytes,
+            shape: PhantomData,
+        })
+    }
+}
+
+/// A request body of type `T` sent as JSON or, when its `Content-Type` says
+/// `application/x-www-form-urlencoded`, as a form (RPort's login page posts one). Both are
+/// read into the same `T`, so the same fields, rules and bounds hold, and a field `T`
+/// does not define is a 400 naming it either way. Lists and maps cannot be written in a
+/// form: those fields need JSON. Parsed when the handler asks, as [`JsonBody`] is.
+pub struct FormOrJsonBody<T> {
+    bytes: Bytes,
+    is_form: bool,
+    shape: PhantomData<T>,
+}
+
+impl<T: RequestBody> FormOrJsonBody<T> {
+    /// The body, or a 400 saying which shape was expected.
+    pub fn parse(&self) -> Result<T, ApiError> {
+        let parsed = if self.is_form {
+            serde_urlencoded::from_bytes(&self.bytes).map_err(|err| err.to_string())
+        } else {
+            serde_json::from_slice(&self.bytes).map_err(|err| err.to_string())
+        };
+        parsed.map_err(|err| {
+            let form = if self.is_form {
+                " (as form fields)"
+            } else {
+                ""
+            };
+            ApiError::bad_request(
+                "ERR_CODE_INVALID_REQUEST",
+                "Invalid body",
+                format!("expected {}{form}: {err}", T::SHAPE),
+            )
+        })
+    }
+
+    /// Nothing was sent.
+    pub fn is_empty(&self) -> bool {
+        self.bytes.is_empty()
+    }
+}
+
+impl<S: Send + Sync, T> FromRequest<S> for FormOrJsonBody<T> {
+    type Rejection = axum::extract::rejection::BytesRejection;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let is_form = request
+            .headers()
+            .get(axum::http::header::CONTENT_TYPE)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.split(';').next())
+            .is_some_and(|mime| {
+                mime.trim()
+                    .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+            });
+        let bytes = Bytes::from_request(request, state).await?;
+        Ok(Self {
+            bytes,
+            is_form,
             shape: PhantomData,
         })
     }

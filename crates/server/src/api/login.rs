@@ -7,17 +7,61 @@ use crate::domain::source::source_key;
 
 use super::{ApiError, AppState};
 
-/// An API token of `read` scope may only read.
+/// What an API token's scope allows, as RPort decides it: `read` only GET requests
+/// outside `/ws`, `clients-auth` only paths about agent credentials.
 pub(super) fn check_scope(
     user: AuthUser,
     method: &axum::http::Method,
+    path: &str,
 ) -> Result<AuthUser, ApiError> {
-    if user.read_only && !matches!(*method, axum::http::Method::GET | axum::http::Method::HEAD) {
+    let reads = matches!(*method, axum::http::Method::GET | axum::http::Method::HEAD);
+    if user.read_only && (!reads || path.contains("/ws")) {
         return Err(ApiError::forbidden(
             "this API token has read scope: it may only read",
         ));
     }
+    if user.clients_auth_only && !path.contains("clients-auth") {
+        return Err(ApiError::forbidden(
+            "this API token has clients-auth scope: it may only manage agent credentials (/api/v1/clients-auth)",
+        ));
+    }
     Ok(user)
+}
+
+/// RPort's answer to a user whose password has expired: only `POST /api/v1/login` with
+/// a `new_password` lets it in again.
+pub(super) fn refuse_expired(user: AuthUser) -> Result<AuthUser, ApiError> {
+    if user.password_expired {
+        return Err(ApiError::new(
+            axum::http::StatusCode::UNAUTHORIZED,
+            "ERR_CODE_PASSWORD_EXPIRED",
+            "password has expired, please change your password",
+            "log in with POST /api/v1/login and a new_password to set a new one",
+        ));
+    }
+    Ok(user)
+}
+
+/// HTTP basic auth: the password may be one of the user's API tokens (as RPort's
+/// scripts send them, `-u user:TOKEN`); otherwise it is checked as a password, a wrong
+/// one counting towards a ban.
+pub(super) async fn check_basic(
+    state: &AppState,
+    ip: std::net::IpAddr,
+    username: &str,
+    password: &str,
+) -> Result<AuthUser, ApiError> {
+    let ip_key = format!("ip:{}", source_key(ip));
+    if let Some(remaining) = state.api_bans.banned_for(&ip_key) {
+        return Err(ApiError::banned(remaining));
+    }
+    let by_token = state.auth.check_api_token_of(username, password).await;
+    if let Some(user) = by_token.map_err(ApiError::internal)? {
+        return Ok(user);
+    }
+    check_login(state, ip, username, password)
+        .await
+        .and_then(refuse_expired)
 }
 
 /// Checks a password, counting failures against the caller's address and the user name:

@@ -34,7 +34,9 @@ use crate::domain::registry::Registry;
 use crate::tunnels::TunnelManager;
 
 pub use error::ApiError;
-pub use extract::{Authenticated, BearerAuthenticated, ClientIp, JsonBody, Params, RequestBody};
+pub use extract::{
+    Authenticated, BearerAuthenticated, ClientIp, FormOrJsonBody, JsonBody, Params, RequestBody,
+};
 pub use login::check_login;
 pub use reply::{data, time_json};
 pub use routes::routes;
@@ -74,7 +76,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(axum::middleware::from_fn(errors_in_the_envelope))
-        .layer(axum::middleware::from_fn(refuse_cross_site))
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&state),
+            refuse_cross_site,
+        ))
         // For `forward`, whose middleware sits on single routes, below `with_state`.
         .layer(axum::Extension(Arc::clone(&state)))
         .with_state(state)
@@ -118,19 +123,45 @@ async fn errors_in_the_envelope(
 /// Refuses requests a browser sends on behalf of another site. A browser that has cached
 /// basic credentials for the API would attach them to a form another page submits; such a
 /// request carries that page's `Origin`. Scripts (curl, SDKs) send no `Origin` and pass.
+/// Behind a reverse proxy the browser's address is the proxy's: a trusted proxy's
+/// `X-Forwarded-Host` (and `X-Forwarded-Proto`) say what it was. A browser cannot set
+/// those headers on a cross-site request without a CORS preflight, which the API never
+/// allows, so believing them from a trusted proxy lets no other site in.
 async fn refuse_cross_site(
+    axum::extract::State(state): axum::extract::State<Arc<AppState>>,
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
     let headers = request.headers();
     if let Some(origin) = headers.get(header::ORIGIN) {
-        let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
-        let origin_host = origin
-            .to_str()
-            .ok()
-            .and_then(|o| o.split_once("://"))
-            .map(|(_, rest)| rest.trim_end_matches('/'));
-        if origin_host.is_none() || origin_host != host {
+        let peer = request
+            .extensions()
+            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+            .map(|info| info.0.ip());
+        let trusted = &state.config.api.trusted_proxies;
+        let via_trusted_proxy = peer.is_some_and(|peer| {
+            let peer = rport_protocol::ip_rules::canonical(peer);
+            trusted.iter().any(|net| net.contains(peer))
+        });
+        let forwarded = |name: &str| {
+            via_trusted_proxy
+                .then(|| headers.get(name)?.to_str().ok())
+                .flatten()
+                .and_then(|value| value.split(',').next())
+                .map(str::trim)
+                .filter(|value| !value.is_empty())
+        };
+        let proxied_host = forwarded("x-forwarded-host");
+        let host = proxied_host.or_else(|| headers.get(header::HOST).and_then(|h| h.to_str().ok()));
+        let same_site = origin.to_str().ok().is_some_and(|origin| {
+            origin_matches(
+                origin,
+                host,
+                forwarded("x-forwarded-proto"),
+                proxied_host.is_some(),
+            )
+        });
+        if !same_site {
             return ApiError::forbidden(
                 "cross-site request refused: its Origin is not this API's address",
             )
@@ -138,6 +169,33 @@ async fn refuse_cross_site(
         }
     }
     next.run(request).await
+}
+
+/// Whether `origin` (`scheme://host[:port]`) is the address the request was sent to:
+/// `host` (the `Host` header, or a trusted proxy's `X-Forwarded-Host`) and, when a
+/// trusted proxy says it, `proto`. A proxy's host without a port (nginx's `$host`)
+/// matches the origin's host name whatever its port.
+fn origin_matches(origin: &str, host: Option<&str>, proto: Option<&str>, from_proxy: bool) -> bool {
+    let Some((scheme, authority)) = origin.split_once("://") else {
+        return false;
+    };
+    let Some(host) = host else {
+        return false;
+    };
+    let authority = authority.trim_end_matches('/');
+    if proto.is_some_and(|proto| !scheme.eq_ignore_ascii_case(proto)) {
+        return false;
+    }
+    let has_port = |authority: &str| {
+        authority
+            .rsplit_once(':')
+            .is_some_and(|(_, port)| !port.contains(']'))
+    };
+    if from_proxy && !has_port(host) {
+        return crate::config::host_part(authority)
+            .eq_ignore_ascii_case(&crate::config::host_part(host));
+    }
+    authority.eq_ignore_ascii_case(host)
 }
 
 /// The host users reach `tunnel`'s port at: its node's, when another node holds it.

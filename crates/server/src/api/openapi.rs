@@ -135,28 +135,43 @@ fn describe(method: &Method, path: &str) -> Option<Operation> {
         ("GET", "/api/v1/login") => op("Log in with basic auth; returns a bearer token", Auth::None)
             .query(&[("token-lifetime", "integer", "seconds the token is valid")]),
         ("POST", "/api/v1/login") => op(
-            "Log in: basic auth or a JSON body; returns a bearer token",
+            "Log in: basic auth, or a JSON or form body (new_password sets a new one); returns a bearer token",
             Auth::None,
         )
         .query(&[("token-lifetime", "integer", "seconds the token is valid")])
-        .body(json!({"username": string, "password": string}), &[]),
+        .body(
+            json!({"username": string, "password": string, "new_password": string}),
+            &[],
+        ),
         ("DELETE", "/api/v1/logout") => op("Revoke the bearer token sent with the request", Bearer),
         ("GET", "/api/v1/me") => op("Who the caller is, its roles", Any),
-        ("PUT", "/api/v1/me") => op("Change the caller's own password", Any).body(
-            json!({"old_password": string, "new_password": string}),
-            &["old_password", "new_password"],
+        ("PUT", "/api/v1/me") => op(
+            "Change the caller's own password (with old_password), name or two_fa_send_to",
+            Any,
+        )
+        .body(
+            json!({
+                "password": string,
+                "new_password": string,
+                "old_password": string,
+                "username": string,
+                "two_fa_send_to": string,
+            }),
+            &[],
         ),
         ("GET", "/api/v1/me/tokens") => op("The caller's API tokens, without secrets", Any),
         ("POST", "/api/v1/me/tokens") => op("Make an API token (shown once)", Any).body(
             json!({
                 "name": string,
-                "scope": {"type": "string", "enum": ["read", "read+write"]},
+                "scope": {"type": "string", "enum": ["read", "read+write", "clients-auth"]},
                 "expires_at": {"type": "string", "format": "date-time"},
                 "project": string,
             }),
             &["name", "scope"],
         ),
-        ("DELETE", "/api/v1/me/tokens/{token_id}") => op("Revoke an API token", Any),
+        ("DELETE", "/api/v1/me/tokens/{token_id}") => {
+            op("Revoke an API token (RPort's prefix or rportd's id)", Any)
+        }
         ("GET", "/api/v1/clients") => op("Agents: fields, filters, sort, paging", Any).query(&[
             ("fields[clients]", "string", "comma list of fields (default id,name,hostname)"),
             ("sort", "string", "comma list of fields, - for descending"),
@@ -215,16 +230,21 @@ fn describe(method: &Method, path: &str) -> Option<Operation> {
                 "admin": {"type": "boolean"},
                 "groups": {"type": "array", "items": {"type": "string", "enum": ["Administrators"]}},
                 "roles": roles_schema(),
+                "password_expired": {"type": "boolean"},
+                "two_fa_send_to": string,
             }),
             &["username", "password"],
         ),
         ("GET", "/api/v1/users/{username}") => op("One user (server admins)", Any),
         ("PUT", "/api/v1/users/{username}") => op(
-            "Change a user's password, admin flag or roles (server admins)",
+            "Change a user's name, password, admin flag, roles or RPort's fields (server admins)",
             Any,
         )
         .body(
             json!({
+                "username": string,
+                "password_expired": {"type": "boolean"},
+                "two_fa_send_to": string,
                 "password": string,
                 "admin": {"type": "boolean"},
                 "groups": {"type": "array", "items": {"type": "string", "enum": ["Administrators"]}},
@@ -234,6 +254,26 @@ fn describe(method: &Method, path: &str) -> Option<Operation> {
         ),
         ("DELETE", "/api/v1/users/{username}") => op("Delete a user (server admins)", Any),
         ("GET", "/api/v1/openapi.json") => op("This document", Auth::None),
+        ("GET", "/api/v1/auth/provider") => op(
+            "How to log in: always RPort's built-in login (asked before login)",
+            Auth::None,
+        ),
+        ("GET", "/api/v1/me/ip") => op("The caller's address as the server sees it", Any),
+        ("GET" | "POST", "/api/v1/me/token") | ("PUT" | "DELETE", "/api/v1/me/token/{token_prefix}") => {
+            op("Gone (410) as in RPort: use /api/v1/me/tokens", Any)
+        }
+        ("PUT", "/api/v1/me/tokens/{token_id}") => op(
+            "Change an API token's name, scope or expiry (RPort's prefix or rportd's id)",
+            Any,
+        )
+        .body(
+            json!({
+                "name": string,
+                "scope": {"type": "string", "enum": ["read", "read+write", "clients-auth"]},
+                "expires_at": {"type": "string", "format": "date-time", "nullable": true},
+            }),
+            &[],
+        ),
         ("GET", "/api/v2/{project_key}/port_tunnel") => {
             op("The project's port tunnels, newest first", Bearer).query(&[
                 ("limit", "integer", "at most this many (default 50, at most 500)"),

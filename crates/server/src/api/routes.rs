@@ -8,7 +8,9 @@ use axum::http::{Method, StatusCode};
 use axum::routing::{MethodFilter, on};
 
 use super::forward::{self, Owner};
-use super::v1::{api_tokens, audit_log, clients, clients_auth, projects, session, tunnels, users};
+use super::v1::{
+    api_tokens, audit_log, clients, clients_auth, profile, projects, session, tunnels, users,
+};
 use super::v2::port_tunnels;
 use super::{ApiError, AppState, openapi};
 
@@ -146,6 +148,26 @@ pub fn routes() -> Routes {
         .add(Method::PUT, "/api/v1/users/{username}", users::update)
         .add(Method::DELETE, "/api/v1/users/{username}", users::delete)
         .add(Method::GET, "/api/v1/openapi.json", openapi::serve)
+        // RPort's login page and profile extras (issue 17, auth).
+        .add(Method::GET, "/api/v1/auth/provider", profile::auth_provider)
+        .add(Method::GET, "/api/v1/me/ip", profile::my_ip)
+        .add(Method::GET, "/api/v1/me/token", profile::single_token_gone)
+        .add(Method::POST, "/api/v1/me/token", profile::single_token_gone)
+        .add(
+            Method::PUT,
+            "/api/v1/me/token/{token_prefix}",
+            profile::single_token_gone,
+        )
+        .add(
+            Method::DELETE,
+            "/api/v1/me/token/{token_prefix}",
+            profile::single_token_gone,
+        )
+        .add(
+            Method::PUT,
+            "/api/v1/me/tokens/{token_id}",
+            api_tokens::update,
+        )
         .add(
             Method::GET,
             "/api/v2/{project_key}/port_tunnel",

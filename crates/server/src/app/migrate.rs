@@ -366,6 +366,8 @@ mod tests {
                 is_admin: true,
                 created_at: now,
                 roles: Default::default(),
+                password_expired: false,
+                two_fa_send_to: String::new(),
             })
             .await
             .expect("user");

@@ -28,9 +28,16 @@ const VERIFIED_TTL: Duration = Duration::from_secs(300);
 
 use crate::domain::permissions::AuthUser;
 
-/// API tokens look like `rpt_<id>_<secret>`: the id finds the record, the secret is
-/// checked against its hash.
+/// API tokens look like RPort's, `<prefix>_<secret>` with a prefix of
+/// [`TOKEN_PREFIX_LEN`] letters and digits, or (made by earlier rportd versions)
+/// `rpt_<id>_<secret>`: the prefix or id finds the record, the secret is checked against
+/// its hash.
 const API_TOKEN_PREFIX: &str = "rpt_";
+/// RPort's `APITokenPrefixLength`.
+const TOKEN_PREFIX_LEN: usize = 8;
+/// The scopes of API tokens, as RPort names them: `read` (GET only, no websockets),
+/// `read+write` (everything), `clients-auth` (only agent credentials).
+pub const TOKEN_SCOPES: [&str; 3] = ["read", "read+write", "clients-auth"];
 /// `last_used_at` is written at most this often per token.
 const TOUCH_EVERY: Duration = Duration::from_secs(60);
 
@@ -94,6 +101,8 @@ impl ApiAuth {
                 is_admin: true,
                 created_at: chrono::Utc::now(),
                 roles: Default::default(),
+                password_expired: false,
+                two_fa_send_to: String::new(),
             };
             // Taken meanwhile (by `rportd user add`): that one stays.
             if store.insert_user(&admin).await? {
@@ -144,7 +153,8 @@ impl ApiAuth {
         let Some(record) = self.store.get_user(username).await? else {
             return Ok(None);
         };
-        let found = AuthUser::new(record.username, record.is_admin, parse_roles(&record.roles));
+        let mut found = AuthUser::new(record.username, record.is_admin, parse_roles(&record.roles));
+        found.password_expired = record.password_expired;
         Ok(Some((found, Some(record.password_hash))))
     }
 
@@ -319,8 +329,8 @@ impl ApiAuth {
         if token.len() > crate::domain::bounded::MAX_TOKEN_LEN {
             return Ok(None);
         }
-        if let Some(rest) = token.strip_prefix(API_TOKEN_PREFIX) {
-            return self.check_api_token(rest).await;
+        if let Some(api_token) = api_token_part(token) {
+            return self.check_api_token(api_token, None).await;
         }
         let Some(claims) = self.verified_claims(token) else {
             return Ok(None);
@@ -328,25 +338,51 @@ impl ApiAuth {
         let Some((user, stamp)) = self.credential_stamp(&claims.username).await? else {
             return Ok(None);
         };
-        Ok(bool::from(stamp.as_bytes().ct_eq(claims.pw.as_bytes())).then_some(user))
+        // An expired password ends the sessions made with it, as in RPort.
+        let valid = bool::from(stamp.as_bytes().ct_eq(claims.pw.as_bytes()));
+        Ok((valid && !user.password_expired).then_some(user))
     }
 
-    /// Makes an API token for `user`; returns its record and, once, the token itself.
+    /// Checks an API token sent as the password of HTTP basic auth (as RPort's scripts
+    /// send it): it must be `username`'s. `None` when `password` is not one of its API
+    /// tokens, which the caller then checks as a password.
+    pub async fn check_api_token_of(
+        &self,
+        username: &str,
+        password: &str,
+    ) -> Result<Option<AuthUser>, StoreError> {
+        if password.len() > crate::domain::bounded::MAX_TOKEN_LEN {
+            return Ok(None);
+        }
+        match api_token_part(password) {
+            Some(api_token) => self.check_api_token(api_token, Some(username)).await,
+            None => Ok(None),
+        }
+    }
+
+    /// Makes an API token for `user` with one of [`TOKEN_SCOPES`]; returns its record and,
+    /// once, the token itself: RPort's `<prefix>_<uuid>`.
     pub async fn create_api_token(
         &self,
         user: &AuthUser,
         name: &str,
-        read_only: bool,
+        scope: &str,
         expires_at: Option<chrono::DateTime<chrono::Utc>>,
         project: Option<String>,
     ) -> Result<(ApiTokenRecord, String), StoreError> {
-        let id = hex::encode(rand::rng().random::<[u8; 8]>());
-        let secret = random_secret(32);
+        // The thread's generator is not `Send`: it must be gone before the first await.
+        let id: String = {
+            let mut rng = rand::rng();
+            (0..TOKEN_PREFIX_LEN)
+                .map(|_| char::from(rng.sample(rand::distr::Alphanumeric)))
+                .collect()
+        };
+        let secret = uuid::Uuid::new_v4().to_string();
         let record = ApiTokenRecord {
             id: id.clone(),
             username: user.username.clone(),
             name: name.to_owned(),
-            scope: if read_only { "read" } else { "read+write" }.to_owned(),
+            scope: scope.to_owned(),
             project,
             hash: hex::encode(Sha256::digest(secret.as_bytes())),
             created_at: chrono::Utc::now(),
@@ -354,17 +390,24 @@ impl ApiAuth {
             last_used_at: None,
         };
         self.store.insert_api_token(&record).await?;
-        Ok((record, format!("{API_TOKEN_PREFIX}{id}_{secret}")))
+        Ok((record, format!("{id}_{secret}")))
     }
 
-    /// Checks `<id>_<secret>` (the part after the prefix) of an API token.
-    async fn check_api_token(&self, rest: &str) -> Result<Option<AuthUser>, StoreError> {
-        let Some((id, secret)) = rest.split_once('_') else {
+    /// Checks `<id>_<secret>` of an API token; with `owner`, only that user's.
+    async fn check_api_token(
+        &self,
+        api_token: &str,
+        owner: Option<&str>,
+    ) -> Result<Option<AuthUser>, StoreError> {
+        let Some((id, secret)) = api_token.split_once('_') else {
             return Ok(None);
         };
         let Some(record) = self.store.get_api_token(id).await? else {
             return Ok(None);
         };
+        if owner.is_some_and(|owner| owner != record.username) {
+            return Ok(None);
+        }
         let presented = hex::encode(Sha256::digest(secret.as_bytes()));
         if !bool::from(presented.as_bytes().ct_eq(record.hash.as_bytes())) {
             return Ok(None);
@@ -376,6 +419,9 @@ impl ApiAuth {
         let Some(mut user) = self.user(&record.username).await? else {
             return Ok(None);
         };
+        if user.password_expired {
+            return Ok(None);
+        }
         let stale = record
             .last_used_at
             .is_none_or(|at| (now - at).to_std().unwrap_or_default() >= TOUCH_EVERY);
@@ -383,8 +429,48 @@ impl ApiAuth {
             tracing::warn!("recording API token use: {err}");
         }
         user.read_only = record.scope == "read";
+        user.clients_auth_only = record.scope == "clients-auth";
         user.project = record.project;
         user.api_token = true;
         Ok(Some(user))
+    }
+}
+
+/// The `<id>_<secret>` of an API token: RPort's form (`<prefix>_<secret>`, the prefix of
+/// [`TOKEN_PREFIX_LEN`] letters and digits), or `rpt_<id>_<secret>`. A login's token (a
+/// JWT, with dots) is none.
+fn api_token_part(token: &str) -> Option<&str> {
+    if let Some(rest) = token.strip_prefix(API_TOKEN_PREFIX) {
+        return Some(rest);
+    }
+    let (prefix, secret) = token.split_once('_')?;
+    let is_rport_form = prefix.len() == TOKEN_PREFIX_LEN
+        && prefix.bytes().all(|b| b.is_ascii_alphanumeric())
+        && !secret.is_empty()
+        && !secret.contains('.');
+    is_rport_form.then_some(token)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::api_token_part;
+
+    #[test]
+    fn api_tokens_are_told_from_login_tokens_and_passwords() {
+        let rport = "AbCd1234_5f0c6f4e-58c5-4b8e-9a55-2b3f4c1d2e3f";
+        assert_eq!(api_token_part(rport), Some(rport));
+        assert_eq!(
+            api_token_part("rpt_0011aabb_secret"),
+            Some("0011aabb_secret")
+        );
+        for not_a_token in [
+            "eyJhbGciOiJIUzI1NiJ9.eyJ1c2VybmFtZSI6ImEifQ.c2ln",
+            "correct horse battery staple",
+            "short_secret",
+            "AbCd1234_",
+            "AbCd-234_secret",
+        ] {
+            assert_eq!(api_token_part(not_a_token), None, "{not_a_token}");
+        }
     }
 }

@@ -43,6 +43,19 @@ pub struct UserView {
     pub roles: BTreeMap<String, Role>,
     pub source: Source,
     pub created_at: Option<DateTime<Utc>>,
+    /// RPort's `password_expired` (always false for users of the configuration).
+    pub password_expired: bool,
+    /// RPort's `two_fa_send_to`, kept but not used: rportd sends no second factor.
+    pub two_fa_send_to: String,
+}
+
+/// RPort's fields of a user that rportd keeps beside its own.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct RportUserFields {
+    /// The user must set a new password (`POST /api/v1/login` with `new_password`)
+    /// before anything else.
+    pub password_expired: bool,
+    pub two_fa_send_to: String,
 }
 
 /// What to change on a user; `None` keeps it.
@@ -52,6 +65,22 @@ pub struct UserChange {
     pub is_admin: Option<bool>,
     /// Replaces all of the user's roles.
     pub roles: Option<BTreeMap<String, String>>,
+    /// Renames the user (its roles and API tokens go with it; its sessions end).
+    pub username: Option<String>,
+    pub password_expired: Option<bool>,
+    pub two_fa_send_to: Option<String>,
+}
+
+impl UserChange {
+    /// Whether it changes nothing about `username`.
+    pub fn is_empty(&self, username: &str) -> bool {
+        self.password.is_none()
+            && self.is_admin.is_none()
+            && self.roles.is_none()
+            && self.username.as_deref().is_none_or(|name| name == username)
+            && self.password_expired.is_none()
+            && self.two_fa_send_to.is_none()
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -118,6 +147,8 @@ impl<'a> Users<'a> {
                 roles: BTreeMap::new(),
                 source: Source::Config,
                 created_at: None,
+                password_expired: false,
+                two_fa_send_to: String::new(),
             });
         }
         let file_users = self.api.auth_file.as_ref().map(|file| file.users());
@@ -129,6 +160,8 @@ impl<'a> Users<'a> {
                     roles: user.roles.clone(),
                     source: Source::File,
                     created_at: None,
+                    password_expired: false,
+                    two_fa_send_to: String::new(),
                 });
             }
         }
@@ -157,6 +190,25 @@ impl<'a> Users<'a> {
         is_admin: bool,
         roles: BTreeMap<String, String>,
     ) -> Result<UserView, UserError> {
+        self.create_with(
+            username,
+            password,
+            is_admin,
+            roles,
+            RportUserFields::default(),
+        )
+        .await
+    }
+
+    /// [`Users::create`] with RPort's fields.
+    pub async fn create_with(
+        &self,
+        username: &str,
+        password: &str,
+        is_admin: bool,
+        roles: BTreeMap<String, String>,
+        fields: RportUserFields,
+    ) -> Result<UserView, UserError> {
         check_username(username).map_err(UserError::Invalid)?;
         if self.configured().iter().any(|u| u.username == username) {
             return Err(UserError::Exists(username.to_owned()));
@@ -168,6 +220,8 @@ impl<'a> Users<'a> {
             is_admin,
             created_at: Utc::now(),
             roles: self.checked_roles(roles).await?,
+            password_expired: fields.password_expired,
+            two_fa_send_to: fields.two_fa_send_to,
         };
         if !self.store.insert_user(&record).await? {
             return Err(UserError::Exists(username.to_owned()));
@@ -175,16 +229,38 @@ impl<'a> Users<'a> {
         Ok(stored_view(&record))
     }
 
+    /// Changes a store user; a rename (`change.username`) comes last, after the other
+    /// changes were written under the old name.
     pub async fn update(&self, username: &str, change: UserChange) -> Result<UserView, UserError> {
         self.changeable(username)?;
+        let rename_to = change
+            .username
+            .clone()
+            .filter(|new_name| new_name != username);
+        if let Some(new_name) = &rename_to {
+            check_username(new_name).map_err(UserError::Invalid)?;
+            if self.configured().iter().any(|u| &u.username == new_name)
+                || self.store.get_user(new_name).await?.is_some()
+            {
+                return Err(UserError::Exists(new_name.clone()));
+            }
+        }
+        if let Some(password) = &change.password {
+            check_password(password)?;
+        }
         let mut record = self
             .store
             .get_user(username)
             .await?
             .ok_or_else(|| UserError::NotFound(username.to_owned()))?;
         if let Some(password) = &change.password {
-            check_password(password)?;
             record.password_hash = hash_off_runtime(password).await?;
+        }
+        if let Some(expired) = change.password_expired {
+            record.password_expired = expired;
+        }
+        if let Some(send_to) = change.two_fa_send_to {
+            record.two_fa_send_to = send_to;
         }
         if let Some(roles) = change.roles {
             record.roles = self.checked_roles(roles).await?;
@@ -194,6 +270,11 @@ impl<'a> Users<'a> {
         }
         let written = self.store.update_user(&record, self.admin_guard()).await?;
         written_or_error(username, written)?;
+        if let Some(new_name) = rename_to {
+            let renamed = self.store.rename_user(username, &new_name).await?;
+            written_or_error(&new_name, renamed)?;
+            record.username = new_name;
+        }
         Ok(stored_view(&record))
     }
 
@@ -239,6 +320,7 @@ fn written_or_error(username: &str, written: UserWrite) -> Result<(), UserError>
         UserWrite::Done => Ok(()),
         UserWrite::NotFound => Err(UserError::NotFound(username.to_owned())),
         UserWrite::LastAdmin => Err(UserError::LastAdmin(username.to_owned())),
+        UserWrite::Taken => Err(UserError::Exists(username.to_owned())),
     }
 }
 
@@ -249,6 +331,8 @@ fn stored_view(record: &UserRecord) -> UserView {
         roles: parse_roles(&record.roles),
         source: Source::Store,
         created_at: Some(record.created_at),
+        password_expired: record.password_expired,
+        two_fa_send_to: record.two_fa_send_to.clone(),
     }
 }
 

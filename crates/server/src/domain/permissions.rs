@@ -65,6 +65,11 @@ pub struct AuthUser {
     pub project: Option<String>,
     /// Authenticated by an API token (not a password or a login's token).
     pub api_token: bool,
+    /// Authenticated by an API token of RPort's `clients-auth` scope: only requests
+    /// about agent credentials.
+    pub clients_auth_only: bool,
+    /// RPort's `password_expired`: the password works only to set a new one at login.
+    pub password_expired: bool,
 }
 
 impl AuthUser {
@@ -77,6 +82,8 @@ impl AuthUser {
             read_only: false,
             project: None,
             api_token: false,
+            clients_auth_only: false,
+            password_expired: false,
         }
     }
 

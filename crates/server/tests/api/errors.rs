@@ -61,7 +61,7 @@ async fn a_malformed_body_is_400_showing_the_expected_shape() {
         (
             "/api/v1/me/tokens",
             "[]",
-            r#"{"name", "scope": "read" or "read+write""#,
+            r#"{"name", "scope": "read", "read+write" or "clients-auth""#,
         ),
     ];
     for (path, body, shape) in cases {

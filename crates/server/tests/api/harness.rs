@@ -241,6 +241,17 @@ impl Call<'_> {
         self
     }
 
+    /// A body sent as `application/x-www-form-urlencoded`, as a browser's form posts it.
+    pub fn form(mut self, fields: &[(&str, &str)]) -> Self {
+        self.request = self
+            .request
+            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded");
+        self.body = serde_urlencoded::to_string(fields)
+            .expect("fields encode")
+            .into();
+        self
+    }
+
     pub fn from(mut self, peer: SocketAddr) -> Self {
         self.peer = peer;
         self

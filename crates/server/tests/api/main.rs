@@ -13,6 +13,7 @@ mod errors;
 mod permissions;
 mod port_tunnels;
 mod projects;
+mod rport_auth;
 mod rport_schema;
 mod session;
 mod tokens;

@@ -200,9 +200,10 @@ async fn users_change_their_own_password_with_the_old_one() {
         }
     };
     let new_password = "a-new-password-of-length";
+    // RPort's answer to a wrong old password: 403.
     change("wrong", new_password)
         .await
-        .assert_error(401, "ERR_CODE_UNAUTHORIZED");
+        .assert_error(403, "ERR_CODE_FORBIDDEN");
     change(&password_of("vera"), "short")
         .await
         .assert_error(400, "ERR_CODE_PASSWORD_TOO_SHORT");

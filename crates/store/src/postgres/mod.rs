@@ -28,9 +28,10 @@ use self::rows::{AGENT_COLUMNS, API_TOKEN_COLUMNS, TUNNEL_COLUMNS, USER_COLUMNS}
 pub use self::url::PostgresUrl;
 use crate::sqlite::{corrupt, millis};
 use crate::{
-    AdminGuard, AgentClaim, AgentCredentialRecord, AgentRecord, ApiTokenRecord, AuditFilter,
-    AuditRecord, ClusterEvent, NodeRecord, ProjectRecord, ProjectRemoval, Store, StoreError,
-    TunnelCounters, TunnelFilter, TunnelOptions, TunnelRecord, TunnelStatus, UserRecord, UserWrite,
+    AdminGuard, AgentClaim, AgentCredentialRecord, AgentRecord, ApiTokenChange, ApiTokenRecord,
+    AuditFilter, AuditRecord, ClusterEvent, NodeRecord, ProjectRecord, ProjectRemoval, Store,
+    StoreError, TunnelCounters, TunnelFilter, TunnelOptions, TunnelRecord, TunnelStatus,
+    UserRecord, UserWrite,
 };
 
 /// Connections one rportd holds at most. Each query holds one only while it runs, so 16
@@ -256,15 +257,18 @@ async fn with_roles(client: &impl GenericClient, users: &mut [UserRecord]) -> Re
 async fn write_user(tx: &impl GenericClient, u: &UserRecord) -> Result<(), PgError> {
     execute(
         tx,
-        "INSERT INTO users (username, password_hash, is_admin, created_at) \
-         VALUES ($1, $2, $3, $4) ON CONFLICT (username) DO UPDATE SET \
+        "INSERT INTO users (username, password_hash, is_admin, created_at, password_expired, \
+         two_fa_send_to) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (username) DO UPDATE SET \
          password_hash = EXCLUDED.password_hash, is_admin = EXCLUDED.is_admin, \
-         created_at = EXCLUDED.created_at",
+         created_at = EXCLUDED.created_at, password_expired = EXCLUDED.password_expired, \
+         two_fa_send_to = EXCLUDED.two_fa_send_to",
         &[
             &u.username,
             &u.password_hash,
             &u.is_admin,
             &millis(u.created_at),
+            &u.password_expired,
+            &u.two_fa_send_to,
         ],
     )
     .await?;
@@ -912,6 +916,30 @@ impl Store for PostgresStore {
         })
     }
 
+    async fn update_api_token(
+        &self,
+        username: &str,
+        id: &str,
+        change: &ApiTokenChange,
+    ) -> Result<bool, StoreError> {
+        with_client!(self, |client| {
+            Ok(execute(
+                client,
+                "UPDATE api_tokens SET name = $3, scope = $4, expires_at = $5 \
+                 WHERE username = $1 AND id = $2",
+                &[
+                    &username,
+                    &id,
+                    &change.name,
+                    &change.scope,
+                    &change.expires_at.map(millis),
+                ],
+            )
+            .await?
+                == 1)
+        })
+    }
+
     async fn touch_api_token(&self, id: &str, at: DateTime<Utc>) -> Result<(), StoreError> {
         with_client!(self, |client| {
             execute(
@@ -951,13 +979,16 @@ impl Store for PostgresStore {
             // then inserts nothing.
             let inserted = execute(
                 &tx,
-                "INSERT INTO users (username, password_hash, is_admin, created_at) \
-                 VALUES ($1, $2, $3, $4) ON CONFLICT (username) DO NOTHING",
+                "INSERT INTO users (username, password_hash, is_admin, created_at, \
+                 password_expired, two_fa_send_to) VALUES ($1, $2, $3, $4, $5, $6) \
+                 ON CONFLICT (username) DO NOTHING",
                 &[
                     &u.username,
                     &u.password_hash,
                     &u.is_admin,
                     &millis(u.created_at),
+                    &u.password_expired,
+                    &u.two_fa_send_to,
                 ],
             )
             .await?;
@@ -1015,6 +1046,26 @@ impl Store for PostgresStore {
                 tx.commit().await?;
             }
             Ok(outcome)
+        })
+    }
+
+    async fn rename_user(&self, from: &str, to: &str) -> Result<UserWrite, StoreError> {
+        with_client!(self, |client| {
+            let tx = client.transaction().await?;
+            lock_users(&tx).await?;
+            let exists = "SELECT 1 FROM users WHERE username = $1";
+            if query_opt(&tx, exists, &[&from]).await?.is_none() {
+                return Ok(UserWrite::NotFound);
+            }
+            if query_opt(&tx, exists, &[&to]).await?.is_some() {
+                return Ok(UserWrite::Taken);
+            }
+            for table in ["users", "user_roles", "api_tokens"] {
+                let sql = format!("UPDATE {table} SET username = $2 WHERE username = $1");
+                execute(&tx, &sql, &[&from, &to]).await?;
+            }
+            tx.commit().await?;
+            Ok(UserWrite::Done)
         })
     }
 

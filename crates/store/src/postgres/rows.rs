@@ -26,7 +26,8 @@ pub(super) const AGENT_COLUMNS: &str = "id, auth_id, info, address, connected, c
 pub(super) const API_TOKEN_COLUMNS: &str =
     "id, username, name, scope, project, hash, created_at, expires_at, last_used_at";
 /// The columns [`user`] reads.
-pub(super) const USER_COLUMNS: &str = "username, password_hash, is_admin, created_at";
+pub(super) const USER_COLUMNS: &str =
+    "username, password_hash, is_admin, created_at, password_expired, two_fa_send_to";
 /// The columns [`tunnel`] reads, in the order inserts write them.
 pub(super) const TUNNEL_COLUMNS: &str = "id, client_id, name, protocol, lhost, lport, \
      lport_random, rhost, rport, scheme, status, created_by, created_at, closed_at, \
@@ -129,6 +130,8 @@ pub(super) fn user(row: &Row) -> Result<UserRecord, PgError> {
         is_admin: row.try_get("is_admin")?,
         created_at: required_time(row, "created_at")?,
         roles: BTreeMap::new(),
+        password_expired: row.try_get("password_expired")?,
+        two_fa_send_to: row.try_get("two_fa_send_to")?,
     })
 }
 

@@ -137,6 +137,10 @@ const MIGRATIONS: &[&str] = &[
         origin TEXT NOT NULL
     );
     CREATE INDEX cluster_events_at ON cluster_events(at);"#,
+    // 2: RPort's user fields: an expired password must be changed at the next login;
+    // where a second factor would be sent (kept, not used)
+    r#"ALTER TABLE users ADD COLUMN password_expired BOOLEAN NOT NULL DEFAULT FALSE;
+    ALTER TABLE users ADD COLUMN two_fa_send_to TEXT NOT NULL DEFAULT '';"#,
 ];
 
 /// The key of the transaction-level advisory lock that every rportd takes before it

@@ -94,6 +94,8 @@ pub fn user(name: &str, is_admin: bool) -> UserRecord {
         is_admin,
         created_at: now(),
         roles: Default::default(),
+        password_expired: false,
+        two_fa_send_to: String::new(),
     }
 }
 

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use rport_store::{AdminGuard, ApiTokenRecord, Store, UserWrite};
+use rport_store::{AdminGuard, ApiTokenChange, ApiTokenRecord, Store, UserWrite};
 
 use crate::fixtures::{now, project, user};
 
@@ -191,5 +191,127 @@ pub async fn the_last_administrator_is_kept(store: Arc<dyn Store>) {
             .await
             .expect("delete"),
         UserWrite::Done
+    );
+}
+
+pub async fn rport_user_fields_round_trip(store: Arc<dyn Store>) {
+    let mut carol = user("carol", false);
+    carol.password_expired = true;
+    carol.two_fa_send_to = "carol@example.com".into();
+    assert!(store.insert_user(&carol).await.expect("insert"));
+    assert_eq!(
+        store.get_user("carol").await.expect("get"),
+        Some(carol.clone())
+    );
+    carol.password_expired = false;
+    carol.two_fa_send_to = String::new();
+    assert_eq!(
+        store
+            .update_user(&carol, AdminGuard::None)
+            .await
+            .expect("update"),
+        UserWrite::Done
+    );
+    assert_eq!(store.list_users().await.expect("list"), [carol]);
+}
+
+pub async fn renaming_a_user_takes_its_roles_and_tokens(store: Arc<dyn Store>) {
+    let mut alice = user("alice", true);
+    alice.roles = [("default".to_owned(), "viewer".to_owned())]
+        .into_iter()
+        .collect();
+    assert!(store.insert_user(&alice).await.expect("insert"));
+    assert!(
+        store
+            .insert_user(&user("bob", false))
+            .await
+            .expect("insert")
+    );
+    store
+        .insert_api_token(&token("t1", "alice"))
+        .await
+        .expect("token");
+    assert_eq!(
+        store.rename_user("alice", "bob").await.expect("rename"),
+        UserWrite::Taken,
+        "a taken name"
+    );
+    assert_eq!(
+        store.rename_user("nobody", "zed").await.expect("rename"),
+        UserWrite::NotFound
+    );
+    assert_eq!(
+        store.rename_user("alice", "alicia").await.expect("rename"),
+        UserWrite::Done
+    );
+    assert!(store.get_user("alice").await.expect("get").is_none());
+    let alicia = store
+        .get_user("alicia")
+        .await
+        .expect("get")
+        .expect("alicia");
+    assert_eq!(
+        (alicia.is_admin, alicia.roles, alicia.password_hash),
+        (true, alice.roles, alice.password_hash)
+    );
+    let tokens = store.list_api_tokens("alicia").await.expect("tokens");
+    assert_eq!(tokens.len(), 1);
+    assert_eq!(
+        store
+            .get_api_token("t1")
+            .await
+            .expect("get")
+            .map(|t| t.username),
+        Some("alicia".to_owned())
+    );
+}
+
+pub async fn an_api_token_changes_name_scope_and_expiry_only(store: Arc<dyn Store>) {
+    assert!(
+        store
+            .insert_user(&user("alice", false))
+            .await
+            .expect("insert")
+    );
+    let original = token("t1", "alice");
+    store.insert_api_token(&original).await.expect("token");
+    let expires_at = Some(now() + chrono::Duration::days(3));
+    let change = ApiTokenChange {
+        name: "deploy".into(),
+        scope: "clients-auth".into(),
+        expires_at,
+    };
+    assert!(
+        !store
+            .update_api_token("bob", "t1", &change)
+            .await
+            .expect("update"),
+        "not bob's token"
+    );
+    assert!(
+        !store
+            .update_api_token("alice", "t2", &change)
+            .await
+            .expect("update"),
+        "no such token"
+    );
+    assert!(
+        store
+            .update_api_token("alice", "t1", &change)
+            .await
+            .expect("update")
+    );
+    let stored = store.get_api_token("t1").await.expect("get").expect("t1");
+    assert_eq!(
+        (
+            stored.name.as_str(),
+            stored.scope.as_str(),
+            stored.expires_at
+        ),
+        ("deploy", "clients-auth", expires_at)
+    );
+    assert_eq!(
+        (stored.hash, stored.created_at, stored.username),
+        (original.hash, original.created_at, original.username)
     );
 }

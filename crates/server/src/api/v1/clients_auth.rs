@@ -7,7 +7,7 @@ use axum::response::{IntoResponse, Response};
 use rport_store::DEFAULT_PROJECT;
 use serde_json::{Value, json};
 
-use crate::api::{ApiError, Authenticated, ClientIp, JsonBody, Params, RequestBody, State};
+use crate::api::{ApiError, Authenticated, ClientIp, FormOrJsonBody, Params, RequestBody, State};
 use crate::auth::agent_credentials::{CredentialError, CredentialView};
 use crate::domain::audit::{Actor, Event};
 use crate::domain::permissions::Role;
@@ -93,7 +93,7 @@ pub async fn create(
     StateExtractor(state): State,
     Authenticated(user): Authenticated,
     ClientIp(ip): ClientIp,
-    body: JsonBody<NewCredential>,
+    body: FormOrJsonBody<NewCredential>,
 ) -> Result<Response, ApiError> {
     let body = body.parse()?;
     let project = body.project.unwrap_or_else(|| DEFAULT_PROJECT.to_owned());

@@ -5,6 +5,7 @@ pub mod api_tokens;
 pub mod audit_log;
 pub mod clients;
 pub mod clients_auth;
+pub mod profile;
 pub mod projects;
 pub mod session;
 pub mod tunnels;

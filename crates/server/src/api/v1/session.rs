@@ -2,14 +2,15 @@
 
 use std::time::Duration;
 
-use axum::body::Bytes;
 use axum::extract::State as StateExtractor;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::api::{ApiError, Authenticated, JsonBody, Params, RequestBody, State, data};
+use crate::api::{
+    ApiError, Authenticated, FormOrJsonBody, JsonBody, Params, RequestBody, State, data,
+};
 use crate::auth::credentials::{Credentials, credentials};
 use crate::auth::users::{UserChange, Users, check_password};
 use crate::config::AgentAuth;
@@ -44,8 +45,23 @@ pub async fn status(StateExtractor(state): State, Authenticated(user): Authentic
         "clients_disconnected": disconnected,
         "clients_auth_source": clients_auth_source,
         "users_auth_source": if state.config.api.auth.is_some() { "Static Credentials" } else { "DB" },
+        // Credentials rportd manages itself can be changed through the API; those of
+        // the configuration cannot.
+        "clients_auth_mode": if matches!(server.agent_auth, AgentAuth::None) { "Read Write" } else { "Read Only" },
         "used_ports": server.used_ports,
         "excluded_ports": server.excluded_ports,
+        "password_min_length": crate::auth::users::MIN_PASSWORD_LEN,
+        // The HTTPS proxy for tunnels is always there (a self-signed certificate when
+        // none is configured).
+        "tunnel_proxy_enabled": true,
+        "tunnel_host": server.tunnel_host.clone().unwrap_or_default(),
+        // Not offered (yet): no second factor, no pre-authenticating proxy header, no
+        // Caddy, no monitoring.
+        "two_fa_enabled": false,
+        "two_fa_delivery_method": "",
+        "auth_header": false,
+        "caddy_integration_enabled": false,
+        "monitoring_enabled": false,
         "runtime": runtime,
         "cluster": cluster_json(&state, is_admin),
     }))
@@ -84,35 +100,51 @@ fn cluster_json(state: &crate::api::AppState, is_admin: bool) -> serde_json::Val
 const DEFAULT_TOKEN_LIFETIME: Duration = Duration::from_secs(600);
 
 #[derive(Deserialize)]
-struct LoginBody {
+#[serde(deny_unknown_fields)]
+pub struct LoginBody {
     username: String,
     password: String,
+    /// RPort's: sets a new password once the current one is checked (how a user whose
+    /// password has expired gets in again).
+    #[serde(default)]
+    new_password: Option<String>,
 }
 
-/// `GET|POST /api/v1/login`: basic auth or a JSON `{"username","password"}` body, returns a
-/// bearer token. `token-lifetime` (seconds) sets its lifetime.
+impl RequestBody for LoginBody {
+    const SHAPE: &'static str = r#"{"username", "password", "new_password"?}"#;
+}
+
+/// `GET|POST /api/v1/login`: basic auth, or a `{"username","password","new_password"?}`
+/// body as JSON or a form (RPort's login page posts one); returns a bearer token.
+/// `token-lifetime` (seconds) sets its lifetime.
 pub async fn login(
     StateExtractor(state): State,
     crate::api::ClientIp(ip): crate::api::ClientIp,
     params: Params,
     headers: HeaderMap,
-    body: Bytes,
+    body: FormOrJsonBody<LoginBody>,
 ) -> Result<Response, ApiError> {
-    let (username, password) = match credentials(&headers) {
-        Some(Credentials::Basic(user, password)) => (user, password),
+    let (username, password, new_password) = match credentials(&headers) {
+        Some(Credentials::Basic(user, password)) => (user, password, None),
         _ if !body.is_empty() => {
-            let parsed: LoginBody = serde_json::from_slice(&body).map_err(|e| {
-                ApiError::bad_request(
-                    "ERR_CODE_INVALID_REQUEST",
-                    "Invalid login request",
-                    format!("expected JSON {{\"username\": ..., \"password\": ...}}: {e}"),
-                )
-            })?;
-            (parsed.username, parsed.password)
+            let parsed = body.parse()?;
+            (parsed.username, parsed.password, parsed.new_password)
         }
         _ => return Err(ApiError::unauthorized()),
     };
-    let user = crate::api::check_login(&state, ip, &username, &password).await?;
+    let mut user = crate::api::check_login(&state, ip, &username, &password).await?;
+    if let Some(new_password) = new_password.filter(|p| !p.is_empty()) {
+        set_own_password(&state, ip, &user.username, new_password, Some(false)).await?;
+        user.password_expired = false;
+    }
+    if user.password_expired {
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "ERR_CODE_PASSWORD_EXPIRED",
+            "password has expired, please change your password",
+            "send the current password with a new_password to POST /api/v1/login",
+        ));
+    }
     let event = crate::domain::audit::Event::success("login", &user.username, None);
     state
         .audit
@@ -202,53 +234,140 @@ pub async fn me(Authenticated(user): Authenticated) -> Response {
     }))
 }
 
+/// `PUT /api/v1/me`, RPort's fields: each one empty or left out keeps what is there.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct PasswordChange {
-    old_password: String,
-    new_password: String,
+pub struct ProfileChange {
+    #[serde(default, alias = "new_password")]
+    password: Option<String>,
+    #[serde(default)]
+    old_password: Option<String>,
+    /// A new user name for the caller.
+    #[serde(default)]
+    username: Option<String>,
+    /// Kept, not used: rportd sends no second factor.
+    #[serde(default)]
+    two_fa_send_to: Option<String>,
 }
 
-impl RequestBody for PasswordChange {
-    const SHAPE: &'static str = r#"{"old_password", "new_password"}"#;
+impl RequestBody for ProfileChange {
+    const SHAPE: &'static str = r#"any of {"password" (or "new_password") with "old_password", "username", "two_fa_send_to"}"#;
 }
 
-/// `PUT /api/v1/me` with `{"old_password", "new_password"}`: changes the caller's own
-/// password (users kept in the store; `[api] auth` is changed in the configuration).
+fn non_empty(value: Option<String>) -> Option<String> {
+    value.filter(|value| !value.is_empty())
+}
+
+/// Sets `username`'s password (and `password_expired`), checked against the rules,
+/// and records it in the audit log.
+async fn set_own_password(
+    state: &crate::api::AppState,
+    ip: std::net::IpAddr,
+    username: &str,
+    password: String,
+    password_expired: Option<bool>,
+) -> Result<(), ApiError> {
+    if let Err(err) = check_password(&password) {
+        return Err(ApiError::bad_request(
+            "ERR_CODE_PASSWORD_TOO_SHORT",
+            "Your password is too short",
+            err.to_string(),
+        ));
+    }
+    let change = UserChange {
+        password: Some(password),
+        password_expired,
+        ..Default::default()
+    };
+    Users::new(state.store.as_ref(), &state.config.api)
+        .update(username, change)
+        .await
+        .map_err(super::users::user_error)?;
+    let event = crate::domain::audit::Event::success("user.password", username, None);
+    state
+        .audit
+        .record(&crate::domain::audit::Actor::user(username, ip), event)
+        .await;
+    Ok(())
+}
+
+/// `PUT /api/v1/me` with any of RPort's `{"password" (alias "new_password"),
+/// "old_password", "username", "two_fa_send_to"}`: 204. A new password needs the old one
+/// (403 without it or with a wrong one, as RPort answers), so a stolen session token
+/// cannot lock the user out. Users kept in the store only; `[api] auth` and
+/// `[api] auth_file` are changed in the configuration.
 pub async fn change_own_password(
     StateExtractor(state): State,
     Authenticated(user): Authenticated,
     crate::api::ClientIp(ip): crate::api::ClientIp,
-    body: JsonBody<PasswordChange>,
+    body: JsonBody<ProfileChange>,
 ) -> Result<StatusCode, ApiError> {
     let body = body.parse()?;
     if user.api_token {
-        return Err(ApiError::forbidden("API tokens cannot change passwords"));
+        return Err(ApiError::forbidden("API tokens cannot change the profile"));
     }
-    if let Err(err) = check_password(&body.new_password) {
+    let password = non_empty(body.password);
+    let username = non_empty(body.username).filter(|name| *name != user.username);
+    let two_fa_send_to = non_empty(body.two_fa_send_to);
+    if password.is_none() && username.is_none() && two_fa_send_to.is_none() {
         return Err(ApiError::bad_request(
-            "ERR_CODE_PASSWORD_TOO_SHORT",
-            "Password too short",
-            err.to_string(),
+            "ERR_CODE_INVALID_REQUEST",
+            "nothing to change",
+            format!("expected {}", ProfileChange::SHAPE),
         ));
     }
-    // The old password is asked for again, so a stolen session token cannot lock out the user.
-    crate::api::check_login(&state, ip, &user.username, &body.old_password).await?;
-    let change = UserChange {
-        password: Some(body.new_password),
-        ..Default::default()
-    };
-    Users::new(state.store.as_ref(), &state.config.api)
-        .update(&user.username, change)
-        .await
-        .map_err(super::users::user_error)?;
-    let event = crate::domain::audit::Event::success("user.password", &user.username, None);
-    state
-        .audit
-        .record(
-            &crate::domain::audit::Actor::user(&user.username, ip),
-            event,
-        )
-        .await;
+    if let Some(password) = password {
+        let Some(old_password) = non_empty(body.old_password) else {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "ERR_CODE_FORBIDDEN",
+                "Missing old password.",
+                "a new password needs the current one in old_password",
+            ));
+        };
+        // Counted as a failed login, so guessing it through here gets the address banned.
+        if let Err(err) = crate::api::check_login(&state, ip, &user.username, &old_password).await {
+            return Err(match err.status() {
+                StatusCode::UNAUTHORIZED => ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    "ERR_CODE_FORBIDDEN",
+                    "Incorrect old password.",
+                    "old_password is not the current password",
+                ),
+                _ => err,
+            });
+        }
+        set_own_password(&state, ip, &user.username, password, None).await?;
+    }
+    if username.is_some() || two_fa_send_to.is_some() {
+        let renamed_to = username.clone();
+        let change = UserChange {
+            username,
+            two_fa_send_to,
+            ..Default::default()
+        };
+        Users::new(state.store.as_ref(), &state.config.api)
+            .update(&user.username, change)
+            .await
+            .map_err(super::users::user_error)?;
+        let detail = match &renamed_to {
+            Some(name) => format!("renamed to {name}"),
+            None => "two_fa_send_to".to_owned(),
+        };
+        let event = crate::domain::audit::Event {
+            action: "user.update",
+            resource: &user.username,
+            project: None,
+            success: true,
+            detail,
+        };
+        state
+            .audit
+            .record(
+                &crate::domain::audit::Actor::user(&user.username, ip),
+                event,
+            )
+            .await;
+    }
     Ok(StatusCode::NO_CONTENT)
 }

@@ -5,14 +5,15 @@ use std::collections::BTreeMap;
 
 use axum::extract::{Path, State as StateExtractor};
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::api::{
-    ApiError, Authenticated, ClientIp, JsonBody, RequestBody, State, data, time_json,
+    ApiError, Authenticated, ClientIp, FormOrJsonBody, JsonBody, RequestBody, State, data,
+    time_json,
 };
-use crate::auth::users::{UserChange, UserError, UserView, Users};
+use crate::auth::users::{RportUserFields, UserChange, UserError, UserView, Users};
 use crate::domain::audit::{Actor, Event};
 use crate::domain::names::ADMIN_GROUP;
 use crate::domain::permissions::{AuthUser, Role};
@@ -34,6 +35,8 @@ fn user_json(user: &UserView) -> Value {
         "roles": roles_json(&user.roles),
         "source": user.source.as_str(),
         "created_at": time_json(user.created_at),
+        "password_expired": user.password_expired,
+        "two_fa_send_to": user.two_fa_send_to,
     })
 }
 
@@ -43,10 +46,10 @@ pub fn user_error(err: UserError) -> ApiError {
         UserError::Invalid(_) => {
             ApiError::bad_request("ERR_CODE_INVALID_REQUEST", "Invalid user", detail)
         }
-        UserError::Exists(_) => ApiError::new(
-            StatusCode::CONFLICT,
+        // RPort answers 400 for a taken name.
+        UserError::Exists(_) => ApiError::bad_request(
             "ERR_CODE_ALREADY_EXIST",
-            "User exists",
+            "Another user with this username already exists",
             detail,
         ),
         UserError::NotFound(_) => ApiError::new(
@@ -162,25 +165,42 @@ pub struct NewUser {
     groups: Option<Vec<String>>,
     #[serde(default)]
     roles: BTreeMap<String, String>,
+    /// RPort's: the user must choose a new password at its first login.
+    #[serde(default)]
+    password_expired: bool,
+    /// RPort's: where a second factor would be sent; kept, not used.
+    #[serde(default)]
+    two_fa_send_to: String,
 }
 
 impl RequestBody for NewUser {
-    const SHAPE: &'static str = r#"{"username", "password", "admin": BOOL, "roles": {"PROJECT": "viewer"|"tunnels"|"admin"}}"#;
+    const SHAPE: &'static str = r#"{"username", "password", "admin": BOOL, "roles": {"PROJECT": "viewer"|"tunnels"|"admin"}, "password_expired": BOOL, "two_fa_send_to"}"#;
 }
 
-/// `POST /api/v1/users` with `{"username", "password", "admin"?, "groups"?, "roles"?}`.
+/// `POST /api/v1/users` with `{"username", "password", "admin"?, "groups"?, "roles"?,
+/// "password_expired"?, "two_fa_send_to"?}` as JSON or a form: 201 without a body, as
+/// RPort answers.
 pub async fn create(
     StateExtractor(state): State,
     Authenticated(user): Authenticated,
     ClientIp(ip): ClientIp,
-    body: JsonBody<NewUser>,
-) -> Result<Response, ApiError> {
+    body: FormOrJsonBody<NewUser>,
+) -> Result<StatusCode, ApiError> {
     require_admin(&user)?;
     let body = body.parse()?;
     let is_admin = admin_flag(body.admin, body.groups)?.unwrap_or(false);
     let detail = format!("admin {is_admin}, {}", describe_roles(&body.roles));
     let created = Users::new(state.store.as_ref(), &state.config.api)
-        .create(&body.username, &body.password, is_admin, body.roles)
+        .create_with(
+            &body.username,
+            &body.password,
+            is_admin,
+            body.roles,
+            RportUserFields {
+                password_expired: body.password_expired,
+                two_fa_send_to: body.two_fa_send_to,
+            },
+        )
         .await
         .map_err(user_error)?;
     tracing::info!(user = %created.username, by = %user.username, "API user created");
@@ -192,7 +212,7 @@ pub async fn create(
         detail,
     )
     .await;
-    Ok((StatusCode::CREATED, data(user_json(&created))).into_response())
+    Ok(StatusCode::CREATED)
 }
 
 #[derive(Deserialize)]
@@ -202,28 +222,42 @@ pub struct UserUpdate {
     admin: Option<bool>,
     groups: Option<Vec<String>>,
     roles: Option<BTreeMap<String, String>>,
+    /// RPort's rename; empty keeps the name.
+    username: Option<String>,
+    password_expired: Option<bool>,
+    two_fa_send_to: Option<String>,
 }
 
 impl RequestBody for UserUpdate {
-    const SHAPE: &'static str =
-        r#"any of {"password", "admin": BOOL, "roles": {"PROJECT": "viewer"|"tunnels"|"admin"}}"#;
+    const SHAPE: &'static str = r#"any of {"username", "password", "admin": BOOL, "roles": {"PROJECT": "viewer"|"tunnels"|"admin"}, "password_expired": BOOL, "two_fa_send_to"}"#;
 }
 
-/// `PUT /api/v1/users/{username}` with any of `{"password", "admin", "groups", "roles"}`;
-/// `roles` replaces all of the user's roles.
+/// `PUT /api/v1/users/{username}` with any of `{"username", "password", "admin",
+/// "groups", "roles", "password_expired", "two_fa_send_to"}`; `roles` replaces all of the
+/// user's roles, `username` renames. 204, as RPort answers; 400 when nothing changes.
 pub async fn update(
     StateExtractor(state): State,
     Authenticated(user): Authenticated,
     ClientIp(ip): ClientIp,
     Path(name): Path<String>,
     body: JsonBody<UserUpdate>,
-) -> Result<Response, ApiError> {
+) -> Result<StatusCode, ApiError> {
     require_admin(&user)?;
     let body = body.parse()?;
     let is_admin = admin_flag(body.admin, body.groups)?;
     let mut changes = Vec::new();
+    let new_name = body.username.filter(|name| !name.is_empty());
+    if let Some(new_name) = new_name.as_ref().filter(|new_name| **new_name != name) {
+        changes.push(format!("renamed to {new_name}"));
+    }
     if body.password.is_some() {
         changes.push("password".to_owned());
+    }
+    if let Some(expired) = body.password_expired {
+        changes.push(format!("password_expired {expired}"));
+    }
+    if body.two_fa_send_to.is_some() {
+        changes.push("two_fa_send_to".to_owned());
     }
     if let Some(admin) = is_admin {
         changes.push(format!("admin {admin}"));
@@ -235,8 +269,18 @@ pub async fn update(
         password: body.password,
         is_admin,
         roles: body.roles,
+        username: new_name,
+        password_expired: body.password_expired,
+        two_fa_send_to: body.two_fa_send_to,
     };
-    let updated = Users::new(state.store.as_ref(), &state.config.api)
+    if change.is_empty(&name) {
+        return Err(ApiError::bad_request(
+            "ERR_CODE_INVALID_REQUEST",
+            "nothing to change",
+            format!("expected {}", UserUpdate::SHAPE),
+        ));
+    }
+    Users::new(state.store.as_ref(), &state.config.api)
         .update(&name, change)
         .await
         .map_err(user_error)?;
@@ -249,7 +293,7 @@ pub async fn update(
         changes.join(", "),
     )
     .await;
-    Ok(data(user_json(&updated)))
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// `DELETE /api/v1/users/{username}`: its API tokens and login tokens stop working at once.
