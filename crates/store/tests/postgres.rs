@@ -106,8 +106,10 @@ async fn nodes_starting_at_once_migrate_once() {
         .await
         .expect("version");
     assert_eq!(rows.len(), 1);
+    // Every node agrees on the newest version; the next migration must not need a new
+    // number here, so only "applied, once" is checked.
     let version: i64 = rows[0].get(0);
-    assert_eq!(version, 1);
+    assert!(version >= 2, "{version}");
 }
 
 #[tokio::test]
@@ -120,10 +122,7 @@ async fn refuses_a_schema_from_the_future() {
         .await
         .expect("bump");
     match PostgresStore::open(&parse(&url)).await {
-        Err(StoreError::SchemaTooNew {
-            found: 99,
-            known: 1,
-        }) => {}
+        Err(StoreError::SchemaTooNew { found: 99, known }) if known < 99 => {}
         Err(other) => panic!("{other:?}"),
         Ok(_) => panic!("a newer schema must be refused"),
     }

@@ -42,6 +42,15 @@ pub(super) fn refuse_expired(user: AuthUser) -> Result<AuthUser, ApiError> {
     Ok(user)
 }
 
+/// The ban table's key for `ip`, or 429 while that address is banned.
+fn unbanned_address(state: &AppState, ip: std::net::IpAddr) -> Result<String, ApiError> {
+    let ip_key = format!("ip:{}", source_key(ip));
+    match state.api_bans.banned_for(&ip_key) {
+        Some(remaining) => Err(ApiError::banned(remaining)),
+        None => Ok(ip_key),
+    }
+}
+
 /// HTTP basic auth: the password may be one of the user's API tokens (as RPort's
 /// scripts send them, `-u user:TOKEN`); otherwise it is checked as a password, a wrong
 /// one counting towards a ban.
@@ -51,10 +60,7 @@ pub(super) async fn check_basic(
     username: &str,
     password: &str,
 ) -> Result<AuthUser, ApiError> {
-    let ip_key = format!("ip:{}", source_key(ip));
-    if let Some(remaining) = state.api_bans.banned_for(&ip_key) {
-        return Err(ApiError::banned(remaining));
-    }
+    unbanned_address(state, ip)?;
     let by_token = state.auth.check_api_token_of(username, password).await;
     if let Some(user) = by_token.map_err(ApiError::internal)? {
         return Ok(user);
@@ -77,10 +83,7 @@ pub async fn check_login(
     username: &str,
     password: &str,
 ) -> Result<AuthUser, ApiError> {
-    let ip_key = format!("ip:{}", source_key(ip));
-    if let Some(remaining) = state.api_bans.banned_for(&ip_key) {
-        return Err(ApiError::banned(remaining));
-    }
+    let ip_key = unbanned_address(state, ip)?;
     // A store that does not answer is the server's trouble, not a wrong password.
     let checked = state.auth.check_password(username, password).await;
     if let Some(user) = checked.map_err(ApiError::internal)? {
@@ -128,10 +131,7 @@ pub(super) async fn check_bearer(
     ip: std::net::IpAddr,
     token: &str,
 ) -> Result<AuthUser, ApiError> {
-    let ip_key = format!("ip:{}", source_key(ip));
-    if let Some(remaining) = state.api_bans.banned_for(&ip_key) {
-        return Err(ApiError::banned(remaining));
-    }
+    let ip_key = unbanned_address(state, ip)?;
     let checked = state.auth.check_token(token).await;
     if let Some(user) = checked.map_err(ApiError::internal)? {
         return Ok(user);

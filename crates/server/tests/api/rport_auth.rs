@@ -51,6 +51,15 @@ fn user_schema() -> Value {
     }})
 }
 
+/// The status of a request without a body.
+async fn status_of(server: &TestServer, method: Method, path: &str, authorization: &str) -> u16 {
+    server
+        .request(method, path, authorization)
+        .await
+        .status
+        .as_u16()
+}
+
 async fn create_user(server: &TestServer, body: Value) {
     let reply = server
         .send_json(Method::POST, "/api/v1/users", &admin(), &body)
@@ -322,11 +331,7 @@ async fn api_tokens_work_as_the_basic_auth_password_with_rports_scopes() {
     let (read, _) = rport_token(&server, &admin(), "read").await;
     let read = basic(ADMIN, &read);
     assert_eq!(
-        server
-            .request(Method::GET, "/api/v1/clients", &read)
-            .await
-            .status
-            .as_u16(),
+        status_of(&server, Method::GET, "/api/v1/clients", &read).await,
         200
     );
     server
@@ -343,11 +348,7 @@ async fn api_tokens_work_as_the_basic_auth_password_with_rports_scopes() {
     let (clients_auth, _) = rport_token(&server, &admin(), "clients-auth").await;
     let clients_auth = basic(ADMIN, &clients_auth);
     assert_eq!(
-        server
-            .request(Method::GET, "/api/v1/clients-auth", &clients_auth)
-            .await
-            .status
-            .as_u16(),
+        status_of(&server, Method::GET, "/api/v1/clients-auth", &clients_auth).await,
         200
     );
     let created = server
@@ -404,11 +405,7 @@ async fn api_tokens_work_as_the_basic_auth_password_with_rports_scopes() {
     );
     let token_auth = basic(ADMIN, &token);
     assert_eq!(
-        server
-            .request(Method::GET, "/api/v1/me", &token_auth)
-            .await
-            .status
-            .as_u16(),
+        status_of(&server, Method::GET, "/api/v1/me", &token_auth).await,
         200
     );
     server
@@ -503,11 +500,7 @@ async fn an_expired_password_must_be_replaced_at_login() {
         renewed.body["data"]["token"].as_str().expect("token")
     );
     assert_eq!(
-        server
-            .request(Method::GET, "/api/v1/me", &session)
-            .await
-            .status
-            .as_u16(),
+        status_of(&server, Method::GET, "/api/v1/me", &session).await,
         200
     );
     let shown = server
