@@ -11,6 +11,7 @@ mod fixtures;
 mod projects;
 mod records;
 mod tunnels;
+mod user_groups;
 mod users;
 
 use std::sync::Arc;
@@ -40,6 +41,8 @@ macro_rules! conformance {
                 users::users_round_trip_with_their_roles,
                 users::deleting_a_user_takes_its_roles_and_tokens,
                 users::the_last_administrator_is_kept,
+                user_groups::user_groups_round_trip_and_replace,
+                user_groups::memberships_follow_users_and_groups,
                 records::agent_credentials_are_inserted_listed_and_deleted,
                 records::a_generated_setting_is_inserted_once,
                 records::audit_entries_filter_page_and_purge,
