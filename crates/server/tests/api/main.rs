@@ -16,4 +16,5 @@ mod rport_schema;
 mod session;
 mod tokens;
 mod tunnels;
+mod user_groups;
 mod users;

@@ -8,4 +8,5 @@ pub mod clients_auth;
 pub mod projects;
 pub mod session;
 pub mod tunnels;
+pub mod user_groups;
 pub mod users;

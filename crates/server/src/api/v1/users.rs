@@ -12,6 +12,7 @@ use serde_json::{Value, json};
 use crate::api::{
     ApiError, Authenticated, ClientIp, JsonBody, RequestBody, State, data, time_json,
 };
+use crate::auth::user_groups::{UserGroups, split_groups};
 use crate::auth::users::{UserChange, UserError, UserView, Users};
 use crate::domain::audit::{Actor, Event};
 use crate::domain::names::ADMIN_GROUP;
@@ -25,12 +26,17 @@ pub fn roles_json(roles: &BTreeMap<String, Role>) -> Value {
         .into()
 }
 
-fn user_json(user: &UserView) -> Value {
+/// `groups`: the user's user groups; administrators are those in "Administrators".
+fn user_json(user: &UserView, groups: &[String]) -> Value {
+    let admin_group = user.is_admin.then(|| ADMIN_GROUP.to_owned());
+    let groups: Vec<String> = admin_group
+        .into_iter()
+        .chain(groups.iter().cloned())
+        .collect();
     json!({
         "username": user.username,
         "admin": user.is_admin,
-        // RPort's shape: administrators are the users in group "Administrators".
-        "groups": if user.is_admin { vec![ADMIN_GROUP] } else { Vec::new() },
+        "groups": groups,
         "roles": roles_json(&user.roles),
         "source": user.source.as_str(),
         "created_at": time_json(user.created_at),
@@ -76,21 +82,19 @@ fn require_admin(user: &AuthUser) -> Result<(), ApiError> {
         .map_err(ApiError::forbidden)
 }
 
-/// `admin` and RPort's `groups` say the same thing; together they must agree.
-fn admin_flag(admin: Option<bool>, groups: Option<Vec<String>>) -> Result<Option<bool>, ApiError> {
-    let from_groups = match groups {
-        None => None,
+/// `admin` and RPort's group `Administrators` say the same thing; together they must
+/// agree. Returns the admin flag to set and the other groups to set, `None` for "keep".
+fn admin_flag(
+    admin: Option<bool>,
+    groups: Option<Vec<String>>,
+) -> Result<(Option<bool>, Option<Vec<String>>), ApiError> {
+    let (from_groups, others) = match groups {
+        None => (None, None),
         Some(groups) => {
-            if let Some(other) = groups.iter().find(|g| *g != ADMIN_GROUP) {
-                return Err(ApiError::bad_request(
-                    "ERR_CODE_INVALID_REQUEST",
-                    "Unknown group",
-                    format!(
-                        "group {other:?} means nothing here: only {ADMIN_GROUP:?} (a server-wide administrator); give project roles with \"roles\""
-                    ),
-                ));
-            }
-            Some(!groups.is_empty())
+            let (is_admin, others) = split_groups(groups).map_err(|reason| {
+                ApiError::bad_request("ERR_CODE_INVALID_REQUEST", "Invalid group", reason)
+            })?;
+            (Some(is_admin), Some(others))
         }
     };
     match (admin, from_groups) {
@@ -99,7 +103,7 @@ fn admin_flag(admin: Option<bool>, groups: Option<Vec<String>>) -> Result<Option
             "Contradicting request",
             "\"admin\" and \"groups\" disagree",
         )),
-        (a, g) => Ok(a.or(g)),
+        (a, g) => Ok((a.or(g), others)),
     }
 }
 
@@ -125,6 +129,15 @@ async fn audit(
     state.audit.record(actor, event).await;
 }
 
+/// The user groups `username` belongs to, besides `Administrators`.
+async fn groups_of(state: &crate::api::AppState, username: &str) -> Result<Vec<String>, ApiError> {
+    let mut all = UserGroups::new(state.store.as_ref())
+        .memberships()
+        .await
+        .map_err(ApiError::internal)?;
+    Ok(all.remove(username).unwrap_or_default())
+}
+
 /// `GET /api/v1/users`
 pub async fn list(
     StateExtractor(state): State,
@@ -135,7 +148,18 @@ pub async fn list(
         .list()
         .await
         .map_err(ApiError::internal)?;
-    Ok(data(Value::Array(users.iter().map(user_json).collect())))
+    let groups = UserGroups::new(state.store.as_ref())
+        .memberships()
+        .await
+        .map_err(ApiError::internal)?;
+    let json = users.iter().map(|u| {
+        let of_user = groups
+            .get(&u.username)
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        user_json(u, of_user)
+    });
+    Ok(data(Value::Array(json.collect())))
 }
 
 /// `GET /api/v1/users/{username}`
@@ -145,12 +169,13 @@ pub async fn get_one(
     Path(name): Path<String>,
 ) -> Result<Response, ApiError> {
     require_admin(&user)?;
-    Users::new(state.store.as_ref(), &state.config.api)
+    let found = Users::new(state.store.as_ref(), &state.config.api)
         .get(&name)
         .await
         .map_err(ApiError::internal)?
-        .map(|u| data(user_json(&u)))
-        .ok_or_else(|| user_error(UserError::NotFound(name)))
+        .ok_or_else(|| user_error(UserError::NotFound(name)))?;
+    let groups = groups_of(&state, &found.username).await?;
+    Ok(data(user_json(&found, &groups)))
 }
 
 #[derive(Deserialize)]
@@ -177,12 +202,18 @@ pub async fn create(
 ) -> Result<Response, ApiError> {
     require_admin(&user)?;
     let body = body.parse()?;
-    let is_admin = admin_flag(body.admin, body.groups)?.unwrap_or(false);
+    let (is_admin, groups) = admin_flag(body.admin, body.groups)?;
+    let is_admin = is_admin.unwrap_or(false);
+    let groups = groups.unwrap_or_default();
     let detail = format!("admin {is_admin}, {}", describe_roles(&body.roles));
     let created = Users::new(state.store.as_ref(), &state.config.api)
         .create(&body.username, &body.password, is_admin, body.roles)
         .await
         .map_err(user_error)?;
+    UserGroups::new(state.store.as_ref())
+        .set_members(&created.username, &groups)
+        .await
+        .map_err(ApiError::internal)?;
     tracing::info!(user = %created.username, by = %user.username, "API user created");
     audit(
         &state,
@@ -192,7 +223,7 @@ pub async fn create(
         detail,
     )
     .await;
-    Ok((StatusCode::CREATED, data(user_json(&created))).into_response())
+    Ok((StatusCode::CREATED, data(user_json(&created, &groups))).into_response())
 }
 
 #[derive(Deserialize)]
@@ -220,7 +251,7 @@ pub async fn update(
 ) -> Result<Response, ApiError> {
     require_admin(&user)?;
     let body = body.parse()?;
-    let is_admin = admin_flag(body.admin, body.groups)?;
+    let (is_admin, groups) = admin_flag(body.admin, body.groups)?;
     let mut changes = Vec::new();
     if body.password.is_some() {
         changes.push("password".to_owned());
@@ -231,6 +262,9 @@ pub async fn update(
     if let Some(roles) = &body.roles {
         changes.push(describe_roles(roles));
     }
+    if let Some(groups) = &groups {
+        changes.push(format!("groups [{}]", groups.join(", ")));
+    }
     let change = UserChange {
         password: body.password,
         is_admin,
@@ -240,6 +274,13 @@ pub async fn update(
         .update(&name, change)
         .await
         .map_err(user_error)?;
+    if let Some(groups) = &groups {
+        UserGroups::new(state.store.as_ref())
+            .set_members(&name, groups)
+            .await
+            .map_err(ApiError::internal)?;
+    }
+    let groups = groups_of(&state, &name).await?;
     tracing::info!(user = %name, by = %user.username, "API user changed");
     audit(
         &state,
@@ -249,7 +290,7 @@ pub async fn update(
         changes.join(", "),
     )
     .await;
-    Ok(data(user_json(&updated)))
+    Ok(data(user_json(&updated, &groups)))
 }
 
 /// `DELETE /api/v1/users/{username}`: its API tokens and login tokens stop working at once.
