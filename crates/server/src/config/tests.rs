@@ -411,3 +411,36 @@ fn cluster_peer_address_is_host_and_a_fixed_port() {
         assert!(err.to_string().contains("test.conf"), "{err}");
     }
 }
+
+#[test]
+fn api_doc_root_must_be_a_directory_and_is_made_canonical() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let missing = dir.path().join("no-such-ui");
+    let err = parse(&format!("[api]\ndoc_root = \"{}\"\n", missing.display()))
+        .expect_err("missing directory");
+    assert_eq!(
+        (err.file.as_str(), err.key.as_str()),
+        ("test.conf", "api.doc_root")
+    );
+    assert!(err.reason.contains("no-such-ui"), "{err}");
+    let file = dir.path().join("index.html");
+    std::fs::write(&file, "x").expect("file");
+    let err = parse(&format!("[api]\ndoc_root = \"{}\"\n", file.display())).expect_err("a file");
+    assert!(err.reason.contains("not a directory"), "{err}");
+    let err = parse(&format!(
+        "[api]\naddress = \"\"\ndoc_root = \"{}\"\n",
+        dir.path().display()
+    ))
+    .expect_err("API off");
+    assert!(err.reason.contains("set [api] address"), "{err}");
+
+    let nested = dir.path().join("ui");
+    std::fs::create_dir(&nested).expect("dir");
+    let config = parse(&format!(
+        "[api]\ndoc_root = \"{}/../ui\"\n",
+        nested.display()
+    ))
+    .expect("a directory");
+    let canonical = std::fs::canonicalize(&nested).expect("canonical");
+    assert_eq!(config.api.doc_root, Some(canonical));
+}

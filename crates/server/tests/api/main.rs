@@ -8,6 +8,7 @@ mod harness;
 mod audit_log;
 mod clients;
 mod clients_auth;
+mod doc_root;
 mod errors;
 mod permissions;
 mod port_tunnels;
