@@ -16,6 +16,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 pub use postgres::{POOL_SIZE as POSTGRES_POOL_SIZE, PostgresStore, PostgresUrl};
+pub use records::UserGroupRecord;
 pub use records::{
     AdminGuard, AgentClaim, AgentCredentialRecord, AgentRecord, ApiTokenChange, ApiTokenRecord,
     AuditFilter, AuditRecord, ClusterEvent, DEFAULT_PROJECT, NodeRecord, ProjectRecord,
@@ -295,4 +296,20 @@ pub trait Store: Send + Sync + 'static {
     async fn last_event_seq(&self) -> Result<i64, StoreError>;
     /// Deletes events older than `cutoff`; returns how many.
     async fn purge_events_before(&self, cutoff: DateTime<Utc>) -> Result<usize, StoreError>;
+
+    /// User groups that were set (not those only named by a membership), by name.
+    async fn list_user_groups(&self) -> Result<Vec<UserGroupRecord>, StoreError>;
+    async fn get_user_group(&self, name: &str) -> Result<Option<UserGroupRecord>, StoreError>;
+    /// Creates the group or replaces all of it, its projects included.
+    async fn put_user_group(&self, group: &UserGroupRecord) -> Result<(), StoreError>;
+    /// Deletes the group, its projects and every membership in it; returns whether any of
+    /// them existed.
+    async fn delete_user_group(&self, name: &str) -> Result<bool, StoreError>;
+    /// Every membership as (user name, group name), by user then group. A membership may
+    /// name a group that was never set; a user deleted leaves its groups.
+    async fn list_user_group_members(&self) -> Result<Vec<(String, String)>, StoreError>;
+    /// Replaces the groups `username` belongs to.
+    async fn set_user_groups(&self, username: &str, groups: &[String]) -> Result<(), StoreError>;
+    /// The set groups `username` belongs to, by name.
+    async fn user_groups_of(&self, username: &str) -> Result<Vec<UserGroupRecord>, StoreError>;
 }

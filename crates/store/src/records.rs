@@ -380,3 +380,38 @@ impl fmt::Debug for ApiTokenRecord {
             .finish()
     }
 }
+
+/// A user group (RPort's name): a named bundle of rights that API users belong to. The
+/// store keeps what was set; the server gives it meaning.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserGroupRecord {
+    pub name: String,
+    /// RPort's permission names the group has (those set true), sorted.
+    pub permissions: Vec<String>,
+    /// RPort's `tunnels_restricted`, JSON text as given; `None` when not set.
+    pub tunnels_restricted: Option<String>,
+    /// RPort's `commands_restricted`, JSON text as given; `None` when not set.
+    pub commands_restricted: Option<String>,
+    /// The projects whose agents the group's members reach, sorted; a project deleted
+    /// leaves every group.
+    pub projects: Vec<String>,
+}
+
+impl UserGroupRecord {
+    /// The `permissions` column: a JSON array of names.
+    pub(crate) fn permissions_text(&self) -> String {
+        serde_json::Value::from(self.permissions.clone()).to_string()
+    }
+
+    /// Reads the `permissions` column; text that is not an array of names is damage,
+    /// named with its group.
+    pub(crate) fn parse_permissions(
+        name: &str,
+        text: &str,
+    ) -> Result<Vec<String>, crate::StoreError> {
+        serde_json::from_str(text).map_err(|err| crate::StoreError::Corrupt {
+            what: format!("user group {name:?} (table user_groups, column permissions)"),
+            reason: err.to_string(),
+        })
+    }
+}

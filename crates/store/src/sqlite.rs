@@ -15,7 +15,7 @@ use crate::{
     AdminGuard, AgentClaim, AgentCredentialRecord, AgentRecord, ApiTokenChange, ApiTokenRecord,
     AuditFilter, AuditRecord, BackendError, ClusterEvent, DEFAULT_PROJECT, NodeRecord,
     ProjectRecord, ProjectRemoval, Store, StoreError, TunnelCounters, TunnelFilter, TunnelOptions,
-    TunnelRecord, TunnelStatus, UserRecord, UserWrite,
+    TunnelRecord, TunnelStatus, UserGroupRecord, UserRecord, UserWrite,
 };
 
 /// Each entry moves the schema one version up; never edit one that has shipped.
@@ -153,6 +153,25 @@ const MIGRATIONS: &[&str] = &[
     // where a second factor would be sent (kept, not used)
     "ALTER TABLE users ADD COLUMN password_expired INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE users ADD COLUMN two_fa_send_to TEXT NOT NULL DEFAULT '';",
+    // 11: user groups (RPort's), the projects each reaches, and who belongs to which
+    "CREATE TABLE user_groups (
+        name TEXT PRIMARY KEY,
+        permissions TEXT NOT NULL,
+        tunnels_restricted TEXT,
+        commands_restricted TEXT
+    );
+    CREATE TABLE user_group_projects (
+        group_name TEXT NOT NULL,
+        project TEXT NOT NULL,
+        PRIMARY KEY (group_name, project)
+    );
+    CREATE INDEX user_group_projects_project ON user_group_projects(project);
+    CREATE TABLE user_group_members (
+        username TEXT NOT NULL,
+        group_name TEXT NOT NULL,
+        PRIMARY KEY (username, group_name)
+    );
+    CREATE INDEX user_group_members_group ON user_group_members(group_name);",
 ];
 
 /// The schema version that gave agent credentials their own table.
@@ -408,6 +427,43 @@ fn with_roles(conn: &Connection, users: &mut [UserRecord]) -> Result<(), StoreEr
             .collect::<Result<_, _>>()?;
     }
     Ok(())
+}
+
+/// A row of `user_groups` with its projects; `projects` is filled by [`with_projects`].
+fn user_group_from_row(row: &Row<'_>) -> rusqlite::Result<(UserGroupRecord, String)> {
+    Ok((
+        UserGroupRecord {
+            name: row.get("name")?,
+            permissions: Vec::new(),
+            tunnels_restricted: row.get("tunnels_restricted")?,
+            commands_restricted: row.get("commands_restricted")?,
+            projects: Vec::new(),
+        },
+        row.get("permissions")?,
+    ))
+}
+
+fn read_user_groups(
+    conn: &Connection,
+    sql: &str,
+    params: impl rusqlite::Params,
+) -> Result<Vec<UserGroupRecord>, StoreError> {
+    let mut stmt = conn.prepare(sql)?;
+    let rows = stmt
+        .query_map(params, user_group_from_row)?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    let mut projects = conn.prepare_cached(
+        "SELECT project FROM user_group_projects WHERE group_name = ?1 ORDER BY project",
+    )?;
+    let mut groups = Vec::with_capacity(rows.len());
+    for (mut group, permissions) in rows {
+        group.permissions = UserGroupRecord::parse_permissions(&group.name, &permissions)?;
+        group.projects = projects
+            .query_map([&group.name], |row| row.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
+        groups.push(group);
+    }
+    Ok(groups)
 }
 
 fn write_user(tx: &rusqlite::Transaction<'_>, u: &UserRecord) -> Result<(), StoreError> {
@@ -899,6 +955,7 @@ impl Store for SqliteStore {
                 return Ok(ProjectRemoval::NotFound);
             }
             tx.execute("DELETE FROM user_roles WHERE project = ?1", [&key])?;
+            tx.execute("DELETE FROM user_group_projects WHERE project = ?1", [&key])?;
             tx.commit()?;
             Ok(ProjectRemoval::Deleted)
         })
@@ -1190,6 +1247,10 @@ impl Store for SqliteStore {
                 tx.execute("DELETE FROM users WHERE username = ?1", [&username])?;
                 tx.execute("DELETE FROM user_roles WHERE username = ?1", [&username])?;
                 tx.execute("DELETE FROM api_tokens WHERE username = ?1", [&username])?;
+                tx.execute(
+                    "DELETE FROM user_group_members WHERE username = ?1",
+                    [&username],
+                )?;
                 tx.commit()?;
             }
             Ok(outcome)
@@ -1216,7 +1277,7 @@ impl Store for SqliteStore {
             if exists(&to)? {
                 return Ok(UserWrite::Taken);
             }
-            for table in ["users", "user_roles", "api_tokens"] {
+            for table in ["users", "user_roles", "api_tokens", "user_group_members"] {
                 tx.execute(
                     &format!("UPDATE {table} SET username = ?2 WHERE username = ?1"),
                     [&from, &to],
@@ -1402,6 +1463,113 @@ impl Store for SqliteStore {
     async fn purge_events_before(&self, cutoff: DateTime<Utc>) -> Result<usize, StoreError> {
         self.run(move |conn| {
             Ok(conn.execute("DELETE FROM cluster_events WHERE at < ?1", [millis(cutoff)])?)
+        })
+        .await
+    }
+    async fn list_user_groups(&self) -> Result<Vec<UserGroupRecord>, StoreError> {
+        self.run(|conn| read_user_groups(conn, "SELECT * FROM user_groups ORDER BY name", []))
+            .await
+    }
+
+    async fn get_user_group(&self, name: &str) -> Result<Option<UserGroupRecord>, StoreError> {
+        let name = name.to_owned();
+        self.run(move |conn| {
+            let sql = "SELECT * FROM user_groups WHERE name = ?1";
+            Ok(read_user_groups(conn, sql, [name])?.pop())
+        })
+        .await
+    }
+
+    async fn put_user_group(&self, group: &UserGroupRecord) -> Result<(), StoreError> {
+        let g = group.clone();
+        self.run(move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            tx.execute(
+                "INSERT OR REPLACE INTO user_groups \
+                 (name, permissions, tunnels_restricted, commands_restricted) \
+                 VALUES (?1, ?2, ?3, ?4)",
+                params![
+                    g.name,
+                    g.permissions_text(),
+                    g.tunnels_restricted,
+                    g.commands_restricted
+                ],
+            )?;
+            tx.execute(
+                "DELETE FROM user_group_projects WHERE group_name = ?1",
+                [&g.name],
+            )?;
+            for project in &g.projects {
+                tx.execute(
+                    "INSERT OR IGNORE INTO user_group_projects (group_name, project) \
+                     VALUES (?1, ?2)",
+                    [&g.name, project],
+                )?;
+            }
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn delete_user_group(&self, name: &str) -> Result<bool, StoreError> {
+        let name = name.to_owned();
+        self.run(move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let mut deleted = 0;
+            for sql in [
+                "DELETE FROM user_groups WHERE name = ?1",
+                "DELETE FROM user_group_projects WHERE group_name = ?1",
+                "DELETE FROM user_group_members WHERE group_name = ?1",
+            ] {
+                deleted += tx.execute(sql, [&name])?;
+            }
+            tx.commit()?;
+            Ok(deleted > 0)
+        })
+        .await
+    }
+
+    async fn list_user_group_members(&self) -> Result<Vec<(String, String)>, StoreError> {
+        self.run(|conn| {
+            let mut stmt = conn.prepare(
+                "SELECT username, group_name FROM user_group_members \
+                 ORDER BY username, group_name",
+            )?;
+            let rows = stmt.query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .await
+    }
+
+    async fn set_user_groups(&self, username: &str, groups: &[String]) -> Result<(), StoreError> {
+        let (username, groups) = (username.to_owned(), groups.to_vec());
+        self.run(move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            tx.execute(
+                "DELETE FROM user_group_members WHERE username = ?1",
+                [&username],
+            )?;
+            for group in &groups {
+                tx.execute(
+                    "INSERT OR IGNORE INTO user_group_members (username, group_name) \
+                     VALUES (?1, ?2)",
+                    [&username, group],
+                )?;
+            }
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn user_groups_of(&self, username: &str) -> Result<Vec<UserGroupRecord>, StoreError> {
+        let username = username.to_owned();
+        self.run(move |conn| {
+            let sql = "SELECT g.* FROM user_groups g \
+                       JOIN user_group_members m ON m.group_name = g.name \
+                       WHERE m.username = ?1 ORDER BY g.name";
+            read_user_groups(conn, sql, [username])
         })
         .await
     }

@@ -4,6 +4,7 @@
 //! This module holds what every handler shares (the state, the router and its
 //! middleware); handlers live in `v1/` and `v2/`, one module per resource.
 
+mod doc_root;
 mod error;
 mod extract;
 mod forward;
@@ -39,8 +40,8 @@ pub use extract::{
 };
 pub use login::check_login;
 pub use reply::{data, time_json};
+use routes::method_not_allowed;
 pub use routes::routes;
-use routes::{method_not_allowed, not_found};
 
 /// Everything a request handler may need.
 pub struct AppState {
@@ -72,7 +73,7 @@ pub fn router(state: Arc<AppState>) -> Router {
             peer_relay::PROXY_RELAY_PATH,
             axum::routing::post(peer_relay::proxy_relay),
         )
-        .fallback(not_found)
+        .fallback(doc_root::serve)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(axum::middleware::from_fn(errors_in_the_envelope))

@@ -228,7 +228,7 @@ fn describe(method: &Method, path: &str) -> Option<Operation> {
                 "username": string,
                 "password": string,
                 "admin": {"type": "boolean"},
-                "groups": {"type": "array", "items": {"type": "string", "enum": ["Administrators"]}},
+                "groups": {"type": "array", "items": string, "description": "user groups; Administrators makes a server-wide administrator"},
                 "roles": roles_schema(),
                 "password_expired": {"type": "boolean"},
                 "two_fa_send_to": string,
@@ -247,12 +247,32 @@ fn describe(method: &Method, path: &str) -> Option<Operation> {
                 "two_fa_send_to": string,
                 "password": string,
                 "admin": {"type": "boolean"},
-                "groups": {"type": "array", "items": {"type": "string", "enum": ["Administrators"]}},
+                "groups": {"type": "array", "items": string, "description": "user groups; Administrators makes a server-wide administrator"},
                 "roles": roles_schema(),
             }),
             &[],
         ),
         ("DELETE", "/api/v1/users/{username}") => op("Delete a user (server admins)", Any),
+        ("GET", "/api/v1/user-groups") => {
+            op("User groups and what they grant (server admins)", Any)
+        }
+        ("GET", "/api/v1/user-groups/{name}") => op("One user group (server admins)", Any),
+        ("PUT", "/api/v1/user-groups/{name}") => op(
+            "Create or replace a user group: RPort's permissions (tunnels opens tunnels) in its projects (server admins)",
+            Any,
+        )
+        .body(
+            json!({
+                "permissions": {"type": "object", "additionalProperties": {"type": "boolean"}},
+                "tunnels_restricted": {"type": "object", "description": "accepted and kept, not enforced"},
+                "commands_restricted": {"type": "object", "description": "accepted and kept, not enforced"},
+                "projects": {"type": "array", "items": string},
+            }),
+            &[],
+        ),
+        ("DELETE", "/api/v1/user-groups/{name}") => {
+            op("Delete a user group; its members leave it (server admins)", Any)
+        }
         ("GET", "/api/v1/openapi.json") => op("This document", Auth::None),
         ("GET", "/api/v1/auth/provider") => op(
             "How to log in: always RPort's built-in login (asked before login)",

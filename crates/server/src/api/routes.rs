@@ -9,7 +9,8 @@ use axum::routing::{MethodFilter, on};
 
 use super::forward::{self, Owner};
 use super::v1::{
-    api_tokens, audit_log, clients, clients_auth, profile, projects, session, tunnels, users,
+    api_tokens, audit_log, clients, clients_auth, profile, projects, session, tunnels, user_groups,
+    users,
 };
 use super::v2::port_tunnels;
 use super::{ApiError, AppState, openapi};
@@ -147,6 +148,22 @@ pub fn routes() -> Routes {
         .add(Method::GET, "/api/v1/users/{username}", users::get_one)
         .add(Method::PUT, "/api/v1/users/{username}", users::update)
         .add(Method::DELETE, "/api/v1/users/{username}", users::delete)
+        .add(Method::GET, "/api/v1/user-groups", user_groups::list)
+        .add(
+            Method::GET,
+            "/api/v1/user-groups/{name}",
+            user_groups::get_one,
+        )
+        .add(
+            Method::PUT,
+            "/api/v1/user-groups/{name}",
+            user_groups::update,
+        )
+        .add(
+            Method::DELETE,
+            "/api/v1/user-groups/{name}",
+            user_groups::delete,
+        )
         .add(Method::GET, "/api/v1/openapi.json", openapi::serve)
         // RPort's login page and profile extras (issue 17, auth).
         .add(Method::GET, "/api/v1/auth/provider", profile::auth_provider)

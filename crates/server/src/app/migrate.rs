@@ -104,13 +104,14 @@ pub struct Copied {
     pub tunnels: usize,
     pub audit_entries: usize,
     pub revoked_tokens: usize,
+    pub user_groups: usize,
 }
 
 impl std::fmt::Display for Copied {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "{} projects, {} users, {} API tokens, {} agent credentials, {} clients, {} tunnels, {} audit entries, {} revoked sessions",
+            "{} projects, {} users, {} API tokens, {} agent credentials, {} clients, {} tunnels, {} audit entries, {} revoked sessions, {} user groups",
             self.projects,
             self.users,
             self.api_tokens,
@@ -118,7 +119,8 @@ impl std::fmt::Display for Copied {
             self.agents,
             self.tunnels,
             self.audit_entries,
-            self.revoked_tokens
+            self.revoked_tokens,
+            self.user_groups
         )
     }
 }
@@ -144,6 +146,17 @@ pub async fn copy(
         target.insert_user(&user).await?;
         copied.users += 1;
         token_owners.push(user.username);
+    }
+    for group in source.list_user_groups().await? {
+        target.put_user_group(&group).await?;
+        copied.user_groups += 1;
+    }
+    let mut members: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+    for (username, group) in source.list_user_group_members().await? {
+        members.entry(username).or_default().push(group);
+    }
+    for (username, groups) in &members {
+        target.set_user_groups(username, groups).await?;
     }
     token_owners.sort();
     token_owners.dedup();
@@ -300,7 +313,12 @@ mod tests {
                 tunnels: 2,
                 audit_entries: 3,
                 revoked_tokens: 1,
+                user_groups: 1,
             }
+        );
+        assert_eq!(
+            target.user_groups_of("alice").await.expect("groups")[0].projects,
+            ["berlin"]
         );
         let agents = target.list_agents().await.expect("agents");
         assert!(
@@ -371,6 +389,18 @@ mod tests {
             })
             .await
             .expect("user");
+        let editors = rport_store::UserGroupRecord {
+            name: "Editors".into(),
+            permissions: vec!["tunnels".into()],
+            tunnels_restricted: None,
+            commands_restricted: None,
+            projects: vec!["berlin".into()],
+        };
+        store.put_user_group(&editors).await.expect("group");
+        store
+            .set_user_groups("alice", &["Editors".into()])
+            .await
+            .expect("member");
         store
             .insert_api_token(&rport_store::ApiTokenRecord {
                 id: "t1".into(),

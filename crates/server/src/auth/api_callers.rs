@@ -16,9 +16,10 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::auth::agent_credentials::GeneratedCredential;
+use crate::auth::user_groups::roles_from_groups;
 use crate::config::ApiSection;
 use crate::config::user_file::UserFile;
-use crate::domain::permissions::parse_roles;
+use crate::domain::permissions::{add_roles, parse_roles};
 use crate::domain::secrets::{hash_password, random_secret, verify_password};
 
 pub const JWT_SECRET_KEY: &str = "jwt_secret";
@@ -153,7 +154,12 @@ impl ApiAuth {
         let Some(record) = self.store.get_user(username).await? else {
             return Ok(None);
         };
-        let mut found = AuthUser::new(record.username, record.is_admin, parse_roles(&record.roles));
+        let mut roles = parse_roles(&record.roles);
+        add_roles(
+            &mut roles,
+            roles_from_groups(self.store.as_ref(), username).await?,
+        );
+        let mut found = AuthUser::new(record.username, record.is_admin, roles);
         found.password_expired = record.password_expired;
         Ok(Some((found, Some(record.password_hash))))
     }

@@ -7,4 +7,5 @@ pub mod api_callers;
 pub mod bans;
 pub mod client_ip;
 pub mod credentials;
+pub mod user_groups;
 pub mod users;

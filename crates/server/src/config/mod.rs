@@ -190,6 +190,9 @@ pub struct ApiSection {
     /// A request's headers must arrive within this, on the API and on HTTP proxy tunnels;
     /// slower clients are disconnected.
     pub read_header_timeout: Duration,
+    /// `[api] doc_root`: a web UI bundle served at `/` beside the API; canonical, so
+    /// that every file served can be checked to lie inside it.
+    pub doc_root: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone)]

@@ -95,6 +95,7 @@ pub(super) struct RawApi {
     pub(super) cert_file: Option<PathBuf>,
     pub(super) key_file: Option<PathBuf>,
     pub(super) read_header_timeout: Option<DurationValue>,
+    pub(super) doc_root: Option<PathBuf>,
 }
 
 #[derive(Deserialize, Default)]

@@ -388,6 +388,8 @@ fn the_shipped_example_is_valid() {
     let uncommented = uncommented.replace("auth_file = ", "#auth_file = ");
     // So are a PostgreSQL url and the SQLite keys.
     let uncommented = uncommented.replace("url = \"postgres", "#url = \"postgres");
+    // doc_root must name a directory that exists; the example's is a server's path.
+    let uncommented = uncommented.replace("doc_root = \"/var/", "doc_root = \"/\" #");
     ServerConfig::from_toml_str(&uncommented, "rportd.example.conf (uncommented)")
         .expect("every documented key must be a real key with a valid example value");
 }
@@ -410,4 +412,37 @@ fn cluster_peer_address_is_host_and_a_fixed_port() {
         assert!(err.reason.contains(reason), "{bad}: {err}");
         assert!(err.to_string().contains("test.conf"), "{err}");
     }
+}
+
+#[test]
+fn api_doc_root_must_be_a_directory_and_is_made_canonical() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let missing = dir.path().join("no-such-ui");
+    let err = parse(&format!("[api]\ndoc_root = \"{}\"\n", missing.display()))
+        .expect_err("missing directory");
+    assert_eq!(
+        (err.file.as_str(), err.key.as_str()),
+        ("test.conf", "api.doc_root")
+    );
+    assert!(err.reason.contains("no-such-ui"), "{err}");
+    let file = dir.path().join("index.html");
+    std::fs::write(&file, "x").expect("file");
+    let err = parse(&format!("[api]\ndoc_root = \"{}\"\n", file.display())).expect_err("a file");
+    assert!(err.reason.contains("not a directory"), "{err}");
+    let err = parse(&format!(
+        "[api]\naddress = \"\"\ndoc_root = \"{}\"\n",
+        dir.path().display()
+    ))
+    .expect_err("API off");
+    assert!(err.reason.contains("set [api] address"), "{err}");
+
+    let nested = dir.path().join("ui");
+    std::fs::create_dir(&nested).expect("dir");
+    let config = parse(&format!(
+        "[api]\ndoc_root = \"{}/../ui\"\n",
+        nested.display()
+    ))
+    .expect("a directory");
+    let canonical = std::fs::canonicalize(&nested).expect("canonical");
+    assert_eq!(config.api.doc_root, Some(canonical));
 }

@@ -354,6 +354,19 @@ impl Validator<'_> {
             })?;
             trusted_proxies.push(net);
         }
+        let doc_root = match raw.doc_root {
+            None => None,
+            Some(dir) if address.is_none() => {
+                return Err(self.error(
+                    "api.doc_root",
+                    format!(
+                        "{} would be served by the API, which is off: set [api] address",
+                        dir.display()
+                    ),
+                ));
+            }
+            Some(dir) => Some(self.doc_root(&dir)?),
+        };
         Ok(ApiSection {
             address,
             auth,
@@ -392,7 +405,19 @@ impl Validator<'_> {
                 raw.audit_log_retention,
                 Duration::from_secs(90 * 24 * 3600),
             )?,
+            doc_root,
         })
+    }
+
+    /// `[api] doc_root`: an existing directory, made canonical.
+    fn doc_root(&self, dir: &std::path::Path) -> Result<PathBuf, ConfigError> {
+        let shown = dir.display();
+        let canonical = std::fs::canonicalize(dir)
+            .map_err(|err| self.error("api.doc_root", format!("{shown}: {err}")))?;
+        if !canonical.is_dir() {
+            return Err(self.error("api.doc_root", format!("{shown} is not a directory")));
+        }
+        Ok(canonical)
     }
 
     fn logging(&self, raw: RawLogging) -> Result<LoggingSection, ConfigError> {

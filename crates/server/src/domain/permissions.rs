@@ -1,6 +1,7 @@
 //! Who may do what: server-wide administrators, and roles per project (`viewer` reads,
 //! `tunnels` also opens and closes tunnels, `admin` may do everything in the project), cut
-//! down by the limits of the API token a request came with.
+//! down by the limits of the API token a request came with. RPort's user groups grant
+//! roles too: a user has its own roles and its groups' together.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -49,6 +50,40 @@ pub fn parse_roles(names: &BTreeMap<String, String>) -> BTreeMap<String, Role> {
         .iter()
         .filter_map(|(project, name)| Some((project.clone(), Role::parse(name)?)))
         .collect()
+}
+
+/// RPort's permission names a user group may have, in RPort's order. Of these only
+/// `tunnels` means something to rportd (see [`group_roles`]).
+pub const GROUP_PERMISSIONS: [&str; 8] = [
+    "tunnels",
+    "scripts",
+    "commands",
+    "vault",
+    "scheduler",
+    "monitoring",
+    "uploads",
+    "auditlog",
+];
+
+/// What membership of one user group grants: in each of its projects, role `tunnels`
+/// when the group has RPort's `tunnels` permission, `viewer` otherwise. RPort's other
+/// permissions name features rportd does not have and grant nothing.
+pub fn group_roles(permissions: &[String], projects: &[String]) -> BTreeMap<String, Role> {
+    let role = if permissions.iter().any(|p| p == "tunnels") {
+        Role::Tunnels
+    } else {
+        Role::Viewer
+    };
+    projects.iter().map(|p| (p.clone(), role)).collect()
+}
+
+/// Adds `more` to `roles`, keeping the higher role where both name a project: a user's
+/// rights are its own roles and its groups' together, never less than either.
+pub fn add_roles(roles: &mut BTreeMap<String, Role>, more: BTreeMap<String, Role>) {
+    for (project, role) in more {
+        let kept = roles.entry(project).or_insert(role);
+        *kept = (*kept).max(role);
+    }
 }
 
 /// An authenticated caller: who it is, what it was granted, and how its credential limits
@@ -238,6 +273,35 @@ mod tests {
             .require_server_admin("managing users")
             .expect_err("project admin is not server admin");
         assert!(err.contains("not one"), "{err}");
+    }
+
+    #[test]
+    fn groups_add_to_a_users_roles_and_never_take_away() {
+        let names = |list: &[&str]| list.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        let tunnels = group_roles(&names(&["tunnels", "vault"]), &names(&["a", "b"]));
+        assert_eq!(tunnels.get("a"), Some(&Role::Tunnels));
+        let viewers = group_roles(&names(&["auditlog", "commands"]), &names(&["c"]));
+        assert_eq!(
+            viewers.get("c"),
+            Some(&Role::Viewer),
+            "other permissions grant nothing more"
+        );
+        assert!(
+            group_roles(&names(&["tunnels"]), &[]).is_empty(),
+            "no project, nothing"
+        );
+
+        let mut roles: BTreeMap<String, Role> = [
+            ("a".to_owned(), Role::Admin),
+            ("c".to_owned(), Role::Viewer),
+        ]
+        .into();
+        add_roles(&mut roles, tunnels);
+        add_roles(&mut roles, viewers);
+        assert_eq!(roles.get("a"), Some(&Role::Admin), "kept the higher one");
+        assert_eq!(roles.get("b"), Some(&Role::Tunnels), "added");
+        assert_eq!(roles.get("c"), Some(&Role::Viewer));
+        assert_eq!(roles.get("d"), None);
     }
 
     #[test]

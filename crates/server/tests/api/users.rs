@@ -24,8 +24,8 @@ async fn create_checks_what_it_is_given() {
             "not one of viewer, tunnels, admin",
         ),
         (
-            json!({"username": "a", "password": "long-enough-password", "groups": ["Users"]}),
-            "group \"Users\"",
+            json!({"username": "a", "password": "long-enough-password", "groups": ["Bad/Group"]}),
+            "user group name \"Bad/Group\"",
         ),
         (
             json!({"username": "a", "password": "long-enough-password", "admin": false, "groups": ["Administrators"]}),

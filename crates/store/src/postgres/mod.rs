@@ -31,7 +31,7 @@ use crate::{
     AdminGuard, AgentClaim, AgentCredentialRecord, AgentRecord, ApiTokenChange, ApiTokenRecord,
     AuditFilter, AuditRecord, ClusterEvent, NodeRecord, ProjectRecord, ProjectRemoval, Store,
     StoreError, TunnelCounters, TunnelFilter, TunnelOptions, TunnelRecord, TunnelStatus,
-    UserRecord, UserWrite,
+    UserGroupRecord, UserRecord, UserWrite,
 };
 
 /// Connections one rportd holds at most. Each query holds one only while it runs, so 16
@@ -253,6 +253,37 @@ async fn with_roles(client: &impl GenericClient, users: &mut [UserRecord]) -> Re
     }
     Ok(())
 }
+
+/// Rows of `user_groups` (all columns) with their projects.
+async fn read_user_groups(
+    client: &impl GenericClient,
+    rows: Vec<Row>,
+) -> Result<Vec<UserGroupRecord>, PgError> {
+    let mut groups = Vec::with_capacity(rows.len());
+    for row in rows {
+        let name: String = row.try_get("name")?;
+        let permissions: String = row.try_get("permissions")?;
+        let projects = query(
+            client,
+            "SELECT project FROM user_group_projects WHERE group_name = $1 ORDER BY project",
+            &[&name],
+        )
+        .await?
+        .iter()
+        .map(|row| row.try_get(0))
+        .collect::<Result<Vec<String>, _>>()?;
+        groups.push(UserGroupRecord {
+            permissions: UserGroupRecord::parse_permissions(&name, &permissions)?,
+            tunnels_restricted: row.try_get("tunnels_restricted")?,
+            commands_restricted: row.try_get("commands_restricted")?,
+            projects,
+            name,
+        });
+    }
+    Ok(groups)
+}
+
+const USER_GROUP_COLUMNS: &str = "name, permissions, tunnels_restricted, commands_restricted";
 
 async fn write_user(tx: &impl GenericClient, u: &UserRecord) -> Result<(), PgError> {
     execute(
@@ -755,6 +786,8 @@ impl Store for PostgresStore {
                 return Ok(ProjectRemoval::NotFound);
             }
             execute(&tx, "DELETE FROM user_roles WHERE project = $1", &[&key]).await?;
+            let sql = "DELETE FROM user_group_projects WHERE project = $1";
+            execute(&tx, sql, &[&key]).await?;
             tx.commit().await?;
             Ok(ProjectRemoval::Deleted)
         })
@@ -1039,7 +1072,7 @@ impl Store for PostgresStore {
             lock_users(&tx).await?;
             let outcome = admin_guarded(&tx, username, guard, true).await?;
             if outcome == UserWrite::Done {
-                for table in ["users", "user_roles", "api_tokens"] {
+                for table in ["users", "user_roles", "api_tokens", "user_group_members"] {
                     let sql = format!("DELETE FROM {table} WHERE username = $1");
                     execute(&tx, &sql, &[&username]).await?;
                 }
@@ -1060,7 +1093,7 @@ impl Store for PostgresStore {
             if query_opt(&tx, exists, &[&to]).await?.is_some() {
                 return Ok(UserWrite::Taken);
             }
-            for table in ["users", "user_roles", "api_tokens"] {
+            for table in ["users", "user_roles", "api_tokens", "user_group_members"] {
                 let sql = format!("UPDATE {table} SET username = $2 WHERE username = $1");
                 execute(&tx, &sql, &[&from, &to]).await?;
             }
@@ -1217,6 +1250,130 @@ impl Store for PostgresStore {
                 &[&millis(cutoff)],
             )
             .await? as usize)
+        })
+    }
+    async fn list_user_groups(&self) -> Result<Vec<UserGroupRecord>, StoreError> {
+        with_client!(self, |client| {
+            let sql = format!("SELECT {USER_GROUP_COLUMNS} FROM user_groups ORDER BY name");
+            let rows = query(client, &sql, &[]).await?;
+            read_user_groups(client, rows).await
+        })
+    }
+
+    async fn get_user_group(&self, name: &str) -> Result<Option<UserGroupRecord>, StoreError> {
+        with_client!(self, |client| {
+            let sql = format!("SELECT {USER_GROUP_COLUMNS} FROM user_groups WHERE name = $1");
+            let rows = query(client, &sql, &[&name]).await?;
+            Ok(read_user_groups(client, rows).await?.pop())
+        })
+    }
+
+    async fn put_user_group(&self, group: &UserGroupRecord) -> Result<(), StoreError> {
+        let g = group;
+        with_client!(self, |client| {
+            let tx = client.transaction().await?;
+            // The upsert locks the group's row first, so two puts of one group do not
+            // mix their projects.
+            execute(
+                &tx,
+                "INSERT INTO user_groups (name, permissions, tunnels_restricted, \
+                 commands_restricted) VALUES ($1, $2, $3, $4) ON CONFLICT (name) DO UPDATE \
+                 SET permissions = EXCLUDED.permissions, \
+                 tunnels_restricted = EXCLUDED.tunnels_restricted, \
+                 commands_restricted = EXCLUDED.commands_restricted",
+                &[
+                    &g.name,
+                    &g.permissions_text(),
+                    &g.tunnels_restricted,
+                    &g.commands_restricted,
+                ],
+            )
+            .await?;
+            execute(
+                &tx,
+                "DELETE FROM user_group_projects WHERE group_name = $1",
+                &[&g.name],
+            )
+            .await?;
+            for project in &g.projects {
+                execute(
+                    &tx,
+                    "INSERT INTO user_group_projects (group_name, project) VALUES ($1, $2) \
+                     ON CONFLICT DO NOTHING",
+                    &[&g.name, project],
+                )
+                .await?;
+            }
+            tx.commit().await?;
+            Ok(())
+        })
+    }
+
+    async fn delete_user_group(&self, name: &str) -> Result<bool, StoreError> {
+        with_client!(self, |client| {
+            let tx = client.transaction().await?;
+            let mut deleted = 0;
+            for sql in [
+                "DELETE FROM user_groups WHERE name = $1",
+                "DELETE FROM user_group_projects WHERE group_name = $1",
+                "DELETE FROM user_group_members WHERE group_name = $1",
+            ] {
+                deleted += execute(&tx, sql, &[&name]).await?;
+            }
+            tx.commit().await?;
+            Ok(deleted > 0)
+        })
+    }
+
+    async fn list_user_group_members(&self) -> Result<Vec<(String, String)>, StoreError> {
+        with_client!(self, |client| {
+            let rows = query(
+                client,
+                "SELECT username, group_name FROM user_group_members \
+                 ORDER BY username, group_name",
+                &[],
+            )
+            .await?;
+            rows.iter()
+                .map(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
+                .collect()
+        })
+    }
+
+    async fn set_user_groups(&self, username: &str, groups: &[String]) -> Result<(), StoreError> {
+        with_client!(self, |client| {
+            let tx = client.transaction().await?;
+            execute(
+                &tx,
+                "DELETE FROM user_group_members WHERE username = $1",
+                &[&username],
+            )
+            .await?;
+            for group in groups {
+                execute(
+                    &tx,
+                    "INSERT INTO user_group_members (username, group_name) VALUES ($1, $2) \
+                     ON CONFLICT DO NOTHING",
+                    &[&username, group],
+                )
+                .await?;
+            }
+            tx.commit().await?;
+            Ok(())
+        })
+    }
+
+    async fn user_groups_of(&self, username: &str) -> Result<Vec<UserGroupRecord>, StoreError> {
+        with_client!(self, |client| {
+            let rows = query(
+                client,
+                "SELECT g.name, g.permissions, g.tunnels_restricted, g.commands_restricted \
+                 FROM user_groups g JOIN user_group_members m ON m.group_name = g.name \
+                 WHERE m.username = $1 ORDER BY g.name",
+                &[&username],
+            )
+            .await?;
+            read_user_groups(client, rows).await
         })
     }
 }

@@ -141,6 +141,26 @@ const MIGRATIONS: &[&str] = &[
     // where a second factor would be sent (kept, not used)
     r#"ALTER TABLE users ADD COLUMN password_expired BOOLEAN NOT NULL DEFAULT FALSE;
     ALTER TABLE users ADD COLUMN two_fa_send_to TEXT NOT NULL DEFAULT '';"#,
+    // 3: SQLite's schema 11: user groups (RPort's), the projects each reaches, and who
+    // belongs to which
+    r#"CREATE TABLE user_groups (
+        name TEXT COLLATE "C" PRIMARY KEY,
+        permissions TEXT NOT NULL,
+        tunnels_restricted TEXT,
+        commands_restricted TEXT
+    );
+    CREATE TABLE user_group_projects (
+        group_name TEXT COLLATE "C" NOT NULL,
+        project TEXT COLLATE "C" NOT NULL,
+        PRIMARY KEY (group_name, project)
+    );
+    CREATE INDEX user_group_projects_project ON user_group_projects(project);
+    CREATE TABLE user_group_members (
+        username TEXT COLLATE "C" NOT NULL,
+        group_name TEXT COLLATE "C" NOT NULL,
+        PRIMARY KEY (username, group_name)
+    );
+    CREATE INDEX user_group_members_group ON user_group_members(group_name);"#,
 ];
 
 /// The key of the transaction-level advisory lock that every rportd takes before it

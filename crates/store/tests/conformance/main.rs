@@ -11,6 +11,7 @@ mod fixtures;
 mod projects;
 mod records;
 mod tunnels;
+mod user_groups;
 mod users;
 
 use std::sync::Arc;
@@ -43,6 +44,8 @@ macro_rules! conformance {
                 users::rport_user_fields_round_trip,
                 users::renaming_a_user_takes_its_roles_and_tokens,
                 users::an_api_token_changes_name_scope_and_expiry_only,
+                user_groups::user_groups_round_trip_and_replace,
+                user_groups::memberships_follow_users_and_groups,
                 records::agent_credentials_are_inserted_listed_and_deleted,
                 records::a_generated_setting_is_inserted_once,
                 records::audit_entries_filter_page_and_purge,

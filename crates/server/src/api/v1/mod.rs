@@ -9,4 +9,5 @@ pub mod profile;
 pub mod projects;
 pub mod session;
 pub mod tunnels;
+pub mod user_groups;
 pub mod users;

@@ -13,6 +13,7 @@ use crate::api::{
     ApiError, Authenticated, ClientIp, FormOrJsonBody, JsonBody, RequestBody, State, data,
     time_json,
 };
+use crate::auth::user_groups::{UserGroups, split_groups};
 use crate::auth::users::{RportUserFields, UserChange, UserError, UserView, Users};
 use crate::domain::audit::{Actor, Event};
 use crate::domain::names::ADMIN_GROUP;
@@ -26,12 +27,17 @@ pub fn roles_json(roles: &BTreeMap<String, Role>) -> Value {
         .into()
 }
 
-fn user_json(user: &UserView) -> Value {
+/// `groups`: the user's user groups; administrators are those in "Administrators".
+fn user_json(user: &UserView, groups: &[String]) -> Value {
+    let admin_group = user.is_admin.then(|| ADMIN_GROUP.to_owned());
+    let groups: Vec<String> = admin_group
+        .into_iter()
+        .chain(groups.iter().cloned())
+        .collect();
     json!({
         "username": user.username,
         "admin": user.is_admin,
-        // RPort's shape: administrators are the users in group "Administrators".
-        "groups": if user.is_admin { vec![ADMIN_GROUP] } else { Vec::new() },
+        "groups": groups,
         "roles": roles_json(&user.roles),
         "source": user.source.as_str(),
         "created_at": time_json(user.created_at),
@@ -79,21 +85,19 @@ fn require_admin(user: &AuthUser) -> Result<(), ApiError> {
         .map_err(ApiError::forbidden)
 }
 
-/// `admin` and RPort's `groups` say the same thing; together they must agree.
-fn admin_flag(admin: Option<bool>, groups: Option<Vec<String>>) -> Result<Option<bool>, ApiError> {
-    let from_groups = match groups {
-        None => None,
+/// `admin` and RPort's group `Administrators` say the same thing; together they must
+/// agree. Returns the admin flag to set and the other groups to set, `None` for "keep".
+fn admin_flag(
+    admin: Option<bool>,
+    groups: Option<Vec<String>>,
+) -> Result<(Option<bool>, Option<Vec<String>>), ApiError> {
+    let (from_groups, others) = match groups {
+        None => (None, None),
         Some(groups) => {
-            if let Some(other) = groups.iter().find(|g| *g != ADMIN_GROUP) {
-                return Err(ApiError::bad_request(
-                    "ERR_CODE_INVALID_REQUEST",
-                    "Unknown group",
-                    format!(
-                        "group {other:?} means nothing here: only {ADMIN_GROUP:?} (a server-wide administrator); give project roles with \"roles\""
-                    ),
-                ));
-            }
-            Some(!groups.is_empty())
+            let (is_admin, others) = split_groups(groups).map_err(|reason| {
+                ApiError::bad_request("ERR_CODE_INVALID_REQUEST", "Invalid group", reason)
+            })?;
+            (Some(is_admin), Some(others))
         }
     };
     match (admin, from_groups) {
@@ -102,7 +106,7 @@ fn admin_flag(admin: Option<bool>, groups: Option<Vec<String>>) -> Result<Option
             "Contradicting request",
             "\"admin\" and \"groups\" disagree",
         )),
-        (a, g) => Ok(a.or(g)),
+        (a, g) => Ok((a.or(g), others)),
     }
 }
 
@@ -128,6 +132,15 @@ async fn audit(
     state.audit.record(actor, event).await;
 }
 
+/// The user groups `username` belongs to, besides `Administrators`.
+async fn groups_of(state: &crate::api::AppState, username: &str) -> Result<Vec<String>, ApiError> {
+    let mut all = UserGroups::new(state.store.as_ref())
+        .memberships()
+        .await
+        .map_err(ApiError::internal)?;
+    Ok(all.remove(username).unwrap_or_default())
+}
+
 /// `GET /api/v1/users`
 pub async fn list(
     StateExtractor(state): State,
@@ -138,7 +151,18 @@ pub async fn list(
         .list()
         .await
         .map_err(ApiError::internal)?;
-    Ok(data(Value::Array(users.iter().map(user_json).collect())))
+    let groups = UserGroups::new(state.store.as_ref())
+        .memberships()
+        .await
+        .map_err(ApiError::internal)?;
+    let json = users.iter().map(|u| {
+        let of_user = groups
+            .get(&u.username)
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        user_json(u, of_user)
+    });
+    Ok(data(Value::Array(json.collect())))
 }
 
 /// `GET /api/v1/users/{username}`
@@ -148,12 +172,13 @@ pub async fn get_one(
     Path(name): Path<String>,
 ) -> Result<Response, ApiError> {
     require_admin(&user)?;
-    Users::new(state.store.as_ref(), &state.config.api)
+    let found = Users::new(state.store.as_ref(), &state.config.api)
         .get(&name)
         .await
         .map_err(ApiError::internal)?
-        .map(|u| data(user_json(&u)))
-        .ok_or_else(|| user_error(UserError::NotFound(name)))
+        .ok_or_else(|| user_error(UserError::NotFound(name)))?;
+    let groups = groups_of(&state, &found.username).await?;
+    Ok(data(user_json(&found, &groups)))
 }
 
 #[derive(Deserialize)]
@@ -188,7 +213,9 @@ pub async fn create(
 ) -> Result<StatusCode, ApiError> {
     require_admin(&user)?;
     let body = body.parse()?;
-    let is_admin = admin_flag(body.admin, body.groups)?.unwrap_or(false);
+    let (is_admin, groups) = admin_flag(body.admin, body.groups)?;
+    let is_admin = is_admin.unwrap_or(false);
+    let groups = groups.unwrap_or_default();
     let detail = format!("admin {is_admin}, {}", describe_roles(&body.roles));
     let created = Users::new(state.store.as_ref(), &state.config.api)
         .create_with(
@@ -203,6 +230,10 @@ pub async fn create(
         )
         .await
         .map_err(user_error)?;
+    UserGroups::new(state.store.as_ref())
+        .set_members(&created.username, &groups)
+        .await
+        .map_err(ApiError::internal)?;
     tracing::info!(user = %created.username, by = %user.username, "API user created");
     audit(
         &state,
@@ -244,7 +275,7 @@ pub async fn update(
 ) -> Result<StatusCode, ApiError> {
     require_admin(&user)?;
     let body = body.parse()?;
-    let is_admin = admin_flag(body.admin, body.groups)?;
+    let (is_admin, groups) = admin_flag(body.admin, body.groups)?;
     let mut changes = Vec::new();
     let new_name = body.username.filter(|name| !name.is_empty());
     if let Some(new_name) = new_name.as_ref().filter(|new_name| **new_name != name) {
@@ -265,6 +296,9 @@ pub async fn update(
     if let Some(roles) = &body.roles {
         changes.push(describe_roles(roles));
     }
+    if let Some(groups) = &groups {
+        changes.push(format!("groups [{}]", groups.join(", ")));
+    }
     let change = UserChange {
         password: body.password,
         is_admin,
@@ -273,17 +307,27 @@ pub async fn update(
         password_expired: body.password_expired,
         two_fa_send_to: body.two_fa_send_to,
     };
+    let renamed_to = change.username.clone();
     if change.is_empty(&name) {
-        return Err(ApiError::bad_request(
-            "ERR_CODE_INVALID_REQUEST",
-            "nothing to change",
-            format!("expected {}", UserUpdate::SHAPE),
-        ));
+        if groups.is_none() {
+            return Err(ApiError::bad_request(
+                "ERR_CODE_INVALID_REQUEST",
+                "nothing to change",
+                format!("expected {}", UserUpdate::SHAPE),
+            ));
+        }
+    } else {
+        Users::new(state.store.as_ref(), &state.config.api)
+            .update(&name, change)
+            .await
+            .map_err(user_error)?;
     }
-    Users::new(state.store.as_ref(), &state.config.api)
-        .update(&name, change)
-        .await
-        .map_err(user_error)?;
+    if let Some(groups) = &groups {
+        UserGroups::new(state.store.as_ref())
+            .set_members(renamed_to.as_deref().unwrap_or(&name), groups)
+            .await
+            .map_err(ApiError::internal)?;
+    }
     tracing::info!(user = %name, by = %user.username, "API user changed");
     audit(
         &state,
