@@ -87,7 +87,8 @@ fn users_see_themselves_and_change_their_own_password() {
     let new_password = "a-new-password-of-length";
     assert_eq!(
         change(serde_json::json!({"old_password": "wrong", "new_password": new_password})),
-        401
+        403,
+        "RPort's answer to a wrong old password"
     );
     assert_eq!(
         change(serde_json::json!({"old_password": password, "new_password": "short"})),

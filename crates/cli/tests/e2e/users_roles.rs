@@ -308,8 +308,9 @@ fn each_role_is_allowed_and_refused_where_it_should_be_on_both_faces() {
         "/api/v1/users/vera",
         Some(json!({"roles": {"default": "tunnels"}})),
     );
-    assert_eq!(reply.status, 200, "{}", reply.body);
-    assert_eq!(reply.body["data"]["roles"], json!({"default": "tunnels"}));
+    assert_eq!(reply.status, 204, "{}", reply.body);
+    let (_, vera_now) = server.request("GET", "/api/v1/users/vera");
+    assert_eq!(vera_now["data"]["roles"], json!({"default": "tunnels"}));
     assert_eq!(v2_open(&vera, "default", "default-1").status, 201);
     let reply = as_user(
         &server,
@@ -387,17 +388,19 @@ fn users_api_checks_what_it_is_given_and_keeps_an_admin() {
     let reply = post(
         json!({"username": "root2", "password": "root2-long-password", "groups": ["Administrators"]}),
     );
-    assert_eq!(reply.status, 201, "{}", reply.body);
-    assert_eq!(reply.body["data"]["admin"], true);
-    assert_eq!(reply.body["data"]["groups"], json!(["Administrators"]));
-    assert!(reply.body["data"].get("password").is_none());
+    // RPort's answers: 201 without a body, 400 for a taken name.
+    assert_eq!((reply.status, &reply.body), (201, &Value::Null));
+    let (_, root2) = server.request("GET", "/api/v1/users/root2");
+    assert_eq!(root2["data"]["admin"], true);
+    assert_eq!(root2["data"]["groups"], json!(["Administrators"]));
+    assert!(root2["data"].get("password").is_none());
     let again = post(json!({"username": "root2", "password": "root2-long-password"}));
     assert_eq!(
         (again.status, error_code(&again.body)),
-        (409, "ERR_CODE_ALREADY_EXIST")
+        (400, "ERR_CODE_ALREADY_EXIST")
     );
     let taken = post(json!({"username": API_USER, "password": "another-long-password"}));
-    assert_eq!(taken.status, 409, "the [api] auth user's name is taken");
+    assert_eq!(taken.status, 400, "the [api] auth user's name is taken");
 
     let (status, list) = server.request("GET", "/api/v1/users");
     assert_eq!(status, 200);
@@ -443,7 +446,7 @@ fn users_api_checks_what_it_is_given_and_keeps_an_admin() {
         &[],
         Some(&json!({"password": "root2-new-long-password"})),
     );
-    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert_eq!(reply.status, 204, "{}", reply.body);
     assert_eq!(server.request_as("GET", "/api/v1/users", &root2_old).0, 401);
     let root2 = basic("root2", "root2-new-long-password");
     assert_eq!(server.request_as("GET", "/api/v1/users", &root2).0, 200);
