@@ -367,8 +367,8 @@ fn users_api_checks_what_it_is_given_and_keeps_an_admin() {
             "not one of viewer, tunnels, admin",
         ),
         (
-            json!({"username": "a", "password": "long-enough-password", "groups": ["Users"]}),
-            "group \"Users\"",
+            json!({"username": "a", "password": "long-enough-password", "groups": ["Bad/Group"]}),
+            "user group name \"Bad/Group\"",
         ),
         (
             json!({"username": "a", "password": "long-enough-password", "two_fa_send_to": "x"}),

@@ -16,7 +16,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::auth::agent_credentials::GeneratedCredential;
-use crate::auth::user_groups::roles_from_groups;
+use crate::auth::user_groups::{roles_from_groups, roles_from_named_groups};
 use crate::config::ApiSection;
 use crate::config::user_file::UserFile;
 use crate::domain::permissions::{add_roles, parse_roles};
@@ -148,7 +148,10 @@ impl ApiAuth {
         if let Some(file) = &self.user_file
             && let Some(user) = file.users().iter().find(|u| u.username == username)
         {
-            let found = AuthUser::new(user.username.clone(), user.is_admin, user.roles.clone());
+            let mut roles = user.roles.clone();
+            let granted = roles_from_named_groups(self.store.as_ref(), &user.groups).await?;
+            add_roles(&mut roles, granted);
+            let found = AuthUser::new(user.username.clone(), user.is_admin, roles);
             return Ok(Some((found, Some(user.password_hash.expose().to_owned()))));
         }
         let Some(record) = self.store.get_user(username).await? else {

@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use rport_store::{DEFAULT_PROJECT, Store, StoreError, UserGroupRecord};
 
+use crate::config::ApiSection;
 use crate::domain::names::{ADMIN_GROUP, check_group_name};
 use crate::domain::permissions::{GROUP_PERMISSIONS, Role, add_roles, group_roles};
 
@@ -87,14 +88,22 @@ impl<'a> UserGroups<'a> {
         Self { store }
     }
 
-    /// `Administrators`, the set groups and those only named by a membership, by name.
-    pub async fn list(&self) -> Result<Vec<GroupView>, StoreError> {
+    /// `Administrators`, the set groups and those only named by a membership (in the
+    /// store or `[api] auth_file`), by name.
+    pub async fn list(&self, api: &ApiSection) -> Result<Vec<GroupView>, StoreError> {
         let mut groups: BTreeMap<String, GroupView> = BTreeMap::new();
         groups.insert(ADMIN_GROUP.to_owned(), GroupView::administrators());
         for record in self.store.list_user_groups().await? {
             groups.insert(record.name.clone(), GroupView::stored(record));
         }
-        for (_, name) in self.store.list_user_group_members().await? {
+        let stored_members = self.store.list_user_group_members().await?;
+        let file_users = api.auth_file.as_ref().map(|file| file.users());
+        let file_members = file_users.iter().flat_map(|users| users.iter());
+        let named = stored_members
+            .into_iter()
+            .map(|(_, group)| group)
+            .chain(file_members.flat_map(|user| user.groups.clone()));
+        for name in named {
             if !groups.contains_key(&name) {
                 groups.insert(name.clone(), GroupView::unset(&name));
             }
@@ -169,11 +178,21 @@ impl<'a> UserGroups<'a> {
         Ok(())
     }
 
-    /// Every user's groups (without `Administrators`), by user name.
-    pub async fn memberships(&self) -> Result<BTreeMap<String, Vec<String>>, StoreError> {
+    /// Every user's groups (without `Administrators`), by user name: those of
+    /// `[api] auth_file`'s users from the file (they come first, as at login), the
+    /// others' from the store.
+    pub async fn memberships(
+        &self,
+        api: &ApiSection,
+    ) -> Result<BTreeMap<String, Vec<String>>, StoreError> {
         let mut members: BTreeMap<String, Vec<String>> = BTreeMap::new();
         for (username, group) in self.store.list_user_group_members().await? {
             members.entry(username).or_default().push(group);
+        }
+        if let Some(file) = &api.auth_file {
+            for user in file.users().iter() {
+                members.insert(user.username.clone(), user.groups.clone());
+            }
         }
         Ok(members)
     }
@@ -215,6 +234,21 @@ pub fn split_groups(groups: Vec<String>) -> Result<(bool, Vec<String>), String> 
         }
     }
     Ok((is_admin, others.into_iter().collect()))
+}
+
+/// The roles the groups named (a user of `[api] auth_file`'s) grant, read from the store
+/// on every request as [`roles_from_groups`].
+pub async fn roles_from_named_groups(
+    store: &dyn Store,
+    names: &[String],
+) -> Result<BTreeMap<String, Role>, StoreError> {
+    let mut roles = BTreeMap::new();
+    for name in names {
+        if let Some(group) = store.get_user_group(name).await? {
+            add_roles(&mut roles, group_roles(&group.permissions, &group.projects));
+        }
+    }
+    Ok(roles)
 }
 
 /// The roles `username`'s groups grant, read from the store on every request, so that

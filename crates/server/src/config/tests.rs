@@ -262,12 +262,13 @@ fn api_auth_file_reads_rport_user_files_and_refuses_what_would_mislead() {
     };
     let config = load(serde_json::json!([
         {"username": "admin", "password": hash, "groups": ["Administrators"]},
-        {"username": "ops", "password": hash, "roles": {"default": "tunnels"}},
+        {"username": "ops", "password": hash, "roles": {"default": "tunnels"}, "groups": ["Editors", "Administrators"]},
     ]))
     .expect("valid");
     let users = config.api.auth_file.as_ref().expect("users").users();
     assert!(users[0].is_admin && users[0].roles.is_empty());
-    assert!(!users[1].is_admin);
+    assert!(users[1].is_admin, "Administrators is the admin flag");
+    assert_eq!(users[1].groups, ["Editors"]);
     assert_eq!(users[1].roles.get("default"), Some(&Role::Tunnels));
     assert!(!format!("{config:?}").contains(&hash), "hashes never print");
 
@@ -277,8 +278,8 @@ fn api_auth_file_reads_rport_user_files_and_refuses_what_would_mislead() {
             "bcrypt",
         ),
         (
-            serde_json::json!([{"username": "a", "password": hash, "groups": ["Users"]}]),
-            "group \"Users\"",
+            serde_json::json!([{"username": "a", "password": hash, "groups": ["Bad/Group"]}]),
+            "user group name \"Bad/Group\"",
         ),
         (
             serde_json::json!([{"username": "a", "password": hash, "roles": {"default": "root"}}]),

@@ -8,7 +8,7 @@ use std::sync::{Arc, RwLock};
 
 use serde::Deserialize;
 
-use crate::domain::names::{ADMIN_GROUP, check_project_key, check_username};
+use crate::domain::names::{ADMIN_GROUP, check_group_name, check_project_key, check_username};
 use crate::domain::permissions::Role;
 use crate::domain::secrets::{Secret, StoredSecret};
 
@@ -21,6 +21,9 @@ pub struct FileUser {
     /// In group `Administrators`.
     pub is_admin: bool,
     pub roles: BTreeMap<String, Role>,
+    /// RPort's other user groups the user is in, sorted; they grant what the stored
+    /// group of that name grants (`auth::user_groups`).
+    pub groups: Vec<String>,
 }
 
 /// The file and the users it held when last read well. Clones of the configuration share it,
@@ -94,7 +97,8 @@ impl UserFile {
                         was.username == new.username
                             && (was.password_hash.expose() != new.password_hash.expose()
                                 || was.is_admin != new.is_admin
-                                || was.roles != new.roles)
+                                || was.roles != new.roles
+                                || was.groups != new.groups)
                     })
                 })
                 .map(|u| u.username.clone())
@@ -147,13 +151,13 @@ pub fn parse(path: &Path) -> Result<Vec<FileUser>, String> {
             }
         }
         let mut is_admin = false;
+        let mut groups = std::collections::BTreeSet::new();
         for group in &entry.groups {
             if group == ADMIN_GROUP {
                 is_admin = true;
             } else {
-                return Err(fail(format!(
-                    "group {group:?} means nothing to rportd: use \"{ADMIN_GROUP}\" for a server-wide administrator, or \"roles\": {{\"PROJECT\": \"viewer\" | \"tunnels\" | \"admin\"}}"
-                )));
+                check_group_name(group).map_err(&fail)?;
+                groups.insert(group.clone());
             }
         }
         let mut roles = BTreeMap::new();
@@ -171,6 +175,7 @@ pub fn parse(path: &Path) -> Result<Vec<FileUser>, String> {
             password_hash: Secret::new(entry.password),
             is_admin,
             roles,
+            groups: groups.into_iter().collect(),
         });
     }
     Ok(users)

@@ -342,3 +342,43 @@ async fn members_get_their_groups_roles_in_the_groups_projects_only() {
         .await;
     assert_eq!(bob_json.assert_data(200)["groups"], json!([]));
 }
+
+#[tokio::test]
+async fn users_of_the_auth_file_belong_to_the_groups_it_names() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("users.json");
+    let hash = bcrypt::hash(password_of("carol"), 4).expect("bcrypt");
+    let users = json!([{"username": "carol", "password": hash, "groups": ["Editors"]}]);
+    std::fs::write(&file, users.to_string()).expect("write users");
+    let server = TestServer::with(Setup {
+        api: format!("auth_file = {:?}\n", file.display().to_string()),
+        ..Setup::two_projects()
+    })
+    .await;
+    assert_eq!(
+        roles_of(&server, "carol").await,
+        json!({}),
+        "Editors is not set"
+    );
+    server
+        .send_json(
+            Method::PUT,
+            "/api/v1/user-groups/Editors",
+            &admin(),
+            &json!({"permissions": {"tunnels": true}, "projects": ["berlin"]}),
+        )
+        .await
+        .assert_data(200);
+    assert_eq!(
+        roles_of(&server, "carol").await,
+        json!({"berlin": "tunnels"})
+    );
+    let carol = server
+        .request(Method::GET, "/api/v1/users/carol", &admin())
+        .await;
+    let carol = carol.assert_data(200);
+    assert_eq!(
+        (&carol["groups"], &carol["source"]),
+        (&json!(["Editors"]), &json!("auth_file"))
+    );
+}

@@ -63,7 +63,7 @@ pub async fn list(
 ) -> Result<Response, ApiError> {
     require_admin(&user)?;
     let groups = UserGroups::new(state.store.as_ref())
-        .list()
+        .list(&state.config.api)
         .await
         .map_err(ApiError::internal)?;
     Ok(data(Value::Array(groups.iter().map(group_json).collect())))

@@ -135,7 +135,7 @@ async fn audit(
 /// The user groups `username` belongs to, besides `Administrators`.
 async fn groups_of(state: &crate::api::AppState, username: &str) -> Result<Vec<String>, ApiError> {
     let mut all = UserGroups::new(state.store.as_ref())
-        .memberships()
+        .memberships(&state.config.api)
         .await
         .map_err(ApiError::internal)?;
     Ok(all.remove(username).unwrap_or_default())
@@ -152,7 +152,7 @@ pub async fn list(
         .await
         .map_err(ApiError::internal)?;
     let groups = UserGroups::new(state.store.as_ref())
-        .memberships()
+        .memberships(&state.config.api)
         .await
         .map_err(ApiError::internal)?;
     let json = users.iter().map(|u| {
