@@ -107,7 +107,8 @@ async fn nodes_starting_at_once_migrate_once() {
         .expect("version");
     assert_eq!(rows.len(), 1);
     let version: i64 = rows[0].get(0);
-    assert_eq!(version, 1);
+    // One row at the newest version, however many migrations there are by now.
+    assert!(version >= 2, "{version}");
 }
 
 #[tokio::test]
@@ -120,10 +121,7 @@ async fn refuses_a_schema_from_the_future() {
         .await
         .expect("bump");
     match PostgresStore::open(&parse(&url)).await {
-        Err(StoreError::SchemaTooNew {
-            found: 99,
-            known: 1,
-        }) => {}
+        Err(StoreError::SchemaTooNew { found: 99, known }) if (2..99).contains(&known) => {}
         Err(other) => panic!("{other:?}"),
         Ok(_) => panic!("a newer schema must be refused"),
     }

@@ -137,6 +137,19 @@ const MIGRATIONS: &[&str] = &[
         origin TEXT NOT NULL
     );
     CREATE INDEX cluster_events_at ON cluster_events(at);"#,
+    // client groups, and what the API sets on agents (tags, labels, allowed user groups)
+    r#"CREATE TABLE client_groups (
+        id TEXT COLLATE "C" PRIMARY KEY,
+        project TEXT NOT NULL,
+        description TEXT NOT NULL,
+        params TEXT NOT NULL,
+        allowed_user_groups TEXT NOT NULL
+    );
+    CREATE TABLE agent_overrides (
+        agent_id TEXT COLLATE "C" PRIMARY KEY,
+        attributes TEXT,
+        allowed_user_groups TEXT
+    );"#,
 ];
 
 /// The key of the transaction-level advisory lock that every rportd takes before it
