@@ -7,6 +7,7 @@
 mod error;
 mod extract;
 mod forward;
+pub mod list_options;
 mod login;
 mod openapi;
 pub mod peer_relay;

@@ -129,13 +129,22 @@ async fn audit(
 pub async fn list(
     StateExtractor(state): State,
     Authenticated(user): Authenticated,
+    params: crate::api::Params,
 ) -> Result<Response, ApiError> {
+    use crate::api::list_options::{ListOptions, ListSpec, WHOLE_UNLESS_ASKED};
+    // RPort takes no list options here; paging is ours, the rest is refused.
+    const LIST: ListSpec = ListSpec {
+        page: Some(WHOLE_UNLESS_ASKED),
+        ..ListSpec::NONE
+    };
     require_admin(&user)?;
+    let options = ListOptions::parse(&params.0, &LIST)?;
     let users = Users::new(state.store.as_ref(), &state.config.api)
         .list()
         .await
         .map_err(ApiError::internal)?;
-    Ok(data(Value::Array(users.iter().map(user_json).collect())))
+    let page = options.page.of(users);
+    Ok(data(Value::Array(page.iter().map(user_json).collect())))
 }
 
 /// `GET /api/v1/users/{username}`
