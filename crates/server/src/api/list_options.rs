@@ -247,6 +247,17 @@ impl ListOptions {
         Ok(options)
     }
 
+    /// The options of a request for one item: RPort reads only `fields[...]` there and
+    /// ignores the rest, so does this.
+    pub fn parse_retrieve(params: &[(String, String)], spec: &ListSpec) -> Result<Self, ListError> {
+        let fields: Vec<(String, String)> = params
+            .iter()
+            .filter(|(key, _)| key.starts_with("fields"))
+            .cloned()
+            .collect();
+        Self::parse(&fields, spec)
+    }
+
     /// Whether a row passes every filter; `column` gives a row's value of a column
     /// (`None` when it has none, which matches only an empty value).
     pub fn matches(&self, column: impl Fn(&str) -> Option<Value>) -> bool {
@@ -688,6 +699,12 @@ mod tests {
             parse("force=true&client_id=x").is_ok(),
             "others are the handler's"
         );
+        let one = [
+            ("filter[nope]".to_owned(), "x".to_owned()),
+            ("fields[clients]".to_owned(), "id".to_owned()),
+        ];
+        let options = ListOptions::parse_retrieve(&one, &SPEC).expect("fields only");
+        assert_eq!(options.fields, Some(vec!["id"]));
         assert!(
             ListOptions::parse(&[("page[limit]".into(), "5".into())], &ListSpec::NONE).is_err()
         );

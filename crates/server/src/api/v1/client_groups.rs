@@ -37,6 +37,8 @@ const LIST: ListSpec = ListSpec {
     page: Some(RPORT_PAGE),
 };
 
+/// One group: RPort reads only `fields[client_groups]`.
+/// One group: RPort reads only `fields[client_groups]`.
 const ONE: ListSpec = ListSpec {
     filters: &[],
     sorts: &[],
@@ -149,7 +151,7 @@ pub async fn get_one(
     Path(id): Path<String>,
     params: Params,
 ) -> Result<Response, ApiError> {
-    let options = ListOptions::parse(&params.0, &ONE)?;
+    let options = ListOptions::parse_retrieve(&params.0, &ONE)?;
     let fields = options.fields.unwrap_or_else(|| FIELDS.to_vec());
     let view = AgentView::load(&state).await?;
     let group = view

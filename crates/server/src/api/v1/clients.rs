@@ -116,7 +116,7 @@ const LIST: ListSpec = ListSpec {
     page: Some(RPORT_PAGE),
 };
 
-/// `GET /api/v1/clients/{id}` takes only `fields[clients]`.
+/// `GET /api/v1/clients/{id}` reads only `fields[clients]`, as RPort.
 const ONE: ListSpec = ListSpec {
     filters: &[],
     sorts: &[],
@@ -257,7 +257,7 @@ pub async fn get_one(
     headers: axum::http::HeaderMap,
 ) -> Result<Response, ApiError> {
     check_client_access(&state, &user, &id, Role::Viewer, "reading clients")?;
-    let options = ListOptions::parse(&params.0, &ONE)?;
+    let options = ListOptions::parse_retrieve(&params.0, &ONE)?;
     let fields = options.fields.unwrap_or_else(|| FIELDS.to_vec());
     let tunnels = tunnels_by_client(&state, &crate::api::public_host(&state, &headers)).await?;
     let view = AgentView::load(&state).await?;
