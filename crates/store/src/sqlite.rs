@@ -915,6 +915,7 @@ impl Store for SqliteStore {
                 return Ok(ProjectRemoval::NotFound);
             }
             tx.execute("DELETE FROM user_roles WHERE project = ?1", [&key])?;
+            tx.execute("DELETE FROM client_groups WHERE project = ?1", [&key])?;
             tx.commit()?;
             Ok(ProjectRemoval::Deleted)
         })

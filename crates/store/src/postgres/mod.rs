@@ -767,6 +767,7 @@ impl Store for PostgresStore {
                 return Ok(ProjectRemoval::NotFound);
             }
             execute(&tx, "DELETE FROM user_roles WHERE project = $1", &[&key]).await?;
+            execute(&tx, "DELETE FROM client_groups WHERE project = $1", &[&key]).await?;
             tx.commit().await?;
             Ok(ProjectRemoval::Deleted)
         })

@@ -120,3 +120,41 @@ pub async fn agent_overrides_are_set_and_go_with_the_agent(store: Arc<dyn Store>
         "a deleted agent's overrides are gone"
     );
 }
+
+pub async fn a_deleted_projects_groups_go_with_it(store: Arc<dyn Store>) {
+    store
+        .insert_project(&crate::fixtures::project("paris"))
+        .await
+        .expect("insert");
+    assert!(
+        store
+            .put_client_group(&group("in-paris", "paris"))
+            .await
+            .expect("put")
+    );
+    assert!(
+        store
+            .put_client_group(&group("kept", "default"))
+            .await
+            .expect("put")
+    );
+    assert_eq!(
+        store
+            .delete_project_if_empty("paris")
+            .await
+            .expect("delete"),
+        rport_store::ProjectRemoval::Deleted
+    );
+    let ids: Vec<String> = store
+        .list_client_groups()
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|g| g.id)
+        .collect();
+    assert_eq!(
+        ids,
+        ["kept"],
+        "a project made again with that key starts without groups"
+    );
+}

@@ -59,6 +59,7 @@ macro_rules! conformance {
                 cluster::events_are_numbered_read_after_and_purged,
                 client_groups::client_groups_are_put_listed_and_deleted,
                 client_groups::agent_overrides_are_set_and_go_with_the_agent,
+                client_groups::a_deleted_projects_groups_go_with_it,
             );
         }
     };
