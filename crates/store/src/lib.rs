@@ -18,10 +18,10 @@ use chrono::{DateTime, Utc};
 pub use postgres::{POOL_SIZE as POSTGRES_POOL_SIZE, PostgresStore, PostgresUrl};
 pub use records::UserGroupRecord;
 pub use records::{
-    AdminGuard, AgentClaim, AgentCredentialRecord, AgentRecord, ApiTokenChange, ApiTokenRecord,
-    AuditFilter, AuditRecord, ClusterEvent, DEFAULT_PROJECT, NodeRecord, ProjectRecord,
-    ProjectRemoval, TunnelCounters, TunnelFilter, TunnelOptions, TunnelRecord, TunnelStatus,
-    UserRecord, UserWrite,
+    AdminGuard, AgentAttributes, AgentClaim, AgentCredentialRecord, AgentOverridesRecord,
+    AgentRecord, ApiTokenChange, ApiTokenRecord, AuditFilter, AuditRecord, ClientGroupRecord,
+    ClusterEvent, DEFAULT_PROJECT, NodeRecord, ProjectRecord, ProjectRemoval, TunnelCounters,
+    TunnelFilter, TunnelOptions, TunnelRecord, TunnelStatus, UserRecord, UserWrite,
 };
 pub use sqlite::SqliteStore;
 
@@ -312,4 +312,27 @@ pub trait Store: Send + Sync + 'static {
     async fn set_user_groups(&self, username: &str, groups: &[String]) -> Result<(), StoreError>;
     /// The set groups `username` belongs to, by name.
     async fn user_groups_of(&self, username: &str) -> Result<Vec<UserGroupRecord>, StoreError>;
+    /// Every client group, by id.
+    async fn list_client_groups(&self) -> Result<Vec<ClientGroupRecord>, StoreError>;
+    async fn get_client_group(&self, id: &str) -> Result<Option<ClientGroupRecord>, StoreError>;
+    /// Creates the group, or replaces the one of that id in the same project; false (and
+    /// nothing written) when the id belongs to a group of another project.
+    async fn put_client_group(&self, group: &ClientGroupRecord) -> Result<bool, StoreError>;
+    /// False when there was none.
+    async fn delete_client_group(&self, id: &str) -> Result<bool, StoreError>;
+    /// What the API set on agents; an agent's overrides go with the agent when it is
+    /// deleted.
+    async fn list_agent_overrides(&self) -> Result<Vec<AgentOverridesRecord>, StoreError>;
+    /// Sets the tags and labels of a stored agent; false when no agent has that id.
+    async fn set_agent_attributes(
+        &self,
+        agent_id: &str,
+        attributes: &AgentAttributes,
+    ) -> Result<bool, StoreError>;
+    /// Sets RPort's `allowed_user_groups` of a stored agent; false when no agent has that id.
+    async fn set_agent_allowed_user_groups(
+        &self,
+        agent_id: &str,
+        groups: &[String],
+    ) -> Result<bool, StoreError>;
 }

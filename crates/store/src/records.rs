@@ -415,3 +415,51 @@ impl UserGroupRecord {
         })
     }
 }
+
+/// A client group (RPort's `/client-groups`): the agents of one project whose facts match
+/// `params`, worked out when asked, never stored as a list.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClientGroupRecord {
+    /// Unique across projects.
+    pub id: String,
+    /// Only agents of this project can belong to it.
+    pub project: String,
+    pub description: String,
+    /// RPort's `ClientParams` JSON, kept as the API received it.
+    pub params: serde_json::Value,
+    pub allowed_user_groups: Vec<String>,
+}
+
+/// What the API set on an agent, over what the agent reports: tags and labels (RPort's
+/// client attributes; when set they replace the agent's own, as RPort's attributes file
+/// does) and the user groups of RPort's client ACL.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct AgentOverridesRecord {
+    pub agent_id: String,
+    /// `None`: the agent's own tags and labels apply.
+    pub attributes: Option<AgentAttributes>,
+    /// `None`: never set.
+    pub allowed_user_groups: Option<Vec<String>>,
+}
+
+/// Tags and labels set through the API.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct AgentAttributes {
+    pub tags: Vec<String>,
+    pub labels: BTreeMap<String, String>,
+}
+
+/// JSON text columns of the two records above, read the same way by both backends: a
+/// column that does not parse is damage, named.
+pub(crate) fn json_column<T: serde::de::DeserializeOwned>(
+    what: &str,
+    text: Option<&str>,
+) -> Result<Option<T>, crate::StoreError> {
+    text.map(|text| {
+        serde_json::from_str(text).map_err(|err| crate::StoreError::Corrupt {
+            what: what.to_owned(),
+            reason: err.to_string(),
+        })
+    })
+    .transpose()
+}

@@ -10,12 +10,14 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use rusqlite::{Connection, ErrorCode, OptionalExtension, Row, TransactionBehavior, params};
 
+use crate::records::json_column;
 use crate::tunnel_row::{self, from_millis};
 use crate::{
-    AdminGuard, AgentClaim, AgentCredentialRecord, AgentRecord, ApiTokenChange, ApiTokenRecord,
-    AuditFilter, AuditRecord, BackendError, ClusterEvent, DEFAULT_PROJECT, NodeRecord,
-    ProjectRecord, ProjectRemoval, Store, StoreError, TunnelCounters, TunnelFilter, TunnelOptions,
-    TunnelRecord, TunnelStatus, UserGroupRecord, UserRecord, UserWrite,
+    AdminGuard, AgentAttributes, AgentClaim, AgentCredentialRecord, AgentOverridesRecord,
+    AgentRecord, ApiTokenChange, ApiTokenRecord, AuditFilter, AuditRecord, BackendError,
+    ClientGroupRecord, ClusterEvent, DEFAULT_PROJECT, NodeRecord, ProjectRecord, ProjectRemoval,
+    Store, StoreError, TunnelCounters, TunnelFilter, TunnelOptions, TunnelRecord, TunnelStatus,
+    UserGroupRecord, UserRecord, UserWrite,
 };
 
 /// Each entry moves the schema one version up; never edit one that has shipped.
@@ -172,6 +174,19 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (username, group_name)
     );
     CREATE INDEX user_group_members_group ON user_group_members(group_name);",
+    // 12: client groups, and what the API sets on agents (tags, labels, allowed user groups)
+    "CREATE TABLE client_groups (
+        id TEXT PRIMARY KEY,
+        project TEXT NOT NULL,
+        description TEXT NOT NULL,
+        params TEXT NOT NULL,
+        allowed_user_groups TEXT NOT NULL
+    );
+    CREATE TABLE agent_overrides (
+        agent_id TEXT PRIMARY KEY,
+        attributes TEXT,
+        allowed_user_groups TEXT
+    );",
 ];
 
 /// The schema version that gave agent credentials their own table.
@@ -727,8 +742,14 @@ impl Store for SqliteStore {
 
     async fn delete_agent(&self, id: &str) -> Result<bool, StoreError> {
         let id = id.to_owned();
-        self.run(move |conn| Ok(conn.execute("DELETE FROM clients WHERE id = ?1", [id])? > 0))
-            .await
+        self.run(move |conn| {
+            let tx = conn.transaction()?;
+            tx.execute("DELETE FROM agent_overrides WHERE agent_id = ?1", [&id])?;
+            let deleted = tx.execute("DELETE FROM clients WHERE id = ?1", [&id])? > 0;
+            tx.commit()?;
+            Ok(deleted)
+        })
+        .await
     }
 
     async fn purge_agents_disconnected_before(
@@ -744,6 +765,10 @@ impl Store for SqliteStore {
                 stmt.query_map([millis(cutoff)], |row| row.get::<_, String>(0))?
                     .collect::<Result<Vec<_>, _>>()?
             };
+            tx.execute(
+                "DELETE FROM agent_overrides WHERE agent_id NOT IN (SELECT id FROM clients)",
+                [],
+            )?;
             tx.commit()?;
             Ok(ids)
         })
@@ -955,6 +980,7 @@ impl Store for SqliteStore {
                 return Ok(ProjectRemoval::NotFound);
             }
             tx.execute("DELETE FROM user_roles WHERE project = ?1", [&key])?;
+            tx.execute("DELETE FROM client_groups WHERE project = ?1", [&key])?;
             tx.execute("DELETE FROM user_group_projects WHERE project = ?1", [&key])?;
             tx.commit()?;
             Ok(ProjectRemoval::Deleted)
@@ -1570,6 +1596,171 @@ impl Store for SqliteStore {
                        JOIN user_group_members m ON m.group_name = g.name \
                        WHERE m.username = ?1 ORDER BY g.name";
             read_user_groups(conn, sql, [username])
+        })
+        .await
+    }
+
+    async fn list_client_groups(&self) -> Result<Vec<ClientGroupRecord>, StoreError> {
+        self.run(|conn| {
+            let mut stmt = conn.prepare(&format!(
+                "SELECT {CLIENT_GROUP_COLUMNS} FROM client_groups ORDER BY id"
+            ))?;
+            let rows = stmt.query_map([], client_group_columns)?;
+            rows.map(|row| client_group_from(row?))
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .await
+    }
+
+    async fn get_client_group(&self, id: &str) -> Result<Option<ClientGroupRecord>, StoreError> {
+        let id = id.to_owned();
+        self.run(move |conn| {
+            conn.query_row(
+                &format!("SELECT {CLIENT_GROUP_COLUMNS} FROM client_groups WHERE id = ?1"),
+                [id],
+                client_group_columns,
+            )
+            .optional()?
+            .map(client_group_from)
+            .transpose()
+        })
+        .await
+    }
+
+    async fn put_client_group(&self, group: &ClientGroupRecord) -> Result<bool, StoreError> {
+        let g = group.clone();
+        let allowed = serde_json::to_string(&g.allowed_user_groups)
+            .map_err(|err| corrupt("client group", err))?;
+        self.run(move |conn| {
+            Ok(conn.execute(
+                "INSERT INTO client_groups (id, project, description, params, allowed_user_groups) \
+                 VALUES (?1, ?2, ?3, ?4, ?5) \
+                 ON CONFLICT (id) DO UPDATE SET description = excluded.description, \
+                 params = excluded.params, allowed_user_groups = excluded.allowed_user_groups \
+                 WHERE client_groups.project = excluded.project",
+                params![
+                    g.id,
+                    g.project,
+                    g.description,
+                    g.params.to_string(),
+                    allowed
+                ],
+            )? == 1)
+        })
+        .await
+    }
+
+    async fn delete_client_group(&self, id: &str) -> Result<bool, StoreError> {
+        let id = id.to_owned();
+        self.run(move |conn| {
+            Ok(conn.execute("DELETE FROM client_groups WHERE id = ?1", [id])? == 1)
+        })
+        .await
+    }
+
+    async fn list_agent_overrides(&self) -> Result<Vec<AgentOverridesRecord>, StoreError> {
+        self.run(|conn| {
+            let mut stmt = conn.prepare(
+                "SELECT agent_id, attributes, allowed_user_groups FROM agent_overrides \
+                 ORDER BY agent_id",
+            )?;
+            let rows = stmt.query_map([], |row| {
+                Ok((
+                    row.get::<_, String>(0)?,
+                    row.get::<_, Option<String>>(1)?,
+                    row.get::<_, Option<String>>(2)?,
+                ))
+            })?;
+            rows.map(|row| {
+                let (agent_id, attributes, allowed) = row?;
+                agent_overrides_from(agent_id, attributes.as_deref(), allowed.as_deref())
+            })
+            .collect::<Result<Vec<_>, _>>()
+        })
+        .await
+    }
+
+    async fn set_agent_attributes(
+        &self,
+        agent_id: &str,
+        attributes: &AgentAttributes,
+    ) -> Result<bool, StoreError> {
+        let text =
+            serde_json::to_string(attributes).map_err(|err| corrupt("agent attributes", err))?;
+        self.set_agent_override(agent_id, "attributes", text).await
+    }
+
+    async fn set_agent_allowed_user_groups(
+        &self,
+        agent_id: &str,
+        groups: &[String],
+    ) -> Result<bool, StoreError> {
+        let text = serde_json::to_string(groups).map_err(|err| corrupt("agent ACL", err))?;
+        self.set_agent_override(agent_id, "allowed_user_groups", text)
+            .await
+    }
+}
+
+const CLIENT_GROUP_COLUMNS: &str = "id, project, description, params, allowed_user_groups";
+
+type ClientGroupColumns = (String, String, String, String, String);
+
+fn client_group_columns(row: &Row<'_>) -> rusqlite::Result<ClientGroupColumns> {
+    Ok((
+        row.get(0)?,
+        row.get(1)?,
+        row.get(2)?,
+        row.get(3)?,
+        row.get(4)?,
+    ))
+}
+
+/// A client group from its columns, the JSON ones parsed: shared with PostgreSQL.
+pub(crate) fn client_group_from(
+    (id, project, description, params, allowed): ClientGroupColumns,
+) -> Result<ClientGroupRecord, StoreError> {
+    let what = format!("client group {id:?} (table client_groups)");
+    Ok(ClientGroupRecord {
+        params: json_column(&what, Some(&params))?.unwrap_or_default(),
+        allowed_user_groups: json_column(&what, Some(&allowed))?.unwrap_or_default(),
+        id,
+        project,
+        description,
+    })
+}
+
+/// An agent's overrides from its columns, the JSON ones parsed: shared with PostgreSQL.
+pub(crate) fn agent_overrides_from(
+    agent_id: String,
+    attributes: Option<&str>,
+    allowed: Option<&str>,
+) -> Result<AgentOverridesRecord, StoreError> {
+    let what = format!("agent {agent_id:?} (table agent_overrides)");
+    Ok(AgentOverridesRecord {
+        attributes: json_column(&what, attributes)?,
+        allowed_user_groups: json_column(&what, allowed)?,
+        agent_id,
+    })
+}
+
+impl SqliteStore {
+    /// Writes one column of an agent's overrides, if the agent is stored.
+    async fn set_agent_override(
+        &self,
+        agent_id: &str,
+        column: &'static str,
+        text: String,
+    ) -> Result<bool, StoreError> {
+        let agent_id = agent_id.to_owned();
+        self.run(move |conn| {
+            Ok(conn.execute(
+                &format!(
+                    "INSERT INTO agent_overrides (agent_id, {column}) \
+                     SELECT ?1, ?2 WHERE EXISTS (SELECT 1 FROM clients WHERE id = ?1) \
+                     ON CONFLICT (agent_id) DO UPDATE SET {column} = excluded.{column}"
+                ),
+                params![agent_id, text],
+            )? == 1)
         })
         .await
     }

@@ -109,6 +109,7 @@ async fn nodes_starting_at_once_migrate_once() {
     // Every node agrees on the newest version; the next migration must not need a new
     // number here, so only "applied, once" is checked.
     let version: i64 = rows[0].get(0);
+    // One row at the newest version, however many migrations there are by now.
     assert!(version >= 2, "{version}");
 }
 
@@ -122,7 +123,7 @@ async fn refuses_a_schema_from_the_future() {
         .await
         .expect("bump");
     match PostgresStore::open(&parse(&url)).await {
-        Err(StoreError::SchemaTooNew { found: 99, known }) if known < 99 => {}
+        Err(StoreError::SchemaTooNew { found: 99, known }) if (2..99).contains(&known) => {}
         Err(other) => panic!("{other:?}"),
         Ok(_) => panic!("a newer schema must be refused"),
     }

@@ -200,6 +200,7 @@ fn version_7_with_credentials(path: &std::path::Path, json: &str) {
     let conn = rusqlite::Connection::open(path).expect("raw open");
     conn.execute_batch(
         "DROP TABLE agent_credentials; DROP TABLE cluster_nodes; DROP TABLE cluster_events;
+        DROP TABLE client_groups; DROP TABLE agent_overrides;
         DROP INDEX clients_owner_node; DROP INDEX tunnels_live_client;
         ALTER TABLE clients DROP COLUMN owner_node; ALTER TABLE tunnels DROP COLUMN owner_node;
         ALTER TABLE users DROP COLUMN password_expired;

@@ -81,7 +81,7 @@ fn agent_attaches_and_is_listed_with_its_facts() {
 
     // A connected client cannot be deleted.
     let (status, body) = server.request("DELETE", "/api/v1/clients/my-client-1");
-    assert_eq!(status, 409, "{body}");
+    assert_eq!(status, 400, "{body}");
 }
 
 #[test]

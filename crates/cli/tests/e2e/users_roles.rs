@@ -222,7 +222,7 @@ fn each_role_is_allowed_and_refused_where_it_should_be_on_both_faces() {
     let reply = as_user(&server, &paula, "DELETE", "/api/v1/clients/default-1", None);
     assert_eq!(
         (reply.status, error_code(&reply.body)),
-        (409, "ERR_CODE_CLIENT_CONNECTED"),
+        (400, "ERR_CODE_CLIENT_CONNECTED"),
         "allowed, but the client is connected: {}",
         reply.body
     );

@@ -8,6 +8,7 @@ mod doc_root;
 mod error;
 mod extract;
 mod forward;
+pub mod list_options;
 mod login;
 mod openapi;
 pub mod peer_relay;

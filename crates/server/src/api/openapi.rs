@@ -127,6 +127,23 @@ fn roles_schema() -> Value {
 }
 
 /// Every route served, described. A route without an entry here fails the unit test below.
+/// RPort's `ClientGroup` as a request body, and `project` (ours).
+fn group_body() -> Value {
+    let list = json!({"type": "array", "items": {"type": "string"}});
+    json!({
+        "id": {"type": "string"},
+        "description": {"type": "string"},
+        "project": {"type": "string"},
+        "allowed_user_groups": list,
+        "params": {
+            "type": "object",
+            "description": "lists of patterns (* wildcard) per field: client_id, name, os, \
+                os_arch, os_family, os_kernel, hostname, ipv4, ipv6, version, address, \
+                client_auth_id, connection_state; tag: a list or {\"and\"|\"or\": [..]}",
+        },
+    })
+}
+
 fn describe(method: &Method, path: &str) -> Option<Operation> {
     use Auth::{Any, Bearer};
     let string = json!({"type": "string"});
@@ -173,7 +190,12 @@ fn describe(method: &Method, path: &str) -> Option<Operation> {
             op("Revoke an API token (RPort's prefix or rportd's id)", Any)
         }
         ("GET", "/api/v1/clients") => op("Agents: fields, filters, sort, paging", Any).query(&[
-            ("fields[clients]", "string", "comma list of fields (default id,name,hostname)"),
+            ("fields[clients]", "string", "comma list of fields (default: all)"),
+            (
+                "filter[FIELD]",
+                "string",
+                "comma list of values (* wildcard), and(..) or or(..); FIELD may be a|b or *",
+            ),
             ("sort", "string", "comma list of fields, - for descending"),
             PAGE[0],
             PAGE[1],
@@ -222,6 +244,51 @@ fn describe(method: &Method, path: &str) -> Option<Operation> {
             Any,
         )
         .query(&[("force", "boolean", "delete even while agents use it")]),
+        ("GET", "/api/v1/client-groups") => op("Client groups of the caller's projects", Any)
+            .query(&[
+                ("fields[client_groups]", "string", "comma list of fields (default id,description)"),
+                ("filter[id]", "string", "comma list of values (* wildcard)"),
+                ("filter[description]", "string", "comma list of values (* wildcard)"),
+                ("sort", "string", "id or description, - for descending"),
+                PAGE[0],
+                PAGE[1],
+            ]),
+        ("POST", "/api/v1/client-groups") => op("Create a client group (project admins)", Any)
+            .body(group_body(), &["id"]),
+        ("GET", "/api/v1/client-groups/{group_id}") => op("One client group", Any)
+            .query(&[("fields[client_groups]", "string", "comma list of fields")]),
+        ("PUT", "/api/v1/client-groups/{group_id}") => {
+            op("Create or replace a client group (project admins)", Any)
+                .body(group_body(), &["id"])
+        }
+        ("DELETE", "/api/v1/client-groups/{group_id}") => {
+            op("Delete a client group (project admins)", Any)
+        }
+        ("GET", "/api/v1/client-tags") => op("Agents' tags, with the agents of each", Any)
+            .query(&[
+                ("fields[client_tags]", "string", "tag, client_ids"),
+                PAGE[0],
+                PAGE[1],
+            ]),
+        ("GET", "/api/v1/clients/{client_id}/attributes") => {
+            op("An agent's tags and labels", Any)
+        }
+        ("PUT", "/api/v1/clients/{client_id}/attributes") => {
+            op("Set an agent's tags and labels, over the agent's own", Any).body(
+                json!({"tags": {"type": "array", "items": string},
+                       "labels": {"type": "object", "additionalProperties": string}}),
+                &[],
+            )
+        }
+        ("POST", "/api/v1/clients/{client_id}/acl") => {
+            op("Record an agent's allowed user groups (project admins)", Any).body(
+                json!({"allowed_user_groups": {"type": "array", "items": string}}),
+                &["allowed_user_groups"],
+            )
+        }
+        ("GET", "/api/v1/clients-auth/{credential_id}") => {
+            op("One agent credential, without its secret", Any)
+        }
         ("GET", "/api/v1/users") => op("API users and their roles (server admins)", Any),
         ("POST", "/api/v1/users") => op("Create a user (server admins)", Any).body(
             json!({

@@ -9,8 +9,8 @@ use axum::routing::{MethodFilter, on};
 
 use super::forward::{self, Owner};
 use super::v1::{
-    api_tokens, audit_log, clients, clients_auth, profile, projects, session, tunnels, user_groups,
-    users,
+    api_tokens, audit_log, client_attributes, client_groups, client_tags, clients, clients_auth,
+    profile, projects, session, tunnels, user_groups, users,
 };
 use super::v2::port_tunnels;
 use super::{ApiError, AppState, openapi};
@@ -142,6 +142,45 @@ pub fn routes() -> Routes {
             Method::DELETE,
             "/api/v1/clients-auth/{credential_id}",
             clients_auth::delete,
+        )
+        // Issue 17, lists and client groups: client groups, tags, attributes, ACL, one credential.
+        .add(Method::GET, "/api/v1/client-groups", client_groups::list)
+        .add(Method::POST, "/api/v1/client-groups", client_groups::create)
+        .add(
+            Method::GET,
+            "/api/v1/client-groups/{group_id}",
+            client_groups::get_one,
+        )
+        .add(
+            Method::PUT,
+            "/api/v1/client-groups/{group_id}",
+            client_groups::update,
+        )
+        .add(
+            Method::DELETE,
+            "/api/v1/client-groups/{group_id}",
+            client_groups::delete,
+        )
+        .add(Method::GET, "/api/v1/client-tags", client_tags::list)
+        .add(
+            Method::GET,
+            "/api/v1/clients/{client_id}/attributes",
+            client_attributes::get,
+        )
+        .add(
+            Method::PUT,
+            "/api/v1/clients/{client_id}/attributes",
+            client_attributes::put,
+        )
+        .add(
+            Method::POST,
+            "/api/v1/clients/{client_id}/acl",
+            client_attributes::set_acl,
+        )
+        .add(
+            Method::GET,
+            "/api/v1/clients-auth/{credential_id}",
+            clients_auth::get_one,
         )
         .add(Method::GET, "/api/v1/users", users::list)
         .add(Method::POST, "/api/v1/users", users::create)

@@ -117,10 +117,7 @@ async fn a_bad_query_string_is_400_in_the_envelope() {
             "/api/v1/clients?fields[clients]=id,colour",
             "ERR_CODE_INVALID_FIELDS",
         ),
-        (
-            "/api/v1/tunnels?page[limit]=ten",
-            "ERR_CODE_INVALID_REQUEST",
-        ),
+        ("/api/v1/tunnels?page[limit]=ten", "ERR_CODE_INVALID_PAGE"),
         (
             "/api/v1/auditlog?page[offset]=x",
             "ERR_CODE_INVALID_REQUEST",

@@ -6,6 +6,7 @@
 mod harness;
 
 mod audit_log;
+mod client_groups;
 mod clients;
 mod clients_auth;
 mod compatibility;

@@ -26,12 +26,13 @@ use tokio_postgres::types::ToSql;
 use self::error::PgError;
 use self::rows::{AGENT_COLUMNS, API_TOKEN_COLUMNS, TUNNEL_COLUMNS, USER_COLUMNS};
 pub use self::url::PostgresUrl;
-use crate::sqlite::{corrupt, millis};
+use crate::sqlite::{agent_overrides_from, client_group_from, corrupt, millis};
 use crate::{
-    AdminGuard, AgentClaim, AgentCredentialRecord, AgentRecord, ApiTokenChange, ApiTokenRecord,
-    AuditFilter, AuditRecord, ClusterEvent, NodeRecord, ProjectRecord, ProjectRemoval, Store,
-    StoreError, TunnelCounters, TunnelFilter, TunnelOptions, TunnelRecord, TunnelStatus,
-    UserGroupRecord, UserRecord, UserWrite,
+    AdminGuard, AgentAttributes, AgentClaim, AgentCredentialRecord, AgentOverridesRecord,
+    AgentRecord, ApiTokenChange, ApiTokenRecord, AuditFilter, AuditRecord, ClientGroupRecord,
+    ClusterEvent, NodeRecord, ProjectRecord, ProjectRemoval, Store, StoreError, TunnelCounters,
+    TunnelFilter, TunnelOptions, TunnelRecord, TunnelStatus, UserGroupRecord, UserRecord,
+    UserWrite,
 };
 
 /// Connections one rportd holds at most. Each query holds one only while it runs, so 16
@@ -523,7 +524,16 @@ impl Store for PostgresStore {
 
     async fn delete_agent(&self, id: &str) -> Result<bool, StoreError> {
         with_client!(self, |client| {
-            Ok(execute(client, "DELETE FROM clients WHERE id = $1", &[&id]).await? > 0)
+            let tx = client.transaction().await?;
+            execute(
+                &tx,
+                "DELETE FROM agent_overrides WHERE agent_id = $1",
+                &[&id],
+            )
+            .await?;
+            let deleted = execute(&tx, "DELETE FROM clients WHERE id = $1", &[&id]).await? > 0;
+            tx.commit().await?;
+            Ok(deleted)
         })
     }
 
@@ -536,6 +546,12 @@ impl Store for PostgresStore {
                 client,
                 "DELETE FROM clients WHERE NOT connected AND disconnected_at < $1 RETURNING id",
                 &[&millis(cutoff)],
+            )
+            .await?;
+            execute(
+                client,
+                "DELETE FROM agent_overrides WHERE agent_id NOT IN (SELECT id FROM clients)",
+                &[],
             )
             .await?;
             ids(rows)
@@ -786,6 +802,7 @@ impl Store for PostgresStore {
                 return Ok(ProjectRemoval::NotFound);
             }
             execute(&tx, "DELETE FROM user_roles WHERE project = $1", &[&key]).await?;
+            execute(&tx, "DELETE FROM client_groups WHERE project = $1", &[&key]).await?;
             let sql = "DELETE FROM user_group_projects WHERE project = $1";
             execute(&tx, sql, &[&key]).await?;
             tx.commit().await?;
@@ -1376,4 +1393,131 @@ impl Store for PostgresStore {
             read_user_groups(client, rows).await
         })
     }
+
+    async fn list_client_groups(&self) -> Result<Vec<ClientGroupRecord>, StoreError> {
+        with_client!(self, |client| {
+            let rows = query(
+                client,
+                "SELECT id, project, description, params, allowed_user_groups \
+                 FROM client_groups ORDER BY id",
+                &[],
+            )
+            .await?;
+            each(rows, client_group)
+        })
+    }
+
+    async fn get_client_group(&self, id: &str) -> Result<Option<ClientGroupRecord>, StoreError> {
+        with_client!(self, |client| {
+            query_opt(
+                client,
+                "SELECT id, project, description, params, allowed_user_groups \
+                 FROM client_groups WHERE id = $1",
+                &[&id],
+            )
+            .await?
+            .as_ref()
+            .map(client_group)
+            .transpose()
+        })
+    }
+
+    async fn put_client_group(&self, group: &ClientGroupRecord) -> Result<bool, StoreError> {
+        let g = group;
+        let allowed = serde_json::to_string(&g.allowed_user_groups)
+            .map_err(|err| corrupt("client group", err))?;
+        let params = g.params.to_string();
+        with_client!(self, |client| {
+            Ok(execute(
+                client,
+                "INSERT INTO client_groups (id, project, description, params, allowed_user_groups) \
+                 VALUES ($1, $2, $3, $4, $5) \
+                 ON CONFLICT (id) DO UPDATE SET description = EXCLUDED.description, \
+                 params = EXCLUDED.params, allowed_user_groups = EXCLUDED.allowed_user_groups \
+                 WHERE client_groups.project = EXCLUDED.project",
+                &[&g.id, &g.project, &g.description, &params, &allowed],
+            )
+            .await?
+                == 1)
+        })
+    }
+
+    async fn delete_client_group(&self, id: &str) -> Result<bool, StoreError> {
+        with_client!(self, |client| {
+            Ok(execute(client, "DELETE FROM client_groups WHERE id = $1", &[&id]).await? == 1)
+        })
+    }
+
+    async fn list_agent_overrides(&self) -> Result<Vec<AgentOverridesRecord>, StoreError> {
+        with_client!(self, |client| {
+            let rows = query(
+                client,
+                "SELECT agent_id, attributes, allowed_user_groups FROM agent_overrides \
+                 ORDER BY agent_id",
+                &[],
+            )
+            .await?;
+            each(rows, agent_overrides)
+        })
+    }
+
+    async fn set_agent_attributes(
+        &self,
+        agent_id: &str,
+        attributes: &AgentAttributes,
+    ) -> Result<bool, StoreError> {
+        let text =
+            serde_json::to_string(attributes).map_err(|err| corrupt("agent attributes", err))?;
+        with_client!(self, |client| {
+            Ok(execute(
+                client,
+                "INSERT INTO agent_overrides (agent_id, attributes) \
+                 SELECT $1, $2 WHERE EXISTS (SELECT 1 FROM clients WHERE id = $1) \
+                 ON CONFLICT (agent_id) DO UPDATE SET attributes = EXCLUDED.attributes",
+                &[&agent_id, &text],
+            )
+            .await?
+                == 1)
+        })
+    }
+
+    async fn set_agent_allowed_user_groups(
+        &self,
+        agent_id: &str,
+        groups: &[String],
+    ) -> Result<bool, StoreError> {
+        let text = serde_json::to_string(groups).map_err(|err| corrupt("agent ACL", err))?;
+        with_client!(self, |client| {
+            Ok(execute(
+                client,
+                "INSERT INTO agent_overrides (agent_id, allowed_user_groups) \
+                 SELECT $1, $2 WHERE EXISTS (SELECT 1 FROM clients WHERE id = $1) \
+                 ON CONFLICT (agent_id) DO UPDATE SET \
+                 allowed_user_groups = EXCLUDED.allowed_user_groups",
+                &[&agent_id, &text],
+            )
+            .await?
+                == 1)
+        })
+    }
+}
+
+fn client_group(row: &Row) -> Result<ClientGroupRecord, PgError> {
+    Ok(client_group_from((
+        row.try_get(0)?,
+        row.try_get(1)?,
+        row.try_get(2)?,
+        row.try_get(3)?,
+        row.try_get(4)?,
+    ))?)
+}
+
+fn agent_overrides(row: &Row) -> Result<AgentOverridesRecord, PgError> {
+    let attributes: Option<String> = row.try_get(1)?;
+    let allowed: Option<String> = row.try_get(2)?;
+    Ok(agent_overrides_from(
+        row.try_get(0)?,
+        attributes.as_deref(),
+        allowed.as_deref(),
+    )?)
 }

@@ -161,6 +161,19 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (username, group_name)
     );
     CREATE INDEX user_group_members_group ON user_group_members(group_name);"#,
+    // 4: client groups, and what the API sets on agents (tags, labels, allowed user groups)
+    r#"CREATE TABLE client_groups (
+        id TEXT COLLATE "C" PRIMARY KEY,
+        project TEXT NOT NULL,
+        description TEXT NOT NULL,
+        params TEXT NOT NULL,
+        allowed_user_groups TEXT NOT NULL
+    );
+    CREATE TABLE agent_overrides (
+        agent_id TEXT COLLATE "C" PRIMARY KEY,
+        attributes TEXT,
+        allowed_user_groups TEXT
+    );"#,
 ];
 
 /// The key of the transaction-level advisory lock that every rportd takes before it

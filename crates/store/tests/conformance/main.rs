@@ -4,6 +4,7 @@
 //! binary, a database per check). Another backend is one more line at the bottom, with a
 //! function that opens a fresh store of it.
 
+mod client_groups;
 mod clients;
 mod cluster;
 mod concurrency;
@@ -62,6 +63,9 @@ macro_rules! conformance {
                 cluster::of_nodes_claiming_one_agent_at_once_one_wins,
                 cluster::a_node_adopts_an_agents_live_tunnels,
                 cluster::events_are_numbered_read_after_and_purged,
+                client_groups::client_groups_are_put_listed_and_deleted,
+                client_groups::agent_overrides_are_set_and_go_with_the_agent,
+                client_groups::a_deleted_projects_groups_go_with_it,
             );
         }
     };

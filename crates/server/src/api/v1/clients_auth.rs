@@ -7,7 +7,10 @@ use axum::response::{IntoResponse, Response};
 use rport_store::DEFAULT_PROJECT;
 use serde_json::{Value, json};
 
-use crate::api::{ApiError, Authenticated, ClientIp, FormOrJsonBody, Params, RequestBody, State};
+use crate::api::list_options::{ListOptions, ListSpec, RPORT_PAGE};
+use crate::api::{
+    ApiError, Authenticated, ClientIp, FormOrJsonBody, Params, RequestBody, State, data,
+};
 use crate::auth::agent_credentials::{CredentialError, CredentialView};
 use crate::domain::audit::{Actor, Event};
 use crate::domain::permissions::Role;
@@ -62,17 +65,52 @@ fn not_found(detail: String) -> ApiError {
     )
 }
 
+/// RPort filters credentials by `id` and pages them; it sorts them by nothing.
+const LIST: ListSpec = ListSpec {
+    filters: &["id"],
+    sorts: &[],
+    fields: None,
+    page: Some(RPORT_PAGE),
+};
+
 /// `GET /api/v1/clients-auth`: the credentials of the projects the caller has a role in.
-pub async fn list(StateExtractor(state): State, Authenticated(user): Authenticated) -> Response {
-    let visible: Vec<Value> = state
+pub async fn list(
+    StateExtractor(state): State,
+    Authenticated(user): Authenticated,
+    params: Params,
+) -> Result<Response, ApiError> {
+    let options = ListOptions::parse(&params.0, &LIST)?;
+    let visible: Vec<CredentialView> = state
+        .agent_auth
+        .list()
+        .into_iter()
+        .filter(|c| user.reads(&c.project))
+        .filter(|c| options.matches(|_| Some(json!(c.id))))
+        .collect();
+    let count = visible.len();
+    let page: Vec<Value> = options
+        .page
+        .of(visible)
+        .iter()
+        .map(|c| credential_json(&state, c))
+        .collect();
+    Ok(axum::Json(json!({"data": page, "meta": {"count": count}})).into_response())
+}
+
+/// `GET /api/v1/clients-auth/{id}`: one credential of a project the caller has a role
+/// in, without its secret (RPort shows the password).
+pub async fn get_one(
+    StateExtractor(state): State,
+    Authenticated(user): Authenticated,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    state
         .agent_auth
         .list()
         .iter()
-        .filter(|c| user.reads(&c.project))
-        .map(|c| credential_json(&state, c))
-        .collect();
-    let count = visible.len();
-    axum::Json(json!({"data": visible, "meta": {"count": count}})).into_response()
+        .find(|c| c.id == id && user.reads(&c.project))
+        .map(|c| data(credential_json(&state, c)))
+        .ok_or_else(|| not_found(format!("Client Auth with ID {id:?} not found")))
 }
 
 #[derive(serde::Deserialize)]

@@ -1,8 +1,12 @@
 //! RPort's `/api/v1`: the handlers, one module per resource.
 
 mod access;
+mod agent_view;
 pub mod api_tokens;
 pub mod audit_log;
+pub mod client_attributes;
+pub mod client_groups;
+pub mod client_tags;
 pub mod clients;
 pub mod clients_auth;
 pub mod profile;

@@ -39,21 +39,28 @@ fn clients_in(state: &crate::api::AppState, key: &str) -> usize {
 pub async fn list(
     StateExtractor(state): State,
     Authenticated(user): Authenticated,
+    params: crate::api::Params,
 ) -> Result<Response, ApiError> {
+    use crate::api::list_options::{ListOptions, ListSpec, WHOLE_UNLESS_ASKED};
+    // Paging only; any filter or sort is refused.
+    const LIST: ListSpec = ListSpec {
+        page: Some(WHOLE_UNLESS_ASKED),
+        ..ListSpec::NONE
+    };
+    let options = ListOptions::parse(&params.0, &LIST)?;
     let projects = state
         .store
         .list_projects()
         .await
         .map_err(ApiError::internal)?;
-    Ok(data(Value::Array(
-        projects
-            .iter()
-            .filter_map(|p| {
-                let role = user.role_in(&p.key)?;
-                Some(project_json(p, clients_in(&state, &p.key), Some(role)))
-            })
-            .collect(),
-    )))
+    let visible: Vec<Value> = projects
+        .iter()
+        .filter_map(|p| {
+            let role = user.role_in(&p.key)?;
+            Some(project_json(p, clients_in(&state, &p.key), Some(role)))
+        })
+        .collect();
+    Ok(data(Value::Array(options.page.of(visible))))
 }
 
 #[derive(serde::Deserialize)]

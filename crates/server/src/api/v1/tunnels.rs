@@ -11,6 +11,7 @@ use serde_json::{Value, json};
 use std::time::Duration;
 
 use super::access::check_client_access;
+use crate::api::list_options::{ListOptions, ListSpec, WHOLE_UNLESS_ASKED};
 use crate::domain::permissions::Role;
 
 use crate::api::{
@@ -431,6 +432,15 @@ pub async fn delete(
     }
 }
 
+/// `GET /api/v1/tunnels` takes these list options; RPort returns every tunnel, so paging
+/// applies only when asked for.
+const LIST: ListSpec = ListSpec {
+    filters: &["client_id", "status"],
+    sorts: &[],
+    fields: None,
+    page: Some(WHOLE_UNLESS_ASKED),
+};
+
 /// `GET /api/v1/tunnels`: open tunnels; `filter[status]=closed` (or any status) lists past
 /// ones from the store; `filter[agent_id]` narrows to one client; `page[limit]` and
 /// `page[offset]` page it (all by default, as RPort), with the total in `meta.count`.
@@ -440,8 +450,14 @@ pub async fn list(
     params: Params,
     headers: axum::http::HeaderMap,
 ) -> Result<Response, ApiError> {
+    let mut options = ListOptions::parse(&params.0, &LIST)?;
+    // `status` picks where tunnels are read from (below); the rest filter what was read.
+    options.filters.retain(|f| f.columns != ["status"]);
     let host = crate::api::public_host(&state, &headers);
-    let client = params.get("filter[client_id]").filter(|c| !c.is_empty());
+    // One plain id narrows the reading; anything else is matched after it.
+    let client = params
+        .get("filter[client_id]")
+        .filter(|c| !c.is_empty() && !c.contains([',', '*', '(']));
     let tunnels = match params.get("filter[status]").filter(|s| !s.is_empty()) {
         None | Some("live") => state
             .tunnels
@@ -467,20 +483,19 @@ pub async fn list(
     let visible: Vec<&TunnelInfo> = tunnels
         .iter()
         .filter(|t| user.reads(&t.record.project))
+        .filter(|t| options.matches(|_| Some(json!(t.record.agent_id))))
         .collect();
-    // RPort returns every tunnel; paging applies only when asked for.
-    let offset = params.number("page[offset]")?.unwrap_or(0);
-    let limit = params.number("page[limit]")?.unwrap_or(usize::MAX);
-    let page: Vec<Value> = visible
+    let count = visible.len();
+    let page: Vec<Value> = options
+        .page
+        .of(visible)
         .iter()
-        .skip(offset)
-        .take(limit)
         .map(|t| {
             let host = crate::api::host_of_tunnel(&state, &t.record, &host);
             tunnel_json(t, &state.tunnels.tunnel_url(&t.record, &host))
         })
         .collect();
-    Ok(axum::Json(json!({"data": page, "meta": {"count": visible.len()}})).into_response())
+    Ok(axum::Json(json!({"data": page, "meta": {"count": count}})).into_response())
 }
 
 #[derive(serde::Deserialize)]

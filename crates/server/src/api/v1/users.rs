@@ -145,8 +145,16 @@ async fn groups_of(state: &crate::api::AppState, username: &str) -> Result<Vec<S
 pub async fn list(
     StateExtractor(state): State,
     Authenticated(user): Authenticated,
+    params: crate::api::Params,
 ) -> Result<Response, ApiError> {
+    use crate::api::list_options::{ListOptions, ListSpec, WHOLE_UNLESS_ASKED};
+    // RPort takes no list options here; paging is ours, the rest is refused.
+    const LIST: ListSpec = ListSpec {
+        page: Some(WHOLE_UNLESS_ASKED),
+        ..ListSpec::NONE
+    };
     require_admin(&user)?;
+    let options = ListOptions::parse(&params.0, &LIST)?;
     let users = Users::new(state.store.as_ref(), &state.config.api)
         .list()
         .await
@@ -155,7 +163,8 @@ pub async fn list(
         .memberships(&state.config.api)
         .await
         .map_err(ApiError::internal)?;
-    let json = users.iter().map(|u| {
+    let page = options.page.of(users);
+    let json = page.iter().map(|u| {
         let of_user = groups
             .get(&u.username)
             .map(Vec::as_slice)

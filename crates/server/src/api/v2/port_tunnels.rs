@@ -211,6 +211,11 @@ pub async fn list(
         "listing port tunnels",
     )
     .await?;
+    // JFrog's `limit` and `offset` page this list; RPort's list options do not apply.
+    crate::api::list_options::ListOptions::parse(
+        &params.0,
+        &crate::api::list_options::ListSpec::NONE,
+    )?;
     let limit = params
         .number("limit")?
         .unwrap_or(DEFAULT_LIMIT)
