@@ -17,3 +17,4 @@ mod sessions;
 mod support;
 mod tunnel_controls;
 mod users_roles;
+mod web_ui;

@@ -55,17 +55,18 @@ pub async fn serve(
         },
         None => return Err(routes::not_found().await),
     };
-    let bytes = tokio::fs::read(&file).await.map_err(|_| not_readable())?;
-    let mut response = if method == Method::HEAD {
-        let mut head = Response::new(Body::empty());
-        if let Ok(length) = HeaderValue::from_str(&bytes.len().to_string()) {
-            head.headers_mut().insert(header::CONTENT_LENGTH, length);
-        }
-        head
-    } else {
-        Body::from(bytes).into_response()
+    let opened = tokio::fs::File::open(&file)
+        .await
+        .map_err(|_| not_readable())?;
+    let length = opened.metadata().await.map_err(|_| not_readable())?.len();
+    // Streamed: a bundle's large files cost a buffer per request, not their size.
+    let body = match method == Method::HEAD {
+        true => Body::empty(),
+        false => Body::from_stream(tokio_util::io::ReaderStream::new(opened)),
     };
+    let mut response = body.into_response();
     let headers = response.headers_mut();
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
     headers.insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static(content_type(&file)),
