@@ -141,9 +141,9 @@ async fn what_a_list_does_not_understand_is_a_400_naming_it() {
             "page[number]",
         ),
         (
-            "/api/v1/clients?page[limit]=0",
+            "/api/v1/clients?page[limit]=-1",
             "ERR_CODE_INVALID_PAGE",
-            "positive",
+            "negative",
         ),
         (
             "/api/v1/clients?page[limit]=501",
