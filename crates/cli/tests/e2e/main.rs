@@ -5,6 +5,7 @@ mod api_v2;
 mod audit_log;
 mod basics;
 mod brute_force;
+mod client_object;
 mod cluster;
 mod fallback;
 mod faults;

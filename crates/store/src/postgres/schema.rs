@@ -137,6 +137,8 @@ const MIGRATIONS: &[&str] = &[
         origin TEXT NOT NULL
     );
     CREATE INDEX cluster_events_at ON cluster_events(at);"#,
+    // 2: when each agent's last keepalive arrived (RPort's `last_heartbeat_at`)
+    "ALTER TABLE clients ADD COLUMN last_heartbeat_at BIGINT;",
 ];
 
 /// The key of the transaction-level advisory lock that every rportd takes before it

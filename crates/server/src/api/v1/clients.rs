@@ -42,6 +42,17 @@ const FIELDS: &[&str] = &[
     "connected_at",
     "disconnected_at",
     "tunnels",
+    "last_heartbeat_at",
+    "cpu_family",
+    "cpu_model",
+    "cpu_vendor",
+    "os_virtualization_system",
+    "os_virtualization_role",
+    "labels",
+    "allowed_user_groups",
+    "updates_status",
+    "ext_ip_addresses",
+    "client_configuration",
 ];
 
 const DEFAULT_LIMIT: usize = 50;
@@ -83,6 +94,19 @@ fn field(entry: &AgentEntry, name: &str) -> Option<Value> {
         } else {
             record.disconnected_at
         }),
+        "last_heartbeat_at" => time_json(entry.last_heartbeat_at()),
+        "cpu_family" => json!(info.cpu_family),
+        "cpu_model" => json!(info.cpu_model),
+        "cpu_vendor" => json!(info.cpu_vendor),
+        "os_virtualization_system" => json!(info.os_virtualization_system),
+        "os_virtualization_role" => json!(info.os_virtualization_role),
+        "labels" => json!(info.labels),
+        // No user groups yet: only administrators and project roles reach a client.
+        "allowed_user_groups" => json!([]),
+        // The agent reports no updates, and looks up no external addresses (RPort's
+        // `ip_api_url`): RPort shows both as null until they are known.
+        "updates_status" | "ext_ip_addresses" => Value::Null,
+        "client_configuration" => super::client_object::client_configuration(record),
         _ => return None,
     })
 }
@@ -186,6 +210,12 @@ struct Listing {
 }
 
 fn known_field(name: &str) -> Option<&'static str> {
+    // RPort's name for the field in `fields[clients]`; the object's key is the other.
+    let name = if name == "ip_addresses" {
+        "ext_ip_addresses"
+    } else {
+        name
+    };
     FIELDS.iter().copied().find(|f| *f == name)
 }
 

@@ -3,6 +3,7 @@
 mod access;
 pub mod api_tokens;
 pub mod audit_log;
+mod client_object;
 pub mod clients;
 pub mod clients_auth;
 pub mod projects;
