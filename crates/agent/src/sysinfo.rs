@@ -69,8 +69,9 @@ fn settings(config: &AgentConfig) -> AgentSettings {
     }
 }
 
-/// The system's own facts. `name` empty means "use the hostname".
-fn system(name: &str, tags: &[String]) -> SystemInfo {
+/// The system's own facts, without an agent's labels and settings. `name` empty means
+/// "use the hostname".
+pub fn system(name: &str, tags: &[String]) -> SystemInfo {
     let hostname = hostname();
     let release = read_trimmed("/proc/sys/kernel/osrelease").unwrap_or_default();
     let os_release = std::fs::read_to_string("/etc/os-release")
