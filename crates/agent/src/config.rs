@@ -1,6 +1,7 @@
 //! rport's settings: built-in defaults, then the TOML file, then the environment
 //! (`RPORT_AUTH`, `RPORT_FINGERPRINT`), then flags. Errors say where the bad value came from.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -37,6 +38,11 @@ pub struct AgentConfig {
     /// Empty: report the hostname.
     pub name: String,
     pub tags: Vec<String>,
+    /// Key/value metadata reported with the facts (`[client] labels`).
+    pub labels: BTreeMap<String, String>,
+    /// `[client] attributes_file_path`: a JSON file `{"tags": [...], "labels": {...}}`
+    /// whose tags and labels, when it reads, replace the configured ones (as in RPort).
+    pub attributes_file: Option<PathBuf>,
     pub auth: Credential,
     /// `None`: trust the server's key on first use and pin it in `data_dir`, unless
     /// `ca` says to check the server's certificate chain instead.
@@ -113,6 +119,8 @@ struct RawClient {
     id: Option<String>,
     name: Option<String>,
     tags: Option<Vec<String>>,
+    labels: Option<BTreeMap<String, String>>,
+    attributes_file_path: Option<PathBuf>,
     auth: Option<String>,
     fingerprint: Option<String>,
     ca_file: Option<PathBuf>,
@@ -290,6 +298,10 @@ pub fn load(
     .map(|t| t.value)
     .unwrap_or_default();
 
+    let labels = client.labels.unwrap_or_default();
+    check_labels(&labels)
+        .map_err(|reason| invalid(&config_origin(&file, "client.labels"), reason))?;
+
     let duration =
         |layer: Option<Sourced<String>>, default: Duration| -> Result<Duration, AgentConfigError> {
             match layer {
@@ -412,6 +424,8 @@ pub fn load(
         .map(|n| n.value)
         .unwrap_or_default(),
         tags,
+        labels,
+        attributes_file: client.attributes_file_path,
         auth,
         fingerprint,
         ca,
@@ -526,6 +540,22 @@ fn parse_fallbacks(main: &ServerAddress, list: &[String]) -> Result<Vec<ServerAd
         parsed.push(address);
     }
     Ok(parsed)
+}
+
+/// Labels within what a server keeps of them, so that none is cut or dropped silently.
+fn check_labels(labels: &BTreeMap<String, String>) -> Result<(), String> {
+    use rport_protocol::control::{MAX_FACT_LEN, MAX_LABELS};
+    if labels.len() > MAX_LABELS {
+        return Err(format!("at most {MAX_LABELS} labels, got {}", labels.len()));
+    }
+    match labels.iter().find(|(key, value)| {
+        key.is_empty() || key.len() > MAX_FACT_LEN || value.len() > MAX_FACT_LEN
+    }) {
+        Some((key, _)) => Err(format!(
+            "label {key:?}: keys must be 1 to {MAX_FACT_LEN} bytes and values at most {MAX_FACT_LEN}"
+        )),
+        None => Ok(()),
+    }
 }
 
 /// The password is never repeated in the reason.
@@ -654,6 +684,40 @@ mod tests {
         assert_eq!(flagged.auth.id, "flag");
         assert_eq!(flagged.tags, vec!["b"]);
         assert_eq!(flagged.id.as_deref(), Some("x"));
+    }
+
+    #[test]
+    fn labels_and_the_attributes_file_come_from_the_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("rport.conf");
+        std::fs::write(
+            &file,
+            "[client]\nserver = \"h:1\"\nauth = \"a:b\"\nattributes_file_path = \"/etc/rport/attributes.json\"\n\
+             [client.labels]\ncity = \"Berlin\"\n\"rack id\" = \"R7\"\n",
+        )
+        .expect("write");
+        let path = file.display().to_string();
+        let config = load(&args(&["-c", &path]), &no_env).expect("valid");
+        assert_eq!(
+            config.labels.get("city").map(String::as_str),
+            Some("Berlin")
+        );
+        assert_eq!(config.labels.get("rack id").map(String::as_str), Some("R7"));
+        assert_eq!(
+            config.attributes_file.as_deref(),
+            Some(Path::new("/etc/rport/attributes.json"))
+        );
+
+        std::fs::write(
+            &file,
+            format!(
+                "[client]\nserver = \"h:1\"\nauth = \"a:b\"\nlabels = {{ k = \"{}\" }}\n",
+                "v".repeat(300)
+            ),
+        )
+        .expect("write");
+        let err = load(&args(&["-c", &path]), &no_env).expect_err("label too long");
+        assert!(err.origin.ends_with("key `client.labels`"), "{err}");
     }
 
     #[test]

@@ -481,7 +481,7 @@ impl Agent {
     fn facts(&self) -> SystemInfo {
         match &self.fixed_facts {
             Some(facts) => facts.clone(),
-            None => sysinfo::collect(&self.config.name, &self.config.tags),
+            None => sysinfo::collect(&self.config),
         }
     }
 

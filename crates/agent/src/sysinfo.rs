@@ -1,12 +1,77 @@
-//! What the device is: OS, kernel, CPU, memory, hostname, addresses and timezone, read from
-//! the system the way RPort reports them.
+//! What the device is: OS, kernel, CPU, memory, virtualization, hostname, addresses,
+//! timezone, tags and labels, read from the system the way RPort reports them.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
-use rport_protocol::SystemInfo;
+use rport_protocol::{AgentSettings, SystemInfo};
 
-/// Reads the device's facts now. `name` empty means "use the hostname".
-pub fn collect(name: &str, tags: &[String]) -> SystemInfo {
+use crate::config::AgentConfig;
+use crate::{attributes, virtualization};
+
+/// Reads the device's facts now, with the tags, labels and settings of `config`.
+pub fn collect(config: &AgentConfig) -> SystemInfo {
+    let (tags, labels) = tags_and_labels(config);
+    let mut info = system(&config.name, &tags);
+    info.labels = labels;
+    info.settings = Some(settings(config));
+    info
+}
+
+/// The configured tags and labels, or the attributes file's when it is set and reads (as
+/// RPort does: the file replaces both).
+fn tags_and_labels(config: &AgentConfig) -> (Vec<String>, BTreeMap<String, String>) {
+    let configured = (config.tags.clone(), config.labels.clone());
+    let Some(path) = &config.attributes_file else {
+        return configured;
+    };
+    match attributes::read(path) {
+        Ok(file) => (file.tags, file.labels),
+        Err(reason) => {
+            tracing::warn!(
+                "attributes file {}: {reason}; reporting the configured tags and labels",
+                path.display()
+            );
+            configured
+        }
+    }
+}
+
+/// What the server is told of the agent's own settings: no credential, no key.
+fn settings(config: &AgentConfig) -> AgentSettings {
+    AgentSettings {
+        server: config.server.to_string(),
+        fallback_servers: config
+            .fallback_servers
+            .iter()
+            .map(ToString::to_string)
+            .collect(),
+        server_switchback_interval_secs: config.server_switchback_interval.as_secs(),
+        id: config.id.clone().unwrap_or_default(),
+        name: config.name.clone(),
+        data_dir: config.data_dir.display().to_string(),
+        tunnel_allowed: config
+            .tunnel_allowed
+            .rules()
+            .iter()
+            .map(ToString::to_string)
+            .collect(),
+        remotes: config.remotes.clone(),
+        keep_alive_secs: config.keep_alive.as_secs(),
+        max_retry_interval_secs: config.max_retry_interval.as_secs(),
+        log_level: config.log_level.clone(),
+        log_file: config
+            .log_file
+            .as_ref()
+            .map(|path| path.display().to_string())
+            .unwrap_or_default(),
+        auth_id: config.auth.id.clone(),
+    }
+}
+
+/// The system's own facts, without an agent's labels and settings. `name` empty means
+/// "use the hostname".
+pub fn system(name: &str, tags: &[String]) -> SystemInfo {
     let hostname = hostname();
     let release = read_trimmed("/proc/sys/kernel/osrelease").unwrap_or_default();
     let os_release = std::fs::read_to_string("/etc/os-release")
@@ -14,6 +79,13 @@ pub fn collect(name: &str, tags: &[String]) -> SystemInfo {
         .unwrap_or_default();
     let os_release_value = |key: &str| os_release_field(&os_release, key).unwrap_or_default();
     let (ipv4, ipv6) = addresses();
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let cpu = parse_cpuinfo(&cpuinfo);
+    let (os_virtualization_system, os_virtualization_role) = if cfg!(target_os = "linux") {
+        virtualization::detect(&virtualization::observe(&cpuinfo))
+    } else {
+        (String::new(), String::new())
+    };
     SystemInfo {
         name: if name.is_empty() {
             hostname.clone()
@@ -28,7 +100,12 @@ pub fn collect(name: &str, tags: &[String]) -> SystemInfo {
             .trim_end_matches(" GNU/Linux")
             .to_owned(),
         os_version: kernel_version(&release),
-        cpu_model_name: cpu_model_name().unwrap_or_default(),
+        cpu_model_name: cpu.model_name,
+        cpu_family: cpu.family,
+        cpu_model: cpu.model,
+        cpu_vendor: cpu.vendor,
+        os_virtualization_system,
+        os_virtualization_role,
         num_cpus: std::thread::available_parallelism().map_or(1, |n| n.get() as u32),
         mem_total: mem_total().unwrap_or(0),
         timezone: timezone(),
@@ -37,6 +114,8 @@ pub fn collect(name: &str, tags: &[String]) -> SystemInfo {
         ipv6,
         tags: tags.to_vec(),
         version: env!("CARGO_PKG_VERSION").to_owned(),
+        labels: BTreeMap::new(),
+        settings: None,
     }
 }
 
@@ -105,12 +184,65 @@ fn os_release_field(text: &str, key: &str) -> Option<String> {
     })
 }
 
-fn cpu_model_name() -> Option<String> {
-    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").ok()?;
-    cpuinfo.lines().find_map(|line| {
-        let (key, value) = line.split_once(':')?;
-        matches!(key.trim(), "model name" | "Model" | "cpu model").then(|| value.trim().to_owned())
-    })
+/// The first processor's identity, as RPort reports it (from gopsutil's reading of the
+/// same file).
+#[derive(Debug, Default, PartialEq, Eq)]
+struct CpuFacts {
+    family: String,
+    model: String,
+    vendor: String,
+    model_name: String,
+}
+
+/// Reads `/proc/cpuinfo`'s text: x86 names its vendor, family and model; ARM its
+/// implementer (named here), architecture and part.
+fn parse_cpuinfo(text: &str) -> CpuFacts {
+    let value_of = |keys: &[&str]| -> String {
+        text.lines()
+            .filter_map(|line| line.split_once(':'))
+            .find(|(key, _)| keys.contains(&key.trim()))
+            .map(|(_, value)| value.trim().to_owned())
+            .unwrap_or_default()
+    };
+    let mut vendor = value_of(&["vendor_id"]);
+    if vendor.is_empty() {
+        vendor = arm_implementer(&value_of(&["CPU implementer"]));
+    }
+    let mut family = value_of(&["cpu family"]);
+    if family.is_empty() {
+        family = value_of(&["CPU architecture"]);
+    }
+    let mut model = value_of(&["model"]);
+    if model.is_empty() {
+        model = value_of(&["CPU part"]);
+    }
+    CpuFacts {
+        family,
+        model,
+        vendor,
+        model_name: value_of(&["model name", "Model", "cpu model"]),
+    }
+}
+
+/// ARM's implementer codes (`CPU implementer : 0x41`) by name; an unknown code as it is.
+fn arm_implementer(code: &str) -> String {
+    let name = match code.to_ascii_lowercase().as_str() {
+        "0x41" => "ARM",
+        "0x42" => "Broadcom",
+        "0x43" => "Cavium",
+        "0x46" => "Fujitsu",
+        "0x48" => "HiSilicon",
+        "0x4e" => "NVIDIA",
+        "0x50" => "APM",
+        "0x51" => "Qualcomm",
+        "0x53" => "Samsung",
+        "0x56" => "Marvell",
+        "0x61" => "Apple",
+        "0x69" => "Intel",
+        "0xc0" => "Ampere",
+        _ => return code.to_owned(),
+    };
+    name.to_owned()
 }
 
 fn mem_total() -> Option<u64> {
@@ -222,7 +354,7 @@ mod tests {
     #[test]
     fn reports_facts_of_this_machine() {
         let tags = vec!["Linux".to_owned(), "Office Berlin".to_owned()];
-        let info = collect("My Test VM", &tags);
+        let info = system("My Test VM", &tags);
         assert_eq!(info.name, "My Test VM");
         assert_eq!(info.tags, tags);
         assert_eq!(info.version, env!("CARGO_PKG_VERSION"));
@@ -234,7 +366,77 @@ mod tests {
             assert!(!info.hostname.is_empty());
             assert!(info.mem_total > 0);
         }
-        assert_eq!(collect("", &[]).name, info.hostname);
+        assert_eq!(system("", &[]).name, info.hostname);
+    }
+
+    #[test]
+    fn cpuinfo_of_x86_and_arm() {
+        let x86 = "processor\t: 0\nvendor_id\t: GenuineIntel\ncpu family\t: 6\nmodel\t\t: 85\n\
+                   model name\t: Intel(R) Xeon(R) Silver 4110 CPU @ 2.10GHz\nstepping\t: 4\n\n\
+                   processor\t: 1\nvendor_id\t: GenuineIntel\ncpu family\t: 6\nmodel\t\t: 85\n";
+        assert_eq!(
+            parse_cpuinfo(x86),
+            CpuFacts {
+                family: "6".into(),
+                model: "85".into(),
+                vendor: "GenuineIntel".into(),
+                model_name: "Intel(R) Xeon(R) Silver 4110 CPU @ 2.10GHz".into(),
+            }
+        );
+        let arm = "processor\t: 0\nBogoMIPS\t: 50.00\nFeatures\t: fp asimd\nCPU implementer\t: 0x41\n\
+                   CPU architecture: 8\nCPU variant\t: 0x3\nCPU part\t: 0xd0c\nCPU revision\t: 1\n";
+        assert_eq!(
+            parse_cpuinfo(arm),
+            CpuFacts {
+                family: "8".into(),
+                model: "0xd0c".into(),
+                vendor: "ARM".into(),
+                model_name: String::new(),
+            }
+        );
+        assert_eq!(arm_implementer("0xAB"), "0xAB");
+        assert_eq!(parse_cpuinfo(""), CpuFacts::default());
+    }
+
+    #[test]
+    fn the_attributes_file_replaces_configured_tags_and_labels() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut config = crate::config::load(
+            &<crate::cli::AgentArgs as clap::Parser>::parse_from([
+                "rport",
+                "--auth",
+                "user1:secret-pw",
+                "--tag",
+                "configured",
+                "h:1",
+            ]),
+            &|_: &str| None::<String>,
+        )
+        .expect("valid config");
+        config.labels.insert("city".into(), "Berlin".into());
+        let info = collect(&config);
+        assert_eq!(info.tags, vec!["configured"]);
+        assert_eq!(info.labels.get("city").map(String::as_str), Some("Berlin"));
+        let settings = info.settings.expect("settings reported");
+        assert_eq!(settings.server, "h:1");
+        assert_eq!(settings.auth_id, "user1");
+        assert!(!format!("{settings:?}").contains("secret-pw"));
+
+        let path = dir.path().join("attributes.json");
+        std::fs::write(&path, r#"{"tags":["from-file"],"labels":{"rack":"R7"}}"#).expect("write");
+        config.attributes_file = Some(path.clone());
+        let (tags, labels) = tags_and_labels(&config);
+        assert_eq!(tags, vec!["from-file"]);
+        assert_eq!(labels.get("rack").map(String::as_str), Some("R7"));
+        assert!(!labels.contains_key("city"));
+
+        std::fs::write(&path, "not json").expect("write");
+        let (tags, _) = tags_and_labels(&config);
+        assert_eq!(
+            tags,
+            vec!["configured"],
+            "a broken file falls back to the config"
+        );
     }
 
     #[test]

@@ -93,6 +93,8 @@ impl FleetSpec {
             id: Some(id.clone()),
             name: id.clone(),
             tags: self.tags.clone(),
+            labels: Default::default(),
+            attributes_file: None,
             auth: Credential {
                 id: id.clone(),
                 password: Password::new(self.naming.password(&id)),

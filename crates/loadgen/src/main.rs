@@ -150,7 +150,7 @@ async fn main() -> anyhow::Result<()> {
         keep_alive: args.keep_alive,
         max_retry_interval: args.max_retry_interval,
         tags: args.tags.clone(),
-        facts: tokio::task::spawn_blocking(|| rport_agent::sysinfo::collect("", &[]))
+        facts: tokio::task::spawn_blocking(|| rport_agent::sysinfo::system("", &[]))
             .await
             .context("reading the device facts")?,
     });

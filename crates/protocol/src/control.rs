@@ -5,6 +5,7 @@
 //! are ignored and unknown message types decode to [`ControlMessage::Unknown`], so a newer
 //! peer can add messages without breaking an older one.
 
+use std::collections::BTreeMap;
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
@@ -54,6 +55,120 @@ pub struct SystemInfo {
     pub tags: Vec<String>,
     /// The agent's version.
     pub version: String,
+    /// `cpu family` of `/proc/cpuinfo` (`6`), or the architecture on ARM.
+    pub cpu_family: String,
+    /// `model` of `/proc/cpuinfo` (`85`), or the part number on ARM.
+    pub cpu_model: String,
+    /// `vendor_id` of `/proc/cpuinfo` (`GenuineIntel`), or the implementer on ARM.
+    pub cpu_vendor: String,
+    /// The hypervisor or container the device runs in (`KVM`, `DOCKER`, ...), upper case as
+    /// RPort reports it; empty when none was detected.
+    pub os_virtualization_system: String,
+    /// `guest` inside a virtual machine or container, else empty.
+    pub os_virtualization_role: String,
+    /// Key/value metadata from the agent's `[client] labels` or its attributes file.
+    pub labels: BTreeMap<String, String>,
+    /// The agent's settings that are no secret, shown as RPort's `client_configuration`;
+    /// `None` from agents that do not send them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub settings: Option<AgentSettings>,
+}
+
+/// What an agent tells the server about its own configuration: never a credential.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct AgentSettings {
+    pub server: String,
+    pub fallback_servers: Vec<String>,
+    pub server_switchback_interval_secs: u64,
+    /// The `[client] id` as configured; empty when the agent uses the one in its data dir.
+    pub id: String,
+    /// The `[client] name` as configured; empty when the agent reports its hostname.
+    pub name: String,
+    pub data_dir: String,
+    pub tunnel_allowed: Vec<String>,
+    pub remotes: Vec<String>,
+    pub keep_alive_secs: u64,
+    pub max_retry_interval_secs: u64,
+    pub log_level: String,
+    pub log_file: String,
+    /// The credential id it authenticates with (the id only, never the password).
+    pub auth_id: String,
+}
+
+/// How many labels an agent may report; more are dropped by the receiver.
+pub const MAX_LABELS: usize = 64;
+/// The longest label key or value, and the longest of the other short facts added after
+/// version 1 (CPU and virtualization names, settings' strings), in bytes.
+pub const MAX_FACT_LEN: usize = 256;
+/// How many entries a list of an agent's settings may have.
+pub const MAX_SETTINGS_ENTRIES: usize = 64;
+
+impl SystemInfo {
+    /// The facts with each field added after protocol version 1.0 within its bound:
+    /// longer strings are cut, extra labels and list entries dropped. The whole hello is
+    /// bounded already (64 KiB); these keep a single fact from filling a table cell.
+    pub fn bounded(mut self) -> Self {
+        for text in [
+            &mut self.cpu_family,
+            &mut self.cpu_model,
+            &mut self.cpu_vendor,
+            &mut self.os_virtualization_system,
+            &mut self.os_virtualization_role,
+        ] {
+            truncate(text, MAX_FACT_LEN);
+        }
+        if self.labels.len() > MAX_LABELS
+            || self
+                .labels
+                .iter()
+                .any(|(k, v)| k.len() > MAX_FACT_LEN || v.len() > MAX_FACT_LEN)
+        {
+            self.labels = std::mem::take(&mut self.labels)
+                .into_iter()
+                .take(MAX_LABELS)
+                .map(|(mut key, mut value)| {
+                    truncate(&mut key, MAX_FACT_LEN);
+                    truncate(&mut value, MAX_FACT_LEN);
+                    (key, value)
+                })
+                .collect();
+        }
+        if let Some(settings) = &mut self.settings {
+            for text in [
+                &mut settings.server,
+                &mut settings.id,
+                &mut settings.name,
+                &mut settings.data_dir,
+                &mut settings.log_level,
+                &mut settings.log_file,
+                &mut settings.auth_id,
+            ] {
+                truncate(text, MAX_FACT_LEN);
+            }
+            for list in [
+                &mut settings.fallback_servers,
+                &mut settings.tunnel_allowed,
+                &mut settings.remotes,
+            ] {
+                list.truncate(MAX_SETTINGS_ENTRIES);
+                list.iter_mut()
+                    .for_each(|entry| truncate(entry, MAX_FACT_LEN));
+            }
+        }
+        self
+    }
+}
+
+/// Cuts `text` to at most `max` bytes, at a character boundary.
+fn truncate(text: &mut String, max: usize) {
+    if text.len() > max {
+        let mut end = max;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+    }
 }
 
 /// Why a server refused a session; the agent decides from it how to log and retry.
@@ -217,6 +332,41 @@ mod tests {
         assert!(!shown.contains("hunter2"), "{shown}");
         let back = ControlMessage::from_json(&hello.to_json()).expect("round trip");
         assert_eq!(back, hello);
+    }
+
+    #[test]
+    fn facts_of_a_version_1_0_agent_still_decode() {
+        let old = br#"{"type":"info_update","info":{"name":"n","num_cpus":2,"tags":["a"]}}"#;
+        let Ok(ControlMessage::InfoUpdate { info }) = ControlMessage::from_json(old) else {
+            panic!("an old agent's facts decode");
+        };
+        assert_eq!(info.num_cpus, 2);
+        assert!(info.labels.is_empty());
+        assert_eq!(info.settings, None);
+        assert_eq!(info.cpu_vendor, "");
+    }
+
+    #[test]
+    fn new_facts_are_bounded() {
+        let mut info = SystemInfo {
+            cpu_vendor: "é".repeat(MAX_FACT_LEN),
+            ..Default::default()
+        };
+        for n in 0..MAX_LABELS + 10 {
+            info.labels.insert(format!("key{n:03}"), "v".repeat(1000));
+        }
+        info.settings = Some(AgentSettings {
+            remotes: vec!["x".repeat(1000); MAX_SETTINGS_ENTRIES + 1],
+            ..Default::default()
+        });
+        let info = info.bounded();
+        assert!(info.cpu_vendor.len() <= MAX_FACT_LEN);
+        assert!(info.cpu_vendor.chars().all(|c| c == 'é'));
+        assert_eq!(info.labels.len(), MAX_LABELS);
+        assert!(info.labels.values().all(|v| v.len() == MAX_FACT_LEN));
+        let settings = info.settings.expect("settings kept");
+        assert_eq!(settings.remotes.len(), MAX_SETTINGS_ENTRIES);
+        assert!(settings.remotes.iter().all(|r| r.len() == MAX_FACT_LEN));
     }
 
     #[test]

@@ -12,8 +12,8 @@ pub mod ip_rules;
 pub mod tunnel_spec;
 
 pub use control::{
-    CheckAnswer, CheckOutcome, CheckRequest, ControlMessage, OpenRequest, Password, RefuseCode,
-    StreamProtocol, SystemInfo,
+    AgentSettings, CheckAnswer, CheckOutcome, CheckRequest, ControlMessage, OpenRequest, Password,
+    RefuseCode, StreamProtocol, SystemInfo,
 };
 pub use fingerprint::Fingerprint;
 pub use frame::{DecodeError, Decoder, Frame, FrameKind};

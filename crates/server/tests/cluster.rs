@@ -433,6 +433,7 @@ async fn claim(store: &Arc<dyn Store>, node: &str, agent: &str) {
         connected: true,
         connected_at: Some(now),
         disconnected_at: None,
+        last_heartbeat_at: Some(now),
         project: "default".to_owned(),
         owner_node: Some(node.to_owned()),
     };

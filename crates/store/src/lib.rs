@@ -146,6 +146,9 @@ pub trait Store: Send + Sync + 'static {
     /// Marks disconnected every agent held by a node whose lease ran out; returns their ids.
     async fn release_dead_nodes_agents(&self, at: DateTime<Utc>)
     -> Result<Vec<String>, StoreError>;
+    /// Notes when keepalives of agents' sessions last arrived, one batch in one write;
+    /// a time never moves back. Ids without a record are skipped.
+    async fn record_heartbeats(&self, beats: &[(String, DateTime<Utc>)]) -> Result<(), StoreError>;
     async fn get_agent(&self, id: &str) -> Result<Option<AgentRecord>, StoreError>;
     async fn list_agents(&self) -> Result<Vec<AgentRecord>, StoreError>;
     /// Returns whether a record was deleted.

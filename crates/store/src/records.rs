@@ -20,6 +20,9 @@ pub struct AgentRecord {
     pub connected: bool,
     pub connected_at: Option<DateTime<Utc>>,
     pub disconnected_at: Option<DateTime<Utc>>,
+    /// When a keepalive of its session last arrived, as last written: at connect, at
+    /// disconnect, and in between at the bounded rate of `Store::record_heartbeats`.
+    pub last_heartbeat_at: Option<DateTime<Utc>>,
     /// The project its credential binds it to; the agent cannot choose it.
     pub project: String,
     /// The node of a cluster that holds (or last held) its session.

@@ -187,6 +187,8 @@ const MIGRATIONS: &[&str] = &[
         attributes TEXT,
         allowed_user_groups TEXT
     );",
+    // 13: when each agent's last keepalive arrived (RPort's `last_heartbeat_at`)
+    "ALTER TABLE clients ADD COLUMN last_heartbeat_at INTEGER;",
 ];
 
 /// The schema version that gave agent credentials their own table.
@@ -380,6 +382,7 @@ fn agent_from_row(row: &Row<'_>) -> rusqlite::Result<(AgentRecord, String)> {
             connected: row.get("connected")?,
             connected_at: from_millis(row.get("connected_at")?),
             disconnected_at: from_millis(row.get("disconnected_at")?),
+            last_heartbeat_at: from_millis(row.get("last_heartbeat_at")?),
             project: row.get("project")?,
             owner_node: row.get("owner_node")?,
         },
@@ -588,7 +591,7 @@ impl Store for SqliteStore {
             conn.execute(
                 "INSERT OR REPLACE INTO clients \
                  (id, auth_id, info, address, connected, connected_at, disconnected_at, project, \
-                 owner_node) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                 owner_node, last_heartbeat_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
                 params![
                     c.id,
                     c.auth_id,
@@ -599,6 +602,7 @@ impl Store for SqliteStore {
                     c.disconnected_at.map(millis),
                     c.project,
                     c.owner_node,
+                    c.last_heartbeat_at.map(millis),
                 ],
             )?;
             Ok(())
@@ -617,10 +621,13 @@ impl Store for SqliteStore {
             let written = tx.execute(
                 "INSERT INTO clients \
                  (id, auth_id, info, address, connected, connected_at, disconnected_at, project, \
-                 owner_node) VALUES (?1, ?2, ?3, ?4, 1, ?5, NULL, ?6, ?7) \
+                 owner_node, last_heartbeat_at) VALUES (?1, ?2, ?3, ?4, 1, ?5, NULL, ?6, ?7, ?9) \
                  ON CONFLICT (id) DO UPDATE SET auth_id = excluded.auth_id, info = excluded.info, \
                  address = excluded.address, connected = 1, connected_at = excluded.connected_at, \
-                 disconnected_at = NULL, project = excluded.project, owner_node = excluded.owner_node \
+                 disconnected_at = NULL, project = excluded.project, owner_node = excluded.owner_node, \
+                 last_heartbeat_at = CASE WHEN clients.last_heartbeat_at IS NULL \
+                     OR clients.last_heartbeat_at < excluded.last_heartbeat_at \
+                     THEN excluded.last_heartbeat_at ELSE clients.last_heartbeat_at END \
                  WHERE clients.connected = 0 OR clients.owner_node IS NULL \
                  OR clients.owner_node = excluded.owner_node \
                  OR NOT EXISTS (SELECT 1 FROM cluster_nodes n \
@@ -634,6 +641,7 @@ impl Store for SqliteStore {
                     c.project,
                     c.owner_node,
                     now,
+                    c.last_heartbeat_at.map(millis),
                 ],
             )?;
             let claim = if written > 0 {
@@ -704,6 +712,28 @@ impl Store for SqliteStore {
                 .query_map(params![millis(at), now], |row| row.get::<_, String>(0))?
                 .collect::<Result<Vec<_>, _>>()?;
             Ok(ids)
+        })
+        .await
+    }
+
+    async fn record_heartbeats(&self, beats: &[(String, DateTime<Utc>)]) -> Result<(), StoreError> {
+        if beats.is_empty() {
+            return Ok(());
+        }
+        let beats = beats.to_vec();
+        self.run(move |conn| {
+            let tx = conn.transaction()?;
+            {
+                let mut stmt = tx.prepare(
+                    "UPDATE clients SET last_heartbeat_at = ?2 WHERE id = ?1 \
+                     AND (last_heartbeat_at IS NULL OR last_heartbeat_at < ?2)",
+                )?;
+                for (id, at) in &beats {
+                    stmt.execute(params![id, millis(*at)])?;
+                }
+            }
+            tx.commit()?;
+            Ok(())
         })
         .await
     }

@@ -206,6 +206,7 @@ fn version_7_with_credentials(path: &std::path::Path, json: &str) {
         ALTER TABLE users DROP COLUMN password_expired;
         ALTER TABLE users DROP COLUMN two_fa_send_to;
         DROP TABLE user_groups; DROP TABLE user_group_projects; DROP TABLE user_group_members;
+        ALTER TABLE clients DROP COLUMN last_heartbeat_at;
         PRAGMA user_version = 7;",
     )
     .expect("back to version 7");

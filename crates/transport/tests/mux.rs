@@ -708,3 +708,29 @@ async fn a_flooding_peer_that_never_reads_is_dropped_after_the_keepalive() {
         .await
         .expect("the session ends within the keepalive");
 }
+
+#[tokio::test]
+async fn the_time_of_the_peers_last_keepalive_is_kept() {
+    let before = std::time::SystemTime::now();
+    let handle = echo_pair(Duration::from_millis(600)).await;
+    // Each side pings at once and every keep_alive / 3; the answer is the heartbeat.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let first = loop {
+        if let Some(at) = handle.last_heartbeat() {
+            break at;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no heartbeat");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(first >= before - Duration::from_secs(1));
+    loop {
+        if handle.last_heartbeat().is_some_and(|at| at > first) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the heartbeat did not move"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

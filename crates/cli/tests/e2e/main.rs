@@ -6,6 +6,7 @@ mod audit_log;
 mod basics;
 mod brute_force;
 mod client_attributes;
+mod client_object;
 mod cluster;
 mod fallback;
 mod faults;

@@ -325,7 +325,13 @@ impl AgentListener {
         // lets one hold it, and the other refuses it before the agent thinks it is in.
         let claimed = self
             .registry
-            .claim(&agent_id, &auth_id, &project, info, peer.to_string())
+            .claim(
+                &agent_id,
+                &auth_id,
+                &project,
+                info.bounded(),
+                peer.to_string(),
+            )
             .await;
         let record = match claimed {
             Ok(record) => record,
@@ -441,7 +447,7 @@ fn facts_update(
                 return None;
             }
             *last_update = Some(tokio::time::Instant::now());
-            Some(info)
+            Some(info.bounded())
         }
         Ok(other) => {
             tracing::debug!(client = %agent_id, "ignoring control message {other:?}");

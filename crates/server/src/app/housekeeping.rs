@@ -1,5 +1,5 @@
 //! Work rportd does on its own while it runs: pruning the audit log, forgetting agents
-//! gone too long, and reading the user file again when asked.
+//! gone too long, saving agents' heartbeats, and reading the user file again when asked.
 
 use std::sync::Arc;
 
@@ -30,6 +30,30 @@ pub async fn audit_retention_loop(state: Arc<AppState>, shutdown: CancellationTo
             Ok(n) => tracing::info!("deleted {n} audit log entries older than {cutoff}"),
             Err(err) => tracing::error!("pruning the audit log: {err}"),
         }
+    }
+}
+
+/// How often the keepalive times of the sessions held here go to the store. In between,
+/// the API reads them from the sessions themselves; the store's copy serves the other
+/// nodes of a cluster and survives a crash. At 10,000 agents this is one write of 1,000
+/// rows every 30 ms for 0.3 s per interval, instead of a write per keepalive.
+const HEARTBEAT_FLUSH_EVERY: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// Saves the agents' last keepalive times every [`HEARTBEAT_FLUSH_EVERY`], and once more
+/// at shutdown.
+pub async fn heartbeat_loop(state: Arc<AppState>, shutdown: CancellationToken) {
+    let mut interval = tokio::time::interval(HEARTBEAT_FLUSH_EVERY);
+    interval.tick().await;
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => {
+                state.registry.flush_heartbeats().await;
+                return;
+            }
+            _ = interval.tick() => {}
+        }
+        let written = state.registry.flush_heartbeats().await;
+        tracing::debug!("saved the heartbeats of {written} clients");
     }
 }
 

@@ -431,6 +431,7 @@ mod tests {
             connected: true,
             connected_at: Some(now),
             disconnected_at: None,
+            last_heartbeat_at: Some(now),
             project: "berlin".into(),
             owner_node: None,
         };

@@ -35,7 +35,7 @@ use crate::net::web_tls::{self, WebCert};
 use crate::tunnels::port_pool::PortPool;
 use crate::tunnels::{ProxySetup, TunnelManager, TunnelSettings};
 use data_dir::{create_data_dir, write_fingerprint};
-use housekeeping::{audit_retention_loop, purge_loop, reload_user_file};
+use housekeeping::{audit_retention_loop, heartbeat_loop, purge_loop, reload_user_file};
 use rport_store::Store;
 use tokio_util::task::TaskTracker;
 
@@ -333,6 +333,7 @@ impl Server {
             events_out,
         ));
         let purge = tokio::spawn(purge_loop(Arc::clone(&self.state), shutdown.clone()));
+        let heartbeats = tokio::spawn(heartbeat_loop(Arc::clone(&self.state), shutdown.clone()));
         let audit_retention = tokio::spawn(audit_retention_loop(
             Arc::clone(&self.state),
             shutdown.clone(),
@@ -378,6 +379,7 @@ impl Server {
         // After the sessions closed (their agents released): the lease ends last.
         let _ = cluster.await;
         let _ = purge.await;
+        let _ = heartbeats.await;
         let _ = audit_retention.await;
         if let Some(proxy) = proxy {
             let _ = proxy.await;

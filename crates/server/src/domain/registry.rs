@@ -24,7 +24,29 @@ impl AgentEntry {
     pub fn is_connected(&self) -> bool {
         self.session.is_some() || self.record.connected
     }
+
+    /// When the agent was last heard: its session's last keepalive when it is connected
+    /// here, else the last one written to the store, and at least the start of its session.
+    pub fn last_heartbeat_at(&self) -> Option<DateTime<Utc>> {
+        let live = self.live_heartbeat();
+        [
+            live,
+            self.record.last_heartbeat_at,
+            self.record.connected_at,
+        ]
+        .into_iter()
+        .flatten()
+        .max()
+    }
+
+    fn live_heartbeat(&self) -> Option<DateTime<Utc>> {
+        let session = self.session.as_ref()?;
+        session.handle.last_heartbeat().map(DateTime::<Utc>::from)
+    }
 }
+
+/// At most this many heartbeats go to the store in one write.
+const HEARTBEATS_PER_WRITE: usize = 1000;
 
 /// A connected agent's session. The number tells sessions of the same id apart, so the
 /// end of an old session can never mark a newer one disconnected.
@@ -226,14 +248,17 @@ impl Registry {
         info: SystemInfo,
         address: String,
     ) -> Result<AgentRecord, ClaimError> {
+        let now = Utc::now();
         let record = AgentRecord {
             id: id.to_owned(),
             auth_id: auth_id.to_owned(),
             info,
             address,
             connected: true,
-            connected_at: Some(Utc::now()),
+            connected_at: Some(now),
             disconnected_at: None,
+            // The hello is the first sign of life.
+            last_heartbeat_at: Some(now),
             project: project.to_owned(),
             owner_node: Some(self.node.clone()),
         };
@@ -321,21 +346,32 @@ impl Registry {
             let mut clients = self.write();
             match clients.get_mut(id) {
                 Some(entry) if entry.session.as_ref().is_some_and(|s| s.number == number) => {
+                    let heard = entry.live_heartbeat();
                     entry.session = None;
                     entry.record.connected = false;
                     entry.record.disconnected_at = Some(now);
-                    true
+                    let newer = heard.filter(|at| Some(*at) > entry.record.last_heartbeat_at);
+                    if newer.is_some() {
+                        entry.record.last_heartbeat_at = newer;
+                    }
+                    Some(newer)
                 }
-                _ => false,
+                _ => None,
             }
         };
-        if detached {
-            match self.store.release_agent(id, &self.node, now).await {
-                Ok(_) => self.changed(id),
-                Err(err) => tracing::error!(client = id, "saving disconnect: {err}"),
-            }
+        let Some(heard) = detached else {
+            return false;
+        };
+        if let Some(at) = heard
+            && let Err(err) = self.store.record_heartbeats(&[(id.to_owned(), at)]).await
+        {
+            tracing::error!(client = id, "saving the last heartbeat: {err}");
         }
-        detached
+        match self.store.release_agent(id, &self.node, now).await {
+            Ok(_) => self.changed(id),
+            Err(err) => tracing::error!(client = id, "saving disconnect: {err}"),
+        }
+        true
     }
 
     pub async fn update_info(&self, id: &str, number: u64, info: SystemInfo) {
@@ -367,6 +403,37 @@ impl Registry {
             }
             Err(err) => tracing::error!(client = id, "saving client facts: {err}"),
         }
+    }
+
+    /// Writes to the store the keepalives that arrived since the last write, for the
+    /// sessions held here, in batches: one write per [`HEARTBEATS_PER_WRITE`] agents each
+    /// time it is called, never one per keepalive. Returns how many it wrote.
+    pub async fn flush_heartbeats(&self) -> usize {
+        let beats: Vec<(String, DateTime<Utc>)> = {
+            let mut clients = self.write();
+            clients
+                .values_mut()
+                .filter_map(|entry| {
+                    let heard = entry.live_heartbeat()?;
+                    if Some(heard) <= entry.record.last_heartbeat_at {
+                        return None;
+                    }
+                    entry.record.last_heartbeat_at = Some(heard);
+                    Some((entry.record.id.clone(), heard))
+                })
+                .collect()
+        };
+        let mut written = 0;
+        for batch in beats.chunks(HEARTBEATS_PER_WRITE) {
+            match self.store.record_heartbeats(batch).await {
+                Ok(()) => written += batch.len(),
+                Err(err) => {
+                    tracing::error!("saving agents' heartbeats: {err}");
+                    break;
+                }
+            }
+        }
+        written
     }
 
     /// Forgets a disconnected agent; returns the project it was in. What belongs to it

@@ -5,7 +5,8 @@
 use axum::http::Method;
 use serde_json::{Value, json};
 
-use crate::harness::{Setup, TestServer, admin};
+use crate::harness::{Setup, TestServer, admin, agent};
+use crate::rport_schema::assert_rport_schema;
 
 fn fleet() -> Setup {
     Setup {
@@ -168,4 +169,230 @@ async fn another_projects_client_does_not_exist_for_a_user_without_a_role_there(
         .request(Method::GET, "/api/v1/clients/gamma", &admin())
         .await;
     still.assert_data(200);
+}
+
+/// RPort's `Client` (`components/schemas/Client.yaml`, with `UpdatesStatus.yaml`,
+/// `ExtIPAddresses.yaml` and `ClientConfiguration.yaml`), nullable where RPort's own code
+/// answers null (its Go pointers, nil maps and slices).
+fn rport_client_schema() -> Value {
+    let updates_status = json!({
+        "type": "object",
+        "nullable": true,
+        "properties": {
+            "refreshed": {"type": "string"},
+            "updates_available": {"type": "integer"},
+            "security_updates_available": {"type": "integer"},
+            "updates_summaries": {"type": "array"},
+            "reboot_pending": {"type": "boolean"},
+            "error": {"type": "string"},
+            "hint": {"type": "string"}
+        }
+    });
+    let ext_ip_addresses = json!({
+        "type": "object",
+        "nullable": true,
+        "properties": {
+            "ipv4": {"type": "string"},
+            "ipv6": {"type": "string"},
+            "updated_at": {"type": "string"},
+            "errors": {"type": "string", "x-optional": true}
+        }
+    });
+    let strings = json!({"type": "array", "items": {"type": "string"}});
+    json!({
+        "type": "object",
+        "properties": {
+            "id": {"type": "string"},
+            "name": {"type": "string"},
+            "os": {"type": "string"},
+            "os_full_name": {"type": "string"},
+            "os_version": {"type": "string"},
+            "os_arch": {"type": "string"},
+            "os_family": {"type": "string"},
+            "os_kernel": {"type": "string"},
+            "os_virtualization_system": {"type": "string"},
+            "os_virtualization_role": {"type": "string"},
+            "hostname": {"type": "string"},
+            "cpu_family": {"type": "string"},
+            "cpu_model": {"type": "string"},
+            "cpu_vendor": {"type": "string"},
+            "cpu_model_name": {"type": "string"},
+            "num_cpus": {"type": "integer"},
+            "mem_total": {"type": "number"},
+            "timezone": {"type": "string"},
+            "ipv4": strings,
+            "ipv6": strings,
+            "tags": strings,
+            "labels": {"type": "object", "nullable": true},
+            "version": {"type": "string"},
+            "address": {"type": "string"},
+            "tunnels": {"type": "array"},
+            "connection_state": {"type": "string", "enum": ["connected", "disconnected"]},
+            "disconnected_at": {"type": "string", "nullable": true},
+            "last_heartbeat_at": {"type": "string", "nullable": true},
+            "client_auth_id": {"type": "string"},
+            "allowed_user_groups": {"type": "array", "items": {"type": "string"}, "nullable": true},
+            "updates_status": updates_status,
+            "ext_ip_addresses": ext_ip_addresses,
+            "client_configuration": {"type": "object", "nullable": true}
+        }
+    })
+}
+
+/// What RPort's UI reads of `client_configuration` (the Go `clientconfig.Config`).
+fn rport_client_configuration_schema() -> Value {
+    let enabled = json!({"type": "object", "properties": {"enabled": {"type": "boolean"}}});
+    json!({
+        "type": "object",
+        "properties": {
+            "client": {
+                "type": "object",
+                "properties": {
+                    "server": {"type": "string"},
+                    "fallback_servers": {"type": "array", "items": {"type": "string"}},
+                    "server_switchback_interval": {"type": "integer"},
+                    "id": {"type": "string"},
+                    "name": {"type": "string"},
+                    "tags": {"type": "array", "items": {"type": "string"}},
+                    "labels": {"type": "object"},
+                    "remotes": {"type": "array", "items": {"type": "string"}},
+                    "tunnel_allowed": {"type": "array", "items": {"type": "string"}},
+                    "data_dir": {"type": "string"},
+                    "auth": {"type": "string"},
+                    "auth_pass": {"type": "string"}
+                }
+            },
+            "connection": {
+                "type": "object",
+                "properties": {
+                    "keep_alive": {"type": "integer"},
+                    "max_retry_interval": {"type": "integer"}
+                }
+            },
+            "logging": {"type": "object"},
+            "remote_commands": enabled,
+            "remote_scripts": enabled,
+            "monitoring": enabled,
+            "file_reception": enabled,
+            "interpreter_aliases": {"type": "object"}
+        }
+    })
+}
+
+/// An agent that reported everything rportd's agent reports.
+fn reporting_agent() -> rport_store::AgentRecord {
+    let mut record = agent("delta", "default");
+    let info = &mut record.info;
+    info.cpu_family = "6".into();
+    info.cpu_model = "85".into();
+    info.cpu_vendor = "GenuineIntel".into();
+    info.cpu_model_name = "Intel(R) Xeon(R) Silver 4110 CPU @ 2.10GHz".into();
+    info.num_cpus = 8;
+    info.mem_total = 16_712_757_248;
+    info.os_virtualization_system = "KVM".into();
+    info.os_virtualization_role = "guest".into();
+    info.tags = vec!["Linux".into()];
+    info.labels.insert("city".into(), "Berlin".into());
+    info.settings = Some(rport_protocol::AgentSettings {
+        server: "rportd.example.com:8080".into(),
+        fallback_servers: vec!["rportd2.example.com:8080".into()],
+        server_switchback_interval_secs: 120,
+        data_dir: "/var/lib/rport".into(),
+        tunnel_allowed: vec!["127.0.0.1:22".into()],
+        remotes: vec!["2222:22".into()],
+        keep_alive_secs: 60,
+        max_retry_interval_secs: 300,
+        log_level: "debug".into(),
+        auth_id: "default-credential".into(),
+        ..Default::default()
+    });
+    record
+}
+
+#[tokio::test]
+async fn a_client_carries_rports_fields() {
+    let server = TestServer::with(Setup {
+        clients: vec![("old-agent", "default")],
+        agent_records: vec![reporting_agent()],
+        ..Default::default()
+    })
+    .await;
+    let reply = server
+        .request(Method::GET, "/api/v1/clients/delta", &admin())
+        .await;
+    let client = reply.assert_data(200);
+    assert_rport_schema(client, &rport_client_schema());
+    assert_rport_schema(
+        &client["client_configuration"],
+        &rport_client_configuration_schema(),
+    );
+    let expected = json!({
+        "cpu_family": "6",
+        "cpu_model": "85",
+        "cpu_vendor": "GenuineIntel",
+        "num_cpus": 8,
+        "mem_total": 16_712_757_248u64,
+        "os_virtualization_system": "KVM",
+        "os_virtualization_role": "guest",
+        "labels": {"city": "Berlin"},
+        "allowed_user_groups": [],
+        "updates_status": null,
+        "ext_ip_addresses": null,
+    });
+    for (key, value) in expected.as_object().expect("an object") {
+        assert_eq!(&client[key], value, "{key}");
+    }
+    let configuration = &client["client_configuration"];
+    assert_eq!(configuration["client"]["server"], "rportd.example.com:8080");
+    assert_eq!(configuration["client"]["labels"], json!({"city": "Berlin"}));
+    assert_eq!(
+        configuration["connection"]["keep_alive"],
+        json!(60_000_000_000u64),
+        "a Go duration, in nanoseconds"
+    );
+    assert_eq!(configuration["client"]["auth_pass"], "", "never a secret");
+    assert_eq!(configuration["client"]["auth_user"], "default-credential");
+    assert_eq!(configuration["remote_commands"]["enabled"], false);
+
+    // Disconnected: the last heartbeat the store kept, before the disconnect.
+    let heartbeat = client["last_heartbeat_at"].as_str().expect("a time");
+    let disconnected = client["disconnected_at"].as_str().expect("a time");
+    let parse = |text: &str| chrono::DateTime::parse_from_rfc3339(text).expect("RFC 3339");
+    assert!(parse(heartbeat) < parse(disconnected), "{client}");
+
+    // An agent that reports none of the new facts still fits RPort's schema.
+    let old = server
+        .request(Method::GET, "/api/v1/clients/old-agent", &admin())
+        .await;
+    let old = old.assert_data(200);
+    assert_rport_schema(old, &rport_client_schema());
+    assert_eq!(
+        (
+            &old["labels"],
+            &old["client_configuration"],
+            &old["cpu_vendor"]
+        ),
+        (&json!({}), &Value::Null, &json!(""))
+    );
+
+    // RPort's field names select them, `ip_addresses` included.
+    let reply = server
+        .request(
+            Method::GET,
+            "/api/v1/clients/delta?fields[clients]=id,labels,last_heartbeat_at,ip_addresses",
+            &admin(),
+        )
+        .await;
+    let picked = reply.assert_data(200);
+    let mut keys: Vec<&str> = picked
+        .as_object()
+        .expect("an object")
+        .keys()
+        .map(String::as_str)
+        .collect();
+    keys.sort_unstable();
+    assert_eq!(
+        keys,
+        ["ext_ip_addresses", "id", "labels", "last_heartbeat_at"]
+    );
 }

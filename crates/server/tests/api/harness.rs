@@ -33,6 +33,8 @@ pub struct Setup {
     pub clients: Vec<(&'static str, &'static str)>,
     /// Tunnels of an earlier run, closed: `(id, client, project)`.
     pub closed_tunnels: Vec<(&'static str, &'static str, &'static str)>,
+    /// Agents the store knows of before the server starts, with facts of their own.
+    pub agent_records: Vec<AgentRecord>,
 }
 
 impl Default for Setup {
@@ -44,6 +46,7 @@ impl Default for Setup {
             projects: Vec::new(),
             clients: Vec::new(),
             closed_tunnels: Vec::new(),
+            agent_records: Vec::new(),
         }
     }
 }
@@ -115,6 +118,9 @@ address = "127.0.0.1:0"
                 .upsert_agent(&agent(id, project))
                 .await
                 .expect("seed client");
+        }
+        for record in &setup.agent_records {
+            store.upsert_agent(record).await.expect("seed client");
         }
         for (id, client, project) in setup.closed_tunnels {
             store
@@ -374,6 +380,7 @@ pub fn agent(id: &str, project: &str) -> AgentRecord {
         connected: false,
         connected_at: Some(now - chrono::Duration::minutes(5)),
         disconnected_at: Some(now),
+        last_heartbeat_at: Some(now - chrono::Duration::seconds(20)),
         project: project.to_owned(),
         owner_node: None,
     }

@@ -379,12 +379,13 @@ impl Store for PostgresStore {
             execute(
                 client,
                 "INSERT INTO clients (id, auth_id, info, address, connected, connected_at, \
-                 disconnected_at, project, owner_node) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
+                 disconnected_at, project, owner_node, last_heartbeat_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
                  ON CONFLICT (id) DO UPDATE SET \
                  auth_id = EXCLUDED.auth_id, info = EXCLUDED.info, address = EXCLUDED.address, \
                  connected = EXCLUDED.connected, connected_at = EXCLUDED.connected_at, \
                  disconnected_at = EXCLUDED.disconnected_at, project = EXCLUDED.project, \
-                 owner_node = EXCLUDED.owner_node",
+                 owner_node = EXCLUDED.owner_node, last_heartbeat_at = EXCLUDED.last_heartbeat_at",
                 &[
                     &c.id,
                     &c.auth_id,
@@ -395,6 +396,7 @@ impl Store for PostgresStore {
                     &c.disconnected_at.map(millis),
                     &c.project,
                     &c.owner_node,
+                    &c.last_heartbeat_at.map(millis),
                 ],
             )
             .await?;
@@ -409,10 +411,12 @@ impl Store for PostgresStore {
         // lock, then find it held by a live node, so their condition fails.
         let claim = format!(
             "INSERT INTO clients (id, auth_id, info, address, connected, connected_at, \
-             disconnected_at, project, owner_node) VALUES ($1, $2, $3, $4, TRUE, $5, NULL, $6, $7) \
+             disconnected_at, project, owner_node, last_heartbeat_at) \
+             VALUES ($1, $2, $3, $4, TRUE, $5, NULL, $6, $7, $8) \
              ON CONFLICT (id) DO UPDATE SET auth_id = EXCLUDED.auth_id, info = EXCLUDED.info, \
              address = EXCLUDED.address, connected = TRUE, connected_at = EXCLUDED.connected_at, \
-             disconnected_at = NULL, project = EXCLUDED.project, owner_node = EXCLUDED.owner_node \
+             disconnected_at = NULL, project = EXCLUDED.project, owner_node = EXCLUDED.owner_node, \
+             last_heartbeat_at = GREATEST(EXCLUDED.last_heartbeat_at, clients.last_heartbeat_at) \
              WHERE NOT clients.connected OR clients.owner_node IS NULL \
              OR clients.owner_node = EXCLUDED.owner_node \
              OR NOT EXISTS (SELECT 1 FROM cluster_nodes n \
@@ -430,6 +434,7 @@ impl Store for PostgresStore {
                     &c.connected_at.map(millis),
                     &c.project,
                     &c.owner_node,
+                    &c.last_heartbeat_at.map(millis),
                 ],
             )
             .await?;
@@ -497,6 +502,25 @@ impl Store for PostgresStore {
         with_client!(self, |client| {
             let rows = query(client, &sql, &[&millis(at)]).await?;
             ids(rows)
+        })
+    }
+
+    async fn record_heartbeats(&self, beats: &[(String, DateTime<Utc>)]) -> Result<(), StoreError> {
+        if beats.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<&str> = beats.iter().map(|(id, _)| id.as_str()).collect();
+        let ats: Vec<i64> = beats.iter().map(|(_, at)| millis(*at)).collect();
+        with_client!(self, |client| {
+            execute(
+                client,
+                "UPDATE clients c SET last_heartbeat_at = b.at \
+                 FROM unnest($1::text[], $2::bigint[]) AS b(id, at) \
+                 WHERE c.id = b.id AND (c.last_heartbeat_at IS NULL OR c.last_heartbeat_at < b.at)",
+                &[&ids, &ats],
+            )
+            .await?;
+            Ok(())
         })
     }
 

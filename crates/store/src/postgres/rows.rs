@@ -21,7 +21,7 @@ use crate::{
 
 /// The columns [`agent`] reads.
 pub(super) const AGENT_COLUMNS: &str = "id, auth_id, info, address, connected, connected_at, \
-     disconnected_at, project, owner_node";
+     disconnected_at, project, owner_node, last_heartbeat_at";
 /// The columns [`api_token`] reads.
 pub(super) const API_TOKEN_COLUMNS: &str =
     "id, username, name, scope, project, hash, created_at, expires_at, last_used_at";
@@ -55,6 +55,7 @@ pub(super) fn agent(row: &Row) -> Result<AgentRecord, PgError> {
         connected: row.try_get("connected")?,
         connected_at: optional_time(row, "connected_at")?,
         disconnected_at: optional_time(row, "disconnected_at")?,
+        last_heartbeat_at: optional_time(row, "last_heartbeat_at")?,
         project: row.try_get("project")?,
         owner_node: row.try_get("owner_node")?,
         id,

@@ -174,6 +174,8 @@ const MIGRATIONS: &[&str] = &[
         attributes TEXT,
         allowed_user_groups TEXT
     );"#,
+    // 5: when each agent's last keepalive arrived (RPort's `last_heartbeat_at`)
+    "ALTER TABLE clients ADD COLUMN last_heartbeat_at BIGINT;",
 ];
 
 /// The key of the transaction-level advisory lock that every rportd takes before it

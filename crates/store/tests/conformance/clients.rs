@@ -64,3 +64,51 @@ pub async fn disconnecting_and_purging_agents(store: Arc<dyn Store>) {
         .expect("purge");
     assert!(kept.is_empty(), "the cutoff itself is not before");
 }
+
+pub async fn heartbeats_are_batched_and_never_move_back(store: Arc<dyn Store>) {
+    let mut a = client("a", "default");
+    a.last_heartbeat_at = None;
+    store.upsert_agent(&a).await.expect("upsert");
+    store
+        .upsert_agent(&client("b", "default"))
+        .await
+        .expect("upsert");
+    let heartbeat_of = |id: &'static str| {
+        let store = Arc::clone(&store);
+        async move {
+            store
+                .get_agent(id)
+                .await
+                .expect("get")
+                .expect("exists")
+                .last_heartbeat_at
+        }
+    };
+    assert_eq!(heartbeat_of("a").await, None);
+    let later = now() + Duration::seconds(30);
+    let earlier = now() - Duration::hours(1);
+    store
+        .record_heartbeats(&[
+            ("a".into(), later),
+            ("b".into(), earlier),
+            ("unknown".into(), later),
+        ])
+        .await
+        .expect("record a batch");
+    assert_eq!(heartbeat_of("a").await, Some(later));
+    assert!(
+        heartbeat_of("b").await > Some(earlier),
+        "an older heartbeat does not replace a newer one"
+    );
+    assert!(store.get_agent("unknown").await.expect("get").is_none());
+    store.record_heartbeats(&[]).await.expect("an empty batch");
+
+    // A new session's claim keeps the later of the stored and the claimed heartbeat.
+    let mut again = client("a", "default");
+    again.last_heartbeat_at = Some(now() - Duration::minutes(5));
+    store.claim_agent(&again).await.expect("claim");
+    assert_eq!(heartbeat_of("a").await, Some(later));
+    again.last_heartbeat_at = Some(later + Duration::seconds(1));
+    store.claim_agent(&again).await.expect("claim");
+    assert_eq!(heartbeat_of("a").await, Some(later + Duration::seconds(1)));
+}

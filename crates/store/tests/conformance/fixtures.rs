@@ -25,6 +25,7 @@ pub fn client(id: &str, project: &str) -> AgentRecord {
         connected: true,
         connected_at: Some(now()),
         disconnected_at: None,
+        last_heartbeat_at: Some(now()),
         project: project.into(),
         owner_node: Some("node-1".into()),
     }

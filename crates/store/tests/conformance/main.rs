@@ -32,6 +32,7 @@ macro_rules! conformance {
             conformance!(@checks $open;
                 clients::agents_are_upserted_listed_and_deleted,
                 clients::disconnecting_and_purging_agents,
+                clients::heartbeats_are_batched_and_never_move_back,
                 tunnels::tunnels_round_trip_and_filter,
                 tunnels::a_tunnel_id_is_unique,
                 tunnels::counter_deltas_add_up_and_change_nothing_else,

@@ -388,10 +388,13 @@ where
                 }
             }
             Frame::Open { stream, payload } => self.on_open(stream, payload)?,
-            Frame::Ping { opaque } => self
-                .out
-                .encode_small(|buf| Frame::Pong { opaque }.encode(buf)),
+            Frame::Ping { opaque } => {
+                self.session.note_heartbeat();
+                self.out
+                    .encode_small(|buf| Frame::Pong { opaque }.encode(buf))
+            }
             Frame::Pong { .. } => {
+                self.session.note_heartbeat();
                 if let Some(sent) = self.last_ping_sent.take() {
                     let rtt = sent.elapsed().as_micros().max(1) as u64;
                     self.session.rtt_micros.store(rtt, Ordering::Relaxed);

@@ -184,6 +184,10 @@ struct SessionShared {
     max_streams: usize,
     /// Frames received so far; a probe watches it move.
     frames_received: AtomicU64,
+    /// When the peer's last PING or PONG arrived, in milliseconds since the Unix epoch; 0
+    /// before the first. Keepalives come a few times per keepalive interval, so keeping
+    /// the wall-clock time costs nothing on the data path.
+    last_heartbeat_ms: AtomicU64,
     /// Bytes waiting to be written to the peer, as of the driver's last turn.
     queued: AtomicUsize,
     /// Streams opened locally whose OPEN the driver has not sent yet: id -> OPEN payload and
@@ -195,6 +199,13 @@ struct SessionShared {
 }
 
 impl SessionShared {
+    fn note_heartbeat(&self) {
+        let millis = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |since| since.as_millis() as u64);
+        self.last_heartbeat_ms.store(millis, Ordering::Relaxed);
+    }
+
     fn unopened(&self) -> std::sync::MutexGuard<'_, HashMap<u32, (Bytes, Box<StreamEntry>)>> {
         self.unopened
             .lock()
@@ -252,6 +263,7 @@ where
         open_streams: AtomicU32::new(0),
         max_streams: config.max_streams,
         frames_received: AtomicU64::new(0),
+        last_heartbeat_ms: AtomicU64::new(0),
         queued: AtomicUsize::new(0),
         unopened: Mutex::new(HashMap::new()),
     });
@@ -335,6 +347,14 @@ impl MuxHandle {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         false
+    }
+
+    /// When the peer's last keepalive (a PING, or the PONG to ours) arrived.
+    pub fn last_heartbeat(&self) -> Option<std::time::SystemTime> {
+        match self.shared.last_heartbeat_ms.load(Ordering::Relaxed) {
+            0 => None,
+            millis => Some(std::time::UNIX_EPOCH + Duration::from_millis(millis)),
+        }
     }
 
     /// Round-trip time of the last answered ping.

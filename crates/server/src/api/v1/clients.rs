@@ -46,6 +46,19 @@ const FIELDS: &[&str] = &[
     "allowed_user_groups",
     "groups",
     "tunnels",
+    "last_heartbeat_at",
+    "cpu_family",
+    "cpu_model",
+    "cpu_vendor",
+    "os_virtualization_system",
+    "os_virtualization_role",
+    "labels",
+    "allowed_user_groups",
+    "updates_status",
+    "ext_ip_addresses",
+    // RPort's name for `ext_ip_addresses` in `fields[clients]`; shown under the other.
+    "ip_addresses",
+    "client_configuration",
 ];
 
 /// What `filter[...]` takes: RPort's filterable fields, and every field we show except
@@ -160,6 +173,19 @@ fn field(entry: &AgentEntry, name: &str) -> Option<Value> {
         } else {
             record.disconnected_at
         }),
+        "last_heartbeat_at" => time_json(entry.last_heartbeat_at()),
+        "cpu_family" => json!(info.cpu_family),
+        "cpu_model" => json!(info.cpu_model),
+        "cpu_vendor" => json!(info.cpu_vendor),
+        "os_virtualization_system" => json!(info.os_virtualization_system),
+        "os_virtualization_role" => json!(info.os_virtualization_role),
+        "labels" => json!(info.labels),
+        // No user groups yet: only administrators and project roles reach a client.
+        "allowed_user_groups" => json!([]),
+        // The agent reports no updates, and looks up no external addresses (RPort's
+        // `ip_api_url`): RPort shows both as null until they are known.
+        "updates_status" | "ext_ip_addresses" | "ip_addresses" => Value::Null,
+        "client_configuration" => super::client_object::client_configuration(record),
         _ => return None,
     })
 }
@@ -177,7 +203,12 @@ fn client_json(
         } else {
             column(entry, view, name).unwrap_or(Value::Null)
         };
-        object.insert(name.to_owned(), value);
+        let key = if name == "ip_addresses" {
+            "ext_ip_addresses"
+        } else {
+            name
+        };
+        object.insert(key.to_owned(), value);
     }
     Value::Object(object)
 }

@@ -6,6 +6,7 @@ pub mod api_tokens;
 pub mod audit_log;
 pub mod client_attributes;
 pub mod client_groups;
+mod client_object;
 pub mod client_tags;
 pub mod clients;
 pub mod clients_auth;
