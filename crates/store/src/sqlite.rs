@@ -10,12 +10,14 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use rusqlite::{Connection, ErrorCode, OptionalExtension, Row, TransactionBehavior, params};
 
+use crate::list_sql::SqlValue;
+use crate::stored_tunnels::STORED_TUNNEL_COLUMNS;
 use crate::tunnel_row::{self, from_millis};
 use crate::{
     AdminGuard, AgentClaim, AgentCredentialRecord, AgentRecord, ApiTokenRecord, AuditFilter,
     AuditRecord, BackendError, ClusterEvent, DEFAULT_PROJECT, NodeRecord, ProjectRecord,
-    ProjectRemoval, Store, StoreError, TunnelCounters, TunnelFilter, TunnelOptions, TunnelRecord,
-    TunnelStatus, UserRecord, UserWrite,
+    ProjectRemoval, Store, StoreError, StoredTunnelFilter, StoredTunnelRecord, TunnelCounters,
+    TunnelFilter, TunnelOptions, TunnelRecord, TunnelStatus, UserRecord, UserWrite,
 };
 
 /// Each entry moves the schema one version up; never edit one that has shipped.
@@ -149,6 +151,23 @@ const MIGRATIONS: &[&str] = &[
         origin TEXT NOT NULL
     );
     CREATE INDEX cluster_events_at ON cluster_events(at);",
+    // 10: the audit log's agent (RPort's client_id, client_hostname); stored tunnels
+    // (RPort's tunnel templates), gone with their agent
+    "ALTER TABLE audit_log ADD COLUMN client_id TEXT;
+    ALTER TABLE audit_log ADD COLUMN client_hostname TEXT;
+    CREATE TABLE stored_tunnels (
+        id TEXT PRIMARY KEY,
+        client_id TEXT NOT NULL REFERENCES clients(id) ON DELETE CASCADE,
+        created_at INTEGER NOT NULL,
+        name TEXT NOT NULL,
+        scheme TEXT,
+        remote_ip TEXT,
+        remote_port INTEGER,
+        public_port INTEGER,
+        acl TEXT,
+        further_options TEXT
+    );
+    CREATE INDEX stored_tunnels_client ON stored_tunnels(client_id, created_at);",
 ];
 
 /// The schema version that gave agent credentials their own table.
@@ -329,6 +348,28 @@ pub(crate) fn corrupt(what: &str, reason: impl ToString) -> StoreError {
         what: what.to_owned(),
         reason: reason.to_string(),
     }
+}
+
+fn sqlite_value(value: &SqlValue) -> rusqlite::types::Value {
+    match value {
+        SqlValue::Text(text) => rusqlite::types::Value::Text(text.clone()),
+        SqlValue::Int(n) => rusqlite::types::Value::Integer(*n),
+    }
+}
+
+fn stored_tunnel_from_row(row: &Row<'_>) -> rusqlite::Result<StoredTunnelRecord> {
+    Ok(StoredTunnelRecord {
+        id: row.get(0)?,
+        agent_id: row.get(1)?,
+        created_at: from_millis(Some(row.get(2)?)).unwrap_or_default(),
+        name: row.get(3)?,
+        scheme: row.get(4)?,
+        remote_ip: row.get(5)?,
+        remote_port: row.get(6)?,
+        public_port: row.get(7)?,
+        acl: row.get(8)?,
+        further_options: row.get(9)?,
+    })
 }
 
 fn agent_from_row(row: &Row<'_>) -> rusqlite::Result<(AgentRecord, String)> {
@@ -902,8 +943,9 @@ impl Store for SqliteStore {
         self.run(move |conn| {
             conn.execute(
                 "INSERT INTO audit_log \
-                 (at, actor, actor_type, actor_ip, action, resource, project, result, detail) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                 (at, actor, actor_type, actor_ip, action, resource, project, result, detail, \
+                 client_id, client_hostname) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
                 params![
                     millis(e.at),
                     e.actor,
@@ -914,6 +956,8 @@ impl Store for SqliteStore {
                     e.project,
                     e.result,
                     e.detail,
+                    e.client_id,
+                    e.client_hostname,
                 ],
             )?;
             Ok(())
@@ -925,48 +969,162 @@ impl Store for SqliteStore {
         &self,
         filter: &AuditFilter,
     ) -> Result<(Vec<AuditRecord>, u64), StoreError> {
-        let f = filter.clone();
+        let sql = filter.to_sql(|n| format!("?{n}"));
+        let (limit, offset) = (filter.limit as i64, filter.offset as i64);
         self.run(move |conn| {
-            const WHERE: &str = "WHERE (?1 IS NULL OR at >= ?1) AND (?2 IS NULL OR at <= ?2) \
-                 AND (?3 IS NULL OR actor = ?3) AND (?4 IS NULL OR action = ?4) \
-                 AND (?5 IS NULL OR project = ?5)";
-            let since = f.since.map(millis);
-            let until = f.until.map(millis);
+            let mut values: Vec<rusqlite::types::Value> =
+                sql.params.iter().map(sqlite_value).collect();
+            let where_clause = &sql.where_clause;
             let total: i64 = conn.query_row(
-                &format!("SELECT COUNT(*) FROM audit_log {WHERE}"),
-                params![since, until, f.actor, f.action, f.project],
+                &format!("SELECT COUNT(*) FROM audit_log {where_clause}"),
+                rusqlite::params_from_iter(values.iter()),
                 |row| row.get(0),
             )?;
+            let n = values.len();
+            values.extend([limit.into(), offset.into()]);
             let mut stmt = conn.prepare(&format!(
                 "SELECT id, at, actor, actor_type, actor_ip, action, resource, project, result, \
-                 detail FROM audit_log {WHERE} ORDER BY at DESC, id DESC LIMIT ?6 OFFSET ?7"
+                 detail, client_id, client_hostname FROM audit_log {where_clause} {} \
+                 LIMIT ?{} OFFSET ?{}",
+                sql.order_by,
+                n + 1,
+                n + 2
             ))?;
-            let rows = stmt.query_map(
-                params![
-                    since,
-                    until,
-                    f.actor,
-                    f.action,
-                    f.project,
-                    f.limit as i64,
-                    f.offset as i64
-                ],
-                |row| {
-                    Ok(AuditRecord {
-                        id: row.get(0)?,
-                        at: from_millis(Some(row.get(1)?)).unwrap_or_default(),
-                        actor: row.get(2)?,
-                        actor_type: row.get(3)?,
-                        actor_ip: row.get(4)?,
-                        action: row.get(5)?,
-                        resource: row.get(6)?,
-                        project: row.get(7)?,
-                        result: row.get(8)?,
-                        detail: row.get(9)?,
-                    })
-                },
-            )?;
+            let rows = stmt.query_map(rusqlite::params_from_iter(values.iter()), |row| {
+                Ok(AuditRecord {
+                    id: row.get(0)?,
+                    at: from_millis(Some(row.get(1)?)).unwrap_or_default(),
+                    actor: row.get(2)?,
+                    actor_type: row.get(3)?,
+                    actor_ip: row.get(4)?,
+                    action: row.get(5)?,
+                    resource: row.get(6)?,
+                    project: row.get(7)?,
+                    result: row.get(8)?,
+                    detail: row.get(9)?,
+                    client_id: row.get(10)?,
+                    client_hostname: row.get(11)?,
+                })
+            })?;
             let list = rows.collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok((list, total as u64))
+        })
+        .await
+    }
+
+    async fn insert_stored_tunnel(&self, tunnel: &StoredTunnelRecord) -> Result<bool, StoreError> {
+        let t = tunnel.clone();
+        self.run(move |conn| {
+            // Only for an agent that exists, in one statement: no error to tell apart
+            // when it was deleted a moment ago.
+            let inserted = conn.execute(
+                &format!(
+                    "INSERT INTO stored_tunnels ({STORED_TUNNEL_COLUMNS}) \
+                     SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10 \
+                     WHERE EXISTS (SELECT 1 FROM clients WHERE id = ?2)"
+                ),
+                params![
+                    t.id,
+                    t.agent_id,
+                    millis(t.created_at),
+                    t.name,
+                    t.scheme,
+                    t.remote_ip,
+                    t.remote_port,
+                    t.public_port,
+                    t.acl,
+                    t.further_options,
+                ],
+            )?;
+            Ok(inserted > 0)
+        })
+        .await
+    }
+
+    async fn update_stored_tunnel(&self, tunnel: &StoredTunnelRecord) -> Result<bool, StoreError> {
+        let t = tunnel.clone();
+        self.run(move |conn| {
+            let updated = conn.execute(
+                "UPDATE stored_tunnels SET name = ?3, scheme = ?4, remote_ip = ?5, \
+                 remote_port = ?6, public_port = ?7, acl = ?8, further_options = ?9 \
+                 WHERE client_id = ?1 AND id = ?2",
+                params![
+                    t.agent_id,
+                    t.id,
+                    t.name,
+                    t.scheme,
+                    t.remote_ip,
+                    t.remote_port,
+                    t.public_port,
+                    t.acl,
+                    t.further_options,
+                ],
+            )?;
+            Ok(updated > 0)
+        })
+        .await
+    }
+
+    async fn get_stored_tunnel(
+        &self,
+        agent_id: &str,
+        id: &str,
+    ) -> Result<Option<StoredTunnelRecord>, StoreError> {
+        let (agent_id, id) = (agent_id.to_owned(), id.to_owned());
+        self.run(move |conn| {
+            Ok(conn
+                .query_row(
+                    &format!(
+                        "SELECT {STORED_TUNNEL_COLUMNS} FROM stored_tunnels \
+                         WHERE client_id = ?1 AND id = ?2"
+                    ),
+                    [agent_id, id],
+                    stored_tunnel_from_row,
+                )
+                .optional()?)
+        })
+        .await
+    }
+
+    async fn delete_stored_tunnel(&self, agent_id: &str, id: &str) -> Result<bool, StoreError> {
+        let (agent_id, id) = (agent_id.to_owned(), id.to_owned());
+        self.run(move |conn| {
+            Ok(conn.execute(
+                "DELETE FROM stored_tunnels WHERE client_id = ?1 AND id = ?2",
+                [agent_id, id],
+            )? > 0)
+        })
+        .await
+    }
+
+    async fn list_stored_tunnels(
+        &self,
+        agent_id: &str,
+        filter: &StoredTunnelFilter,
+    ) -> Result<(Vec<StoredTunnelRecord>, u64), StoreError> {
+        let (where_clause, order_by, params) = filter.to_sql(agent_id, |n| format!("?{n}"));
+        let (limit, offset) = (filter.limit as i64, filter.offset as i64);
+        self.run(move |conn| {
+            let mut values: Vec<rusqlite::types::Value> = params.iter().map(sqlite_value).collect();
+            let total: i64 = conn.query_row(
+                &format!("SELECT COUNT(*) FROM stored_tunnels {where_clause}"),
+                rusqlite::params_from_iter(values.iter()),
+                |row| row.get(0),
+            )?;
+            let n = values.len();
+            values.extend([limit.into(), offset.into()]);
+            let mut stmt = conn.prepare(&format!(
+                "SELECT {STORED_TUNNEL_COLUMNS} FROM stored_tunnels {where_clause} {order_by} \
+                 LIMIT ?{} OFFSET ?{}",
+                n + 1,
+                n + 2
+            ))?;
+            let list = stmt
+                .query_map(
+                    rusqlite::params_from_iter(values.iter()),
+                    stored_tunnel_from_row,
+                )?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
             Ok((list, total as u64))
         })
         .await

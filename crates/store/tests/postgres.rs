@@ -107,7 +107,7 @@ async fn nodes_starting_at_once_migrate_once() {
         .expect("version");
     assert_eq!(rows.len(), 1);
     let version: i64 = rows[0].get(0);
-    assert_eq!(version, 1);
+    assert_eq!(version, 2);
 }
 
 #[tokio::test]
@@ -122,7 +122,7 @@ async fn refuses_a_schema_from_the_future() {
     match PostgresStore::open(&parse(&url)).await {
         Err(StoreError::SchemaTooNew {
             found: 99,
-            known: 1,
+            known: 2,
         }) => {}
         Err(other) => panic!("{other:?}"),
         Ok(_) => panic!("a newer schema must be refused"),

@@ -8,7 +8,9 @@ use axum::http::{Method, StatusCode};
 use axum::routing::{MethodFilter, on};
 
 use super::forward::{self, Owner};
-use super::v1::{api_tokens, audit_log, clients, clients_auth, projects, session, tunnels, users};
+use super::v1::{
+    api_tokens, audit_log, clients, clients_auth, projects, session, stored_tunnels, tunnels, users,
+};
 use super::v2::port_tunnels;
 use super::{ApiError, AppState, openapi};
 
@@ -133,6 +135,33 @@ pub fn routes() -> Routes {
             projects::delete,
         )
         .add(Method::GET, "/api/v1/auditlog", audit_log::list)
+        // stored tunnels (RPort's tunnel templates); starting one runs where its agent is
+        .add(
+            Method::GET,
+            "/api/v1/clients/{client_id}/stored-tunnels",
+            stored_tunnels::list,
+        )
+        .add(
+            Method::POST,
+            "/api/v1/clients/{client_id}/stored-tunnels",
+            stored_tunnels::create,
+        )
+        .add(
+            Method::PUT,
+            "/api/v1/clients/{client_id}/stored-tunnels/{stored_tunnel_id}",
+            stored_tunnels::update,
+        )
+        .add(
+            Method::DELETE,
+            "/api/v1/clients/{client_id}/stored-tunnels/{stored_tunnel_id}",
+            stored_tunnels::delete,
+        )
+        .add_at_owner(
+            Method::POST,
+            "/api/v1/clients/{client_id}/stored-tunnels/{stored_tunnel_id}/start",
+            stored_tunnels::start,
+            Owner::Agent,
+        )
         .add(Method::GET, "/api/v1/clients-auth", clients_auth::list)
         .add(Method::POST, "/api/v1/clients-auth", clients_auth::create)
         .add(

@@ -14,6 +14,7 @@ mod port_tunnels;
 mod projects;
 mod rport_schema;
 mod session;
+mod stored_tunnels;
 mod tokens;
 mod tunnels;
 mod users;

@@ -7,5 +7,6 @@ pub mod clients;
 pub mod clients_auth;
 pub mod projects;
 pub mod session;
+pub mod stored_tunnels;
 pub mod tunnels;
 pub mod users;

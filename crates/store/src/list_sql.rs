@@ -1,0 +1,95 @@
+//! The SQL pieces of RPort's list filters, shared by the lists that take them (the audit
+//! log, stored tunnels): a filter's values bound as parameters, never spliced in, with
+//! RPort's `*` wildcard.
+
+/// A bound parameter of a generated query.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum SqlValue {
+    Text(String),
+    Int(i64),
+}
+
+/// `(e1 = ? OR LOWER(e1) LIKE ? ... OR e2 = ? ...)`: any expression matches any value. A
+/// value with `*` is a case-insensitive pattern; no values match nothing.
+/// `placeholder(n)` spells the n-th (1-based) parameter in the backend's syntax.
+pub(crate) fn any_match(
+    expressions: &[String],
+    values: &[String],
+    params: &mut Vec<SqlValue>,
+    placeholder: fn(usize) -> String,
+) -> String {
+    let mut any = Vec::new();
+    for expression in expressions {
+        for value in values {
+            any.push(match like_pattern(value) {
+                Some(pattern) => {
+                    params.push(SqlValue::Text(pattern));
+                    format!(
+                        "LOWER({expression}) LIKE {} ESCAPE '\\'",
+                        placeholder(params.len())
+                    )
+                }
+                None => {
+                    params.push(SqlValue::Text(value.clone()));
+                    format!("{expression} = {}", placeholder(params.len()))
+                }
+            });
+        }
+    }
+    if any.is_empty() {
+        any.push("1 = 0".to_owned());
+    }
+    format!("({})", any.join(" OR "))
+}
+
+/// RPort's wildcard: a value with `*` is a case-insensitive LIKE pattern in which only
+/// `*` is special (`%`, `_` and `\` are themselves).
+fn like_pattern(value: &str) -> Option<String> {
+    if !value.contains('*') {
+        return None;
+    }
+    let mut pattern = String::with_capacity(value.len() + 4);
+    for c in value.to_lowercase().chars() {
+        match c {
+            '*' => pattern.push('%'),
+            '%' | '_' | '\\' => {
+                pattern.push('\\');
+                pattern.push(c);
+            }
+            c => pattern.push(c),
+        }
+    }
+    Some(pattern)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wildcards_become_escaped_like_patterns() {
+        assert_eq!(like_pattern("admin"), None);
+        assert_eq!(like_pattern("Ad*"), Some("ad%".to_owned()));
+        assert_eq!(like_pattern("*50%_x*"), Some("%50\\%\\_x%".to_owned()));
+    }
+
+    #[test]
+    fn values_are_bound_in_order() {
+        let mut params = vec![SqlValue::Int(1)];
+        let sql = any_match(
+            &["a".to_owned(), "b".to_owned()],
+            &["x".to_owned(), "y*".to_owned()],
+            &mut params,
+            |n| format!("${n}"),
+        );
+        assert_eq!(
+            sql,
+            "(a = $2 OR LOWER(a) LIKE $3 ESCAPE '\\' OR b = $4 OR LOWER(b) LIKE $5 ESCAPE '\\')"
+        );
+        assert_eq!(params.len(), 5);
+        assert_eq!(
+            any_match(&[], &[], &mut params, |n| n.to_string()),
+            "(1 = 0)"
+        );
+    }
+}
