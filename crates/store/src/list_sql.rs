@@ -9,6 +9,45 @@ pub(crate) enum SqlValue {
     Int(i64),
 }
 
+/// One page of a filtered list, and what counts the filter's total.
+pub(crate) struct PageQuery {
+    pub table: &'static str,
+    pub columns: &'static str,
+    /// `WHERE ...` or empty, binding `params` in order.
+    pub where_clause: String,
+    pub order_by: String,
+    pub params: Vec<SqlValue>,
+    pub limit: usize,
+    pub offset: usize,
+}
+
+impl PageQuery {
+    pub(crate) fn count_sql(&self) -> String {
+        format!("SELECT COUNT(*) FROM {} {}", self.table, self.where_clause)
+    }
+
+    /// The page, its limit and offset bound after `params`.
+    pub(crate) fn page_sql(&self, placeholder: fn(usize) -> String) -> String {
+        let n = self.params.len();
+        format!(
+            "SELECT {} FROM {} {} {} LIMIT {} OFFSET {}",
+            self.columns,
+            self.table,
+            self.where_clause,
+            self.order_by,
+            placeholder(n + 1),
+            placeholder(n + 2)
+        )
+    }
+
+    pub(crate) fn limit_and_offset(&self) -> [i64; 2] {
+        [
+            i64::try_from(self.limit).unwrap_or(i64::MAX),
+            i64::try_from(self.offset).unwrap_or(i64::MAX),
+        ]
+    }
+}
+
 /// `(e1 = ? OR LOWER(e1) LIKE ? ... OR e2 = ? ...)`: any expression matches any value. A
 /// value with `*` is a case-insensitive pattern; no values match nothing.
 /// `placeholder(n)` spells the n-th (1-based) parameter in the backend's syntax.

@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use rusqlite::{Connection, ErrorCode, OptionalExtension, Row, TransactionBehavior, params};
 
-use crate::list_sql::SqlValue;
+use crate::list_sql::{PageQuery, SqlValue};
 use crate::stored_tunnels::STORED_TUNNEL_COLUMNS;
 use crate::tunnel_row::{self, from_millis};
 use crate::{
@@ -355,6 +355,33 @@ fn sqlite_value(value: &SqlValue) -> rusqlite::types::Value {
         SqlValue::Text(text) => rusqlite::types::Value::Text(text.clone()),
         SqlValue::Int(n) => rusqlite::types::Value::Integer(*n),
     }
+}
+
+const AUDIT_COLUMNS: &str = "id, at, actor, actor_type, actor_ip, action, resource, project, \
+     result, detail, client_id, client_hostname";
+
+/// A page of a filtered list and the filter's total.
+fn read_page<T>(
+    conn: &Connection,
+    query: &PageQuery,
+    read: impl FnMut(&Row<'_>) -> rusqlite::Result<T>,
+) -> Result<(Vec<T>, u64), StoreError> {
+    let mut values: Vec<rusqlite::types::Value> = query.params.iter().map(sqlite_value).collect();
+    let total: i64 = conn.query_row(
+        &query.count_sql(),
+        rusqlite::params_from_iter(values.iter()),
+        |row| row.get(0),
+    )?;
+    values.extend(
+        query
+            .limit_and_offset()
+            .map(rusqlite::types::Value::Integer),
+    );
+    let mut stmt = conn.prepare(&query.page_sql(|n| format!("?{n}")))?;
+    let list = stmt
+        .query_map(rusqlite::params_from_iter(values.iter()), read)?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok((list, u64::try_from(total).unwrap_or_default()))
 }
 
 fn stored_tunnel_from_row(row: &Row<'_>) -> rusqlite::Result<StoredTunnelRecord> {
@@ -970,27 +997,17 @@ impl Store for SqliteStore {
         filter: &AuditFilter,
     ) -> Result<(Vec<AuditRecord>, u64), StoreError> {
         let sql = filter.to_sql(|n| format!("?{n}"));
-        let (limit, offset) = (filter.limit as i64, filter.offset as i64);
+        let query = PageQuery {
+            table: "audit_log",
+            columns: AUDIT_COLUMNS,
+            where_clause: sql.where_clause,
+            order_by: sql.order_by,
+            params: sql.params,
+            limit: filter.limit,
+            offset: filter.offset,
+        };
         self.run(move |conn| {
-            let mut values: Vec<rusqlite::types::Value> =
-                sql.params.iter().map(sqlite_value).collect();
-            let where_clause = &sql.where_clause;
-            let total: i64 = conn.query_row(
-                &format!("SELECT COUNT(*) FROM audit_log {where_clause}"),
-                rusqlite::params_from_iter(values.iter()),
-                |row| row.get(0),
-            )?;
-            let n = values.len();
-            values.extend([limit.into(), offset.into()]);
-            let mut stmt = conn.prepare(&format!(
-                "SELECT id, at, actor, actor_type, actor_ip, action, resource, project, result, \
-                 detail, client_id, client_hostname FROM audit_log {where_clause} {} \
-                 LIMIT ?{} OFFSET ?{}",
-                sql.order_by,
-                n + 1,
-                n + 2
-            ))?;
-            let rows = stmt.query_map(rusqlite::params_from_iter(values.iter()), |row| {
+            read_page(conn, &query, |row| {
                 Ok(AuditRecord {
                     id: row.get(0)?,
                     at: from_millis(Some(row.get(1)?)).unwrap_or_default(),
@@ -1005,9 +1022,7 @@ impl Store for SqliteStore {
                     client_id: row.get(10)?,
                     client_hostname: row.get(11)?,
                 })
-            })?;
-            let list = rows.collect::<rusqlite::Result<Vec<_>>>()?;
-            Ok((list, total as u64))
+            })
         })
         .await
     }
@@ -1103,31 +1118,17 @@ impl Store for SqliteStore {
         filter: &StoredTunnelFilter,
     ) -> Result<(Vec<StoredTunnelRecord>, u64), StoreError> {
         let (where_clause, order_by, params) = filter.to_sql(agent_id, |n| format!("?{n}"));
-        let (limit, offset) = (filter.limit as i64, filter.offset as i64);
-        self.run(move |conn| {
-            let mut values: Vec<rusqlite::types::Value> = params.iter().map(sqlite_value).collect();
-            let total: i64 = conn.query_row(
-                &format!("SELECT COUNT(*) FROM stored_tunnels {where_clause}"),
-                rusqlite::params_from_iter(values.iter()),
-                |row| row.get(0),
-            )?;
-            let n = values.len();
-            values.extend([limit.into(), offset.into()]);
-            let mut stmt = conn.prepare(&format!(
-                "SELECT {STORED_TUNNEL_COLUMNS} FROM stored_tunnels {where_clause} {order_by} \
-                 LIMIT ?{} OFFSET ?{}",
-                n + 1,
-                n + 2
-            ))?;
-            let list = stmt
-                .query_map(
-                    rusqlite::params_from_iter(values.iter()),
-                    stored_tunnel_from_row,
-                )?
-                .collect::<rusqlite::Result<Vec<_>>>()?;
-            Ok((list, total as u64))
-        })
-        .await
+        let query = PageQuery {
+            table: "stored_tunnels",
+            columns: STORED_TUNNEL_COLUMNS,
+            where_clause,
+            order_by,
+            params,
+            limit: filter.limit,
+            offset: filter.offset,
+        };
+        self.run(move |conn| read_page(conn, &query, stored_tunnel_from_row))
+            .await
     }
 
     async fn purge_audit_before(&self, cutoff: DateTime<Utc>) -> Result<usize, StoreError> {

@@ -26,7 +26,7 @@ use tokio_postgres::types::ToSql;
 use self::error::PgError;
 use self::rows::{AGENT_COLUMNS, API_TOKEN_COLUMNS, TUNNEL_COLUMNS, USER_COLUMNS};
 pub use self::url::PostgresUrl;
-use crate::list_sql::SqlValue;
+use crate::list_sql::{PageQuery, SqlValue};
 use crate::sqlite::{corrupt, millis};
 use crate::stored_tunnels::STORED_TUNNEL_COLUMNS;
 use crate::{
@@ -223,6 +223,27 @@ async fn query_one(
 ) -> Result<Row, PgError> {
     let statement = client.prepare_cached(sql).await?;
     Ok(client.query_one(&statement, params).await?)
+}
+
+/// A page of a filtered list and the filter's total. The statements are made per filter:
+/// prepared unnamed, so that the statement cache does not grow with every combination a
+/// caller sends.
+async fn read_page<T>(
+    client: &impl GenericClient,
+    query: &PageQuery,
+    read: fn(&Row) -> Result<T, PgError>,
+) -> Result<(Vec<T>, u64), PgError> {
+    let mut params: Vec<&(dyn ToSql + Sync)> = query.params.iter().map(pg_value).collect();
+    let total: i64 = client
+        .query_one(query.count_sql().as_str(), &params)
+        .await?
+        .try_get(0)?;
+    let [limit, offset] = query.limit_and_offset();
+    params.extend([&limit as &(dyn ToSql + Sync), &offset]);
+    let rows = client
+        .query(query.page_sql(|n| format!("${n}")).as_str(), &params)
+        .await?;
+    Ok((each(rows, read)?, u64::try_from(total).unwrap_or_default()))
 }
 
 fn pg_value(value: &SqlValue) -> &(dyn ToSql + Sync) {
@@ -799,30 +820,17 @@ impl Store for PostgresStore {
         filter: &AuditFilter,
     ) -> Result<(Vec<AuditRecord>, u64), StoreError> {
         let sql = filter.to_sql(|n| format!("${n}"));
-        let (limit, offset) = (filter.limit as i64, filter.offset as i64);
-        let where_clause = &sql.where_clause;
-        let count = format!("SELECT COUNT(*) FROM audit_log {where_clause}");
-        let n = sql.params.len();
-        let list = format!(
-            "SELECT id, at, actor, actor_type, actor_ip, action, resource, project, result, \
-             detail, client_id, client_hostname FROM audit_log {where_clause} {} \
-             LIMIT ${} OFFSET ${}",
-            sql.order_by,
-            n + 1,
-            n + 2
-        );
-        with_client!(self, |client| {
-            let mut params: Vec<&(dyn ToSql + Sync)> = sql.params.iter().map(pg_value).collect();
-            // Generated per filter: prepared unnamed, so that the statement cache does
-            // not grow with every combination a caller sends.
-            let total: i64 = client
-                .query_one(count.as_str(), &params)
-                .await?
-                .try_get(0)?;
-            params.extend([&limit as &(dyn ToSql + Sync), &offset]);
-            let rows = client.query(list.as_str(), &params).await?;
-            Ok((each(rows, rows::audit)?, total as u64))
-        })
+        let query = PageQuery {
+            table: "audit_log",
+            columns: "id, at, actor, actor_type, actor_ip, action, resource, project, result, \
+                      detail, client_id, client_hostname",
+            where_clause: sql.where_clause,
+            order_by: sql.order_by,
+            params: sql.params,
+            limit: filter.limit,
+            offset: filter.offset,
+        };
+        with_client!(self, |client| read_page(client, &query, rows::audit).await)
     }
 
     async fn insert_stored_tunnel(&self, tunnel: &StoredTunnelRecord) -> Result<bool, StoreError> {
@@ -914,26 +922,18 @@ impl Store for PostgresStore {
         agent_id: &str,
         filter: &StoredTunnelFilter,
     ) -> Result<(Vec<StoredTunnelRecord>, u64), StoreError> {
-        let (where_clause, order_by, sql_params) = filter.to_sql(agent_id, |n| format!("${n}"));
-        let (limit, offset) = (filter.limit as i64, filter.offset as i64);
-        let n = sql_params.len();
-        let count = format!("SELECT COUNT(*) FROM stored_tunnels {where_clause}");
-        let list = format!(
-            "SELECT {STORED_TUNNEL_COLUMNS} FROM stored_tunnels {where_clause} {order_by} \
-             LIMIT ${} OFFSET ${}",
-            n + 1,
-            n + 2
-        );
+        let (where_clause, order_by, params) = filter.to_sql(agent_id, |n| format!("${n}"));
+        let query = PageQuery {
+            table: "stored_tunnels",
+            columns: STORED_TUNNEL_COLUMNS,
+            where_clause,
+            order_by,
+            params,
+            limit: filter.limit,
+            offset: filter.offset,
+        };
         with_client!(self, |client| {
-            let mut params: Vec<&(dyn ToSql + Sync)> = sql_params.iter().map(pg_value).collect();
-            // Generated per filter: prepared unnamed, as the audit log's.
-            let total: i64 = client
-                .query_one(count.as_str(), &params)
-                .await?
-                .try_get(0)?;
-            params.extend([&limit as &(dyn ToSql + Sync), &offset]);
-            let rows = client.query(list.as_str(), &params).await?;
-            Ok((each(rows, rows::stored_tunnel)?, total as u64))
+            read_page(client, &query, rows::stored_tunnel).await
         })
     }
 
