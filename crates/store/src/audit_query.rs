@@ -10,7 +10,7 @@
 
 use chrono::{DateTime, Utc};
 
-use crate::list_sql::{SqlValue, any_match};
+use crate::list_sql::{ListMatch, ListSort, PageQuery, SqlValue, any_match};
 
 /// One of rportd's action names and what RPort calls it.
 pub struct RportWords {
@@ -161,20 +161,8 @@ fn action_sql() -> String {
     sql
 }
 
-/// One `filter[...]`: an entry passes if any of `fields` matches any of `values`. A value
-/// with `*` is a case-insensitive pattern (`*` any text), as RPort's; an empty value
-/// matches an empty or absent field.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AuditMatch {
-    pub fields: Vec<AuditField>,
-    pub values: Vec<String>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct AuditSort {
-    pub field: AuditField,
-    pub descending: bool,
-}
+pub type AuditMatch = ListMatch<AuditField>;
+pub type AuditSort = ListSort<AuditField>;
 
 /// What `list_audit` returns: the filters are ANDed.
 #[derive(Debug, Clone, Default)]
@@ -195,17 +183,10 @@ pub struct AuditFilter {
     pub offset: usize,
 }
 
-/// A generated `WHERE ...` (or empty) and `ORDER BY ...`, with the parameters the
-/// `WHERE` binds in order; `placeholder(n)` spells the n-th (1-based) parameter in the
-/// backend's syntax (`?n` or `$n`).
-pub(crate) struct AuditSql {
-    pub where_clause: String,
-    pub order_by: String,
-    pub params: Vec<SqlValue>,
-}
-
 impl AuditFilter {
-    pub(crate) fn to_sql(&self, placeholder: fn(usize) -> String) -> AuditSql {
+    /// The page this filter asks for; `placeholder(n)` spells the n-th (1-based)
+    /// parameter in the backend's syntax (`?n` or `$n`).
+    pub(crate) fn to_sql(&self, placeholder: fn(usize) -> String) -> PageQuery {
         let mut conditions = Vec::new();
         let mut params = Vec::new();
         let bind = |value: SqlValue, params: &mut Vec<SqlValue>| {
@@ -256,10 +237,15 @@ impl AuditFilter {
             .find(|s| s.field == AuditField::Timestamp)
             .is_some_and(|s| !s.descending);
         order.push(if oldest_first { "id ASC" } else { "id DESC" }.to_owned());
-        AuditSql {
+        PageQuery {
+            table: "audit_log",
+            columns: "id, at, actor, actor_type, actor_ip, action, resource, project, result, \
+                      detail, client_id, client_hostname",
             where_clause,
             order_by: format!("ORDER BY {}", order.join(", ")),
             params,
+            limit: self.limit,
+            offset: self.offset,
         }
     }
 }

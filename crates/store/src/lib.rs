@@ -21,6 +21,7 @@ use chrono::{DateTime, Utc};
 pub use audit_query::{
     AuditField, AuditFilter, AuditMatch, AuditSort, RPORT_WORDS, RportWords, rport_words,
 };
+pub use list_sql::{ListMatch, ListSort};
 pub use postgres::{POOL_SIZE as POSTGRES_POOL_SIZE, PostgresStore, PostgresUrl};
 pub use records::{
     AdminGuard, AgentClaim, AgentCredentialRecord, AgentRecord, ApiTokenRecord, AuditRecord,

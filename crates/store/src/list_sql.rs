@@ -9,6 +9,22 @@ pub(crate) enum SqlValue {
     Int(i64),
 }
 
+/// One `filter[...]`: an entry passes if any of `fields` matches any of `values`. A value
+/// with `*` is a case-insensitive pattern (`*` any text), as RPort's; an empty value
+/// matches an empty or absent field.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListMatch<F> {
+    pub fields: Vec<F>,
+    pub values: Vec<String>,
+}
+
+/// One `sort=[-]field`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ListSort<F> {
+    pub field: F,
+    pub descending: bool,
+}
+
 /// One page of a filtered list, and what counts the filter's total.
 pub(crate) struct PageQuery {
     pub table: &'static str,

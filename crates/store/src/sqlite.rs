@@ -357,9 +357,6 @@ fn sqlite_value(value: &SqlValue) -> rusqlite::types::Value {
     }
 }
 
-const AUDIT_COLUMNS: &str = "id, at, actor, actor_type, actor_ip, action, resource, project, \
-     result, detail, client_id, client_hostname";
-
 /// A page of a filtered list and the filter's total.
 fn read_page<T>(
     conn: &Connection,
@@ -996,16 +993,7 @@ impl Store for SqliteStore {
         &self,
         filter: &AuditFilter,
     ) -> Result<(Vec<AuditRecord>, u64), StoreError> {
-        let sql = filter.to_sql(|n| format!("?{n}"));
-        let query = PageQuery {
-            table: "audit_log",
-            columns: AUDIT_COLUMNS,
-            where_clause: sql.where_clause,
-            order_by: sql.order_by,
-            params: sql.params,
-            limit: filter.limit,
-            offset: filter.offset,
-        };
+        let query = filter.to_sql(|n| format!("?{n}"));
         self.run(move |conn| {
             read_page(conn, &query, |row| {
                 Ok(AuditRecord {
@@ -1117,16 +1105,7 @@ impl Store for SqliteStore {
         agent_id: &str,
         filter: &StoredTunnelFilter,
     ) -> Result<(Vec<StoredTunnelRecord>, u64), StoreError> {
-        let (where_clause, order_by, params) = filter.to_sql(agent_id, |n| format!("?{n}"));
-        let query = PageQuery {
-            table: "stored_tunnels",
-            columns: STORED_TUNNEL_COLUMNS,
-            where_clause,
-            order_by,
-            params,
-            limit: filter.limit,
-            offset: filter.offset,
-        };
+        let query = filter.to_sql(agent_id, |n| format!("?{n}"));
         self.run(move |conn| read_page(conn, &query, stored_tunnel_from_row))
             .await
     }

@@ -3,7 +3,7 @@
 
 use chrono::{DateTime, Utc};
 
-use crate::list_sql::{SqlValue, any_match};
+use crate::list_sql::{ListMatch, ListSort, PageQuery, SqlValue, any_match};
 
 /// A saved tunnel definition of one agent: what `PUT /clients/{id}/tunnels` would be
 /// given. Never opened by itself.
@@ -55,18 +55,8 @@ impl StoredTunnelField {
     }
 }
 
-/// Any of `fields` matches any of `values` (`*` a case-insensitive wildcard).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StoredTunnelMatch {
-    pub fields: Vec<StoredTunnelField>,
-    pub values: Vec<String>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct StoredTunnelSort {
-    pub field: StoredTunnelField,
-    pub descending: bool,
-}
+pub type StoredTunnelMatch = ListMatch<StoredTunnelField>;
+pub type StoredTunnelSort = ListSort<StoredTunnelField>;
 
 /// The filters are ANDed; with no sort, oldest first.
 #[derive(Debug, Clone, Default)]
@@ -78,12 +68,8 @@ pub struct StoredTunnelFilter {
 }
 
 impl StoredTunnelFilter {
-    /// `WHERE client_id = p1 AND ...` and `ORDER BY ...`, with the parameters in order.
-    pub(crate) fn to_sql(
-        &self,
-        agent_id: &str,
-        placeholder: fn(usize) -> String,
-    ) -> (String, String, Vec<SqlValue>) {
+    /// The page of agent `agent_id`'s stored tunnels this filter asks for.
+    pub(crate) fn to_sql(&self, agent_id: &str, placeholder: fn(usize) -> String) -> PageQuery {
         let mut params = vec![SqlValue::Text(agent_id.to_owned())];
         let mut conditions = vec![format!("client_id = {}", placeholder(1))];
         for m in &self.matches {
@@ -100,11 +86,15 @@ impl StoredTunnelFilter {
             })
             .collect();
         order.extend(["created_at ASC".to_owned(), "id ASC".to_owned()]);
-        (
-            format!("WHERE {}", conditions.join(" AND ")),
-            format!("ORDER BY {}", order.join(", ")),
+        PageQuery {
+            table: "stored_tunnels",
+            columns: STORED_TUNNEL_COLUMNS,
+            where_clause: format!("WHERE {}", conditions.join(" AND ")),
+            order_by: format!("ORDER BY {}", order.join(", ")),
             params,
-        )
+            limit: self.limit,
+            offset: self.offset,
+        }
     }
 }
 
@@ -126,12 +116,12 @@ mod tests {
             limit: 10,
             offset: 0,
         };
-        let (where_clause, order_by, params) = filter.to_sql("a1", |n| format!("?{n}"));
+        let query = filter.to_sql("a1", |n| format!("?{n}"));
         assert_eq!(
-            where_clause,
+            query.where_clause,
             "WHERE client_id = ?1 AND (COALESCE(CAST(remote_port AS TEXT), '') = ?2)"
         );
-        assert_eq!(order_by, "ORDER BY name DESC, created_at ASC, id ASC");
-        assert_eq!(params.len(), 2);
+        assert_eq!(query.order_by, "ORDER BY name DESC, created_at ASC, id ASC");
+        assert_eq!(query.params.len(), 2);
     }
 }

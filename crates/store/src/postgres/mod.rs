@@ -819,17 +819,7 @@ impl Store for PostgresStore {
         &self,
         filter: &AuditFilter,
     ) -> Result<(Vec<AuditRecord>, u64), StoreError> {
-        let sql = filter.to_sql(|n| format!("${n}"));
-        let query = PageQuery {
-            table: "audit_log",
-            columns: "id, at, actor, actor_type, actor_ip, action, resource, project, result, \
-                      detail, client_id, client_hostname",
-            where_clause: sql.where_clause,
-            order_by: sql.order_by,
-            params: sql.params,
-            limit: filter.limit,
-            offset: filter.offset,
-        };
+        let query = filter.to_sql(|n| format!("${n}"));
         with_client!(self, |client| read_page(client, &query, rows::audit).await)
     }
 
@@ -922,16 +912,7 @@ impl Store for PostgresStore {
         agent_id: &str,
         filter: &StoredTunnelFilter,
     ) -> Result<(Vec<StoredTunnelRecord>, u64), StoreError> {
-        let (where_clause, order_by, params) = filter.to_sql(agent_id, |n| format!("${n}"));
-        let query = PageQuery {
-            table: "stored_tunnels",
-            columns: STORED_TUNNEL_COLUMNS,
-            where_clause,
-            order_by,
-            params,
-            limit: filter.limit,
-            offset: filter.offset,
-        };
+        let query = filter.to_sql(agent_id, |n| format!("${n}"));
         with_client!(self, |client| {
             read_page(client, &query, rows::stored_tunnel).await
         })
