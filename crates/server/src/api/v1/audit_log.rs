@@ -12,19 +12,17 @@ use axum::Json;
 use axum::extract::State as StateExtractor;
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
-use rport_store::{AuditField, AuditFilter, AuditMatch, AuditRecord, AuditSort, rport_words};
+use rport_store::{AuditField, AuditFilter, AuditMatch, AuditRecord, rport_words};
 use serde_json::{Value, json};
 
 use crate::domain::permissions::Role;
 
+use super::rport_list::{ListGrammar, invalid};
 use crate::api::{ApiError, Authenticated, Params, State, time_json};
 
 /// RPort's page size and its largest.
 const DEFAULT_LIMIT: usize = 10;
 const MAX_LIMIT: usize = 100;
-/// Values of one filter, and sorts, that one request may give: the query's size is bound
-/// by the server anyway; this bounds the SQL made from it.
-const MAX_VALUES: usize = 100;
 
 /// A request's list options, checked but not yet scoped to the caller.
 #[derive(Debug)]
@@ -32,10 +30,6 @@ struct ListOptions {
     filter: AuditFilter,
     /// A `filter[username]` (or rportd's `filter[actor]`) was given.
     filters_by_username: bool,
-}
-
-pub(super) fn invalid(title: impl Into<String>, detail: impl Into<String>) -> ApiError {
-    ApiError::bad_request("ERR_CODE_INVALID_REQUEST", title, detail)
 }
 
 /// A time as RPort's filters take it: RFC 3339, or a date, or a date and time in UTC
@@ -63,77 +57,53 @@ fn parse_time(key: &str, text: &str) -> Result<DateTime<Utc>, ApiError> {
     ))
 }
 
-pub(super) fn page_number(key: &str, text: &str) -> Result<i64, ApiError> {
-    text.trim().parse().map_err(|_| {
-        invalid(
-            format!("Invalid {key}"),
-            format!("{key}={text:?}: pagination {key} must be a number"),
-        )
-    })
-}
-
 /// Reads the list options of a request; pure.
 fn parse(params: &Params) -> Result<ListOptions, ApiError> {
-    let mut options = ListOptions {
-        filter: AuditFilter {
-            limit: DEFAULT_LIMIT,
-            ..AuditFilter::default()
+    let names = field_names();
+    let filters = format!(
+        "{} (timestamp with [gt], [lt], [since] or [until]), or rportd's filter[since], \
+         filter[until], filter[actor], filter[project]",
+        names.replace("timestamp, ", "")
+    );
+    let grammar = ListGrammar {
+        sort_field: &AuditField::from_rport_name,
+        filter_field: &|name: &str| match name {
+            "actor" => Some(AuditField::Username),
+            "timestamp" => None,
+            name => AuditField::from_rport_name(name),
         },
-        filters_by_username: false,
+        sorts: &names,
+        filters: &filters,
+        default_limit: DEFAULT_LIMIT,
+        max_limit: MAX_LIMIT,
     };
-    for (key, value) in &params.0 {
-        let key = key.as_str();
-        if key == "sort" {
-            for part in value.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-                let (name, descending) = match part.strip_prefix('-') {
-                    Some(name) => (name, true),
-                    None => (part, false),
-                };
-                let field = AuditField::from_rport_name(name).ok_or_else(|| {
-                    invalid(
-                        format!("unsupported sort field '{name}'"),
-                        format!("sort by one of {}", field_names()),
-                    )
-                })?;
-                options.filter.sort.push(AuditSort { field, descending });
-            }
-        } else if key == "page[limit]" {
-            let limit = page_number("limit", value)?;
-            if limit <= 0 {
-                return Err(invalid(
-                    "pagination limit must be positive",
-                    format!("page[limit]={value:?}"),
-                ));
-            }
-            if limit > MAX_LIMIT as i64 {
-                return Err(invalid(
-                    format!("pagination limit too big ({limit}) maximum is {MAX_LIMIT}"),
-                    format!("page[limit] is at most {MAX_LIMIT}"),
-                ));
-            }
-            options.filter.limit = limit as usize;
-        } else if key == "page[offset]" {
-            let offset = page_number("offset", value)?;
-            options.filter.offset = usize::try_from(offset).map_err(|_| {
-                invalid(
-                    "pagination offset must not be negative",
-                    format!("page[offset]={value:?}"),
-                )
-            })?;
-        } else if key.starts_with("page") {
-            return Err(invalid(
-                format!("unsupported pagination parameter '{key}'"),
-                "use page[limit] and page[offset]",
-            ));
-        } else if key.starts_with("filter") {
-            parse_filter(key, value, &mut options)?;
+    let mut filter = AuditFilter::default();
+    let read = grammar.parse(params, |key, value| {
+        let time = || parse_time(key, value.trim()).map(Some);
+        match key {
+            "filter[since]" | "filter[timestamp][since]" => filter.since = time()?,
+            "filter[until]" | "filter[timestamp][until]" => filter.until = time()?,
+            "filter[timestamp][gt]" => filter.after = time()?,
+            "filter[timestamp][lt]" => filter.before = time()?,
+            "filter[project]" => filter.project = Some(value.trim().to_owned()),
+            _ => return Ok(false),
         }
-        // Other parameters are not list options; RPort ignores them too.
-    }
-    if options.filter.sort.len() > MAX_VALUES {
-        return Err(invalid("Too many sorts", format!("at most {MAX_VALUES}")));
-    }
-    Ok(options)
+        Ok(true)
+    })?;
+    let filters_by_username = read
+        .matches
+        .iter()
+        .any(|m| m.fields.contains(&AuditField::Username));
+    Ok(ListOptions {
+        filter: AuditFilter {
+            matches: read.matches,
+            sort: read.sort,
+            limit: read.limit,
+            offset: read.offset,
+            ..filter
+        },
+        filters_by_username,
+    })
 }
 
 fn field_names() -> String {
@@ -142,56 +112,6 @@ fn field_names() -> String {
         .map(|(name, _)| *name)
         .collect::<Vec<_>>()
         .join(", ")
-}
-
-fn unsupported_filter(key: &str) -> ApiError {
-    invalid(
-        format!("unsupported filter field '{key}'"),
-        format!(
-            "filter by one of {} (timestamp with [gt], [lt], [since] or [until]), or rportd's \
-             filter[since], filter[until], filter[actor], filter[project]",
-            field_names().replace("timestamp, ", "")
-        ),
-    )
-}
-
-fn parse_filter(key: &str, value: &str, options: &mut ListOptions) -> Result<(), ApiError> {
-    let filter = &mut options.filter;
-    let one_time = |key: &str| parse_time(key, value.trim());
-    match key {
-        "filter[since]" | "filter[timestamp][since]" => filter.since = Some(one_time(key)?),
-        "filter[until]" | "filter[timestamp][until]" => filter.until = Some(one_time(key)?),
-        "filter[timestamp][gt]" => filter.after = Some(one_time(key)?),
-        "filter[timestamp][lt]" => filter.before = Some(one_time(key)?),
-        "filter[project]" => filter.project = Some(value.trim().to_owned()),
-        _ => {
-            let columns = key
-                .strip_prefix("filter[")
-                .and_then(|rest| rest.strip_suffix(']'))
-                .filter(|c| !c.contains('[') && !c.contains(']'))
-                .ok_or_else(|| unsupported_filter(key))?;
-            let mut fields = Vec::new();
-            for column in columns.split('|').map(str::trim) {
-                let field = match column {
-                    "actor" => Some(AuditField::Username),
-                    "timestamp" => None,
-                    name => AuditField::from_rport_name(name),
-                }
-                .ok_or_else(|| unsupported_filter(key))?;
-                options.filters_by_username |= field == AuditField::Username;
-                fields.push(field);
-            }
-            let values: Vec<String> = value.split(',').map(|v| v.trim().to_owned()).collect();
-            if values.len() > MAX_VALUES {
-                return Err(invalid(
-                    format!("Too many values for {key}"),
-                    format!("at most {MAX_VALUES}"),
-                ));
-            }
-            filter.matches.push(AuditMatch { fields, values });
-        }
-    }
-    Ok(())
 }
 
 /// One entry in RPort's shape, with rportd's richer fields after RPort's.
@@ -259,6 +179,7 @@ pub async fn list(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rport_store::AuditSort;
 
     fn params(query: &str) -> Params {
         Params(serde_urlencoded::from_str(query).expect("a query"))

@@ -6,6 +6,7 @@ pub mod audit_log;
 pub mod clients;
 pub mod clients_auth;
 pub mod projects;
+mod rport_list;
 pub mod session;
 pub mod stored_tunnels;
 pub mod tunnels;

@@ -14,14 +14,12 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use chrono::Utc;
 use rport_protocol::ip_rules::Acl;
-use rport_store::{
-    StoredTunnelField, StoredTunnelFilter, StoredTunnelMatch, StoredTunnelRecord, StoredTunnelSort,
-};
+use rport_store::{StoredTunnelField, StoredTunnelFilter, StoredTunnelRecord};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::access::{check_client_access, client_not_found};
-use super::audit_log::{invalid, page_number};
+use super::rport_list::{ListGrammar, invalid};
 use crate::api::{
     ApiError, AppState, Authenticated, ClientIp, JsonBody, Params, RequestBody, State, data,
     time_json,
@@ -36,7 +34,6 @@ const MAX_NAME_LEN: usize = 200;
 const MAX_SCHEME_LEN: usize = 15;
 const MAX_REMOTE_IP_LEN: usize = 255;
 const MAX_FURTHER_OPTIONS_LEN: usize = 8 * 1024;
-const MAX_FILTER_VALUES: usize = 100;
 
 const FIELDS: [(&str, StoredTunnelField); 5] = [
     ("created_at", StoredTunnelField::CreatedAt),
@@ -55,82 +52,21 @@ fn field(name: &str, filterable: bool) -> Option<StoredTunnelField> {
 
 /// RPort's list options for stored tunnels; pure.
 fn parse_list(params: &Params) -> Result<StoredTunnelFilter, ApiError> {
-    let mut filter = StoredTunnelFilter {
-        limit: DEFAULT_LIMIT,
-        ..StoredTunnelFilter::default()
+    let grammar = ListGrammar {
+        sort_field: &|name: &str| field(name, false),
+        filter_field: &|name: &str| field(name, true),
+        sorts: "created_at, name, scheme, remote_ip, remote_port",
+        filters: "name, scheme, remote_ip, remote_port",
+        default_limit: DEFAULT_LIMIT,
+        max_limit: MAX_LIMIT,
     };
-    for (key, value) in &params.0 {
-        let key = key.as_str();
-        match key {
-            "sort" => {
-                for part in value.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-                    let (name, descending) = match part.strip_prefix('-') {
-                        Some(name) => (name, true),
-                        None => (part, false),
-                    };
-                    let field = field(name, false).ok_or_else(|| {
-                        invalid(
-                            format!("unsupported sort field '{name}'"),
-                            "sort by created_at, name, scheme, remote_ip or remote_port",
-                        )
-                    })?;
-                    filter.sort.push(StoredTunnelSort { field, descending });
-                }
-            }
-            "page[limit]" => {
-                let limit = page_number("limit", value)?;
-                if limit <= 0 || limit > MAX_LIMIT as i64 {
-                    return Err(invalid(
-                        format!("pagination limit must be between 1 and {MAX_LIMIT}"),
-                        format!("page[limit]={value:?}"),
-                    ));
-                }
-                filter.limit = limit as usize;
-            }
-            "page[offset]" => {
-                let offset = page_number("offset", value)?;
-                filter.offset = usize::try_from(offset).map_err(|_| {
-                    invalid(
-                        "pagination offset must not be negative",
-                        format!("page[offset]={value:?}"),
-                    )
-                })?;
-            }
-            _ if key.starts_with("page") => {
-                return Err(invalid(
-                    format!("unsupported pagination parameter '{key}'"),
-                    "use page[limit] and page[offset]",
-                ));
-            }
-            _ if key.starts_with("filter") => {
-                let unsupported = || {
-                    invalid(
-                        format!("unsupported filter field '{key}'"),
-                        "filter by name, scheme, remote_ip or remote_port",
-                    )
-                };
-                let columns = key
-                    .strip_prefix("filter[")
-                    .and_then(|rest| rest.strip_suffix(']'))
-                    .filter(|c| !c.contains('[') && !c.contains(']'))
-                    .ok_or_else(unsupported)?;
-                let fields = columns
-                    .split('|')
-                    .map(|c| field(c.trim(), true).ok_or_else(unsupported))
-                    .collect::<Result<Vec<_>, _>>()?;
-                let values: Vec<String> = value.split(',').map(|v| v.trim().to_owned()).collect();
-                if values.len() > MAX_FILTER_VALUES {
-                    return Err(invalid(
-                        format!("Too many values for {key}"),
-                        format!("at most {MAX_FILTER_VALUES}"),
-                    ));
-                }
-                filter.matches.push(StoredTunnelMatch { fields, values });
-            }
-            _ => {}
-        }
-    }
-    Ok(filter)
+    let read = grammar.parse(params, |_, _| Ok(false))?;
+    Ok(StoredTunnelFilter {
+        matches: read.matches,
+        sort: read.sort,
+        limit: read.limit,
+        offset: read.offset,
+    })
 }
 
 /// RPort's `StoredTunnel` body. `id` and `created_at` are read-only: accepted, ignored.
