@@ -348,7 +348,11 @@ async fn any_node_answers_for_an_agent_held_by_another() {
         .await;
     let entries = audit["data"].as_array().expect("entries");
     assert_eq!(entries.len(), 2, "one per tunnel opened: {audit}");
-    assert_eq!(entries[0]["actor_ip"], OPERATOR.ip().to_string(), "{audit}");
+    assert_eq!(
+        entries[0]["remote_ip"],
+        OPERATOR.ip().to_string(),
+        "{audit}"
+    );
 
     // v2, with a bearer token from A (the JWT secret is the cluster's).
     let (status, login) = a.call(Method::GET, "/api/v1/login", &admin(), None).await;
@@ -391,6 +395,33 @@ async fn any_node_answers_for_an_agent_held_by_another() {
         )
         .await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
+
+    // A stored tunnel saved through A starts with one call through A: it opens on B.
+    let (status, stored) = a
+        .call(
+            Method::POST,
+            "/api/v1/clients/dev-1/stored-tunnels",
+            &admin(),
+            Some(json!({"name": "echo", "remote_ip": "127.0.0.1", "remote_port": echo, "acl": "127.0.0.1"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{stored}");
+    let stored_id = stored["data"]["id"].as_str().expect("id");
+    let (status, started) = a
+        .call(
+            Method::POST,
+            &format!("/api/v1/clients/dev-1/stored-tunnels/{stored_id}/start"),
+            &admin(),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{started}");
+    let port = port_of(&started["data"]["lport"]);
+    assert!(
+        (23100..23150).contains(&port),
+        "a port of B's pool: {started}"
+    );
+    assert_eq!(through(port, b"stored across").await, b"stored across");
 
     // Each node reaches the other, as its status says.
     a.until_status("reaching node-b", |status| {

@@ -3,9 +3,12 @@
 //! The server only talks to [`Store`]; [`SqliteStore`] is the single-server backend,
 //! [`PostgresStore`] the one several servers share.
 
+mod audit_query;
+mod list_sql;
 mod postgres;
 mod records;
 mod sqlite;
+mod stored_tunnels;
 mod tunnel_row;
 
 use std::path::{Path, PathBuf};
@@ -15,15 +18,22 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
+pub use audit_query::{
+    AuditField, AuditFilter, AuditMatch, AuditSort, RPORT_WORDS, RportWords, rport_words,
+};
+pub use list_sql::{ListMatch, ListSort};
 pub use postgres::{POOL_SIZE as POSTGRES_POOL_SIZE, PostgresStore, PostgresUrl};
 pub use records::UserGroupRecord;
 pub use records::{
     AdminGuard, AgentAttributes, AgentClaim, AgentCredentialRecord, AgentOverridesRecord,
-    AgentRecord, ApiTokenChange, ApiTokenRecord, AuditFilter, AuditRecord, ClientGroupRecord,
-    ClusterEvent, DEFAULT_PROJECT, NodeRecord, ProjectRecord, ProjectRemoval, TunnelCounters,
-    TunnelFilter, TunnelOptions, TunnelRecord, TunnelStatus, UserRecord, UserWrite,
+    AgentRecord, ApiTokenChange, ApiTokenRecord, AuditRecord, ClientGroupRecord, ClusterEvent,
+    DEFAULT_PROJECT, NodeRecord, ProjectRecord, ProjectRemoval, TunnelCounters, TunnelFilter,
+    TunnelOptions, TunnelRecord, TunnelStatus, UserRecord, UserWrite,
 };
 pub use sqlite::SqliteStore;
+pub use stored_tunnels::{
+    StoredTunnelField, StoredTunnelFilter, StoredTunnelMatch, StoredTunnelRecord, StoredTunnelSort,
+};
 
 /// Any error of a backend, kept with its chain of causes.
 pub type BackendError = Box<dyn std::error::Error + Send + Sync>;
@@ -223,6 +233,25 @@ pub trait Store: Send + Sync + 'static {
     /// Newest first, with the number of entries matching the filter.
     async fn list_audit(&self, filter: &AuditFilter)
     -> Result<(Vec<AuditRecord>, u64), StoreError>;
+    /// Saves a stored tunnel (RPort's tunnel template) of an agent; false, changing
+    /// nothing, when the agent does not exist. Deleting the agent deletes its stored tunnels.
+    async fn insert_stored_tunnel(&self, tunnel: &StoredTunnelRecord) -> Result<bool, StoreError>;
+    /// Replaces all but the id, agent and creation time; false when there is none.
+    async fn update_stored_tunnel(&self, tunnel: &StoredTunnelRecord) -> Result<bool, StoreError>;
+    async fn get_stored_tunnel(
+        &self,
+        agent_id: &str,
+        id: &str,
+    ) -> Result<Option<StoredTunnelRecord>, StoreError>;
+    /// Returns whether it existed.
+    async fn delete_stored_tunnel(&self, agent_id: &str, id: &str) -> Result<bool, StoreError>;
+    /// One agent's stored tunnels, filtered, sorted and paged, with the filter's total.
+    async fn list_stored_tunnels(
+        &self,
+        agent_id: &str,
+        filter: &StoredTunnelFilter,
+    ) -> Result<(Vec<StoredTunnelRecord>, u64), StoreError>;
+
     /// Deletes entries older than `cutoff`; returns how many.
     async fn purge_audit_before(&self, cutoff: DateTime<Utc>) -> Result<usize, StoreError>;
 

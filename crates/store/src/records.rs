@@ -333,17 +333,9 @@ pub struct AuditRecord {
     /// `success` or `failure`.
     pub result: String,
     pub detail: String,
-}
-
-#[derive(Debug, Clone, Default)]
-pub struct AuditFilter {
-    pub since: Option<DateTime<Utc>>,
-    pub until: Option<DateTime<Utc>>,
-    pub actor: Option<String>,
-    pub action: Option<String>,
-    pub project: Option<String>,
-    pub limit: usize,
-    pub offset: usize,
+    /// The agent the action concerned, with its host name when it was recorded.
+    pub client_id: Option<String>,
+    pub client_hostname: Option<String>,
 }
 
 /// An API token: only a hash of its secret is kept.

@@ -10,14 +10,16 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use rusqlite::{Connection, ErrorCode, OptionalExtension, Row, TransactionBehavior, params};
 
+use crate::list_sql::{PageQuery, SqlValue};
 use crate::records::json_column;
+use crate::stored_tunnels::STORED_TUNNEL_COLUMNS;
 use crate::tunnel_row::{self, from_millis};
 use crate::{
     AdminGuard, AgentAttributes, AgentClaim, AgentCredentialRecord, AgentOverridesRecord,
     AgentRecord, ApiTokenChange, ApiTokenRecord, AuditFilter, AuditRecord, BackendError,
     ClientGroupRecord, ClusterEvent, DEFAULT_PROJECT, NodeRecord, ProjectRecord, ProjectRemoval,
-    Store, StoreError, TunnelCounters, TunnelFilter, TunnelOptions, TunnelRecord, TunnelStatus,
-    UserGroupRecord, UserRecord, UserWrite,
+    Store, StoreError, StoredTunnelFilter, StoredTunnelRecord, TunnelCounters, TunnelFilter,
+    TunnelOptions, TunnelRecord, TunnelStatus, UserGroupRecord, UserRecord, UserWrite,
 };
 
 /// Each entry moves the schema one version up; never edit one that has shipped.
@@ -189,6 +191,23 @@ const MIGRATIONS: &[&str] = &[
     );",
     // 13: when each agent's last keepalive arrived (RPort's `last_heartbeat_at`)
     "ALTER TABLE clients ADD COLUMN last_heartbeat_at INTEGER;",
+    // 14: the audit log's agent (RPort's client_id, client_hostname); stored tunnels
+    // (RPort's tunnel templates), gone with their agent
+    "ALTER TABLE audit_log ADD COLUMN client_id TEXT;
+    ALTER TABLE audit_log ADD COLUMN client_hostname TEXT;
+    CREATE TABLE stored_tunnels (
+        id TEXT PRIMARY KEY,
+        client_id TEXT NOT NULL REFERENCES clients(id) ON DELETE CASCADE,
+        created_at INTEGER NOT NULL,
+        name TEXT NOT NULL,
+        scheme TEXT,
+        remote_ip TEXT,
+        remote_port INTEGER,
+        public_port INTEGER,
+        acl TEXT,
+        further_options TEXT
+    );
+    CREATE INDEX stored_tunnels_client ON stored_tunnels(client_id, created_at);",
 ];
 
 /// The schema version that gave agent credentials their own table.
@@ -369,6 +388,52 @@ pub(crate) fn corrupt(what: &str, reason: impl ToString) -> StoreError {
         what: what.to_owned(),
         reason: reason.to_string(),
     }
+}
+
+fn sqlite_value(value: &SqlValue) -> rusqlite::types::Value {
+    match value {
+        SqlValue::Text(text) => rusqlite::types::Value::Text(text.clone()),
+        SqlValue::Int(n) => rusqlite::types::Value::Integer(*n),
+    }
+}
+
+/// A page of a filtered list and the filter's total.
+fn read_page<T>(
+    conn: &Connection,
+    query: &PageQuery,
+    read: impl FnMut(&Row<'_>) -> rusqlite::Result<T>,
+) -> Result<(Vec<T>, u64), StoreError> {
+    let mut values: Vec<rusqlite::types::Value> = query.params.iter().map(sqlite_value).collect();
+    let total: i64 = conn.query_row(
+        &query.count_sql(),
+        rusqlite::params_from_iter(values.iter()),
+        |row| row.get(0),
+    )?;
+    values.extend(
+        query
+            .limit_and_offset()
+            .map(rusqlite::types::Value::Integer),
+    );
+    let mut stmt = conn.prepare(&query.page_sql(|n| format!("?{n}")))?;
+    let list = stmt
+        .query_map(rusqlite::params_from_iter(values.iter()), read)?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok((list, u64::try_from(total).unwrap_or_default()))
+}
+
+fn stored_tunnel_from_row(row: &Row<'_>) -> rusqlite::Result<StoredTunnelRecord> {
+    Ok(StoredTunnelRecord {
+        id: row.get(0)?,
+        agent_id: row.get(1)?,
+        created_at: from_millis(Some(row.get(2)?)).unwrap_or_default(),
+        name: row.get(3)?,
+        scheme: row.get(4)?,
+        remote_ip: row.get(5)?,
+        remote_port: row.get(6)?,
+        public_port: row.get(7)?,
+        acl: row.get(8)?,
+        further_options: row.get(9)?,
+    })
 }
 
 fn agent_from_row(row: &Row<'_>) -> rusqlite::Result<(AgentRecord, String)> {
@@ -1023,8 +1088,9 @@ impl Store for SqliteStore {
         self.run(move |conn| {
             conn.execute(
                 "INSERT INTO audit_log \
-                 (at, actor, actor_type, actor_ip, action, resource, project, result, detail) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                 (at, actor, actor_type, actor_ip, action, resource, project, result, detail, \
+                 client_id, client_hostname) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
                 params![
                     millis(e.at),
                     e.actor,
@@ -1035,6 +1101,8 @@ impl Store for SqliteStore {
                     e.project,
                     e.result,
                     e.detail,
+                    e.client_id,
+                    e.client_hostname,
                 ],
             )?;
             Ok(())
@@ -1046,51 +1114,121 @@ impl Store for SqliteStore {
         &self,
         filter: &AuditFilter,
     ) -> Result<(Vec<AuditRecord>, u64), StoreError> {
-        let f = filter.clone();
+        let query = filter.to_sql(|n| format!("?{n}"));
         self.run(move |conn| {
-            const WHERE: &str = "WHERE (?1 IS NULL OR at >= ?1) AND (?2 IS NULL OR at <= ?2) \
-                 AND (?3 IS NULL OR actor = ?3) AND (?4 IS NULL OR action = ?4) \
-                 AND (?5 IS NULL OR project = ?5)";
-            let since = f.since.map(millis);
-            let until = f.until.map(millis);
-            let total: i64 = conn.query_row(
-                &format!("SELECT COUNT(*) FROM audit_log {WHERE}"),
-                params![since, until, f.actor, f.action, f.project],
-                |row| row.get(0),
-            )?;
-            let mut stmt = conn.prepare(&format!(
-                "SELECT id, at, actor, actor_type, actor_ip, action, resource, project, result, \
-                 detail FROM audit_log {WHERE} ORDER BY at DESC, id DESC LIMIT ?6 OFFSET ?7"
-            ))?;
-            let rows = stmt.query_map(
-                params![
-                    since,
-                    until,
-                    f.actor,
-                    f.action,
-                    f.project,
-                    f.limit as i64,
-                    f.offset as i64
-                ],
-                |row| {
-                    Ok(AuditRecord {
-                        id: row.get(0)?,
-                        at: from_millis(Some(row.get(1)?)).unwrap_or_default(),
-                        actor: row.get(2)?,
-                        actor_type: row.get(3)?,
-                        actor_ip: row.get(4)?,
-                        action: row.get(5)?,
-                        resource: row.get(6)?,
-                        project: row.get(7)?,
-                        result: row.get(8)?,
-                        detail: row.get(9)?,
-                    })
-                },
-            )?;
-            let list = rows.collect::<rusqlite::Result<Vec<_>>>()?;
-            Ok((list, total as u64))
+            read_page(conn, &query, |row| {
+                Ok(AuditRecord {
+                    id: row.get(0)?,
+                    at: from_millis(Some(row.get(1)?)).unwrap_or_default(),
+                    actor: row.get(2)?,
+                    actor_type: row.get(3)?,
+                    actor_ip: row.get(4)?,
+                    action: row.get(5)?,
+                    resource: row.get(6)?,
+                    project: row.get(7)?,
+                    result: row.get(8)?,
+                    detail: row.get(9)?,
+                    client_id: row.get(10)?,
+                    client_hostname: row.get(11)?,
+                })
+            })
         })
         .await
+    }
+
+    async fn insert_stored_tunnel(&self, tunnel: &StoredTunnelRecord) -> Result<bool, StoreError> {
+        let t = tunnel.clone();
+        self.run(move |conn| {
+            // Only for an agent that exists, in one statement: no error to tell apart
+            // when it was deleted a moment ago.
+            let inserted = conn.execute(
+                &format!(
+                    "INSERT INTO stored_tunnels ({STORED_TUNNEL_COLUMNS}) \
+                     SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10 \
+                     WHERE EXISTS (SELECT 1 FROM clients WHERE id = ?2)"
+                ),
+                params![
+                    t.id,
+                    t.agent_id,
+                    millis(t.created_at),
+                    t.name,
+                    t.scheme,
+                    t.remote_ip,
+                    t.remote_port,
+                    t.public_port,
+                    t.acl,
+                    t.further_options,
+                ],
+            )?;
+            Ok(inserted > 0)
+        })
+        .await
+    }
+
+    async fn update_stored_tunnel(&self, tunnel: &StoredTunnelRecord) -> Result<bool, StoreError> {
+        let t = tunnel.clone();
+        self.run(move |conn| {
+            let updated = conn.execute(
+                "UPDATE stored_tunnels SET name = ?3, scheme = ?4, remote_ip = ?5, \
+                 remote_port = ?6, public_port = ?7, acl = ?8, further_options = ?9 \
+                 WHERE client_id = ?1 AND id = ?2",
+                params![
+                    t.agent_id,
+                    t.id,
+                    t.name,
+                    t.scheme,
+                    t.remote_ip,
+                    t.remote_port,
+                    t.public_port,
+                    t.acl,
+                    t.further_options,
+                ],
+            )?;
+            Ok(updated > 0)
+        })
+        .await
+    }
+
+    async fn get_stored_tunnel(
+        &self,
+        agent_id: &str,
+        id: &str,
+    ) -> Result<Option<StoredTunnelRecord>, StoreError> {
+        let (agent_id, id) = (agent_id.to_owned(), id.to_owned());
+        self.run(move |conn| {
+            Ok(conn
+                .query_row(
+                    &format!(
+                        "SELECT {STORED_TUNNEL_COLUMNS} FROM stored_tunnels \
+                         WHERE client_id = ?1 AND id = ?2"
+                    ),
+                    [agent_id, id],
+                    stored_tunnel_from_row,
+                )
+                .optional()?)
+        })
+        .await
+    }
+
+    async fn delete_stored_tunnel(&self, agent_id: &str, id: &str) -> Result<bool, StoreError> {
+        let (agent_id, id) = (agent_id.to_owned(), id.to_owned());
+        self.run(move |conn| {
+            Ok(conn.execute(
+                "DELETE FROM stored_tunnels WHERE client_id = ?1 AND id = ?2",
+                [agent_id, id],
+            )? > 0)
+        })
+        .await
+    }
+
+    async fn list_stored_tunnels(
+        &self,
+        agent_id: &str,
+        filter: &StoredTunnelFilter,
+    ) -> Result<(Vec<StoredTunnelRecord>, u64), StoreError> {
+        let query = filter.to_sql(agent_id, |n| format!("?{n}"));
+        self.run(move |conn| read_page(conn, &query, stored_tunnel_from_row))
+            .await
     }
 
     async fn purge_audit_before(&self, cutoff: DateTime<Utc>) -> Result<usize, StoreError> {

@@ -207,6 +207,8 @@ fn version_7_with_credentials(path: &std::path::Path, json: &str) {
         ALTER TABLE users DROP COLUMN two_fa_send_to;
         DROP TABLE user_groups; DROP TABLE user_group_projects; DROP TABLE user_group_members;
         ALTER TABLE clients DROP COLUMN last_heartbeat_at;
+        DROP TABLE stored_tunnels; ALTER TABLE audit_log DROP COLUMN client_id;
+        ALTER TABLE audit_log DROP COLUMN client_hostname;
         PRAGMA user_version = 7;",
     )
     .expect("back to version 7");

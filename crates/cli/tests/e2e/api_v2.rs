@@ -685,7 +685,7 @@ fn agent_credentials_are_made_per_project_through_the_api() {
         "disconnected"
     );
     let (_, audit) = server.request("GET", "/api/v1/auditlog?filter[action]=clientauth.delete");
-    assert_eq!(audit["data"][0]["resource"], "lab-cred", "{audit}");
+    assert_eq!(audit["data"][0]["affected_id"], "lab-cred", "{audit}");
     assert_eq!(audit["data"][0]["project"], "lab", "{audit}");
     agent.kill();
     let (status, _) = server.request("DELETE", "/api/v1/clients-auth/lab-cred");

@@ -15,7 +15,7 @@ fn entries(server: &Rportd, query: &str) -> (Vec<Value>, u64) {
 
 fn find<'a>(list: &'a [Value], action: &str, result: &str) -> Option<&'a Value> {
     list.iter()
-        .find(|e| e["action"] == action && e["result"] == result)
+        .find(|e| e["rportd_action"] == action && e["result"] == result)
 }
 
 #[test]
@@ -49,32 +49,32 @@ fn audit_log_records_who_did_what_from_where() {
     );
     assert_eq!(reply.status, 201);
 
-    let (list, count) = entries(&server, "");
+    let (list, count) = entries(&server, "?page[limit]=100");
     assert_eq!(count as usize, list.len());
     let failed = find(&list, "login", "failure").expect("failed login");
-    assert_eq!(failed["actor"], API_USER);
+    assert_eq!(failed["username"], API_USER);
     assert_eq!(failed["actor_type"], "user");
-    assert_eq!(failed["actor_ip"], "127.0.0.1");
+    assert_eq!(failed["remote_ip"], "127.0.0.1");
     assert!(find(&list, "login", "success").is_some());
     let agent = find(&list, "agent.login", "success").expect("agent login");
-    assert_eq!(agent["actor"], "agent1");
+    assert_eq!(agent["username"], "agent1");
     assert_eq!(agent["actor_type"], "agent");
-    assert_eq!(agent["resource"], "client-1");
+    assert_eq!(agent["affected_id"], "client-1");
     let created = list
         .iter()
-        .find(|e| e["action"] == "tunnel.create" && e["resource"] == id)
+        .find(|e| e["rportd_action"] == "tunnel.create" && e["affected_id"] == id)
         .expect("tunnel created");
-    assert_eq!(created["actor"], API_USER);
-    assert_eq!(created["actor_ip"], "127.0.0.1");
+    assert_eq!(created["username"], API_USER);
+    assert_eq!(created["remote_ip"], "127.0.0.1");
     assert_eq!(created["project"], "default");
     let deleted = list
         .iter()
-        .find(|e| e["action"] == "tunnel.close" && e["resource"] == id)
+        .find(|e| e["rportd_action"] == "tunnel.close" && e["affected_id"] == id)
         .expect("tunnel deleted");
-    assert_eq!(deleted["actor"], API_USER);
+    assert_eq!(deleted["username"], API_USER);
     let expired = list
         .iter()
-        .find(|e| e["action"] == "tunnel.close" && e["resource"] == short["id"])
+        .find(|e| e["rportd_action"] == "tunnel.close" && e["affected_id"] == short["id"])
         .expect("tunnel closed by the system");
     assert_eq!(expired["actor_type"], "system");
     assert!(
@@ -84,7 +84,7 @@ fn audit_log_records_who_did_what_from_where() {
     );
     assert!(find(&list, "project.create", "success").is_some());
     // Newest first.
-    assert_eq!(list[0]["action"], "project.create");
+    assert_eq!(list[0]["rportd_action"], "project.create");
     // Never a password.
     let text = serde_json::to_string(&list).expect("json");
     assert!(!text.contains(API_PASSWORD));
@@ -97,7 +97,7 @@ fn audit_log_records_who_did_what_from_where() {
     assert_eq!(page[0], list[1]);
     assert_eq!(count as usize, list.len());
     let (agents, _) = entries(&server, "?filter[actor]=agent1");
-    assert!(agents.iter().all(|e| e["actor"] == "agent1"));
+    assert!(agents.iter().all(|e| e["username"] == "agent1"));
     let (future, count) = entries(&server, "?filter[since]=2999-01-01T00:00:00Z");
     assert_eq!((future.len(), count), (0, 0));
     let (status, body) = server.request("GET", "/api/v1/auditlog?filter[since]=yesterday");
@@ -144,8 +144,8 @@ fn audit_log_records_who_did_what_from_where() {
         .iter()
         .map(|e| {
             (
-                e["action"].as_str().unwrap_or(""),
-                e["resource"].as_str().unwrap_or(""),
+                e["rportd_action"].as_str().unwrap_or(""),
+                e["affected_id"].as_str().unwrap_or(""),
             )
         })
         .collect();
@@ -162,7 +162,11 @@ fn audit_log_records_who_did_what_from_where() {
     );
     for entry in &list {
         assert_eq!(
-            (&entry["actor"], &entry["actor_type"], &entry["actor_ip"]),
+            (
+                &entry["username"],
+                &entry["actor_type"],
+                &entry["remote_ip"]
+            ),
             (&json!(API_USER), &json!("user"), &json!("127.0.0.1")),
             "{entry}"
         );

@@ -738,8 +738,8 @@ fn disconnected_agent_can_be_deleted() {
     assert_eq!(status, 204);
     assert!(server.client("gone").is_none());
     let (_, audit) = server.request("GET", "/api/v1/auditlog?filter[action]=client.delete");
-    assert_eq!(audit["data"][0]["resource"], "gone", "{audit}");
-    assert_eq!(audit["data"][0]["actor"], API_USER);
+    assert_eq!(audit["data"][0]["affected_id"], "gone", "{audit}");
+    assert_eq!(audit["data"][0]["username"], API_USER);
 }
 
 #[test]

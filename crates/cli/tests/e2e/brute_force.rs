@@ -403,7 +403,7 @@ fn a_flood_of_huge_user_names_and_tokens_costs_the_server_next_to_nothing() {
     // the newest is the last JSON login.
     let (status, audit) = server.request(
         "GET",
-        "/api/v1/auditlog?filter[action]=login&page[limit]=500",
+        "/api/v1/auditlog?filter[action]=login&page[limit]=100",
     );
     assert_eq!(status, 200, "{audit}");
     assert!(
@@ -413,7 +413,7 @@ fn a_flood_of_huge_user_names_and_tokens_costs_the_server_next_to_nothing() {
     );
     let entries = audit["data"].as_array().expect("entries");
     for entry in entries {
-        for field in ["actor", "resource"] {
+        for field in ["username", "affected_id"] {
             let name = entry[field].as_str().unwrap_or_default();
             assert!(
                 name.len() <= MAX_AUDIT_NAME,
@@ -424,7 +424,7 @@ fn a_flood_of_huge_user_names_and_tokens_costs_the_server_next_to_nothing() {
     }
     let newest = entries.first().expect("an entry");
     assert_eq!(newest["result"], "failure");
-    let name = newest["actor"].as_str().unwrap_or_default();
+    let name = newest["username"].as_str().unwrap_or_default();
     assert!(
         name.starts_with("99-2-xxx") && name.ends_with("bytes)") && name.contains("…(+"),
         "{name}"
@@ -525,7 +525,7 @@ fn agent_hellos_with_huge_credential_ids_cost_the_server_next_to_nothing() {
 
     let (status, audit) = server.request(
         "GET",
-        "/api/v1/auditlog?filter[action]=agent.login&page[limit]=500",
+        "/api/v1/auditlog?filter[action]=agent.login&page[limit]=100",
     );
     assert_eq!(status, 200, "{audit}");
     assert!(
@@ -535,10 +535,10 @@ fn agent_hellos_with_huge_credential_ids_cost_the_server_next_to_nothing() {
     );
     let entries = audit["data"].as_array().expect("entries");
     for entry in entries {
-        let name = entry["actor"].as_str().unwrap_or_default();
+        let name = entry["username"].as_str().unwrap_or_default();
         assert!(name.len() <= MAX_AUDIT_NAME, "{:.200}", entry.to_string());
     }
-    let name = entries[0]["actor"].as_str().unwrap_or_default();
+    let name = entries[0]["username"].as_str().unwrap_or_default();
     assert!(
         name.starts_with("49-9-xxx") && name.contains("…(+"),
         "{name}"

@@ -406,7 +406,7 @@ fn rportd_killed_mid_transfer_loses_no_record() {
         &format!("remote={}&idle-timeout-minutes=30", echo.port()),
     );
     let id = tunnel["id"].as_str().expect("id").to_owned();
-    let (_, audit_before) = server.request("GET", "/api/v1/auditlog?page[limit]=500");
+    let (_, audit_before) = server.request("GET", "/api/v1/auditlog?page[limit]=100");
     let entries_before = audit_before["meta"]["count"].as_u64().expect("count");
 
     // A transfer in flight when the process dies.
@@ -433,7 +433,7 @@ fn rportd_killed_mid_transfer_loses_no_record() {
     let recovered = killed_at.elapsed();
     assert_eq!(back["lport"], tunnel["lport"]);
     echo_round_trip(tunnel_address(&tunnel), 1024 * 1024, 4);
-    let (_, audit_after) = server.request("GET", "/api/v1/auditlog?page[limit]=500");
+    let (_, audit_after) = server.request("GET", "/api/v1/auditlog?page[limit]=100");
     let entries_after = audit_after["meta"]["count"].as_u64().expect("count");
     assert!(
         entries_after >= entries_before,

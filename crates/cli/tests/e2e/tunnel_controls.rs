@@ -1079,3 +1079,71 @@ fn a_tunnel_holds_at_most_its_connection_limits_and_says_so() {
         .collect();
     assert_eq!(many.len(), 50);
 }
+
+#[test]
+fn a_stored_tunnel_opens_with_one_call_and_carries_bytes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (server, _agent) = server_with_agent(dir.path(), "");
+    let echo = echo_server();
+    let definition = json!({
+        "name": "echo",
+        "scheme": "ssh",
+        "remote_ip": "127.0.0.1",
+        "remote_port": echo.port(),
+        "acl": "127.0.0.1",
+        "further_options": {"idle_timeout_minutes": 7, "auto-close": "1h"}
+    });
+    let reply = server.call(
+        "POST",
+        "/api/v1/clients/client-1/stored-tunnels",
+        &server.auth_header,
+        &[],
+        Some(&definition),
+    );
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let stored_id = reply.body["data"]["id"].as_str().expect("id").to_owned();
+    // Stored is not open.
+    let (_, live) = server.request("GET", "/api/v1/tunnels");
+    assert_eq!(live["data"].as_array().map(Vec::len), Some(0), "{live}");
+
+    let (status, started) = server.request(
+        "POST",
+        &format!("/api/v1/clients/client-1/stored-tunnels/{stored_id}/start"),
+    );
+    assert_eq!(status, 200, "{started}");
+    let tunnel = &started["data"];
+    assert_eq!(
+        (
+            &tunnel["name"],
+            &tunnel["scheme"],
+            &tunnel["rport"],
+            &tunnel["acl"],
+            &tunnel["idle_timeout_minutes"]
+        ),
+        (
+            &json!("echo"),
+            &json!("ssh"),
+            &json!(echo.port().to_string()),
+            &json!("127.0.0.1"),
+            &json!(7)
+        ),
+        "{tunnel}"
+    );
+    echo_round_trip(tunnel_address(tunnel), 256 * 1024, 17);
+    // Starting again opens a second tunnel to the same target, as a second PUT would
+    // (refused with RPort's code, since the ACL and target are the same).
+    let (status, again) = server.request(
+        "POST",
+        &format!("/api/v1/clients/client-1/stored-tunnels/{stored_id}/start"),
+    );
+    assert_eq!(status, 400, "{again}");
+    assert_eq!(
+        again["errors"][0]["code"], "ERR_CODE_TUNNEL_TO_PORT_EXIST",
+        "{again}"
+    );
+    let (status, _) = server.request(
+        "DELETE",
+        &format!("/api/v1/clients/client-1/tunnels/{}", id(tunnel)),
+    );
+    assert_eq!(status, 204);
+}

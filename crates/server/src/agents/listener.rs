@@ -260,7 +260,7 @@ impl AgentListener {
                 },
             };
             self.audit
-                .record(&Actor::agent(&shown_auth_id, ip), event)
+                .record_for_client(&Actor::agent(&shown_auth_id, ip), event, &agent_id)
                 .await;
             tracing::warn!(%peer, client = %agent_id, credential = %shown_auth_id, banned_secs = ban.map(|b| b.as_secs()), "agent authentication failed");
             refuse_for(
@@ -274,7 +274,9 @@ impl AgentListener {
         };
         self.bans.succeeded(ip, &auth_id);
         let event = Event::success("agent.login", &agent_id, Some(&project));
-        self.audit.record(&Actor::agent(&auth_id, ip), event).await;
+        self.audit
+            .record_for_client(&Actor::agent(&auth_id, ip), event, &agent_id)
+            .await;
         if let Some(reason) = self.binding.refusal(&self.registry, &agent_id, &auth_id) {
             tracing::warn!(%peer, client = %agent_id, credential = %auth_id, "refusing agent: {reason}");
             refuse(&mut tls, RefuseCode::AuthFailed, reason).await;

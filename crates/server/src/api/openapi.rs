@@ -105,22 +105,107 @@ const TUNNEL_QUERY: &[(&str, &str, &str)] = &[
 ];
 
 const AUDIT_QUERY: &[(&str, &str, &str)] = &[
+    (
+        "filter[username]",
+        "string",
+        "RPort's filters: comma list of values, * a wildcard",
+    ),
+    (
+        "filter[application]",
+        "string",
+        "auth.user, client, client.tunnel, client.auth, ...",
+    ),
+    (
+        "filter[action]",
+        "string",
+        "create, delete, update, success, failed (or rportd's own action name)",
+    ),
+    ("filter[remote_ip]", "string", "address of the caller"),
+    ("filter[affected_id]", "string", "id of what was acted on"),
+    ("filter[client_id]", "string", "the agent acted on"),
+    ("filter[client_hostname]", "string", "the agent's host name"),
+    (
+        "filter[timestamp][gt]",
+        "string",
+        "after this time (2021-10-28 or RFC 3339)",
+    ),
+    ("filter[timestamp][lt]", "string", "before this time"),
+    (
+        "filter[timestamp][since]",
+        "string",
+        "at or after this time",
+    ),
+    (
+        "filter[timestamp][until]",
+        "string",
+        "at or before this time",
+    ),
     ("filter[since]", "string", "RFC 3339 time"),
     ("filter[until]", "string", "RFC 3339 time"),
     (
         "filter[actor]",
         "string",
-        "user name, credential id or system",
-    ),
-    (
-        "filter[action]",
-        "string",
-        "login, tunnel.create, user.delete, ...",
+        "rportd's name for filter[username]",
     ),
     ("filter[project]", "string", "project key"),
-    PAGE[0],
+    (
+        "sort",
+        "string",
+        "[-]timestamp, username, remote_ip, application, action, affected_id, client_id or client_hostname",
+    ),
+    (
+        "page[limit]",
+        "integer",
+        "at most this many entries (default 10, at most 100)",
+    ),
     PAGE[1],
 ];
+
+const STORED_TUNNEL_QUERY: &[(&str, &str, &str)] = &[
+    (
+        "filter[name]",
+        "string",
+        "comma list of values, * a wildcard",
+    ),
+    (
+        "filter[scheme]",
+        "string",
+        "comma list of values, * a wildcard",
+    ),
+    (
+        "filter[remote_ip]",
+        "string",
+        "comma list of values, * a wildcard",
+    ),
+    (
+        "filter[remote_port]",
+        "string",
+        "comma list of values, * a wildcard",
+    ),
+    (
+        "sort",
+        "string",
+        "[-]created_at, name, scheme, remote_ip or remote_port",
+    ),
+    (
+        "page[limit]",
+        "integer",
+        "at most this many entries (default 10, at most 100)",
+    ),
+    PAGE[1],
+];
+
+fn stored_tunnel_schema() -> Value {
+    json!({
+        "name": {"type": "string"},
+        "scheme": {"type": "string", "nullable": true},
+        "remote_ip": {"type": "string", "nullable": true},
+        "remote_port": {"type": "integer", "nullable": true},
+        "public_port": {"type": "integer", "nullable": true},
+        "acl": {"type": "string", "nullable": true},
+        "further_options": {"type": "object", "nullable": true},
+    })
+}
 
 fn roles_schema() -> Value {
     json!({"type": "object", "additionalProperties": {"type": "string", "enum": ["viewer", "tunnels", "admin"]}})
@@ -229,9 +314,28 @@ fn describe(method: &Method, path: &str) -> Option<Operation> {
         ("DELETE", "/api/v1/projects/{project_key}") => {
             op("Delete an empty project (server admins)", Any)
         }
-        ("GET", "/api/v1/auditlog") => {
-            op("The audit log (server admins, or a project's admins)", Any).query(AUDIT_QUERY)
+        ("GET", "/api/v1/auditlog") => op(
+            "The audit log in RPort's shape (server admins; a project's admins with \
+             filter[project]; others their own entries)",
+            Any,
+        )
+        .query(AUDIT_QUERY),
+        ("GET", "/api/v1/clients/{client_id}/stored-tunnels") => {
+            op("An agent's stored tunnels", Any).query(STORED_TUNNEL_QUERY)
         }
+        ("POST", "/api/v1/clients/{client_id}/stored-tunnels") => {
+            op("Store a tunnel definition", Any).body(stored_tunnel_schema(), &[])
+        }
+        ("PUT", "/api/v1/clients/{client_id}/stored-tunnels/{stored_tunnel_id}") => {
+            op("Replace a stored tunnel", Any).body(stored_tunnel_schema(), &[])
+        }
+        ("DELETE", "/api/v1/clients/{client_id}/stored-tunnels/{stored_tunnel_id}") => {
+            op("Delete a stored tunnel", Any)
+        }
+        ("POST", "/api/v1/clients/{client_id}/stored-tunnels/{stored_tunnel_id}/start") => op(
+            "Open a stored tunnel, as PUT /clients/{client_id}/tunnels with its definition",
+            Any,
+        ),
         ("GET", "/api/v1/clients-auth") => op("Agent credentials, without secrets", Any),
         ("POST", "/api/v1/clients-auth") => {
             op("Create an agent credential bound to a project", Any).body(

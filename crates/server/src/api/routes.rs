@@ -10,7 +10,7 @@ use axum::routing::{MethodFilter, on};
 use super::forward::{self, Owner};
 use super::v1::{
     api_tokens, audit_log, client_attributes, client_groups, client_tags, clients, clients_auth,
-    profile, projects, session, tunnels, user_groups, users,
+    profile, projects, session, stored_tunnels, tunnels, user_groups, users,
 };
 use super::v2::port_tunnels;
 use super::{ApiError, AppState, openapi};
@@ -136,6 +136,33 @@ pub fn routes() -> Routes {
             projects::delete,
         )
         .add(Method::GET, "/api/v1/auditlog", audit_log::list)
+        // stored tunnels (RPort's tunnel templates); starting one runs where its agent is
+        .add(
+            Method::GET,
+            "/api/v1/clients/{client_id}/stored-tunnels",
+            stored_tunnels::list,
+        )
+        .add(
+            Method::POST,
+            "/api/v1/clients/{client_id}/stored-tunnels",
+            stored_tunnels::create,
+        )
+        .add(
+            Method::PUT,
+            "/api/v1/clients/{client_id}/stored-tunnels/{stored_tunnel_id}",
+            stored_tunnels::update,
+        )
+        .add(
+            Method::DELETE,
+            "/api/v1/clients/{client_id}/stored-tunnels/{stored_tunnel_id}",
+            stored_tunnels::delete,
+        )
+        .add_at_owner(
+            Method::POST,
+            "/api/v1/clients/{client_id}/stored-tunnels/{stored_tunnel_id}/start",
+            stored_tunnels::start,
+            Owner::Agent,
+        )
         .add(Method::GET, "/api/v1/clients-auth", clients_auth::list)
         .add(Method::POST, "/api/v1/clients-auth", clients_auth::create)
         .add(

@@ -102,6 +102,7 @@ pub struct Copied {
     pub agent_credentials: usize,
     pub agents: usize,
     pub tunnels: usize,
+    pub stored_tunnels: usize,
     pub audit_entries: usize,
     pub revoked_tokens: usize,
     pub user_groups: usize,
@@ -111,13 +112,14 @@ impl std::fmt::Display for Copied {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "{} projects, {} users, {} API tokens, {} agent credentials, {} clients, {} tunnels, {} audit entries, {} revoked sessions, {} user groups",
+            "{} projects, {} users, {} API tokens, {} agent credentials, {} clients, {} tunnels, {} stored tunnels, {} audit entries, {} revoked sessions, {} user groups",
             self.projects,
             self.users,
             self.api_tokens,
             self.agent_credentials,
             self.agents,
             self.tunnels,
+            self.stored_tunnels,
             self.audit_entries,
             self.revoked_tokens,
             self.user_groups
@@ -181,6 +183,9 @@ pub async fn copy(
         target.upsert_agent(&agent).await?;
         copied.agents += 1;
     }
+    for agent in source.list_agents().await? {
+        copied.stored_tunnels += copy_stored_tunnels(source, target, &agent.id).await?;
+    }
     let all = TunnelFilter::default();
     for mut tunnel in source.list_tunnels(&all).await?.into_iter().rev() {
         tunnel.owner_node = tunnel.is_live().then(|| holder.to_owned());
@@ -198,6 +203,30 @@ pub async fn copy(
         .await?;
     target.setting_or_insert(JWT_SECRET_KEY, &secret).await?;
     Ok(copied)
+}
+
+/// One agent's stored tunnels, a page at a time.
+async fn copy_stored_tunnels(
+    source: &dyn Store,
+    target: &dyn Store,
+    agent_id: &str,
+) -> Result<usize, MigrateError> {
+    let mut copied = 0;
+    loop {
+        let page = rport_store::StoredTunnelFilter {
+            limit: AUDIT_PAGE,
+            offset: copied,
+            ..Default::default()
+        };
+        let (list, _) = source.list_stored_tunnels(agent_id, &page).await?;
+        for tunnel in &list {
+            target.insert_stored_tunnel(tunnel).await?;
+        }
+        copied += list.len();
+        if list.len() < AUDIT_PAGE {
+            return Ok(copied);
+        }
+    }
 }
 
 /// Oldest first, a page at a time, so that the copy keeps the order and bounded memory.
@@ -311,6 +340,7 @@ mod tests {
                 agent_credentials: 1,
                 agents: 1,
                 tunnels: 2,
+                stored_tunnels: 1,
                 audit_entries: 3,
                 revoked_tokens: 1,
                 user_groups: 1,
@@ -436,6 +466,24 @@ mod tests {
             owner_node: None,
         };
         store.upsert_agent(&agent).await.expect("agent");
+        let stored = rport_store::StoredTunnelRecord {
+            id: "s1".into(),
+            agent_id: "a1".into(),
+            created_at: now,
+            name: "ssh".into(),
+            scheme: Some("ssh".into()),
+            remote_ip: None,
+            remote_port: Some(22),
+            public_port: None,
+            acl: None,
+            further_options: Some("{}".into()),
+        };
+        assert!(
+            store
+                .insert_stored_tunnel(&stored)
+                .await
+                .expect("stored tunnel")
+        );
         for (id, status) in [
             ("live", rport_store::TunnelStatus::Opened),
             ("gone", rport_store::TunnelStatus::Closed),
@@ -477,6 +525,8 @@ mod tests {
                 project: None,
                 result: "success".into(),
                 detail: String::new(),
+                client_id: None,
+                client_hostname: None,
             };
             store.insert_audit(&entry).await.expect("audit");
         }

@@ -110,6 +110,32 @@ impl AuditLog {
     /// login's user name): each field is bounded ([`crate::domain::bounded`]), so an entry costs
     /// at most about 17 KiB whatever was sent.
     pub async fn record(&self, actor: &Actor, event: Event<'_>) {
+        self.write(actor, event, None).await;
+    }
+
+    /// [`Self::record`] for an action on one agent: the entry keeps the agent's id and
+    /// its host name as they are now (RPort's `client_id` and `client_hostname`), so the
+    /// log still names the device after it is deleted.
+    pub async fn record_for_client(&self, actor: &Actor, event: Event<'_>, agent_id: &str) {
+        let hostname = match self.store.get_agent(agent_id).await {
+            Ok(agent) => agent.map(|a| a.info.hostname),
+            Err(err) => {
+                tracing::warn!(client = %bounded(agent_id), "reading the agent for the audit log: {err}");
+                None
+            }
+        };
+        let client = AgentNames {
+            id: bounded(agent_id).into_owned(),
+            hostname: hostname.map(|h| bounded(&h).into_owned()),
+        };
+        self.write(actor, event, Some(client)).await;
+    }
+
+    async fn write(&self, actor: &Actor, event: Event<'_>, client: Option<AgentNames>) {
+        let (client_id, client_hostname) = match client {
+            Some(c) => (Some(c.id), c.hostname),
+            None => (None, None),
+        };
         let entry = AuditRecord {
             id: 0,
             at: Utc::now(),
@@ -124,9 +150,16 @@ impl AuditLog {
                 std::borrow::Cow::Borrowed(_) => event.detail,
                 std::borrow::Cow::Owned(cut) => cut,
             },
+            client_id,
+            client_hostname,
         };
         if let Err(err) = self.store.insert_audit(&entry).await {
             tracing::error!(action = %entry.action, "writing the audit log: {err}");
         }
     }
+}
+
+struct AgentNames {
+    id: String,
+    hostname: Option<String>,
 }

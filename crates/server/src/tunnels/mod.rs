@@ -226,7 +226,9 @@ impl TunnelManager {
             success: true,
             detail: format!("{} (client {}){more}", reason.as_str(), record.agent_id),
         };
-        self.audit.record(&Actor::system(), event).await;
+        self.audit
+            .record_for_client(&Actor::system(), event, &record.agent_id)
+            .await;
     }
 
     fn active(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<ActiveTunnel>>> {

@@ -64,7 +64,11 @@ impl TunnelManager {
                     detail,
                 };
                 self.audit
-                    .record(&crate::domain::audit::Actor::system(), event)
+                    .record_for_client(
+                        &crate::domain::audit::Actor::system(),
+                        event,
+                        &record.agent_id,
+                    )
                     .await;
             }
         }

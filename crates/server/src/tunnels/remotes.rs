@@ -99,7 +99,7 @@ impl TunnelManager {
                         success: true,
                         detail: format!("agent's own tunnel {text}"),
                     };
-                    self.audit.record(&agent, event).await;
+                    self.audit.record_for_client(&agent, event, agent_id).await;
                 }
                 Err(err) => {
                     tracing::warn!(client = %agent_id, "agent's tunnel {text} not opened: {err}");

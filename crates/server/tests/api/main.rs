@@ -18,6 +18,7 @@ mod projects;
 mod rport_auth;
 mod rport_schema;
 mod session;
+mod stored_tunnels;
 mod tokens;
 mod tunnels;
 mod user_groups;

@@ -180,7 +180,7 @@ async fn the_peer_channels_client_address_header_means_nothing_on_the_public_api
     let entries = reply.assert_data(200).as_array().expect("entries").clone();
     assert!(!entries.is_empty(), "{}", reply.body);
     for entry in entries {
-        assert_eq!(entry["actor_ip"], "127.0.0.1", "{entry}");
+        assert_eq!(entry["remote_ip"], "127.0.0.1", "{entry}");
     }
 }
 

@@ -30,7 +30,9 @@ async fn a_tunnel_to_an_unknown_or_disconnected_client_is_404() {
         .await;
     assert_eq!(log.count(), 2, "{}", log.body);
     assert_eq!(log.body["data"][0]["result"], "failure");
-    assert_eq!(log.body["data"][0]["resource"], "c1");
+    assert_eq!(log.body["data"][0]["affected_id"], "c1");
+    assert_eq!(log.body["data"][0]["client_id"], "c1");
+    assert_eq!(log.body["data"][0]["action"], "failed");
 }
 
 #[tokio::test]

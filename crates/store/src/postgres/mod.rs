@@ -26,13 +26,15 @@ use tokio_postgres::types::ToSql;
 use self::error::PgError;
 use self::rows::{AGENT_COLUMNS, API_TOKEN_COLUMNS, TUNNEL_COLUMNS, USER_COLUMNS};
 pub use self::url::PostgresUrl;
+use crate::list_sql::{PageQuery, SqlValue};
 use crate::sqlite::{agent_overrides_from, client_group_from, corrupt, millis};
+use crate::stored_tunnels::STORED_TUNNEL_COLUMNS;
 use crate::{
     AdminGuard, AgentAttributes, AgentClaim, AgentCredentialRecord, AgentOverridesRecord,
     AgentRecord, ApiTokenChange, ApiTokenRecord, AuditFilter, AuditRecord, ClientGroupRecord,
-    ClusterEvent, NodeRecord, ProjectRecord, ProjectRemoval, Store, StoreError, TunnelCounters,
-    TunnelFilter, TunnelOptions, TunnelRecord, TunnelStatus, UserGroupRecord, UserRecord,
-    UserWrite,
+    ClusterEvent, NodeRecord, ProjectRecord, ProjectRemoval, Store, StoreError, StoredTunnelFilter,
+    StoredTunnelRecord, TunnelCounters, TunnelFilter, TunnelOptions, TunnelRecord, TunnelStatus,
+    UserGroupRecord, UserRecord, UserWrite,
 };
 
 /// Connections one rportd holds at most. Each query holds one only while it runs, so 16
@@ -222,6 +224,34 @@ async fn query_one(
 ) -> Result<Row, PgError> {
     let statement = client.prepare_cached(sql).await?;
     Ok(client.query_one(&statement, params).await?)
+}
+
+/// A page of a filtered list and the filter's total. The statements are made per filter:
+/// prepared unnamed, so that the statement cache does not grow with every combination a
+/// caller sends.
+async fn read_page<T>(
+    client: &impl GenericClient,
+    query: &PageQuery,
+    read: fn(&Row) -> Result<T, PgError>,
+) -> Result<(Vec<T>, u64), PgError> {
+    let mut params: Vec<&(dyn ToSql + Sync)> = query.params.iter().map(pg_value).collect();
+    let total: i64 = client
+        .query_one(query.count_sql().as_str(), &params)
+        .await?
+        .try_get(0)?;
+    let [limit, offset] = query.limit_and_offset();
+    params.extend([&limit as &(dyn ToSql + Sync), &offset]);
+    let rows = client
+        .query(query.page_sql(|n| format!("${n}")).as_str(), &params)
+        .await?;
+    Ok((each(rows, read)?, u64::try_from(total).unwrap_or_default()))
+}
+
+fn pg_value(value: &SqlValue) -> &(dyn ToSql + Sync) {
+    match value {
+        SqlValue::Text(text) => text,
+        SqlValue::Int(n) => n,
+    }
 }
 
 fn each<T>(rows: Vec<Row>, read: fn(&Row) -> Result<T, PgError>) -> Result<Vec<T>, PgError> {
@@ -840,8 +870,9 @@ impl Store for PostgresStore {
             execute(
                 client,
                 "INSERT INTO audit_log \
-                 (at, actor, actor_type, actor_ip, action, resource, project, result, detail) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                 (at, actor, actor_type, actor_ip, action, resource, project, result, detail, \
+                 client_id, client_hostname) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
                 &[
                     &millis(e.at),
                     &e.actor,
@@ -852,6 +883,8 @@ impl Store for PostgresStore {
                     &e.project,
                     &e.result,
                     &e.detail,
+                    &e.client_id,
+                    &e.client_hostname,
                 ],
             )
             .await?;
@@ -863,26 +896,102 @@ impl Store for PostgresStore {
         &self,
         filter: &AuditFilter,
     ) -> Result<(Vec<AuditRecord>, u64), StoreError> {
-        const WHERE: &str = "WHERE ($1::BIGINT IS NULL OR at >= $1) \
-             AND ($2::BIGINT IS NULL OR at <= $2) AND ($3::TEXT IS NULL OR actor = $3) \
-             AND ($4::TEXT IS NULL OR action = $4) AND ($5::TEXT IS NULL OR project = $5)";
-        let f = filter;
-        let since = f.since.map(millis);
-        let until = f.until.map(millis);
-        let (limit, offset) = (f.limit as i64, f.offset as i64);
-        let count = format!("SELECT COUNT(*) FROM audit_log {WHERE}");
-        let list = format!(
-            "SELECT id, at, actor, actor_type, actor_ip, action, resource, project, result, \
-             detail FROM audit_log {WHERE} ORDER BY at DESC, id DESC LIMIT $6 OFFSET $7"
+        let query = filter.to_sql(|n| format!("${n}"));
+        with_client!(self, |client| read_page(client, &query, rows::audit).await)
+    }
+
+    async fn insert_stored_tunnel(&self, tunnel: &StoredTunnelRecord) -> Result<bool, StoreError> {
+        let t = tunnel;
+        let sql = format!(
+            "INSERT INTO stored_tunnels ({STORED_TUNNEL_COLUMNS}) \
+             SELECT $1::TEXT, $2::TEXT, $3::BIGINT, $4::TEXT, $5::TEXT, $6::TEXT, \
+             $7::BIGINT, $8::BIGINT, $9::TEXT, $10::TEXT \
+             WHERE EXISTS (SELECT 1 FROM clients WHERE id = $2)"
         );
         with_client!(self, |client| {
-            let filter: [&(dyn ToSql + Sync); 5] =
-                [&since, &until, &f.actor, &f.action, &f.project];
-            let total: i64 = query_one(client, &count, &filter).await?.try_get(0)?;
-            let mut params = filter.to_vec();
-            params.extend([&limit as &(dyn ToSql + Sync), &offset]);
-            let rows = query(client, &list, &params).await?;
-            Ok((each(rows, rows::audit)?, total as u64))
+            let inserted = execute(
+                client,
+                &sql,
+                &[
+                    &t.id,
+                    &t.agent_id,
+                    &millis(t.created_at),
+                    &t.name,
+                    &t.scheme,
+                    &t.remote_ip,
+                    &t.remote_port,
+                    &t.public_port,
+                    &t.acl,
+                    &t.further_options,
+                ],
+            )
+            .await?;
+            Ok(inserted > 0)
+        })
+    }
+
+    async fn update_stored_tunnel(&self, tunnel: &StoredTunnelRecord) -> Result<bool, StoreError> {
+        let t = tunnel;
+        with_client!(self, |client| {
+            let updated = execute(
+                client,
+                "UPDATE stored_tunnels SET name = $3, scheme = $4, remote_ip = $5, \
+                 remote_port = $6, public_port = $7, acl = $8, further_options = $9 \
+                 WHERE client_id = $1 AND id = $2",
+                &[
+                    &t.agent_id,
+                    &t.id,
+                    &t.name,
+                    &t.scheme,
+                    &t.remote_ip,
+                    &t.remote_port,
+                    &t.public_port,
+                    &t.acl,
+                    &t.further_options,
+                ],
+            )
+            .await?;
+            Ok(updated > 0)
+        })
+    }
+
+    async fn get_stored_tunnel(
+        &self,
+        agent_id: &str,
+        id: &str,
+    ) -> Result<Option<StoredTunnelRecord>, StoreError> {
+        let sql = format!(
+            "SELECT {STORED_TUNNEL_COLUMNS} FROM stored_tunnels WHERE client_id = $1 AND id = $2"
+        );
+        with_client!(self, |client| {
+            query_opt(client, &sql, &[&agent_id, &id])
+                .await?
+                .as_ref()
+                .map(rows::stored_tunnel)
+                .transpose()
+        })
+    }
+
+    async fn delete_stored_tunnel(&self, agent_id: &str, id: &str) -> Result<bool, StoreError> {
+        with_client!(self, |client| {
+            Ok(execute(
+                client,
+                "DELETE FROM stored_tunnels WHERE client_id = $1 AND id = $2",
+                &[&agent_id, &id],
+            )
+            .await?
+                > 0)
+        })
+    }
+
+    async fn list_stored_tunnels(
+        &self,
+        agent_id: &str,
+        filter: &StoredTunnelFilter,
+    ) -> Result<(Vec<StoredTunnelRecord>, u64), StoreError> {
+        let query = filter.to_sql(agent_id, |n| format!("${n}"));
+        with_client!(self, |client| {
+            read_page(client, &query, rows::stored_tunnel).await
         })
     }
 

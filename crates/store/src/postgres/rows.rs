@@ -12,7 +12,7 @@ use crate::sqlite::corrupt;
 use crate::tunnel_row::{self, from_millis};
 use crate::{
     AgentCredentialRecord, AgentRecord, ApiTokenRecord, AuditRecord, ClusterEvent, NodeRecord,
-    ProjectRecord, TunnelRecord, UserRecord,
+    ProjectRecord, StoredTunnelRecord, TunnelRecord, UserRecord,
 };
 
 // Queries name their columns, never `*`: a statement prepared by a node running while
@@ -106,6 +106,23 @@ pub(super) fn audit(row: &Row) -> Result<AuditRecord, PgError> {
         project: row.try_get("project")?,
         result: row.try_get("result")?,
         detail: row.try_get("detail")?,
+        client_id: row.try_get("client_id")?,
+        client_hostname: row.try_get("client_hostname")?,
+    })
+}
+
+pub(super) fn stored_tunnel(row: &Row) -> Result<StoredTunnelRecord, PgError> {
+    Ok(StoredTunnelRecord {
+        id: row.try_get("id")?,
+        agent_id: row.try_get("client_id")?,
+        created_at: required_time(row, "created_at")?,
+        name: row.try_get("name")?,
+        scheme: row.try_get("scheme")?,
+        remote_ip: row.try_get("remote_ip")?,
+        remote_port: row.try_get("remote_port")?,
+        public_port: row.try_get("public_port")?,
+        acl: row.try_get("acl")?,
+        further_options: row.try_get("further_options")?,
     })
 }
 

@@ -176,6 +176,23 @@ const MIGRATIONS: &[&str] = &[
     );"#,
     // 5: when each agent's last keepalive arrived (RPort's `last_heartbeat_at`)
     "ALTER TABLE clients ADD COLUMN last_heartbeat_at BIGINT;",
+    // 6: the audit log's agent (RPort's client_id, client_hostname); stored tunnels
+    // (RPort's tunnel templates), gone with their agent
+    r#"ALTER TABLE audit_log ADD COLUMN client_id TEXT;
+    ALTER TABLE audit_log ADD COLUMN client_hostname TEXT;
+    CREATE TABLE stored_tunnels (
+        id TEXT COLLATE "C" PRIMARY KEY,
+        client_id TEXT COLLATE "C" NOT NULL REFERENCES clients(id) ON DELETE CASCADE,
+        created_at BIGINT NOT NULL,
+        name TEXT COLLATE "C" NOT NULL,
+        scheme TEXT COLLATE "C",
+        remote_ip TEXT COLLATE "C",
+        remote_port BIGINT,
+        public_port BIGINT,
+        acl TEXT,
+        further_options TEXT
+    );
+    CREATE INDEX stored_tunnels_client ON stored_tunnels(client_id, created_at);"#,
 ];
 
 /// The key of the transaction-level advisory lock that every rportd takes before it

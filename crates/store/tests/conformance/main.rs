@@ -11,6 +11,7 @@ mod concurrency;
 mod fixtures;
 mod projects;
 mod records;
+mod stored_tunnels;
 mod tunnels;
 mod user_groups;
 mod users;
@@ -53,6 +54,7 @@ macro_rules! conformance {
                 records::audit_entries_filter_page_and_purge,
                 records::api_tokens_belong_to_their_user,
                 records::revoked_tokens_are_forgotten_when_expired,
+                stored_tunnels::stored_tunnels_are_kept_per_agent_and_go_with_it,
                 concurrency::concurrent_counter_deltas_sum_exactly,
                 concurrency::of_concurrent_inserts_of_one_key_exactly_one_wins,
                 concurrency::of_two_admins_deleted_at_once_one_stays,

@@ -3,7 +3,9 @@
 use std::sync::Arc;
 
 use chrono::Duration;
-use rport_store::{ApiTokenRecord, AuditFilter, AuditRecord, Store};
+use rport_store::{
+    ApiTokenRecord, AuditField, AuditFilter, AuditMatch, AuditRecord, AuditSort, Store,
+};
 
 use crate::fixtures::{credential, now};
 
@@ -71,6 +73,15 @@ fn entry(actor: &str, action: &str, minutes_ago: i64) -> AuditRecord {
         project: Some("default".into()),
         result: "success".into(),
         detail: String::new(),
+        client_id: None,
+        client_hostname: None,
+    }
+}
+
+fn matching(fields: &[AuditField], values: &[&str]) -> AuditMatch {
+    AuditMatch {
+        fields: fields.to_vec(),
+        values: values.iter().map(|v| (*v).to_owned()).collect(),
     }
 }
 
@@ -101,7 +112,7 @@ pub async fn audit_entries_filter_page_and_purge(store: Arc<dyn Store>) {
     assert_eq!(stored, entries[0]);
 
     let alice = AuditFilter {
-        actor: Some("alice".into()),
+        matches: vec![matching(&[AuditField::Username], &["alice"])],
         limit: 1,
         offset: 1,
         ..Default::default()
@@ -116,6 +127,7 @@ pub async fn audit_entries_filter_page_and_purge(store: Arc<dyn Store>) {
         ..Default::default()
     };
     assert_eq!(store.list_audit(&recent).await.expect("list").1, 1);
+    rports_words_filter_and_sort_in_the_store(store.as_ref(), &entries).await;
 
     let purged = store
         .purge_audit_before(now() - Duration::minutes(15))
@@ -123,6 +135,122 @@ pub async fn audit_entries_filter_page_and_purge(store: Arc<dyn Store>) {
         .expect("purge");
     assert_eq!(purged, 2);
     assert_eq!(store.list_audit(&all).await.expect("list").1, 1);
+}
+
+/// RPort's filters and sorts, which read rportd's action names as RPort's application
+/// and action, run in the database on both backends.
+async fn rports_words_filter_and_sort_in_the_store(store: &dyn Store, entries: &[AuditRecord]) {
+    let mut failed = entry("Carol", "tunnel.create", 5);
+    failed.result = "failure".into();
+    failed.actor_ip = None;
+    failed.client_id = Some("agent-7".into());
+    failed.client_hostname = Some("web_1%".into());
+    store.insert_audit(&failed).await.expect("insert");
+    let actors = |filter: AuditFilter| async move {
+        let (list, total) = store.list_audit(&filter).await.expect("list");
+        let actors: Vec<String> = list.iter().map(|e| e.actor.clone()).collect();
+        assert_eq!(total as usize, actors.len(), "{filter:?}");
+        actors
+    };
+    let with = |matches: Vec<AuditMatch>| AuditFilter {
+        matches,
+        limit: 10,
+        ..Default::default()
+    };
+    let cases: Vec<(Vec<AuditMatch>, Vec<&str>)> = vec![
+        (
+            vec![matching(&[AuditField::Application], &["client.tunnel"])],
+            vec!["Carol", "alice", "bob"],
+        ),
+        (
+            vec![matching(&[AuditField::Action], &["create"])],
+            vec!["bob", "alice"],
+        ),
+        (
+            vec![matching(&[AuditField::Action], &["failed", "delete"])],
+            vec!["Carol", "alice"],
+        ),
+        // rportd's own action names still match `action`.
+        (
+            vec![matching(&[AuditField::Action], &["tunnel.create"])],
+            vec!["Carol", "bob"],
+        ),
+        (
+            vec![
+                matching(&[AuditField::Application], &["client.*"]),
+                matching(&[AuditField::Action], &["create"]),
+            ],
+            vec!["bob"],
+        ),
+        (
+            vec![matching(&[AuditField::Username], &["c*"])],
+            vec!["Carol"],
+        ),
+        (
+            vec![matching(&[AuditField::ClientHostname], &["*_1%"])],
+            vec!["Carol"],
+        ),
+        (
+            vec![matching(&[AuditField::ClientHostname], &["web*1x"])],
+            vec![],
+        ),
+        (
+            vec![matching(&[AuditField::RemoteIp], &[""])],
+            vec!["Carol"],
+        ),
+        (
+            vec![matching(
+                &[AuditField::ClientId, AuditField::RemoteIp],
+                &["agent-7", "192.0.2.1"],
+            )],
+            vec!["Carol", "alice", "bob", "alice"],
+        ),
+    ];
+    for (matches, expected) in cases {
+        let shown = format!("{matches:?}");
+        assert_eq!(actors(with(matches)).await, expected, "{shown}");
+    }
+    let mut sorted = with(Vec::new());
+    sorted.sort = vec![
+        AuditSort {
+            field: AuditField::Application,
+            descending: false,
+        },
+        AuditSort {
+            field: AuditField::Timestamp,
+            descending: false,
+        },
+    ];
+    // auth.api.session < client.tunnel; within client.tunnel oldest first.
+    assert_eq!(actors(sorted).await, ["alice", "bob", "alice", "Carol"]);
+    let strictly = AuditFilter {
+        after: Some(entries[1].at),
+        before: Some(failed.at),
+        limit: 10,
+        ..Default::default()
+    };
+    assert_eq!(actors(strictly).await, ["alice"]);
+    // The filters bind what they are given: a quote is just a character.
+    let quoted = with(vec![matching(&[AuditField::Username], &["x' OR '1'='1"])]);
+    assert!(actors(quoted).await.is_empty());
+    let (list, _) = store
+        .list_audit(&with(vec![matching(&[AuditField::ClientId], &["agent-7"])]))
+        .await
+        .expect("list");
+    assert_eq!(
+        list,
+        [AuditRecord {
+            id: list[0].id,
+            ..failed.clone()
+        }]
+    );
+    store
+        .purge_audit_before(now())
+        .await
+        .expect("purge the extra entry");
+    for e in entries {
+        store.insert_audit(e).await.expect("insert again");
+    }
 }
 
 fn token(id: &str, username: &str) -> ApiTokenRecord {

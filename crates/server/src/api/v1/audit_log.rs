@@ -1,88 +1,272 @@
-//! `GET /api/v1/auditlog`: the audit log, newest first, filtered and paged; admins only.
+//! `GET /api/v1/auditlog`: the audit log in RPort's shape, filtered, sorted and paged in
+//! the store with RPort's list options.
+//!
+//! RPort's grammar (`share/query`, `server/auditlog`): `filter[FIELD]=v1,v2` (any value,
+//! `*` a case-insensitive wildcard; `filter[a|b]` any of two fields), `filter[timestamp]
+//! [gt|lt|since|until]`, `sort=[-]FIELD` (repeatable), `page[limit]` (default 10, at most
+//! 100) and `page[offset]`. rportd's own `filter[since]`, `filter[until]`, `filter[actor]`
+//! and `filter[project]` still work. Anything else under `filter`, `sort` or `page` is a
+//! 400 naming it.
 
 use axum::Json;
 use axum::extract::State as StateExtractor;
 use axum::response::{IntoResponse, Response};
-use chrono::{DateTime, Utc};
-use rport_store::AuditFilter;
+use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
+use rport_store::{AuditField, AuditFilter, AuditMatch, AuditRecord, rport_words};
 use serde_json::{Value, json};
 
 use crate::domain::permissions::Role;
 
+use super::rport_list::{ListGrammar, invalid};
 use crate::api::{ApiError, Authenticated, Params, State, time_json};
 
-const DEFAULT_LIMIT: usize = 50;
-const MAX_LIMIT: usize = 500;
+/// RPort's page size and its largest.
+const DEFAULT_LIMIT: usize = 10;
+const MAX_LIMIT: usize = 100;
 
-fn time_param(params: &Params, name: &str) -> Result<Option<DateTime<Utc>>, ApiError> {
-    match params.get(name).filter(|v| !v.is_empty()) {
-        None => Ok(None),
-        Some(text) => DateTime::parse_from_rfc3339(text)
-            .map(|t| Some(t.with_timezone(&Utc)))
-            .map_err(|err| {
-                ApiError::bad_request(
-                    "ERR_CODE_INVALID_REQUEST",
-                    format!("Invalid {name}"),
-                    format!("{name}={text:?} is not an RFC 3339 time such as 2026-11-26T12:00:00Z: {err}"),
-                )
-            }),
-    }
+/// A request's list options, checked but not yet scoped to the caller.
+#[derive(Debug)]
+struct ListOptions {
+    filter: AuditFilter,
+    /// A `filter[username]` (or rportd's `filter[actor]`) was given.
+    filters_by_username: bool,
 }
 
-/// Filters: `filter[since]`, `filter[until]` (RFC 3339), `filter[actor]`, `filter[action]`,
-/// `filter[project]`; paging: `page[limit]` (default 50, at most 500), `page[offset]`.
+/// A time as RPort's filters take it: RFC 3339, or a date, or a date and time in UTC
+/// (`2021-10-28`, `2021-10-28 12:00:00`, `2021-10-28T12:00:00`).
+fn parse_time(key: &str, text: &str) -> Result<DateTime<Utc>, ApiError> {
+    if let Ok(t) = DateTime::parse_from_rfc3339(text) {
+        return Ok(t.with_timezone(&Utc));
+    }
+    for format in ["%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S"] {
+        if let Ok(t) = NaiveDateTime::parse_from_str(text, format) {
+            return Ok(t.and_utc());
+        }
+    }
+    if let Some(t) = NaiveDate::parse_from_str(text, "%Y-%m-%d")
+        .ok()
+        .and_then(|d| d.and_hms_opt(0, 0, 0))
+    {
+        return Ok(t.and_utc());
+    }
+    Err(invalid(
+        format!("Invalid {key}"),
+        format!(
+            "{key}={text:?} is not a time such as 2021-10-28, 2021-10-28 12:00:00 or 2021-10-28T12:00:00Z"
+        ),
+    ))
+}
+
+/// Reads the list options of a request; pure.
+fn parse(params: &Params) -> Result<ListOptions, ApiError> {
+    let names = field_names();
+    let filters = format!(
+        "{} (timestamp with [gt], [lt], [since] or [until]), or rportd's filter[since], \
+         filter[until], filter[actor], filter[project]",
+        names.replace("timestamp, ", "")
+    );
+    let grammar = ListGrammar {
+        sort_field: &AuditField::from_rport_name,
+        filter_field: &|name: &str| match name {
+            "actor" => Some(AuditField::Username),
+            "timestamp" => None,
+            name => AuditField::from_rport_name(name),
+        },
+        sorts: &names,
+        filters: &filters,
+        default_limit: DEFAULT_LIMIT,
+        max_limit: MAX_LIMIT,
+    };
+    let mut filter = AuditFilter::default();
+    let read = grammar.parse(params, |key, value| {
+        let time = || parse_time(key, value.trim()).map(Some);
+        match key {
+            "filter[since]" | "filter[timestamp][since]" => filter.since = time()?,
+            "filter[until]" | "filter[timestamp][until]" => filter.until = time()?,
+            "filter[timestamp][gt]" => filter.after = time()?,
+            "filter[timestamp][lt]" => filter.before = time()?,
+            "filter[project]" => filter.project = Some(value.trim().to_owned()),
+            _ => return Ok(false),
+        }
+        Ok(true)
+    })?;
+    let filters_by_username = read
+        .matches
+        .iter()
+        .any(|m| m.fields.contains(&AuditField::Username));
+    Ok(ListOptions {
+        filter: AuditFilter {
+            matches: read.matches,
+            sort: read.sort,
+            limit: read.limit,
+            offset: read.offset,
+            ..filter
+        },
+        filters_by_username,
+    })
+}
+
+fn field_names() -> String {
+    AuditField::ALL
+        .iter()
+        .map(|(name, _)| *name)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// One entry in RPort's shape, with rportd's richer fields after RPort's.
+fn entry_json(e: &AuditRecord) -> Value {
+    let (application, action) = rport_words(&e.action, &e.result);
+    json!({
+        "timestamp": time_json(Some(e.at)),
+        "username": e.actor,
+        "remote_ip": e.actor_ip.as_deref().unwrap_or_default(),
+        "application": application,
+        "action": action,
+        "affected_id": e.resource,
+        "client_id": e.client_id.as_deref().unwrap_or_default(),
+        "client_hostname": e.client_hostname.as_deref().unwrap_or_default(),
+        "request": "",
+        "response": "",
+        "id": e.id,
+        "rportd_action": e.action,
+        "actor_type": e.actor_type,
+        "project": e.project,
+        "result": e.result,
+        "detail": e.detail,
+    })
+}
+
+/// Server admins read everything; a project's admins that project's entries (with
+/// `filter[project]`); everyone else, as in RPort, only their own entries.
 pub async fn list(
     StateExtractor(state): State,
     Authenticated(user): Authenticated,
     params: Params,
 ) -> Result<Response, ApiError> {
-    let text = |name: &str| {
-        params
-            .get(name)
-            .filter(|v| !v.is_empty())
-            .map(str::to_owned)
-    };
-    let filter = AuditFilter {
-        since: time_param(&params, "filter[since]")?,
-        until: time_param(&params, "filter[until]")?,
-        actor: text("filter[actor]"),
-        action: text("filter[action]"),
-        project: text("filter[project]"),
-        limit: params
-            .number("page[limit]")?
-            .unwrap_or(DEFAULT_LIMIT)
-            .clamp(1, MAX_LIMIT),
-        offset: params.number("page[offset]")?.unwrap_or(0),
-    };
-    // Server admins read everything; a project's admins read that project's entries.
+    let ListOptions {
+        mut filter,
+        filters_by_username,
+    } = parse(&params)?;
     match &filter.project {
-        Some(project) => user.require(project, Role::Admin, "reading the audit log"),
-        None => user.require_server_admin(
-            "reading the whole audit log (project admins add filter[project])",
-        ),
+        Some(project) => user
+            .require(project, Role::Admin, "reading a project's audit log")
+            .map_err(ApiError::forbidden)?,
+        None if user.require_server_admin("").is_ok() => {}
+        None if filters_by_username => {
+            return Err(ApiError::new(
+                axum::http::StatusCode::FORBIDDEN,
+                "ERR_CODE_FORBIDDEN",
+                "filter forbidden",
+                "only server administrators (or a project's administrators, with \
+                 filter[project]) can filter by usernames",
+            ));
+        }
+        None => filter.matches.push(AuditMatch {
+            fields: vec![AuditField::Username],
+            values: vec![user.username.clone()],
+        }),
     }
-    .map_err(ApiError::forbidden)?;
     let (entries, count) = state
         .store
         .list_audit(&filter)
         .await
         .map_err(ApiError::internal)?;
-    let data: Vec<Value> = entries
-        .iter()
-        .map(|e| {
-            json!({
-                "id": e.id,
-                "timestamp": time_json(Some(e.at)),
-                "actor": e.actor,
-                "actor_type": e.actor_type,
-                "actor_ip": e.actor_ip,
-                "action": e.action,
-                "resource": e.resource,
-                "project": e.project,
-                "result": e.result,
-                "detail": e.detail,
-            })
-        })
-        .collect();
+    let data: Vec<Value> = entries.iter().map(entry_json).collect();
     Ok(Json(json!({"data": data, "meta": {"count": count}})).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rport_store::AuditSort;
+
+    fn params(query: &str) -> Params {
+        Params(serde_urlencoded::from_str(query).expect("a query"))
+    }
+
+    fn error_title(query: &str) -> String {
+        let err = parse(&params(query)).expect_err(query);
+        format!("{err:?}")
+    }
+
+    #[test]
+    fn rports_options_read_into_a_filter() {
+        let options = parse(&params(
+            "filter[application]=client.tunnel,client&filter[username|client_id]=a*\
+             &filter[timestamp][gt]=2021-10-28&filter[timestamp][lt]=2021-10-29 12:00:00\
+             &sort=-timestamp&sort=username&page[limit]=100&page[offset]=3&fields[x]=y",
+        ))
+        .expect("valid");
+        let f = &options.filter;
+        assert!(options.filters_by_username);
+        assert_eq!(
+            f.matches,
+            [
+                AuditMatch {
+                    fields: vec![AuditField::Application],
+                    values: vec!["client.tunnel".into(), "client".into()],
+                },
+                AuditMatch {
+                    fields: vec![AuditField::Username, AuditField::ClientId],
+                    values: vec!["a*".into()],
+                },
+            ]
+        );
+        assert_eq!(
+            f.after.map(|t| t.to_rfc3339()),
+            Some("2021-10-28T00:00:00+00:00".into())
+        );
+        assert_eq!(
+            f.before.map(|t| t.to_rfc3339()),
+            Some("2021-10-29T12:00:00+00:00".into())
+        );
+        assert_eq!(
+            f.sort,
+            [
+                AuditSort {
+                    field: AuditField::Timestamp,
+                    descending: true
+                },
+                AuditSort {
+                    field: AuditField::Username,
+                    descending: false
+                }
+            ]
+        );
+        assert_eq!((f.limit, f.offset), (100, 3));
+        let defaults = parse(&params("")).expect("valid");
+        assert_eq!((defaults.filter.limit, defaults.filter.offset), (10, 0));
+        let legacy = parse(&params(
+            "filter[since]=2026-11-26T12:00:00Z&filter[actor]=bob&filter[project]=lab",
+        ))
+        .expect("valid");
+        assert!(legacy.filters_by_username);
+        assert_eq!(legacy.filter.project.as_deref(), Some("lab"));
+        assert!(legacy.filter.since.is_some());
+    }
+
+    #[test]
+    fn unknown_or_bad_options_are_400s_naming_them() {
+        let cases = [
+            ("filter[colour]=red", "filter[colour]"),
+            ("filter[timestamp]=2021-10-28", "filter[timestamp]"),
+            ("filter[timestamp][eq]=2021-10-28", "filter[timestamp][eq]"),
+            ("filter[username][gt]=a", "filter[username][gt]"),
+            ("filter[username|colour]=a", "filter[username|colour]"),
+            ("sort=colour", "colour"),
+            ("sort=-colour", "colour"),
+            ("page[size]=3", "page[size]"),
+            ("page[limit]=101", "maximum is 100"),
+            ("page[limit]=0", "must be positive"),
+            ("page[limit]=ten", "must be a number"),
+            ("page[offset]=-1", "must not be negative"),
+            ("filter[timestamp][gt]=yesterday", "filter[timestamp][gt]"),
+        ];
+        for (query, named) in cases {
+            let err = error_title(query);
+            assert!(err.contains(named), "{query}: {err}");
+            assert!(err.contains("400"), "{query}: {err}");
+        }
+    }
 }

@@ -316,9 +316,10 @@ pub async fn delete(
             let event = crate::domain::audit::Event::success("client.delete", &id, Some(&project));
             state
                 .audit
-                .record(
+                .record_for_client(
                     &crate::domain::audit::Actor::user(&user.username, ip),
                     event,
+                    &id,
                 )
                 .await;
             Ok(StatusCode::NO_CONTENT)

@@ -326,7 +326,7 @@ pub async fn audit_creation(
             detail: format!("to {target}: {err}"),
         },
     };
-    state.audit.record(actor, event).await;
+    state.audit.record_for_client(actor, event, agent_id).await;
 }
 
 /// The API's answer when a tunnel could not be created, on both faces.
@@ -544,7 +544,7 @@ pub async fn set_acl(
             };
             state
                 .audit
-                .record(&Actor::user(&user.username, ip), event)
+                .record_for_client(&Actor::user(&user.username, ip), event, &agent_id)
                 .await;
             Ok(StatusCode::NO_CONTENT)
         }
@@ -560,9 +560,9 @@ pub async fn set_acl(
 
 /// Records an operator closing a tunnel, on either API face.
 pub async fn audit_close(state: &crate::api::AppState, actor: &Actor, tunnel_id: &str) {
-    let project = match state.tunnels.get(tunnel_id).await {
-        Ok(Some(tunnel)) => Some(tunnel.record.project),
-        _ => None,
+    let (project, agent_id) = match state.tunnels.get(tunnel_id).await {
+        Ok(Some(tunnel)) => (Some(tunnel.record.project), Some(tunnel.record.agent_id)),
+        _ => (None, None),
     };
     let event = Event {
         action: "tunnel.close",
@@ -571,5 +571,8 @@ pub async fn audit_close(state: &crate::api::AppState, actor: &Actor, tunnel_id:
         success: true,
         detail: "deleted".to_owned(),
     };
-    state.audit.record(actor, event).await;
+    match agent_id {
+        Some(agent_id) => state.audit.record_for_client(actor, event, &agent_id).await,
+        None => state.audit.record(actor, event).await,
+    }
 }
