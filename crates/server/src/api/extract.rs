@@ -11,7 +11,7 @@ use axum::http::request::Parts;
 use crate::auth::credentials::{Credentials, credentials};
 use crate::domain::permissions::AuthUser;
 
-use super::login::{check_bearer, check_login, check_scope};
+use super::login::{basic_auth_allowed, check_bearer, check_login, check_scope};
 use super::{ApiError, AppState};
 
 /// An authenticated API user: extracting it refuses the request with 401 otherwise.
@@ -26,10 +26,11 @@ impl FromRequestParts<Arc<AppState>> for Authenticated {
     ) -> Result<Self, ApiError> {
         let ClientIp(ip) = ClientIp::from_request_parts(parts, state).await?;
         match credentials(&parts.headers) {
-            Some(Credentials::Basic(user, password)) => {
-                check_login(state, ip, &user, &password).await
-            }
-            Some(Credentials::Bearer(token)) => check_bearer(state, ip, &token).await,
+            Some(Credentials::Basic(user, password)) => match basic_auth_allowed(state) {
+                Ok(()) => check_login(state, ip, &user, &password).await,
+                Err(refused) => Err(refused),
+            },
+            Some(Credentials::Bearer(token)) => check_bearer(state, ip, &token, parts).await,
             None => Err(ApiError::unauthorized()),
         }
         .and_then(|user| check_scope(user, &parts.method))
@@ -50,7 +51,7 @@ impl FromRequestParts<Arc<AppState>> for BearerAuthenticated {
     ) -> Result<Self, ApiError> {
         let ClientIp(ip) = ClientIp::from_request_parts(parts, state).await?;
         match credentials(&parts.headers) {
-            Some(Credentials::Bearer(token)) => check_bearer(state, ip, &token)
+            Some(Credentials::Bearer(token)) => check_bearer(state, ip, &token, parts)
                 .await
                 .and_then(|user| check_scope(user, &parts.method))
                 .map(BearerAuthenticated),

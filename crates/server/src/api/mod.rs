@@ -35,7 +35,7 @@ use crate::tunnels::TunnelManager;
 
 pub use error::ApiError;
 pub use extract::{Authenticated, BearerAuthenticated, ClientIp, JsonBody, Params, RequestBody};
-pub use login::check_login;
+pub use login::{check_login, failed_login};
 pub use reply::{data, time_json};
 pub use routes::routes;
 use routes::{method_not_allowed, not_found};

@@ -233,6 +233,31 @@ fn describe(method: &Method, path: &str) -> Option<Operation> {
             &[],
         ),
         ("DELETE", "/api/v1/users/{username}") => op("Delete a user (server admins)", Any),
+        // Login sessions and the second factor (TOTP).
+        ("GET", "/api/v1/users/{username}/sessions") => {
+            op("The user's login sessions (server admins)", Any)
+        }
+        ("DELETE", "/api/v1/users/{username}/sessions") => {
+            op("End all of the user's login sessions (server admins)", Any)
+        }
+        ("DELETE", "/api/v1/users/{username}/sessions/{session_id}") => {
+            op("End one login session (server admins)", Any)
+        }
+        ("DELETE", "/api/v1/users/{username}/totp-secret") => {
+            op("Reset the user's TOTP secret (server admins)", Any)
+        }
+        ("GET", "/api/v1/me/totp-secret") => op("The caller's TOTP secret and its QR code", Any),
+        ("POST", "/api/v1/me/totp-secret") => op(
+            "Make the caller's TOTP secret, once; returns it and its QR code (base64 PNG)",
+            Any,
+        ),
+        ("DELETE", "/api/v1/me/totp-secret") => op("Delete the caller's TOTP secret", Any),
+        ("POST", "/api/v1/verify-2fa") => op(
+            "Second login step: the code of the authenticator app, with the token /login gave; returns a full token",
+            Bearer,
+        )
+        .query(&[("token-lifetime", "integer", "seconds the token is valid")])
+        .body(json!({"username": string, "token": string}), &["username", "token"]),
         ("GET", "/api/v1/openapi.json") => op("This document", Auth::None),
         ("GET", "/api/v2/{project_key}/port_tunnel") => {
             op("The project's port tunnels, newest first", Bearer).query(&[

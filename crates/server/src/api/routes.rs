@@ -8,7 +8,9 @@ use axum::http::{Method, StatusCode};
 use axum::routing::{MethodFilter, on};
 
 use super::forward::{self, Owner};
-use super::v1::{api_tokens, audit_log, clients, clients_auth, projects, session, tunnels, users};
+use super::v1::{
+    api_tokens, audit_log, clients, clients_auth, projects, session, sessions, totp, tunnels, users,
+};
 use super::v2::port_tunnels;
 use super::{ApiError, AppState, openapi};
 
@@ -145,6 +147,31 @@ pub fn routes() -> Routes {
         .add(Method::GET, "/api/v1/users/{username}", users::get_one)
         .add(Method::PUT, "/api/v1/users/{username}", users::update)
         .add(Method::DELETE, "/api/v1/users/{username}", users::delete)
+        // Login sessions and the second factor (TOTP).
+        .add(
+            Method::GET,
+            "/api/v1/users/{username}/sessions",
+            sessions::list,
+        )
+        .add(
+            Method::DELETE,
+            "/api/v1/users/{username}/sessions",
+            sessions::delete_all,
+        )
+        .add(
+            Method::DELETE,
+            "/api/v1/users/{username}/sessions/{session_id}",
+            sessions::delete_one,
+        )
+        .add(
+            Method::DELETE,
+            "/api/v1/users/{username}/totp-secret",
+            totp::delete_of_user,
+        )
+        .add(Method::GET, "/api/v1/me/totp-secret", totp::get_own)
+        .add(Method::POST, "/api/v1/me/totp-secret", totp::create_own)
+        .add(Method::DELETE, "/api/v1/me/totp-secret", totp::delete_own)
+        .add(Method::POST, "/api/v1/verify-2fa", totp::verify)
         .add(Method::GET, "/api/v1/openapi.json", openapi::serve)
         .add(
             Method::GET,

@@ -190,6 +190,14 @@ pub struct ApiSection {
     /// A request's headers must arrive within this, on the API and on HTTP proxy tunnels;
     /// slower clients are disconnected.
     pub read_header_timeout: Duration,
+    /// `totp_enabled`: a login needs a code from an authenticator app too (`/verify-2fa`),
+    /// and basic auth with a password is refused.
+    pub totp_enabled: bool,
+    /// `totp_login_session_ttl`: how long after `/login` its code may be sent.
+    pub totp_login_session_ttl: Duration,
+    /// `totp_account_name`: the account name authenticator apps show (RPort's default
+    /// `RPort`).
+    pub totp_account_name: String,
 }
 
 #[derive(Debug, Clone)]

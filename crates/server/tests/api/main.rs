@@ -14,6 +14,8 @@ mod port_tunnels;
 mod projects;
 mod rport_schema;
 mod session;
+mod sessions;
 mod tokens;
+mod totp;
 mod tunnels;
 mod users;

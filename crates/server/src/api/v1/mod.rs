@@ -7,5 +7,7 @@ pub mod clients;
 pub mod clients_auth;
 pub mod projects;
 pub mod session;
+pub mod sessions;
+pub mod totp;
 pub mod tunnels;
 pub mod users;

@@ -121,7 +121,23 @@ pub async fn login(
             event,
         )
         .await;
-    let lifetime = match params.get("token-lifetime") {
+    let lifetime = token_lifetime(&state, &params)?;
+    let used = crate::auth::api_callers::SessionUse {
+        user_agent: super::sessions::user_agent(&headers),
+        ip,
+    };
+    if state.config.api.totp_enabled {
+        return super::totp::second_factor_due(&state, &user, lifetime, &used).await;
+    }
+    let scope = crate::auth::api_callers::TokenScope::Full;
+    let token = super::sessions::open(&state, &user, lifetime, scope, &used).await?;
+    Ok(data(json!({ "token": token, "two_fa": null })))
+}
+
+/// The lifetime `token-lifetime` (seconds) asks for a login's token: 0 or absent is the
+/// default, more than `[api] max_token_lifetime` is refused.
+pub fn token_lifetime(state: &crate::api::AppState, params: &Params) -> Result<Duration, ApiError> {
+    Ok(match params.get("token-lifetime") {
         None | Some("") => DEFAULT_TOKEN_LIFETIME.min(state.config.api.max_token_lifetime),
         Some(text) => {
             let seconds: u64 = text.parse().map_err(|_| {
@@ -147,13 +163,7 @@ pub async fn login(
             }
             lifetime
         }
-    };
-    let token = state
-        .auth
-        .issue_token(&user, lifetime)
-        .await
-        .ok_or_else(ApiError::unauthorized)?;
-    Ok(data(json!({ "token": token, "two_fa": null })))
+    })
 }
 
 /// `DELETE /api/v1/logout`: revokes the bearer token the request carries, at once and
