@@ -104,13 +104,14 @@ pub struct Copied {
     pub tunnels: usize,
     pub audit_entries: usize,
     pub revoked_tokens: usize,
+    pub totp_secrets: usize,
 }
 
 impl std::fmt::Display for Copied {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "{} projects, {} users, {} API tokens, {} agent credentials, {} clients, {} tunnels, {} audit entries, {} revoked sessions",
+            "{} projects, {} users, {} API tokens, {} agent credentials, {} clients, {} tunnels, {} audit entries, {} revoked sessions, {} TOTP secrets",
             self.projects,
             self.users,
             self.api_tokens,
@@ -118,7 +119,8 @@ impl std::fmt::Display for Copied {
             self.agents,
             self.tunnels,
             self.audit_entries,
-            self.revoked_tokens
+            self.revoked_tokens,
+            self.totp_secrets
         )
     }
 }
@@ -147,17 +149,25 @@ pub async fn copy(
     }
     token_owners.sort();
     token_owners.dedup();
+    let now = Utc::now();
     for username in &token_owners {
         for token in source.list_api_tokens(username).await? {
             target.insert_api_token(&token).await?;
             copied.api_tokens += 1;
+        }
+        // Without its secret a user would be asked to set one up again at the next
+        // login, by whoever knows the password. (Login sessions are not copied: their
+        // users log in again.)
+        if let Some(secret) = source.get_totp_secret(username).await?
+            && target.insert_totp_secret(username, &secret, now).await?
+        {
+            copied.totp_secrets += 1;
         }
     }
     for credential in source.list_agent_credentials().await? {
         target.insert_agent_credential(&credential).await?;
         copied.agent_credentials += 1;
     }
-    let now = Utc::now();
     for mut agent in source.list_agents().await? {
         // Nobody holds a session after the copy: the agents come back to a node.
         if agent.connected {
@@ -300,6 +310,7 @@ mod tests {
                 tunnels: 2,
                 audit_entries: 3,
                 revoked_tokens: 1,
+                totp_secrets: 1,
             }
         );
         let agents = target.list_agents().await.expect("agents");
@@ -330,6 +341,10 @@ mod tests {
         assert_eq!(
             target.revoked_tokens(Utc::now()).await.expect("revoked"),
             ["jti-1"]
+        );
+        assert_eq!(
+            target.get_totp_secret("alice").await.expect("TOTP secret"),
+            Some("JBSWY3DPEHPK3PXP".to_owned())
         );
         let secret = |store: Arc<dyn Store>| async move {
             store
@@ -369,6 +384,10 @@ mod tests {
             })
             .await
             .expect("user");
+        store
+            .insert_totp_secret("alice", "JBSWY3DPEHPK3PXP", now)
+            .await
+            .expect("TOTP secret");
         store
             .insert_api_token(&rport_store::ApiTokenRecord {
                 id: "t1".into(),

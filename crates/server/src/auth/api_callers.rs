@@ -408,9 +408,15 @@ impl ApiAuth {
         let expires_at = chrono::DateTime::from_timestamp(claims.exp, 0).unwrap_or_default();
         self.store.revoke_token(&claims.jti, expires_at).await?;
         self.revoked_elsewhere(&claims.jti);
-        if claims.sid != 0 {
+        // The token's id must match too: a session id alone could name another session
+        // after `rportd migrate`, which copies no sessions.
+        let sessions = self.store.list_sessions(&claims.username).await?;
+        let own = sessions
+            .iter()
+            .find(|s| s.id == claims.sid && s.jti == claims.jti);
+        if let Some(session) = own {
             self.store
-                .delete_sessions(&claims.username, Some(claims.sid))
+                .delete_sessions(&claims.username, Some(session.id))
                 .await?;
         }
         Ok(Some((claims.username, claims.jti)))
