@@ -202,6 +202,7 @@ fn version_7_with_credentials(path: &std::path::Path, json: &str) {
         "DROP TABLE agent_credentials; DROP TABLE cluster_nodes; DROP TABLE cluster_events;
         DROP INDEX clients_owner_node; DROP INDEX tunnels_live_client;
         ALTER TABLE clients DROP COLUMN owner_node; ALTER TABLE tunnels DROP COLUMN owner_node;
+        DROP TABLE api_sessions; DROP TABLE totp_secrets;
         PRAGMA user_version = 7;",
     )
     .expect("back to version 7");
