@@ -1,7 +1,5 @@
 //! Server status and login.
 
-use std::time::Duration;
-
 use axum::body::Bytes;
 use axum::extract::State as StateExtractor;
 use axum::http::{HeaderMap, StatusCode};
@@ -81,8 +79,6 @@ fn cluster_json(state: &crate::api::AppState, is_admin: bool) -> serde_json::Val
     json!({ "node_id": this, "nodes": nodes })
 }
 
-const DEFAULT_TOKEN_LIFETIME: Duration = Duration::from_secs(600);
-
 #[derive(Deserialize)]
 struct LoginBody {
     username: String,
@@ -121,7 +117,7 @@ pub async fn login(
             event,
         )
         .await;
-    let lifetime = token_lifetime(&state, &params)?;
+    let lifetime = super::sessions::token_lifetime(&state, &params)?;
     let used = crate::auth::api_callers::SessionUse {
         user_agent: super::sessions::user_agent(&headers),
         ip,
@@ -132,38 +128,6 @@ pub async fn login(
     let scope = crate::auth::api_callers::TokenScope::Full;
     let token = super::sessions::open(&state, &user, lifetime, scope, &used).await?;
     Ok(data(json!({ "token": token, "two_fa": null })))
-}
-
-/// The lifetime `token-lifetime` (seconds) asks for a login's token: 0 or absent is the
-/// default, more than `[api] max_token_lifetime` is refused.
-pub fn token_lifetime(state: &crate::api::AppState, params: &Params) -> Result<Duration, ApiError> {
-    Ok(match params.get("token-lifetime") {
-        None | Some("") => DEFAULT_TOKEN_LIFETIME.min(state.config.api.max_token_lifetime),
-        Some(text) => {
-            let seconds: u64 = text.parse().map_err(|_| {
-                ApiError::bad_request(
-                    "ERR_CODE_INVALID_REQUEST",
-                    "Invalid token-lifetime",
-                    format!("token-lifetime must be a number of seconds, got {text:?}"),
-                )
-            })?;
-            let lifetime = if seconds == 0 {
-                DEFAULT_TOKEN_LIFETIME
-            } else {
-                Duration::from_secs(seconds)
-            };
-            let max = state.config.api.max_token_lifetime;
-            if lifetime > max {
-                return Err(ApiError::new(
-                    StatusCode::BAD_REQUEST,
-                    "ERR_CODE_INVALID_REQUEST",
-                    "Invalid token-lifetime",
-                    format!("token-lifetime may be at most {} seconds", max.as_secs()),
-                ));
-            }
-            lifetime
-        }
-    })
 }
 
 /// `DELETE /api/v1/logout`: revokes the bearer token the request carries, at once and

@@ -10,7 +10,7 @@ use axum::response::Response;
 use rport_store::SessionRecord;
 use serde_json::{Value, json};
 
-use crate::api::{ApiError, AppState, Authenticated, ClientIp, State, data, time_json};
+use crate::api::{ApiError, AppState, Authenticated, ClientIp, Params, State, data, time_json};
 use crate::auth::api_callers::{SessionUse, TokenScope};
 use crate::domain::audit::{Actor, Event};
 use crate::domain::permissions::AuthUser;
@@ -18,6 +18,41 @@ use crate::domain::permissions::AuthUser;
 /// Sessions one user keeps at most: a new login beyond it ends the least recently used
 /// one, so a script that logs in on every run cannot fill the store.
 pub const MAX_SESSIONS_PER_USER: usize = 100;
+
+/// A login token's lifetime when `token-lifetime` does not say (RPort's).
+const DEFAULT_TOKEN_LIFETIME: Duration = Duration::from_secs(600);
+
+/// The lifetime `token-lifetime` (seconds) asks for a login's token: 0 or absent is the
+/// default, more than `[api] max_token_lifetime` is refused.
+pub fn token_lifetime(state: &AppState, params: &Params) -> Result<Duration, ApiError> {
+    Ok(match params.get("token-lifetime") {
+        None | Some("") => DEFAULT_TOKEN_LIFETIME.min(state.config.api.max_token_lifetime),
+        Some(text) => {
+            let seconds: u64 = text.parse().map_err(|_| {
+                ApiError::bad_request(
+                    "ERR_CODE_INVALID_REQUEST",
+                    "Invalid token-lifetime",
+                    format!("token-lifetime must be a number of seconds, got {text:?}"),
+                )
+            })?;
+            let lifetime = if seconds == 0 {
+                DEFAULT_TOKEN_LIFETIME
+            } else {
+                Duration::from_secs(seconds)
+            };
+            let max = state.config.api.max_token_lifetime;
+            if lifetime > max {
+                return Err(ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "ERR_CODE_INVALID_REQUEST",
+                    "Invalid token-lifetime",
+                    format!("token-lifetime may be at most {} seconds", max.as_secs()),
+                ));
+            }
+            lifetime
+        }
+    })
+}
 
 /// The `User-Agent` a request came with, or empty.
 pub fn user_agent(headers: &HeaderMap) -> &str {
