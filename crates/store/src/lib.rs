@@ -27,8 +27,8 @@ pub use records::UserGroupRecord;
 pub use records::{
     AdminGuard, AgentAttributes, AgentClaim, AgentCredentialRecord, AgentOverridesRecord,
     AgentRecord, ApiTokenChange, ApiTokenRecord, AuditRecord, ClientGroupRecord, ClusterEvent,
-    DEFAULT_PROJECT, NodeRecord, ProjectRecord, ProjectRemoval, TunnelCounters, TunnelFilter,
-    TunnelOptions, TunnelRecord, TunnelStatus, UserRecord, UserWrite,
+    DEFAULT_PROJECT, NodeRecord, ProjectRecord, ProjectRemoval, SessionRecord, TunnelCounters,
+    TunnelFilter, TunnelOptions, TunnelRecord, TunnelStatus, UserRecord, UserWrite,
 };
 pub use sqlite::SqliteStore;
 pub use stored_tunnels::{
@@ -260,6 +260,41 @@ pub trait Store: Send + Sync + 'static {
     /// Revoked token ids not yet expired at `now` (expired ones are forgotten).
     async fn revoked_tokens(&self, now: DateTime<Utc>) -> Result<Vec<String>, StoreError>;
 
+    /// Stores a new login session; returns the id the store gave it (`session.id` is
+    /// ignored).
+    async fn insert_session(&self, session: &SessionRecord) -> Result<i64, StoreError>;
+    /// A user's sessions, least recently used first.
+    async fn list_sessions(&self, username: &str) -> Result<Vec<SessionRecord>, StoreError>;
+    /// Records a use of the session of token `jti`; returns whether it still exists.
+    async fn touch_session(
+        &self,
+        jti: &str,
+        at: DateTime<Utc>,
+        user_agent: &str,
+        ip_address: &str,
+    ) -> Result<bool, StoreError>;
+    /// Deletes one session of the user (`Some(id)`) or all of them; returns those deleted,
+    /// so that their tokens can be revoked.
+    async fn delete_sessions(
+        &self,
+        username: &str,
+        id: Option<i64>,
+    ) -> Result<Vec<SessionRecord>, StoreError>;
+    /// Deletes sessions expired at `now`; returns how many.
+    async fn purge_sessions(&self, now: DateTime<Utc>) -> Result<usize, StoreError>;
+
+    /// The user's TOTP secret (base32), if it has one.
+    async fn get_totp_secret(&self, username: &str) -> Result<Option<String>, StoreError>;
+    /// Returns false, changing nothing, when the user has a secret already.
+    async fn insert_totp_secret(
+        &self,
+        username: &str,
+        secret: &str,
+        at: DateTime<Utc>,
+    ) -> Result<bool, StoreError>;
+    /// Returns whether the user had one.
+    async fn delete_totp_secret(&self, username: &str) -> Result<bool, StoreError>;
+
     async fn insert_api_token(&self, token: &ApiTokenRecord) -> Result<(), StoreError>;
     async fn get_api_token(&self, id: &str) -> Result<Option<ApiTokenRecord>, StoreError>;
     async fn list_api_tokens(&self, username: &str) -> Result<Vec<ApiTokenRecord>, StoreError>;
@@ -287,8 +322,8 @@ pub trait Store: Send + Sync + 'static {
         guard: AdminGuard,
     ) -> Result<UserWrite, StoreError>;
     async fn list_users(&self) -> Result<Vec<UserRecord>, StoreError>;
-    /// Deletes the user with its roles and API tokens. With [`AdminGuard::KeepOne`] it
-    /// refuses, in the same transaction, to delete the last administrator.
+    /// Deletes the user with its roles, API tokens, sessions and TOTP secret. With
+    /// [`AdminGuard::KeepOne`] it refuses, in the same transaction, to delete the last administrator.
     async fn delete_user(&self, username: &str, guard: AdminGuard)
     -> Result<UserWrite, StoreError>;
     /// Gives a user another name, with its roles and API tokens, in one transaction:

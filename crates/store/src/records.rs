@@ -458,3 +458,20 @@ pub(crate) fn json_column<T: serde::de::DeserializeOwned>(
     })
     .transpose()
 }
+
+/// A login session: one token from `/api/v1/login` (or `/api/v1/verify-2fa`), found by the
+/// token's id. The token itself is never kept.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SessionRecord {
+    /// Given by the store on insert (RPort's numeric `session_id`).
+    pub id: i64,
+    /// The token's `jti`.
+    pub jti: String,
+    pub username: String,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+    pub last_access_at: DateTime<Utc>,
+    /// The `User-Agent` and address of the last use.
+    pub user_agent: String,
+    pub ip_address: String,
+}

@@ -18,8 +18,9 @@ use crate::{
     AdminGuard, AgentAttributes, AgentClaim, AgentCredentialRecord, AgentOverridesRecord,
     AgentRecord, ApiTokenChange, ApiTokenRecord, AuditFilter, AuditRecord, BackendError,
     ClientGroupRecord, ClusterEvent, DEFAULT_PROJECT, NodeRecord, ProjectRecord, ProjectRemoval,
-    Store, StoreError, StoredTunnelFilter, StoredTunnelRecord, TunnelCounters, TunnelFilter,
-    TunnelOptions, TunnelRecord, TunnelStatus, UserGroupRecord, UserRecord, UserWrite,
+    SessionRecord, Store, StoreError, StoredTunnelFilter, StoredTunnelRecord, TunnelCounters,
+    TunnelFilter, TunnelOptions, TunnelRecord, TunnelStatus, UserGroupRecord, UserRecord,
+    UserWrite,
 };
 
 /// Each entry moves the schema one version up; never edit one that has shipped.
@@ -208,6 +209,25 @@ const MIGRATIONS: &[&str] = &[
         further_options TEXT
     );
     CREATE INDEX stored_tunnels_client ON stored_tunnels(client_id, created_at);",
+    // 15: login sessions (one per token from /login, found by the token's id) and users'
+    // TOTP secrets
+    "CREATE TABLE api_sessions (
+        session_id INTEGER PRIMARY KEY AUTOINCREMENT,
+        jti TEXT NOT NULL UNIQUE,
+        username TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        expires_at INTEGER NOT NULL,
+        last_access_at INTEGER NOT NULL,
+        user_agent TEXT NOT NULL,
+        ip_address TEXT NOT NULL
+    );
+    CREATE INDEX api_sessions_user ON api_sessions(username);
+    CREATE INDEX api_sessions_expires_at ON api_sessions(expires_at);
+    CREATE TABLE totp_secrets (
+        username TEXT PRIMARY KEY,
+        secret TEXT NOT NULL,
+        created_at INTEGER NOT NULL
+    );",
 ];
 
 /// The schema version that gave agent credentials their own table.
@@ -485,6 +505,19 @@ fn api_token_from_row(row: &Row<'_>) -> rusqlite::Result<ApiTokenRecord> {
         created_at: from_millis(Some(row.get("created_at")?)).unwrap_or_default(),
         expires_at: from_millis(row.get("expires_at")?),
         last_used_at: from_millis(row.get("last_used_at")?),
+    })
+}
+
+fn session_from_row(row: &Row<'_>) -> rusqlite::Result<SessionRecord> {
+    Ok(SessionRecord {
+        id: row.get("session_id")?,
+        jti: row.get("jti")?,
+        username: row.get("username")?,
+        created_at: from_millis(Some(row.get("created_at")?)).unwrap_or_default(),
+        expires_at: from_millis(Some(row.get("expires_at")?)).unwrap_or_default(),
+        last_access_at: from_millis(Some(row.get("last_access_at")?)).unwrap_or_default(),
+        user_agent: row.get("user_agent")?,
+        ip_address: row.get("ip_address")?,
     })
 }
 
@@ -1263,6 +1296,125 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn insert_session(&self, session: &SessionRecord) -> Result<i64, StoreError> {
+        let s = session.clone();
+        self.run(move |conn| {
+            conn.execute(
+                "INSERT INTO api_sessions (jti, username, created_at, expires_at, \
+                 last_access_at, user_agent, ip_address) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![
+                    s.jti,
+                    s.username,
+                    millis(s.created_at),
+                    millis(s.expires_at),
+                    millis(s.last_access_at),
+                    s.user_agent,
+                    s.ip_address,
+                ],
+            )?;
+            Ok(conn.last_insert_rowid())
+        })
+        .await
+    }
+
+    async fn list_sessions(&self, username: &str) -> Result<Vec<SessionRecord>, StoreError> {
+        let username = username.to_owned();
+        self.run(move |conn| {
+            let mut stmt = conn.prepare(
+                "SELECT * FROM api_sessions WHERE username = ?1 \
+                 ORDER BY last_access_at, session_id",
+            )?;
+            let rows = stmt.query_map([username], session_from_row)?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .await
+    }
+
+    async fn touch_session(
+        &self,
+        jti: &str,
+        at: DateTime<Utc>,
+        user_agent: &str,
+        ip_address: &str,
+    ) -> Result<bool, StoreError> {
+        let (jti, user_agent, ip_address) =
+            (jti.to_owned(), user_agent.to_owned(), ip_address.to_owned());
+        self.run(move |conn| {
+            Ok(conn.execute(
+                "UPDATE api_sessions SET last_access_at = ?2, user_agent = ?3, ip_address = ?4 \
+                 WHERE jti = ?1",
+                params![jti, millis(at), user_agent, ip_address],
+            )? == 1)
+        })
+        .await
+    }
+
+    async fn delete_sessions(
+        &self,
+        username: &str,
+        id: Option<i64>,
+    ) -> Result<Vec<SessionRecord>, StoreError> {
+        let username = username.to_owned();
+        self.run(move |conn| {
+            let mut stmt = conn.prepare(
+                "DELETE FROM api_sessions WHERE username = ?1 \
+                 AND (?2 IS NULL OR session_id = ?2) RETURNING *",
+            )?;
+            let rows = stmt.query_map(params![username, id], session_from_row)?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .await
+    }
+
+    async fn purge_sessions(&self, now: DateTime<Utc>) -> Result<usize, StoreError> {
+        self.run(move |conn| {
+            Ok(conn.execute(
+                "DELETE FROM api_sessions WHERE expires_at <= ?1",
+                [millis(now)],
+            )?)
+        })
+        .await
+    }
+
+    async fn get_totp_secret(&self, username: &str) -> Result<Option<String>, StoreError> {
+        let username = username.to_owned();
+        self.run(move |conn| {
+            Ok(conn
+                .query_row(
+                    "SELECT secret FROM totp_secrets WHERE username = ?1",
+                    [username],
+                    |row| row.get(0),
+                )
+                .optional()?)
+        })
+        .await
+    }
+
+    async fn insert_totp_secret(
+        &self,
+        username: &str,
+        secret: &str,
+        at: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let (username, secret) = (username.to_owned(), secret.to_owned());
+        self.run(move |conn| {
+            Ok(conn.execute(
+                "INSERT INTO totp_secrets (username, secret, created_at) VALUES (?1, ?2, ?3) \
+                 ON CONFLICT (username) DO NOTHING",
+                params![username, secret, millis(at)],
+            )? == 1)
+        })
+        .await
+    }
+
+    async fn delete_totp_secret(&self, username: &str) -> Result<bool, StoreError> {
+        let username = username.to_owned();
+        self.run(move |conn| {
+            Ok(conn.execute("DELETE FROM totp_secrets WHERE username = ?1", [username])? == 1)
+        })
+        .await
+    }
+
     async fn insert_api_token(&self, token: &ApiTokenRecord) -> Result<(), StoreError> {
         let t = token.clone();
         self.run(move |conn| {
@@ -1441,6 +1593,8 @@ impl Store for SqliteStore {
                 tx.execute("DELETE FROM users WHERE username = ?1", [&username])?;
                 tx.execute("DELETE FROM user_roles WHERE username = ?1", [&username])?;
                 tx.execute("DELETE FROM api_tokens WHERE username = ?1", [&username])?;
+                tx.execute("DELETE FROM api_sessions WHERE username = ?1", [&username])?;
+                tx.execute("DELETE FROM totp_secrets WHERE username = ?1", [&username])?;
                 tx.execute(
                     "DELETE FROM user_group_members WHERE username = ?1",
                     [&username],
@@ -1471,7 +1625,15 @@ impl Store for SqliteStore {
             if exists(&to)? {
                 return Ok(UserWrite::Taken);
             }
-            for table in ["users", "user_roles", "api_tokens", "user_group_members"] {
+            // Login tokens of the old name end (their sessions with them); the rest moves.
+            tx.execute("DELETE FROM api_sessions WHERE username = ?1", [&from])?;
+            for table in [
+                "users",
+                "user_roles",
+                "api_tokens",
+                "user_group_members",
+                "totp_secrets",
+            ] {
                 tx.execute(
                     &format!("UPDATE {table} SET username = ?2 WHERE username = ?1"),
                     [&from, &to],

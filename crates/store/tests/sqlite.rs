@@ -209,6 +209,7 @@ fn version_7_with_credentials(path: &std::path::Path, json: &str) {
         ALTER TABLE clients DROP COLUMN last_heartbeat_at;
         DROP TABLE stored_tunnels; ALTER TABLE audit_log DROP COLUMN client_id;
         ALTER TABLE audit_log DROP COLUMN client_hostname;
+        DROP TABLE api_sessions; DROP TABLE totp_secrets;
         PRAGMA user_version = 7;",
     )
     .expect("back to version 7");

@@ -224,6 +224,30 @@ fn a_revoked_token_is_refused_by_every_node_and_bans_count_across_nodes() {
         revoked.elapsed()
     );
 
+    // Sessions an administrator ends on one node are refused by the others as fast.
+    let second = cluster.nodes[0].bearer();
+    assert_eq!(
+        cluster.nodes[2]
+            .request_as("GET", "/api/v1/status", &second)
+            .0,
+        200
+    );
+    let admin = &cluster.nodes[1].auth_header;
+    let path = format!("/api/v1/users/{API_USER}/sessions");
+    assert_eq!(cluster.nodes[1].request_as("DELETE", &path, admin).0, 204);
+    let ended = Instant::now();
+    for node in [&cluster.nodes[0], &cluster.nodes[2]] {
+        wait_for(
+            "the ended session's token refused",
+            REVOCATION_BOUND,
+            || (node.request_as("GET", "/api/v1/status", &second).0 == 401).then_some(()),
+        );
+    }
+    eprintln!(
+        "cluster: a session ended by an admin was refused by every node {:?} after",
+        ended.elapsed()
+    );
+
     // Wrong passwords spread over the nodes add up to one ban, seen by every node.
     let wrong = basic(API_USER, "wrong-password");
     for attempt in 0..10 {

@@ -30,7 +30,7 @@ impl FromRequestParts<Arc<AppState>> for Authenticated {
             Some(Credentials::Basic(user, password)) => {
                 check_basic(state, ip, &user, &password).await
             }
-            Some(Credentials::Bearer(token)) => check_bearer(state, ip, &token).await,
+            Some(Credentials::Bearer(token)) => check_bearer(state, ip, &token, parts).await,
             None => Err(ApiError::unauthorized()),
         }
         .and_then(|user| check_scope(user, &parts.method, parts.uri.path()))
@@ -51,7 +51,7 @@ impl FromRequestParts<Arc<AppState>> for BearerAuthenticated {
     ) -> Result<Self, ApiError> {
         let ClientIp(ip) = ClientIp::from_request_parts(parts, state).await?;
         match credentials(&parts.headers) {
-            Some(Credentials::Bearer(token)) => check_bearer(state, ip, &token)
+            Some(Credentials::Bearer(token)) => check_bearer(state, ip, &token, parts)
                 .await
                 .and_then(|user| check_scope(user, &parts.method, parts.uri.path()))
                 .map(BearerAuthenticated),

@@ -53,7 +53,7 @@ fn unbanned_address(state: &AppState, ip: std::net::IpAddr) -> Result<String, Ap
 
 /// HTTP basic auth: the password may be one of the user's API tokens (as RPort's
 /// scripts send them, `-u user:TOKEN`); otherwise it is checked as a password, a wrong
-/// one counting towards a ban.
+/// one counting towards a ban, unless `[api] totp_enabled` turns passwords off here.
 pub(super) async fn check_basic(
     state: &AppState,
     ip: std::net::IpAddr,
@@ -65,6 +65,7 @@ pub(super) async fn check_basic(
     if let Some(user) = by_token.map_err(ApiError::internal)? {
         return Ok(user);
     }
+    basic_auth_allowed(state)?;
     check_login(state, ip, username, password)
         .await
         .and_then(refuse_expired)
@@ -90,6 +91,19 @@ pub async fn check_login(
         state.api_bans.record_success(&ip_key);
         return Ok(user);
     }
+    Err(failed_login(state, ip, username, "wrong password").await)
+}
+
+/// Counts a failed login (a wrong password, or a wrong second-factor code: `what`) of
+/// `username` from `ip` as [`check_login`] describes, and says so in the audit log and
+/// the log; returns the answer to give (401, or 429 once banned).
+pub async fn failed_login(
+    state: &AppState,
+    ip: std::net::IpAddr,
+    username: &str,
+    what: &str,
+) -> ApiError {
+    let ip_key = format!("ip:{}", source_key(ip));
     let shown = bounded(username);
     let user_key = format!("user:{shown}");
     state.api_bans.record_failure(&user_key);
@@ -107,37 +121,68 @@ pub async fn check_login(
         project: None,
         success: false,
         detail: match ban {
-            Some(ban) => format!("wrong password; address banned for {} s", ban.as_secs()),
-            None => "wrong password".to_owned(),
+            Some(ban) => format!("{what}; address banned for {} s", ban.as_secs()),
+            None => what.to_owned(),
         },
     };
     state.audit.record(&Actor::user(&shown, ip), event).await;
     match ban {
         Some(remaining) => {
-            tracing::warn!(%ip, user = %shown, "API login failed; address banned for {}s", remaining.as_secs());
-            Err(ApiError::banned(remaining))
+            tracing::warn!(%ip, user = %shown, "API login failed ({what}); address banned for {}s", remaining.as_secs());
+            ApiError::banned(remaining)
         }
         None => {
-            tracing::info!(%ip, user = %shown, "API login failed");
-            Err(ApiError::unauthorized())
+            tracing::info!(%ip, user = %shown, "API login failed ({what})");
+            ApiError::unauthorized()
         }
     }
 }
 
 /// Checks a bearer token; invalid ones count as failed logins of the address. The token
-/// itself is neither logged nor kept.
+/// itself is neither logged nor kept. A token whose scope does not cover this request (a
+/// second-factor token anywhere but `/verify-2fa`) is refused without counting.
 pub(super) async fn check_bearer(
     state: &AppState,
     ip: std::net::IpAddr,
     token: &str,
+    request: &axum::http::request::Parts,
 ) -> Result<AuthUser, ApiError> {
     let ip_key = unbanned_address(state, ip)?;
-    let checked = state.auth.check_token(token).await;
-    if let Some(user) = checked.map_err(ApiError::internal)? {
+    let user_agent = request
+        .headers
+        .get(axum::http::header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let used = crate::auth::api_callers::SessionUse { user_agent, ip };
+    let checked = state.auth.check_token(token, &used).await;
+    if let Some((user, scope)) = checked.map_err(ApiError::internal)? {
+        if !scope.allows(request.method.as_str(), request.uri.path()) {
+            return Err(ApiError::new(
+                axum::http::StatusCode::UNAUTHORIZED,
+                "ERR_CODE_UNAUTHORIZED",
+                "Unauthorized",
+                "this token is for the second factor only: POST /api/v1/verify-2fa first",
+            ));
+        }
         return Ok(user);
     }
     match state.api_bans.record_failure(&ip_key) {
         Some(remaining) => Err(ApiError::banned(remaining)),
         None => Err(ApiError::unauthorized()),
     }
+}
+
+/// With `[api] totp_enabled`, a password alone must not open the API: basic auth is
+/// refused unchecked (RPort's rule; bearer and API tokens still work).
+pub(super) fn basic_auth_allowed(state: &AppState) -> Result<(), ApiError> {
+    if state.config.api.totp_enabled {
+        return Err(ApiError::new(
+            axum::http::StatusCode::UNAUTHORIZED,
+            "ERR_CODE_UNAUTHORIZED",
+            "Unauthorized",
+            "basic auth with a password is off while [api] totp_enabled is on: \
+             log in at /api/v1/login and send the bearer token",
+        ));
+    }
+    Ok(())
 }

@@ -39,7 +39,7 @@ pub use error::ApiError;
 pub use extract::{
     Authenticated, BearerAuthenticated, ClientIp, FormOrJsonBody, JsonBody, Params, RequestBody,
 };
-pub use login::check_login;
+pub use login::{check_login, failed_login};
 pub use reply::{data, time_json};
 use routes::method_not_allowed;
 pub use routes::routes;

@@ -444,6 +444,31 @@ fn describe(method: &Method, path: &str) -> Option<Operation> {
         ("DELETE", "/api/v1/user-groups/{name}") => {
             op("Delete a user group; its members leave it (server admins)", Any)
         }
+        // Login sessions and the second factor (TOTP).
+        ("GET", "/api/v1/users/{username}/sessions") => {
+            op("The user's login sessions (server admins)", Any)
+        }
+        ("DELETE", "/api/v1/users/{username}/sessions") => {
+            op("End all of the user's login sessions (server admins)", Any)
+        }
+        ("DELETE", "/api/v1/users/{username}/sessions/{session_id}") => {
+            op("End one login session (server admins)", Any)
+        }
+        ("DELETE", "/api/v1/users/{username}/totp-secret") => {
+            op("Reset the user's TOTP secret (server admins)", Any)
+        }
+        ("GET", "/api/v1/me/totp-secret") => op("The caller's TOTP secret and its QR code", Any),
+        ("POST", "/api/v1/me/totp-secret") => op(
+            "Make the caller's TOTP secret, once; returns it and its QR code (base64 PNG)",
+            Any,
+        ),
+        ("DELETE", "/api/v1/me/totp-secret") => op("Delete the caller's TOTP secret", Any),
+        ("POST", "/api/v1/verify-2fa") => op(
+            "Second login step: the code of the authenticator app, with the token /login gave; returns a full token",
+            Bearer,
+        )
+        .query(&[("token-lifetime", "integer", "seconds the token is valid")])
+        .body(json!({"username": string, "token": string}), &["username", "token"]),
         ("GET", "/api/v1/openapi.json") => op("This document", Auth::None),
         ("GET", "/api/v1/auth/provider") => op(
             "How to log in: always RPort's built-in login (asked before login)",

@@ -10,7 +10,7 @@ use axum::routing::{MethodFilter, on};
 use super::forward::{self, Owner};
 use super::v1::{
     api_tokens, audit_log, client_attributes, client_groups, client_tags, clients, clients_auth,
-    profile, projects, session, stored_tunnels, tunnels, user_groups, users,
+    profile, projects, session, sessions, stored_tunnels, totp, tunnels, user_groups, users,
 };
 use super::v2::port_tunnels;
 use super::{ApiError, AppState, openapi};
@@ -230,6 +230,31 @@ pub fn routes() -> Routes {
             "/api/v1/user-groups/{name}",
             user_groups::delete,
         )
+        // Login sessions and the second factor (TOTP).
+        .add(
+            Method::GET,
+            "/api/v1/users/{username}/sessions",
+            sessions::list,
+        )
+        .add(
+            Method::DELETE,
+            "/api/v1/users/{username}/sessions",
+            sessions::delete_all,
+        )
+        .add(
+            Method::DELETE,
+            "/api/v1/users/{username}/sessions/{session_id}",
+            sessions::delete_one,
+        )
+        .add(
+            Method::DELETE,
+            "/api/v1/users/{username}/totp-secret",
+            totp::delete_of_user,
+        )
+        .add(Method::GET, "/api/v1/me/totp-secret", totp::get_own)
+        .add(Method::POST, "/api/v1/me/totp-secret", totp::create_own)
+        .add(Method::DELETE, "/api/v1/me/totp-secret", totp::delete_own)
+        .add(Method::POST, "/api/v1/verify-2fa", totp::verify)
         .add(Method::GET, "/api/v1/openapi.json", openapi::serve)
         // RPort's login page and profile extras (issue 17, auth).
         .add(Method::GET, "/api/v1/auth/provider", profile::auth_provider)

@@ -1,5 +1,6 @@
-//! Work rportd does on its own while it runs: pruning the audit log, forgetting agents
-//! gone too long, saving agents' heartbeats, and reading the user file again when asked.
+//! Work rportd does on its own while it runs: pruning the audit log and expired login
+//! sessions, forgetting agents gone too long, saving agents' heartbeats, and reading the
+//! user file again when asked.
 
 use std::sync::Arc;
 
@@ -54,6 +55,26 @@ pub async fn heartbeat_loop(state: Arc<AppState>, shutdown: CancellationToken) {
         }
         let written = state.registry.flush_heartbeats().await;
         tracing::debug!("saved the heartbeats of {written} clients");
+    }
+}
+
+/// How often expired login sessions are deleted.
+const SESSION_PURGE_EVERY: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// Deletes expired login sessions, hourly (their tokens are refused by their expiry
+/// anyway; this keeps the table to the live ones).
+pub async fn session_purge_loop(state: Arc<AppState>, shutdown: CancellationToken) {
+    let mut interval = tokio::time::interval(SESSION_PURGE_EVERY);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = interval.tick() => {}
+        }
+        match state.store.purge_sessions(chrono::Utc::now()).await {
+            Ok(0) => {}
+            Ok(n) => tracing::debug!("deleted {n} expired login sessions"),
+            Err(err) => tracing::warn!("deleting expired login sessions: {err}"),
+        }
     }
 }
 

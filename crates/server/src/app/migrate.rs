@@ -106,13 +106,14 @@ pub struct Copied {
     pub audit_entries: usize,
     pub revoked_tokens: usize,
     pub user_groups: usize,
+    pub totp_secrets: usize,
 }
 
 impl std::fmt::Display for Copied {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "{} projects, {} users, {} API tokens, {} agent credentials, {} clients, {} tunnels, {} stored tunnels, {} audit entries, {} revoked sessions, {} user groups",
+            "{} projects, {} users, {} API tokens, {} agent credentials, {} clients, {} tunnels, {} stored tunnels, {} audit entries, {} revoked sessions, {} user groups, {} TOTP secrets",
             self.projects,
             self.users,
             self.api_tokens,
@@ -122,7 +123,8 @@ impl std::fmt::Display for Copied {
             self.stored_tunnels,
             self.audit_entries,
             self.revoked_tokens,
-            self.user_groups
+            self.user_groups,
+            self.totp_secrets
         )
     }
 }
@@ -162,17 +164,25 @@ pub async fn copy(
     }
     token_owners.sort();
     token_owners.dedup();
+    let now = Utc::now();
     for username in &token_owners {
         for token in source.list_api_tokens(username).await? {
             target.insert_api_token(&token).await?;
             copied.api_tokens += 1;
+        }
+        // Without its secret a user would be asked to set one up again at the next
+        // login, by whoever knows the password. (Login sessions are not copied: their
+        // users log in again.)
+        if let Some(secret) = source.get_totp_secret(username).await?
+            && target.insert_totp_secret(username, &secret, now).await?
+        {
+            copied.totp_secrets += 1;
         }
     }
     for credential in source.list_agent_credentials().await? {
         target.insert_agent_credential(&credential).await?;
         copied.agent_credentials += 1;
     }
-    let now = Utc::now();
     for mut agent in source.list_agents().await? {
         // Nobody holds a session after the copy: the agents come back to a node.
         if agent.connected {
@@ -344,6 +354,7 @@ mod tests {
                 audit_entries: 3,
                 revoked_tokens: 1,
                 user_groups: 1,
+                totp_secrets: 1,
             }
         );
         assert_eq!(
@@ -378,6 +389,10 @@ mod tests {
         assert_eq!(
             target.revoked_tokens(Utc::now()).await.expect("revoked"),
             ["jti-1"]
+        );
+        assert_eq!(
+            target.get_totp_secret("alice").await.expect("TOTP secret"),
+            Some("JBSWY3DPEHPK3PXP".to_owned())
         );
         let secret = |store: Arc<dyn Store>| async move {
             store
@@ -431,6 +446,10 @@ mod tests {
             .set_user_groups("alice", &["Editors".into()])
             .await
             .expect("member");
+        store
+            .insert_totp_secret("alice", "JBSWY3DPEHPK3PXP", now)
+            .await
+            .expect("TOTP secret");
         store
             .insert_api_token(&rport_store::ApiTokenRecord {
                 id: "t1".into(),

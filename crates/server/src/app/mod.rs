@@ -35,7 +35,9 @@ use crate::net::web_tls::{self, WebCert};
 use crate::tunnels::port_pool::PortPool;
 use crate::tunnels::{ProxySetup, TunnelManager, TunnelSettings};
 use data_dir::{create_data_dir, write_fingerprint};
-use housekeeping::{audit_retention_loop, heartbeat_loop, purge_loop, reload_user_file};
+use housekeeping::{
+    audit_retention_loop, heartbeat_loop, purge_loop, reload_user_file, session_purge_loop,
+};
 use rport_store::Store;
 use tokio_util::task::TaskTracker;
 
@@ -334,6 +336,10 @@ impl Server {
         ));
         let purge = tokio::spawn(purge_loop(Arc::clone(&self.state), shutdown.clone()));
         let heartbeats = tokio::spawn(heartbeat_loop(Arc::clone(&self.state), shutdown.clone()));
+        tokio::spawn(session_purge_loop(
+            Arc::clone(&self.state),
+            shutdown.clone(),
+        ));
         let audit_retention = tokio::spawn(audit_retention_loop(
             Arc::clone(&self.state),
             shutdown.clone(),

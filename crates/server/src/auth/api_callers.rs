@@ -1,6 +1,7 @@
 //! Who is calling the API: the user of `[api] auth`, users of `[api] auth_file` and users in
 //! the store, by password (HTTP basic), by a signed token (JWT, HS256) from
-//! `/api/v1/login`, or by an API token.
+//! `/api/v1/login`, or by an API token. Every signed token is a login session kept in
+//! the store ([`SessionRecord`]): deleting the session revokes the token.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -10,7 +11,7 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use hmac::{Hmac, Mac};
 use rand::Rng;
-use rport_store::{ApiTokenRecord, Store, StoreError, UserRecord};
+use rport_store::{ApiTokenRecord, SessionRecord, Store, StoreError, UserRecord};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
@@ -39,7 +40,8 @@ const TOKEN_PREFIX_LEN: usize = 8;
 /// The scopes of API tokens, as RPort names them: `read` (GET only, no websockets),
 /// `read+write` (everything), `clients-auth` (only agent credentials).
 pub const TOKEN_SCOPES: [&str; 3] = ["read", "read+write", "clients-auth"];
-/// `last_used_at` is written at most this often per token.
+/// `last_used_at` (and a session's `last_access_at`) is written at most this often per
+/// token.
 const TOUCH_EVERY: Duration = Duration::from_secs(60);
 
 pub struct ApiAuth {
@@ -57,6 +59,63 @@ pub struct ApiAuth {
     verified: Mutex<HashMap<[u8; 32], (String, Instant)>>,
     /// Ids of tokens revoked by logout; kept in the store too, so a restart keeps them out.
     revoked: Mutex<std::collections::HashSet<String>>,
+    /// When this node last wrote a session's last use, by token id.
+    touched: Mutex<HashMap<String, Instant>>,
+}
+
+/// What a signed token may be used for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenScope {
+    /// Every route but `POST /api/v1/verify-2fa` (RPort's `ScopesAllExcluding2FaCheck`).
+    Full,
+    /// Only `POST /api/v1/verify-2fa`: the password was right, the second factor is due.
+    SecondFactor,
+    /// That, and `POST /api/v1/me/totp-secret`: the user has no TOTP secret yet.
+    SecondFactorAndTotpSetup,
+}
+
+/// The path of the second factor's check.
+pub const VERIFY_2FA_PATH: &str = "/api/v1/verify-2fa";
+/// The path of the caller's own TOTP secret.
+pub const TOTP_SECRET_PATH: &str = "/api/v1/me/totp-secret";
+
+impl TokenScope {
+    fn claim(self) -> &'static str {
+        match self {
+            Self::Full => "",
+            Self::SecondFactor => "2fa",
+            Self::SecondFactorAndTotpSetup => "2fa+totp-setup",
+        }
+    }
+
+    fn from_claim(claim: &str) -> Option<Self> {
+        [
+            Self::Full,
+            Self::SecondFactor,
+            Self::SecondFactorAndTotpSetup,
+        ]
+        .into_iter()
+        .find(|scope| scope.claim() == claim)
+    }
+
+    /// Whether a token of this scope may call `method path`.
+    pub fn allows(self, method: &str, path: &str) -> bool {
+        let path = path.trim_end_matches('/');
+        let verify = method == "POST" && path == VERIFY_2FA_PATH;
+        match self {
+            Self::Full => path != VERIFY_2FA_PATH,
+            Self::SecondFactor => verify,
+            Self::SecondFactorAndTotpSetup => {
+                verify || (method == "POST" && path == TOTP_SECRET_PATH)
+            }
+        }
+    }
+}
+
+/// Where a session token is used from, for its session's "last used" fields.
+pub struct SessionUse<'a> {
+    pub user_agent: &'a str,
+    pub ip: std::net::IpAddr,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -69,6 +128,12 @@ struct Claims {
     /// deleted and made again under the same name, ends every token issued before.
     #[serde(default)]
     pw: String,
+    /// The login session (RPort's `sessionID`); 0 in tokens made before sessions were kept.
+    #[serde(default)]
+    sid: i64,
+    /// [`TokenScope::claim`]; absent for a full token.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    scope: String,
 }
 
 impl ApiAuth {
@@ -127,6 +192,7 @@ impl ApiAuth {
                 cache_key: rand::rng().random(),
                 verified: Mutex::new(HashMap::new()),
                 revoked: Mutex::new(revoked),
+                touched: Mutex::new(HashMap::new()),
             },
             generated,
         ))
@@ -250,23 +316,72 @@ impl ApiAuth {
         )))
     }
 
-    /// Issues a signed token for `user`, valid for `lifetime`; `None` if the user was
-    /// deleted meanwhile.
-    pub async fn issue_token(&self, user: &AuthUser, lifetime: Duration) -> Option<String> {
-        let (_, stamp) = self.credential_stamp(&user.username).await.ok()??;
-        let now = chrono::Utc::now().timestamp();
+    /// Opens a login session for `user`, valid for `lifetime`, and issues its signed
+    /// token; `None` if the user was deleted meanwhile.
+    pub async fn open_session(
+        &self,
+        user: &AuthUser,
+        lifetime: Duration,
+        scope: TokenScope,
+        used: &SessionUse<'_>,
+    ) -> Result<Option<(String, SessionRecord)>, StoreError> {
+        let Some((_, stamp)) = self.credential_stamp(&user.username).await? else {
+            return Ok(None);
+        };
+        let now = chrono::Utc::now();
+        let exp = now.timestamp().saturating_add(lifetime.as_secs() as i64);
+        let mut session = SessionRecord {
+            id: 0,
+            jti: uuid::Uuid::new_v4().to_string(),
+            username: user.username.clone(),
+            created_at: now,
+            expires_at: chrono::DateTime::from_timestamp(exp, 0).unwrap_or(now),
+            last_access_at: now,
+            user_agent: bounded_user_agent(used.user_agent),
+            ip_address: used.ip.to_string(),
+        };
+        session.id = self.store.insert_session(&session).await?;
         let claims = Claims {
             username: user.username.clone(),
-            iat: now,
-            exp: now + lifetime.as_secs() as i64,
-            jti: uuid::Uuid::new_v4().to_string(),
+            iat: now.timestamp(),
+            exp,
+            jti: session.jti.clone(),
             pw: stamp,
+            sid: session.id,
+            scope: scope.claim().to_owned(),
         };
         let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"HS256","typ":"JWT"}"#);
         let payload = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&claims).unwrap_or_default());
         let signing_input = format!("{header}.{payload}");
         let signature = URL_SAFE_NO_PAD.encode(self.sign(signing_input.as_bytes()));
-        Some(format!("{signing_input}.{signature}"))
+        Ok(Some((format!("{signing_input}.{signature}"), session)))
+    }
+
+    /// Revokes the tokens of sessions deleted from the store, at once on this node; the
+    /// caller tells the other nodes (the returned token ids).
+    pub async fn revoke_sessions(
+        &self,
+        sessions: &[SessionRecord],
+    ) -> Result<Vec<String>, StoreError> {
+        let mut revoked = Vec::with_capacity(sessions.len());
+        for session in sessions {
+            self.store
+                .revoke_token(&session.jti, session.expires_at)
+                .await?;
+            self.revoked_elsewhere(&session.jti);
+            revoked.push(session.jti.clone());
+        }
+        Ok(revoked)
+    }
+
+    /// When `/login` issued `token` (Unix seconds), if it is a valid second-factor token
+    /// ([`TokenScope::SecondFactor`] or [`TokenScope::SecondFactorAndTotpSetup`]).
+    pub fn second_factor_issued_at(&self, token: &str) -> Option<i64> {
+        let claims = self.verified_claims(token)?;
+        match TokenScope::from_claim(&claims.scope)? {
+            TokenScope::Full => None,
+            _ => Some(claims.iat),
+        }
     }
 
     fn sign(&self, input: &[u8]) -> Vec<u8> {
@@ -312,6 +427,17 @@ impl ApiAuth {
         let expires_at = chrono::DateTime::from_timestamp(claims.exp, 0).unwrap_or_default();
         self.store.revoke_token(&claims.jti, expires_at).await?;
         self.revoked_elsewhere(&claims.jti);
+        // The token's id must match too: a session id alone could name another session
+        // after `rportd migrate`, which copies no sessions.
+        let sessions = self.store.list_sessions(&claims.username).await?;
+        let own = sessions
+            .iter()
+            .find(|s| s.id == claims.sid && s.jti == claims.jti);
+        if let Some(session) = own {
+            self.store
+                .delete_sessions(&claims.username, Some(session.id))
+                .await?;
+        }
         Ok(Some((claims.username, claims.jti)))
     }
 
@@ -332,16 +458,26 @@ impl ApiAuth {
         Ok(())
     }
 
-    /// Validates a bearer token: signature, expiry, not revoked, and that its user still
-    /// exists. One longer than any rportd issues is refused unread.
-    pub async fn check_token(&self, token: &str) -> Result<Option<AuthUser>, StoreError> {
+    /// Validates a bearer token: signature, expiry, not revoked, that its user still exists
+    /// and that its session is still kept; returns the user and what the token may do (an
+    /// API token may do everything its user may). One longer than any rportd issues is
+    /// refused unread.
+    pub async fn check_token(
+        &self,
+        token: &str,
+        used: &SessionUse<'_>,
+    ) -> Result<Option<(AuthUser, TokenScope)>, StoreError> {
         if token.len() > crate::domain::bounded::MAX_TOKEN_LEN {
             return Ok(None);
         }
         if let Some(api_token) = api_token_part(token) {
-            return self.check_api_token(api_token, None).await;
+            let user = self.check_api_token(api_token, None).await?;
+            return Ok(user.map(|user| (user, TokenScope::Full)));
         }
         let Some(claims) = self.verified_claims(token) else {
+            return Ok(None);
+        };
+        let Some(scope) = TokenScope::from_claim(&claims.scope) else {
             return Ok(None);
         };
         let Some((user, stamp)) = self.credential_stamp(&claims.username).await? else {
@@ -349,7 +485,39 @@ impl ApiAuth {
         };
         // An expired password ends the sessions made with it, as in RPort.
         let valid = bool::from(stamp.as_bytes().ct_eq(claims.pw.as_bytes()));
-        Ok((valid && !user.password_expired).then_some(user))
+        if !valid || user.password_expired {
+            return Ok(None);
+        }
+        if !self.session_in_use(&claims.jti, used).await? {
+            return Ok(None);
+        }
+        Ok(Some((user, scope)))
+    }
+
+    /// Records a use of the session of token `jti` (at most every [`TOUCH_EVERY`] per
+    /// node); false when the store no longer keeps the session.
+    async fn session_in_use(&self, jti: &str, used: &SessionUse<'_>) -> Result<bool, StoreError> {
+        let fresh = self.touched.lock().is_ok_and(|touched| {
+            touched
+                .get(jti)
+                .is_some_and(|at| at.elapsed() < TOUCH_EVERY)
+        });
+        if fresh {
+            return Ok(true);
+        }
+        let user_agent = bounded_user_agent(used.user_agent);
+        let ip = used.ip.to_string();
+        let kept = self
+            .store
+            .touch_session(jti, chrono::Utc::now(), &user_agent, &ip)
+            .await?;
+        if let Ok(mut touched) = self.touched.lock() {
+            touched.retain(|_, at| at.elapsed() < TOUCH_EVERY);
+            if kept {
+                touched.insert(jti.to_owned(), Instant::now());
+            }
+        }
+        Ok(kept)
     }
 
     /// Checks an API token sent as the password of HTTP basic auth (as RPort's scripts
@@ -443,6 +611,17 @@ impl ApiAuth {
         user.api_token = true;
         Ok(Some(user))
     }
+}
+
+/// The longest `User-Agent` a session keeps.
+const MAX_USER_AGENT_LEN: usize = 256;
+
+fn bounded_user_agent(user_agent: &str) -> String {
+    let mut end = user_agent.len().min(MAX_USER_AGENT_LEN);
+    while !user_agent.is_char_boundary(end) {
+        end -= 1;
+    }
+    user_agent[..end].to_owned()
 }
 
 /// The `<id>_<secret>` of an API token: RPort's form (`<prefix>_<secret>`, the prefix of

@@ -193,6 +193,14 @@ pub struct ApiSection {
     /// `[api] doc_root`: a web UI bundle served at `/` beside the API; canonical, so
     /// that every file served can be checked to lie inside it.
     pub doc_root: Option<PathBuf>,
+    /// `totp_enabled`: a login needs a code from an authenticator app too (`/verify-2fa`),
+    /// and basic auth with a password is refused.
+    pub totp_enabled: bool,
+    /// `totp_login_session_ttl`: how long after `/login` its code may be sent.
+    pub totp_login_session_ttl: Duration,
+    /// `totp_account_name`: the account name authenticator apps show (RPort's default
+    /// `RPort`).
+    pub totp_account_name: String,
 }
 
 #[derive(Debug, Clone)]

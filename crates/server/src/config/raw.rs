@@ -96,6 +96,9 @@ pub(super) struct RawApi {
     pub(super) key_file: Option<PathBuf>,
     pub(super) read_header_timeout: Option<DurationValue>,
     pub(super) doc_root: Option<PathBuf>,
+    pub(super) totp_enabled: Option<bool>,
+    pub(super) totp_login_session_ttl: Option<DurationValue>,
+    pub(super) totp_account_name: Option<String>,
 }
 
 #[derive(Deserialize, Default)]

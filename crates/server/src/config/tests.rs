@@ -89,6 +89,15 @@ fn errors_name_file_key_and_reason() {
     assert_eq!(err.key, "server.tunnel_proxy_address");
     let err = parse("[api]\nread_header_timeout = \"0s\"\n").expect_err("no header timeout");
     assert_eq!(err.key, "api.read_header_timeout");
+    let err = parse("[api]\ntotp_login_session_ttl = \"0s\"\n").expect_err("no TOTP window");
+    assert_eq!(err.key, "api.totp_login_session_ttl");
+    let err = parse("[api]\ntotp_account_name = \" \"\n").expect_err("blank account name");
+    assert_eq!(err.key, "api.totp_account_name");
+    let totp = parse("[api]\ntotp_enabled = true\ntotp_login_session_ttl = \"2m\"\n")
+        .expect("TOTP keys parse");
+    assert!(totp.api.totp_enabled);
+    assert_eq!(totp.api.totp_login_session_ttl, Duration::from_secs(120));
+    assert_eq!(totp.api.totp_account_name, "RPort");
 
     let err = parse("[server]\nadress = \"1\"\n").expect_err("unknown key");
     assert_eq!(err.key, "server.adress");

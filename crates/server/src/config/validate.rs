@@ -406,6 +406,30 @@ impl Validator<'_> {
                 Duration::from_secs(90 * 24 * 3600),
             )?,
             doc_root,
+            totp_enabled: raw.totp_enabled.unwrap_or(false),
+            totp_login_session_ttl: {
+                let ttl = self.duration(
+                    "api.totp_login_session_ttl",
+                    raw.totp_login_session_ttl,
+                    Duration::from_secs(600),
+                )?;
+                if !(Duration::from_secs(1)..=Duration::from_secs(24 * 3600)).contains(&ttl) {
+                    return Err(
+                        self.error("api.totp_login_session_ttl", "must be between 1s and 24h")
+                    );
+                }
+                ttl
+            },
+            totp_account_name: match raw.totp_account_name {
+                None => "RPort".to_owned(),
+                Some(name) if name.trim().is_empty() || name.len() > 64 => {
+                    return Err(self.error(
+                        "api.totp_account_name",
+                        "must be 1 to 64 characters, not blank",
+                    ));
+                }
+                Some(name) => name,
+            },
         })
     }
 

@@ -24,7 +24,7 @@ use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
 
 use self::error::PgError;
-use self::rows::{AGENT_COLUMNS, API_TOKEN_COLUMNS, TUNNEL_COLUMNS, USER_COLUMNS};
+use self::rows::{AGENT_COLUMNS, API_TOKEN_COLUMNS, SESSION_COLUMNS, TUNNEL_COLUMNS, USER_COLUMNS};
 pub use self::url::PostgresUrl;
 use crate::list_sql::{PageQuery, SqlValue};
 use crate::sqlite::{agent_overrides_from, client_group_from, corrupt, millis};
@@ -32,9 +32,9 @@ use crate::stored_tunnels::STORED_TUNNEL_COLUMNS;
 use crate::{
     AdminGuard, AgentAttributes, AgentClaim, AgentCredentialRecord, AgentOverridesRecord,
     AgentRecord, ApiTokenChange, ApiTokenRecord, AuditFilter, AuditRecord, ClientGroupRecord,
-    ClusterEvent, NodeRecord, ProjectRecord, ProjectRemoval, Store, StoreError, StoredTunnelFilter,
-    StoredTunnelRecord, TunnelCounters, TunnelFilter, TunnelOptions, TunnelRecord, TunnelStatus,
-    UserGroupRecord, UserRecord, UserWrite,
+    ClusterEvent, NodeRecord, ProjectRecord, ProjectRemoval, SessionRecord, Store, StoreError,
+    StoredTunnelFilter, StoredTunnelRecord, TunnelCounters, TunnelFilter, TunnelOptions,
+    TunnelRecord, TunnelStatus, UserGroupRecord, UserRecord, UserWrite,
 };
 
 /// Connections one rportd holds at most. Each query holds one only while it runs, so 16
@@ -1034,6 +1034,136 @@ impl Store for PostgresStore {
         })
     }
 
+    async fn insert_session(&self, session: &SessionRecord) -> Result<i64, StoreError> {
+        let s = session;
+        with_client!(self, |client| {
+            let row = query_one(
+                client,
+                "INSERT INTO api_sessions (jti, username, created_at, expires_at, \
+                 last_access_at, user_agent, ip_address) VALUES ($1, $2, $3, $4, $5, $6, $7) \
+                 RETURNING session_id",
+                &[
+                    &s.jti,
+                    &s.username,
+                    &millis(s.created_at),
+                    &millis(s.expires_at),
+                    &millis(s.last_access_at),
+                    &s.user_agent,
+                    &s.ip_address,
+                ],
+            )
+            .await?;
+            Ok(row.try_get(0)?)
+        })
+    }
+
+    async fn list_sessions(&self, username: &str) -> Result<Vec<SessionRecord>, StoreError> {
+        with_client!(self, |client| {
+            let rows = query(
+                client,
+                &format!(
+                    "SELECT {SESSION_COLUMNS} FROM api_sessions WHERE username = $1 \
+                     ORDER BY last_access_at, session_id"
+                ),
+                &[&username],
+            )
+            .await?;
+            each(rows, rows::session)
+        })
+    }
+
+    async fn touch_session(
+        &self,
+        jti: &str,
+        at: DateTime<Utc>,
+        user_agent: &str,
+        ip_address: &str,
+    ) -> Result<bool, StoreError> {
+        with_client!(self, |client| {
+            Ok(execute(
+                client,
+                "UPDATE api_sessions SET last_access_at = $2, user_agent = $3, ip_address = $4 \
+                 WHERE jti = $1",
+                &[&jti, &millis(at), &user_agent, &ip_address],
+            )
+            .await?
+                == 1)
+        })
+    }
+
+    async fn delete_sessions(
+        &self,
+        username: &str,
+        id: Option<i64>,
+    ) -> Result<Vec<SessionRecord>, StoreError> {
+        with_client!(self, |client| {
+            let rows = query(
+                client,
+                &format!(
+                    "DELETE FROM api_sessions WHERE username = $1 \
+                     AND ($2::BIGINT IS NULL OR session_id = $2) RETURNING {SESSION_COLUMNS}"
+                ),
+                &[&username, &id],
+            )
+            .await?;
+            each(rows, rows::session)
+        })
+    }
+
+    async fn purge_sessions(&self, now: DateTime<Utc>) -> Result<usize, StoreError> {
+        with_client!(self, |client| {
+            let purged = execute(
+                client,
+                "DELETE FROM api_sessions WHERE expires_at <= $1",
+                &[&millis(now)],
+            )
+            .await?;
+            Ok(usize::try_from(purged).unwrap_or(usize::MAX))
+        })
+    }
+
+    async fn get_totp_secret(&self, username: &str) -> Result<Option<String>, StoreError> {
+        with_client!(self, |client| {
+            let row = query_opt(
+                client,
+                "SELECT secret FROM totp_secrets WHERE username = $1",
+                &[&username],
+            )
+            .await?;
+            Ok(row.map(|row| row.try_get(0)).transpose()?)
+        })
+    }
+
+    async fn insert_totp_secret(
+        &self,
+        username: &str,
+        secret: &str,
+        at: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        with_client!(self, |client| {
+            Ok(execute(
+                client,
+                "INSERT INTO totp_secrets (username, secret, created_at) VALUES ($1, $2, $3) \
+                 ON CONFLICT (username) DO NOTHING",
+                &[&username, &secret, &millis(at)],
+            )
+            .await?
+                == 1)
+        })
+    }
+
+    async fn delete_totp_secret(&self, username: &str) -> Result<bool, StoreError> {
+        with_client!(self, |client| {
+            Ok(execute(
+                client,
+                "DELETE FROM totp_secrets WHERE username = $1",
+                &[&username],
+            )
+            .await?
+                == 1)
+        })
+    }
+
     async fn insert_api_token(&self, token: &ApiTokenRecord) -> Result<(), StoreError> {
         let t = token;
         with_client!(self, |client| {
@@ -1222,7 +1352,15 @@ impl Store for PostgresStore {
             lock_users(&tx).await?;
             let outcome = admin_guarded(&tx, username, guard, true).await?;
             if outcome == UserWrite::Done {
-                for table in ["users", "user_roles", "api_tokens", "user_group_members"] {
+                let tables = [
+                    "users",
+                    "user_roles",
+                    "api_tokens",
+                    "user_group_members",
+                    "api_sessions",
+                    "totp_secrets",
+                ];
+                for table in tables {
                     let sql = format!("DELETE FROM {table} WHERE username = $1");
                     execute(&tx, &sql, &[&username]).await?;
                 }
@@ -1243,7 +1381,17 @@ impl Store for PostgresStore {
             if query_opt(&tx, exists, &[&to]).await?.is_some() {
                 return Ok(UserWrite::Taken);
             }
-            for table in ["users", "user_roles", "api_tokens", "user_group_members"] {
+            // Login tokens of the old name end (their sessions with them); the rest moves.
+            let sessions = "DELETE FROM api_sessions WHERE username = $1";
+            execute(&tx, sessions, &[&from]).await?;
+            let tables = [
+                "users",
+                "user_roles",
+                "api_tokens",
+                "user_group_members",
+                "totp_secrets",
+            ];
+            for table in tables {
                 let sql = format!("UPDATE {table} SET username = $2 WHERE username = $1");
                 execute(&tx, &sql, &[&from, &to]).await?;
             }

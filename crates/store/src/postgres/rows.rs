@@ -12,7 +12,7 @@ use crate::sqlite::corrupt;
 use crate::tunnel_row::{self, from_millis};
 use crate::{
     AgentCredentialRecord, AgentRecord, ApiTokenRecord, AuditRecord, ClusterEvent, NodeRecord,
-    ProjectRecord, StoredTunnelRecord, TunnelRecord, UserRecord,
+    ProjectRecord, SessionRecord, StoredTunnelRecord, TunnelRecord, UserRecord,
 };
 
 // Queries name their columns, never `*`: a statement prepared by a node running while
@@ -25,6 +25,9 @@ pub(super) const AGENT_COLUMNS: &str = "id, auth_id, info, address, connected, c
 /// The columns [`api_token`] reads.
 pub(super) const API_TOKEN_COLUMNS: &str =
     "id, username, name, scope, project, hash, created_at, expires_at, last_used_at";
+/// The columns [`session`] reads.
+pub(super) const SESSION_COLUMNS: &str = "session_id, jti, username, created_at, expires_at, \
+     last_access_at, user_agent, ip_address";
 /// The columns [`user`] reads.
 pub(super) const USER_COLUMNS: &str =
     "username, password_hash, is_admin, created_at, password_expired, two_fa_send_to";
@@ -137,6 +140,19 @@ pub(super) fn api_token(row: &Row) -> Result<ApiTokenRecord, PgError> {
         created_at: required_time(row, "created_at")?,
         expires_at: optional_time(row, "expires_at")?,
         last_used_at: optional_time(row, "last_used_at")?,
+    })
+}
+
+pub(super) fn session(row: &Row) -> Result<SessionRecord, PgError> {
+    Ok(SessionRecord {
+        id: row.try_get("session_id")?,
+        jti: row.try_get("jti")?,
+        username: row.try_get("username")?,
+        created_at: required_time(row, "created_at")?,
+        expires_at: required_time(row, "expires_at")?,
+        last_access_at: required_time(row, "last_access_at")?,
+        user_agent: row.try_get("user_agent")?,
+        ip_address: row.try_get("ip_address")?,
     })
 }
 

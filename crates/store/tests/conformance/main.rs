@@ -11,6 +11,7 @@ mod concurrency;
 mod fixtures;
 mod projects;
 mod records;
+mod sessions;
 mod stored_tunnels;
 mod tunnels;
 mod user_groups;
@@ -55,6 +56,8 @@ macro_rules! conformance {
                 records::api_tokens_belong_to_their_user,
                 records::revoked_tokens_are_forgotten_when_expired,
                 stored_tunnels::stored_tunnels_are_kept_per_agent_and_go_with_it,
+                sessions::sessions_are_listed_touched_deleted_and_purged,
+                sessions::a_totp_secret_is_set_once_and_goes_with_its_user,
                 concurrency::concurrent_counter_deltas_sum_exactly,
                 concurrency::of_concurrent_inserts_of_one_key_exactly_one_wins,
                 concurrency::of_two_admins_deleted_at_once_one_stays,

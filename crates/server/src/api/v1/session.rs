@@ -1,7 +1,5 @@
 //! Server status and login.
 
-use std::time::Duration;
-
 use axum::extract::State as StateExtractor;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
@@ -57,8 +55,8 @@ pub async fn status(StateExtractor(state): State, Authenticated(user): Authentic
         "tunnel_host": server.tunnel_host.clone().unwrap_or_default(),
         // Not offered (yet): no second factor, no pre-authenticating proxy header, no
         // Caddy, no monitoring.
-        "two_fa_enabled": false,
-        "two_fa_delivery_method": "",
+        "two_fa_enabled": state.config.api.totp_enabled,
+        "two_fa_delivery_method": if state.config.api.totp_enabled { "totp_authenticator_app" } else { "" },
         "auth_header": false,
         "caddy_integration_enabled": false,
         "monitoring_enabled": false,
@@ -96,8 +94,6 @@ fn cluster_json(state: &crate::api::AppState, is_admin: bool) -> serde_json::Val
     });
     json!({ "node_id": this, "nodes": nodes })
 }
-
-const DEFAULT_TOKEN_LIFETIME: Duration = Duration::from_secs(600);
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -153,38 +149,16 @@ pub async fn login(
             event,
         )
         .await;
-    let lifetime = match params.get("token-lifetime") {
-        None | Some("") => DEFAULT_TOKEN_LIFETIME.min(state.config.api.max_token_lifetime),
-        Some(text) => {
-            let seconds: u64 = text.parse().map_err(|_| {
-                ApiError::bad_request(
-                    "ERR_CODE_INVALID_REQUEST",
-                    "Invalid token-lifetime",
-                    format!("token-lifetime must be a number of seconds, got {text:?}"),
-                )
-            })?;
-            let lifetime = if seconds == 0 {
-                DEFAULT_TOKEN_LIFETIME
-            } else {
-                Duration::from_secs(seconds)
-            };
-            let max = state.config.api.max_token_lifetime;
-            if lifetime > max {
-                return Err(ApiError::new(
-                    StatusCode::BAD_REQUEST,
-                    "ERR_CODE_INVALID_REQUEST",
-                    "Invalid token-lifetime",
-                    format!("token-lifetime may be at most {} seconds", max.as_secs()),
-                ));
-            }
-            lifetime
-        }
+    let lifetime = super::sessions::token_lifetime(&state, &params)?;
+    let used = crate::auth::api_callers::SessionUse {
+        user_agent: super::sessions::user_agent(&headers),
+        ip,
     };
-    let token = state
-        .auth
-        .issue_token(&user, lifetime)
-        .await
-        .ok_or_else(ApiError::unauthorized)?;
+    if state.config.api.totp_enabled {
+        return super::totp::second_factor_due(&state, &user, lifetime, &used).await;
+    }
+    let scope = crate::auth::api_callers::TokenScope::Full;
+    let token = super::sessions::open(&state, &user, lifetime, scope, &used).await?;
     Ok(data(json!({ "token": token, "two_fa": null })))
 }
 

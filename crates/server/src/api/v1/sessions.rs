@@ -1,0 +1,216 @@
+//! Login sessions: opening one per token a login gives (at most [`MAX_SESSIONS_PER_USER`]
+//! per user), ending them on every node, and RPort's `/api/v1/users/{user_id}/sessions`
+//! for administrators.
+
+use std::time::Duration;
+
+use axum::extract::{Path, State as StateExtractor};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::Response;
+use rport_store::SessionRecord;
+use serde_json::{Value, json};
+
+use crate::api::{ApiError, AppState, Authenticated, ClientIp, Params, State, data, time_json};
+use crate::auth::api_callers::{SessionUse, TokenScope};
+use crate::domain::audit::{Actor, Event};
+use crate::domain::permissions::AuthUser;
+
+/// Sessions one user keeps at most: a new login beyond it ends the least recently used
+/// one, so a script that logs in on every run cannot fill the store.
+pub const MAX_SESSIONS_PER_USER: usize = 100;
+
+/// A login token's lifetime when `token-lifetime` does not say (RPort's).
+const DEFAULT_TOKEN_LIFETIME: Duration = Duration::from_secs(600);
+
+/// The lifetime `token-lifetime` (seconds) asks for a login's token: 0 or absent is the
+/// default, more than `[api] max_token_lifetime` is refused.
+pub fn token_lifetime(state: &AppState, params: &Params) -> Result<Duration, ApiError> {
+    Ok(match params.get("token-lifetime") {
+        None | Some("") => DEFAULT_TOKEN_LIFETIME.min(state.config.api.max_token_lifetime),
+        Some(text) => {
+            let seconds: u64 = text.parse().map_err(|_| {
+                ApiError::bad_request(
+                    "ERR_CODE_INVALID_REQUEST",
+                    "Invalid token-lifetime",
+                    format!("token-lifetime must be a number of seconds, got {text:?}"),
+                )
+            })?;
+            let lifetime = if seconds == 0 {
+                DEFAULT_TOKEN_LIFETIME
+            } else {
+                Duration::from_secs(seconds)
+            };
+            let max = state.config.api.max_token_lifetime;
+            if lifetime > max {
+                return Err(ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "ERR_CODE_INVALID_REQUEST",
+                    "Invalid token-lifetime",
+                    format!("token-lifetime may be at most {} seconds", max.as_secs()),
+                ));
+            }
+            lifetime
+        }
+    })
+}
+
+/// The `User-Agent` a request came with, or empty.
+pub fn user_agent(headers: &HeaderMap) -> &str {
+    headers
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+}
+
+/// Opens a session for `user` and returns its token, ending the user's least recently
+/// used sessions beyond [`MAX_SESSIONS_PER_USER`].
+pub async fn open(
+    state: &AppState,
+    user: &AuthUser,
+    lifetime: Duration,
+    scope: TokenScope,
+    used: &SessionUse<'_>,
+) -> Result<String, ApiError> {
+    let (token, opened) = state
+        .auth
+        .open_session(user, lifetime, scope, used)
+        .await
+        .map_err(ApiError::internal)?
+        .ok_or_else(ApiError::unauthorized)?;
+    let sessions = state
+        .store
+        .list_sessions(&user.username)
+        .await
+        .map_err(ApiError::internal)?;
+    let surplus = sessions.len().saturating_sub(MAX_SESSIONS_PER_USER);
+    let mut ended = Vec::new();
+    for old in sessions.iter().filter(|s| s.id != opened.id).take(surplus) {
+        let deleted = state
+            .store
+            .delete_sessions(&user.username, Some(old.id))
+            .await
+            .map_err(ApiError::internal)?;
+        ended.extend(deleted);
+    }
+    end(state, &ended).await?;
+    Ok(token)
+}
+
+/// Revokes the tokens of sessions deleted from the store, here and on every other node.
+pub async fn end(state: &AppState, sessions: &[SessionRecord]) -> Result<(), ApiError> {
+    let revoked = state
+        .auth
+        .revoke_sessions(sessions)
+        .await
+        .map_err(ApiError::internal)?;
+    for jti in revoked {
+        state
+            .cluster
+            .publish(crate::cluster::topic::TOKEN_REVOKED, &jti)
+            .await;
+    }
+    Ok(())
+}
+
+/// RPort's `APISession`.
+fn session_json(session: &SessionRecord) -> Value {
+    json!({
+        "session_id": session.id,
+        "expires_at": time_json(Some(session.expires_at)),
+        "last_access_at": time_json(Some(session.last_access_at)),
+        "username": session.username,
+        "user_agent": session.user_agent,
+        "ip_address": session.ip_address,
+    })
+}
+
+fn require_admin(user: &AuthUser) -> Result<(), ApiError> {
+    user.require_server_admin("managing users' sessions")
+        .map_err(ApiError::forbidden)
+}
+
+/// `GET /api/v1/users/{user_id}/sessions`: the user's sessions, least recently used
+/// first (an unknown user has none, as in RPort).
+pub async fn list(
+    StateExtractor(state): State,
+    Authenticated(caller): Authenticated,
+    Path(username): Path<String>,
+) -> Result<Response, ApiError> {
+    require_admin(&caller)?;
+    let sessions = state
+        .store
+        .list_sessions(&username)
+        .await
+        .map_err(ApiError::internal)?;
+    let now = chrono::Utc::now();
+    let listed: Vec<Value> = sessions
+        .iter()
+        .filter(|s| s.expires_at > now)
+        .map(session_json)
+        .collect();
+    Ok(data(Value::Array(listed)))
+}
+
+/// `DELETE /api/v1/users/{user_id}/sessions`: ends all of the user's sessions.
+pub async fn delete_all(
+    StateExtractor(state): State,
+    Authenticated(caller): Authenticated,
+    ClientIp(ip): ClientIp,
+    Path(username): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    require_admin(&caller)?;
+    delete(&state, &caller, ip, &username, None).await
+}
+
+/// `DELETE /api/v1/users/{user_id}/sessions/{session_id}`: ends one session; one that
+/// does not exist is already ended (204, as in RPort).
+pub async fn delete_one(
+    StateExtractor(state): State,
+    Authenticated(caller): Authenticated,
+    ClientIp(ip): ClientIp,
+    Path((username, session_id)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    require_admin(&caller)?;
+    let id: i64 = session_id.parse().map_err(|_| {
+        ApiError::bad_request(
+            "ERR_CODE_INVALID_REQUEST",
+            "Invalid session ID",
+            format!("session_id must be a number, got {session_id:?}"),
+        )
+    })?;
+    delete(&state, &caller, ip, &username, Some(id)).await
+}
+
+async fn delete(
+    state: &AppState,
+    caller: &AuthUser,
+    ip: std::net::IpAddr,
+    username: &str,
+    id: Option<i64>,
+) -> Result<StatusCode, ApiError> {
+    let deleted = state
+        .store
+        .delete_sessions(username, id)
+        .await
+        .map_err(ApiError::internal)?;
+    end(state, &deleted).await?;
+    let (action, detail) = match id {
+        Some(id) => ("user.session.delete", format!("session {id}")),
+        None => (
+            "user.sessions.delete",
+            format!("{} sessions", deleted.len()),
+        ),
+    };
+    let event = Event {
+        action,
+        resource: username,
+        project: None,
+        success: true,
+        detail,
+    };
+    state
+        .audit
+        .record(&Actor::user(&caller.username, ip), event)
+        .await;
+    Ok(StatusCode::NO_CONTENT)
+}
