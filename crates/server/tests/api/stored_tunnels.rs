@@ -89,6 +89,10 @@ async fn stored_tunnels_are_saved_listed_changed_and_deleted() {
         ("filter[remote_ip]=", vec!["web", "rdp"], 2),
         ("sort=-remote_port", vec!["rdp", "web", "ssh"], 3),
         ("sort=name&page[limit]=1&page[offset]=1", vec!["ssh"], 3),
+        // RPort's `*` column and `and(...)`: every value matched by some column.
+        ("filter[*]=and(ssh,22)", vec!["ssh"], 1),
+        ("filter[*]=and(https,3389)", vec![], 0),
+        ("filter[name|scheme]=or(rdp,ftp)", vec!["rdp"], 1),
     ];
     for (query, expected, count) in cases {
         let reply = server
@@ -103,6 +107,8 @@ async fn stored_tunnels_are_saved_listed_changed_and_deleted() {
         "sort=acl",
         "page[limit]=101",
         "page[size]=2",
+        "page[limit]=0",
+        "filter[name][gt]=a",
     ] {
         let reply = server
             .request(Method::GET, &format!("{BASE}?{query}"), &admin())
