@@ -190,7 +190,7 @@ async fn rports_default_page_is_ten_and_unknown_options_are_400s_naming_them() {
         ("sort=-colour", "colour"),
         ("page[size]=5", "page[size]"),
         ("page[limit]=101", "maximum is 100"),
-        ("page[limit]=0", "positive"),
+        ("page[limit]=-1", "negative"),
         ("page[offset]=-1", "negative"),
         ("filter[timestamp][gt]=yesterday", "filter[timestamp][gt]"),
     ];

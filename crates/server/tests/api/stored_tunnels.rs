@@ -57,11 +57,15 @@ async fn stored_tunnels_are_saved_listed_changed_and_deleted() {
     .await;
     assert_ne!(ssh["id"], "ignored");
     assert_eq!(ssh["further_options"], json!({"idle_timeout_minutes": 30}));
+    // The listing is oldest first and times are kept to the millisecond: two made in the
+    // same one would come in the order of their random ids.
+    tokio::time::sleep(std::time::Duration::from_millis(3)).await;
     store_one(
         &server,
         json!({"name": "web", "scheme": "https", "remote_port": 443, "public_port": 20443}),
     )
     .await;
+    tokio::time::sleep(std::time::Duration::from_millis(3)).await;
     store_one(
         &server,
         json!({"name": "rdp", "scheme": "rdp", "remote_port": 3389}),
@@ -89,6 +93,10 @@ async fn stored_tunnels_are_saved_listed_changed_and_deleted() {
         ("filter[remote_ip]=", vec!["web", "rdp"], 2),
         ("sort=-remote_port", vec!["rdp", "web", "ssh"], 3),
         ("sort=name&page[limit]=1&page[offset]=1", vec!["ssh"], 3),
+        // RPort's `*` column and `and(...)`: every value matched by some column.
+        ("filter[*]=and(ssh,22)", vec!["ssh"], 1),
+        ("filter[*]=and(https,3389)", vec![], 0),
+        ("filter[name|scheme]=or(rdp,ftp)", vec!["rdp"], 1),
     ];
     for (query, expected, count) in cases {
         let reply = server
@@ -103,6 +111,8 @@ async fn stored_tunnels_are_saved_listed_changed_and_deleted() {
         "sort=acl",
         "page[limit]=101",
         "page[size]=2",
+        "page[limit]=-1",
+        "filter[name][gt]=a",
     ] {
         let reply = server
             .request(Method::GET, &format!("{BASE}?{query}"), &admin())

@@ -1,12 +1,13 @@
 //! `GET /api/v1/auditlog`: the audit log in RPort's shape, filtered, sorted and paged in
 //! the store with RPort's list options.
 //!
-//! RPort's grammar (`share/query`, `server/auditlog`): `filter[FIELD]=v1,v2` (any value,
-//! `*` a case-insensitive wildcard; `filter[a|b]` any of two fields), `filter[timestamp]
-//! [gt|lt|since|until]`, `sort=[-]FIELD` (repeatable), `page[limit]` (default 10, at most
-//! 100) and `page[offset]`. rportd's own `filter[since]`, `filter[until]`, `filter[actor]`
-//! and `filter[project]` still work. Anything else under `filter`, `sort` or `page` is a
-//! 400 naming it.
+//! RPort's grammar (`share/query`, `server/auditlog`), read by `list_options`:
+//! `filter[FIELD]=v1,v2` (any value, `*` a wildcard, `and(...)`/`or(...)`; `filter[a|b]`
+//! any of two fields, `filter[*]` any), `filter[timestamp][gt|lt|since|until]`,
+//! `sort=[-]FIELD` (repeatable), `page[limit]` (default 10, at most 100) and
+//! `page[offset]`; `fields[...]` is ignored, as RPort does. rportd's own `filter[since]`,
+//! `filter[until]`, `filter[actor]` and `filter[project]` still work. Anything else under
+//! `filter`, `sort` or `page` is a 400 naming it.
 
 use axum::Json;
 use axum::extract::State as StateExtractor;
@@ -17,12 +18,42 @@ use serde_json::{Value, json};
 
 use crate::domain::permissions::Role;
 
-use super::rport_list::{ListGrammar, invalid};
+use super::store_list::{self, invalid};
+use crate::api::list_options::{Comparison, ListSpec};
 use crate::api::{ApiError, Authenticated, Params, State, time_json};
 
-/// RPort's page size and its largest.
-const DEFAULT_LIMIT: usize = 10;
-const MAX_LIMIT: usize = 100;
+/// Every field sorts: the store's names of them.
+const SORTS: [&str; AuditField::ALL.len()] = {
+    let mut names = [""; AuditField::ALL.len()];
+    let mut i = 0;
+    while i < names.len() {
+        names[i] = AuditField::ALL[i].0;
+        i += 1;
+    }
+    names
+};
+
+/// RPort's list options of the audit log (`server/auditlog`), with rportd's own
+/// `filter[actor]` (= `filter[username]`).
+const LIST: ListSpec = ListSpec {
+    filters: &[
+        "username",
+        "remote_ip",
+        "application",
+        "action",
+        "affected_id",
+        "client_id",
+        "client_hostname",
+        "actor",
+        "timestamp[gt]",
+        "timestamp[lt]",
+        "timestamp[since]",
+        "timestamp[until]",
+    ],
+    sorts: &SORTS,
+    fields: None,
+    page: Some(store_list::TEN_UNLESS_ASKED),
+};
 
 /// A request's list options, checked but not yet scoped to the caller.
 #[derive(Debug)]
@@ -57,61 +88,70 @@ fn parse_time(key: &str, text: &str) -> Result<DateTime<Utc>, ApiError> {
     ))
 }
 
-/// Reads the list options of a request; pure.
+/// The store field of a column `LIST` names.
+fn audit_field(column: &str) -> Option<AuditField> {
+    match column {
+        "actor" => Some(AuditField::Username),
+        name => AuditField::from_rport_name(name),
+    }
+}
+
+/// Reads the list options of a request; pure. rportd's `filter[since]`, `filter[until]`
+/// and `filter[project]` are this list's own parameters, read here; the rest is RPort's
+/// grammar, read by `list_options`.
 fn parse(params: &Params) -> Result<ListOptions, ApiError> {
-    let names = field_names();
-    let filters = format!(
-        "{} (timestamp with [gt], [lt], [since] or [until]), or rportd's filter[since], \
-         filter[until], filter[actor], filter[project]",
-        names.replace("timestamp, ", "")
-    );
-    let grammar = ListGrammar {
-        sort_field: &AuditField::from_rport_name,
-        filter_field: &|name: &str| match name {
-            "actor" => Some(AuditField::Username),
-            "timestamp" => None,
-            name => AuditField::from_rport_name(name),
-        },
-        sorts: &names,
-        filters: &filters,
-        default_limit: DEFAULT_LIMIT,
-        max_limit: MAX_LIMIT,
-    };
     let mut filter = AuditFilter::default();
-    let read = grammar.parse(params, |key, value| {
+    let mut rport_params = Vec::new();
+    for (key, value) in &params.0 {
         let time = || parse_time(key, value.trim()).map(Some);
-        match key {
-            "filter[since]" | "filter[timestamp][since]" => filter.since = time()?,
-            "filter[until]" | "filter[timestamp][until]" => filter.until = time()?,
-            "filter[timestamp][gt]" => filter.after = time()?,
-            "filter[timestamp][lt]" => filter.before = time()?,
+        match key.as_str() {
+            "filter[since]" => filter.since = time()?,
+            "filter[until]" => filter.until = time()?,
             "filter[project]" => filter.project = Some(value.trim().to_owned()),
-            _ => return Ok(false),
+            _ => rport_params.push((key.clone(), value.clone())),
         }
-        Ok(true)
-    })?;
-    let filters_by_username = read
-        .matches
+    }
+    let (options, page) = store_list::parse(&Params(rport_params), &LIST)?;
+    let (comparisons, plain): (Vec<_>, Vec<_>) = options
+        .filters
+        .into_iter()
+        .partition(|f| f.comparison.is_some());
+    for compared in comparisons {
+        // `LIST` offers comparisons on `timestamp` only.
+        let (key, bound) = match compared.comparison {
+            Some(Comparison::Gt) => ("filter[timestamp][gt]", &mut filter.after),
+            Some(Comparison::Lt) => ("filter[timestamp][lt]", &mut filter.before),
+            Some(Comparison::Since) => ("filter[timestamp][since]", &mut filter.since),
+            Some(Comparison::Until) => ("filter[timestamp][until]", &mut filter.until),
+            Some(Comparison::Eq) | None => {
+                return Err(invalid(
+                    "Invalid filter",
+                    "unsupported filter field \"filter[timestamp][eq]\"",
+                ));
+            }
+        };
+        let [time] = compared.values.as_slice() else {
+            return Err(invalid(
+                format!("Invalid {key}"),
+                format!("{key} takes one time"),
+            ));
+        };
+        *bound = Some(parse_time(key, time)?);
+    }
+    let matches = store_list::matches(&plain, audit_field)?;
+    let filters_by_username = matches
         .iter()
         .any(|m| m.fields.contains(&AuditField::Username));
     Ok(ListOptions {
         filter: AuditFilter {
-            matches: read.matches,
-            sort: read.sort,
-            limit: read.limit,
-            offset: read.offset,
+            matches,
+            sort: store_list::sorts(&options.sorts, AuditField::from_rport_name)?,
+            limit: page.limit,
+            offset: page.offset,
             ..filter
         },
         filters_by_username,
     })
-}
-
-fn field_names() -> String {
-    AuditField::ALL
-        .iter()
-        .map(|(name, _)| *name)
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 /// One entry in RPort's shape, with rportd's richer fields after RPort's.
@@ -258,7 +298,7 @@ mod tests {
             ("sort=-colour", "colour"),
             ("page[size]=3", "page[size]"),
             ("page[limit]=101", "maximum is 100"),
-            ("page[limit]=0", "must be positive"),
+            ("page[limit]=-1", "must not be negative"),
             ("page[limit]=ten", "must be a number"),
             ("page[offset]=-1", "must not be negative"),
             ("filter[timestamp][gt]=yesterday", "filter[timestamp][gt]"),

@@ -1,9 +1,10 @@
 //! `/api/v1/clients/{client_id}/stored-tunnels`: saved tunnel definitions of one client
 //! (RPort's tunnel templates), and `.../{id}/start`, which opens one with one call.
 //!
-//! Listing takes RPort's options: `filter[name|scheme|remote_ip|remote_port]=v1,v2` (`*` a
-//! wildcard), `sort=[-]created_at|name|scheme|remote_ip|remote_port`, `page[limit]`
-//! (default 10, at most 100), `page[offset]`. Reading needs a role in the client's
+//! Listing takes RPort's options (read by `list_options`, run in the store):
+//! `filter[name|scheme|remote_ip|remote_port]=v1,v2` (`*` a wildcard, `and(...)`,
+//! `or(...)`, `filter[*]`), `sort=[-]created_at|name|scheme|remote_ip|remote_port`,
+//! `page[limit]` (default 10, at most 100), `page[offset]`. Reading needs a role in the client's
 //! project; saving, changing, deleting and starting need `tunnels`, as opening does.
 
 use std::net::IpAddr;
@@ -19,7 +20,8 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::access::{check_client_access, client_not_found};
-use super::rport_list::{ListGrammar, invalid};
+use super::store_list::{self, invalid};
+use crate::api::list_options::ListSpec;
 use crate::api::{
     ApiError, AppState, Authenticated, ClientIp, JsonBody, Params, RequestBody, State, data,
     time_json,
@@ -27,45 +29,40 @@ use crate::api::{
 use crate::domain::audit::{Actor, Event};
 use crate::domain::permissions::{AuthUser, Role};
 
-const DEFAULT_LIMIT: usize = 10;
-const MAX_LIMIT: usize = 100;
 /// Bounds on what one stored tunnel keeps; RPort has none.
 const MAX_NAME_LEN: usize = 200;
 const MAX_SCHEME_LEN: usize = 15;
 const MAX_REMOTE_IP_LEN: usize = 255;
 const MAX_FURTHER_OPTIONS_LEN: usize = 8 * 1024;
 
-const FIELDS: [(&str, StoredTunnelField); 5] = [
-    ("created_at", StoredTunnelField::CreatedAt),
-    ("name", StoredTunnelField::Name),
-    ("scheme", StoredTunnelField::Scheme),
-    ("remote_ip", StoredTunnelField::RemoteIp),
-    ("remote_port", StoredTunnelField::RemotePort),
-];
+/// RPort's list options of stored tunnels (`server/clients/storedtunnels`).
+const LIST: ListSpec = ListSpec {
+    filters: &["name", "scheme", "remote_ip", "remote_port"],
+    sorts: &["created_at", "name", "scheme", "remote_ip", "remote_port"],
+    fields: None,
+    page: Some(store_list::TEN_UNLESS_ASKED),
+};
 
-fn field(name: &str, filterable: bool) -> Option<StoredTunnelField> {
-    FIELDS
-        .iter()
-        .find(|(n, f)| *n == name && (!filterable || *f != StoredTunnelField::CreatedAt))
-        .map(|(_, f)| *f)
+/// The store field of a column `LIST` names.
+fn store_field(name: &str) -> Option<StoredTunnelField> {
+    Some(match name {
+        "created_at" => StoredTunnelField::CreatedAt,
+        "name" => StoredTunnelField::Name,
+        "scheme" => StoredTunnelField::Scheme,
+        "remote_ip" => StoredTunnelField::RemoteIp,
+        "remote_port" => StoredTunnelField::RemotePort,
+        _ => return None,
+    })
 }
 
 /// RPort's list options for stored tunnels; pure.
 fn parse_list(params: &Params) -> Result<StoredTunnelFilter, ApiError> {
-    let grammar = ListGrammar {
-        sort_field: &|name: &str| field(name, false),
-        filter_field: &|name: &str| field(name, true),
-        sorts: "created_at, name, scheme, remote_ip, remote_port",
-        filters: "name, scheme, remote_ip, remote_port",
-        default_limit: DEFAULT_LIMIT,
-        max_limit: MAX_LIMIT,
-    };
-    let read = grammar.parse(params, |_, _| Ok(false))?;
+    let (options, page) = store_list::parse(params, &LIST)?;
     Ok(StoredTunnelFilter {
-        matches: read.matches,
-        sort: read.sort,
-        limit: read.limit,
-        offset: read.offset,
+        matches: store_list::matches(&options.filters, store_field)?,
+        sort: store_list::sorts(&options.sorts, store_field)?,
+        limit: page.limit,
+        offset: page.offset,
     })
 }
 
@@ -470,6 +467,9 @@ mod tests {
         );
         assert_eq!((filter.limit, filter.offset), (5, 2));
         assert_eq!(parse_list(&params("")).expect("valid").limit, 10);
+        let every = parse_list(&params("filter[*]=and(web*,443)")).expect("valid");
+        assert_eq!(every.matches.len(), 2, "one match per and() value");
+        assert_eq!(every.matches[0].fields.len(), 4, "every filterable column");
         for bad in [
             "filter[created_at]=x",
             "filter[acl]=x",
