@@ -14,6 +14,9 @@ mod hostile_agent;
 mod hostile_input;
 mod http_proxy;
 mod rport_clients;
+/// RPort's schemas quoted, and the check, shared with the in-process API tests.
+#[path = "../../../server/tests/api/rport_schema.rs"]
+mod rport_schema;
 mod sessions;
 mod support;
 mod tunnel_controls;

@@ -2,6 +2,7 @@
 //! login form (`application/x-www-form-urlencoded`) and a script's `curl -u user:TOKEN`,
 //! an API token as the password of HTTP basic auth.
 
+use crate::rport_schema::assert_rport_schema;
 use crate::support::*;
 use serde_json::{Value, json};
 
@@ -77,4 +78,94 @@ fn rports_login_form_and_api_tokens_as_basic_auth_passwords() {
         .to_owned();
     let log = server.stdout.all().join("\n") + &server.stderr.all().join("\n");
     assert!(!log.contains(&secret), "the token was logged");
+}
+
+/// RPort's `Tunnel` (components/schemas/Tunnel.yaml): ports are strings; `acl` is null
+/// without one in RPort's Go code too.
+fn rport_tunnel_schema() -> Value {
+    json!({"type": "object", "properties": {
+        "id": {"type": "string"},
+        "client_id": {"type": "string"},
+        "lhost": {"type": "string"},
+        "lport": {"type": "string"},
+        "rhost": {"type": "string"},
+        "rport": {"type": "string"},
+        "lport_random": {"type": "boolean"},
+        "scheme": {"type": ["string", "null"]},
+        "protocol": {"type": "string", "enum": ["tcp", "udp", "tcp+udp"]},
+        "acl": {"type": ["string", "null"]},
+        "http_proxy": {"type": "boolean"},
+        "host_header": {"type": "string"},
+        "tunnel_url": {"type": "string"},
+    }})
+}
+
+/// The tunnel operations and agent credentials, which need a real agent, answer in RPort's
+/// shapes: `PUT /clients/{id}/tunnels`, `GET /tunnels`, `PUT …/acl`, `DELETE …/tunnels/{tid}`,
+/// `GET`/`POST`/`DELETE /clients-auth`, and `DELETE /clients/{id}` of a connected client.
+#[test]
+fn tunnels_and_agent_credentials_answer_in_rports_shapes() {
+    let dir = tempdir();
+    let server = Rportd::start(dir.path());
+    let _agent = Rport::attach(&server, "c1", &dir.path().join("agent"));
+    server.wait_connection_state("c1", "connected", ATTACH);
+    let echo = echo_server();
+
+    let tunnel = server.open_tunnel("c1", &format!("remote={}&acl=127.0.0.1", echo.port()));
+    assert_rport_schema(&tunnel, &rport_tunnel_schema());
+    let id = tunnel["id"].as_str().expect("tunnel id").to_owned();
+
+    let (status, list) = server.request("GET", "/api/v1/tunnels");
+    assert_eq!(status, 200, "{list}");
+    assert_rport_schema(
+        &list,
+        &json!({"type": "object", "properties": {
+            "data": {"type": "array", "items": rport_tunnel_schema()},
+        }}),
+    );
+
+    let acl = format!("/api/v1/clients/c1/tunnels/{id}/acl");
+    let (status, body) = server.send_json("PUT", &acl, &json!({"acl": "127.0.0.2"}));
+    assert!(matches!(status, 200 | 204), "{status} {body}");
+
+    // A connected client cannot be deleted (RPort: 400).
+    let (status, body) = server.request("DELETE", "/api/v1/clients/c1");
+    assert_eq!(status, 400, "{body}");
+
+    let (status, body) = server.request("DELETE", &format!("/api/v1/clients/c1/tunnels/{id}"));
+    assert_eq!(status, 204, "{body}");
+
+    // Agent credentials managed through the API: a server without `[server] auth`.
+    let dir = tempdir();
+    let server = Rportd::start_with(
+        dir.path(),
+        &ServerSettings {
+            agent_auth: String::new(),
+            ..Default::default()
+        },
+    );
+    let (status, created) = server.send_json(
+        "POST",
+        "/api/v1/clients-auth",
+        &json!({"id": "new-device", "password": "a-password-of-some-length"}),
+    );
+    assert!(matches!(status, 200 | 201 | 204), "{status} {created}");
+    let client_auth = json!({"type": "object", "properties": {"id": {"type": "string"}}});
+    let (status, list) = server.request("GET", "/api/v1/clients-auth?filter[id]=new-*");
+    assert_eq!(status, 200, "{list}");
+    assert_rport_schema(
+        &list,
+        &json!({"type": "object", "properties": {
+            "data": {"type": "array", "items": client_auth},
+        }}),
+    );
+    assert_eq!(list["data"].as_array().map(Vec::len), Some(1), "{list}");
+    let (status, one) = server.request("GET", "/api/v1/clients-auth/new-device");
+    assert_eq!(status, 200, "{one}");
+    assert_rport_schema(
+        &one,
+        &json!({"type": "object", "properties": {"data": client_auth}}),
+    );
+    let (status, body) = server.request("DELETE", "/api/v1/clients-auth/new-device");
+    assert_eq!(status, 204, "{body}");
 }
