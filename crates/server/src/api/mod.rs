@@ -40,7 +40,7 @@ pub use extract::{
     Authenticated, BearerAuthenticated, ClientIp, FormOrJsonBody, JsonBody, Params, RequestBody,
 };
 pub use login::{check_login, failed_login};
-pub use reply::{data, time_json};
+pub use reply::{data, listing, time_json};
 use routes::method_not_allowed;
 pub use routes::routes;
 

@@ -9,9 +9,8 @@
 //! `filter[until]`, `filter[actor]` and `filter[project]` still work. Anything else under
 //! `filter`, `sort` or `page` is a 400 naming it.
 
-use axum::Json;
 use axum::extract::State as StateExtractor;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
 use rport_store::{AuditField, AuditFilter, AuditMatch, AuditRecord, rport_words};
 use serde_json::{Value, json};
@@ -213,7 +212,7 @@ pub async fn list(
         .await
         .map_err(ApiError::internal)?;
     let data: Vec<Value> = entries.iter().map(entry_json).collect();
-    Ok(Json(json!({"data": data, "meta": {"count": count}})).into_response())
+    Ok(crate::api::listing(data, count))
 }
 
 #[cfg(test)]

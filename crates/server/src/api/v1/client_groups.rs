@@ -6,7 +6,7 @@
 
 use axum::extract::{Path, State as StateExtractor};
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use rport_store::{ClientGroupRecord, DEFAULT_PROJECT};
 use serde_json::{Map, Value, json};
 
@@ -141,7 +141,7 @@ pub async fn list(
         .iter()
         .map(|(g, members)| group_json(g, members, &fields))
         .collect();
-    Ok(axum::Json(json!({"data": page, "meta": {"count": count}})).into_response())
+    Ok(crate::api::listing(page, count))
 }
 
 /// `GET /api/v1/client-groups/{group_id}`

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use axum::extract::State as StateExtractor;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use serde_json::{Map, Value, json};
 
 use super::agent_view::AgentView;
@@ -59,5 +59,5 @@ pub async fn list(
             Value::Object(object)
         })
         .collect();
-    Ok(axum::Json(json!({"data": page, "meta": {"count": count}})).into_response())
+    Ok(crate::api::listing(page, count))
 }

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use axum::extract::{Path, State as StateExtractor};
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use serde_json::{Map, Value, json};
 
 use super::access::{check_client_access, client_not_found};
@@ -276,7 +276,7 @@ pub async fn list(
             .collect();
         (count, page)
     });
-    Ok(axum::Json(json!({"data": page, "meta": {"count": count}})).into_response())
+    Ok(crate::api::listing(page, count))
 }
 
 /// `GET /api/v1/clients/{id}`

@@ -94,7 +94,7 @@ pub async fn list(
         .iter()
         .map(|c| credential_json(&state, c))
         .collect();
-    Ok(axum::Json(json!({"data": page, "meta": {"count": count}})).into_response())
+    Ok(crate::api::listing(page, count))
 }
 
 /// `GET /api/v1/clients-auth/{id}`: one credential of a project the caller has a role

@@ -9,10 +9,9 @@
 
 use std::net::IpAddr;
 
-use axum::Json;
 use axum::extract::{Path, State as StateExtractor};
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use chrono::Utc;
 use rport_protocol::ip_rules::Acl;
 use rport_store::{StoredTunnelField, StoredTunnelFilter, StoredTunnelRecord};
@@ -248,7 +247,7 @@ pub async fn list(
         .await
         .map_err(ApiError::internal)?;
     let data: Vec<Value> = list.iter().map(stored_json).collect();
-    Ok(Json(json!({"data": data, "meta": {"count": count}})).into_response())
+    Ok(crate::api::listing(data, count))
 }
 
 /// `POST /api/v1/clients/{client_id}/stored-tunnels`: 200 with the saved tunnel, as

@@ -2,7 +2,7 @@
 
 use axum::extract::{Path, State as StateExtractor};
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use rport_protocol::ip_rules::Acl;
 use rport_protocol::tunnel_spec::TunnelProtocol;
 use rport_protocol::tunnel_spec::{self, DEFAULT_REMOTE_HOST};
@@ -495,7 +495,7 @@ pub async fn list(
             tunnel_json(t, &state.tunnels.tunnel_url(&t.record, &host))
         })
         .collect();
-    Ok(axum::Json(json!({"data": page, "meta": {"count": count}})).into_response())
+    Ok(crate::api::listing(page, count))
 }
 
 #[derive(serde::Deserialize)]
