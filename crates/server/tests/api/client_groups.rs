@@ -554,6 +554,22 @@ async fn attributes_and_acl_are_kept_and_shown_with_the_client() {
         reply.assert_data(200),
         &json!({"tags": ["Linux"], "labels": {"city": "Berlin", "rack": "beta"}})
     );
+    // The bounds of what an agent reports hold here too.
+    let too_many: Vec<String> = (0..65).map(|i| format!("t{i}")).collect();
+    for body in [
+        json!({"tags": too_many}),
+        json!({"labels": {"k": "v".repeat(257)}}),
+    ] {
+        server
+            .send_json(
+                Method::PUT,
+                "/api/v1/clients/beta/attributes",
+                &admin(),
+                &body,
+            )
+            .await
+            .assert_error(400, "ERR_CODE_INVALID_REQUEST");
+    }
     // A field left out is emptied, as RPort replaces the whole attributes.
     server
         .send_json(

@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use axum::extract::{Path, State as StateExtractor};
 use axum::http::StatusCode;
 use axum::response::Response;
+use rport_protocol::control::{MAX_FACT_LEN, MAX_LABELS};
 use rport_store::AgentAttributes;
 use serde_json::json;
 
@@ -64,6 +65,28 @@ impl RequestBody for AttributesBody {
     const SHAPE: &'static str = r#"{"tags": ["..."], "labels": {"key": "value"}}"#;
 }
 
+/// The bounds of what an agent may report hold for what the API sets too: at most
+/// [`MAX_LABELS`] tags and as many labels, each string at most [`MAX_FACT_LEN`] bytes.
+fn check_bounds(attributes: &AgentAttributes) -> Result<(), ApiError> {
+    let strings = attributes
+        .tags
+        .iter()
+        .chain(attributes.labels.keys())
+        .chain(attributes.labels.values());
+    let too_long = strings.clone().any(|text| text.len() > MAX_FACT_LEN);
+    if attributes.tags.len() > MAX_LABELS || attributes.labels.len() > MAX_LABELS || too_long {
+        return Err(ApiError::bad_request(
+            "ERR_CODE_INVALID_REQUEST",
+            "Attributes too large",
+            format!(
+                "at most {MAX_LABELS} tags and {MAX_LABELS} labels, each tag, key and value at \
+                 most {MAX_FACT_LEN} bytes"
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// `PUT /api/v1/clients/{client_id}/attributes`: 200 `{"data": "ok"}`, as RPort.
 pub async fn put(
     StateExtractor(state): State,
@@ -85,6 +108,7 @@ pub async fn put(
         tags: body.tags.unwrap_or_default(),
         labels: body.labels.unwrap_or_default(),
     };
+    check_bounds(&attributes)?;
     if !state
         .store
         .set_agent_attributes(&id, &attributes)
