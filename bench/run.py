@@ -57,16 +57,17 @@ DOC = os.path.join(REPO, "docs", "benchmarks.md")
 MARK_BEGIN = "<!-- bench:results:begin (written by bench/run.py) -->"
 MARK_END = "<!-- bench:results:end -->"
 
-ORDER = ["direct", "rport", "rathole-tls", "rathole-tcp", "bore", "ssh"]
+ORDER = ["direct", "rport", "before", "rathole-tls", "rathole-tcp", "bore", "ssh"]
 LABELS = {
     "direct": "direct",
     "rport": "rport",
+    "before": "rport before",
     "rathole-tls": "rathole tls",
     "rathole-tcp": "rathole tcp",
     "bore": "bore",
     "ssh": "ssh -R",
 }
-PEERS = ["rathole-tls", "rathole-tcp", "bore", "ssh"]
+PEERS = ["before", "rathole-tls", "rathole-tcp", "bore", "ssh"]
 
 # Metric groups for --metrics, in the order they run within a round.
 GROUPS = ["tcp1", "tcp4", "rps", "lat", "cps", "mem", "idle", "hl"]
@@ -108,6 +109,7 @@ GROUP_METRICS = {
 # Which started processes are a setup's server and agent (their process trees are summed).
 ROLES = {
     "rport": (["rportd"], ["rport-agent"]),
+    "before": (["befored"], ["before-agent"]),
     "rathole-tls": (["rathole-tls-server"], ["rathole-tls-client"]),
     "rathole-tcp": (["rathole-tcp-server"], ["rathole-tcp-client"]),
     "bore": (["bore-server"], ["bore-local-http"]),
@@ -382,7 +384,7 @@ def children_cpu():
 def setup_pids(procs, setup):
     """Every process of a tunnel setup (server and agents), none for direct."""
     return [p.pid for n, p, _ in procs.items if setup != "direct" and n.startswith(setup + "-")
-            or (setup == "rport" and n == "rportd")]
+            or n == {"rport": "rportd", "before": "befored"}.get(setup)]
 
 
 def role_rss(procs, setup, role):
@@ -1270,6 +1272,8 @@ def collect_versions(args, tools):
         built = f"binaries {args.rportd}, {args.rport}"
     out = [f"{first([args.rportd, '--version'])} and {first([args.rport, '--version'])} ({built})",
            first(["rustc", "--version"])]
+    if args.rport_before:
+        out.insert(1, f"rport before: binaries in {args.rport_before}")
     if tools["rathole"]:
         out.append("rathole " + first([tools["rathole"], "--version"], r"Build Version:\s*(\S+)"))
     if tools["bore"]:
@@ -1308,6 +1312,9 @@ def main():
     ap.add_argument("--rportd", default=default_bin("rportd"))
     ap.add_argument("--rport", default=default_bin("rport"))
     ap.add_argument("--relay", default=default_bin("delay-relay"))
+    ap.add_argument("--rport-before", metavar="DIR",
+                    help="also run setup `before`: the rportd and rport binaries in DIR (an earlier "
+                         "release build), for the ratio of this build to that one")
     ap.add_argument("--no-build", action="store_true", help="do not run cargo build first")
     ap.add_argument("--markdown-out", metavar="FILE",
                     help="write the results there, between the markers if the file has them "
@@ -1326,6 +1333,10 @@ def main():
         if bad:
             ap.error(f"--only: unknown setup(s) {bad}; choose from {ORDER}")
         wanted = [s for s in ORDER if s in wanted or s == "rport"]
+    if args.rport_before and "before" not in wanted:
+        wanted = [s for s in ORDER if s in wanted or s == "before"]
+    if not args.rport_before:
+        wanted = [s for s in wanted if s != "before"]
     groups = GROUPS
     if args.metrics:
         groups = [g.strip() for g in args.metrics.split(",") if g.strip()]
@@ -1353,6 +1364,8 @@ def main():
     if missing:
         sys.exit(f"missing tools: {', '.join(missing)} (run bash bench/setup.sh)")
     bins = [args.rportd, args.rport] + ([args.relay] if "hl" in groups else [])
+    if args.rport_before:
+        bins += [os.path.join(args.rport_before, b) for b in ("rportd", "rport")]
     for b in bins:
         if not (os.path.isfile(b) and os.access(b, os.X_OK)):
             sys.exit(f"binary not found: {b} (cargo build --release --bin rportd --bin rport --bin delay-relay)")
@@ -1390,6 +1403,8 @@ def main():
         starters = {
             "direct": lambda t: dict(t),
             "rport": lambda t: start_rport(procs, tmpdir, args.rportd, args.rport, t),
+            "before": lambda t: start_rport(procs, tmpdir, os.path.join(args.rport_before, "rportd"),
+                                            os.path.join(args.rport_before, "rport"), t, name="before"),
             "rathole-tls": lambda t: start_rathole(procs, tmpdir, tools["rathole"], t, "rathole-tls", "tls",
                                                    tools["openssl"]),
             "rathole-tcp": lambda t: start_rathole(procs, tmpdir, tools["rathole"], t, "rathole-tcp", "tcp"),

@@ -56,6 +56,11 @@ async fn main() -> anyhow::Result<()> {
         .map(|proxy| proxy.local_addr())
         .transpose()?
         .zip(config.server.tunnel_host.clone());
+    let metrics_address = listeners
+        .metrics
+        .as_ref()
+        .map(|metrics| metrics.local_addr())
+        .transpose()?;
     let data_dir = config.server.data_dir.clone();
     let config_has_api_tls = config.api.tls.is_some();
     let server = Server::prepare(config)
@@ -84,6 +89,9 @@ async fn main() -> anyhow::Result<()> {
             println!("rportd: API listening on {scheme}://{address}");
         }
         None => println!("rportd: API disabled"),
+    }
+    if let Some(address) = metrics_address {
+        println!("rportd: metrics without authentication on http://{address}/metrics");
     }
     if let Some((address, host)) = proxy_address {
         println!("rportd: HTTP tunnels share https://*.{host} on {address}");

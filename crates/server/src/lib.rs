@@ -1,10 +1,10 @@
 //! rportd as a library: accepts agent sessions, opens tunnels on demand, serves the REST API.
 //!
 //! The modules are layers, each using only those below it (ARCHITECTURE.md draws the map):
-//! `domain` (names, secrets, roles, audit, the agent registry), `config`, `net`, `auth`,
-//! `cluster` (the nodes sharing a database and the channel between them), `tunnels`,
-//! `agents`, `api`, and `app`, which wires them into a [`Server`]. What other
-//! crates use is the list below, each under one path.
+//! `domain` (names, secrets, roles, audit, the agent registry), `metrics` (counters and
+//! the Prometheus text), `config`, `net`, `auth`, `cluster` (the nodes sharing a database
+//! and the channel between them), `tunnels`, `agents`, `api`, and `app`, which wires them
+//! into a [`Server`]. What other crates use is the list below, each under one path.
 
 mod agents;
 mod api;
@@ -13,6 +13,7 @@ mod auth;
 mod cluster;
 mod config;
 mod domain;
+mod metrics;
 mod net;
 mod tunnels;
 

@@ -89,6 +89,7 @@ peer_address = "{peer}"
             api: None,
             tunnel_proxy: None,
             peer: Some(peer),
+            metrics: None,
         };
         tokio::spawn(server.run(listeners, stop.clone()));
         Self {

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 /// The layers, lowest first: a layer may use the ones before it.
 const LAYERS: &[&str] = &[
-    "domain", "net", "config", "auth", "cluster", "tunnels", "agents", "api", "app",
+    "domain", "metrics", "net", "config", "auth", "cluster", "tunnels", "agents", "api", "app",
 ];
 
 fn sources(dir: &Path, out: &mut Vec<PathBuf>) {

@@ -13,6 +13,7 @@ mod faults;
 mod hostile_agent;
 mod hostile_input;
 mod http_proxy;
+mod metrics;
 mod rport_clients;
 /// RPort's schemas quoted, and the check, shared with the in-process API tests.
 #[path = "../../../server/tests/api/rport_schema.rs"]

@@ -24,6 +24,7 @@ use crate::auth::bans::BanList;
 use crate::domain::audit::{Actor, AuditLog, Event};
 use crate::domain::registry::{ClaimError, Registry};
 use crate::domain::source::source_key;
+use crate::metrics::{Login, Metrics};
 use crate::tunnels::TunnelManager;
 
 /// Keepalive bounds: an agent may ask for anything in between.
@@ -49,11 +50,13 @@ pub struct AgentListener {
     pub handshakes: Arc<Semaphore>,
     pub handshake_timeout: Duration,
     /// Failed logins per address and credential id, past `[server] max_failed_login`.
-    pub bans: AgentBans,
+    pub bans: Arc<AgentBans>,
     pub audit: Arc<AuditLog>,
     pub binding: CredentialBinding,
     /// `[server] max_connections_per_agent`: the streams rportd opens on one session.
     pub max_streams: usize,
+    /// Counts the logins.
+    pub metrics: Arc<Metrics>,
 }
 
 /// How strictly client ids are tied to credentials (RPort's keys).
@@ -124,6 +127,11 @@ impl AgentBans {
         ]
     }
 
+    /// Keys banned now, in both lists (an address and a credential may both be).
+    pub fn active(&self) -> usize {
+        self.credential.active() + self.address.active()
+    }
+
     fn address_banned(&self, ip: std::net::IpAddr) -> Option<Duration> {
         self.address.banned_for(&source_key(ip))
     }
@@ -189,6 +197,7 @@ impl AgentListener {
         let ip = rport_protocol::ip_rules::canonical(peer.ip());
         // A banned address costs us no TLS handshake.
         if self.bans.address_banned(ip).is_some() {
+            self.metrics.agent_login(Login::Banned);
             tracing::debug!(%peer, "dropping agent connection: address banned for failed logins");
             return None;
         }
@@ -238,6 +247,7 @@ impl AgentListener {
         // verified: logs, the audit log, bans and answers get its bounded form.
         let shown_auth_id = crate::domain::bounded::bounded(&auth_id);
         if let Some(remaining) = self.bans.credential_banned(ip, &shown_auth_id) {
+            self.metrics.agent_login(Login::Banned);
             refuse_for(
                 &mut tls,
                 RefuseCode::AuthFailed,
@@ -249,6 +259,7 @@ impl AgentListener {
         }
         let Some(project) = self.auth.verify(&auth_id, password.expose()).await else {
             let ban = self.bans.failed(ip, &shown_auth_id);
+            self.metrics.agent_login(Login::Failure);
             let event = Event {
                 action: "agent.login",
                 resource: &agent_id,
@@ -273,6 +284,7 @@ impl AgentListener {
             return None;
         };
         self.bans.succeeded(ip, &auth_id);
+        self.metrics.agent_login(Login::Success);
         let event = Event::success("agent.login", &agent_id, Some(&project));
         self.audit
             .record_for_client(&Actor::agent(&auth_id, ip), event, &agent_id)

@@ -56,6 +56,9 @@ impl ApiError {
     pub fn internal(err: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
         let err = err.into();
         tracing::error!("API internal error: {err}");
+        if err.downcast_ref::<rport_store::StoreError>().is_some() {
+            crate::metrics::store_error();
+        }
         // The operator can fix these, so the caller is told which one it is.
         if let Some(reason) = rport_store::unavailable_reason(&*err) {
             return Self::new(

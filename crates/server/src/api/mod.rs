@@ -14,6 +14,7 @@ mod openapi;
 pub mod peer_relay;
 mod reply;
 mod routes;
+pub mod scrape;
 pub mod v1;
 pub mod v2;
 
@@ -33,6 +34,7 @@ use crate::cluster::peer::PeerClient;
 use crate::config::ServerConfig;
 use crate::domain::audit::AuditLog;
 use crate::domain::registry::Registry;
+use crate::metrics::Metrics;
 use crate::tunnels::TunnelManager;
 
 pub use error::ApiError;
@@ -60,6 +62,8 @@ pub struct AppState {
     pub cluster: Arc<Cluster>,
     /// Requests to the other nodes (`forward`).
     pub peers: Arc<PeerClient>,
+    /// What `GET /metrics` reports; the request counting middleware adds to it.
+    pub metrics: Arc<Metrics>,
 }
 
 pub type State = axum::extract::State<Arc<AppState>>;
@@ -82,9 +86,47 @@ pub fn router(state: Arc<AppState>) -> Router {
             Arc::clone(&state),
             refuse_cross_site,
         ))
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&state),
+            count_requests,
+        ))
         // For `forward`, whose middleware sits on single routes, below `with_state`.
         .layer(axum::Extension(Arc::clone(&state)))
         .with_state(state)
+}
+
+/// The route templates the metrics count requests by: every route of the table and the
+/// peer relay's. Any other path counts as `other`, so the labels stay a fixed set.
+pub fn route_templates() -> Vec<&'static str> {
+    let mut templates: Vec<&'static str> =
+        routes().served.into_iter().map(|(_, path)| path).collect();
+    templates.push(peer_relay::PROXY_RELAY_PATH);
+    templates.sort_unstable();
+    templates.dedup();
+    templates
+}
+
+/// Counts every request by its route's template (never the raw path) with its method,
+/// status and duration, for `GET /metrics`.
+async fn count_requests(
+    axum::extract::State(state): axum::extract::State<Arc<AppState>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let started = std::time::Instant::now();
+    let route = request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .cloned();
+    let method = request.method().clone();
+    let response = next.run(request).await;
+    state.metrics.api.record(
+        route.as_ref().map(|route| route.as_str()),
+        method.as_str(),
+        response.status().as_u16(),
+        started.elapsed(),
+    );
+    response
 }
 
 /// Errors axum produces itself before a handler runs (a body over the size limit, a

@@ -25,6 +25,8 @@ struct Operation {
     query: &'static [(&'static str, &'static str, &'static str)],
     /// Its schema, and whether a body must be sent.
     body: Option<(Value, bool)>,
+    /// The media type of a success when it is not JSON.
+    answers: Option<&'static str>,
 }
 
 fn op(summary: &'static str, auth: Auth) -> Operation {
@@ -33,12 +35,19 @@ fn op(summary: &'static str, auth: Auth) -> Operation {
         auth,
         query: &[],
         body: None,
+        answers: None,
     }
 }
 
 impl Operation {
     fn query(mut self, query: &'static [(&'static str, &'static str, &'static str)]) -> Self {
         self.query = query;
+        self
+    }
+
+    /// A success answers `media_type` rather than JSON.
+    fn answers(mut self, media_type: &'static str) -> Self {
+        self.answers = Some(media_type);
         self
     }
 
@@ -512,6 +521,11 @@ fn describe(method: &Method, path: &str) -> Option<Operation> {
         ("DELETE", "/api/v2/{project_key}/port_tunnel/{port_tunnel_id}") => {
             op("Close a port tunnel", Bearer)
         }
+        ("GET", "/metrics") => op(
+            "Prometheus metrics in the text format 0.0.4 (docs/metrics.md)",
+            Any,
+        )
+        .answers("text/plain"),
         _ => return None,
     })
 }
@@ -533,12 +547,19 @@ pub fn document() -> Value {
             Auth::Any => json!([{"basicAuth": []}, {"bearerAuth": []}]),
             Auth::Bearer => json!([{"bearerAuth": []}]),
         };
+        let success = match operation.answers {
+            Some(media_type) => json!({
+                "description": "Success",
+                "content": {media_type: {"schema": {"type": "string"}}},
+            }),
+            None => json!({"description": "Success"}),
+        };
         let mut entry = json!({
             "summary": operation.summary,
             "parameters": parameters,
             "security": security,
             "responses": {
-                "2XX": {"description": "Success"},
+                "2XX": success,
                 "default": {
                     "description": "An error",
                     "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Errors"}}},

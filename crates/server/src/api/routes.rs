@@ -298,6 +298,8 @@ pub fn routes() -> Routes {
             port_tunnels::close,
             Owner::PortTunnel,
         )
+        // Issue 18, metrics: Prometheus' text (docs/metrics.md).
+        .add(Method::GET, "/metrics", super::scrape::metrics)
 }
 
 pub(super) async fn not_found() -> ApiError {

@@ -29,7 +29,10 @@ pub async fn audit_retention_loop(state: Arc<AppState>, shutdown: CancellationTo
         match state.store.purge_audit_before(cutoff).await {
             Ok(0) => {}
             Ok(n) => tracing::info!("deleted {n} audit log entries older than {cutoff}"),
-            Err(err) => tracing::error!("pruning the audit log: {err}"),
+            Err(err) => {
+                tracing::error!("pruning the audit log: {err}");
+                crate::metrics::store_error();
+            }
         }
     }
 }
@@ -73,7 +76,10 @@ pub async fn session_purge_loop(state: Arc<AppState>, shutdown: CancellationToke
         match state.store.purge_sessions(chrono::Utc::now()).await {
             Ok(0) => {}
             Ok(n) => tracing::debug!("deleted {n} expired login sessions"),
-            Err(err) => tracing::warn!("deleting expired login sessions: {err}"),
+            Err(err) => {
+                tracing::warn!("deleting expired login sessions: {err}");
+                crate::metrics::store_error();
+            }
         }
     }
 }

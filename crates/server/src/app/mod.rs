@@ -4,6 +4,7 @@
 pub mod cli;
 mod cluster_events;
 pub(crate) mod data_dir;
+mod gauges;
 mod housekeeping;
 mod identity;
 pub mod migrate;
@@ -30,6 +31,7 @@ use crate::cluster::peer::{self, PeerClient, PeerServer};
 use crate::config::ServerConfig;
 use crate::domain::audit::AuditLog;
 use crate::domain::registry::Registry;
+use crate::metrics::Metrics;
 use crate::net::http_serve;
 use crate::net::web_tls::{self, WebCert};
 use crate::tunnels::port_pool::PortPool;
@@ -97,6 +99,8 @@ pub struct Listeners {
     /// `[cluster] peer_address` (or its default, see `cluster::peer::peer_address`): the
     /// channel the other nodes of a cluster use.
     pub peer: Option<TcpListener>,
+    /// `[metrics] address`: `GET /metrics` without authentication.
+    pub metrics: Option<TcpListener>,
 }
 
 impl Listeners {
@@ -133,6 +137,12 @@ impl Listeners {
             peer: match peer::peer_address(config) {
                 Some(address) => {
                     Some(bind("the peer channel ([cluster] peer_address)", address.listen).await?)
+                }
+                None => None,
+            },
+            metrics: match &config.metrics.address {
+                Some(address) => {
+                    Some(bind("the metrics ([metrics] address)", address.clone()).await?)
                 }
                 None => None,
             },
@@ -238,6 +248,7 @@ impl Server {
             }
         };
 
+        let metrics = Arc::new(Metrics::new(tunnels.totals(), api::route_templates()));
         let agent_auth = Arc::new(agent_auth);
         let agent_listener = Arc::new(AgentListener {
             acceptor: TlsAcceptor::from(identity.server_config()?),
@@ -246,13 +257,17 @@ impl Server {
             tunnels: Arc::clone(&tunnels),
             handshakes: Arc::new(Semaphore::new(config.server.max_concurrent_handshakes)),
             handshake_timeout: config.server.handshake_timeout,
-            bans: AgentBans::new(config.server.max_failed_login, config.server.ban_time),
+            bans: Arc::new(AgentBans::new(
+                config.server.max_failed_login,
+                config.server.ban_time,
+            )),
             audit: Arc::clone(&audit),
             binding: crate::agents::listener::CredentialBinding {
                 multiuse: config.server.auth_multiuse_creds,
                 equal_ids: config.server.equate_clientauthid_clientid,
             },
             max_streams: config.server.max_connections_per_agent as usize,
+            metrics: Arc::clone(&metrics),
         });
         let api_bans = BanList::new(config.api.max_failed_login, config.api.ban_time);
         let publisher = Arc::new(cluster_events::Publisher(Arc::clone(&cluster)));
@@ -273,7 +288,12 @@ impl Server {
             audit,
             cluster,
             peers,
+            metrics,
         });
+        state.metrics.read_gauges_from(Box::new(gauges::LiveGauges {
+            state: Arc::downgrade(&state),
+            agent_bans: Arc::clone(&agent_listener.bans),
+        }));
         for (name, bans) in cluster_events::ban_lists(&state, &agent_listener) {
             bans.share(name, Arc::clone(&publisher) as _);
         }
@@ -355,6 +375,21 @@ impl Server {
                 api_connections.clone(),
             ))
         });
+        let metrics = listeners.metrics.map(|listener| {
+            let metrics = Arc::clone(&self.state.metrics);
+            let router = axum::Router::new().route(
+                "/metrics",
+                axum::routing::get(move || async move { api::scrape::text_of(&metrics) }),
+            );
+            tokio::spawn(http_serve::serve_api(
+                listener,
+                None,
+                router,
+                self.state.config.api.read_header_timeout,
+                shutdown.clone(),
+                api_connections.clone(),
+            ))
+        });
         let peer_connections = TaskTracker::new();
         let peer = listeners.peer.map(|listener| {
             tokio::spawn(self.peer_server.serve(
@@ -397,6 +432,9 @@ impl Server {
             let _ =
                 tokio::time::timeout(std::time::Duration::from_secs(5), peer_connections.wait())
                     .await;
+        }
+        if let Some(metrics) = metrics {
+            let _ = metrics.await;
         }
         if let Some(api) = api {
             let _ = api.await;

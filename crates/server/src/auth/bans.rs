@@ -118,6 +118,16 @@ impl BanList {
         }
     }
 
+    /// Keys banned now, for the metrics.
+    pub fn active(&self) -> usize {
+        let now = Instant::now();
+        self.lock()
+            .map
+            .values()
+            .filter(|entry| entry.banned_until.is_some_and(|until| until > now))
+            .count()
+    }
+
     /// Counts a failure; returns the ban when this one crossed the limit.
     pub fn record_failure(&self, key: &str) -> Option<Duration> {
         self.record_failures(key, 1)

@@ -47,6 +47,15 @@ pub struct ServerConfig {
     /// `[database]`: where the state is kept; absent, SQLite in `data_dir`.
     pub database: rport_store::DatabaseSettings,
     pub cluster: ClusterSection,
+    pub metrics: MetricsSection,
+}
+
+/// `[metrics]`: the Prometheus endpoint without authentication.
+#[derive(Debug, Clone, Default)]
+pub struct MetricsSection {
+    /// `host:port` serving `GET /metrics` to anyone who reaches it, meant for a private
+    /// network; `None` (absent or empty) serves it only on the API, with authentication.
+    pub address: Option<String>,
 }
 
 /// `[cluster]`: this node's part in a cluster of nodes sharing one database.

@@ -20,6 +20,15 @@ pub(super) struct RawConfig {
     pub(super) database: RawDatabase,
     #[serde(default)]
     pub(super) cluster: RawCluster,
+    #[serde(default)]
+    pub(super) metrics: RawMetrics,
+}
+
+/// `[metrics]`: where Prometheus may scrape without authentication.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawMetrics {
+    pub(super) address: Option<String>,
 }
 
 /// `[cluster]`: what one node of several sharing a database needs besides it.

@@ -425,6 +425,22 @@ fn cluster_peer_address_is_host_and_a_fixed_port() {
 }
 
 #[test]
+fn metrics_address_is_optional_host_and_port() {
+    assert!(parse("").expect("empty").metrics.address.is_none());
+    let empty = parse("[metrics]\naddress = \"\"\n").expect("empty address is off");
+    assert!(empty.metrics.address.is_none());
+    let config = parse("[metrics]\naddress = \"127.0.0.1:9090\"\n").expect("valid");
+    assert_eq!(config.metrics.address.as_deref(), Some("127.0.0.1:9090"));
+    for bad in ["9090", "127.0.0.1", "127.0.0.1:http"] {
+        let err = parse(&format!("[metrics]\naddress = {bad:?}\n")).expect_err(bad);
+        assert_eq!(err.key, "metrics.address", "{bad}");
+        assert!(err.reason.contains("is not host:port"), "{bad}: {err}");
+    }
+    let err = parse("[metrics]\nport = 9090\n").expect_err("unknown key");
+    assert!(err.to_string().contains("port"), "{err}");
+}
+
+#[test]
 fn api_doc_root_must_be_a_directory_and_is_made_canonical() {
     let dir = tempfile::tempdir().expect("tempdir");
     let missing = dir.path().join("no-such-ui");

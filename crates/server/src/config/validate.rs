@@ -36,7 +36,19 @@ impl Validator<'_> {
             logging: self.logging(raw.logging)?,
             database: self.database(raw.database)?,
             cluster: self.cluster(raw.cluster)?,
+            metrics: self.metrics(raw.metrics)?,
         })
+    }
+
+    fn metrics(&self, raw: RawMetrics) -> Result<MetricsSection, ConfigError> {
+        let address = match raw.address.filter(|a| !a.trim().is_empty()) {
+            None => None,
+            Some(address) => {
+                self.check_address("metrics.address", &address)?;
+                Some(address)
+            }
+        };
+        Ok(MetricsSection { address })
     }
 
     fn cluster(&self, raw: RawCluster) -> Result<ClusterSection, ConfigError> {

@@ -5,6 +5,7 @@ use super::http_proxy::{BasicAuth, ProxyOptions};
 use super::lifecycle::{Activity, Limits};
 use super::{ConnectionLimits, Full, TunnelInfo, from_ms, http_proxy, lock};
 use crate::domain::source::source_of;
+use crate::metrics::{Refusal, TunnelTotals};
 use chrono::{DateTime, Utc};
 use rport_protocol::OpenRequest;
 use rport_protocol::StreamProtocol;
@@ -58,6 +59,8 @@ pub(super) struct ActiveTunnel {
     pub(super) flushed: Mutex<TunnelCounters>,
     /// Wakes the watcher when something it decides on changed.
     pub(super) changed: Notify,
+    /// What all tunnels carried together, for the metrics; the manager's, set on launch.
+    pub(super) totals: Arc<TunnelTotals>,
 }
 
 impl ActiveTunnel {
@@ -124,6 +127,7 @@ impl ActiveTunnel {
             dirty: AtomicBool::new(false),
             flushed: Mutex::new(counters),
             changed: Notify::new(),
+            totals: Arc::default(),
             agent_id: record.agent_id.clone(),
             project: record.project.clone(),
             record: Mutex::new(record),
@@ -175,8 +179,9 @@ impl ActiveTunnel {
         acl.as_ref().is_none_or(|acl| acl.allows(ip))
     }
 
-    pub(super) fn refuse(&self) {
+    pub(super) fn refuse(&self, why: Refusal) {
         self.refused.fetch_add(1, Ordering::Relaxed);
+        self.totals.refused(why);
         self.dirty.store(true, Ordering::Relaxed);
     }
 
@@ -227,7 +232,7 @@ impl ActiveTunnel {
         match self.take_connection(peer.ip()) {
             Ok(()) => true,
             Err(full) => {
-                self.refuse();
+                self.refuse(full.refusal());
                 self.warn_full(peer, full);
                 false
             }
@@ -267,6 +272,7 @@ impl ActiveTunnel {
             return Err(Full::Server(per_server));
         }
         self.connections.fetch_add(1, Ordering::Relaxed);
+        self.totals.connection_opened();
         self.dirty.store(true, Ordering::Relaxed);
         Ok(())
     }
@@ -289,6 +295,7 @@ impl ActiveTunnel {
         self.release_source(peer);
         self.bytes_in.fetch_add(bytes_in, Ordering::Relaxed);
         self.bytes_out.fetch_add(bytes_out, Ordering::Relaxed);
+        self.totals.connection_closed(bytes_in, bytes_out);
         self.touch();
         self.open_connections.fetch_sub(1, Ordering::Relaxed);
         self.connection_limits.total.fetch_sub(1, Ordering::Relaxed);

@@ -39,6 +39,19 @@ pub(super) enum Full {
     Server(u32),
 }
 
+impl Full {
+    /// The reason the metrics count the refusal under.
+    pub(super) fn refusal(self) -> crate::metrics::Refusal {
+        use crate::metrics::Refusal;
+        match self {
+            Self::Tunnel => Refusal::TunnelLimit,
+            Self::Source => Refusal::SourceLimit,
+            Self::Agent(_) => Refusal::AgentLimit,
+            Self::Server(_) => Refusal::ServerLimit,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -15,7 +15,7 @@ mod stored;
 mod tcp;
 mod udp;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU16, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -173,6 +173,8 @@ pub struct TunnelManager {
     proxy_routes: Mutex<HashMap<String, Arc<ActiveTunnel>>>,
     /// Open connections of all tunnels, against `max_connections_total`.
     open_connections: Arc<AtomicU32>,
+    /// What all tunnels carried together, for the metrics.
+    totals: Arc<crate::metrics::TunnelTotals>,
 }
 
 impl TunnelManager {
@@ -196,6 +198,7 @@ impl TunnelManager {
             proxy,
             proxy_routes: Mutex::new(HashMap::new()),
             open_connections: Arc::new(AtomicU32::new(0)),
+            totals: Arc::default(),
         });
         let live = TunnelFilter {
             open_only: true,
@@ -398,6 +401,7 @@ impl TunnelManager {
             total: Arc::clone(&self.open_connections),
             per_server: self.settings.max_connections_total,
         };
+        tunnel.totals = Arc::clone(&self.totals);
         let tunnel = Arc::new(tunnel);
         self.active().insert(tunnel.id(), Arc::clone(&tunnel));
         if let Some(subdomain) = lock(&tunnel.record).options.subdomain.clone() {
@@ -483,6 +487,22 @@ impl TunnelManager {
     }
 
     /// Live tunnels, optionally of one known client, oldest first.
+    /// What all tunnels carried together, for the metrics.
+    pub fn totals(&self) -> Arc<crate::metrics::TunnelTotals> {
+        Arc::clone(&self.totals)
+    }
+
+    /// Tunnels holding their ports here, by project and protocol (`tcp`, `udp`,
+    /// `tcp+udp`), for the metrics.
+    pub fn open_by_project_and_protocol(&self) -> BTreeMap<(String, &'static str), u64> {
+        let mut open = BTreeMap::new();
+        for tunnel in self.active().values() {
+            let key = (tunnel.project.clone(), tunnel.protocol.as_str());
+            *open.entry(key).or_insert(0) += 1;
+        }
+        open
+    }
+
     pub fn list_open(&self, agent_id: Option<&str>) -> Vec<TunnelInfo> {
         let tunnels = match agent_id {
             Some(id) => self.tunnels_of_known(id),

@@ -151,6 +151,7 @@ impl TunnelManager {
             .await
         {
             tracing::error!(tunnel = %id, "saving tunnel: {err}");
+            crate::metrics::store_error();
             // Kept for the next flush.
             let mut flushed = lock(&tunnel.flushed);
             *flushed = flushed.since(delta);
@@ -170,6 +171,7 @@ impl TunnelManager {
             .await
         {
             tracing::error!(tunnel = %id, "saving tunnel status: {err}");
+            crate::metrics::store_error();
         }
         self.save(tunnel).await;
     }

@@ -25,7 +25,7 @@ pub(super) async fn serve(
         crate::net::listen::accept(&listener, &tunnel.cancel, "a tunnel port").await
     {
         if !tunnel.acl_allows(peer.ip()) {
-            tunnel.refuse();
+            tunnel.refuse(crate::metrics::Refusal::Acl);
             tracing::debug!(tunnel = %tunnel.id(), %peer, "connection refused by the tunnel's ACL");
             continue; // dropping the socket closes it
         }
@@ -73,8 +73,9 @@ async fn forward(
     let stream = match session.handle.open_stream(open) {
         Ok(stream) => stream,
         Err(rport_transport::mux::MuxError::TooManyStreams(most)) => {
-            tunnel.refuse();
-            tunnel.warn_full(peer, super::Full::Agent(most));
+            let full = super::Full::Agent(most);
+            tunnel.refuse(full.refusal());
+            tunnel.warn_full(peer, full);
             tunnel.connection_closed(peer.ip(), 0, 0);
             return;
         }

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -67,7 +67,7 @@ pub(super) async fn serve(
             }
         };
         if !tunnel.acl_allows(peer.ip()) {
-            tunnel.refuse();
+            tunnel.refuse(crate::metrics::Refusal::Acl);
             continue;
         }
         tunnel.touch();
@@ -99,6 +99,7 @@ pub(super) async fn serve(
             }
         };
         tunnel.connections.fetch_add(1, Ordering::Relaxed);
+        tunnel.totals.connection_opened();
         let (to_agent, queued) = mpsc::channel(FLOW_QUEUE);
         let _ = to_agent.try_send(datagram);
         flows.insert(
@@ -132,6 +133,9 @@ async fn carry_flow(
     tunnel: Arc<ActiveTunnel>,
 ) {
     let (mut reader, mut writer) = stream.split();
+    // This flow's bytes, for the metrics' totals when it ends: uncontended, unlike a
+    // counter all tunnels share would be on every datagram.
+    let (sent, received) = (AtomicU64::new(0), AtomicU64::new(0));
     let to_agent = async {
         while let Some(datagram) = queued.recv().await {
             let mut framed = BytesMut::new();
@@ -141,6 +145,7 @@ async fn carry_flow(
             tunnel
                 .bytes_in
                 .fetch_add(datagram.len() as u64, Ordering::Relaxed);
+            sent.fetch_add(datagram.len() as u64, Ordering::Relaxed);
             if writer.send(framed.freeze()).await.is_err() {
                 return;
             }
@@ -155,6 +160,7 @@ async fn carry_flow(
                 tunnel
                     .bytes_out
                     .fetch_add(datagram.len() as u64, Ordering::Relaxed);
+                received.fetch_add(datagram.len() as u64, Ordering::Relaxed);
                 tunnel.touch();
                 if let Err(err) = socket.send_to(&datagram, peer).await {
                     tracing::debug!(tunnel = %tunnel.id(), %peer, "sending datagram: {err}");
@@ -166,4 +172,7 @@ async fn carry_flow(
         _ = async { tokio::join!(to_agent, from_agent) } => {}
         _ = tunnel.cancel.cancelled() => {}
     }
+    tunnel
+        .totals
+        .connection_closed(sent.into_inner(), received.into_inner());
 }

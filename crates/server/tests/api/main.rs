@@ -12,6 +12,7 @@ mod clients_auth;
 mod compatibility;
 mod doc_root;
 mod errors;
+mod metrics;
 mod permissions;
 mod port_tunnels;
 mod projects;

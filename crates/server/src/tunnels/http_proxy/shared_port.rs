@@ -104,7 +104,7 @@ impl TunnelManager {
             return;
         };
         if !tunnel.acl_allows(peer.ip()) {
-            tunnel.refuse();
+            tunnel.refuse(crate::metrics::Refusal::Acl);
             tracing::debug!(tunnel = %tunnel.id(), %peer, "proxy connection refused by the tunnel's ACL");
             return;
         }
