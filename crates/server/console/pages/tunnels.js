@@ -1,0 +1,7 @@
+// Placeholder for the tunnels page; the real page replaces this module.
+import { el } from '../lib.js';
+
+export async function render(main, ctx) {
+  main.appendChild(el('h1', {}, 'tunnels'));
+  main.appendChild(el('p', {}, 'Not written yet.'));
+}
