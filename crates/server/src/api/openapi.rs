@@ -454,6 +454,17 @@ fn describe(method: &Method, path: &str) -> Option<Operation> {
         ("DELETE", "/api/v1/users/{username}/sessions/{session_id}") => {
             op("End one login session (server admins)", Any)
         }
+        ("GET", "/api/v1/me/sessions") => op(
+            "The caller's own login sessions; current marks the one the request came with",
+            Any,
+        ),
+        ("DELETE", "/api/v1/me/sessions") => op(
+            "End all of the caller's login sessions but the one the request came with",
+            Any,
+        ),
+        ("DELETE", "/api/v1/me/sessions/{session_id}") => {
+            op("End one of the caller's own login sessions", Any)
+        }
         ("DELETE", "/api/v1/users/{username}/totp-secret") => {
             op("Reset the user's TOTP secret (server admins)", Any)
         }

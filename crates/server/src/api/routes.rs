@@ -251,6 +251,18 @@ pub fn routes() -> Routes {
             "/api/v1/users/{username}/totp-secret",
             totp::delete_of_user,
         )
+        // The caller's own login sessions (the console's "My sessions").
+        .add(Method::GET, "/api/v1/me/sessions", sessions::list_own)
+        .add(
+            Method::DELETE,
+            "/api/v1/me/sessions",
+            sessions::delete_own_others,
+        )
+        .add(
+            Method::DELETE,
+            "/api/v1/me/sessions/{session_id}",
+            sessions::delete_own_one,
+        )
         .add(Method::GET, "/api/v1/me/totp-secret", totp::get_own)
         .add(Method::POST, "/api/v1/me/totp-secret", totp::create_own)
         .add(Method::DELETE, "/api/v1/me/totp-secret", totp::delete_own)

@@ -65,11 +65,36 @@ pub async fn status(StateExtractor(state): State, Authenticated(user): Authentic
     }))
 }
 
+/// Agents connected through each node, by node id: those with a session here, and
+/// those the store says another node holds.
+fn agents_held(state: &crate::api::AppState) -> std::collections::HashMap<String, usize> {
+    let this = state.cluster.node_id();
+    let mut held = std::collections::HashMap::new();
+    state.registry.with_agents(|agents| {
+        for entry in agents.values() {
+            let holder = match (&entry.session, &entry.record.owner_node) {
+                (Some(_), _) => this,
+                (None, Some(node)) if entry.record.connected => node.as_str(),
+                (None, _) => continue,
+            };
+            *held.entry(holder.to_owned()).or_insert(0) += 1;
+        }
+    });
+    held
+}
+
 /// This node's id and, for server admins (addresses and errors are the network's
-/// insides), every node of the cluster: whether its lease runs and whether this node
-/// reaches it over the peer channel (`null` until it has tried).
+/// insides), every node of the cluster: whether its lease runs, when it last renewed it,
+/// how many agents it holds, and whether this node reaches it over the peer channel
+/// (`null` until it has tried).
 fn cluster_json(state: &crate::api::AppState, is_admin: bool) -> serde_json::Value {
     let this = state.cluster.node_id();
+    let held = if is_admin {
+        agents_held(state)
+    } else {
+        Default::default()
+    };
+    let lease = chrono::Duration::from_std(crate::cluster::LEASE).unwrap_or_default();
     let nodes = is_admin.then(|| {
         state
             .cluster
@@ -85,6 +110,10 @@ fn cluster_json(state: &crate::api::AppState, is_admin: bool) -> serde_json::Val
                     "public_host": node.public_host,
                     "api_address": node.api_address,
                     "alive": node.alive,
+                    "started_at": crate::api::time_json(Some(node.started_at)),
+                    // The lease runs for `LEASE` from a renewal.
+                    "last_seen": crate::api::time_json(Some(node.lease_until - lease)),
+                    "clients_connected": held.get(&node.id).copied().unwrap_or(0),
                     "reachable": if this_node { Some(true) } else { reach.as_ref().map(|r| r.reachable) },
                     "reachable_since": crate::api::time_json(reach.as_ref().map(|r| r.since)),
                     "last_error": reach.and_then(|r| r.last_error),
