@@ -59,7 +59,7 @@ export async function render(section, ctx) {
   section.appendChild(listNode);
 
   if (rights.isAdmin && rights.writes) {
-    const [keyWrap, keyInput] = field('Key', { name: 'project-key', required: true, autocomplete: 'off', pattern: '[a-z0-9][a-z0-9_-]*', hint: 'Lower-case letters, digits, - and _; used in URLs.' });
+    const [keyWrap, keyInput] = field('Key', { name: 'project-key', required: true, autocomplete: 'off', pattern: '[a-z0-9][a-z0-9_\\-]*', maxlength: 63, hint: 'Lower-case letters, digits, - and _; used in URLs.' });
     const [nameWrap, nameInput] = field('Name', { name: 'project-name', autocomplete: 'off', hint: 'Optional; the key when left empty.' });
     const form = el('form', { class: 'card form', 'aria-label': 'Create a project', onsubmit: async (event) => {
       event.preventDefault();
