@@ -12,8 +12,8 @@ export class ApiError extends Error {
 
 // Calls the public API with the session cookie. Resolves to the parsed JSON body (or
 // null for an empty one); rejects with an ApiError carrying the status and errors[0].detail.
-export async function api(method, path, body) {
-  const init = { method, credentials: 'same-origin', headers: { Accept: 'application/json' } };
+export async function api(method, path, body, headers = {}) {
+  const init = { method, credentials: 'same-origin', headers: { Accept: 'application/json', ...headers } };
   if (body !== undefined) {
     init.headers['Content-Type'] = 'application/json';
     init.body = JSON.stringify(body);

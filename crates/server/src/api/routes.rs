@@ -310,6 +310,8 @@ pub fn routes() -> Routes {
             port_tunnels::close,
             Owner::PortTunnel,
         )
+        // the web console's live updates
+        .add(Method::GET, "/api/v1/events", crate::api::events::stream)
 }
 
 pub(super) async fn not_found() -> ApiError {

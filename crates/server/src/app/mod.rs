@@ -273,6 +273,7 @@ impl Server {
             audit,
             cluster,
             peers,
+            events: Default::default(),
         });
         for (name, bans) in cluster_events::ban_lists(&state, &agent_listener) {
             bans.share(name, Arc::clone(&publisher) as _);
@@ -374,6 +375,7 @@ impl Server {
         });
         shutdown.cancelled().await;
         tracing::info!("shutting down");
+        self.state.events.close();
         // Agents hear why their session ends, and wait a moment before knocking again.
         let going_away = rport_protocol::ControlMessage::GoingAway {
             retry_after_secs: 2,

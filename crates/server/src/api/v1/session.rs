@@ -2,7 +2,7 @@
 
 use axum::extract::State as StateExtractor;
 use axum::http::{HeaderMap, StatusCode};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -141,10 +141,12 @@ impl RequestBody for LoginBody {
 
 /// `GET|POST /api/v1/login`: basic auth, or a `{"username","password","new_password"?}`
 /// body as JSON or a form (RPort's login page posts one); returns a bearer token.
-/// `token-lifetime` (seconds) sets its lifetime.
+/// `token-lifetime` (seconds) sets its lifetime. With `cookie=true` (the console) the
+/// token goes into the `HttpOnly` session cookie instead of the body.
 pub async fn login(
     StateExtractor(state): State,
     crate::api::ClientIp(ip): crate::api::ClientIp,
+    cookie: crate::api::console::CookieMode,
     params: Params,
     headers: HeaderMap,
     body: FormOrJsonBody<LoginBody>,
@@ -188,17 +190,24 @@ pub async fn login(
     }
     let scope = crate::auth::api_callers::TokenScope::Full;
     let token = super::sessions::open(&state, &user, lifetime, scope, &used).await?;
-    Ok(data(json!({ "token": token, "two_fa": null })))
+    Ok(cookie.reply(token, lifetime))
 }
 
-/// `DELETE /api/v1/logout`: revokes the bearer token the request carries, at once and
-/// for good (also across restarts).
+/// `DELETE /api/v1/logout`: revokes the bearer token the request carries (or the
+/// console's session cookie), at once and for good (also across restarts); the cookie
+/// is cleared.
 pub async fn logout(
     StateExtractor(state): State,
     crate::api::ClientIp(ip): crate::api::ClientIp,
+    cookie: crate::api::console::CookieMode,
     headers: HeaderMap,
-) -> Result<StatusCode, ApiError> {
-    let Some(Credentials::Bearer(token)) = credentials(&headers) else {
+) -> Result<Response, ApiError> {
+    let token = match credentials(&headers) {
+        Some(Credentials::Bearer(token)) => Some(token),
+        Some(Credentials::Basic(..)) => None,
+        None => crate::api::console::session_cookie(&headers),
+    };
+    let Some(token) = token else {
         return Err(ApiError::bad_request(
             "ERR_CODE_INVALID_REQUEST",
             "Nothing to log out",
@@ -222,7 +231,9 @@ pub async fn logout(
         .audit
         .record(&crate::domain::audit::Actor::user(&username, ip), event)
         .await;
-    Ok(StatusCode::NO_CONTENT)
+    let mut response = StatusCode::NO_CONTENT.into_response();
+    cookie.clear(&mut response);
+    Ok(response)
 }
 
 /// `GET /api/v1/me`: who the caller is, what it may do and how it authenticated.
