@@ -17,6 +17,8 @@ mod metrics;
 mod net;
 mod tunnels;
 
+pub use api::console::served_files as console_files;
+pub use api::events::MAX_STREAMS_PER_USER as MAX_EVENT_STREAMS_PER_USER;
 pub use app::cli::{Command, ServerArgs, UserCommand};
 pub use app::{Listeners, Server, StartError};
 pub use app::{migrate, user_command};

@@ -146,7 +146,7 @@ fn percent_decode(text: &str) -> Option<String> {
 }
 
 /// By extension, for what web UI bundles hold; anything else is plain bytes.
-fn content_type(file: &Path) -> &'static str {
+pub(super) fn content_type(file: &Path) -> &'static str {
     let extension = file
         .extension()
         .and_then(|e| e.to_str())

@@ -31,7 +31,11 @@ impl FromRequestParts<Arc<AppState>> for Authenticated {
                 check_basic(state, ip, &user, &password).await
             }
             Some(Credentials::Bearer(token)) => check_bearer(state, ip, &token, parts).await,
-            None => Err(ApiError::unauthorized()),
+            // The console's session cookie, only when no Authorization header is sent.
+            None => match super::console::session_cookie(&parts.headers) {
+                Some(token) => check_bearer(state, ip, &token, parts).await,
+                None => Err(ApiError::unauthorized()),
+            },
         }
         .and_then(|user| check_scope(user, &parts.method, parts.uri.path()))
         .map(Authenticated)

@@ -4,8 +4,10 @@
 //! This module holds what every handler shares (the state, the router and its
 //! middleware); handlers live in `v1/` and `v2/`, one module per resource.
 
+pub mod console;
 mod doc_root;
 mod error;
+pub mod events;
 mod extract;
 mod forward;
 pub mod list_options;
@@ -64,6 +66,8 @@ pub struct AppState {
     pub peers: Arc<PeerClient>,
     /// What `GET /metrics` reports; the request counting middleware adds to it.
     pub metrics: Arc<Metrics>,
+    /// The console's live event streams (`/api/v1/events`).
+    pub events: Arc<events::EventStreams>,
 }
 
 pub type State = axum::extract::State<Arc<AppState>>;
@@ -78,6 +82,10 @@ pub fn router(state: Arc<AppState>) -> Router {
             peer_relay::PROXY_RELAY_PATH,
             axum::routing::post(peer_relay::proxy_relay),
         )
+        .route("/", axum::routing::any(console::root))
+        .route("/console", axum::routing::any(console::index))
+        .route("/console/", axum::routing::any(console::index))
+        .route("/console/{*path}", axum::routing::any(console::asset))
         .fallback(doc_root::serve)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
@@ -90,6 +98,7 @@ pub fn router(state: Arc<AppState>) -> Router {
             Arc::clone(&state),
             count_requests,
         ))
+        .layer(axum::middleware::from_fn(console::security_headers))
         // For `forward`, whose middleware sits on single routes, below `with_state`.
         .layer(axum::Extension(Arc::clone(&state)))
         .with_state(state)
@@ -171,12 +180,20 @@ async fn errors_in_the_envelope(
 /// `X-Forwarded-Host` (and `X-Forwarded-Proto`) say what it was. A browser cannot set
 /// those headers on a cross-site request without a CORS preflight, which the API never
 /// allows, so believing them from a trusted proxy lets no other site in.
+/// A write authenticated by the console's session cookie alone must also show where it
+/// comes from ([`console::cookie_write_refused`]).
 async fn refuse_cross_site(
     axum::extract::State(state): axum::extract::State<Arc<AppState>>,
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
     let headers = request.headers();
+    if console::cookie_write_refused(request.method(), headers) {
+        return ApiError::forbidden(
+            "a request that changes something with the session cookie must come from the console (Origin or Sec-Fetch-Site: same-origin)",
+        )
+        .into_response();
+    }
     if let Some(origin) = headers.get(header::ORIGIN) {
         let peer = request
             .extensions()

@@ -67,6 +67,16 @@ impl Operation {
     }
 }
 
+/// `/login` and `/verify-2fa`.
+const LOGIN_QUERY: &[(&str, &str, &str)] = &[
+    ("token-lifetime", "integer", "seconds the token is valid"),
+    (
+        "cookie",
+        "boolean",
+        "true: set the token as the HttpOnly cookie rportd_session (SameSite=Strict, Secure over HTTPS) instead of returning it; the web console logs in so",
+    ),
+];
+
 const PAGE: [(&str, &str, &str); 2] = [
     ("page[limit]", "integer", "at most this many entries"),
     ("page[offset]", "integer", "skip this many entries"),
@@ -244,17 +254,20 @@ fn describe(method: &Method, path: &str) -> Option<Operation> {
     Some(match (method.as_str(), path) {
         ("GET", "/api/v1/status") => op("Server status, fingerprint and counts", Any),
         ("GET", "/api/v1/login") => op("Log in with basic auth; returns a bearer token", Auth::None)
-            .query(&[("token-lifetime", "integer", "seconds the token is valid")]),
+            .query(LOGIN_QUERY),
         ("POST", "/api/v1/login") => op(
             "Log in: basic auth, or a JSON or form body (new_password sets a new one); returns a bearer token",
             Auth::None,
         )
-        .query(&[("token-lifetime", "integer", "seconds the token is valid")])
+        .query(LOGIN_QUERY)
         .body(
             json!({"username": string, "password": string, "new_password": string}),
             &[],
         ),
-        ("DELETE", "/api/v1/logout") => op("Revoke the bearer token sent with the request", Bearer),
+        ("DELETE", "/api/v1/logout") => op(
+            "Revoke the bearer token sent with the request (or the session cookie, which is cleared)",
+            Bearer,
+        ),
         ("GET", "/api/v1/me") => op("Who the caller is, its roles", Any),
         ("PUT", "/api/v1/me") => op(
             "Change the caller's own password (with old_password), name or two_fa_send_to",
@@ -463,6 +476,17 @@ fn describe(method: &Method, path: &str) -> Option<Operation> {
         ("DELETE", "/api/v1/users/{username}/sessions/{session_id}") => {
             op("End one login session (server admins)", Any)
         }
+        ("GET", "/api/v1/me/sessions") => op(
+            "The caller's own login sessions; current marks the one the request came with",
+            Any,
+        ),
+        ("DELETE", "/api/v1/me/sessions") => op(
+            "End all of the caller's login sessions but the one the request came with",
+            Any,
+        ),
+        ("DELETE", "/api/v1/me/sessions/{session_id}") => {
+            op("End one of the caller's own login sessions", Any)
+        }
         ("DELETE", "/api/v1/users/{username}/totp-secret") => {
             op("Reset the user's TOTP secret (server admins)", Any)
         }
@@ -476,7 +500,7 @@ fn describe(method: &Method, path: &str) -> Option<Operation> {
             "Second login step: the code of the authenticator app, with the token /login gave; returns a full token",
             Bearer,
         )
-        .query(&[("token-lifetime", "integer", "seconds the token is valid")])
+        .query(LOGIN_QUERY)
         .body(json!({"username": string, "token": string}), &["username", "token"]),
         ("GET", "/api/v1/openapi.json") => op("This document", Auth::None),
         ("GET", "/api/v1/auth/provider") => op(
@@ -526,6 +550,10 @@ fn describe(method: &Method, path: &str) -> Option<Operation> {
             Any,
         )
         .answers("text/plain"),
+        ("GET", "/api/v1/events") => op(
+            "Live changes as server-sent events (text/event-stream): ready, client {id, connected, project, ...}, resync; at most 8 streams per user (429) and 512 in all (503)",
+            Any,
+        ),
         _ => return None,
     })
 }
@@ -544,7 +572,7 @@ pub fn document() -> Value {
         }));
         let security = match operation.auth {
             Auth::None => json!([]),
-            Auth::Any => json!([{"basicAuth": []}, {"bearerAuth": []}]),
+            Auth::Any => json!([{"basicAuth": []}, {"bearerAuth": []}, {"cookieAuth": []}]),
             Auth::Bearer => json!([{"bearerAuth": []}]),
         };
         let success = match operation.answers {
@@ -584,6 +612,9 @@ pub fn document() -> Value {
             "securitySchemes": {
                 "basicAuth": {"type": "http", "scheme": "basic"},
                 "bearerAuth": {"type": "http", "scheme": "bearer"},
+                // The web console's session (POST /api/v1/login?cookie=true); writes
+                // with it need an Origin or Sec-Fetch-Site: same-origin.
+                "cookieAuth": {"type": "apiKey", "in": "cookie", "name": "rportd_session"},
             },
             "schemas": {
                 "Errors": {

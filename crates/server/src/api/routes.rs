@@ -251,6 +251,18 @@ pub fn routes() -> Routes {
             "/api/v1/users/{username}/totp-secret",
             totp::delete_of_user,
         )
+        // The caller's own login sessions (the console's "My sessions").
+        .add(Method::GET, "/api/v1/me/sessions", sessions::list_own)
+        .add(
+            Method::DELETE,
+            "/api/v1/me/sessions",
+            sessions::delete_own_others,
+        )
+        .add(
+            Method::DELETE,
+            "/api/v1/me/sessions/{session_id}",
+            sessions::delete_own_one,
+        )
         .add(Method::GET, "/api/v1/me/totp-secret", totp::get_own)
         .add(Method::POST, "/api/v1/me/totp-secret", totp::create_own)
         .add(Method::DELETE, "/api/v1/me/totp-secret", totp::delete_own)
@@ -300,6 +312,8 @@ pub fn routes() -> Routes {
         )
         // Issue 18, metrics: Prometheus' text (docs/metrics.md).
         .add(Method::GET, "/metrics", super::scrape::metrics)
+        // the web console's live updates
+        .add(Method::GET, "/api/v1/events", crate::api::events::stream)
 }
 
 pub(super) async fn not_found() -> ApiError {

@@ -289,6 +289,7 @@ impl Server {
             cluster,
             peers,
             metrics,
+            events: Default::default(),
         });
         state.metrics.read_gauges_from(Box::new(gauges::LiveGauges {
             state: Arc::downgrade(&state),
@@ -409,6 +410,7 @@ impl Server {
         });
         shutdown.cancelled().await;
         tracing::info!("shutting down");
+        self.state.events.close();
         // Agents hear why their session ends, and wait a moment before knocking again.
         let going_away = rport_protocol::ControlMessage::GoingAway {
             retry_after_secs: 2,

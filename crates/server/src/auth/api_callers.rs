@@ -491,6 +491,10 @@ impl ApiAuth {
         if !self.session_in_use(&claims.jti, used).await? {
             return Ok(None);
         }
+        let user = AuthUser {
+            login_session: Some(claims.jti),
+            ..user
+        };
         Ok(Some((user, scope)))
     }
 

@@ -105,6 +105,9 @@ pub struct AuthUser {
     pub clients_auth_only: bool,
     /// RPort's `password_expired`: the password works only to set a new one at login.
     pub password_expired: bool,
+    /// The token id (`jti`) of the login session the request came with; `None` for a
+    /// password or an API token. Lets a user tell its current session from the others.
+    pub login_session: Option<String>,
 }
 
 impl AuthUser {
@@ -119,6 +122,7 @@ impl AuthUser {
             api_token: false,
             clients_auth_only: false,
             password_expired: false,
+            login_session: None,
         }
     }
 

@@ -64,7 +64,21 @@ pub struct Registry {
     node: String,
     /// Told of every change to an agent's record that this node writes.
     changes: OnceLock<Arc<dyn AgentChanges>>,
+    /// Every change to the in-memory view, this node's or another's, for live pages.
+    watchers: tokio::sync::broadcast::Sender<AgentChanged>,
 }
+
+/// An agent whose entry changed (connected, disconnected, new facts, forgotten), for
+/// those watching the view; they read the entry again. `id` empty: many changed at once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentChanged {
+    pub id: String,
+    /// The project it is (or was, when forgotten) in.
+    pub project: String,
+}
+
+/// Changes a slow watcher may fall behind by before it hears that it lagged.
+const WATCH_CAPACITY: usize = 1024;
 
 /// Hears which agent records this node changed, so that the other nodes of a cluster
 /// read them again.
@@ -125,6 +139,7 @@ impl Registry {
             next_session: AtomicU64::new(1),
             node: node.to_owned(),
             changes: OnceLock::new(),
+            watchers: tokio::sync::broadcast::channel(WATCH_CAPACITY).0,
         })
     }
 
@@ -139,11 +154,26 @@ impl Registry {
         }
     }
 
+    /// Hears every change to the view from now on; a receiver that falls more than
+    /// [`WATCH_CAPACITY`] changes behind gets `Lagged` and should read everything again.
+    pub fn watch(&self) -> tokio::sync::broadcast::Receiver<AgentChanged> {
+        self.watchers.subscribe()
+    }
+
+    fn tell_watchers(&self, id: &str, project: &str) {
+        // Nobody watching is the usual case, not an error.
+        let _ = self.watchers.send(AgentChanged {
+            id: id.to_owned(),
+            project: project.to_owned(),
+        });
+    }
+
     /// Reads every agent's record again (after this node was away from the store);
     /// returns the ids whose sessions here another node holds now.
     pub async fn resync(&self) -> Result<Vec<String>, StoreError> {
         let stored = self.store.list_agents().await?;
         let (lost, reassert) = self.absorb_all(stored, true);
+        self.tell_watchers("", "");
         self.reassert(lost, reassert).await
     }
 
@@ -223,13 +253,21 @@ impl Registry {
     /// Reads agent `id`'s record again after another node changed it.
     pub async fn refresh(&self, id: &str) -> Result<Refreshed, StoreError> {
         let Some(record) = self.store.get_agent(id).await? else {
-            let mut clients = self.write();
-            if clients.get(id).is_some_and(|entry| entry.session.is_none()) {
-                clients.remove(id);
+            let forgotten = {
+                let mut clients = self.write();
+                match clients.get(id) {
+                    Some(entry) if entry.session.is_none() => clients.remove(id),
+                    _ => None,
+                }
+            };
+            if let Some(entry) = forgotten {
+                self.tell_watchers(id, &entry.record.project);
             }
             return Ok(Refreshed::Unchanged);
         };
+        let project = record.project.clone();
         let (lost, reassert) = self.absorb_all(vec![record], false);
+        self.tell_watchers(id, &project);
         let lost = self.reassert(lost, reassert).await?;
         Ok(if lost.is_empty() {
             Refreshed::Unchanged
@@ -326,12 +364,14 @@ impl Registry {
     /// closing) any previous one.
     pub fn attach(&self, record: AgentRecord, handle: MuxHandle) -> u64 {
         let number = self.next_session.fetch_add(1, Ordering::Relaxed);
+        let (id, project) = (record.id.clone(), record.project.clone());
         let previous = {
             let mut clients = self.write();
             let session = Some(LiveSession { handle, number });
             let previous = clients.insert(record.id.clone(), AgentEntry { record, session });
             previous.and_then(|entry| entry.session)
         };
+        self.tell_watchers(&id, &project);
         if let Some(old) = previous {
             old.handle.close();
         }
@@ -354,14 +394,15 @@ impl Registry {
                     if newer.is_some() {
                         entry.record.last_heartbeat_at = newer;
                     }
-                    Some(newer)
+                    Some((newer, entry.record.project.clone()))
                 }
                 _ => None,
             }
         };
-        let Some(heard) = detached else {
+        let Some((heard, project)) = detached else {
             return false;
         };
+        self.tell_watchers(id, &project);
         if let Some(at) = heard
             && let Err(err) = self.store.record_heartbeats(&[(id.to_owned(), at)]).await
         {
@@ -388,6 +429,7 @@ impl Registry {
                 _ => return,
             }
         };
+        self.tell_watchers(id, &record.project);
         // A claim, not a blind write: a node that lost the agent to another (its lease ran
         // out while the database was away) must not write over the new holder's record.
         match self.store.claim_agent(&record).await {
@@ -449,7 +491,9 @@ impl Registry {
         };
         self.store.delete_agent(id).await?;
         self.changed(id);
-        Ok(project.unwrap_or_default())
+        let project = project.unwrap_or_default();
+        self.tell_watchers(id, &project);
+        Ok(project)
     }
 
     /// Forgets agents disconnected before `cutoff`; returns the records forgotten (one
@@ -474,6 +518,9 @@ impl Registry {
         drop(clients);
         for id in &ids {
             self.changed(id);
+        }
+        for record in &forgotten {
+            self.tell_watchers(&record.id, &record.project);
         }
         forgotten
     }

@@ -127,10 +127,18 @@ async fn nothing_outside_the_root_and_no_listings() {
 }
 
 #[tokio::test]
-async fn without_doc_root_slash_is_not_found() {
+async fn without_doc_root_slash_is_the_console() {
     let server = TestServer::start().await;
+    let reply = server.call(Method::GET, "/").send().await;
+    assert_eq!(reply.status, 200);
+    assert!(
+        reply
+            .body
+            .as_str()
+            .is_some_and(|page| page.contains("/console/app.js"))
+    );
     server
-        .call(Method::GET, "/")
+        .call(Method::GET, "/elsewhere")
         .send()
         .await
         .assert_error(404, "ERR_CODE_NOT_FOUND");

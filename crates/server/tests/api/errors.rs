@@ -9,7 +9,11 @@ use crate::harness::{ADMIN, PEER, Setup, TestServer, admin, basic};
 #[tokio::test]
 async fn an_unknown_path_is_404_in_the_envelope() {
     let server = TestServer::start().await;
-    for path in ["/api/v1/nothing", "/", "/api/v3/default/port_tunnel"] {
+    for path in [
+        "/api/v1/nothing",
+        "/console/nothing.js",
+        "/api/v3/default/port_tunnel",
+    ] {
         let reply = server.request(Method::GET, path, &admin()).await;
         reply.assert_error(404, "ERR_CODE_NOT_FOUND");
     }

@@ -263,6 +263,21 @@ impl Call<'_> {
         self
     }
 
+    /// The answer as it comes, its body not read: for streams (`/api/v1/events`).
+    pub async fn open(self) -> axum::response::Response {
+        let request = self
+            .request
+            .extension(ConnectInfo(self.peer))
+            .body(self.body)
+            .expect("a valid request");
+        self.server
+            .router
+            .clone()
+            .oneshot(request)
+            .await
+            .expect("the router is infallible")
+    }
+
     pub async fn send(self) -> Reply {
         let request = self
             .request

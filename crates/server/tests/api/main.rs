@@ -10,6 +10,7 @@ mod client_groups;
 mod clients;
 mod clients_auth;
 mod compatibility;
+mod console;
 mod doc_root;
 mod errors;
 mod metrics;

@@ -143,6 +143,10 @@ async fn status_shows_the_server_and_the_process_only_to_admins() {
     assert_eq!(nodes[0]["this_node"], true);
     assert_eq!(nodes[0]["alive"], true);
     assert_eq!(nodes[0]["reachable"], true);
+    // The console's cluster page: when it last renewed its lease, and what it holds.
+    assert!(nodes[0]["last_seen"].is_string(), "{data}");
+    assert!(nodes[0]["started_at"].is_string(), "{data}");
+    assert_eq!(nodes[0]["clients_connected"], 0, "{data}");
 
     let nobody = server.user("nobody", json!({})).await;
     let reply = server.request(Method::GET, "/api/v1/status", &nobody).await;

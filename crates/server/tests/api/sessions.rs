@@ -141,3 +141,64 @@ async fn a_user_keeps_at_most_100_sessions_and_the_least_recently_used_ends() {
     let reply = server.request(Method::GET, "/api/v1/me", &oldest).await;
     reply.assert_error(401, "ERR_CODE_UNAUTHORIZED");
 }
+
+/// `/me/sessions`: the console's "My sessions".
+#[tokio::test]
+async fn users_list_their_own_sessions_and_end_the_others_or_one() {
+    let server = TestServer::start().await;
+    let current = server.user("alice", json!({"default": "viewer"})).await;
+    let laptop = login_as(&server, "alice", "laptop/1.0").await;
+    let phone = login_as(&server, "alice", "phone/1.0").await;
+    let bob = server.user("bob", json!({"default": "viewer"})).await;
+
+    // Any user reads its own, the current one marked; nobody else's are listed.
+    let reply = server
+        .request(Method::GET, "/api/v1/me/sessions", &current)
+        .await;
+    let listed = reply.assert_data(200).as_array().expect("a list").clone();
+    assert_eq!(listed.len(), 3, "{listed:?}");
+    assert!(listed.iter().all(|s| s["username"] == "alice"));
+    let marked: Vec<&Value> = listed.iter().filter(|s| s["current"] == true).collect();
+    assert_eq!(marked.len(), 1, "{listed:?}");
+    let phone_id = listed
+        .iter()
+        .find(|s| s["user_agent"] == "phone/1.0")
+        .and_then(|s| s["session_id"].as_i64())
+        .expect("the phone's session");
+
+    // Ending one: only that one; another user's id is not the caller's to end.
+    let path = format!("/api/v1/me/sessions/{phone_id}");
+    let reply = server.request(Method::DELETE, &path, &bob).await;
+    assert_eq!(reply.status, 204, "{}", reply.body);
+    server
+        .request(Method::GET, "/api/v1/me", &phone)
+        .await
+        .assert_data(200);
+    let reply = server.request(Method::DELETE, &path, &current).await;
+    assert_eq!(reply.status, 204, "{}", reply.body);
+    server
+        .request(Method::GET, "/api/v1/me", &phone)
+        .await
+        .assert_error(401, "ERR_CODE_UNAUTHORIZED");
+    server
+        .request(Method::DELETE, "/api/v1/me/sessions/abc", &current)
+        .await
+        .assert_error(400, "ERR_CODE_INVALID_REQUEST");
+
+    // Ending the others keeps the current one.
+    let reply = server
+        .request(Method::DELETE, "/api/v1/me/sessions", &current)
+        .await;
+    assert_eq!(reply.status, 204, "{}", reply.body);
+    server
+        .request(Method::GET, "/api/v1/me", &laptop)
+        .await
+        .assert_error(401, "ERR_CODE_UNAUTHORIZED");
+    let reply = server
+        .request(Method::GET, "/api/v1/me/sessions", &current)
+        .await;
+    let left = reply.assert_data(200).as_array().expect("a list").clone();
+    assert_eq!(left.len(), 1, "{left:?}");
+    assert_eq!(left[0]["current"], true);
+    assert_eq!(session_count(&server, "bob").await, 1, "bob's untouched");
+}

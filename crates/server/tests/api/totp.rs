@@ -12,7 +12,7 @@ use crate::harness::{ADMIN, ADMIN_PASSWORD, Setup, TestServer, admin};
 use crate::rport_schema::assert_rport_schema;
 
 /// RFC 6238 with RPort's settings: HMAC-SHA1, 30 s, 6 digits.
-fn code(secret: &str, unix_time: u64) -> String {
+pub(crate) fn code(secret: &str, unix_time: u64) -> String {
     let key = data_encoding::BASE32_NOPAD
         .decode(secret.as_bytes())
         .expect("the secret is base32");

@@ -2,7 +2,7 @@
 
 use axum::extract::State as StateExtractor;
 use axum::http::{HeaderMap, StatusCode};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -65,11 +65,36 @@ pub async fn status(StateExtractor(state): State, Authenticated(user): Authentic
     }))
 }
 
+/// Agents connected through each node, by node id: those with a session here, and
+/// those the store says another node holds.
+fn agents_held(state: &crate::api::AppState) -> std::collections::HashMap<String, usize> {
+    let this = state.cluster.node_id();
+    let mut held = std::collections::HashMap::new();
+    state.registry.with_agents(|agents| {
+        for entry in agents.values() {
+            let holder = match (&entry.session, &entry.record.owner_node) {
+                (Some(_), _) => this,
+                (None, Some(node)) if entry.record.connected => node.as_str(),
+                (None, _) => continue,
+            };
+            *held.entry(holder.to_owned()).or_insert(0) += 1;
+        }
+    });
+    held
+}
+
 /// This node's id and, for server admins (addresses and errors are the network's
-/// insides), every node of the cluster: whether its lease runs and whether this node
-/// reaches it over the peer channel (`null` until it has tried).
+/// insides), every node of the cluster: whether its lease runs, when it last renewed it,
+/// how many agents it holds, and whether this node reaches it over the peer channel
+/// (`null` until it has tried).
 fn cluster_json(state: &crate::api::AppState, is_admin: bool) -> serde_json::Value {
     let this = state.cluster.node_id();
+    let held = if is_admin {
+        agents_held(state)
+    } else {
+        Default::default()
+    };
+    let lease = chrono::Duration::from_std(crate::cluster::LEASE).unwrap_or_default();
     let nodes = is_admin.then(|| {
         state
             .cluster
@@ -85,6 +110,10 @@ fn cluster_json(state: &crate::api::AppState, is_admin: bool) -> serde_json::Val
                     "public_host": node.public_host,
                     "api_address": node.api_address,
                     "alive": node.alive,
+                    "started_at": crate::api::time_json(Some(node.started_at)),
+                    // The lease runs for `LEASE` from a renewal.
+                    "last_seen": crate::api::time_json(Some(node.lease_until - lease)),
+                    "clients_connected": held.get(&node.id).copied().unwrap_or(0),
                     "reachable": if this_node { Some(true) } else { reach.as_ref().map(|r| r.reachable) },
                     "reachable_since": crate::api::time_json(reach.as_ref().map(|r| r.since)),
                     "last_error": reach.and_then(|r| r.last_error),
@@ -112,10 +141,12 @@ impl RequestBody for LoginBody {
 
 /// `GET|POST /api/v1/login`: basic auth, or a `{"username","password","new_password"?}`
 /// body as JSON or a form (RPort's login page posts one); returns a bearer token.
-/// `token-lifetime` (seconds) sets its lifetime.
+/// `token-lifetime` (seconds) sets its lifetime. With `cookie=true` (the console) the
+/// token goes into the `HttpOnly` session cookie instead of the body.
 pub async fn login(
     StateExtractor(state): State,
     crate::api::ClientIp(ip): crate::api::ClientIp,
+    cookie: crate::api::console::CookieMode,
     params: Params,
     headers: HeaderMap,
     body: FormOrJsonBody<LoginBody>,
@@ -159,17 +190,24 @@ pub async fn login(
     }
     let scope = crate::auth::api_callers::TokenScope::Full;
     let token = super::sessions::open(&state, &user, lifetime, scope, &used).await?;
-    Ok(data(json!({ "token": token, "two_fa": null })))
+    Ok(cookie.reply(token, lifetime))
 }
 
-/// `DELETE /api/v1/logout`: revokes the bearer token the request carries, at once and
-/// for good (also across restarts).
+/// `DELETE /api/v1/logout`: revokes the bearer token the request carries (or the
+/// console's session cookie), at once and for good (also across restarts); the cookie
+/// is cleared.
 pub async fn logout(
     StateExtractor(state): State,
     crate::api::ClientIp(ip): crate::api::ClientIp,
+    cookie: crate::api::console::CookieMode,
     headers: HeaderMap,
-) -> Result<StatusCode, ApiError> {
-    let Some(Credentials::Bearer(token)) = credentials(&headers) else {
+) -> Result<Response, ApiError> {
+    let token = match credentials(&headers) {
+        Some(Credentials::Bearer(token)) => Some(token),
+        Some(Credentials::Basic(..)) => None,
+        None => crate::api::console::session_cookie(&headers),
+    };
+    let Some(token) = token else {
         return Err(ApiError::bad_request(
             "ERR_CODE_INVALID_REQUEST",
             "Nothing to log out",
@@ -193,7 +231,9 @@ pub async fn logout(
         .audit
         .record(&crate::domain::audit::Actor::user(&username, ip), event)
         .await;
-    Ok(StatusCode::NO_CONTENT)
+    let mut response = StatusCode::NO_CONTENT.into_response();
+    cookie.clear(&mut response);
+    Ok(response)
 }
 
 /// `GET /api/v1/me`: who the caller is, what it may do and how it authenticated.

@@ -124,6 +124,18 @@ fn session_json(session: &SessionRecord) -> Value {
     })
 }
 
+/// The user's sessions that have not expired, least recently used first.
+async fn live_sessions(state: &AppState, username: &str) -> Result<Vec<SessionRecord>, ApiError> {
+    let mut sessions = state
+        .store
+        .list_sessions(username)
+        .await
+        .map_err(ApiError::internal)?;
+    let now = chrono::Utc::now();
+    sessions.retain(|s| s.expires_at > now);
+    Ok(sessions)
+}
+
 fn require_admin(user: &AuthUser) -> Result<(), ApiError> {
     user.require_server_admin("managing users' sessions")
         .map_err(ApiError::forbidden)
@@ -137,18 +149,10 @@ pub async fn list(
     Path(username): Path<String>,
 ) -> Result<Response, ApiError> {
     require_admin(&caller)?;
-    let sessions = state
-        .store
-        .list_sessions(&username)
-        .await
-        .map_err(ApiError::internal)?;
-    let now = chrono::Utc::now();
-    let listed: Vec<Value> = sessions
-        .iter()
-        .filter(|s| s.expires_at > now)
-        .map(session_json)
-        .collect();
-    Ok(data(Value::Array(listed)))
+    let sessions = live_sessions(&state, &username).await?;
+    Ok(data(Value::Array(
+        sessions.iter().map(session_json).collect(),
+    )))
 }
 
 /// `DELETE /api/v1/users/{user_id}/sessions`: ends all of the user's sessions.
@@ -171,14 +175,19 @@ pub async fn delete_one(
     Path((username, session_id)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
     require_admin(&caller)?;
-    let id: i64 = session_id.parse().map_err(|_| {
+    let id = session_number(&session_id)?;
+    delete(&state, &caller, ip, &username, Some(id)).await
+}
+
+/// A session's id from a path: RPort's are numbers.
+fn session_number(text: &str) -> Result<i64, ApiError> {
+    text.parse().map_err(|_| {
         ApiError::bad_request(
             "ERR_CODE_INVALID_REQUEST",
             "Invalid session ID",
-            format!("session_id must be a number, got {session_id:?}"),
+            format!("session_id must be a number, got {text:?}"),
         )
-    })?;
-    delete(&state, &caller, ip, &username, Some(id)).await
+    })
 }
 
 async fn delete(
@@ -213,4 +222,75 @@ async fn delete(
         .record(&Actor::user(&caller.username, ip), event)
         .await;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// The caller's own sessions, for the console's "My sessions": RPort's `APISession` with
+/// `current` marking the one the request came with.
+fn own_session_json(session: &SessionRecord, caller: &AuthUser) -> Value {
+    let mut shown = session_json(session);
+    if let Value::Object(fields) = &mut shown {
+        fields.insert("current".into(), json!(is_current(session, caller)));
+    }
+    shown
+}
+
+/// Whether the request came with this session's token.
+fn is_current(session: &SessionRecord, caller: &AuthUser) -> bool {
+    caller.login_session.as_deref() == Some(session.jti.as_str())
+}
+
+/// `GET /api/v1/me/sessions`: the caller's live login sessions, least recently used
+/// first, the current one marked; any user may read its own.
+pub async fn list_own(
+    StateExtractor(state): State,
+    Authenticated(caller): Authenticated,
+) -> Result<Response, ApiError> {
+    let sessions = live_sessions(&state, &caller.username).await?;
+    let listed = sessions.iter().map(|s| own_session_json(s, &caller));
+    Ok(data(Value::Array(listed.collect())))
+}
+
+/// `DELETE /api/v1/me/sessions`: ends all of the caller's sessions but the one the request
+/// came with ("log out everywhere else").
+pub async fn delete_own_others(
+    StateExtractor(state): State,
+    Authenticated(caller): Authenticated,
+    ClientIp(ip): ClientIp,
+) -> Result<StatusCode, ApiError> {
+    let sessions = live_sessions(&state, &caller.username).await?;
+    let mut ended = Vec::new();
+    for other in sessions.iter().filter(|s| !is_current(s, &caller)) {
+        let deleted = state
+            .store
+            .delete_sessions(&caller.username, Some(other.id))
+            .await
+            .map_err(ApiError::internal)?;
+        ended.extend(deleted);
+    }
+    end(&state, &ended).await?;
+    let event = Event {
+        action: "user.sessions.delete",
+        resource: &caller.username,
+        project: None,
+        success: true,
+        detail: format!("{} other sessions", ended.len()),
+    };
+    state
+        .audit
+        .record(&Actor::user(&caller.username, ip), event)
+        .await;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `DELETE /api/v1/me/sessions/{session_id}`: ends one of the caller's own sessions (the
+/// current one too: that is a logout); one that does not exist is already ended (204).
+pub async fn delete_own_one(
+    StateExtractor(state): State,
+    Authenticated(caller): Authenticated,
+    ClientIp(ip): ClientIp,
+    Path(session_id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let id = session_number(&session_id)?;
+    let username = caller.username.clone();
+    delete(&state, &caller, ip, &username, Some(id)).await
 }

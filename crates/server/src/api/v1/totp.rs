@@ -250,6 +250,7 @@ pub async fn verify(
     StateExtractor(state): State,
     Authenticated(user): Authenticated,
     ClientIp(ip): ClientIp,
+    cookie: crate::api::console::CookieMode,
     params: Params,
     headers: HeaderMap,
     body: Bytes,
@@ -339,5 +340,5 @@ pub async fn verify(
         .audit
         .record(&Actor::user(&user.username, ip), event)
         .await;
-    Ok(data(json!({ "token": token, "two_fa": null })))
+    Ok(cookie.reply(token, lifetime))
 }

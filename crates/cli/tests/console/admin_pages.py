@@ -1,0 +1,213 @@
+"""Browser checks of the console's audit log and administration pages.
+
+`run(page, base_url, shots)` drives a page that is already logged in as a server
+administrator (the harness logs in through the console's login page): it creates a user,
+a project, an agent credential and an API token through the pages, sees the secrets once,
+uses the token with the API, sees its own sessions and ends another one, finds all of it in
+the audit log, and sees this node on the cluster page. `shots` is a folder for screenshots
+or None. Every wait is bounded (Playwright's timeouts).
+"""
+
+import json
+import re
+import urllib.error
+import urllib.request
+
+from playwright.sync_api import expect
+
+TIMEOUT_MS = 10_000
+
+
+def api(base_url, method, path, authorization, body=None):
+    """Calls rportd's API outside the browser; returns (status, parsed body or None)."""
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(base_url + path, data=data, method=method)
+    if authorization:
+        request.add_header("Authorization", authorization)
+    if data is not None:
+        request.add_header("Content-Type", "application/json")
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            text = response.read().decode()
+            return response.status, (json.loads(text) if text else None)
+    except urllib.error.HTTPError as error:
+        text = error.read().decode()
+        return error.code, (json.loads(text) if text else None)
+
+
+def open_section(page, base_url, hash_route, heading):
+    page.goto(f"{base_url}/{hash_route}")
+    expect(page.get_by_role("heading", name=heading, exact=True)).to_be_visible(timeout=TIMEOUT_MS)
+
+
+def shot(page, shots, name):
+    if shots:
+        page.screenshot(path=f"{shots}/{name}.png", full_page=True)
+
+
+def confirm(page, button_name):
+    """Confirms the page's delete dialog."""
+    dialog = page.locator("dialog.confirm[open]")
+    expect(dialog).to_be_visible(timeout=TIMEOUT_MS)
+    dialog.get_by_role("button", name=button_name).click()
+
+
+def every_control_is_labelled(page):
+    """Each input, select and button in the page's main area has an accessible name."""
+    unlabelled = page.evaluate(
+        """() => [...document.querySelectorAll('main input, main select, main textarea, main button')]
+            .filter((c) => c.type !== 'hidden')
+            .filter((c) => !(c.labels && c.labels.length) && !c.getAttribute('aria-label')
+                && !(c.tagName === 'BUTTON' && c.textContent.trim()))
+            .map((c) => c.outerHTML.slice(0, 120))"""
+    )
+    assert not unlabelled, f"controls without a label: {unlabelled}"
+
+
+def fits_320_px(page):
+    """At 320 px the page itself does not scroll sideways: wide tables scroll in their box."""
+    size = page.viewport_size
+    page.set_viewport_size({"width": 320, "height": 640})
+    try:
+        page.wait_for_timeout(100)
+        wide = page.evaluate("() => document.documentElement.scrollWidth")
+        assert wide <= 322, f"the page is {wide} px wide at 320 px"
+    finally:
+        page.set_viewport_size(size)
+
+
+def check_users(page, base_url, shots):
+    open_section(page, base_url, "#/admin/users", "Users and roles")
+    form = page.get_by_role("form", name="Create a user")
+    form.get_by_label("User name").fill("carol")
+    form.get_by_label("Password", exact=True).fill("carol-password-1")
+    form.get_by_label("Role in default").select_option("tunnels")
+    form.get_by_role("button", name="Create user").click()
+    row = page.locator('tr[data-user="carol"]')
+    expect(row).to_contain_text("default: tunnels", timeout=TIMEOUT_MS)
+    # Changing a role in place.
+    row.get_by_role("button", name="Edit carol").click()
+    edit = page.get_by_role("form", name="Edit user carol")
+    edit.get_by_label("Role in default").select_option("viewer")
+    edit.get_by_role("button", name="Save").click()
+    expect(page.locator('tr[data-user="carol"]')).to_contain_text("default: viewer", timeout=TIMEOUT_MS)
+    every_control_is_labelled(page)
+    shot(page, shots, "admin-users")
+    fits_320_px(page)
+
+
+def check_projects(page, base_url, shots):
+    open_section(page, base_url, "#/admin/projects", "Projects")
+    form = page.get_by_role("form", name="Create a project")
+    form.get_by_label("Key").fill("lab")
+    form.get_by_label("Name").fill("The lab")
+    form.get_by_role("button", name="Create project").click()
+    expect(page.locator('tr[data-project="lab"]')).to_contain_text("The lab", timeout=TIMEOUT_MS)
+    every_control_is_labelled(page)
+    shot(page, shots, "admin-projects")
+
+
+def check_credentials(page, base_url, shots, authorization):
+    open_section(page, base_url, "#/admin/credentials", "Agent credentials")
+    form = page.get_by_role("form", name="Create an agent credential")
+    form.get_by_label("Credential id").fill("edge-1")
+    form.get_by_role("button", name="Create credential").click()
+    once = page.get_by_role("region", name="Password of credential edge-1")
+    expect(once).to_contain_text("won't be shown again", timeout=TIMEOUT_MS)
+    password = once.locator("code.secret").inner_text().strip()
+    assert len(password) >= 24, password
+    expect(once.get_by_role("button", name="Copy")).to_be_visible()
+    expect(page.locator('tr[data-credential="edge-1"]')).to_be_visible()
+    shot(page, shots, "admin-credentials")
+    once.get_by_role("button", name="I have copied it").click()
+    expect(once).to_have_count(0)
+    # Never again: not on the page after a reload, not from the API.
+    page.reload()
+    expect(page.locator('tr[data-credential="edge-1"]')).to_be_visible(timeout=TIMEOUT_MS)
+    assert password not in page.content()
+    status, body = api(base_url, "GET", "/api/v1/clients-auth/edge-1", authorization)
+    assert status == 200 and "password" not in body["data"], body
+    # Deleting asks first.
+    page.locator('tr[data-credential="edge-1"]').get_by_role("button", name="Delete credential edge-1").click()
+    confirm(page, "Delete")
+    expect(page.locator('tr[data-credential="edge-1"]')).to_have_count(0, timeout=TIMEOUT_MS)
+
+
+def check_tokens(page, base_url, shots):
+    open_section(page, base_url, "#/admin/tokens", "My API tokens")
+    form = page.get_by_role("form", name="Create an API token")
+    form.get_by_label("Name").fill("ci-script")
+    form.get_by_label("Scope").select_option("read")
+    form.get_by_role("button", name="Create token").click()
+    once = page.get_by_role("region", name="API token ci-script")
+    expect(once).to_contain_text("won't be shown again", timeout=TIMEOUT_MS)
+    token = once.locator("code.secret").inner_text().strip()
+    status, body = api(base_url, "GET", "/api/v1/me", f"Bearer {token}")
+    assert status == 200 and body["data"]["api_token"] is True, (status, body)
+    assert body["data"]["scope"] == "read", body
+    shot(page, shots, "admin-tokens")
+    page.reload()
+    expect(page.locator("tr[data-token]")).to_contain_text("ci-script", timeout=TIMEOUT_MS)
+    assert token not in page.content()
+    return token
+
+
+def check_sessions(page, base_url, shots, username, password):
+    # Another login of the same user, as a script would make.
+    status, body = api(base_url, "POST", "/api/v1/login", None, {"username": username, "password": password})
+    assert status == 200, (status, body)
+    other = f"Bearer {body['data']['token']}"
+    open_section(page, base_url, "#/admin/sessions", "My sessions")
+    current = page.locator("tr.current")
+    expect(current).to_have_count(1, timeout=TIMEOUT_MS)
+    expect(current).to_contain_text("this session")
+    expect(page.locator("tbody tr[data-session]")).to_have_count(2, timeout=TIMEOUT_MS)
+    every_control_is_labelled(page)
+    shot(page, shots, "admin-sessions")
+    page.get_by_role("button", name="End all other sessions").click()
+    confirm(page, "End other sessions")
+    expect(page.locator("tbody tr[data-session]")).to_have_count(1, timeout=TIMEOUT_MS)
+    status, _ = api(base_url, "GET", "/api/v1/me", other)
+    assert status == 401, status
+
+
+def check_cluster(page, base_url, shots):
+    open_section(page, base_url, "#/admin/cluster", "Cluster nodes")
+    row = page.locator("tr.current[data-node]")
+    expect(row).to_have_count(1, timeout=TIMEOUT_MS)
+    expect(row).to_contain_text("this node")
+    shot(page, shots, "admin-cluster")
+
+
+def check_audit(page, base_url, shots, username):
+    open_section(page, base_url, "#/audit", "Audit log")
+    form = page.get_by_role("search", name="Filter the audit log")
+    form.get_by_label("Action").fill("user.create")
+    form.get_by_label("User").fill(username)
+    form.get_by_role("button", name="Filter").click()
+    entries = page.get_by_role("region", name="Audit log entries")
+    expect(entries).to_contain_text("carol", timeout=TIMEOUT_MS)
+    expect(entries.locator("tbody tr")).to_have_count(1)
+    # Everything done above is there, newest first.
+    form.get_by_role("button", name="Clear").click()
+    for action in ["user.sessions.delete", "token.create", "clientauth.delete", "clientauth.create", "project.create", "user.update"]:
+        expect(entries).to_contain_text(action, timeout=TIMEOUT_MS)
+    expect(page.get_by_role("navigation", name="Audit log pages")).to_contain_text(re.compile(r"of \d+"))
+    every_control_is_labelled(page)
+    shot(page, shots, "audit")
+    fits_320_px(page)
+
+
+def run(page, base_url, shots, username, password, authorization):
+    """All checks in order; each later one finds the earlier ones' actions in the audit log.
+
+    `authorization` is an `Authorization` value of the same administrator for calls made
+    outside the browser."""
+    page.set_default_timeout(TIMEOUT_MS)
+    check_users(page, base_url, shots)
+    check_projects(page, base_url, shots)
+    check_credentials(page, base_url, shots, authorization)
+    check_tokens(page, base_url, shots)
+    check_sessions(page, base_url, shots, username, password)
+    check_cluster(page, base_url, shots)
+    check_audit(page, base_url, shots, username)
