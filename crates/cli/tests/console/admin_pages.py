@@ -198,6 +198,42 @@ def check_audit(page, base_url, shots, username):
     fits_320_px(page)
 
 
+def log_in(page, base_url, username, password):
+    """Logs in through the console's login page."""
+    page.goto(f"{base_url}/#/login")
+    page.get_by_label("User name").fill(username)
+    page.get_by_label("Password").fill(password)
+    page.get_by_role("button", name="Log in").click()
+    page.wait_for_url("**#/devices", timeout=TIMEOUT_MS)
+
+
+def check_viewer(page, base_url):
+    """A user with only a viewer role (carol, made by check_users) is offered no write
+    controls and no admin-only sections; the API refuses them anyway."""
+    open_section(page, base_url, "#/admin", "Administration")
+    sections = page.get_by_role("navigation", name="Administration sections")
+    expect(sections).to_contain_text("My sessions", timeout=TIMEOUT_MS)
+    for hidden in ["Users and roles", "Cluster nodes"]:
+        expect(sections.get_by_role("link", name=hidden)).to_have_count(0)
+    page.goto(f"{base_url}/#/admin/users")
+    expect(page.locator('tr[data-user]')).to_have_count(0)
+    for section, heading in [("projects", "Projects"), ("credentials", "Agent credentials")]:
+        open_section(page, base_url, f"#/admin/{section}", heading)
+        expect(page.locator("main form")).to_have_count(0)
+        expect(page.get_by_role("button", name=re.compile("^Delete"))).to_have_count(0)
+    # Her own tokens and sessions are hers to manage.
+    open_section(page, base_url, "#/admin/tokens", "My API tokens")
+    expect(page.get_by_role("form", name="Create an API token")).to_be_visible()
+    # The audit log shows her own entries only, without a user filter.
+    open_section(page, base_url, "#/audit", "Audit log")
+    form = page.get_by_role("search", name="Filter the audit log")
+    expect(form.get_by_label("User")).to_have_count(0)
+    entries = page.get_by_role("region", name="Audit log entries")
+    expect(entries.locator("tbody tr").first).to_be_visible(timeout=TIMEOUT_MS)
+    users = entries.locator("tbody tr td:nth-child(2)").all_inner_texts()
+    assert users and all(u == "carol" for u in users), users
+
+
 def run(page, base_url, shots, username, password, authorization):
     """All checks in order; each later one finds the earlier ones' actions in the audit log.
 
@@ -211,3 +247,9 @@ def run(page, base_url, shots, username, password, authorization):
     check_sessions(page, base_url, shots, username, password)
     check_cluster(page, base_url, shots)
     check_audit(page, base_url, shots, username)
+
+
+def run_as_viewer(page, base_url):
+    """After `run`: logs in as carol, whom `run` made a viewer in project default."""
+    log_in(page, base_url, "carol", "carol-password-1")
+    check_viewer(page, base_url)

@@ -53,6 +53,34 @@ const FILES: &[(&str, &[u8])] = &[
         "pages/admin.js",
         include_bytes!("../../console/pages/admin.js"),
     ),
+    (
+        "pages/admin/common.js",
+        include_bytes!("../../console/pages/admin/common.js"),
+    ),
+    (
+        "pages/admin/users.js",
+        include_bytes!("../../console/pages/admin/users.js"),
+    ),
+    (
+        "pages/admin/projects.js",
+        include_bytes!("../../console/pages/admin/projects.js"),
+    ),
+    (
+        "pages/admin/credentials.js",
+        include_bytes!("../../console/pages/admin/credentials.js"),
+    ),
+    (
+        "pages/admin/tokens.js",
+        include_bytes!("../../console/pages/admin/tokens.js"),
+    ),
+    (
+        "pages/admin/sessions.js",
+        include_bytes!("../../console/pages/admin/sessions.js"),
+    ),
+    (
+        "pages/admin/cluster.js",
+        include_bytes!("../../console/pages/admin/cluster.js"),
+    ),
 ];
 
 /// Each file's `ETag`: browsers ask again every time (`no-cache`) and get a 304 while
