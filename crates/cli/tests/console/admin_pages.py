@@ -42,6 +42,8 @@ def open_section(page, base_url, hash_route, heading):
 
 def shot(page, shots, name):
     if shots:
+        # The messages of earlier steps would cover the page.
+        page.evaluate("() => document.getElementById('messages')?.replaceChildren()")
         page.screenshot(path=f"{shots}/{name}.png", full_page=True)
 
 
@@ -179,7 +181,7 @@ def check_cluster(page, base_url, shots):
     shot(page, shots, "admin-cluster")
 
 
-def check_audit(page, base_url, shots, username):
+def check_audit(page, base_url, shots, username, authorization):
     open_section(page, base_url, "#/audit", "Audit log")
     form = page.get_by_role("search", name="Filter the audit log")
     form.get_by_label("Action").fill("user.create")
@@ -192,10 +194,38 @@ def check_audit(page, base_url, shots, username):
     form.get_by_role("button", name="Clear").click()
     for action in ["user.sessions.delete", "token.create", "clientauth.delete", "clientauth.create", "project.create", "user.update"]:
         expect(entries).to_contain_text(action, timeout=TIMEOUT_MS)
-    expect(page.get_by_role("navigation", name="Audit log pages")).to_contain_text(re.compile(r"of \d+"))
+    pages = page.get_by_role("navigation", name="Audit log pages")
+    expect(pages).to_contain_text(re.compile(r"of \d+"))
     every_control_is_labelled(page)
     shot(page, shots, "audit")
     fits_320_px(page)
+
+    # Oldest first, by the time column's sort button.
+    entries.get_by_role("button", name="Time").click()
+    expect(entries.locator("th[aria-sort=ascending]")).to_have_count(1, timeout=TIMEOUT_MS)
+    # A client nobody has: nothing matches.
+    form.get_by_label("Client").fill("no-such-client")
+    form.get_by_role("button", name="Filter").click()
+    expect(entries).to_contain_text("No entries match.", timeout=TIMEOUT_MS)
+    # Paging: enough entries for two pages of 10.
+    for n in range(11):
+        status, body = api(base_url, "POST", "/api/v1/projects", authorization, {"key": f"paging-{n}"})
+        assert status == 201, (status, body)
+    form.get_by_role("button", name="Clear").click()
+    form.get_by_label("Action").fill("project.create")
+    form.get_by_label("Rows per page").select_option("10")
+    form.get_by_role("button", name="Filter").click()
+    expect(pages).to_contain_text(re.compile(r"1–10 of \d+"), timeout=TIMEOUT_MS)
+    total = int(re.search(r"of (\d+)", pages.inner_text()).group(1))
+    assert total >= 12, total
+    expect(entries.locator("tbody tr")).to_have_count(10)
+    pages.get_by_role("button", name="Next").click()
+    expect(pages).to_contain_text(f"11–{min(20, total)} of {total}", timeout=TIMEOUT_MS)
+    expect(entries.locator("tbody tr")).to_have_count(min(20, total) - 10)
+    if total <= 20:
+        expect(pages.get_by_role("button", name="Next")).to_be_disabled()
+    pages.get_by_role("button", name="Previous").click()
+    expect(pages).to_contain_text(f"1–10 of {total}", timeout=TIMEOUT_MS)
 
 
 def log_in(page, base_url, username, password):
@@ -246,7 +276,7 @@ def run(page, base_url, shots, username, password, authorization):
     check_tokens(page, base_url, shots)
     check_sessions(page, base_url, shots, username, password)
     check_cluster(page, base_url, shots)
-    check_audit(page, base_url, shots, username)
+    check_audit(page, base_url, shots, username, authorization)
 
 
 def run_as_viewer(page, base_url):
