@@ -8,6 +8,7 @@ mod brute_force;
 mod client_attributes;
 mod client_object;
 mod cluster;
+mod console;
 mod fallback;
 mod faults;
 mod hostile_agent;

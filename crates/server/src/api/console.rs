@@ -174,13 +174,24 @@ async fn file(path: &str, method: &Method, headers: &HeaderMap) -> Result<Respon
 /// Adds to every answer the headers that keep browsers from framing it, guessing its
 /// type or leaking its address; the API's own answers (JSON, the console) also get the
 /// content security policy. A web UI from `[api] doc_root` brings its own policy.
+/// A script's request in a browser (`Sec-Fetch-Mode` other than `navigate`) gets its 401
+/// without `WWW-Authenticate`: the browser would otherwise hold the request behind its
+/// own password dialog instead of letting the console show its login page.
 pub async fn security_headers(
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
     let is_api = request.uri().path().starts_with("/api/");
+    let from_script = request
+        .headers()
+        .get("sec-fetch-mode")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|mode| mode != "navigate");
     let mut response = next.run(request).await;
     let headers = response.headers_mut();
+    if from_script {
+        headers.remove(header::WWW_AUTHENTICATE);
+    }
     let defaults = [
         (header::X_FRAME_OPTIONS, "DENY"),
         (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
