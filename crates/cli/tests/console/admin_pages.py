@@ -1,19 +1,28 @@
-"""Browser checks of the console's audit log and administration pages.
+"""Browser checks of the console's audit log and administration pages, run by
+crates/cli/tests/e2e/console_admin.rs against a real rportd whose agent credentials are
+kept in its database (so that they can be made in the console).
 
-`run(page, base_url, shots)` drives a page that is already logged in as a server
-administrator (the harness logs in through the console's login page): it creates a user,
+Environment (set by the Rust test):
+  CONSOLE_URL          the API's base URL, e.g. http://127.0.0.1:PORT
+  CONSOLE_ADMIN        user:password of a server administrator
+  CONSOLE_SCREENSHOTS  optional: a folder to write page screenshots to
+  CHROMIUM             optional: the browser binary (default /usr/bin/chromium)
+
+`run(page, base_url, shots, ...)` drives a page logged in as that administrator: it creates a user,
 a project, an agent credential and an API token through the pages, sees the secrets once,
 uses the token with the API, sees its own sessions and ends another one, finds all of it in
 the audit log, and sees this node on the cluster page. `shots` is a folder for screenshots
 or None. Every wait is bounded (Playwright's timeouts).
 """
 
+import base64
 import json
+import os
 import re
 import urllib.error
 import urllib.request
 
-from playwright.sync_api import expect
+from playwright.sync_api import expect, sync_playwright
 
 TIMEOUT_MS = 10_000
 
@@ -189,7 +198,9 @@ def check_audit(page, base_url, shots, username, authorization):
     form.get_by_role("button", name="Filter").click()
     entries = page.get_by_role("region", name="Audit log entries")
     expect(entries).to_contain_text("carol", timeout=TIMEOUT_MS)
-    expect(entries.locator("tbody tr")).to_have_count(1)
+    actions = entries.locator("tbody tr td:nth-child(4)").all_inner_texts()
+    users = entries.locator("tbody tr td:nth-child(2)").all_inner_texts()
+    assert set(actions) == {"user.create"} and set(users) == {username}, (actions, users)
     # Everything done above is there, newest first.
     form.get_by_role("button", name="Clear").click()
     for action in ["user.sessions.delete", "token.create", "clientauth.delete", "clientauth.create", "project.create", "user.update"]:
@@ -283,3 +294,48 @@ def run_as_viewer(page, base_url):
     """After `run`: logs in as carol, whom `run` made a viewer in project default."""
     log_in(page, base_url, "carol", "carol-password-1")
     check_viewer(page, base_url)
+
+
+ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]
+
+
+def main():
+    base_url = os.environ["CONSOLE_URL"].rstrip("/")
+    username, password = os.environ["CONSOLE_ADMIN"].split(":", 1)
+    shots = os.environ.get("CONSOLE_SCREENSHOTS")
+    if shots:
+        os.makedirs(shots, exist_ok=True)
+    authorization = "Basic " + base64.b64encode(f"{username}:{password}".encode()).decode()
+    errors = []
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=os.environ.get("CHROMIUM", "/usr/bin/chromium"), args=ARGS, headless=True)
+        try:
+            for who in ["admin", "viewer"]:
+                context = browser.new_context(viewport={"width": 1280, "height": 800})
+                page = context.new_page()
+                page.on("pageerror", lambda error: errors.append(str(error)))
+                # 4xx answers are logged as "Failed to load resource"; they are expected.
+                page.on("console", lambda msg: msg.type == "error"
+                        and not msg.text.startswith("Failed to load resource")
+                        and errors.append(msg.text))
+                page.set_default_timeout(TIMEOUT_MS)
+                if who == "admin":
+                    print("== administration and audit log as a server administrator", flush=True)
+                    log_in(page, base_url, username, password)
+                    run(page, base_url, shots, username, password, authorization)
+                else:
+                    print("== a viewer is offered no write controls", flush=True)
+                    run_as_viewer(page, base_url)
+                context.close()
+            assert not errors, f"errors in the page: {errors}"
+        finally:
+            browser.close()
+    print("CONSOLE_ADMIN_OK", flush=True)
+
+
+if __name__ == "__main__":
+    main()

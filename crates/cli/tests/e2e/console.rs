@@ -20,12 +20,12 @@ const AGENT_ID: &str = "console-demo-1";
 const VIEWER: &str = "vera";
 const VIEWER_PASSWORD: &str = "vera-long-password-1";
 
-fn workspace() -> PathBuf {
+pub(crate) fn workspace() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
 /// The venv's python: `CONSOLE_PYTHON`, else `console-venv` in the target folder.
-fn python() -> PathBuf {
+pub(crate) fn python() -> PathBuf {
     if let Some(python) = std::env::var_os("CONSOLE_PYTHON") {
         return python.into();
     }
@@ -35,14 +35,14 @@ fn python() -> PathBuf {
     target.join("console-venv/bin/python")
 }
 
-fn chromium() -> PathBuf {
+pub(crate) fn chromium() -> PathBuf {
     std::env::var_os("CHROMIUM")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("/usr/bin/chromium"))
 }
 
 /// Whether the browser and Playwright are there; says how to get them when not.
-fn browser_ready() -> bool {
+pub(crate) fn browser_ready() -> bool {
     let python = python();
     let playwright = python.exists()
         && Command::new(&python)

@@ -9,6 +9,7 @@ mod client_attributes;
 mod client_object;
 mod cluster;
 mod console;
+mod console_admin;
 mod fallback;
 mod faults;
 mod hostile_agent;
