@@ -102,6 +102,12 @@ def check_users(page, base_url, shots):
     edit.get_by_label("Role in default").select_option("viewer")
     edit.get_by_role("button", name="Save").click()
     expect(page.locator('tr[data-user="carol"]')).to_contain_text("default: viewer", timeout=TIMEOUT_MS)
+    # An error of the API is said in the live message region.
+    form.get_by_label("User name").fill("carol")
+    form.get_by_label("Password", exact=True).fill("carol-password-2")
+    form.get_by_role("button", name="Create user").click()
+    expect(page.locator("#messages [role=alert]")).to_contain_text("exists already", timeout=TIMEOUT_MS)
+    form.get_by_label("Password", exact=True).fill("")
     every_control_is_labelled(page)
     shot(page, shots, "admin-users")
     fits_320_px(page)
@@ -129,6 +135,7 @@ def check_credentials(page, base_url, shots, authorization):
     assert len(password) >= 24, password
     expect(once.get_by_role("button", name="Copy")).to_be_visible()
     expect(page.locator('tr[data-credential="edge-1"]')).to_be_visible()
+    every_control_is_labelled(page)
     shot(page, shots, "admin-credentials")
     once.get_by_role("button", name="I have copied it").click()
     expect(once).to_have_count(0)
@@ -156,6 +163,7 @@ def check_tokens(page, base_url, shots):
     status, body = api(base_url, "GET", "/api/v1/me", f"Bearer {token}")
     assert status == 200 and body["data"]["api_token"] is True, (status, body)
     assert body["data"]["scope"] == "read", body
+    every_control_is_labelled(page)
     shot(page, shots, "admin-tokens")
     page.reload()
     expect(page.locator("tr[data-token]")).to_contain_text("ci-script", timeout=TIMEOUT_MS)
