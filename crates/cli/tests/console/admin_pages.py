@@ -166,8 +166,25 @@ def check_tokens(page, base_url, shots):
     every_control_is_labelled(page)
     shot(page, shots, "admin-tokens")
     page.reload()
-    expect(page.locator("tr[data-token]")).to_contain_text("ci-script", timeout=TIMEOUT_MS)
+    row = page.locator("tr[data-token]")
+    expect(row).to_contain_text("ci-script", timeout=TIMEOUT_MS)
     assert token not in page.content()
+    # Changed: renamed and given write scope; the same token then writes.
+    row.get_by_role("button", name="Change token ci-script").click()
+    edit = page.get_by_role("form", name="Change token ci-script")
+    edit.get_by_label("Name").fill("ci-deploy")
+    edit.get_by_label("Scope").select_option("read+write")
+    edit.get_by_role("button", name="Save").click()
+    expect(row).to_contain_text("ci-deploy", timeout=TIMEOUT_MS)
+    expect(row).to_contain_text("read+write")
+    status, body = api(base_url, "GET", "/api/v1/me", f"Bearer {token}")
+    assert status == 200 and body["data"]["scope"] == "read+write", (status, body)
+    # Deleted: refused from then on.
+    row.get_by_role("button", name="Delete token ci-deploy").click()
+    confirm(page, "Delete")
+    expect(page.locator("tr[data-token]")).to_have_count(0, timeout=TIMEOUT_MS)
+    status, _ = api(base_url, "GET", "/api/v1/me", f"Bearer {token}")
+    assert status == 401, status
     return token
 
 
@@ -211,7 +228,7 @@ def check_audit(page, base_url, shots, username, authorization):
     assert set(actions) == {"user.create"} and set(users) == {username}, (actions, users)
     # Everything done above is there, newest first.
     form.get_by_role("button", name="Clear").click()
-    for action in ["user.sessions.delete", "token.create", "clientauth.delete", "clientauth.create", "project.create", "user.update"]:
+    for action in ["user.sessions.delete", "token.delete", "token.update", "token.create", "clientauth.delete", "clientauth.create", "project.create", "user.update"]:
         expect(entries).to_contain_text(action, timeout=TIMEOUT_MS)
     pages = page.get_by_role("navigation", name="Audit log pages")
     expect(pages).to_contain_text(re.compile(r"of \d+"))
