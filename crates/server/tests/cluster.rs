@@ -424,12 +424,15 @@ async fn any_node_answers_for_an_agent_held_by_another() {
     );
     assert_eq!(through(port, b"stored across").await, b"stored across");
 
-    // Each node reaches the other, as its status says.
+    // Each node reaches the other, as its status says, and A's status counts the agent
+    // B holds under B (the console's cluster page).
     a.until_status("reaching node-b", |status| {
         status["cluster"]["nodes"].as_array().is_some_and(|nodes| {
-            nodes
+            nodes.iter().any(|n| {
+                n["id"] == "node-b" && n["reachable"] == true && n["clients_connected"] == 1
+            }) && nodes
                 .iter()
-                .any(|n| n["id"] == "node-b" && n["reachable"] == true)
+                .any(|n| n["id"] == "node-a" && n["clients_connected"] == 0)
         })
     })
     .await;

@@ -8,6 +8,8 @@ mod brute_force;
 mod client_attributes;
 mod client_object;
 mod cluster;
+mod console;
+mod console_admin;
 mod fallback;
 mod faults;
 mod hostile_agent;

@@ -137,7 +137,8 @@ export async function render(main, ctx) {
     };
   }
 
-  const columns = [
+  // Made again for each load: the sort marks follow the current sort.
+  const columns = () => [
     { key: 'timestamp', label: 'Time', render: (row) => formatTime(row.timestamp), sort: sortOf('timestamp'), onSort: sortBy('timestamp') },
     { key: 'username', label: 'User', sort: sortOf('username'), onSort: sortBy('username') },
     { key: 'remote_ip', label: 'Address' },
@@ -163,7 +164,7 @@ export async function render(main, ctx) {
         load();
         return;
       }
-      results.replaceChildren(table(columns, rows, { label: 'Audit log entries', empty: 'No entries match.' }));
+      results.replaceChildren(table(columns(), rows, { label: 'Audit log entries', empty: 'No entries match.' }));
       const first = rows.length ? state.offset + 1 : 0;
       summary.textContent = `${first}–${state.offset + rows.length} of ${count}`;
       previous.disabled = state.offset === 0;

@@ -53,6 +53,34 @@ const FILES: &[(&str, &[u8])] = &[
         "pages/admin.js",
         include_bytes!("../../console/pages/admin.js"),
     ),
+    (
+        "pages/admin/common.js",
+        include_bytes!("../../console/pages/admin/common.js"),
+    ),
+    (
+        "pages/admin/users.js",
+        include_bytes!("../../console/pages/admin/users.js"),
+    ),
+    (
+        "pages/admin/projects.js",
+        include_bytes!("../../console/pages/admin/projects.js"),
+    ),
+    (
+        "pages/admin/credentials.js",
+        include_bytes!("../../console/pages/admin/credentials.js"),
+    ),
+    (
+        "pages/admin/tokens.js",
+        include_bytes!("../../console/pages/admin/tokens.js"),
+    ),
+    (
+        "pages/admin/sessions.js",
+        include_bytes!("../../console/pages/admin/sessions.js"),
+    ),
+    (
+        "pages/admin/cluster.js",
+        include_bytes!("../../console/pages/admin/cluster.js"),
+    ),
 ];
 
 /// Each file's `ETag`: browsers ask again every time (`no-cache`) and get a 304 while
@@ -146,13 +174,24 @@ async fn file(path: &str, method: &Method, headers: &HeaderMap) -> Result<Respon
 /// Adds to every answer the headers that keep browsers from framing it, guessing its
 /// type or leaking its address; the API's own answers (JSON, the console) also get the
 /// content security policy. A web UI from `[api] doc_root` brings its own policy.
+/// A script's request in a browser (`Sec-Fetch-Mode` other than `navigate`) gets its 401
+/// without `WWW-Authenticate`: the browser would otherwise hold the request behind its
+/// own password dialog instead of letting the console show its login page.
 pub async fn security_headers(
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
     let is_api = request.uri().path().starts_with("/api/");
+    let from_script = request
+        .headers()
+        .get("sec-fetch-mode")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|mode| mode != "navigate");
     let mut response = next.run(request).await;
     let headers = response.headers_mut();
+    if from_script {
+        headers.remove(header::WWW_AUTHENTICATE);
+    }
     let defaults = [
         (header::X_FRAME_OPTIONS, "DENY"),
         (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),

@@ -164,9 +164,14 @@ async fn a_cookie_login_sets_an_httponly_strict_cookie_the_api_takes_and_logout_
     let after = server
         .call(Method::GET, "/api/v1/me")
         .header("cookie", &jar)
+        .header("sec-fetch-mode", "cors")
         .send()
         .await;
     assert_eq!(after.status, 401);
+    // No password dialog in the browser over the console's login page.
+    assert_eq!(after.header("www-authenticate"), "");
+    let scripted = server.call(Method::GET, "/api/v1/me").send().await;
+    assert!(scripted.header("www-authenticate").starts_with("Basic"));
 }
 
 #[tokio::test]

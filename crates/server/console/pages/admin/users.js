@@ -13,13 +13,15 @@ function rolesText(roles) {
 
 // One select per project: no role, viewer, tunnels or admin. Returns [node, read()].
 function roleEditor(projects, roles, disabled) {
-  const pairs = projects.map((project) => {
-    const [wrap, select] = field(`Role in ${project.key}`, {
-      tag: 'select', name: `role-${project.key}`, disabled,
-      options: [['', 'no role', !roles[project.key]],
-        ...ROLES.map((role) => [role, role, roles[project.key] === role])],
+  // Projects the list does not show (one deleted since) keep their roles unless changed.
+  const keys = [...new Set([...projects.map((p) => p.key), ...Object.keys(roles)])];
+  const pairs = keys.map((key) => {
+    const [wrap, select] = field(`Role in ${key}`, {
+      tag: 'select', name: `role-${key}`, disabled,
+      options: [['', 'no role', !roles[key]],
+        ...ROLES.map((role) => [role, role, roles[key] === role])],
     });
-    return [project.key, wrap, select];
+    return [key, wrap, select];
   });
   const node = el('fieldset', { class: 'roles' }, el('legend', {}, 'Roles per project'),
     pairs.length ? pairs.map(([, wrap]) => wrap) : el('p', {}, 'No projects yet.'));
