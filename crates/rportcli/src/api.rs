@@ -81,6 +81,9 @@ fn hint_for(code: &str) -> &'static str {
         "ERR_CODE_LOCAL_PORT_IN_USE" | "ERR_CODE_TUNNEL_EXIST" => {
             " (leave out -l to get a free port, or choose another)"
         }
+        "ERR_CODE_TUNNEL_TO_PORT_EXIST" => {
+            " (a tunnel to this target with this ACL is open: see `rportcli tunnel list`)"
+        }
         "ERR_CODE_NO_FREE_PORT" => " (close tunnels you no longer need, or widen used_ports)",
         "ERR_CODE_INVALID_ACL" => " (-a takes addresses and networks, e.g. 203.0.113.7,10.0.0.0/8)",
         "ERR_CODE_FORBIDDEN" => " (your user lacks the role for this: ask an administrator)",

@@ -249,3 +249,85 @@ pub enum PortTunnelCommand {
     /// Close a port tunnel.
     Delete { id: String },
 }
+
+/// Options that take a value, before `ssh`'s target: the global ones and ssh's own.
+const OPTIONS_WITH_VALUES: &[&str] = &[
+    "-o",
+    "--output",
+    "--timeout",
+    "--project",
+    "-r",
+    "--remote",
+    "-a",
+    "--acl",
+];
+
+/// Everything after `rportcli ssh`'s target belongs to ssh, even what looks like
+/// rportcli's own flags (`-o StrictHostKeyChecking=no`, `-v`): a `--` goes in after it.
+pub fn ssh_arguments_apart(args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
+    let texts: Vec<Option<&str>> = args.iter().map(|a| a.to_str()).collect();
+    let mut index = 1;
+    let mut in_ssh = false;
+    while index < texts.len() {
+        let Some(text) = texts[index] else {
+            return args;
+        };
+        if text == "--" {
+            return args;
+        }
+        if text.starts_with('-') {
+            index += if OPTIONS_WITH_VALUES.contains(&text) {
+                2
+            } else {
+                1
+            };
+            continue;
+        }
+        if !in_ssh {
+            if text != "ssh" {
+                return args;
+            }
+            in_ssh = true;
+            index += 1;
+            continue;
+        }
+        // The target.
+        let mut apart = args;
+        apart.insert(index + 1, "--".into());
+        return apart;
+    }
+    args
+}
+
+/// The command line, with [`ssh_arguments_apart`] applied.
+pub fn parse() -> Cli {
+    use clap::Parser;
+    Cli::parse_from(ssh_arguments_apart(std::env::args_os().collect()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn apart(line: &str) -> Vec<String> {
+        ssh_arguments_apart(line.split(' ').map(Into::into).collect())
+            .into_iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect()
+    }
+
+    #[test]
+    fn ssh_options_after_the_target_stay_ssh_options() {
+        assert_eq!(
+            apart("rportcli -o json ssh -r 2222 root@dev -o X=y -v ls"),
+            "rportcli -o json ssh -r 2222 root@dev -- -o X=y -v ls"
+                .split(' ')
+                .collect::<Vec<_>>()
+        );
+        assert_eq!(
+            apart("rportcli tunnel list -o json"),
+            ["rportcli", "tunnel", "list", "-o", "json"]
+        );
+        assert_eq!(apart("rportcli ssh"), ["rportcli", "ssh"]);
+    }
+}

@@ -1,10 +1,8 @@
 //! The `rportcli` binary: parses the command line, runs it, and turns an error into a
 //! message on stderr and a non-zero exit code.
 
-use clap::Parser;
-
 fn main() {
-    let cli = rportcli::cli::Cli::parse();
+    let cli = rportcli::cli::parse();
     match rportcli::commands::run(cli) {
         Ok(code) => std::process::exit(code),
         Err(err) => {

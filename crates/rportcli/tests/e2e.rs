@@ -100,7 +100,7 @@ fn password_env(server: &Rportd) -> [(&'static str, String); 3] {
     ]
 }
 
-fn as_refs(env: &[(&'static str, String)]) -> Vec<(&'static str, &str)> {
+fn as_refs<'a>(env: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> {
     env.iter().map(|(k, v)| (*k, v.as_str())).collect()
 }
 
