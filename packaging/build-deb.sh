@@ -70,13 +70,13 @@ arch=$(dpkg --print-architecture)
 if [ "$build" = 1 ]; then
     command -v cargo >/dev/null || die "cargo not found (or use --no-build)"
     if [ "$profile" = release ]; then
-        (cd "$root" && cargo build --release -p rport-cli)
+        (cd "$root" && cargo build --release -p rport-cli -p rportcli)
     else
-        (cd "$root" && cargo build -p rport-cli)
+        (cd "$root" && cargo build -p rport-cli -p rportcli)
     fi
 fi
 bin_dir=$target_dir/$profile
-for bin in rportd rport; do
+for bin in rportd rport rportcli; do
     [ -x "$bin_dir/$bin" ] || die "$bin_dir/$bin not found; build it or drop --no-build"
 done
 
@@ -107,12 +107,18 @@ build_package() {
 
     install -d -m 0755 "$pkg/DEBIAN" "$pkg/usr/bin" "$pkg/lib/systemd/system" \
         "$pkg/etc/rport" "$pkg/usr/share/doc/$name"
-    install -m 0755 "$bin_dir/$name" "$pkg/usr/bin/$name"
-    if command -v strip >/dev/null; then
-        strip --strip-unneeded "$pkg/usr/bin/$name"
-    else
-        echo "build-deb: strip not found; $name is packaged unstripped" >&2
-    fi
+    local bins=("$name")
+    # The operators' command-line client comes with the server.
+    [ "$name" = rportd ] && bins+=(rportcli)
+    local bin
+    for bin in "${bins[@]}"; do
+        install -m 0755 "$bin_dir/$bin" "$pkg/usr/bin/$bin"
+        if command -v strip >/dev/null; then
+            strip --strip-unneeded "$pkg/usr/bin/$bin"
+        else
+            echo "build-deb: strip not found; $bin is packaged unstripped" >&2
+        fi
+    done
     install -m 0644 "$unit" "$pkg/lib/systemd/system/$name.service"
     config_with_data_dir "$example" "$data_dir" "$pkg/etc/rport/$name.conf"
     install -m 0644 "$root/README.md" "$pkg/usr/share/doc/$name/README.md"
@@ -268,6 +274,7 @@ build_package rportd "self-hosted remote access server" \
 "rportd is the server of rport: devices running the rport agent connect out to
 it over TLS 1.3, and operators open on-demand TCP, UDP and HTTP proxy tunnels to
 those devices through its REST API (compatible with RPort's API and configuration).
+It comes with rportcli, the command-line client RPort's users know.
 
 The package installs a hardened systemd unit, enabled but not started, and a
 configuration in /etc/rport/rportd.conf keeping its state in /var/lib/rportd."

@@ -120,6 +120,11 @@ check_package() {
         fail "$name: unit has an unexpected ExecStart"
     "$x/usr/bin/$name" --version | grep -qx "$name $version" ||
         fail "$name: packaged binary does not report version $version"
+    if [ "$name" = rportd ]; then
+        expect_file -rwxr-xr-x /usr/bin/rportcli
+        "$x/usr/bin/rportcli" --version | grep -qx "rportcli $version" ||
+            fail "rportd: packaged rportcli does not report version $version"
+    fi
     if command -v readelf >/dev/null && readelf -S "$x/usr/bin/$name" | grep -q '\.debug_info'; then
         fail "$name: packaged binary is not stripped"
     fi

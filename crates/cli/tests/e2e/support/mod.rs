@@ -147,6 +147,29 @@ pub struct Rportd {
     pub auth_header: String,
 }
 
+/// The path of rport-cli's binary `name`: cargo hands it to rport-cli's own tests
+/// (`own`); other packages' tests that borrow this harness (rportcli's) find it in the
+/// same target directory as their own test binary, where `cargo test --workspace` or
+/// `cargo build -p rport-cli` put it.
+pub fn binary(name: &str, own: Option<&str>) -> String {
+    if let Some(path) = own {
+        return path.to_owned();
+    }
+    let test_binary = std::env::current_exe().expect("current test binary");
+    // target/<profile>/deps/<test> -> target/<profile>/<name>
+    let profile_dir = test_binary
+        .parent()
+        .and_then(Path::parent)
+        .expect("target profile directory");
+    let path = profile_dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: build it first with `cargo build -p rport-cli --bins`",
+        path.display()
+    );
+    path.display().to_string()
+}
+
 /// `program`, or `wrapper` running it (such as `unshare ... --` or `ip netns exec NAME`).
 fn wrapped_command(wrapper: &[&str], program: &str) -> Command {
     match wrapper.split_first() {
@@ -252,7 +275,10 @@ impl Rportd {
     /// end by running the rportd command line appended to them, like `unshare ... --`).
     pub fn start_wrapped(dir: &Path, settings: &ServerSettings, wrapper: &[&str]) -> Self {
         let config = write_server_config(dir, settings);
-        let mut command = wrapped_command(wrapper, env!("CARGO_BIN_EXE_rportd"));
+        let mut command = wrapped_command(
+            wrapper,
+            &binary("rportd", option_env!("CARGO_BIN_EXE_rportd")),
+        );
         let mut child = command
             .arg("-c")
             .arg(&config)
@@ -540,7 +566,10 @@ impl Rport {
     /// Runs rport under `wrapper` (such as `ip netns exec NAME`), which must exec it, so
     /// that the child's PID is rport's.
     pub fn start_wrapped(wrapper: &[&str], args: &[&str], env: &[(&str, &str)]) -> Self {
-        let mut command = wrapped_command(wrapper, env!("CARGO_BIN_EXE_rport"));
+        let mut command = wrapped_command(
+            wrapper,
+            &binary("rport", option_env!("CARGO_BIN_EXE_rport")),
+        );
         command
             .args(args)
             .stdout(Stdio::null())
