@@ -132,26 +132,34 @@ export const toast = message;
 
 export function copyButton(text, label = 'Copy') {
   const button = el('button', { type: 'button', class: 'copy', onclick: async () => {
-    try {
-      await navigator.clipboard.writeText(text);
-      button.textContent = 'Copied';
-    } catch (_) {
-      button.textContent = 'Select and copy';
-    }
+    button.textContent = (await copyText(text)) ? 'Copied' : 'Select and copy';
     setTimeout(() => { button.textContent = label; }, 2000);
   } }, label);
   return button;
 }
 
+// The Clipboard API exists only in secure contexts (HTTPS, localhost); a console reached over
+// plain HTTP elsewhere falls back to copying a selected, off-screen textarea.
+async function copyText(text) {
+  try {
+    await navigator.clipboard.writeText(text);
+    return true;
+  } catch (_) {
+    const area = el('textarea', { readonly: '', class: 'offscreen', 'aria-hidden': 'true' });
+    area.value = text;
+    document.body.append(area);
+    area.select();
+    try {
+      return document.execCommand('copy');
+    } catch (_) {
+      return false;
+    } finally {
+      area.remove();
+    }
+  }
+}
+
 // A titled section with a heading.
 export function section(title, ...children) {
   return el('section', { class: 'card' }, el('h2', {}, title), ...children);
-}
-
-// Whether the caller may do what `permission` names (RPort's user permissions in GET /me).
-export function can(me, permission) {
-  if (!me) return false;
-  if (Array.isArray(me.groups) && me.groups.includes('Administrators')) return true;
-  const permissions = me.permissions || me.effective_user_permissions || {};
-  return Boolean(permissions[permission]);
 }

@@ -15,6 +15,7 @@ line back on stdin.
 """
 
 import os
+import re
 import socket
 import sys
 import time
@@ -38,6 +39,8 @@ class Run:
         self.echo = os.environ["CONSOLE_ECHO"]
         self.shots = os.environ.get("CONSOLE_SCREENSHOTS")
         self.context = browser.new_context(viewport={"width": 1280, "height": 800})
+        # The "Copy command" button writes to the clipboard, which the test reads back.
+        self.context.grant_permissions(["clipboard-read", "clipboard-write"], origin=self.url)
         self.page = self.context.new_page()
         self.page.set_default_timeout(TIMEOUT_MS)
         self.errors = []
@@ -136,29 +139,37 @@ def push_through(port, payload):
 
 
 def check_device_and_tunnel(run):
-    step("device page: facts, then a tunnel opened from the form carries bytes")
+    step("device page: facts, then an ssh tunnel opened from the form carries bytes")
     page = run.page
     page.click(f"tr[data-id='{run.agent_id}'] a")
     expect(page).to_have_url(f"{run.url}/#/devices/{run.agent_id}")
     expect(page.locator("h1")).to_contain_text("connected")
     expect(page.locator("#tunnel-acl")).to_have_value("127.0.0.1")
+    # The scheme fills in its well-known port; the echo server stands in for sshd.
+    page.select_option("#tunnel-scheme", "ssh")
+    expect(page.locator("#tunnel-remote")).to_have_value("22")
     page.fill("#tunnel-remote", run.echo)
     page.click("#tunnel-open")
     command = page.locator("#tunnel-command")
     expect(command).to_be_visible()
     text = command.inner_text().strip()
-    host, port = text.rsplit(":", 1)
-    port = int(port)
-    assert host in ("127.0.0.1", "localhost"), text
+    match = re.fullmatch(r"ssh -p (\d+) USER@(127\.0\.0\.1|localhost)", text)
+    assert match, f"not a ready ssh command: {text!r}"
+    port = int(match.group(1))
     payload = os.urandom(256 * 1024)
     assert push_through(port, payload) == payload, "the echo came back different"
     run.tunnel_id = page.locator("#tunnel-result p").inner_text().split()[1]
     live = page.locator(f"#device-tunnels tr[data-tunnel='{run.tunnel_id}']")
     expect(live).to_have_count(1)
     run.shot("device")
-    step("device page: the ssh command of a tunnel on port 22")
-    page.select_option("#tunnel-scheme", "ssh")
-    expect(page.locator("#tunnel-remote")).to_have_value("22")
+    step("device page: copy the command")
+    # Located by class: its accessible name changes to "Copied".
+    copy = page.locator("#tunnel-result button.copy")
+    expect(copy).to_have_text("Copy command")
+    copy.click()
+    expect(copy).to_have_text("Copied")
+    copied = page.evaluate("navigator.clipboard.readText()")
+    assert copied == text, f"the clipboard holds {copied!r}, not {text!r}"
     step("device page: close the tunnel")
     page.click("#tunnel-close")
     expect(page.locator(f"#device-tunnels tr[data-tunnel='{run.tunnel_id}'] .status")).to_have_text("closed")
@@ -173,6 +184,20 @@ def check_tunnels(run):
     expect(row).to_have_count(1)
     expect(row).to_contain_text("256.0 KiB")
     run.shot("tunnels")
+
+
+def check_audit(run):
+    step("audit log: the tunnel's opening and closing, by the admin, for the device")
+    page = run.page
+    page.click("nav a[href='#/audit']")
+    form = page.get_by_role("search", name="Filter the audit log")
+    form.get_by_label("Client").fill(run.agent_id)
+    form.get_by_role("button", name="Filter").click()
+    entries = page.get_by_role("region", name="Audit log entries")
+    for action in ["tunnel.create", "tunnel.close"]:
+        row = entries.locator("tbody tr", has_text=action).filter(has_text=run.tunnel_id)
+        expect(row).to_have_count(1)
+        expect(row).to_contain_text(run.admin[0])
 
 
 def check_viewer(run):
@@ -214,7 +239,10 @@ def check_ban(run):
     context.close()
 
 
-CHECKS = [check_login, check_devices_live, check_device_and_tunnel, check_tunnels, check_viewer, check_ban]
+CHECKS = [
+    check_login, check_devices_live, check_device_and_tunnel, check_tunnels, check_audit,
+    check_viewer, check_ban,
+]
 
 
 def main():

@@ -6,7 +6,7 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::{ChildStdin, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -85,30 +85,54 @@ fn the_console_in_a_browser_logs_in_shows_agents_live_and_opens_tunnels() {
     );
     assert_eq!(created.status, 201, "{}", created.body);
     let echo = echo_server();
-    let screenshots = std::env::var_os("CONSOLE_SCREENSHOTS").map(|folder| {
-        let folder = PathBuf::from(folder);
-        if folder.is_absolute() {
-            folder
-        } else {
-            workspace().join(folder)
-        }
-    });
+    let mut agent = None;
+    run_browser_script(
+        "browser.py",
+        &server,
+        &[
+            ("CONSOLE_VIEWER", format!("{VIEWER}:{VIEWER_PASSWORD}")),
+            ("CONSOLE_AGENT_ID", AGENT_ID.to_owned()),
+            ("CONSOLE_ECHO", echo.to_string()),
+        ],
+        "CONSOLE_OK",
+        |line, to_script| {
+            if line == "START_AGENT" {
+                agent = Some(Rport::attach(&server, AGENT_ID, &dir.path().join("agent")));
+                writeln!(to_script, "AGENT_STARTED").expect("answer the script");
+                to_script.flush().expect("flush");
+            }
+        },
+    );
+    drop(agent);
+}
 
+/// Runs one of the console's Playwright scripts (`crates/cli/tests/console/SCRIPT`) against
+/// `server`, logged in as the `[api] auth` admin, with `env` besides. It passes when the
+/// script prints `ok_line` and exits 0 within [`RUN_LIMIT`]; `on_line` sees every line the
+/// script prints and may answer on its stdin. With `CONSOLE_SCREENSHOTS=FOLDER` (relative
+/// to the workspace) the script writes its screenshots there.
+pub(crate) fn run_browser_script(
+    script: &str,
+    server: &Rportd,
+    env: &[(&str, String)],
+    ok_line: &str,
+    mut on_line: impl FnMut(&str, &mut ChildStdin),
+) {
     let mut command = Command::new(python());
     command
-        .arg(workspace().join("crates/cli/tests/console/browser.py"))
+        .arg(workspace().join("crates/cli/tests/console").join(script))
         .env("CONSOLE_URL", &server.api)
         .env("CONSOLE_ADMIN", format!("{API_USER}:{API_PASSWORD}"))
-        .env("CONSOLE_VIEWER", format!("{VIEWER}:{VIEWER_PASSWORD}"))
-        .env("CONSOLE_AGENT_ID", AGENT_ID)
-        .env("CONSOLE_ECHO", echo.to_string())
         .env("CHROMIUM", chromium())
         .env_remove("CONSOLE_SCREENSHOTS")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    if let Some(folder) = &screenshots {
-        command.env("CONSOLE_SCREENSHOTS", folder);
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    if let Some(folder) = std::env::var_os("CONSOLE_SCREENSHOTS") {
+        command.env("CONSOLE_SCREENSHOTS", workspace().join(folder));
     }
     let mut browser = command.spawn().expect("start the browser script");
     let mut to_script = browser.stdin.take().expect("stdin");
@@ -131,19 +155,14 @@ fn the_console_in_a_browser_logs_in_shows_agents_live_and_opens_tunnels() {
     });
 
     let started = Instant::now();
-    let mut agent = None;
     let mut output = Vec::new();
     let mut passed = false;
     while started.elapsed() < RUN_LIMIT {
         match lines.recv_timeout(Duration::from_secs(5)) {
             Ok(line) => {
                 eprintln!("browser| {line}");
-                if line == "START_AGENT" {
-                    agent = Some(Rport::attach(&server, AGENT_ID, &dir.path().join("agent")));
-                    writeln!(to_script, "AGENT_STARTED").expect("answer the script");
-                    to_script.flush().expect("flush");
-                }
-                passed |= line == "CONSOLE_OK";
+                on_line(&line, &mut to_script);
+                passed |= line == ok_line;
                 output.push(line);
             }
             Err(mpsc::RecvTimeoutError::Timeout) => {
@@ -158,7 +177,6 @@ fn the_console_in_a_browser_logs_in_shows_agents_live_and_opens_tunnels() {
         let _ = browser.kill();
     }
     let status = browser.wait().expect("the script ends");
-    drop(agent);
     let stderr = stderr.join().unwrap_or_default();
     assert!(
         passed && status.success(),

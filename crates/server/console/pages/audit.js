@@ -12,9 +12,14 @@ const remembered = {
 
 // rportd's action names the filter offers (free text is accepted too).
 const KNOWN_ACTIONS = [
-  'login', 'logout', 'login.failed', 'tunnel.create', 'tunnel.delete', 'tunnel.move',
-  'user.create', 'user.update', 'user.delete', 'user.password', 'user.session.delete',
-  'user.sessions.delete', 'token.create', 'token.update', 'token.delete',
+  'login', 'logout', 'login.failed', 'agent.login',
+  'tunnel.create', 'tunnel.close', 'tunnel.acl', 'tunnel.move',
+  'client.attributes', 'client.acl', 'client.delete',
+  'clientgroup.create', 'clientgroup.update', 'clientgroup.delete',
+  'user.create', 'user.update', 'user.delete', 'user.password', 'user.reload',
+  'user.session.delete', 'user.sessions.delete', 'user.totp.create', 'user.totp.delete',
+  'user_group.update', 'user_group.delete',
+  'token.create', 'token.update', 'token.delete',
   'clientauth.create', 'clientauth.delete', 'project.create', 'project.delete',
   'create', 'delete', 'update', 'success', 'failed',
 ];

@@ -15,9 +15,15 @@ export function mayOpenTunnels(me, project) {
   return role === 'tunnels' || role === 'admin';
 }
 
+// The host a tunnel is reached at: its own address, or this console's host when it
+// listens on every address.
+function tunnelHost(tunnel) {
+  return tunnel.lhost && !['0.0.0.0', '::', ''].includes(tunnel.lhost) ? tunnel.lhost : location.hostname;
+}
+
 // What to type to use `tunnel`, for its scheme.
 export function tunnelCommand(tunnel) {
-  const host = tunnel.lhost && !['0.0.0.0', '::', ''].includes(tunnel.lhost) ? tunnel.lhost : location.hostname;
+  const host = tunnelHost(tunnel);
   const port = tunnel.lport;
   if (tunnel.tunnel_url) return tunnel.tunnel_url;
   switch (tunnel.scheme) {
@@ -31,7 +37,7 @@ export function tunnelCommand(tunnel) {
 }
 
 function rdpFile(tunnel) {
-  const host = location.hostname;
+  const host = tunnelHost(tunnel);
   const text = `full address:s:${host}:${tunnel.lport}\r\nprompt for credentials:i:1\r\n`;
   const url = URL.createObjectURL(new Blob([text], { type: 'application/x-rdp' }));
   return el('a', { href: url, download: `${tunnel.client_id || 'device'}-${tunnel.id}.rdp`, class: 'button' }, 'Download .rdp file');
@@ -167,44 +173,68 @@ export async function render(main, ctx) {
       el('option', { value: '' }, 'other (give the port)'),
       Object.entries(SCHEMES).map(([name, port]) => el('option', { value: name }, `${name} (${port})`)));
     const remote = el('input', { id: 'tunnel-remote', placeholder: 'PORT or HOST:PORT', required: true });
+    const protocol = el('select', { id: 'tunnel-protocol' },
+      ['tcp', 'udp', 'tcp+udp'].map((name) => el('option', { value: name }, name)));
+    const local = el('input', { id: 'tunnel-local', placeholder: 'random', inputmode: 'numeric' });
     const acl = el('input', { id: 'tunnel-acl', value: myIp, placeholder: 'empty: anyone' });
     const idle = el('input', { id: 'tunnel-idle', type: 'number', min: 0, max: 10080, value: 5 });
     const autoClose = el('input', { id: 'tunnel-auto-close', placeholder: 'e.g. 30m, 2h' });
     const proxy = el('input', { id: 'tunnel-http-proxy', type: 'checkbox' });
     const hostHeader = el('input', { id: 'tunnel-host-header', placeholder: 'optional' });
+    const authUser = el('input', { id: 'tunnel-auth-user', placeholder: 'optional', autocomplete: 'off' });
+    const authPassword = el('input', { id: 'tunnel-auth-password', type: 'password', autocomplete: 'new-password' });
+    const proxyOptions = [hostHeader, authUser, authPassword];
     const submit = el('button', { type: 'submit', class: 'primary', id: 'tunnel-open' }, 'Open tunnel');
     const result = el('div', { id: 'tunnel-result', 'aria-live': 'polite' });
     scheme.addEventListener('change', () => {
       if (scheme.value) remote.value = String(SCHEMES[scheme.value]);
       proxy.disabled = !['http', 'https'].includes(scheme.value);
       if (proxy.disabled) proxy.checked = false;
+      proxyChanged();
     });
+    // The proxy's options mean something only with the proxy.
+    const proxyChanged = () => {
+      for (const input of proxyOptions) input.disabled = !proxy.checked;
+    };
+    proxy.addEventListener('change', proxyChanged);
     proxy.disabled = true;
+    proxyChanged();
     const form = el('form', { id: 'tunnel-form' },
       el('div', { class: 'row' },
         el('label', { for: 'tunnel-scheme' }, 'Scheme', scheme),
         el('label', { for: 'tunnel-remote' }, 'Port on the device', remote),
+        el('label', { for: 'tunnel-protocol' }, 'Protocol', protocol),
+        el('label', { for: 'tunnel-local' }, 'Server port', local),
         el('label', { for: 'tunnel-acl' }, 'Allowed addresses (ACL)', acl)),
       el('div', { class: 'row' },
         el('label', { for: 'tunnel-idle' }, 'Idle timeout (minutes, 0 = never)', idle),
         el('label', { for: 'tunnel-auto-close' }, 'Close after', autoClose),
         el('label', { class: 'check', for: 'tunnel-http-proxy' }, proxy, 'through the HTTPS proxy'),
-        el('label', { for: 'tunnel-host-header' }, 'Host header', hostHeader)),
+        el('label', { for: 'tunnel-host-header' }, 'Host header', hostHeader),
+        el('label', { for: 'tunnel-auth-user' }, 'Proxy user (basic auth)', authUser),
+        el('label', { for: 'tunnel-auth-password' }, 'Proxy password', authPassword)),
       submit, result);
     form.addEventListener('submit', async (event) => {
       event.preventDefault();
       const query = new URLSearchParams({ remote: remote.value.trim() });
       if (scheme.value) query.set('scheme', scheme.value);
+      if (protocol.value !== 'tcp') query.set('protocol', protocol.value);
+      if (local.value.trim()) query.set('local', local.value.trim());
       if (acl.value.trim()) query.set('acl', acl.value.trim());
       if (idle.value !== '') query.set('idle-timeout-minutes', idle.value);
       if (autoClose.value.trim()) query.set('auto-close', autoClose.value.trim());
       if (proxy.checked) {
         query.set('http_proxy', 'true');
         if (hostHeader.value.trim()) query.set('host_header', hostHeader.value.trim());
+        if (authUser.value.trim()) {
+          query.set('auth_user', authUser.value.trim());
+          query.set('auth_password', authPassword.value);
+        }
       }
       submit.disabled = true;
       try {
         const tunnel = (await ctx.api('PUT', `${path}/tunnels?${query}`)).data;
+        authPassword.value = '';
         showResult(result, tunnel, () => closeTunnel(tunnel, true));
         await loadTunnels();
       } catch (error) {

@@ -135,6 +135,8 @@ async fn a_cookie_login_sets_an_httponly_strict_cookie_the_api_takes_and_logout_
     assert!(cookie.contains("; HttpOnly"), "{cookie}");
     assert!(cookie.contains("; SameSite=Strict"), "{cookie}");
     assert!(!cookie.contains("Secure"), "plain HTTP: {cookie}");
+    // A working day, not the ten minutes of a script's login.
+    assert!(cookie.contains("; Max-Age=28800;"), "{cookie}");
     let jar = format!("rportd_session={token}");
     let me = server
         .call(Method::GET, "/api/v1/me")

@@ -1,4 +1,4 @@
-//! `GET /metrics`: Prometheus' text for an authenticated caller, counting the API's own
+//! `GET /metrics`: Prometheus' text for a server administrator, counting the API's own
 //! requests by route template.
 
 use axum::http::Method;
@@ -131,6 +131,14 @@ async fn metrics_need_authentication_and_count_requests_by_route_template() {
     // Basic auth with a password works too, as for any read.
     let basic = server.request(Method::GET, "/metrics", &admin()).await;
     assert_eq!(basic.status.as_u16(), 200, "{}", basic.body);
+
+    // The labels name every project: even a project's own admin may not read them.
+    let berlin_admin = server.user("bruno", json!({"berlin": "admin"})).await;
+    let refused = server.request(Method::GET, "/metrics", &berlin_admin).await;
+    refused.assert_error(403, "ERR_CODE_FORBIDDEN");
+    let body = refused.body.to_string();
+    assert!(body.contains("server-wide administrator"), "{body}");
+    assert!(!body.contains("default"), "{body}");
 }
 
 #[tokio::test]

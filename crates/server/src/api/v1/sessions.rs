@@ -22,11 +22,21 @@ pub const MAX_SESSIONS_PER_USER: usize = 100;
 /// A login token's lifetime when `token-lifetime` does not say (RPort's).
 const DEFAULT_TOKEN_LIFETIME: Duration = Duration::from_secs(600);
 
+/// A console login's lifetime (`cookie=true`) when `token-lifetime` does not say: a
+/// working day, so that the console does not send its user back to the login page every
+/// ten minutes. Logging out, or ending the session elsewhere, ends it at once.
+const CONSOLE_TOKEN_LIFETIME: Duration = Duration::from_secs(8 * 3600);
+
 /// The lifetime `token-lifetime` (seconds) asks for a login's token: 0 or absent is the
-/// default, more than `[api] max_token_lifetime` is refused.
+/// default (a console's is longer), more than `[api] max_token_lifetime` is refused.
 pub fn token_lifetime(state: &AppState, params: &Params) -> Result<Duration, ApiError> {
+    let default = if matches!(params.get("cookie"), Some("true" | "1")) {
+        CONSOLE_TOKEN_LIFETIME
+    } else {
+        DEFAULT_TOKEN_LIFETIME
+    };
     Ok(match params.get("token-lifetime") {
-        None | Some("") => DEFAULT_TOKEN_LIFETIME.min(state.config.api.max_token_lifetime),
+        None | Some("") => default.min(state.config.api.max_token_lifetime),
         Some(text) => {
             let seconds: u64 = text.parse().map_err(|_| {
                 ApiError::bad_request(
@@ -36,7 +46,7 @@ pub fn token_lifetime(state: &AppState, params: &Params) -> Result<Duration, Api
                 )
             })?;
             let lifetime = if seconds == 0 {
-                DEFAULT_TOKEN_LIFETIME
+                default.min(state.config.api.max_token_lifetime)
             } else {
                 Duration::from_secs(seconds)
             };
