@@ -161,6 +161,16 @@ def check_device_and_tunnel(run):
     run.tunnel_id = page.locator("#tunnel-result p").inner_text().split()[1]
     live = page.locator(f"#device-tunnels tr[data-tunnel='{run.tunnel_id}']")
     expect(live).to_have_count(1)
+    step("device page: the tunnel's counters after the push")
+    # The counters of a connection are the server's once it has closed; Refresh fetches them.
+    deadline = time.monotonic() + TIMEOUT_MS / 1000
+    while True:
+        page.click("#device-tunnels-refresh")
+        row = live.inner_text()
+        if "256.0 KiB / 256.0 KiB" in row and "1 (0 active)" in row:
+            break
+        assert time.monotonic() < deadline, f"the tunnel's row after 256 KiB each way: {row!r}"
+        time.sleep(0.3)
     run.shot("device")
     step("device page: copy the command")
     # Located by class: its accessible name changes to "Copied".

@@ -83,7 +83,11 @@ export async function render(main, ctx) {
   const attributesBox = el('div');
   const openBox = el('div');
   const tunnelsBox = el('div', { id: 'device-tunnels' });
-  main.append(el('div', { class: 'grid' }, factsBox, attributesBox), openBox, tunnelsBox);
+  // Tunnel counters change with every connection; they are fetched on demand rather than
+  // polled, so that a table being read (or a Close button holding the focus) is not redrawn.
+  const refresh = el('button', { type: 'button', id: 'device-tunnels-refresh' }, 'Refresh tunnels');
+  main.append(el('div', { class: 'grid' }, factsBox, attributesBox), openBox,
+    el('div', { class: 'toolbar' }, refresh), tunnelsBox);
 
   let device = null;
   const loadDevice = async () => {
@@ -250,6 +254,7 @@ export async function render(main, ctx) {
   drawAttributes();
   await drawOpenForm();
   await loadTunnels();
+  refresh.addEventListener('click', () => loadTunnels().catch((error) => message(error.message, 'error')));
 
   const live = el('span', { class: 'muted' });
   watchDevices(ctx, live, {
