@@ -267,8 +267,50 @@ fn kernel_tcp_mib() -> f64 {
     pages * 4096.0 / (1024.0 * 1024.0)
 }
 
+/// One TCP socket of this machine, from the kernel's socket tables.
+struct TcpSocket {
+    local_port: u16,
+    established: bool,
+    /// Bytes queued to send (unsent or unacknowledged).
+    send_queue: u64,
+    /// Bytes received and not yet read.
+    receive_queue: u64,
+    inode: String,
+}
+
+/// Every TCP socket of this machine (IPv4 and IPv6), from `/proc/net/tcp{,6}`.
+fn tcp_sockets() -> Vec<TcpSocket> {
+    let hex = |text: &str| u64::from_str_radix(text, 16).ok();
+    ["/proc/net/tcp", "/proc/net/tcp6"]
+        .iter()
+        .flat_map(|table| {
+            let table = std::fs::read_to_string(table).unwrap_or_default();
+            let rows: Vec<TcpSocket> = table
+                .lines()
+                .skip(1)
+                .filter_map(|line| {
+                    let fields: Vec<&str> = line.split_whitespace().collect();
+                    let (send, receive) = fields.get(4)?.split_once(':')?;
+                    Some(TcpSocket {
+                        local_port: u16::try_from(hex(fields.get(1)?.rsplit(':').next()?)?).ok()?,
+                        established: *fields.get(3)? == "01",
+                        send_queue: hex(send)?,
+                        receive_queue: hex(receive)?,
+                        inode: (*fields.get(9)?).to_owned(),
+                    })
+                })
+                .collect();
+            rows
+        })
+        .collect()
+}
+
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / (1024.0 * 1024.0)
+}
+
 /// Bytes queued in the TCP sockets a process holds (to send, and received but not read),
-/// from the socket inodes of its open files and the kernel's socket tables.
+/// found by the socket inodes of its open files.
 fn socket_queues_mib(pid: u32) -> f64 {
     let inodes: std::collections::HashSet<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
         .into_iter()
@@ -280,44 +322,21 @@ fn socket_queues_mib(pid: u32) -> f64 {
             Some(link.strip_prefix("socket:[")?.strip_suffix(']')?.to_owned())
         })
         .collect();
-    let mut bytes = 0u64;
-    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
-        let table = std::fs::read_to_string(table).unwrap_or_default();
-        for line in table.lines().skip(1) {
-            let fields: Vec<&str> = line.split_whitespace().collect();
-            let (Some(queues), Some(inode)) = (fields.get(4), fields.get(9)) else {
-                continue;
-            };
-            if !inodes.contains(*inode) {
-                continue;
-            }
-            if let Some((tx, rx)) = queues.split_once(':') {
-                bytes += u64::from_str_radix(tx, 16).unwrap_or(0);
-                bytes += u64::from_str_radix(rx, 16).unwrap_or(0);
-            }
-        }
-    }
-    bytes as f64 / (1024.0 * 1024.0)
+    mib(tcp_sockets()
+        .iter()
+        .filter(|socket| inodes.contains(&socket.inode))
+        .map(|socket| socket.send_queue + socket.receive_queue)
+        .sum())
 }
 
 /// Bytes queued to send (unsent or unacknowledged) on the established sockets whose local
 /// port is `port`: on a tunnel port, rportd's sockets to its public clients.
 fn send_queue_mib(port: u16) -> f64 {
-    let table = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
-    let bytes: u64 = table
-        .lines()
-        .skip(1)
-        .filter_map(|line| {
-            let fields: Vec<&str> = line.split_whitespace().collect();
-            let local_port = fields.get(1)?.rsplit(':').next()?;
-            let established = *fields.get(3)? == "01";
-            let tx = fields.get(4)?.split(':').next()?;
-            (established && u16::from_str_radix(local_port, 16).ok()? == port)
-                .then(|| u64::from_str_radix(tx, 16).ok())
-                .flatten()
-        })
-        .sum();
-    bytes as f64 / (1024.0 * 1024.0)
+    mib(tcp_sockets()
+        .iter()
+        .filter(|socket| socket.established && socket.local_port == port)
+        .map(|socket| socket.send_queue)
+        .sum())
 }
 
 #[test]
@@ -415,15 +434,10 @@ fn two_thousand_stalled_readers_pin_bounded_memory_and_release_it() {
     // run beside this one use it too.)
     drop(clients);
     drop(target);
-    let pids = [server.pid(), agent.pid()];
-    let released = || {
-        let rss = rss_mib(server.pid());
-        let held: f64 = pids.iter().map(|&pid| socket_queues_mib(pid)).sum();
-        (rss, held)
-    };
     let wait = Instant::now() + Duration::from_secs(60);
     let (rss, held) = loop {
-        let (rss, held) = released();
+        let rss = rss_mib(server.pid());
+        let held = socket_queues_mib(server.pid()) + socket_queues_mib(agent.pid());
         if rss - rss_before < 64.0 && held < 1.0 {
             break (rss, held);
         }

@@ -190,16 +190,16 @@ export async function render(main, ctx) {
     const proxyOptions = [hostHeader, authUser, authPassword];
     const submit = el('button', { type: 'submit', class: 'primary', id: 'tunnel-open' }, 'Open tunnel');
     const result = el('div', { id: 'tunnel-result', 'aria-live': 'polite' });
+    // The proxy's options mean something only with the proxy.
+    const proxyChanged = () => {
+      for (const input of proxyOptions) input.disabled = !proxy.checked;
+    };
     scheme.addEventListener('change', () => {
       if (scheme.value) remote.value = String(SCHEMES[scheme.value]);
       proxy.disabled = !['http', 'https'].includes(scheme.value);
       if (proxy.disabled) proxy.checked = false;
       proxyChanged();
     });
-    // The proxy's options mean something only with the proxy.
-    const proxyChanged = () => {
-      for (const input of proxyOptions) input.disabled = !proxy.checked;
-    };
     proxy.addEventListener('change', proxyChanged);
     proxy.disabled = true;
     proxyChanged();

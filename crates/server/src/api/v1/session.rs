@@ -180,7 +180,7 @@ pub async fn login(
             event,
         )
         .await;
-    let lifetime = super::sessions::token_lifetime(&state, &params)?;
+    let lifetime = super::sessions::token_lifetime(&state, &params, &cookie)?;
     let used = crate::auth::api_callers::SessionUse {
         user_agent: super::sessions::user_agent(&headers),
         ip,

@@ -28,9 +28,14 @@ const DEFAULT_TOKEN_LIFETIME: Duration = Duration::from_secs(600);
 const CONSOLE_TOKEN_LIFETIME: Duration = Duration::from_secs(8 * 3600);
 
 /// The lifetime `token-lifetime` (seconds) asks for a login's token: 0 or absent is the
-/// default (a console's is longer), more than `[api] max_token_lifetime` is refused.
-pub fn token_lifetime(state: &AppState, params: &Params) -> Result<Duration, ApiError> {
-    let default = if matches!(params.get("cookie"), Some("true" | "1")) {
+/// default (a console's, `cookie.wanted`, is longer), more than `[api] max_token_lifetime`
+/// is refused.
+pub fn token_lifetime(
+    state: &AppState,
+    params: &Params,
+    cookie: &crate::api::console::CookieMode,
+) -> Result<Duration, ApiError> {
+    let default = if cookie.wanted {
         CONSOLE_TOKEN_LIFETIME
     } else {
         DEFAULT_TOKEN_LIFETIME

@@ -317,7 +317,7 @@ pub async fn verify(
     if !secret.verify(parsed.token.trim(), now.max(0) as u64) {
         return Err(crate::api::failed_login(&state, ip, &user.username, "wrong TOTP code").await);
     }
-    let lifetime = sessions::token_lifetime(&state, &params)?;
+    let lifetime = sessions::token_lifetime(&state, &params, &cookie)?;
     let used = SessionUse {
         user_agent: user_agent(&headers),
         ip,
