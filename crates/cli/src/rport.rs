@@ -2,10 +2,12 @@
 
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 mod agent_heap;
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+mod mimalloc_heap;
 mod process;
 
-// Elsewhere than on glibc (musl's allocator is slow with tunnel buffers), mimalloc; it keeps
-// freed memory for longer, so an agent there stays larger after traffic.
+// Elsewhere than on glibc (musl's allocator is slow with tunnel buffers), mimalloc, nudged
+// to give back what traffic freed (mimalloc_heap).
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -35,6 +37,8 @@ async fn run() -> anyhow::Result<()> {
     process::report_usage_on_signal();
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     agent_heap::return_free_memory_periodically();
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    mimalloc_heap::return_free_memory_periodically();
     let client_id = match &config.id {
         Some(id) => id.clone(),
         None => config::load_or_create_client_id(&config.data_dir)?,

@@ -1,5 +1,6 @@
 //! rportd, the server: parse flags, load the configuration, set up logging, bind, run.
 
+mod mimalloc_heap;
 mod process;
 
 // Tunnels allocate and free large buffers at a high rate; glibc's allocator returns them to
@@ -42,6 +43,7 @@ async fn main() -> anyhow::Result<()> {
     )?;
     process::raise_open_file_limit();
     process::report_usage_on_signal();
+    mimalloc_heap::return_free_memory_periodically();
 
     let listeners = Listeners::bind(&config).await?;
     let agents_address = listeners.agents.local_addr()?;
