@@ -185,6 +185,37 @@ def check_device_and_tunnel(run):
     expect(page.locator(f"#device-tunnels tr[data-tunnel='{run.tunnel_id}'] .status")).to_have_text("closed")
 
 
+def check_rdp_file(run):
+    step("device page: an rdp tunnel offers a ready .rdp file for its port")
+    page = run.page
+    page.select_option("#tunnel-scheme", "rdp")
+    expect(page.locator("#tunnel-remote")).to_have_value("3389")
+    # The echo server stands in for the RDP service; the file only names the server's side.
+    page.fill("#tunnel-remote", run.echo)
+    page.click("#tunnel-open")
+    # The ssh tunnel's result stays until the new one replaces it.
+    command = page.locator("#tunnel-command")
+    expect(command).to_contain_text("mstsc")
+    text = command.inner_text().strip()
+    match = re.fullmatch(r"mstsc /v:(127\.0\.0\.1|localhost):(\d+)", text)
+    assert match, f"not a ready mstsc command: {text!r}"
+    host, port = match.group(1), int(match.group(2))
+    tunnel_id = page.locator("#tunnel-result p").inner_text().split()[1]
+    with page.expect_download() as info:
+        page.click("#tunnel-result a[download]")
+    download = info.value
+    assert download.suggested_filename == f"{run.agent_id}-{tunnel_id}.rdp", download.suggested_filename
+    with open(download.path(), "rb") as file:
+        content = file.read().decode()
+    assert f"full address:s:{host}:{port}\r\n" in content, f"the .rdp file: {content!r}"
+    assert "prompt for credentials:i:1" in content, f"the .rdp file: {content!r}"
+    # The file's port is the tunnel's: bytes sent there come back through the agent.
+    payload = os.urandom(4096)
+    assert push_through(port, payload) == payload, "the rdp tunnel's echo came back different"
+    page.click("#tunnel-close")
+    expect(page.locator(f"#device-tunnels tr[data-tunnel='{tunnel_id}'] .status")).to_have_text("closed")
+
+
 def check_tunnels(run):
     step("tunnels page: the closed tunnel is in the history with its bytes")
     page = run.page
@@ -250,8 +281,8 @@ def check_ban(run):
 
 
 CHECKS = [
-    check_login, check_devices_live, check_device_and_tunnel, check_tunnels, check_audit,
-    check_viewer, check_ban,
+    check_login, check_devices_live, check_device_and_tunnel, check_rdp_file, check_tunnels,
+    check_audit, check_viewer, check_ban,
 ]
 
 
