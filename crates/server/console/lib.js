@@ -163,3 +163,13 @@ async function copyText(text) {
 export function section(title, ...children) {
   return el('section', { class: 'card' }, el('h2', {}, title), ...children);
 }
+
+// Wraps `load` (async) so that calls within `ms` of each other become one: a burst of
+// tunnel events reloads a table once. A failure is shown as a message.
+export function coalesced(load, ms = 250) {
+  let timer = null;
+  return () => {
+    clearTimeout(timer);
+    timer = setTimeout(() => load().catch((error) => message(error.message, 'error')), ms);
+  };
+}

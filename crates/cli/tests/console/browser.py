@@ -212,7 +212,13 @@ def check_rdp_file(run):
     # The file's port is the tunnel's: bytes sent there come back through the agent.
     payload = os.urandom(4096)
     assert push_through(port, payload) == payload, "the rdp tunnel's echo came back different"
-    page.click("#tunnel-close")
+    step("device page: a tunnel closed elsewhere shows as closed without a reload")
+    expect(page.locator("#device-live")).to_have_text("live updates: on")
+    status = page.evaluate(
+        "async (path) => (await fetch(path, { method: 'DELETE' })).status",
+        f"/api/v1/clients/{run.agent_id}/tunnels/{tunnel_id}",
+    )
+    assert status == 204, f"closing the tunnel through the API: {status}"
     expect(page.locator(f"#device-tunnels tr[data-tunnel='{tunnel_id}'] .status")).to_have_text("closed")
 
 

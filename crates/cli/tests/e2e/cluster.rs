@@ -131,6 +131,9 @@ fn every_node_answers_for_every_agent_and_cross_node_tunnels_carry_bytes() {
         assert_eq!(ids(node), first);
     }
 
+    // Node 0's live feed hears of tunnels whichever node holds them.
+    let feed = crate::events::subscribe(&cluster.nodes[0], &cluster.nodes[0].auth_header);
+    let mut elsewhere = Vec::new();
     let echo = echo_server();
     let bearers: Vec<String> = cluster.nodes.iter().map(Rportd::bearer).collect();
     for (via, node) in cluster.nodes.iter().enumerate() {
@@ -147,6 +150,9 @@ fn every_node_answers_for_every_agent_and_cross_node_tunnels_carry_bytes() {
             // Deleted through the third node.
             let third = &cluster.nodes[3 - via - holder];
             let id = tunnel["id"].as_str().expect("id");
+            if holder != 0 {
+                elsewhere.push(id.to_owned());
+            }
             let (status, body) = third.request(
                 "DELETE",
                 &format!("/api/v1/clients/{agent}/tunnels/{id}?force=true"),
@@ -192,8 +198,21 @@ fn every_node_answers_for_every_agent_and_cross_node_tunnels_carry_bytes() {
             );
         }
     }
+    let mut heard = std::collections::HashSet::new();
+    while elsewhere.iter().any(|id| {
+        !heard.contains(&(id.clone(), "opened")) || !heard.contains(&(id.clone(), "closed"))
+    }) {
+        let event = crate::events::next_tunnel_event(&feed);
+        let id = event["id"].as_str().unwrap_or_default().to_owned();
+        match event["status"].as_str() {
+            Some("opened") => heard.insert((id, "opened")),
+            Some("closed") => heard.insert((id, "closed")),
+            _ => false,
+        };
+    }
     eprintln!(
-        "cluster: 3 nodes x 3 agents: 6 cross-node v1 and 6 v2 tunnels carried checksummed bytes and closed from a third node"
+        "cluster: 3 nodes x 3 agents: 6 cross-node v1 and 6 v2 tunnels carried checksummed bytes and closed from a third node; node 0's event stream heard the {} v1 tunnels other nodes held open and close",
+        elsewhere.len()
     );
 }
 

@@ -10,6 +10,7 @@ mod client_object;
 mod cluster;
 mod console;
 mod console_admin;
+mod events;
 mod fallback;
 mod faults;
 mod hostile_agent;

@@ -1,6 +1,6 @@
 // One device: its facts, its tags and labels (editable), its live and past tunnels,
 // and the form that opens a tunnel to it.
-import { el, table, formatTime, formatBytes, message, copyButton, section } from '../lib.js';
+import { el, table, formatTime, formatBytes, message, copyButton, section, coalesced } from '../lib.js';
 import { statusBadge, watchDevices } from './devices.js';
 
 // Well-known schemes and their ports on the device.
@@ -83,11 +83,13 @@ export async function render(main, ctx) {
   const attributesBox = el('div');
   const openBox = el('div');
   const tunnelsBox = el('div', { id: 'device-tunnels' });
-  // Tunnel counters change with every connection; they are fetched on demand rather than
-  // polled, so that a table being read (or a Close button holding the focus) is not redrawn.
+  // The tables are drawn again when a tunnel of the device opens, closes or changes (the
+  // event stream says so); counters change with every connection and are fetched on
+  // demand rather than polled, so that a table being read is not redrawn all the time.
   const refresh = el('button', { type: 'button', id: 'device-tunnels-refresh' }, 'Refresh tunnels');
+  const live = el('span', { class: 'muted', id: 'device-live' });
   main.append(el('div', { class: 'grid' }, factsBox, attributesBox), openBox,
-    el('div', { class: 'toolbar' }, refresh), tunnelsBox);
+    el('div', { class: 'toolbar' }, refresh, live), tunnelsBox);
 
   let device = null;
   const loadDevice = async () => {
@@ -151,12 +153,16 @@ export async function render(main, ctx) {
     await loadTunnels();
   };
 
+  // Only the latest load draws: an older answer arriving late never replaces a newer one.
+  let tunnelsSerial = 0;
   const loadTunnels = async () => {
+    const mine = ++tunnelsSerial;
     const q = `filter[client_id]=${encodeURIComponent(id)}`;
     const [live, past] = await Promise.all([
       ctx.api('GET', `/api/v1/tunnels?${q}`),
       ctx.api('GET', `/api/v1/tunnels?${q}&filter[status]=closed,terminated&page[limit]=50`),
     ]);
+    if (mine !== tunnelsSerial) return;
     const allowed = mayOpenTunnels(ctx.me, device.project);
     const columns = tunnelColumns({ canClose: () => allowed, close: (tunnel) => closeTunnel(tunnel, true) });
     tunnelsBox.replaceChildren(
@@ -256,14 +262,17 @@ export async function render(main, ctx) {
   await loadTunnels();
   refresh.addEventListener('click', () => loadTunnels().catch((error) => message(error.message, 'error')));
 
-  const live = el('span', { class: 'muted' });
+  const tunnelsChanged = coalesced(loadTunnels);
   watchDevices(ctx, live, {
-    reload: () => {},
+    reload: tunnelsChanged,
     changed: (event) => {
       if (event.id === id) {
         loadDevice().then(loadTunnels).catch((error) => message(error.message, 'error'));
       }
       return true;
+    },
+    tunnel: (event) => {
+      if (event.client_id === id) tunnelsChanged();
     },
   });
 }

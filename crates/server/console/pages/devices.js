@@ -132,8 +132,9 @@ export async function render(main, ctx) {
   });
 }
 
-// Listens to /api/v1/events: `changed(event)` returns false when it needs a full reload.
-export function watchDevices(ctx, indicator, { reload, changed }) {
+// Listens to /api/v1/events: `changed(event)` returns false when it needs a full reload;
+// `tunnel(event)`, when given, hears each tunnel that opened, waits, closed or changed.
+export function watchDevices(ctx, indicator, { reload, changed, tunnel }) {
   let source = null;
   let retry = null;
   let closed = false;
@@ -148,6 +149,13 @@ export function watchDevices(ctx, indicator, { reload, changed }) {
       try { data = JSON.parse(event.data); } catch (_) { return; }
       if (!changed(data)) reload();
     });
+    if (tunnel) {
+      source.addEventListener('tunnel', (event) => {
+        let data = null;
+        try { data = JSON.parse(event.data); } catch (_) { return; }
+        tunnel(data);
+      });
+    }
     source.addEventListener('resync', () => reload());
     source.onerror = () => {
       indicator.textContent = 'live updates: reconnecting…';

@@ -1,7 +1,8 @@
 // Tunnels: every live and past tunnel the caller may see, filterable by device,
 // status and scheme; live ones can be closed (forced, whatever their connections).
-import { el, table, message } from '../lib.js';
+import { el, table, message, coalesced } from '../lib.js';
 import { tunnelColumns, mayOpenTunnels } from './device.js';
+import { watchDevices } from './devices.js';
 
 export async function render(main, ctx) {
   const state = { tunnels: [], device: '', status: 'live', scheme: '' };
@@ -11,11 +12,12 @@ export async function render(main, ctx) {
     ['live', 'closed', 'terminated', 'all'].map((s) => el('option', { value: s }, s)));
   const scheme = el('select', { id: 'tunnels-scheme' });
   const refresh = el('button', { type: 'button' }, 'Refresh');
+  const live = el('span', { class: 'muted', id: 'tunnels-live' });
   main.appendChild(el('div', { class: 'toolbar' },
     el('label', { for: 'tunnels-device' }, 'Device', device),
     el('label', { for: 'tunnels-status' }, 'Status', status),
     el('label', { for: 'tunnels-scheme' }, 'Scheme', scheme),
-    refresh));
+    refresh, live));
   const holder = el('div', { id: 'tunnels-table' });
   main.appendChild(holder);
 
@@ -44,7 +46,10 @@ export async function render(main, ctx) {
     }));
   };
 
+  // Only the latest load draws: an older answer arriving late never replaces a newer one.
+  let serial = 0;
   const load = async () => {
+    const mine = ++serial;
     const statuses = { live: null, closed: 'closed', terminated: 'terminated', all: 'pending,opened,closed,terminated' };
     const wanted = statuses[state.status];
     const query = wanted ? `?filter[status]=${wanted}&page[limit]=500` : '';
@@ -52,6 +57,7 @@ export async function render(main, ctx) {
       ctx.api('GET', `/api/v1/tunnels${query}`),
       ctx.api('GET', '/api/v1/clients?fields[clients]=id,project'),
     ]);
+    if (mine !== serial) return;
     for (const d of devices.data || []) projects.set(d.id, d.project);
     state.tunnels = (tunnels.data || []).sort((a, b) => String(b.created_at).localeCompare(String(a.created_at)));
     const schemes = [...new Set(state.tunnels.map((t) => t.scheme).filter(Boolean))].sort();
@@ -65,4 +71,8 @@ export async function render(main, ctx) {
   scheme.addEventListener('change', () => { state.scheme = scheme.value; draw(); });
   refresh.addEventListener('click', () => load().catch((e) => message(e.message, 'error')));
   await load();
+  // Tunnels opened, closed or changed anywhere (another tab, the API, the server itself
+  // at an idle timeout) show without Refresh; agents' changes do not concern this page.
+  const changed = coalesced(load);
+  watchDevices(ctx, live, { reload: changed, changed: () => true, tunnel: changed });
 }

@@ -1,13 +1,15 @@
 //! `GET /api/v1/events`: live changes as server-sent events, for the console's pages:
-//! `client` when an agent connects, disconnects, reports new facts or is forgotten (on
-//! this node or another of the cluster), `resync` when the stream fell behind and the
-//! page should read everything again. Each caller hears only of its projects' agents.
+//! `client` when an agent connects, disconnects, reports new facts or is forgotten, and
+//! `tunnel` when a tunnel opens, waits for its agent, closes or changes its ACL (on this
+//! node or another of the cluster); `resync` when the stream fell behind and the page
+//! should read everything again. Each caller hears only of its projects' agents and
+//! tunnels.
 //!
-//! Bounds: the registry's broadcast channel holds 1024 changes (a slower stream gets
-//! `resync`), at most [`MAX_STREAMS_PER_USER`] streams per user and [`MAX_STREAMS`] in
-//! all (429 and 503 beyond), a keep-alive comment every [`KEEP_ALIVE`], and the stream
-//! ends when its session token stops being valid (logout, expiry; checked at each
-//! keep-alive) or the server shuts down.
+//! Bounds: the registry's and the tunnels' broadcast channels hold 1024 changes each (a
+//! slower stream gets `resync`), at most [`MAX_STREAMS_PER_USER`] streams per user and
+//! [`MAX_STREAMS`] in all (429 and 503 beyond), a keep-alive comment every
+//! [`KEEP_ALIVE`], and the stream ends when its session token stops being valid (logout,
+//! expiry; checked at each keep-alive) or the server shuts down.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -25,6 +27,7 @@ use tokio_util::sync::CancellationToken;
 use crate::auth::credentials::{Credentials, credentials};
 use crate::domain::permissions::AuthUser;
 use crate::domain::registry::AgentChanged;
+use crate::tunnels::changes::TunnelChanged;
 
 use super::{ApiError, AppState, Authenticated, State};
 
@@ -114,6 +117,7 @@ struct Watch {
     user_agent: String,
     ip: std::net::IpAddr,
     changes: tokio::sync::broadcast::Receiver<AgentChanged>,
+    tunnel_changes: tokio::sync::broadcast::Receiver<TunnelChanged>,
     ticker: tokio::time::Interval,
     greeted: bool,
     _slot: Slot,
@@ -135,6 +139,7 @@ pub async fn stream(
     let start = tokio::time::Instant::now() + KEEP_ALIVE;
     let watch = Watch {
         changes: state.registry.watch(),
+        tunnel_changes: state.tunnels.watch(),
         state,
         user,
         token,
@@ -185,6 +190,15 @@ async fn next_event(watch: &mut Watch) -> Option<Event> {
                 Err(RecvError::Lagged(_)) => return Some(resync()),
                 Err(RecvError::Closed) => return None,
             },
+            change = watch.tunnel_changes.recv() => match change {
+                Ok(change) => {
+                    if watch.user.reads(&change.project) {
+                        return Some(tunnel_event(&change));
+                    }
+                }
+                Err(RecvError::Lagged(_)) => return Some(resync()),
+                Err(RecvError::Closed) => return None,
+            },
         }
     }
 }
@@ -223,6 +237,17 @@ fn client_event(watch: &Watch, change: &AgentChanged) -> Option<Event> {
         return None;
     }
     Some(Event::default().event("client").data(data.to_string()))
+}
+
+/// The `tunnel` event for `change` (the caller may see its project).
+fn tunnel_event(change: &TunnelChanged) -> Event {
+    let data = json!({
+        "id": change.id,
+        "client_id": change.client_id,
+        "project": change.project,
+        "status": change.status,
+    });
+    Event::default().event("tunnel").data(data.to_string())
 }
 
 /// Whether the stream's session is still open (not logged out, not expired, its user

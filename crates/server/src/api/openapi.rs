@@ -551,7 +551,7 @@ fn describe(method: &Method, path: &str) -> Option<Operation> {
         )
         .answers("text/plain"),
         ("GET", "/api/v1/events") => op(
-            "Live changes as server-sent events (text/event-stream): ready, client {id, connected, project, ...}, resync; at most 8 streams per user (429) and 512 in all (503)",
+            "Live changes as server-sent events (text/event-stream): ready, client {id, connected, project, ...}, tunnel {id, client_id, project, status}, resync; at most 8 streams per user (429) and 512 in all (503)",
             Any,
         ),
         _ => return None,

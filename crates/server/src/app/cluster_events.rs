@@ -1,6 +1,7 @@
 //! What this node does with the other nodes' events: reads changed agent records, hands
-//! over tunnels of agents another node took, refuses revoked tokens, counts failed
-//! logins, and reads agent credentials again.
+//! over tunnels of agents another node took, tells its live pages of their tunnels'
+//! changes, refuses revoked tokens, counts failed logins, and reads agent credentials
+//! again.
 
 use std::sync::Arc;
 
@@ -12,6 +13,7 @@ use crate::api::AppState;
 use crate::auth::bans::{BanList, FailureSink};
 use crate::cluster::{Cluster, topic};
 use crate::domain::registry::{AgentChanges, Refreshed};
+use crate::tunnels::changes::{TunnelChanged, TunnelChanges};
 
 /// Tells the other nodes of agent records and failed logins this node writes.
 pub struct Publisher(pub Arc<Cluster>);
@@ -19,6 +21,15 @@ pub struct Publisher(pub Arc<Cluster>);
 impl AgentChanges for Publisher {
     fn changed(&self, id: &str) {
         self.0.publish_later(topic::AGENT, id.to_owned());
+    }
+}
+
+impl TunnelChanges for Publisher {
+    fn changed(&self, change: &TunnelChanged) {
+        // Only the other nodes' pages need it: alone, nothing is written.
+        if self.0.has_others() {
+            self.0.publish_later(topic::TUNNEL, change.to_key());
+        }
     }
 }
 
@@ -74,6 +85,11 @@ pub async fn apply(
                 }
             }
             topic::CREDENTIAL => reload_credentials(&state).await,
+            topic::TUNNEL => {
+                if let Err(err) = state.tunnels.changed_elsewhere(&event.key) {
+                    tracing::debug!("ignoring a tunnel change another node published: {err}");
+                }
+            }
             topic::RESYNC => resync(&state).await,
             other => tracing::debug!(
                 topic = other,

@@ -272,6 +272,7 @@ impl Server {
         let api_bans = BanList::new(config.api.max_failed_login, config.api.ban_time);
         let publisher = Arc::new(cluster_events::Publisher(Arc::clone(&cluster)));
         registry.tell(Arc::clone(&publisher) as _);
+        tunnels.tell_others(Arc::clone(&publisher) as _);
         tunnels.relay_through(Arc::new(proxy_relay::PeerRelay {
             peers: Arc::clone(&peers),
             cluster: Arc::clone(&cluster),

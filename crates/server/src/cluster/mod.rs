@@ -45,6 +45,9 @@ pub mod topic {
     pub const LOGIN_FAILED: &str = "login.failed";
     /// An agent credential was added or removed: key = its id.
     pub const CREDENTIAL: &str = "credential";
+    /// A tunnel opened, waits for its agent, closed or changed its ACL: key = the change
+    /// as JSON (`tunnels::changes::TunnelChanged`). Published only while other nodes live.
+    pub const TUNNEL: &str = "tunnel";
     /// Not published: this node was away from the store (or behind its events) and must
     /// read what it keeps in memory again.
     pub const RESYNC: &str = "resync";

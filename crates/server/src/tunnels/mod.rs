@@ -4,6 +4,7 @@
 
 mod active;
 mod agent_check;
+pub mod changes;
 pub mod http_proxy;
 mod lifecycle;
 mod limits;
@@ -175,6 +176,8 @@ pub struct TunnelManager {
     open_connections: Arc<AtomicU32>,
     /// What all tunnels carried together, for the metrics.
     totals: Arc<crate::metrics::TunnelTotals>,
+    /// Those told when a tunnel opens, waits for its agent, closes or changes its ACL.
+    watchers: changes::Watchers,
 }
 
 impl TunnelManager {
@@ -199,6 +202,7 @@ impl TunnelManager {
             proxy_routes: Mutex::new(HashMap::new()),
             open_connections: Arc::new(AtomicU32::new(0)),
             totals: Arc::default(),
+            watchers: changes::Watchers::default(),
         });
         let live = TunnelFilter {
             open_only: true,
@@ -236,6 +240,30 @@ impl TunnelManager {
 
     fn active(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<ActiveTunnel>>> {
         lock(&self.active)
+    }
+
+    /// Hears every tunnel change from now on, this node's and (in a cluster) the others'.
+    pub fn watch(&self) -> tokio::sync::broadcast::Receiver<changes::TunnelChanged> {
+        self.watchers.watch()
+    }
+
+    /// Tells `others` of every tunnel change made here from now on.
+    pub fn tell_others(&self, others: Arc<dyn changes::TunnelChanges>) {
+        self.watchers.tell_others(others);
+    }
+
+    /// Another node changed a tunnel: this node's watchers hear it.
+    pub fn changed_elsewhere(&self, key: &str) -> Result<(), String> {
+        self.watchers.changed_elsewhere(key)
+    }
+
+    fn tell(&self, record: &TunnelRecord) {
+        self.watchers.changed_here(changes::TunnelChanged {
+            id: record.id.clone(),
+            client_id: record.agent_id.clone(),
+            project: record.project.clone(),
+            status: record.status.as_str().to_owned(),
+        });
     }
 
     /// The live tunnels of client `agent_id` in `project`.
@@ -412,7 +440,8 @@ impl TunnelManager {
             self.serve_ports(&tunnel, tcp, udp, lease, &mut servers);
         }
         *lock(&tunnel.servers) = servers;
-        tokio::spawn(Arc::clone(self).watch(Arc::clone(&tunnel)));
+        tokio::spawn(Arc::clone(self).watch_lifecycle(Arc::clone(&tunnel)));
+        self.tell(&tunnel.snapshot());
         tunnel
     }
 
@@ -444,7 +473,7 @@ impl TunnelManager {
     }
 
     /// Ends the tunnel when its lifecycle says so.
-    async fn watch(self: Arc<Self>, tunnel: Arc<ActiveTunnel>) {
+    async fn watch_lifecycle(self: Arc<Self>, tunnel: Arc<ActiveTunnel>) {
         loop {
             let now = Utc::now();
             let wake_at = match lifecycle::verdict(&tunnel.limits, &tunnel.activity(), now) {
@@ -613,6 +642,7 @@ impl TunnelManager {
         };
         *tunnel.acl.write().unwrap_or_else(|p| p.into_inner()) = acl.map(Arc::new);
         self.store.set_tunnel_options(tunnel_id, &options).await?;
+        self.tell(&tunnel.snapshot());
         Ok(())
     }
 
@@ -678,6 +708,10 @@ impl TunnelManager {
             .await?;
         if ended {
             tracing::info!(tunnel = %tunnel_id, client = %agent_id, holder = ?record.owner_node, "tunnel of a node that is gone ended in the store");
+            self.tell(&TunnelRecord {
+                status: reason.status(),
+                ..record
+            });
         }
         Ok(ended)
     }
@@ -720,6 +754,7 @@ impl TunnelManager {
         if let Err(err) = ended {
             tracing::error!(tunnel = %record.id, "saving closed tunnel: {err}");
         }
+        self.tell(&record);
         // An operator's delete is recorded by the API with the operator's name.
         if reason != CloseReason::Deleted {
             self.audit_end(&record, reason, "").await;
@@ -741,6 +776,7 @@ impl TunnelManager {
             tunnel.set_status(TunnelStatus::Opened);
             tunnel.changed.notify_one();
             self.save_status(&tunnel).await;
+            self.tell(&tunnel.snapshot());
         }
         self.open_agent_remotes(project, agent_id, remotes).await;
     }
@@ -823,6 +859,7 @@ impl TunnelManager {
             tunnel.set_status(TunnelStatus::Pending);
             tunnel.changed.notify_one();
             self.save_status(&tunnel).await;
+            self.tell(&tunnel.snapshot());
         }
     }
 
