@@ -272,6 +272,11 @@ const FLOOD_LIMIT: usize = 64 * 1024 * 1024;
 /// read; the rest is its read buffer and allocator slack (3 to 6 MiB measured in all).
 const FLOOD_RSS_MIB: f64 = 8.0;
 
+/// What a flood of OPENs may cost an agent on top: the streams its session accepts before
+/// it refuses them, at most `mux::MAX_STREAMS` (16,384) alive at once with their tasks,
+/// about 3.4 KiB each (measured: a peak of 53 to 56 MiB over where it started).
+const OPEN_FLOOD_STREAMS_MIB: f64 = 64.0;
+
 /// The n-th frame of a flood.
 type FrameMaker = fn(u32) -> Frame;
 
@@ -440,20 +445,42 @@ fn a_server_that_floods_and_never_reads_costs_the_agent_a_bounded_amount_of_memo
     let mut quiet = session();
     settle();
     let before = rss_mib(agent.pid());
-    let kinds: [(&str, FrameMaker); 2] = [("ping", ping), ("open", server_open)];
-    for (what, frame) in kinds {
+    // The peak, not a sample: the agent gives freed memory back every 2 s, so a sample
+    // shows whatever that timing left, and the highest point of a flood comes and goes.
+    let kinds: [(&str, FrameMaker, f64); 2] = [
+        ("ping", ping, FLOOD_RSS_MIB),
+        ("open", server_open, FLOOD_RSS_MIB + OPEN_FLOOD_STREAMS_MIB),
+    ];
+    for (what, frame, bound) in kinds {
         let taken = runtime.block_on(flood_unread(&mut quiet, frame));
-        assert_flood_held_back(what, taken, before, agent.pid(), 1);
+        let peak = peak_rss_mib(agent.pid());
+        eprintln!(
+            "{what}: {:.1} MiB taken; RSS {before:.1} MiB before, at most {peak:.1} MiB during",
+            taken as f64 / (1024.0 * 1024.0)
+        );
+        assert!(
+            taken < FLOOD_LIMIT,
+            "{what}: all {taken} bytes were read from a peer that reads nothing"
+        );
+        assert!(
+            peak <= before + bound,
+            "{what}: RSS reached {peak:.1} MiB from {before:.1}"
+        );
         // Hang up; the agent comes back for more.
         runtime.block_on(async move { drop(quiet) });
         quiet = session();
     }
-    settle();
-    let after = rss_mib(agent.pid());
+    // Given back within a few of the agent's 2 s trims.
+    let mut after = rss_mib(agent.pid());
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while after > before + FLOOD_RSS_MIB && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+        after = rss_mib(agent.pid());
+    }
     eprintln!("RSS after the floods ended: {after:.1} MiB");
     assert!(
         after <= before + FLOOD_RSS_MIB,
-        "RSS stayed at {after:.1} MiB (from {before:.1}) after the floods ended"
+        "RSS stayed at {after:.1} MiB (from {before:.1}) 10 s after the floods ended"
     );
     runtime.block_on(async move { drop(quiet) });
 }
