@@ -9,24 +9,22 @@
 
 use std::time::Duration;
 
-/// How often the nudge comes. Each is a walk over the calling thread's pages and the purge
-/// of what has waited out mimalloc's delay, which allocation would have done anyway while
-/// traffic flows, so it costs nothing then.
+/// How often [`return_free_memory`] should run. Each call walks the calling thread's pages
+/// and purges what has waited out mimalloc's delay, which allocation would have done anyway
+/// while traffic flows, so it costs nothing then.
 const COLLECT_INTERVAL: Duration = Duration::from_secs(2);
 
-/// Every few seconds, lets mimalloc give back what waited out its delay. The purge covers
-/// the memory of every thread; pages still held by another thread's heap wait for that
-/// thread's next allocation.
+/// Lets mimalloc give back what waited out its delay; run every [`COLLECT_INTERVAL`]. The
+/// purge covers the memory of every thread; pages still held by another thread's heap wait
+/// for that thread's next allocation.
 #[allow(unsafe_code)]
+fn return_free_memory() {
+    // SAFETY: mi_collect touches only the calling thread's heap and the shared arenas, which
+    // it locks itself; any thread may call it at any time.
+    unsafe { libmimalloc_sys::mi_collect(false) };
+}
+
+/// Runs [`return_free_memory`] every [`COLLECT_INTERVAL`] from now on.
 pub fn return_free_memory_periodically() {
-    tokio::spawn(async {
-        let mut tick = tokio::time::interval(COLLECT_INTERVAL);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tick.tick().await;
-            // SAFETY: mi_collect touches only the calling thread's heap and the shared arenas,
-            // which it locks itself; any thread may call it at any time.
-            unsafe { libmimalloc_sys::mi_collect(false) };
-        }
-    });
+    crate::process::every(COLLECT_INTERVAL, return_free_memory);
 }

@@ -1,5 +1,6 @@
 //! What both binaries do around their work: set up logging, raise the open-file limit,
-//! report their usage when asked (SIGUSR2), and wait for a signal to stop.
+//! report their usage when asked (SIGUSR2), run housekeeping every few seconds, and wait
+//! for a signal to stop.
 
 use std::fs::OpenOptions;
 use std::path::Path;
@@ -147,6 +148,19 @@ pub fn shutdown_on_signal() -> CancellationToken {
 
 /// On SIGUSR2, logs how many tasks and file descriptors the process holds: what an
 /// operator (or a test) compares before and after a burst of traffic to see a leak.
+/// Calls `task` every `interval` on the runtime, for as long as the process runs; a late
+/// call does not make the next ones come sooner.
+pub fn every(interval: std::time::Duration, task: fn()) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            task();
+        }
+    });
+}
+
 pub fn report_usage_on_signal() {
     #[cfg(unix)]
     tokio::spawn(async {

@@ -3,6 +3,9 @@
 //! a cluster, whose pages hear it too. What it carried is not a change: pages read counters
 //! when they load.
 
+use std::sync::{Arc, OnceLock};
+
+use rport_store::TunnelRecord;
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 
@@ -29,16 +32,18 @@ pub trait TunnelChanges: Send + Sync {
     fn changed(&self, change: &TunnelChanged);
 }
 
+/// This node's watchers (a broadcast of [`WATCH_CAPACITY`] changes) and, once the server
+/// is wired, the other nodes.
 pub struct Watchers {
     local: broadcast::Sender<TunnelChanged>,
-    others: std::sync::OnceLock<std::sync::Arc<dyn TunnelChanges>>,
+    others: OnceLock<Arc<dyn TunnelChanges>>,
 }
 
 impl Default for Watchers {
     fn default() -> Self {
         Self {
             local: broadcast::channel(WATCH_CAPACITY).0,
-            others: std::sync::OnceLock::new(),
+            others: OnceLock::new(),
         }
     }
 }
@@ -48,7 +53,7 @@ impl Watchers {
         self.local.subscribe()
     }
 
-    pub fn tell_others(&self, others: std::sync::Arc<dyn TunnelChanges>) {
+    pub fn tell_others(&self, others: Arc<dyn TunnelChanges>) {
         let _ = self.others.set(others);
     }
 
@@ -70,6 +75,16 @@ impl Watchers {
 }
 
 impl TunnelChanged {
+    /// `record` as it is now.
+    pub fn of(record: &TunnelRecord) -> Self {
+        Self {
+            id: record.id.clone(),
+            client_id: record.agent_id.clone(),
+            project: record.project.clone(),
+            status: record.status.as_str().to_owned(),
+        }
+    }
+
     /// The key of the cluster event that carries it.
     pub fn to_key(&self) -> String {
         // Four strings always serialize; the default is never used.

@@ -257,13 +257,10 @@ impl TunnelManager {
         self.watchers.changed_elsewhere(key)
     }
 
-    fn tell(&self, record: &TunnelRecord) {
-        self.watchers.changed_here(changes::TunnelChanged {
-            id: record.id.clone(),
-            client_id: record.agent_id.clone(),
-            project: record.project.clone(),
-            status: record.status.as_str().to_owned(),
-        });
+    /// Tells the watchers of the live `tunnel` as it is now.
+    fn tell(&self, tunnel: &ActiveTunnel) {
+        let change = changes::TunnelChanged::of(&lock(&tunnel.record));
+        self.watchers.changed_here(change);
     }
 
     /// The live tunnels of client `agent_id` in `project`.
@@ -441,7 +438,7 @@ impl TunnelManager {
         }
         *lock(&tunnel.servers) = servers;
         tokio::spawn(Arc::clone(self).watch_lifecycle(Arc::clone(&tunnel)));
-        self.tell(&tunnel.snapshot());
+        self.tell(&tunnel);
         tunnel
     }
 
@@ -642,7 +639,7 @@ impl TunnelManager {
         };
         *tunnel.acl.write().unwrap_or_else(|p| p.into_inner()) = acl.map(Arc::new);
         self.store.set_tunnel_options(tunnel_id, &options).await?;
-        self.tell(&tunnel.snapshot());
+        self.tell(&tunnel);
         Ok(())
     }
 
@@ -708,10 +705,9 @@ impl TunnelManager {
             .await?;
         if ended {
             tracing::info!(tunnel = %tunnel_id, client = %agent_id, holder = ?record.owner_node, "tunnel of a node that is gone ended in the store");
-            self.tell(&TunnelRecord {
-                status: reason.status(),
-                ..record
-            });
+            let mut change = changes::TunnelChanged::of(&record);
+            change.status = reason.status().as_str().to_owned();
+            self.watchers.changed_here(change);
         }
         Ok(ended)
     }
@@ -754,7 +750,8 @@ impl TunnelManager {
         if let Err(err) = ended {
             tracing::error!(tunnel = %record.id, "saving closed tunnel: {err}");
         }
-        self.tell(&record);
+        self.watchers
+            .changed_here(changes::TunnelChanged::of(&record));
         // An operator's delete is recorded by the API with the operator's name.
         if reason != CloseReason::Deleted {
             self.audit_end(&record, reason, "").await;
@@ -776,7 +773,7 @@ impl TunnelManager {
             tunnel.set_status(TunnelStatus::Opened);
             tunnel.changed.notify_one();
             self.save_status(&tunnel).await;
-            self.tell(&tunnel.snapshot());
+            self.tell(&tunnel);
         }
         self.open_agent_remotes(project, agent_id, remotes).await;
     }
@@ -859,7 +856,7 @@ impl TunnelManager {
             tunnel.set_status(TunnelStatus::Pending);
             tunnel.changed.notify_one();
             self.save_status(&tunnel).await;
-            self.tell(&tunnel.snapshot());
+            self.tell(&tunnel);
         }
     }
 
