@@ -38,18 +38,9 @@ fn port(tunnel: &Value) -> u16 {
 /// Connects from `source` (any 127.0.0.0/8 address on Linux) and checks an echo round
 /// trip; returns whether the tunnel carried it.
 fn echo_from(source: IpAddr, target: SocketAddr) -> bool {
-    let socket = match source {
-        IpAddr::V4(_) => socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None),
-        IpAddr::V6(_) => socket2::Socket::new(socket2::Domain::IPV6, socket2::Type::STREAM, None),
-    }
-    .expect("socket");
-    socket
-        .bind(&SocketAddr::new(source, 0).into())
-        .expect("bind source");
-    if socket.connect(&target.into()).is_err() {
+    let Some(mut stream) = connect_from(source, target) else {
         return false;
-    }
-    let mut stream: TcpStream = socket.into();
+    };
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))
         .expect("timeout");
@@ -58,6 +49,20 @@ fn echo_from(source: IpAddr, target: SocketAddr) -> bool {
     }
     let mut answer = [0u8; 23];
     stream.read_exact(&mut answer).is_ok() && &answer == b"ping through the tunnel"
+}
+
+/// A connection to `target` from the local address `source`.
+fn connect_from(source: IpAddr, target: SocketAddr) -> Option<TcpStream> {
+    let socket = match source {
+        IpAddr::V4(_) => socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None),
+        IpAddr::V6(_) => socket2::Socket::new(socket2::Domain::IPV6, socket2::Type::STREAM, None),
+    }
+    .expect("socket");
+    socket
+        .bind(&SocketAddr::new(source, 0).into())
+        .expect("bind source");
+    socket.connect(&target.into()).ok()?;
+    Some(socket.into())
 }
 
 const V4_ALLOWED: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, 2));
@@ -400,10 +405,24 @@ fn check_port_refuses_a_closed_target_and_leaves_nothing_open() {
 }
 
 #[test]
-fn auto_close_ends_a_busy_tunnel_and_idle_timeout_a_quiet_one() {
+fn auto_close_ends_a_busy_tunnel_and_idle_time_counts_from_the_last_connection() {
     let dir = tempdir();
     let (server, _agent) = server_with_agent(dir.path(), "");
     let echo = echo_server();
+    // Held past the first idle minute: its end, not the tunnel's creation, starts the
+    // idle time (nothing but the watcher's own timer wakes it then).
+    let long_source = IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, 4));
+    let long = server.open_tunnel(
+        "client-1",
+        &format!(
+            "remote={}&idle-timeout-minutes=1&acl={long_source}",
+            echo.port()
+        ),
+    );
+    let mut long_held = connect_from(long_source, tunnel_address(&long)).expect("connect");
+    let mut echoed = [0u8; 5];
+    long_held.write_all(b"hello").expect("write");
+    long_held.read_exact(&mut echoed).expect("echo");
 
     let started = Instant::now();
     let limited = server.open_tunnel("client-1", &format!("remote={}&auto-close=3s", echo.port()));
@@ -443,12 +462,30 @@ fn auto_close_ends_a_busy_tunnel_and_idle_timeout_a_quiet_one() {
     assert_eq!(closed["close_reason"], "idle_timeout");
     assert!(
         used.elapsed() >= Duration::from_secs(59),
-        "{:?}",
+        "closed {:?} after the use: {closed}",
         used.elapsed()
     );
     assert_eq!(
         server.tunnel(&id(&never)).expect("listed")["status"],
         "opened"
+    );
+
+    // The long connection, a minute old now, is still use; the minute counts from its end.
+    assert_eq!(
+        server.tunnel(&id(&long)).expect("listed")["status"],
+        "opened"
+    );
+    long_held.write_all(b"still").expect("write");
+    long_held.read_exact(&mut echoed).expect("echo");
+    assert_eq!(&echoed, b"still");
+    drop(long_held);
+    let ended = Instant::now();
+    let closed = server.wait_tunnel_status(&id(&long), "terminated", Duration::from_secs(90));
+    assert_eq!(closed["close_reason"], "idle_timeout");
+    assert!(
+        ended.elapsed() >= Duration::from_secs(59),
+        "closed {:?} after the connection ended: {closed}",
+        ended.elapsed()
     );
 }
 

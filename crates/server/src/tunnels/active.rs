@@ -49,9 +49,10 @@ pub(super) struct ActiveTunnel {
     pub(super) sources: Mutex<HashMap<IpAddr, u32>>,
     pub(super) bytes_in: AtomicU64,
     pub(super) bytes_out: AtomicU64,
+    /// When the tunnel was last used, as the API shows and the store keeps it.
     pub(super) last_active_ms: AtomicI64,
-    /// 0 while the agent is connected.
-    pub(super) agent_gone_since_ms: AtomicI64,
+    /// The moments the lifecycle decides on, on the monotonic clock (see [`Steady`]).
+    steady: Steady,
     /// Counters moved since the last write to the store.
     pub(super) dirty: AtomicBool,
     /// The counters as the store last got them: a write adds only what came since, so
@@ -123,7 +124,7 @@ impl ActiveTunnel {
             bytes_in: AtomicU64::new(counters.bytes_in),
             bytes_out: AtomicU64::new(counters.bytes_out),
             last_active_ms: AtomicI64::new(last_active.timestamp_millis()),
-            agent_gone_since_ms: AtomicI64::new(agent_gone.map_or(0, |t| t.timestamp_millis())),
+            steady: Steady::new(Utc::now(), last_active, agent_gone),
             dirty: AtomicBool::new(false),
             flushed: Mutex::new(counters),
             changed: Notify::new(),
@@ -297,7 +298,8 @@ impl ActiveTunnel {
         self.bytes_out.fetch_add(bytes_out, Ordering::Relaxed);
         self.totals.connection_closed(bytes_in, bytes_out);
         self.touch();
-        self.open_connections.fetch_sub(1, Ordering::Relaxed);
+        // Release: whoever sees the connection gone also sees the use just marked.
+        self.open_connections.fetch_sub(1, Ordering::Release);
         self.connection_limits.total.fetch_sub(1, Ordering::Relaxed);
     }
 
@@ -305,21 +307,137 @@ impl ActiveTunnel {
     pub(super) fn touch(&self) {
         self.last_active_ms
             .fetch_max(Utc::now().timestamp_millis(), Ordering::Relaxed);
+        self.steady.used();
         self.dirty.store(true, Ordering::Relaxed);
     }
 
-    pub(super) fn activity(&self) -> Activity {
+    /// The agent's session ended: the grace period starts now.
+    pub(super) fn agent_left(&self) {
+        self.steady.agent_left();
+    }
+
+    pub(super) fn agent_back(&self) {
+        self.steady.agent_back();
+    }
+
+    /// What the tunnel is doing, its moments told as wall times relative to `now`.
+    pub(super) fn activity(&self, now: DateTime<Utc>) -> Activity {
+        // Acquire, and before the last use: see `connection_closed`.
+        let open_connections = self.open_connections.load(Ordering::Acquire);
         Activity {
-            open_connections: self.open_connections.load(Ordering::Relaxed),
-            last_active: from_ms(self.last_active_ms.load(Ordering::Relaxed)),
-            agent_gone_since: match self.agent_gone_since_ms.load(Ordering::Relaxed) {
-                0 => None,
-                ms => Some(from_ms(ms)),
-            },
+            open_connections,
+            last_active: self.steady.last_used(now),
+            agent_gone_since: self.steady.agent_gone_since(now),
         }
     }
 
     pub(super) fn set_status(&self, status: TunnelStatus) {
         lock(&self.record).status = status;
+    }
+}
+
+/// The moments a tunnel's lifecycle decides on (its last use, its agent leaving), kept as
+/// milliseconds on the monotonic clock since the tunnel started here. Idle time and the
+/// grace period are lengths of time: a step of the wall clock (NTP setting a clock that
+/// booted wrong, an operator's `date -s`) must neither end every idle tunnel at once nor
+/// keep them open for the length of the step.
+struct Steady {
+    start: tokio::time::Instant,
+    last_used: AtomicI64,
+    /// [`Steady::NONE`] while the agent is connected.
+    agent_gone: AtomicI64,
+}
+
+impl Steady {
+    const NONE: i64 = i64::MIN;
+
+    /// Starts the clock at `now`, with what happened before (a tunnel restored after a
+    /// restart) placed before the start by its wall-clock distance.
+    fn new(
+        now: DateTime<Utc>,
+        last_used: DateTime<Utc>,
+        agent_gone: Option<DateTime<Utc>>,
+    ) -> Self {
+        let before_start = |at: DateTime<Utc>| -(now - at).num_milliseconds().max(0);
+        Self {
+            start: tokio::time::Instant::now(),
+            last_used: AtomicI64::new(before_start(last_used)),
+            agent_gone: AtomicI64::new(agent_gone.map_or(Self::NONE, before_start)),
+        }
+    }
+
+    fn now(&self) -> i64 {
+        i64::try_from(self.start.elapsed().as_millis()).unwrap_or(i64::MAX)
+    }
+
+    fn used(&self) {
+        self.last_used.fetch_max(self.now(), Ordering::Relaxed);
+    }
+
+    fn agent_left(&self) {
+        self.agent_gone.store(self.now(), Ordering::Relaxed);
+    }
+
+    fn agent_back(&self) {
+        self.agent_gone.store(Self::NONE, Ordering::Relaxed);
+    }
+
+    /// `moment` as a wall time: as long before `now` as it is before the monotonic now.
+    fn as_wall(&self, moment: i64, now: DateTime<Utc>) -> DateTime<Utc> {
+        let ago = chrono::Duration::milliseconds(self.now().saturating_sub(moment).max(0));
+        now.checked_sub_signed(ago)
+            .unwrap_or(DateTime::<Utc>::MIN_UTC)
+    }
+
+    fn last_used(&self, now: DateTime<Utc>) -> DateTime<Utc> {
+        self.as_wall(self.last_used.load(Ordering::Relaxed), now)
+    }
+
+    fn agent_gone_since(&self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        match self.agent_gone.load(Ordering::Relaxed) {
+            Self::NONE => None,
+            moment => Some(self.as_wall(moment, now)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Steady;
+    use chrono::{DateTime, Utc};
+    use std::time::Duration;
+
+    /// Wall times in seconds from an arbitrary start.
+    fn wall(secs: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp(1_800_000_000 + secs, 0).expect("in range")
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn moments_are_measured_on_the_monotonic_clock() {
+        let steady = Steady::new(wall(0), wall(-10), None);
+        assert_eq!(steady.agent_gone_since(wall(0)), None);
+        // Ten seconds before the start, whatever the wall clock says now.
+        assert_eq!(steady.last_used(wall(0)), wall(-10));
+        assert_eq!(steady.last_used(wall(3600)), wall(3590));
+
+        tokio::time::advance(Duration::from_secs(5)).await;
+        steady.used();
+        tokio::time::advance(Duration::from_secs(2)).await;
+        steady.agent_left();
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert_eq!(steady.last_used(wall(100)), wall(97));
+        assert_eq!(steady.agent_gone_since(wall(100)), Some(wall(99)));
+        steady.agent_back();
+        assert_eq!(steady.agent_gone_since(wall(100)), None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_restored_moment_in_the_future_counts_as_now() {
+        // A clock set back since the store was written: never idle for a negative time.
+        let steady = Steady::new(wall(0), wall(3600), Some(wall(0)));
+        assert_eq!(steady.last_used(wall(0)), wall(0));
+        tokio::time::advance(Duration::from_secs(30)).await;
+        assert_eq!(steady.last_used(wall(0)), wall(-30));
+        assert_eq!(steady.agent_gone_since(wall(0)), Some(wall(-30)));
     }
 }

@@ -113,6 +113,16 @@ pub fn verdict(limits: &Limits, activity: &Activity, now: DateTime<Utc>) -> Verd
     {
         return Verdict::End(reason);
     }
+    // Connections ending do not wake the watcher, so while some are open it looks again
+    // when the soonest of them to end could have made the tunnel idle: a whole timeout
+    // from now. Sleeping until woken would keep a tunnel whose long connection ended
+    // open for good.
+    if let Some(timeout) = limits.idle_timeout
+        && activity.open_connections > 0
+    {
+        let due = after(now, timeout.max(Duration::from_secs(1)));
+        next = Some(next.map_or(due, |n| n.min(due)));
+    }
     Verdict::WakeAt(next)
 }
 
@@ -167,7 +177,32 @@ mod tests {
             open_connections: 1,
             ..quiet_since(0)
         };
-        assert_eq!(verdict(&limits(), &busy, t(100_000)), Verdict::WakeAt(None));
+        // Looked at again a whole timeout later: the connection may have ended by then.
+        assert_eq!(
+            verdict(&limits(), &busy, t(100_000)),
+            Verdict::WakeAt(Some(t(100_300)))
+        );
+    }
+
+    #[test]
+    fn a_long_connection_ending_starts_the_idle_time() {
+        let busy = Activity {
+            open_connections: 1,
+            ..quiet_since(0)
+        };
+        // Busy when the first timeout passed; the connection ends at 350.
+        let Verdict::WakeAt(Some(wake)) = verdict(&limits(), &busy, t(300)) else {
+            panic!("a busy tunnel with an idle timeout must be looked at again");
+        };
+        assert_eq!(wake, t(600));
+        assert_eq!(
+            verdict(&limits(), &quiet_since(350), wake),
+            Verdict::WakeAt(Some(t(650)))
+        );
+        assert_eq!(
+            verdict(&limits(), &quiet_since(350), t(650)),
+            Verdict::End(CloseReason::IdleTimeout)
+        );
     }
 
     #[test]
@@ -242,6 +277,56 @@ mod tests {
             verdict(&all, &away, t(5000)),
             Verdict::End(CloseReason::AutoClose)
         );
+    }
+
+    /// The watcher looks only when `verdict` says (connections never wake it), yet the
+    /// tunnel ends exactly a timeout after its last connection ended, however the
+    /// connections overlap the timeouts.
+    #[test]
+    fn the_watcher_never_misses_the_idle_moment() {
+        // (opened, closed) in seconds; the timeout is 300.
+        let timelines: &[&[(i64, i64)]] = &[
+            &[],
+            &[(10, 20)],
+            &[(0, 400)],
+            &[(0, 299), (290, 900)],
+            &[(100, 700), (650, 1300), (1310, 1311)],
+            &[(0, 1), (301, 302)],
+        ];
+        for connections in timelines {
+            let activity_at = |now: i64| Activity {
+                open_connections: connections
+                    .iter()
+                    .filter(|(open, close)| *open <= now && now < *close)
+                    .count() as u32,
+                last_active: t(connections
+                    .iter()
+                    .map(|(_, close)| *close)
+                    .filter(|close| *close <= now)
+                    .max()
+                    .unwrap_or(0)),
+                agent_gone_since: None,
+            };
+            let idle_at = connections
+                .iter()
+                .map(|(_, close)| *close)
+                .max()
+                .unwrap_or(0)
+                + 300;
+            let mut now = 0;
+            let ended = loop {
+                match verdict(&limits(), &activity_at(now), t(now)) {
+                    Verdict::End(reason) => break (now, reason),
+                    Verdict::WakeAt(Some(at)) => now = (at - t(0)).num_seconds(),
+                    Verdict::WakeAt(None) => panic!("{connections:?}: never looked at again"),
+                }
+            };
+            assert_eq!(
+                ended,
+                (idle_at, CloseReason::IdleTimeout),
+                "{connections:?}"
+            );
+        }
     }
 
     #[test]

@@ -473,7 +473,7 @@ impl TunnelManager {
     async fn watch_lifecycle(self: Arc<Self>, tunnel: Arc<ActiveTunnel>) {
         loop {
             let now = Utc::now();
-            let wake_at = match lifecycle::verdict(&tunnel.limits, &tunnel.activity(), now) {
+            let wake_at = match lifecycle::verdict(&tunnel.limits, &tunnel.activity(now), now) {
                 Verdict::End(reason) => {
                     let id = tunnel.id();
                     if self.active().remove(&id).is_some() {
@@ -769,7 +769,7 @@ impl TunnelManager {
     ) {
         self.adopt(agent_id).await;
         for tunnel in self.tunnels_of(project, agent_id) {
-            tunnel.agent_gone_since_ms.store(0, Ordering::Relaxed);
+            tunnel.agent_back();
             tunnel.set_status(TunnelStatus::Opened);
             tunnel.changed.notify_one();
             self.save_status(&tunnel).await;
@@ -850,9 +850,8 @@ impl TunnelManager {
 
     /// The agent's session ended: its tunnels keep their ports for the grace period.
     pub async fn agent_gone(&self, project: &str, agent_id: &str) {
-        let now = Utc::now().timestamp_millis();
         for tunnel in self.tunnels_of(project, agent_id) {
-            tunnel.agent_gone_since_ms.store(now, Ordering::Relaxed);
+            tunnel.agent_left();
             tunnel.set_status(TunnelStatus::Pending);
             tunnel.changed.notify_one();
             self.save_status(&tunnel).await;
