@@ -3,7 +3,7 @@
 
 use super::http_proxy::{BasicAuth, ProxyOptions};
 use super::lifecycle::{Activity, Limits};
-use super::{ConnectionLimits, Full, TunnelInfo, from_ms, http_proxy, lock};
+use super::{ConnectionLimits, Full, TunnelInfo, http_proxy, lock};
 use crate::domain::source::source_of;
 use crate::metrics::{Refusal, TunnelTotals};
 use chrono::{DateTime, Utc};
@@ -49,9 +49,8 @@ pub(super) struct ActiveTunnel {
     pub(super) sources: Mutex<HashMap<IpAddr, u32>>,
     pub(super) bytes_in: AtomicU64,
     pub(super) bytes_out: AtomicU64,
-    /// When the tunnel was last used, as the API shows and the store keeps it.
-    pub(super) last_active_ms: AtomicI64,
-    /// The moments the lifecycle decides on, on the monotonic clock (see [`Steady`]).
+    /// When the tunnel was last used and when its agent left, on the monotonic clock
+    /// (see [`Steady`]); the API and the store get them as wall times.
     steady: Steady,
     /// Counters moved since the last write to the store.
     pub(super) dirty: AtomicBool,
@@ -123,7 +122,6 @@ impl ActiveTunnel {
             sources: Mutex::new(HashMap::new()),
             bytes_in: AtomicU64::new(counters.bytes_in),
             bytes_out: AtomicU64::new(counters.bytes_out),
-            last_active_ms: AtomicI64::new(last_active.timestamp_millis()),
             steady: Steady::new(Utc::now(), last_active, agent_gone),
             dirty: AtomicBool::new(false),
             flushed: Mutex::new(counters),
@@ -146,7 +144,7 @@ impl ActiveTunnel {
     pub(super) fn snapshot(&self) -> TunnelRecord {
         let mut record = lock(&self.record).clone();
         record.counters = self.counters();
-        record.last_active_at = Some(from_ms(self.last_active_ms.load(Ordering::Relaxed)));
+        record.last_active_at = Some(self.last_active());
         record
     }
 
@@ -305,10 +303,13 @@ impl ActiveTunnel {
 
     /// Marks the tunnel used now (a connection ended, a datagram passed).
     pub(super) fn touch(&self) {
-        self.last_active_ms
-            .fetch_max(Utc::now().timestamp_millis(), Ordering::Relaxed);
         self.steady.used();
         self.dirty.store(true, Ordering::Relaxed);
+    }
+
+    /// When the tunnel was last used, as a wall time.
+    pub(super) fn last_active(&self) -> DateTime<Utc> {
+        self.steady.last_used(Utc::now())
     }
 
     /// The agent's session ended: the grace period starts now.

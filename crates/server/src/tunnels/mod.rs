@@ -146,10 +146,6 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-fn from_ms(ms: i64) -> DateTime<Utc> {
-    DateTime::from_timestamp_millis(ms).unwrap_or_default()
-}
-
 /// The scheme a target port usually speaks, so UIs and scripts can build links.
 pub fn scheme_for_port(port: u16) -> Option<&'static str> {
     Some(match port {

@@ -2,7 +2,7 @@
 //! their end recorded.
 
 use super::lifecycle::CloseReason;
-use super::{ActiveTunnel, TunnelManager, from_ms, lock, stored};
+use super::{ActiveTunnel, TunnelManager, lock, stored};
 use chrono::Utc;
 use rport_store::{TunnelRecord, TunnelStatus};
 use std::sync::Arc;
@@ -144,7 +144,7 @@ impl TunnelManager {
         tunnel.dirty.store(false, Ordering::Relaxed);
         let id = tunnel.id();
         let delta = tunnel.take_unflushed();
-        let last_active = from_ms(tunnel.last_active_ms.load(Ordering::Relaxed));
+        let last_active = tunnel.last_active();
         if let Err(err) = self
             .store
             .add_tunnel_counters(&id, delta, last_active)
